@@ -1,0 +1,3 @@
+from cbir_pg.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The ``cbir-pg`` command line: typer apps, one small module per command group.
+
+Each command parses options, calls one library function and prints its result. Heavy libraries
+(torch, timm, open_clip, matplotlib) are imported inside the library functions, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cbir_pg.cli import db
+from cbir_pg.cli._common import State, err_console
+
+app = typer.Typer(
+    name="cbir-pg",
+    help="PostgreSQL-native content-based medical image retrieval with vision foundation models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+
+# Command groups register here; each module stays thin and imports heavy libraries lazily.
+for _module, _name in [
+    ("datasets", "datasets"),
+    ("labels", "labels"),
+    ("models", "models"),
+    ("ingest", "ingest"),
+    ("index", "index"),
+    ("search", None),
+    ("evaluate", "eval"),
+    ("report", None),
+    ("demo", None),
+]:
+    try:
+        _mod = __import__(f"cbir_pg.cli.{_module}", fromlist=["register"])
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"cbir_pg.cli.{_module}":
+            raise
+        continue
+    _mod.register(app)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    dsn: str = typer.Option(None, "--dsn", envvar="CBIR_PG_DSN", help="PostgreSQL DSN; default: embedded server"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show tracebacks"),
+) -> None:
+    ctx.obj = State(dsn=dsn, verbose=verbose)
+
+
+def main() -> None:
+    """Console entry point: the one handler that turns project errors into one line on stderr."""
+    from cbir_pg.errors import CbirError
+
+    verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+    try:
+        app()
+    except CbirError as exc:
+        if verbose:
+            raise
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # driver errors that escaped translation still become one line
+        import psycopg
+
+        if isinstance(exc, psycopg.Error) and not verbose:
+            from cbir_pg.db.connect import translate
+
+            err_console.print(f"error: {translate(exc)}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(1)
+        raise

@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: global options, DSN resolution, progress bars, consistent output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    dsn: str | None = None
+    verbose: bool = False
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = State()
+    return root.obj
+
+
+def dsn(ctx: typer.Context) -> str:
+    """The DSN for this command: ``--dsn``, ``CBIR_PG_DSN`` or the embedded server (started on demand)."""
+    from cbir_pg.db.connect import resolve_dsn
+
+    return resolve_dsn(state(ctx).dsn)
+
+
+def parse_int_list(text: str) -> list[int]:
+    from cbir_pg.errors import ConfigError
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"expected a comma-separated list of integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"expected positive integers, got {text!r}")
+    return values

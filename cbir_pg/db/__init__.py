@@ -1,0 +1,1 @@
+"""Database layer: the embedded server, connections, migrations, identifiers and named queries."""
