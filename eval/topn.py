@@ -1,0 +1,407 @@
+"""The batched SQL top-N runner: every query image's nearest index images, computed in PostgreSQL.
+
+One statement per batch of query ids (``topn_batch`` in ``sql/queries/eval.sql``): each query's own
+stored vector drives a ``LATERAL`` subquery ordered by pgvector's cosine distance operator ``<=>``
+with ``LIMIT n``. Query vectors never leave the server.
+
+How a run is laid out:
+
+* A coordinating connection opens a ``REPEATABLE READ`` transaction and exports its snapshot
+  (``pg_export_snapshot()``). Every worker connection imports it, so all of them, and the class sizes
+  computed by the coordinator, see exactly the same images and vectors even while ingest is writing.
+* Each connection builds the index set in a temp table ``pg_temp.eval_index_set (image_id, label_id)``
+  from an :class:`IndexFilter` (splits, datasets, excluded images, an explicit id subset), entirely in
+  SQL. The LATERAL subquery joins it, so the filter never travels as a list of ids per query.
+* Batches of query ids are streamed from a shared queue to ``connections`` threads, each with its own
+  connection (psycopg releases the GIL while it waits on the server).
+
+Modes:
+
+* ``ann``: ``hnsw.ef_search = min(1000, max(ef_search or 40, n))`` and
+  ``hnsw.iterative_scan = strict_order``, so a filter that removes index-scan rows does not shorten a
+  result and results stay in exact distance order. A query whose ANN result is still shorter than it
+  can be (``min(n, index size)``, e.g. after ``hnsw.max_scan_tuples``) is re-run exactly; the count is
+  reported as :attr:`TopN.exact_fallbacks`.
+* ``exact``: ``enable_indexscan = off`` and ``enable_bitmapscan = off``: a sequential scan and a
+  top-N sort, which is exact.
+
+Ties: rows are ordered by distance, then by ``image_id`` (ascending). In exact mode that makes the
+order fully deterministic; in ann mode it orders the rows the index returned.
+
+A query that is itself an index image is never its own neighbour.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.connect import connect, translate
+from cbir_pg.errors import ConfigError, NotFoundError
+
+MODES = ("ann", "exact")
+#: pgvector's default ``hnsw.ef_search``, and its upper limit.
+DEFAULT_EF_SEARCH = 40
+MAX_EF_SEARCH = 1000
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IndexFilter:
+    """Which images form the index (the searchable set). ``None`` means no restriction; all the
+    conditions apply together. ``image_ids`` is an explicit subset (e.g. for the index-size ablation);
+    it is intersected with the other conditions, so pass ``splits=None`` to use the ids alone."""
+
+    splits: tuple[str, ...] | None = ("train",)
+    datasets: tuple[str, ...] | None = None
+    include_excluded: bool = False
+    image_ids: tuple[int, ...] | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "splits": list(self.splits) if self.splits is not None else None,
+            "datasets": list(self.datasets) if self.datasets is not None else None,
+            "include_excluded": bool(self.include_excluded),
+            "ids": [int(i) for i in self.image_ids] if self.image_ids is not None else None,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description for a run's stored parameters (explicit ids are counted, not listed)."""
+        return {
+            "splits": list(self.splits) if self.splits is not None else None,
+            "datasets": list(self.datasets) if self.datasets is not None else None,
+            "include_excluded": bool(self.include_excluded),
+            "n_explicit_ids": len(self.image_ids) if self.image_ids is not None else None,
+        }
+
+
+@dataclass
+class TopN:
+    """Top-n neighbours of each query, padded where fewer exist (ids and labels ``-1``, similarity NaN).
+
+    ``relevant[i, j]`` is true when neighbour ``j`` has the same harmonised label as query ``i``
+    (computed in SQL). ``counts[i]`` is how many neighbours query ``i`` got. Similarity is
+    ``1 - cosine distance``. ``index_class_sizes`` maps label id (``-1``: unlabelled) to its number of
+    index images, read in the same snapshot as the search.
+    """
+
+    query_ids: np.ndarray  # (q,) int64
+    query_labels: np.ndarray  # (q,) int64, -1 where unlabelled
+    neighbour_ids: np.ndarray  # (q, n) int64
+    neighbour_labels: np.ndarray  # (q, n) int64
+    similarities: np.ndarray  # (q, n) float64
+    relevant: np.ndarray  # (q, n) bool
+    counts: np.ndarray  # (q,) int64
+    query_in_index: np.ndarray  # (q,) bool: the query is itself an index image (never its own neighbour)
+    n: int
+    mode: str
+    ef_search: int | None
+    n_index: int
+    index_class_sizes: dict[int, int]
+    seconds: float
+    exact_fallbacks: int = 0
+    plan_uses_index: bool | None = None
+    missing_query_ids: list[int] = field(default_factory=list)
+
+    @property
+    def queries_per_second(self) -> float:
+        return len(self.query_ids) / self.seconds if self.seconds > 0 else float("inf")
+
+    def class_sizes_for(self, labels: np.ndarray) -> np.ndarray:
+        """Index class size of each label in ``labels`` (0 for a class absent from the index)."""
+        return np.array(
+            [self.index_class_sizes.get(int(lab), 0) if lab >= 0 else 0 for lab in labels], dtype=np.int64
+        )
+
+
+# --------------------------------------------------------------------------- session settings
+def _settings(mode: str, n: int, ef_search: int | None) -> tuple[dict[str, str], int | None]:
+    if mode == "ann":
+        ef = min(MAX_EF_SEARCH, max(ef_search or DEFAULT_EF_SEARCH, n))
+        return {"hnsw.ef_search": str(ef), "hnsw.iterative_scan": "strict_order"}, ef
+    return {"enable_indexscan": "off", "enable_bitmapscan": "off"}, None
+
+
+def _apply(conn: psycopg.Connection, settings: dict[str, str]) -> None:
+    for name, value in settings.items():
+        conn.execute("select set_config(%s, %s, true)", (name, value))
+
+
+EXACT = {"enable_indexscan": "off", "enable_bitmapscan": "off"}
+ANN_RESET = {"enable_indexscan": "on", "enable_bitmapscan": "on"}
+
+
+def _open(dsn: str, snapshot: str | None) -> psycopg.Connection:
+    conn = connect(dsn)
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    if snapshot is not None:
+        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
+    return conn
+
+
+def _build_index_set(conn: psycopg.Connection, table: sql.Identifier, index_filter: IndexFilter) -> None:
+    conn.execute(queries.get("eval", "create_index_set"))
+    conn.execute(queries.get("eval", "fill_index_set", table=table), index_filter.params())
+    conn.execute("analyze pg_temp.eval_index_set")
+
+
+def _plan_uses_index(
+    conn: psycopg.Connection, stmt: sql.Composable, params: dict[str, Any], table_name: str
+) -> bool:
+    row = conn.execute(sql.SQL("explain (format json) ") + stmt, params).fetchone()
+    plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+
+    def walk(node: dict[str, Any]) -> bool:
+        if (
+            node.get("Node Type") == "Index Scan"
+            and node.get("Relation Name") == table_name
+            and "Order By" in node
+        ):
+            return True
+        return any(walk(child) for child in node.get("Plans", []))
+
+    return walk(plan[0]["Plan"])
+
+
+def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier, str]:
+    """The embedding table of ``model``; a clear error when the model or its vectors are unknown."""
+    identifiers.check_key(model)
+    row = conn.execute(queries.get("eval", "encoder"), {"model": model}).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"unknown model {model!r}: no row in cbir.encoder (run `cbir-pg ingest --model {model}`)"
+        )
+    if not row[4]:
+        raise NotFoundError(
+            f"model {model!r} has no embedding table yet (run `cbir-pg ingest --model {model}`)"
+        )
+    return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
+
+
+# --------------------------------------------------------------------------- progress
+class _RichProgress:
+    """A progress bar with queries per second on stderr (used only when ``progress=True``)."""
+
+    def __init__(self, total: int, label: str):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.text import Text
+
+        class Speed(ProgressColumn):
+            def render(self, task):  # type: ignore[no-untyped-def]
+                return Text(f"{task.speed:,.0f} queries/s" if task.speed else "- queries/s")
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            Speed(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task(label, total=total)
+        self._progress.start()
+
+    def __call__(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+# --------------------------------------------------------------------------- the runner
+def topn(
+    dsn: str,
+    model: str,
+    *,
+    query_ids: Sequence[int],
+    index_filter: IndexFilter,
+    n: int,
+    mode: str = "ann",
+    ef_search: int | None = None,
+    batch_size: int = 256,
+    connections: int = 2,
+    progress: bool | ProgressCallback = True,
+) -> TopN:
+    """Top-``n`` index images of every query image, by cosine distance, computed in SQL.
+
+    ``progress``: ``True`` shows a progress bar (queries/s) on stderr, ``False`` nothing, or a callable
+    ``(done, total)``. See the module docstring for modes, ties and the snapshot.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    if batch_size < 1 or connections < 1:
+        raise ConfigError("batch_size and connections must be positive")
+    if ef_search is not None and ef_search < 1:
+        raise ConfigError(f"ef_search must be positive, got {ef_search}")
+    settings, ef = _settings(mode, n, ef_search)
+    qids = np.asarray(list(query_ids), dtype=np.int64)
+    q = len(qids)
+    neighbour_ids = np.full((q, n), -1, dtype=np.int64)
+    neighbour_labels = np.full((q, n), -1, dtype=np.int64)
+    sims = np.full((q, n), np.nan, dtype=np.float64)
+    relevant = np.zeros((q, n), dtype=bool)
+    counts = np.zeros(q, dtype=np.int64)
+    query_labels = np.full(q, -1, dtype=np.int64)
+
+    coord = _open(dsn, None)
+    reporter: _RichProgress | None = None
+    try:
+        table, table_name = encoder_table(coord, model)
+        stmt = queries.get("eval", "topn_batch", table=table)
+        snapshot = coord.execute("select pg_export_snapshot()").fetchone()[0]
+        _build_index_set(coord, table, index_filter)
+        class_sizes = {
+            int(lab): int(cnt) for lab, cnt in coord.execute(queries.get("eval", "index_class_sizes"))
+        }
+        n_index = sum(class_sizes.values())
+        in_index = {
+            int(r[0]) for r in coord.execute(queries.get("eval", "index_contains"), {"ids": qids.tolist()})
+        }
+        expected = np.array(
+            [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
+        )
+        labels_rows = coord.execute(
+            "select id, coalesce(label_id, -1) from cbir.image where id = any(%s::bigint[])", (qids.tolist(),)
+        ).fetchall()
+        label_of = {int(i): int(lab) for i, lab in labels_rows}
+        query_labels[:] = [label_of.get(int(i), -1) for i in qids]
+        has_vec = {
+            int(r[0])
+            for r in coord.execute(
+                sql.SQL("select image_id from {} where image_id = any(%s::bigint[])").format(table),
+                (qids.tolist(),),
+            )
+        }
+        missing = [int(i) for i in qids if int(i) not in has_vec]
+
+        plan_uses_index: bool | None = None
+        if q:
+            _apply(coord, settings)
+            plan_uses_index = _plan_uses_index(
+                coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n}, table_name
+            )
+
+        if callable(progress):
+            callback: ProgressCallback | None = progress
+        elif progress and q:
+            reporter = _RichProgress(q, f"top-{n} {mode}")
+            callback = reporter
+        else:
+            callback = None
+
+        work: queue.Queue[int] = queue.Queue()
+        for start in range(0, q, batch_size):
+            work.put(start)
+        lock = threading.Lock()
+        done = [0]
+        fallbacks = [0]
+        stop = threading.Event()
+
+        def fill(conn: psycopg.Connection, idx: np.ndarray) -> None:
+            rows = conn.execute(stmt, {"query_ids": qids[idx].tolist(), "n": n}, binary=True).fetchall()
+            if not rows:
+                return
+            ords = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)) - 1
+            # rows come sorted by (ord, distance, image_id): the rank is the position within its query
+            first = np.r_[0, np.flatnonzero(np.diff(ords)) + 1]
+            starts = np.repeat(first, np.diff(np.r_[first, len(ords)]))
+            rank = np.arange(len(ords)) - starts
+            target = idx[ords]
+            neighbour_ids[target, rank] = [r[1] for r in rows]
+            neighbour_labels[target, rank] = [-1 if r[2] is None else r[2] for r in rows]
+            sims[target, rank] = [1.0 - r[3] for r in rows]
+            relevant[target, rank] = [r[4] for r in rows]
+            np.add.at(counts, target, 1)
+
+        def worker() -> None:
+            conn = _open(dsn, snapshot)
+            try:
+                _build_index_set(conn, table, index_filter)
+                _apply(conn, settings)
+                while not stop.is_set():
+                    try:
+                        start = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    idx = np.arange(start, min(start + batch_size, q))
+                    fill(conn, idx)
+                    short = idx[counts[idx] < expected[idx]]
+                    if mode == "ann" and len(short):
+                        neighbour_ids[short] = -1
+                        neighbour_labels[short] = -1
+                        sims[short] = np.nan
+                        relevant[short] = False
+                        counts[short] = 0
+                        _apply(conn, EXACT)
+                        fill(conn, short)
+                        _apply(conn, ANN_RESET)
+                        with lock:
+                            fallbacks[0] += len(short)
+                    with lock:
+                        done[0] += len(idx)
+                        if callback is not None:
+                            callback(done[0], q)
+            except BaseException:
+                stop.set()
+                raise
+            finally:
+                conn.close()
+
+        t0 = time.perf_counter()
+        n_workers = max(1, min(connections, (q + batch_size - 1) // batch_size))
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cbir-topn") as pool:
+            futures = [pool.submit(worker) for _ in range(n_workers)] if q else []
+            for fut in futures:
+                fut.result()
+        seconds = time.perf_counter() - t0
+    except psycopg.Error as exc:
+        raise translate(exc) from None
+    finally:
+        if reporter is not None:
+            reporter.close()
+        coord.close()
+
+    missing_set = set(missing)
+    fallback_count = fallbacks[0] - sum(1 for i in qids if int(i) in missing_set) if mode == "ann" else 0
+    return TopN(
+        query_ids=qids,
+        query_labels=query_labels,
+        neighbour_ids=neighbour_ids,
+        neighbour_labels=neighbour_labels,
+        similarities=sims,
+        relevant=relevant,
+        counts=counts,
+        query_in_index=np.array([int(i) in in_index for i in qids], dtype=bool),
+        n=n,
+        mode=mode,
+        ef_search=ef,
+        n_index=n_index,
+        index_class_sizes=class_sizes,
+        seconds=seconds,
+        exact_fallbacks=max(0, fallback_count),
+        plan_uses_index=plan_uses_index,
+        missing_query_ids=missing,
+    )

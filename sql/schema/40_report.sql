@@ -1,0 +1,125 @@
+-- Evaluation result views for BI tools (schema cbir_report, read by role cbir_reader; grants in 90_roles.sql).
+-- They expose run parameters, metrics and harmonised class names only: no patient, study or image rows.
+-- Re-applied by `cbir-pg db migrate` (00_reset_report.sql drops and recreates the schema first).
+
+-- Every evaluation run (retrieval, knn, linear, ablation) with its parameters, counts and timings.
+-- scope: the datasets searched ("all" or a comma list), then index split(s) -> query split(s).
+create or replace view cbir_report.eval_runs as
+select r.id as run_id,
+       r.kind,
+       r.encoder_key as model,
+       r.mode,
+       (r.params ->> 'ef_search_effective')::int as ef_search,
+       coalesce((select string_agg(d, ',' order by d) from jsonb_array_elements_text(
+                   case when jsonb_typeof(r.params -> 'datasets') = 'array' then r.params -> 'datasets' end) d),
+                'all')
+         || ':' || coalesce((select string_agg(s, ',' order by s) from jsonb_array_elements_text(
+                   case when jsonb_typeof(r.params -> 'index_splits') = 'array' then r.params -> 'index_splits' end) s), '*')
+         || '->' || coalesce((select string_agg(s, ',' order by s) from jsonb_array_elements_text(
+                   case when jsonb_typeof(r.params -> 'query_splits') = 'array' then r.params -> 'query_splits' end) s), '*')
+         as scope,
+       r.n_queries,
+       r.n_index,
+       (r.timings ->> 'queries_per_s')::double precision as queries_per_s,
+       (r.timings ->> 'total_s')::double precision as total_s,
+       r.params,
+       r.index_params,
+       r.metrics,
+       r.timings,
+       r.code_version,
+       r.started_at,
+       r.finished_at
+from cbir.eval_run r;
+comment on view cbir_report.eval_runs is 'every evaluation run: parameters, index parameters, counts, timings, code version';
+
+-- The latest finished retrieval run of each model, mode (ann | exact) and scope.
+create or replace view cbir_report.latest_retrieval_run as
+select distinct on (model, mode, scope) run_id, model, mode, scope, finished_at
+from cbir_report.eval_runs
+where kind = 'retrieval' and finished_at is not null
+order by model, mode, scope, finished_at desc, run_id desc;
+comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode and scope';
+
+-- model x P@N micro/macro of the latest run (the paper's Table 2).
+create or replace view cbir_report.leaderboard as
+select l.model,
+       l.mode,
+       l.scope,
+       l.run_id,
+       r.n_queries,
+       r.n_index,
+       r.ef_search,
+       max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'micro') as p1_micro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'micro') as p3_micro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'micro') as p5_micro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'micro') as p10_micro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'macro') as p1_macro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'macro') as p3_macro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'macro') as p5_macro,
+       max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'macro') as p10_macro,
+       r.finished_at
+from cbir_report.latest_retrieval_run l
+join cbir_report.eval_runs r on r.run_id = l.run_id
+left join cbir.eval_metric m on m.run_id = l.run_id
+group by l.model, l.mode, l.scope, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
+comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode and scope';
+
+-- Per class P@N of the latest runs: class, kind (anatomical | pathological), index class size.
+-- P is null for a class with no index image (its precision is undefined).
+create or replace view cbir_report.class_precision as
+select l.model,
+       l.mode,
+       l.scope,
+       l.run_id,
+       lab.key as class,
+       lab.kind,
+       lab.modality,
+       lab.region,
+       lab.finding,
+       max(cm.n_queries) as n_queries,
+       max(cm.class_index_size) as class_index_size,
+       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 1) as p1,
+       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 3) as p3,
+       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 5) as p5,
+       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 10) as p10
+from cbir_report.latest_retrieval_run l
+join cbir.eval_class_metric cm on cm.run_id = l.run_id
+join cbir.label lab on lab.id = cm.label_id
+group by l.model, l.mode, l.scope, l.run_id, lab.key, lab.kind, lab.modality, lab.region, lab.finding;
+comment on view cbir_report.class_precision is 'per class P@1/3/5/10 of the latest retrieval runs, with kind and index class size';
+
+-- ANN against exact search, one row per ann run that was compared (--compare-exact): recall of the
+-- top N, the difference in P@N (ann - exact), ef_search, HNSW build parameters and speeds.
+create or replace view cbir_report.ann_quality as
+select r.run_id,
+       r.model,
+       r.scope,
+       (r.params ->> 'exact_run_id')::bigint as exact_run_id,
+       r.ef_search,
+       (r.index_params -> 'hnsw' ->> 'm')::int as hnsw_m,
+       (r.index_params -> 'hnsw' ->> 'ef_construction')::int as hnsw_ef_construction,
+       (r.params ->> 'plan_uses_index')::boolean as plan_uses_index,
+       r.n_queries,
+       r.n_index,
+       max(m.value) filter (where m.metric = 'recall' and m.at = 1) as recall1,
+       max(m.value) filter (where m.metric = 'recall' and m.at = 3) as recall3,
+       max(m.value) filter (where m.metric = 'recall' and m.at = 5) as recall5,
+       max(m.value) filter (where m.metric = 'recall' and m.at = 10) as recall10,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'micro') as dp1_micro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'micro') as dp3_micro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'micro') as dp5_micro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'micro') as dp10_micro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'macro') as dp1_macro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'macro') as dp3_macro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'macro') as dp5_macro,
+       max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'macro') as dp10_macro,
+       r.queries_per_s as ann_queries_per_s,
+       e.queries_per_s as exact_queries_per_s,
+       r.finished_at
+from cbir_report.eval_runs r
+left join cbir_report.eval_runs e on e.run_id = (r.params ->> 'exact_run_id')::bigint
+left join cbir.eval_metric m on m.run_id = r.run_id
+where r.kind = 'retrieval' and r.mode = 'ann' and r.params ? 'exact_run_id' and r.finished_at is not null
+group by r.run_id, r.model, r.scope, r.params, r.ef_search, r.index_params, r.n_queries, r.n_index,
+         r.queries_per_s, e.queries_per_s, r.finished_at;
+comment on view cbir_report.ann_quality is 'ANN (HNSW) against exact search: recall@N, P@N difference, ef_search, index parameters';
