@@ -1,0 +1,177 @@
+"""The adapter contract and the registry.
+
+An adapter reads one source layout as its provider publishes it and yields, streaming, one
+:class:`Record` per image (or a :class:`RowError` for a bad row). It never touches the database and
+never decodes images: the importer (:mod:`cbir_pg.datasets.importer`) does both, in batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cbir_pg.errors import ConfigError, InputError
+
+
+@dataclass
+class Record:
+    """One image as the source describes it.
+
+    ``split``: ``train``/``val``/``test``; ``None`` (assign by patient hash with the adapter's
+    fractions) or ``trainval`` (patient-wise 90:10 train/val). ``labels``: source labels, mapped to
+    harmonised keys by the label map. ``pixels``: an RGB array when the adapter already holds the
+    image (MedMNIST), so the importer need not read the file back.
+    """
+
+    uri: str
+    labels: list[str] = field(default_factory=list)
+    split: str | None = None
+    patient: str | None = None
+    sex: str | None = None
+    age: float | None = None
+    study: str | None = None
+    view: str | None = None
+    modality: str | None = None
+    region: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    exclusion: str | None = None
+    pixels: Any = None
+    write: Callable[[], None] | None = None
+
+
+@dataclass
+class RowError:
+    """A row the adapter could not turn into a record (recorded in ``cbir.error``, import continues)."""
+
+    source: str
+    reason: str
+    message: str
+
+
+class UnknownLabel(InputError):
+    pass
+
+
+class Adapter:
+    """Base class. Subclasses set the class attributes and implement :meth:`records`."""
+
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    source_url: ClassVar[str | None] = None
+    licence: ClassVar[str | None] = None
+    citation: ClassVar[str | None] = None
+    #: images with several labels are excluded from the single-label benchmark (reason ``multi_label``)
+    single_label: ClassVar[bool] = True
+    #: an image with no harmonised label is excluded (reason ``no_label``)
+    require_label: ClassVar[bool] = True
+    #: the source patient ids identify people: store salted hashes (DICOM)
+    identifying_ids: ClassVar[bool] = False
+    options_help: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, root: Path, key: str, options: dict[str, Any]):
+        self.root = Path(root).expanduser()
+        self.key = key
+        self.options = dict(options)
+        unknown = set(self.options) - set(self.options_help)
+        if unknown:
+            known = ", ".join(sorted(self.options_help)) or "none"
+            raise ConfigError(f"{self.kind}: unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
+        self.fractions = None  # set by subclasses that split without official splits
+
+    @classmethod
+    def default_key(cls, root: Path, options: dict[str, Any]) -> str:
+        return cls.kind.replace("-", "_")
+
+    def image_root(self) -> Path:
+        """The folder ``image.uri`` is relative to (``cbir.dataset.root``)."""
+        return self.root
+
+    def total(self) -> int | None:
+        """Number of records, when cheap to know (for the progress bar)."""
+        return None
+
+    def records(self) -> Iterator[Record | RowError]:
+        raise NotImplementedError
+
+    def default_label(self, source_label: str) -> str | None:
+        """Harmonised key for a source label; ``None`` drops it; :class:`UnknownLabel` when unknown."""
+        from cbir_pg.datasets.harmonise import normalise_key
+
+        try:
+            return normalise_key(source_label)
+        except InputError as exc:
+            raise UnknownLabel(str(exc)) from None
+
+
+_REGISTRY: dict[str, type[Adapter]] = {}
+
+
+def register_adapter(kind: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    def deco(cls: type[Adapter]) -> type[Adapter]:
+        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+            raise ValueError(f"adapter {kind!r} registered twice")
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return deco
+
+
+# ----------------------------------------------------------------------------- small readers
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a text file, transparently gunzipping ``.gz`` (MIMIC ships ``.csv.gz``)."""
+    if str(path).endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Stream ``(line number, row)``; a missing required column is a :class:`ConfigError`."""
+    with open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        missing = [c for c in required if c not in cols]
+        if missing:
+            raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(cols)})")
+        for row in reader:
+            yield reader.line_num, row
+
+
+def find_file(root: Path, *names: str) -> Path:
+    for name in names:
+        for cand in (root / name, root / f"{name}.gz"):
+            if cand.is_file():
+                return cand
+    raise ConfigError(f"{root}: none of {', '.join(names)} found")
+
+
+def parse_sex(value: str | None) -> str | None:
+    v = (value or "").strip().upper()
+    if v in ("F", "FEMALE", "W"):
+        return "F"
+    if v in ("M", "MALE"):
+        return "M"
+    if v in ("O", "OTHER"):
+        return "O"
+    return None
+
+
+def parse_age(value: str | None) -> float | None:
+    """Age in years from ``58``, ``58.0`` or a DICOM age string ``058Y`` / ``006M`` / ``010D``."""
+    v = (value or "").strip().upper()
+    if not v:
+        return None
+    unit = 1.0
+    if v[-1] in "YMWD":
+        unit = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}[v[-1]]
+        v = v[:-1]
+    try:
+        age = float(v) * unit
+    except ValueError:
+        return None
+    return age if 0 <= age < 150 else None

@@ -1,0 +1,342 @@
+"""``import_dataset``: stream an adapter's records, decode each new image once, COPY in batches.
+
+Per batch: records whose ``uri`` is already in the dataset are skipped (so a re-import adds nothing
+and decodes nothing), labels are mapped (label-map file, then the dataset's ``label_map`` rows, then
+the adapter's default), each new image is decoded once through :func:`cbir_pg.images.decode_file`
+for its size, pixel hash and perceptual hash, and the batch is bulk-loaded
+(:class:`cbir_pg.datasets.loader.BulkLoader`). Bad rows go to ``cbir.error`` (stage ``import``) and
+the import goes on. At the end duplicates are flagged (:mod:`cbir_pg.datasets.dedupe`).
+
+An advisory lock per dataset key serialises two imports of the same dataset; imports of different
+datasets run at the same time. Labels and label-map rows are written on a separate autocommit
+connection, so two imports that create the same label never deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel
+from cbir_pg.datasets.harmonise import LabelMapFile, derive_kind, load_label_map, parse_label_key
+from cbir_pg.datasets.loader import BulkLoader, StageRow, q
+from cbir_pg.datasets.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    TRAINVAL_FRACTIONS,
+    assign_split,
+    hash_patient_id,
+)
+from cbir_pg.errors import ConfigError
+
+BATCH_SIZE = 500
+
+
+@dataclass
+class ImportSummary:
+    dataset: str
+    dataset_id: int
+    kind: str
+    root: str
+    rows: int = 0
+    imported: int = 0
+    skipped_existing: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    images: int = 0
+    patients: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
+    patients_crossing_splits: int = 0
+    hashed: bool = True
+    seconds: float = 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+_UNKNOWN = object()
+
+
+class LabelResolver:
+    """Source label → harmonised label id (``None``: dropped), writing labels and ``label_map`` rows."""
+
+    def __init__(self, aconn, dataset_id: int, adapter: Adapter, mapfile: LabelMapFile | None):
+        self.conn = aconn
+        self.dataset_id = dataset_id
+        self.adapter = adapter
+        self.file = mapfile or LabelMapFile()
+        rows = aconn.execute(q("label_map_rows"), {"dataset_id": dataset_id}).fetchall()
+        self.db_map: dict[str, str | None] = {r[0]: r[1] for r in rows}
+        self.cache: dict[str, Any] = {}
+        self.ids: dict[str, int] = {}
+        for key, kind in self.file.kinds.items():
+            self.label_id(key)
+            aconn.execute(q("override_label_kind"), {"key": key, "kind": kind})
+
+    def label_id(self, key: str) -> int:
+        if key not in self.ids:
+            lk = parse_label_key(key)
+            kind = self.file.kinds.get(lk.key) or derive_kind(lk)
+            params = {"key": lk.key, "modality": lk.modality, "region": lk.region, "finding": lk.finding, "kind": kind}
+            self.conn.execute(q("ensure_label"), params)
+            self.ids[key] = self.conn.execute(q("label_id"), {"key": lk.key}).fetchone()[0]
+        return self.ids[key]
+
+    def resolve(self, source: str) -> int | None:
+        hit = self.cache.get(source, _UNKNOWN)
+        if isinstance(hit, UnknownLabel):
+            raise hit
+        if hit is not _UNKNOWN:
+            return hit
+        try:
+            if source in self.file.entries:
+                key, stmt = self.file.entries[source], "upsert_label_map"
+            elif source in self.db_map:
+                key, stmt = self.db_map[source], None
+            else:
+                key, stmt = self.adapter.default_label(source), "insert_label_map"
+                key = parse_label_key(key).key if key else None
+        except UnknownLabel as exc:
+            self.cache[source] = exc
+            raise
+        except Exception as exc:  # a malformed default key is an unknown label too
+            err = UnknownLabel(str(exc))
+            self.cache[source] = err
+            raise err from None
+        label_id = self.label_id(key) if key else None
+        if stmt:
+            self.conn.execute(q(stmt), {"dataset_id": self.dataset_id, "source_label": source, "label_id": label_id})
+        self.cache[source] = label_id
+        return label_id
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None and v != ""}
+
+
+def import_dataset(
+    dsn: str,
+    kind: str,
+    root: str | Path,
+    *,
+    name: str | None = None,
+    label_map: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    hash_images: bool = True,
+    batch_size: int = BATCH_SIZE,
+    **options: Any,
+) -> ImportSummary:
+    """Import one dataset (see the module docstring); safe to run again, it adds nothing twice.
+
+    ``kind`` is an adapter key (:func:`cbir_pg.datasets.list_adapters`); ``options`` are the adapter's
+    own (e.g. ``flag`` for medmnist, ``uncertain`` for chexpert). ``hash_images=False`` skips decoding
+    (no size, pixel hash or dedupe): for very large imports.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from cbir_pg.datasets import get_adapter
+    from cbir_pg.db.connect import connect
+    from cbir_pg.db.identifiers import check_key
+
+    started = time.monotonic()
+    cls = get_adapter(kind)
+    options = _options(options)
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise ConfigError(f"{kind}: {root} does not exist")
+    key = check_key(name or cls.default_key(root, options), "dataset")
+    adapter = cls(root, key, options)
+    mapfile = load_label_map(label_map) if label_map else None
+    image_root = adapter.image_root().expanduser().resolve()
+    params = {"seed": seed, "options": {k: str(v) for k, v in options.items()}, "hash": hash_images,
+              "label_map": str(label_map) if label_map else None, "source_root": str(root)}
+
+    lock_conn = connect(dsn, autocommit=True, vector=False)
+    conn = connect(dsn, vector=False)
+    aconn = connect(dsn, autocommit=True, vector=False)
+    try:
+        lock_conn.execute(q("lock_dataset"), {"key": key})
+        row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
+        if row and row[1] != adapter.kind:
+            raise ConfigError(f"dataset {key!r} exists with kind {row[1]!r}, not {adapter.kind!r}; pass another --name")
+        if row is None:
+            aconn.execute(
+                q("insert_dataset"),
+                {"key": key, "kind": adapter.kind, "name": adapter.title or key, "source": adapter.source_url,
+                 "licence": adapter.licence, "citation": adapter.citation, "root": str(image_root),
+                 "params": json.dumps(params)},
+            )
+            row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
+        dataset_id = row[0]
+        aconn.execute(q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)})
+        aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
+        since = aconn.execute(q("now")).fetchone()[0]
+        salt = aconn.execute(q("patient_salt")).fetchone()[0] if adapter.identifying_ids else ""
+        summary = ImportSummary(dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images)
+        run = _Run(adapter, summary, LabelResolver(aconn, dataset_id, adapter, mapfile), BulkLoader(conn, dataset_id),
+                   aconn, image_root, seed, salt, since, hash_images)
+        pending: list[Record] = []
+        bar = tqdm(adapter.records(), total=adapter.total(), desc=f"import {key}", unit="img", disable=not progress)
+        for item in bar:
+            summary.rows += 1
+            if isinstance(item, RowError):
+                run.error(item.source, item.reason, item.message)
+                continue
+            pending.append(item)
+            if len(pending) >= batch_size:
+                run.flush(pending)
+                pending = []
+        run.flush(pending)
+        bar.close()
+        run.write_errors()
+
+        from cbir_pg.datasets.dedupe import mark_duplicates
+
+        dd = mark_duplicates(conn, dataset_id)
+        summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
+        aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
+        _fill_counts(aconn, summary)
+        summary.seconds = time.monotonic() - started
+        return summary
+    except Exception as exc:
+        import psycopg
+
+        from cbir_pg.db.connect import translate
+
+        if isinstance(exc, psycopg.Error):
+            raise translate(exc) from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            lock_conn.execute(q("unlock_dataset"), {"key": key})
+        for c in (conn, aconn, lock_conn):
+            c.close()
+
+
+def _fill_counts(aconn, s: ImportSummary) -> None:
+    p = {"dataset_id": s.dataset_id}
+    s.images, s.patients, _ = aconn.execute(q("dataset_counts"), p).fetchone()
+    s.splits = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_split_counts")).fetchall() if r[0] == s.dataset_id}
+    s.labels = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_label_counts")).fetchall() if r[0] == s.dataset_id}
+    s.excluded = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_exclusion_counts")).fetchall() if r[0] == s.dataset_id}
+    s.patients_crossing_splits = int(aconn.execute(q("patients_crossing_splits"), p).fetchone()[0])
+
+
+class _Run:
+    """The state of one import run: turns records into stage rows, batch by batch."""
+
+    def __init__(self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images):
+        self.adapter, self.summary, self.labels, self.loader = adapter, summary, labels, loader
+        self.aconn, self.image_root, self.seed, self.salt, self.since = aconn, image_root, seed, salt, since
+        self.hash_images = hash_images
+        self.errors: list[dict[str, Any]] = []
+
+    def error(self, source: str, reason: str, message: str) -> None:
+        self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
+        self.errors.append({"dataset_id": self.summary.dataset_id, "source": source[:1000], "reason": reason,
+                            "message": message[:2000]})
+        if len(self.errors) >= 1000:
+            self.write_errors()
+
+    def write_errors(self) -> None:
+        if self.errors:
+            with self.aconn.cursor() as cur:
+                cur.executemany(q("insert_error"), self.errors)
+            self.errors = []
+
+    def split_of(self, rec: Record) -> str:
+        if rec.split in SPLITS:
+            return rec.split  # type: ignore[return-value]
+        key = rec.patient or rec.uri
+        if rec.split == "trainval":
+            return assign_split(key, self.seed, TRAINVAL_FRACTIONS)
+        return assign_split(key, self.seed, self.adapter.fractions or DEFAULT_FRACTIONS)
+
+    def private(self, value: str | None) -> str | None:
+        if value is None or not self.adapter.identifying_ids:
+            return value
+        return hash_patient_id(value, self.salt)
+
+    def flush(self, records: list[Record]) -> None:
+        if not records:
+            return
+        batch: dict[str, Record] = {}
+        for rec in records:
+            if rec.uri in batch:
+                self.error(rec.uri, "duplicate_path", f"{rec.uri} appears more than once in the source")
+            else:
+                batch[rec.uri] = rec
+        existing = self.loader.existing(list(batch), self.since)
+        rows: list[StageRow] = []
+        for uri, rec in batch.items():
+            if uri in existing:
+                if existing[uri]:
+                    self.error(uri, "duplicate_path", f"{uri} appears more than once in the source")
+                else:
+                    self.summary.skipped_existing += 1
+                continue
+            row = self.stage_row(rec)
+            if row is not None:
+                rows.append(row)
+        self.summary.imported += self.loader.load(rows)
+
+    def stage_row(self, rec: Record) -> StageRow | None:
+        from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash
+
+        try:
+            ids = [self.labels.resolve(s) for s in rec.labels]
+        except UnknownLabel as exc:
+            self.error(rec.uri, "unknown_label", f"{rec.uri}: unknown label: {exc}")
+            return None
+        label_ids = sorted({i for i in ids if i is not None})
+        path = self.image_root / rec.uri
+        row = StageRow(uri=rec.uri)
+        try:
+            if rec.write is not None:
+                rec.write()
+            if self.hash_images:
+                rgb = rec.pixels if rec.pixels is not None else decode_file(path)
+                row.content_hash, row.phash = pixel_hash(rgb), perceptual_hash(rgb)
+                row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
+            elif rec.pixels is not None:
+                row.height, row.width = int(rec.pixels.shape[0]), int(rec.pixels.shape[1])
+            elif not path.is_file():
+                raise DecodeError(str(path), "missing_file", "no such file")
+            row.size_bytes = path.stat().st_size if path.is_file() else None
+        except DecodeError as exc:
+            self.error(rec.uri, exc.reason, str(exc))
+            return None
+        except OSError as exc:
+            self.error(rec.uri, "unreadable_file", f"{path}: {exc.strerror or exc}")
+            return None
+        reason = rec.exclusion
+        if reason is None and len(label_ids) > 1 and self.adapter.single_label:
+            reason = "multi_label"
+        elif reason is None and not label_ids and self.adapter.require_label:
+            reason = "no_label"
+        extra = dict(rec.extra)
+        if "series" in extra:
+            extra["series"] = self.private(str(extra["series"]))
+        if rec.age is not None:
+            extra["age"] = round(float(rec.age), 2)
+        row.patient_key = self.private(rec.patient)
+        row.sex, row.age = rec.sex, rec.age
+        row.study_key = self.private(rec.study)
+        row.modality, row.body_region, row.view = rec.modality, rec.region, rec.view
+        row.split = self.split_of(rec)
+        row.label_ids = label_ids
+        row.label_id = label_ids[0] if len(label_ids) == 1 else None
+        row.source_labels = {"labels": list(rec.labels)}
+        row.excluded, row.exclusion_reason = reason is not None, reason
+        row.extra = extra
+        return row

@@ -1,0 +1,63 @@
+"""Seeded, deterministic, patient-wise splits.
+
+A patient's split is a pure function of ``(seed, patient key)``: the first 60 bits of
+``sha256(f"{seed}:{patient_key}")`` give a number ``u`` in [0, 1), and cumulative fractions pick the
+split. So every image of a patient lands in the same split (no patient crosses splits), the result
+never depends on row order or on what else is in the file (streaming: no pass over all patients
+first), and the same input with the same seed gives the same splits on every machine. Fractions are
+met in expectation, not exactly (a 90:10 split of 1,000 patients gives about 900:100).
+
+The raw source patient id is hashed here, before any salted hashing for storage, so splits do not
+depend on the installation's salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+SPLITS = ("train", "val", "test")
+#: ``trainval`` pool: the paper's patient-wise 90:10 train/val split of the official train data.
+TRAINVAL_FRACTIONS = (0.9, 0.1, 0.0)
+#: data without any official split (image folders, manifests, DICOM folders).
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+def unit_hash(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 4) / float(1 << 60)
+
+
+def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    from cbir_pg.errors import ConfigError
+
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions {fractions!r} must be three non-negative numbers summing to 1")
+    return tuple(float(f) for f in fractions)  # type: ignore[return-value]
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    from cbir_pg.errors import ConfigError
+
+    try:
+        vals = tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"split fractions {text!r}: expected three numbers, e.g. 0.7,0.1,0.2") from None
+    if len(vals) != 3:
+        raise ConfigError(f"split fractions {text!r}: expected three numbers, e.g. 0.7,0.1,0.2")
+    return check_fractions(vals)  # type: ignore[arg-type]
+
+
+def assign_split(patient_key: str, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> str:
+    """The split of every image of ``patient_key`` (see the module docstring)."""
+    u = unit_hash(patient_key, seed)
+    edge = 0.0
+    for name, frac in zip(SPLITS, fractions, strict=True):
+        edge += frac
+        if u < edge:
+            return name
+    return next(name for name, frac in reversed(list(zip(SPLITS, fractions, strict=True))) if frac > 0)
+
+
+def hash_patient_id(raw: str, salt: str) -> str:
+    """Salted sha256 of a source patient id (what is stored where an id identifies a person)."""
+    return hashlib.sha256(f"{salt}:{raw}".encode()).hexdigest()
