@@ -71,6 +71,9 @@ class Adapter:
     require_label: ClassVar[bool] = True
     #: the source patient ids identify people: store salted hashes (DICOM)
     identifying_ids: ClassVar[bool] = False
+    #: flag near duplicates (identical pHash) besides exact ones; off where images are too small for a
+    #: perceptual hash to tell similar from identical (MedMNIST's 28x28 thumbnails)
+    near_dedupe: ClassVar[bool] = True
     options_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: Path, key: str, options: dict[str, Any]):

@@ -202,7 +202,7 @@ def import_dataset(
 
         from cbir_pg.datasets.dedupe import mark_duplicates
 
-        dd = mark_duplicates(conn, dataset_id)
+        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe)
         summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
         aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
         _fill_counts(aconn, summary)
