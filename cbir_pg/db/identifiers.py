@@ -13,7 +13,7 @@ from psycopg import sql
 from cbir_pg.errors import ConfigError
 
 SCHEMA = "cbir"
-KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 #: pgvector's HNSW limit for ``vector`` is 2,000 dims; above that we store/index ``halfvec``.
 MAX_VECTOR_INDEX_DIM = 2000
 
@@ -23,7 +23,7 @@ def check_key(key: str, what: str = "model") -> str:
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise ConfigError(
             f"invalid {what} name {key!r}: use lowercase letters, digits and '_', starting with a letter"
-            " (at most 48 characters)"
+            " (at most 40 characters, so index names fit PostgreSQL's 63-byte limit)"
         )
     return key
 

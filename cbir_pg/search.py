@@ -1,0 +1,372 @@
+"""Similar-case search, the Python side: find the query's vector (stored, or a new file embedded on the
+fly with the same encoder config), call ``cbir.similar_images`` / ``cbir.similar_to_vector`` with label,
+dataset and patient joined in, and draw the paper's Fig. 2 style grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.connect import connect, translate
+from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+
+SPLITS = ("train", "val", "test")
+#: frame colours of the grid (RGB): the query, a neighbour with the query's label, one without
+ORANGE = (255, 140, 0)
+GREEN = (34, 177, 76)
+RED = (220, 30, 30)
+GREY = (150, 150, 150)
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    image_id: int
+    similarity: float
+    label: str | None
+    dataset: str
+    uri: str
+    split: str | None
+    modality: str | None
+    patient_id: int | None
+    sex: str | None
+    age: float | None
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """What is known about the query: a stored image (``image_id`` set) or a new file."""
+
+    image_id: int | None
+    path: Path | None
+    label: str | None = None
+    dataset: str | None = None
+    sex: str | None = None
+    age: float | None = None
+    embedded_on_the_fly: bool = False
+
+
+def _check_filters(split: str | None, dataset: str | None, modality: str | None, k: int) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"invalid split {split!r}: use train, val or test")
+    if dataset is not None:
+        identifiers.check_key(dataset, "dataset")
+    if modality is not None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}", modality):
+            raise ConfigError(f"invalid modality {modality!r}")
+
+
+def _sql_error(exc: psycopg.Error) -> CbirError:
+    """The SQL API's own errors (unknown model or image, bad filter) as the project's error types."""
+    msg = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+    if isinstance(exc, psycopg.errors.NoDataFound):
+        return NotFoundError(msg)
+    if isinstance(exc, psycopg.errors.InvalidParameterValue):
+        return ConfigError(msg)
+    return translate(exc)
+
+
+def _rows_to_hits(rows) -> list[Hit]:
+    return [
+        Hit(
+            rank=int(r[0]),
+            image_id=int(r[1]),
+            similarity=float(r[2]),
+            label=r[3],
+            dataset=r[4],
+            uri=r[5],
+            split=r[6],
+            modality=r[7],
+            patient_id=r[8],
+            sex=r[9],
+            age=float(r[10]) if r[10] is not None else None,
+        )
+        for r in rows
+    ]
+
+
+def search(
+    dsn: str,
+    model: str,
+    *,
+    image_id: int | None = None,
+    path: str | Path | None = None,
+    k: int = 10,
+    split: str | None = None,
+    dataset: str | None = None,
+    modality: str | None = None,
+    exclude_same_patient: bool = False,
+    ef_search: int | None = None,
+) -> list[Hit]:
+    """The k most similar images to a stored image (``image_id``) or an image file (``path``).
+
+    A file that is already in the database (same path under a dataset root, or same decoded pixels) uses
+    its stored vector and is left out of its own results; any other file is embedded on the fly with
+    the model's encoder, whose config hash must match the one the stored vectors were made with.
+    ``ef_search`` raises ``hnsw.ef_search`` for this query (the SQL function already lifts it to ≥ k).
+    """
+    return search_with_query(
+        dsn,
+        model,
+        image_id=image_id,
+        path=path,
+        k=k,
+        split=split,
+        dataset=dataset,
+        modality=modality,
+        exclude_same_patient=exclude_same_patient,
+        ef_search=ef_search,
+    )[1]
+
+
+def search_with_query(
+    dsn: str,
+    model: str,
+    *,
+    image_id: int | None = None,
+    path: str | Path | None = None,
+    k: int = 10,
+    split: str | None = None,
+    dataset: str | None = None,
+    modality: str | None = None,
+    exclude_same_patient: bool = False,
+    ef_search: int | None = None,
+) -> tuple[QueryImage, list[Hit]]:
+    """:func:`search`, also returning what is known about the query (its label for the grid's frames)."""
+    identifiers.check_key(model)
+    _check_filters(split, dataset, modality, k)
+    if (image_id is None) == (path is None):
+        raise ConfigError("give exactly one of an image id or an image file")
+    if ef_search is not None and not 1 <= ef_search <= 1000:
+        raise ConfigError(f"ef_search must be between 1 and 1000, got {ef_search}")
+    filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
+    conn = connect(dsn)
+    try:
+        if ef_search is not None:
+            conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
+        vec = None
+        if path is not None:
+            found, rgb = _find_stored(conn, model, Path(path))
+            if found is None:
+                if exclude_same_patient:
+                    raise ConfigError(
+                        "excluding the query's patient needs a stored query image; a new file has none"
+                    )
+                vec = _embed_file(conn, model, rgb, Path(path))
+            image_id = found
+        if image_id is not None:
+            info = conn.execute(queries.get("search", "image_info"), {"image_id": image_id}).fetchone()
+            if info is None:
+                raise NotFoundError(f"image {image_id} does not exist")
+            query = QueryImage(image_id, Path(path) if path else None, info[1], info[2], info[7], info[8])
+            rows = conn.execute(
+                queries.get("search", "similar_images"),
+                {**filters, "image_id": image_id, "exclude_same_patient": exclude_same_patient},
+            ).fetchall()
+        else:
+            query = QueryImage(None, Path(path), embedded_on_the_fly=True)
+            rows = conn.execute(
+                queries.get("search", "similar_to_vector"), {**filters, "vec": vec}
+            ).fetchall()
+        conn.rollback()  # read-only; this also ends the transaction-local ef_search
+    except psycopg.Error as exc:
+        raise _sql_error(exc) from None
+    finally:
+        conn.close()
+    return query, _rows_to_hits(rows)
+
+
+def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int | None, np.ndarray]:
+    """A file that is a stored image with a vector: by path under a dataset root, else by pixel hash."""
+    from cbir_pg.images import decode_file, pixel_hash
+
+    rgb = decode_file(path)
+    table = identifiers.embedding_table(model)
+    p = path.resolve()
+    for (root,) in conn.execute(queries.get("search", "dataset_roots")).fetchall():
+        try:
+            rel = p.relative_to(Path(root).resolve())
+        except (ValueError, OSError):
+            continue
+        row = conn.execute(
+            queries.get("search", "find_by_uri", table=table), {"root": root, "uri": rel.as_posix()}
+        ).fetchone()
+        if row:
+            return int(row[0]), rgb
+    row = conn.execute(
+        queries.get("search", "find_by_content_hash", table=table), {"hash": pixel_hash(rgb)}
+    ).fetchone()
+    return (int(row[0]) if row else None), rgb
+
+
+def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Path) -> np.ndarray:
+    """Embed a new file with the encoder config the model's stored vectors were made with."""
+    row = conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+    stored_hash = row[3]
+    stored_config = row[2] or {}
+    try:
+        from cbir_pg.encoders import create_encoder, embed_arrays, get_config
+    except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
+        raise ConfigError(f"cannot embed {path}: encoders unavailable ({exc})") from None
+    config = get_config(model)
+    kwargs: dict[str, object] = {}
+    if config.config_hash() != stored_hash:
+        source = str(stored_config.get("weights_source", "")) if isinstance(stored_config, dict) else ""
+        seed = None
+        if source.startswith("random:seed="):
+            try:
+                seed = int(source.split("=", 1)[1])
+            except ValueError:
+                seed = None
+        if seed is None or config.as_random(seed).config_hash() != stored_hash:
+            raise ConfigError(
+                f"cannot embed {path} for {model}: the stored vectors were made with encoder config "
+                f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
+            )
+        kwargs = {"pretrained": False, "seed": seed}
+    encoder = create_encoder(model, **kwargs)
+    if encoder.config.config_hash() != stored_hash:
+        raise ConfigError(f"encoder config hash mismatch for {model}")
+    return embed_arrays(encoder, [rgb])[0]
+
+
+def load_image_rgb(dsn_or_conn: str | psycopg.Connection, image_id: int) -> np.ndarray:
+    """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
+    from cbir_pg.images import decode_file
+
+    def fetch(conn: psycopg.Connection):
+        return conn.execute(queries.get("search", "image_info"), {"image_id": image_id}).fetchone()
+
+    if isinstance(dsn_or_conn, str):
+        with connect(dsn_or_conn, vector=False) as conn:
+            try:
+                row = fetch(conn)
+            except psycopg.Error as exc:
+                raise translate(exc) from None
+    else:
+        row = fetch(dsn_or_conn)
+    if row is None:
+        raise NotFoundError(f"image {image_id} does not exist")
+    uri, root = row[3], row[9]
+    return decode_file(Path(root) / uri if root else Path(uri))
+
+
+def _fit_tile(rgb: np.ndarray, tile: int) -> np.ndarray:
+    """Resize to fit a ``tile`` x ``tile`` square (aspect kept), centred on black."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).convert("RGB")
+    scale = tile / max(im.size)
+    im = im.resize(
+        (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR
+    )
+    canvas = Image.new("RGB", (tile, tile), (0, 0, 0))
+    canvas.paste(im, ((tile - im.width) // 2, (tile - im.height) // 2))
+    return np.asarray(canvas)
+
+
+def draw_grid(
+    query_rgb: np.ndarray,
+    neighbour_rgbs: list[np.ndarray],
+    matches: list[bool],
+    path: str | Path,
+    captions: list[str] | None = None,
+    tile: int = 128,
+) -> Path:
+    """Write the paper's Fig. 2 style row: the query framed orange, then the neighbours, each framed
+    green where its label matches the query's and red where it does not (``None``: grey, unknown).
+
+    The image is one row of ``1 + len(neighbour_rgbs)`` cells, each ``tile + 2*border`` wide with a
+    ``gap`` between cells; ``captions`` (one for the query, then one per neighbour, or one per neighbour
+    only) are written under the cells. Returns the path written.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if len(matches) != len(neighbour_rgbs):
+        raise ConfigError(f"{len(neighbour_rgbs)} neighbours but {len(matches)} match flags")
+    if captions is not None and len(captions) == len(neighbour_rgbs):
+        captions = ["query", *captions]
+    if captions is not None and len(captions) != len(neighbour_rgbs) + 1:
+        raise ConfigError("captions: give one per neighbour, or one for the query and one per neighbour")
+    b, gap = grid_border(tile), grid_gap(tile)
+    cell = tile + 2 * b
+    caption_h = 0
+    font = ImageFont.load_default()
+    if captions:
+        lines = max(len(c.split("\n")) for c in captions)
+        caption_h = lines * 12 + 6
+    n = 1 + len(neighbour_rgbs)
+    width = n * cell + (n - 1) * gap
+    out = Image.new("RGB", (width, cell + caption_h), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    colours = [ORANGE] + [GREY if m is None else (GREEN if m else RED) for m in matches]
+    for i, (rgb, colour) in enumerate(zip([query_rgb, *neighbour_rgbs], colours, strict=True)):
+        x = i * (cell + gap)
+        draw.rectangle([x, 0, x + cell - 1, cell - 1], fill=colour)
+        out.paste(Image.fromarray(_fit_tile(rgb, tile)), (x + b, b))
+        if captions:
+            text = _shorten(captions[i], cell, font, draw)
+            draw.multiline_text((x + 2, cell + 3), text, fill=(0, 0, 0), font=font, spacing=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+    return path
+
+
+def grid_border(tile: int) -> int:
+    return max(3, tile // 24)
+
+
+def grid_gap(tile: int) -> int:
+    return max(4, tile // 16)
+
+
+def grid_size(n_neighbours: int, tile: int = 128, captions: int = 0) -> tuple[int, int]:
+    """``(width, height)`` of :func:`draw_grid`'s image for ``n_neighbours`` and ``captions`` caption lines."""
+    cell = tile + 2 * grid_border(tile)
+    n = 1 + n_neighbours
+    return n * cell + (n - 1) * grid_gap(tile), cell + (captions * 12 + 6 if captions else 0)
+
+
+def _shorten(text: str, width: int, font, draw) -> str:
+    out = []
+    for line in text.split("\n"):
+        while line and draw.textlength(line, font=font) > width - 4:
+            line = line[:-2] + "…" if len(line) > 2 else ""
+            if line.endswith("……"):
+                line = line[:-2] + "…"
+        out.append(line)
+    return "\n".join(out)
+
+
+def hit_caption(hit: Hit) -> str:
+    """``#rank label`` / ``sim 0.93`` / ``F 54y``: the caption :func:`draw_grid` shows under a neighbour."""
+    who = " ".join(x for x in (hit.sex or "", f"{hit.age:.0f}y" if hit.age is not None else "") if x)
+    label = (hit.label or "no label").split("/")[-1]
+    return f"#{hit.rank} {label}\nsim {hit.similarity:.3f}" + (f"\n{who}" if who else "")
+
+
+def write_search_grid(
+    dsn: str, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
+) -> Path:
+    """The grid for a search result: query pixels from its file or the database, neighbours from theirs."""
+    from cbir_pg.images import decode_file
+
+    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(dsn, query.image_id)
+    with connect(dsn, vector=False) as conn:
+        neighbours = [load_image_rgb(conn, h.image_id) for h in hits]
+    matches: list[bool] = [None if query.label is None else h.label == query.label for h in hits]  # type: ignore[misc]
+    qlabel = (query.label or "unknown").split("/")[-1]
+    captions = [f"query\n{qlabel}"] + [hit_caption(h) for h in hits]
+    return draw_grid(query_rgb, neighbours, matches, path, captions=captions, tile=tile)

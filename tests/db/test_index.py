@@ -1,0 +1,123 @@
+"""``cbir_pg.index`` and ``cbir-pg index``: build (full precision, binary, concurrently), status, drop,
+recall against exact search, and refusal of bad names and parameters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_sql_api import make_synthetic
+
+from cbir_pg.errors import ConfigError, NotFoundError
+from cbir_pg.index import build_index, drop_index, estimate_graph_mb, index_recall, index_status
+
+
+@pytest.fixture
+def toy(db: str):
+    return make_synthetic(db, n=600)
+
+
+def test_build_reports_and_status_matches(db: str, toy, conn):
+    seen = []
+    report = build_index(db, "toy", m=8, ef_construction=32, progress=seen.append, recall_queries=30)
+    assert report.index_name == "embedding_toy_hnsw_idx"
+    assert report.kind == "hnsw" and report.opclass == "vector_cosine_ops"
+    assert report.rows == 600 and report.dim == 16
+    assert report.size_bytes > 0 and report.build_seconds >= 0
+    assert report.recall_queries == 30 and report.recall_at_10 >= 0.9
+    # maintenance_work_mem was sized for the build (never lowered below the server's setting)
+    assert report.maintenance_work_mem_mb >= estimate_graph_mb(600, 16, 8)
+
+    [status] = index_status(db, "toy")
+    assert status.index_name == report.index_name and status.valid
+    assert (status.m, status.ef_construction) == (8, 32)
+    assert status.size_bytes == report.size_bytes and status.rows == 600
+    assert "hnsw" in status.definition and "vector_cosine_ops" in status.definition
+    assert status.progress is None  # no build running now
+    # ANALYZE ran: the planner knows the row count
+    assert (
+        conn.execute("select reltuples from pg_class where oid = 'cbir.embedding_toy'::regclass").fetchone()[
+            0
+        ]
+        == 600
+    )
+
+
+def test_rebuild_replaces_and_binary_replaces_full(db: str, toy):
+    build_index(db, "toy", recall_queries=0, progress=False)
+    again = build_index(db, "toy", m=12, recall_queries=0, progress=False)
+    assert [s.m for s in index_status(db, "toy")] == [12]
+    assert again.dropped == []
+
+    binary = build_index(db, "toy", quantize="binary", recall_queries=50, progress=False)
+    assert binary.kind == "hnsw_bq" and binary.opclass == "bit_hamming_ops"
+    assert binary.dropped == ["embedding_toy_hnsw_idx"]
+    assert 0.0 < binary.recall_at_10 <= 1.0
+    [status] = index_status(db, "toy")
+    assert status.kind == "hnsw_bq" and "binary_quantize" in status.definition
+
+    assert drop_index(db, "toy") == ["embedding_toy_hnsw_bq_idx"]
+    [status] = index_status(db, "toy")
+    assert status.index_name is None and status.rows == 600
+    assert drop_index(db, "toy") == []
+
+
+def test_concurrent_build(db: str, toy):
+    report = build_index(db, "toy", concurrently=True, recall_queries=20, progress=False)
+    [status] = index_status(db, "toy")
+    assert status.valid and status.index_name == report.index_name
+    assert report.recall_at_10 >= 0.9
+
+
+def test_recall_is_one_against_itself_without_index(db: str, toy):
+    # no index: the "hnsw" query shape runs as an exact scan, so it must agree with exact search fully
+    recall, n = index_recall(db, "toy", method="hnsw", queries_n=15)
+    assert n == 15 and recall == 1.0
+
+
+@pytest.mark.parametrize("model", ["toy'; drop table cbir.image; --", "Toy", "toy;select"])
+def test_bad_model_names_rejected(db: str, toy, conn, model: str):
+    with pytest.raises(ConfigError):
+        build_index(db, model)
+    with pytest.raises(ConfigError):
+        index_status(db, model)
+    with pytest.raises(ConfigError):
+        drop_index(db, model)
+    assert conn.execute("select count(*) from cbir.image").fetchone()[0] == 600
+
+
+def test_unknown_model_and_bad_parameters(db: str, toy):
+    with pytest.raises(NotFoundError):
+        build_index(db, "nope")
+    with pytest.raises(NotFoundError):
+        index_status(db, "nope")
+    with pytest.raises(ConfigError):
+        build_index(db, "toy", m=1)
+    with pytest.raises(ConfigError):
+        build_index(db, "toy", m=16, ef_construction=16)
+    with pytest.raises(ConfigError):
+        build_index(db, "toy", quantize="pq")
+
+
+def test_index_cli(db: str, toy):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cbir_pg", "--dsn", db, "index", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    out = run("build", "--model", "toy", "--m", "8", "--ef-construction", "40", "--recall-queries", "10")
+    assert out.returncode == 0, out.stderr
+    assert "embedding_toy_hnsw_idx" in out.stdout and "recall@10" in out.stdout
+    out = run("status")
+    assert out.returncode == 0, out.stderr
+    assert "embedding_toy_hnsw_idx" in out.stdout and "toy" in out.stdout
+    out = run("build", "--model", "toy'; drop table x; --")
+    assert out.returncode == 1 and "invalid model name" in out.stderr
+    out = run("drop", "--model", "toy")
+    assert out.returncode == 0 and "dropped embedding_toy_hnsw_idx" in out.stdout
