@@ -44,7 +44,7 @@ values ('patient_salt', replace(gen_random_uuid()::text, '-', '') || replace(gen
 
 create table cbir.dataset (
   id          serial primary key,
-  key         text not null unique check (key ~ '^[a-z][a-z0-9_]{0,47}$'),
+  key         text not null unique check (key ~ '^[a-z][a-z0-9_]{0,39}$'),
   kind        text not null,
   name        text not null,
   source      text,
@@ -145,7 +145,7 @@ create index image_label_label_idx on cbir.image_label (label_id);
 comment on table cbir.image_label is 'every harmonised label of an image (multi-label images included)';
 
 create table cbir.encoder (
-  key         text primary key check (key ~ '^[a-z][a-z0-9_]{0,47}$'),
+  key         text primary key check (key ~ '^[a-z][a-z0-9_]{0,39}$'),
   family      text not null,
   dim         int not null check (dim > 0),
   vector_type text not null check (vector_type in ('vector', 'halfvec')),

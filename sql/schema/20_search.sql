@@ -33,7 +33,7 @@ as $$
 declare
   v_rel regclass;
 begin
-  if p_model is null or p_model !~ '^[a-z][a-z0-9_]{0,47}$' then
+  if p_model is null or p_model !~ '^[a-z][a-z0-9_]{0,39}$' then
     raise exception 'invalid model name %: use lowercase letters, digits and _', quote_literal(coalesce(p_model, 'null'))
       using errcode = 'invalid_parameter_value';
   end if;
