@@ -1,0 +1,325 @@
+"""Helpers shared by the reliability tests: the bad-input catalogue, database scans and snapshots.
+
+Plain functions (no fixtures) so both the tests and their subprocesses can import them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+# --------------------------------------------------------------------------- DSNs
+
+
+def dsn_with(dsn: str, **overrides: str) -> str:
+    """The same DSN with some libpq parameters replaced (``user=``, ``password=``, ``dbname=``)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.update(overrides)
+    return make_conninfo(**params)
+
+
+def dbname_of(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(dsn)["dbname"])
+
+
+# --------------------------------------------------------------------------- database scans
+
+
+def text_columns(conn: psycopg.Connection, schemas: tuple[str, ...] = ("cbir",)) -> list[tuple[str, str, str, str]]:
+    """Every text-like or json column of every base table in ``schemas``: (schema, table, column, type)."""
+    rows = conn.execute(
+        """
+        select c.table_schema, c.table_name, c.column_name, c.data_type
+        from information_schema.columns c
+        join information_schema.tables t using (table_schema, table_name)
+        where c.table_schema = any(%s) and t.table_type = 'BASE TABLE'
+          and (c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY', 'USER-DEFINED'))
+        order by 1, 2, 3
+        """,
+        (list(schemas),),
+    ).fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def find_values(
+    dsn: str, needles: list[str], schemas: tuple[str, ...] = ("cbir",), ignore_case: bool = False
+) -> list[tuple[str, str, str]]:
+    """Where any of ``needles`` occurs (as a substring) in any text/json/array column: a list of
+    (table, column, needle). Empty means the values are stored nowhere."""
+    hits: list[tuple[str, str, str]] = []
+    needles = [n for n in needles if n]
+    with psycopg.connect(dsn) as conn:
+        for schema, table, column, _ in text_columns(conn, schemas):
+            for needle in needles:
+                fmt = "select count(*) from {} where strpos(lower({}::text), lower(%s)) > 0" if ignore_case else (
+                    "select count(*) from {} where strpos({}::text, %s) > 0"
+                )
+                q = sql.SQL(fmt).format(sql.Identifier(schema, table), sql.Identifier(column))
+                if conn.execute(q, (needle,)).fetchone()[0]:
+                    hits.append((f"{schema}.{table}", column, needle))
+    return hits
+
+
+def relation_snapshot(dsn: str) -> list[tuple[str, str, str]]:
+    """Every relation, function and role visible from ``dsn`` outside the system catalogs: a before/after
+    comparison shows whether a statement had any DDL side effect."""
+    with psycopg.connect(dsn) as conn:
+        rels = conn.execute(
+            """
+            select n.nspname, c.relname, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast') and n.nspname not like 'pg_temp%%'
+              and n.nspname not like 'pg_toast_temp%%'
+            union all
+            select n.nspname, p.proname, 'f' from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+            where n.nspname not in ('pg_catalog', 'information_schema')
+            union all
+            select 'schema', nspname, 's' from pg_namespace
+            order by 1, 2, 3
+            """
+        ).fetchall()
+    return [tuple(r) for r in rels]  # type: ignore[misc]
+
+
+def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "select table_name from information_schema.tables where table_schema = %s and table_type = 'BASE TABLE'",
+                (schema,),
+            )
+        ]
+        return {
+            t: conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, t))).fetchone()[0]
+            for t in sorted(tables)
+        }
+
+
+# Columns that differ between two otherwise identical imports: serial ids, timestamps.
+_VOLATILE = {"id", "created_at", "imported_at", "updated_at", "started_at", "finished_at"}
+
+
+def canonical_dump(dsn: str, schema: str = "cbir", skip_tables: tuple[str, ...] = ("installation",)) -> dict[str, list]:
+    """The content of every table of ``schema`` with serial ids replaced by natural keys where they are
+    foreign keys (dataset_id -> dataset.key, image_id -> (dataset key, uri), label_id -> label.key,
+    patient_id -> patient_key, study_id -> study_key) and volatile columns dropped; rows sorted.
+
+    Two databases that hold the same data give equal dumps whatever order rows were inserted in."""
+    out: dict[str, list] = {}
+    with psycopg.connect(dsn) as conn:
+        ds = {r[0]: r[1] for r in conn.execute("select id, key from cbir.dataset")}
+        labels = {r[0]: r[1] for r in conn.execute("select id, key from cbir.label")}
+        patients = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, patient_key from cbir.patient")}
+        studies = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, study_key from cbir.study")}
+        images = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, uri from cbir.image")}
+        mapping = {
+            "dataset_id": ds,
+            "label_id": labels,
+            "patient_id": patients,
+            "study_id": studies,
+            "image_id": images,
+            "duplicate_of": images,
+            "query_image_id": images,
+        }
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "select table_name from information_schema.tables where table_schema = %s and table_type = 'BASE TABLE'"
+                " order by 1",
+                (schema,),
+            )
+        ]
+        for table in tables:
+            if table in skip_tables:
+                continue
+            cur = conn.execute(sql.SQL("select * from {}").format(sql.Identifier(schema, table)))
+            cols = [d.name for d in cur.description]
+            rows = []
+            for row in cur.fetchall():
+                rec = []
+                for col, val in zip(cols, row, strict=True):
+                    if col in _VOLATILE:
+                        continue
+                    if col in mapping and val is not None:
+                        val = mapping[col].get(val, ("?", val))
+                    rec.append((col, repr(val)))
+                rows.append(tuple(rec))
+            out[table] = sorted(rows)
+    return out
+
+
+# --------------------------------------------------------------------------- the bad-input catalogue
+
+
+def _png(im, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def _jpeg(im, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def _tiff(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "TIFF")
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A 200-byte PNG whose header claims side x side pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def grey(seed: int, side: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (side, side), dtype=np.uint8)
+
+
+def good_png(seed: int, side: int = 32) -> bytes:
+    from PIL import Image
+
+    return _png(Image.fromarray(grey(seed, side)))
+
+
+def pydicom_file(name: str) -> Path:
+    import pydicom
+
+    return Path(pydicom.__file__).parent / "data" / "test_files" / name
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One kind of bad input: a file name, its bytes (None: the file is missing), the expected reason."""
+
+    kind: str
+    name: str
+    data: bytes | None
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tricky:
+    """A valid but unusual image and the RGB array it must decode to (``atol`` allows JPEG rounding)."""
+
+    kind: str
+    name: str
+    data: bytes
+    expected: np.ndarray
+    atol: int = 0
+
+
+def bad_image_files() -> list[Bad]:
+    """The file-level bad inputs: each must be refused with a recorded reason naming the file."""
+    from PIL import Image
+
+    g = Image.fromarray(grey(1))
+    png = _png(g)
+    jpeg = _jpeg(g.convert("RGB"), quality=90)
+    rng = np.random.default_rng(7)
+    corrupt = png[:60] + b"\x00" * 24 + png[84:]  # a valid header, then a broken zlib stream
+    garbage_after_header = png[:16] + rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+    return [
+        Bad("corrupt_png", "corrupt.png", corrupt, ("corrupt_image", "truncated_image")),
+        Bad("garbled_png", "garbled.png", garbage_after_header, ("corrupt_image", "not_an_image", "truncated_image")),
+        Bad("truncated_jpeg", "truncated.jpg", jpeg[: len(jpeg) // 3], ("truncated_image", "corrupt_image")),
+        Bad("empty_file", "empty.png", b"", ("empty_file",)),
+        Bad("non_image", "notes.png", b"Patient notes, not an image.\n" * 20, ("not_an_image",)),
+        Bad("decompression_bomb", "bomb.png", bomb_png(), ("decompression_bomb",)),
+        Bad("tiny_1x1", "tiny.png", _png(Image.new("L", (1, 1), 128)), ("image_too_small",)),
+        Bad(
+            "dicom_compressed_no_decoder",
+            "jpegls.dcm",
+            pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes(),
+            ("dicom_unsupported_transfer_syntax",),
+        ),
+        Bad("dicom_no_pixels", "rtplan.dcm", pydicom_file("rtplan.dcm").read_bytes(), ("dicom_no_pixels",)),
+        Bad("missing_file", "missing.png", None, ("missing_file",)),
+    ]
+
+
+def tricky_image_files() -> list[Tricky]:
+    """Valid inputs in unusual modes: each must decode to the right RGB pixels, not to an error."""
+    from PIL import Image
+
+    out: list[Tricky] = []
+    # 16-bit greyscale with a narrow range: min-max stretched to 0..255, order kept
+    a16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 3 + 1000).astype(np.uint16)
+    exp16 = np.round((a16.astype(np.float64) - a16.min()) * 255.0 / (a16.max() - a16.min())).astype(np.uint8)
+    out.append(Tricky("grey_16bit", "grey16.png", _png(Image.fromarray(a16)), np.repeat(exp16[:, :, None], 3, 2)))
+    # palette: each pixel becomes its palette colour
+    idx = (np.arange(32 * 32).reshape(32, 32) % 4).astype(np.uint8)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 128, 255], [200, 200, 10]], dtype=np.uint8)
+    pal = Image.frombytes("P", (32, 32), idx.tobytes())
+    pal.putpalette(colours.flatten().tolist() + [0] * (768 - 12))
+    out.append(Tricky("palette", "palette.png", _png(pal), colours[idx]))
+    # RGBA: composited on black (radiology backgrounds are black)
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 200, 100, 50
+    rgba[:8, :, 3] = 255  # top half opaque
+    rgba[8:, :, 3] = 0  # bottom half transparent -> black
+    exp = np.zeros((16, 16, 3), dtype=np.uint8)
+    exp[:8] = (200, 100, 50)
+    out.append(Tricky("rgba", "rgba.png", _png(Image.frombytes("RGBA", (16, 16), rgba.tobytes())), exp))
+    # CMYK (TIFF, lossless): pure cyan, magenta, yellow, and 50 % black
+    cmyk = np.zeros((16, 16, 4), dtype=np.uint8)
+    cmyk[:8, :8] = (255, 0, 0, 0)
+    cmyk[:8, 8:] = (0, 255, 0, 0)
+    cmyk[8:, :8] = (0, 0, 255, 0)
+    cmyk[8:, 8:] = (0, 0, 0, 128)
+    exp = np.zeros((16, 16, 3), dtype=np.uint8)
+    exp[:8, :8] = (0, 255, 255)
+    exp[:8, 8:] = (255, 0, 255)
+    exp[8:, :8] = (255, 255, 0)
+    exp[8:, 8:] = (127, 127, 127)
+    out.append(Tricky("cmyk", "cmyk.tif", _tiff(Image.frombytes("CMYK", (16, 16), cmyk.tobytes())), exp, atol=1))
+    # CMYK JPEG (the form scanners produce), lossy
+    out.append(Tricky("cmyk_jpeg", "cmyk.jpg", _jpeg(Image.frombytes("CMYK", (16, 16), cmyk.tobytes()), quality=100), exp, atol=12))
+    # greyscale + alpha
+    la = np.zeros((8, 8, 2), dtype=np.uint8)
+    la[..., 0] = 180
+    la[:, :4, 1] = 255
+    exp = np.zeros((8, 8, 3), dtype=np.uint8)
+    exp[:, :4] = 180
+    out.append(Tricky("grey_alpha", "la.png", _png(Image.frombytes("LA", (8, 8), la.tobytes())), exp))
+    # 1-bit
+    bits = (np.indices((8, 8)).sum(0) % 2).astype(bool)
+    exp1 = np.repeat((bits * 255).astype(np.uint8)[:, :, None], 3, 2)
+    out.append(Tricky("one_bit", "bits.png", _png(Image.fromarray(bits)), exp1))
+    return out
+
+
+def write_files(folder: Path, items) -> dict[str, Path]:
+    """Write catalogue items into ``folder``; missing files are not written. Returns kind -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for item in items:
+        p = folder / item.name
+        if item.data is not None:
+            p.write_bytes(item.data)
+        paths[item.kind] = p
+    return paths

@@ -1,0 +1,261 @@
+"""Least-privilege roles (issue 8): log in as a member of ``cbir_reader`` and of ``cbir_worker`` and
+check what each can and cannot do.
+
+- ``cbir_reader`` selects from the ``cbir_report`` views only; it can never read patient identifiers
+  (no access to schema ``cbir``: patient, image, installation and the salt stay out of reach).
+- ``cbir_worker`` claims work (``FOR UPDATE SKIP LOCKED`` on ``cbir.image``) and writes embeddings
+  (insert and binary COPY); it cannot alter the schema, delete vectors or read reports or patients.
+
+The embedded server trusts local Unix-socket logins, so only ``user=`` changes in the DSN.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+from relhelp import dsn_with
+
+from cbir_pg.db import identifiers
+
+PATIENT_KEY = "pk-7f3a-do-not-leak"
+MODEL = "roles_probe"
+DIM = 8
+
+
+@pytest.fixture
+def seeded(db: str) -> str:
+    """A migrated clone holding a dataset, a patient, two images, an embedding table and an eval run
+    (so every report view has something to show)."""
+    with psycopg.connect(db) as c:
+        ds = c.execute("insert into cbir.dataset (key, kind, name) values ('roles_ds', 'csv', 'R') returning id").fetchone()[0]
+        pid = c.execute(
+            "insert into cbir.patient (dataset_id, patient_key) values (%s, %s) returning id", (ds, PATIENT_KEY)
+        ).fetchone()[0]
+        lab = c.execute(
+            "insert into cbir.label (key, modality, region, finding, kind) values"
+            " ('XR/chest/normal', 'XR', 'chest', 'normal', 'anatomical') returning id"
+        ).fetchone()[0]
+        for n in range(3):
+            c.execute(
+                "insert into cbir.image (dataset_id, patient_id, uri, split, label_id) values (%s, %s, %s, 'test', %s)",
+                (ds, pid, f"img_{n}.png", lab),
+            )
+        c.execute(identifiers.create_embedding_table(MODEL, DIM))
+        c.execute(
+            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
+            " values (%s, 'tiny', %s, 'vector', '{}', 'h', %s)",
+            (MODEL, DIM, identifiers.embedding_table_name(MODEL)),
+        )
+        run = c.execute(
+            "insert into cbir.eval_run (kind, encoder_key, mode, params, finished_at)"
+            " values ('retrieval', %s, 'exact', '{\"datasets\": [\"roles_ds\"]}', now()) returning id",
+            (MODEL,),
+        ).fetchone()[0]
+        c.execute("insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, 'P', 1, 'micro', 0.5)", (run,))
+        c.execute(
+            "insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)"
+            " values (%s, %s, 'P', 1, 3, 3, 0.5)",
+            (run, lab),
+        )
+    return db
+
+
+@pytest.fixture
+def login(pg_server_dsn: str) -> Iterator:
+    """Factory: ``login(db_dsn, 'cbir_reader') -> dsn`` of a fresh LOGIN role that is a member of the
+    group role; the roles are dropped after the test."""
+    made: list[tuple[str, str]] = []
+
+    def make(db: str, group: str) -> str:
+        name = f"t_{group}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+            c.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(name), sql.Identifier(group)))
+        made.append((name, db))
+        return dsn_with(db, user=name)
+
+    yield make
+    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+        for name, db in made:
+            # the role may own nothing, but drop owned also clears its grants in that database
+            with psycopg.connect(db, autocommit=True) as dc:
+                dc.execute(sql.SQL("drop owned by {}").format(sql.Identifier(name)))
+            c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
+
+
+def _denied(dsn: str, statement: str, params=None) -> bool:
+    """Whether ``statement`` is refused for lack of privilege (nothing is committed either way)."""
+    with psycopg.connect(dsn) as c:
+        try:
+            c.execute(statement, params)
+        except errors.InsufficientPrivilege:
+            return True
+        finally:
+            c.rollback()
+    return False
+
+
+def _report_views(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as c:
+        return [r[0] for r in c.execute(
+            "select table_name from information_schema.views where table_schema = 'cbir_report' order by 1"
+        )]
+
+
+# --------------------------------------------------------------------------- cbir_reader
+def test_reader_can_select_every_report_view(seeded: str, login) -> None:
+    views = _report_views(seeded)
+    assert views, "no cbir_report views: the reader would have nothing to read"
+    reader = login(seeded, "cbir_reader")
+    with psycopg.connect(reader) as c:
+        for view in views:
+            c.execute(sql.SQL("select * from {} limit 5").format(sql.Identifier("cbir_report", view))).fetchall()
+        board = c.execute("select model, p1_micro from cbir_report.leaderboard").fetchall()
+    assert (MODEL, 0.5) in board
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "select * from cbir.patient",
+        "select patient_key from cbir.patient",
+        "select * from cbir.image",
+        "select uri from cbir.image",
+        "select * from cbir.installation",
+        "select * from cbir.dataset",
+        "select * from cbir.study",
+        "select * from cbir.eval_query",
+        f"select * from cbir.embedding_{MODEL}",
+        f"select * from cbir.similar_images(1, '{MODEL}', 3)",
+        "insert into cbir_report.eval_runs (run_id) values (1)",
+        "delete from cbir.eval_run",
+        "create table cbir_report.x (a int)",
+        "create table cbir.x (a int)",
+        "create table public.x (a int)",
+        "create schema sneaky",
+    ],
+)
+def test_reader_is_denied(seeded: str, login, statement: str) -> None:
+    reader = login(seeded, "cbir_reader")
+    assert _denied(reader, statement), f"cbir_reader may run: {statement}"
+
+
+def test_reader_never_sees_a_patient_identifier(seeded: str, login) -> None:
+    """No report view column is a patient key, and no value the reader can select holds one."""
+    reader = login(seeded, "cbir_reader")
+    with psycopg.connect(reader) as c:
+        for view in _report_views(seeded):
+            cur = c.execute(sql.SQL("select * from {}").format(sql.Identifier("cbir_report", view)))
+            cols = [d.name for d in cur.description]
+            assert "patient_key" not in cols, f"cbir_report.{view} exposes patient_key"
+            for row in cur.fetchall():
+                assert PATIENT_KEY not in repr(row), f"cbir_report.{view} shows a patient key"
+        salt = c.execute(
+            "select count(*) from information_schema.column_privileges where table_name in ('patient', 'installation')"
+        ).fetchone()[0]
+    assert salt == 0
+
+
+def test_reader_grants_survive_remigration(seeded: str, login) -> None:
+    """``cbir-pg db migrate`` rebuilds cbir_report: the reader must still read it afterwards."""
+    from cbir_pg.db.migrate import migrate
+
+    migrate(seeded)
+    reader = login(seeded, "cbir_reader")
+    with psycopg.connect(reader) as c:
+        for view in _report_views(seeded):
+            c.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("cbir_report", view))).fetchone()
+
+
+# --------------------------------------------------------------------------- cbir_worker
+def _claim(conn: psycopg.Connection, n: int = 2) -> list[tuple]:
+    """The ingest worker's own claim query (``sql/queries/ingest.sql``: FOR NO KEY UPDATE SKIP LOCKED)."""
+    from cbir_pg.db import queries
+
+    q = queries.get("ingest", "claim", table=identifiers.embedding_table(MODEL))
+    params = {"encoder": MODEL, "datasets": None, "splits": None, "max_attempts": 3, "batch": n}
+    return conn.execute(q, params).fetchall()
+
+
+def test_worker_can_claim_and_write_embeddings(seeded: str, login) -> None:
+    """The ingest transaction as cbir_worker: claim with SKIP LOCKED, insert and binary COPY vectors."""
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    worker = login(seeded, "cbir_worker")
+    with psycopg.connect(worker) as c:
+        register_vector(c)
+        claimed = _claim(c)
+        assert len(claimed) == 2
+        c.execute(
+            sql.SQL("insert into {} (image_id, embedding) values (%s, %s)").format(identifiers.embedding_table(MODEL)),
+            (claimed[0][0], np.ones(DIM, dtype=np.float32)),
+        )
+        copy = sql.SQL("copy {} (image_id, embedding) from stdin (format binary)").format(
+            identifiers.embedding_table(MODEL)
+        )
+        with c.cursor().copy(copy) as cp:
+            cp.set_types(["int8", "vector"])
+            cp.write_row((claimed[1][0], np.arange(DIM, dtype=np.float32) + 1))
+        c.execute(
+            "insert into cbir.error (stage, encoder_key, source, reason, message) values ('ingest', %s, 'x', 'r', 'm')",
+            (MODEL,),
+        )
+        c.commit()
+    with psycopg.connect(seeded) as c:
+        n = c.execute(sql.SQL("select count(*) from {}").format(identifiers.embedding_table(MODEL))).fetchone()[0]
+    assert n == 2
+
+
+def test_two_workers_claim_disjoint_batches(seeded: str, login) -> None:
+    """SKIP LOCKED as cbir_worker: a second worker skips the rows the first holds."""
+    w1, w2 = login(seeded, "cbir_worker"), login(seeded, "cbir_worker")
+    with psycopg.connect(w1) as c1, psycopg.connect(w2) as c2:
+        a = {r[0] for r in _claim(c1)}
+        b = {r[0] for r in _claim(c2)}
+        assert a and b and not (a & b)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "create table cbir.x (a int)",
+        "create table public.x (a int)",
+        "alter table cbir.image add column leak text",
+        "alter table cbir.image drop column uri",
+        f"alter table cbir.embedding_{MODEL} add column leak text",
+        f"drop table cbir.embedding_{MODEL}",
+        "drop table cbir.image",
+        f"truncate cbir.embedding_{MODEL}",
+        f"delete from cbir.embedding_{MODEL}",
+        f"update cbir.embedding_{MODEL} set embedding = embedding",
+        f"create index on cbir.embedding_{MODEL} (image_id)",
+        "update cbir.image set label_id = null",
+        "delete from cbir.image",
+        "select * from cbir.patient",
+        "select * from cbir.installation",
+        "select * from cbir.eval_run",
+        "select * from cbir_report.eval_runs",
+        "select * from cbir_report.leaderboard",
+        "create schema sneaky",
+        "grant cbir_reader to current_user",
+    ],
+)
+def test_worker_is_denied(seeded: str, login, statement: str) -> None:
+    worker = login(seeded, "cbir_worker")
+    assert _denied(worker, statement), f"cbir_worker may run: {statement}"
+
+
+def test_group_roles_cannot_log_in(seeded: str) -> None:
+    """The group roles themselves are NOLOGIN: people log in as their own members of them."""
+    with psycopg.connect(seeded) as c:
+        rows = dict(c.execute("select rolname, rolcanlogin from pg_roles where rolname in ('cbir_reader', 'cbir_worker')").fetchall())
+        supers = c.execute(
+            "select count(*) from pg_roles where rolname in ('cbir_reader', 'cbir_worker')"
+            " and (rolsuper or rolcreaterole or rolcreatedb or rolbypassrls)"
+        ).fetchone()[0]
+    assert rows == {"cbir_reader": False, "cbir_worker": False}
+    assert supers == 0
