@@ -123,6 +123,9 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # missing decoder plugins raise RuntimeError/NotImplementedError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "less than" in first and "pixel data" in first.lower():
+            raise DecodeError(source, "dicom_truncated", first) from None
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", str(ts))
         raise DecodeError(
@@ -183,6 +186,8 @@ def decode_file(path: str | Path) -> np.ndarray:
         raise DecodeError(str(p), "not_a_file", "is a directory") from None
     except OSError as exc:
         raise DecodeError(str(p), "unreadable_file", exc.strerror or str(exc)) from None
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise DecodeError(repr(str(p)), "bad_path", str(exc)) from None
     return decode_bytes(data, str(p))
 
 

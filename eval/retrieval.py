@@ -124,7 +124,7 @@ def evaluate_retrieval(
             found = {r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})}
             unknown = [d for d in ds if d not in found]
             if unknown:
-                raise NotFoundError(f"unknown dataset(s): {', '.join(unknown)}")
+                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
         rows = conn.execute(
             queries.get("eval", "query_images", table=table),
             {"splits": list(query_splits), "datasets": list(ds) if ds else None},

@@ -43,6 +43,16 @@ class Record:
     pixels: Any = None
     write: Callable[[], None] | None = None
 
+    def nul_field(self) -> str | None:
+        """The name of a text field holding a NUL byte (PostgreSQL text cannot store one), if any."""
+        for name in ("uri", "patient", "sex", "study", "view", "modality", "region"):
+            value = getattr(self, name)
+            if isinstance(value, str) and "\x00" in value:
+                return name
+        if any("\x00" in label for label in self.labels):
+            return "labels"
+        return None
+
 
 @dataclass
 class RowError:
@@ -136,13 +146,18 @@ def open_text(path: Path) -> io.TextIOBase:
 def read_csv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Stream ``(line number, row)``; a missing required column is a :class:`ConfigError`."""
     with open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        missing = [c for c in required if c not in cols]
-        if missing:
-            raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(cols)})")
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            missing = [c for c in required if c not in cols]
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(cols)})")
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); save the file as UTF-8"
+            ) from None
 
 
 def find_file(root: Path, *names: str) -> Path:

@@ -192,6 +192,10 @@ def import_dataset(
             if isinstance(item, RowError):
                 run.error(item.source, item.reason, item.message)
                 continue
+            bad_field = item.nul_field()
+            if bad_field:
+                run.error(repr(item.uri)[:200], "malformed_row", f"the {bad_field} field holds a NUL byte")
+                continue
             pending.append(item)
             if len(pending) >= batch_size:
                 run.flush(pending)

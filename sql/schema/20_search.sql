@@ -34,17 +34,17 @@ declare
   v_rel regclass;
 begin
   if p_model is null or p_model !~ '^[a-z][a-z0-9_]{0,39}$' then
-    raise exception 'invalid model name %: use lowercase letters, digits and _', quote_literal(coalesce(p_model, 'null'))
+    raise exception 'invalid model name %: use lowercase letters, digits and _', coalesce(to_jsonb(p_model)::text, 'null')
       using errcode = 'invalid_parameter_value';
   end if;
   select e.table_name, e.dim into table_name, dim from cbir.encoder e where e.key = p_model;
   if not found then
-    raise exception 'unknown model %: no row in cbir.encoder', quote_literal(p_model)
+    raise exception 'unknown model %: no row in cbir.encoder', to_jsonb(p_model)::text
       using errcode = 'no_data_found';
   end if;
   v_rel := to_regclass(format('%I.%I', 'cbir', table_name));
   if v_rel is null then
-    raise exception 'model % has no embedding table cbir.%', quote_literal(p_model), table_name
+    raise exception 'model % has no embedding table cbir.%', to_jsonb(p_model)::text, table_name
       using errcode = 'no_data_found';
   end if;
   select t.typname into column_type
@@ -121,7 +121,7 @@ begin
       using errcode = 'invalid_parameter_value';
   end if;
   if v_method not in ('auto', 'hnsw', 'binary', 'exact') then
-    raise exception 'unknown method %: use auto, hnsw, binary or exact', quote_literal(v_method)
+    raise exception 'unknown method %: use auto, hnsw, binary or exact', to_jsonb(v_method)::text
       using errcode = 'invalid_parameter_value';
   end if;
   if v_method = 'auto' then
@@ -131,7 +131,7 @@ begin
   -- filters: validated, then bound as parameters ($3 .. $7); only the filters given appear in the SQL
   if p_split is not null then
     if p_split not in ('train', 'val', 'test') then
-      raise exception 'invalid split %: use train, val or test', quote_literal(p_split)
+      raise exception 'invalid split %: use train, val or test', to_jsonb(p_split)::text
         using errcode = 'invalid_parameter_value';
     end if;
     v_where := v_where || ' and i.split = $3';
@@ -139,13 +139,13 @@ begin
   if p_dataset is not null then
     select d.id into v_dataset_id from cbir.dataset d where d.key = p_dataset;
     if not found then
-      raise exception 'unknown dataset %', quote_literal(p_dataset) using errcode = 'invalid_parameter_value';
+      raise exception 'unknown dataset %', to_jsonb(p_dataset)::text using errcode = 'invalid_parameter_value';
     end if;
     v_where := v_where || ' and i.dataset_id = $4';
   end if;
   if p_modality is not null then
     if p_modality !~ '^[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}$' then
-      raise exception 'invalid modality %', quote_literal(p_modality) using errcode = 'invalid_parameter_value';
+      raise exception 'invalid modality %', to_jsonb(p_modality)::text using errcode = 'invalid_parameter_value';
     end if;
     v_where := v_where || ' and i.modality = $5';
   end if;
