@@ -104,15 +104,22 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from rich.table import Table
-
-    from eval.store import TABLE2_NS, table2
+    from eval.store import table2
 
     df = table2(dsn(ctx))
     if df.empty:
         console.print("no retrieval runs yet: run `cbir-pg eval retrieval --model KEY`")
         return
+    print_table2(df)
+
+
+def print_table2(df) -> None:
+    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.store import TABLE2_NS
 
     scopes = sorted({idx[2] for idx in df.index})
     one_scope = len(scopes) == 1
@@ -133,8 +140,6 @@ def show(ctx: typer.Context) -> None:
         values = [df.loc[key, (avg, f"P@{cut}")] for avg in ("micro", "macro") for cut in TABLE2_NS]
         cells = [model, mode or "-"] + ([] if one_scope else [scope])
         table.add_row(*cells, *[_fmt(v) for v in values], str(int(df.loc[key, ("run", "id")])))
-    from rich.console import Console
-
     # wide enough for the whole table even when stdout is not a terminal (80 columns by default)
     Console(width=max(console.width, 140)).print(table)
 

@@ -1,0 +1,16 @@
+-- name: latest_fresh_run
+-- The newest finished evaluation run of a kind for a model that is newer than every stored embedding.
+select r.id
+from cbir.eval_run r
+where r.encoder_key = %(model)s
+  and r.kind = %(kind)s
+  and r.finished_at is not null
+  and r.finished_at >= coalesce((select max(e.created_at) from {table} e), '-infinity'::timestamptz)
+order by r.finished_at desc, r.id desc
+limit 1;
+
+-- name: benchmark_images
+select count(*)
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where d.key = any(%(keys)s) and not i.excluded;
