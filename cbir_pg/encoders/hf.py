@@ -1,0 +1,269 @@
+"""Hugging Face transformers encoders, as in the paper's published code (``src/embeddings/models.py``):
+ResNet-50 logits, ViT-B/16 in21k CLS, SAM / MedSAM image embeddings averaged over space, MAE CLS (with
+masking switched off) and DINOv2 CLS.
+
+Preprocessing follows each model's Hugging Face image processor (the code's ``AutoImageProcessor``):
+- resnet50 (ConvNextImageProcessor): shorter side 256 (crop_pct 0.875), centre crop 224, bicubic, ImageNet;
+- vit_b16_in21k (ViTImageProcessor): 224 x 224, bilinear, mean = std = 0.5;
+- mae_vitb16 (ViTImageProcessor): 224 x 224, bicubic, ImageNet;
+- dinov2_vitb14 (BitImageProcessor): shorter side 256, centre crop 224, bicubic, ImageNet;
+- sam_vitb / medsam_vitb (SamImageProcessor): longer side 1024, bilinear, ImageNet, zero-pad to 1024².
+"""
+
+from __future__ import annotations
+
+from cbir_pg.encoders.config import HALF, IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
+from cbir_pg.encoders.registry import register_encoder
+from cbir_pg.encoders.weights import hf_location, local_checkpoint, missing
+
+# ----------------------------------------------------------------------------- pooling rules
+
+
+def _logits(m, x):
+    return m(pixel_values=x).logits
+
+
+def _cls(m, x):
+    return m(pixel_values=x).last_hidden_state[:, 0, :]
+
+
+def _cls_unmasked(m, x):
+    # MAE: with mask_ratio 0 every patch is kept, but ViTMAE still shuffles them by random noise; an
+    # increasing noise makes the shuffle the identity, so the CLS token is bit-for-bit deterministic
+    n = (x.shape[-2] // m.config.patch_size) * (x.shape[-1] // m.config.patch_size)
+    noise = torch_arange(n, x).expand(x.shape[0], n)
+    return m(pixel_values=x, noise=noise).last_hidden_state[:, 0, :]
+
+
+def torch_arange(n: int, like):
+    import torch
+
+    return torch.arange(n, device=like.device, dtype=torch.float32)
+
+
+def _spatial_mean(m, x):
+    # SamVisionEncoder → neck output (B, 256, 64, 64); average over the 64 x 64 grid
+    return m(pixel_values=x).last_hidden_state.mean(dim=(2, 3))
+
+
+def _head(backbone, fn):
+    from cbir_pg.encoders._torch import Head
+
+    return Head(backbone, fn)
+
+
+# ----------------------------------------------------------------------------- resnet50
+
+
+@register_encoder(
+    EncoderConfig(
+        key="resnet50",
+        family="hf",
+        dim=1000,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bicubic",
+        resize="shortest_crop",
+        crop_pct=0.875,
+        weights_source="hf:microsoft/resnet-50",
+        channels_last=True,
+        embedding_rule="logits (the 1000 ImageNet class scores)",
+        description="ResNet-50, ImageNet-1k supervised",
+    )
+)
+def build_resnet50(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        model = ResNetForImageClassification.from_pretrained(name, **kw)
+    else:
+        model = ResNetForImageClassification(ResNetConfig(num_labels=1000))
+    return _head(model, _logits)
+
+
+# ----------------------------------------------------------------------------- ViT-B/16 in21k
+
+
+@register_encoder(
+    EncoderConfig(
+        key="vit_b16_in21k",
+        family="hf",
+        dim=768,
+        input_size=224,
+        mean=HALF,
+        std=HALF,
+        interpolation="bilinear",
+        weights_source="hf:google/vit-base-patch16-224-in21k",
+        embedding_rule="CLS token of last_hidden_state",
+        description="ViT-B/16, ImageNet-21k supervised",
+    )
+)
+def build_vit_b16(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import ViTConfig, ViTModel
+
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        model = ViTModel.from_pretrained(name, add_pooling_layer=False, **kw)
+    else:
+        model = ViTModel(ViTConfig(), add_pooling_layer=False)
+    return _head(model, _cls)
+
+
+# ----------------------------------------------------------------------------- SAM / MedSAM
+
+_SAM = dict(
+    dim=256,
+    input_size=1024,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    resize="longest_pad",
+    embedding_rule="image embeddings (256 x 64 x 64) averaged over space",
+)
+
+
+@register_encoder(
+    EncoderConfig(
+        key="sam_vitb",
+        family="sam",
+        weights_source="hf:facebook/sam-vit-base",
+        description="Segment Anything ViT-B image encoder (1024 px input)",
+        **_SAM,
+    )
+)
+def build_sam(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import SamConfig, SamModel
+
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        model = SamModel.from_pretrained(name, **kw)
+    else:
+        model = SamModel(SamConfig())
+    return _head(model.vision_encoder, _spatial_mean)
+
+
+#: segment_anything's image-encoder names → transformers' SamVisionEncoder names
+SA_PREFIX_TO_HF = (
+    ("patch_embed.proj.", "patch_embed.projection."),
+    ("blocks.", "layers."),
+    ("neck.0.", "neck.conv1."),
+    ("neck.1.", "neck.layer_norm1."),
+    ("neck.2.", "neck.conv2."),
+    ("neck.3.", "neck.layer_norm2."),
+)
+SA_PART_TO_HF = ((".norm1.", ".layer_norm1."), (".norm2.", ".layer_norm2."))
+
+
+def sa_to_hf_key(key: str) -> str:
+    for a, b in SA_PREFIX_TO_HF:
+        if key.startswith(a):
+            key = b + key[len(a) :]
+    for a, b in SA_PART_TO_HF:
+        key = key.replace(a, b)
+    return key
+
+
+def convert_medsam_state(sd: dict) -> dict:
+    """A segment_anything checkpoint (``medsam_vit_b.pth``) → SamVisionEncoder state dict."""
+    prefix = "image_encoder."
+    enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not enc:
+        raise ValueError("no image_encoder.* tensors: not a segment_anything / MedSAM checkpoint")
+    return {sa_to_hf_key(k): v for k, v in enc.items()}
+
+
+@register_encoder(
+    EncoderConfig(
+        key="medsam_vitb",
+        family="sam",
+        weights_source="path:medsam_vit_b.pth",
+        description="MedSAM (SAM ViT-B fine-tuned on medical masks), image encoder",
+        weights_hint=(
+            "download medsam_vit_b.pth from the MedSAM authors (github.com/bowang-lab/MedSAM, Google Drive link)"
+            " and pass --weights /path/medsam_vit_b.pth or copy it into $CBIR_PG_HOME/weights/medsam_vitb/"
+        ),
+        paper_note=(
+            "the paper's code loads MedSAM with segment_anything but feeds it the SAM processor's input (ImageNet"
+            " mean/std, longest side 1024, zero padding), not MedSAM's own min-max [0, 1] 1024 x 1024 input; we follow the code"
+        ),
+        **_SAM,
+    )
+)
+def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import SamConfig, SamModel
+
+    path = local_checkpoint(config, weights) if pretrained else None
+    if pretrained and path is None:
+        raise missing(config)  # before building: fail fast
+    vision = SamModel(SamConfig()).vision_encoder
+    if path is not None:
+        from cbir_pg.encoders._torch import load_state_file
+
+        vision.load_state_dict(convert_medsam_state(load_state_file(path)), strict=True)
+    return _head(vision, _spatial_mean)
+
+
+# ----------------------------------------------------------------------------- MAE
+
+
+@register_encoder(
+    EncoderConfig(
+        key="mae_vitb16",
+        family="hf",
+        dim=768,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bicubic",
+        arch=(("mask_ratio", 0.0),),
+        weights_source="hf:facebook/vit-mae-base",
+        embedding_rule="CLS token of last_hidden_state, masking off (mask_ratio 0)",
+        description="ViT-B/16 masked autoencoder (MAE) encoder",
+        paper_note=(
+            "the paper's code left ViTMAEModel's default 75% random masking on, so its MAE embeddings saw a random"
+            " quarter of the patches and changed from run to run; here mask_ratio = 0"
+        ),
+    )
+)
+def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import ViTMAEConfig, ViTMAEModel
+
+    ratio = float(config.arch_option("mask_ratio", 0.0))
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        model = ViTMAEModel.from_pretrained(name, mask_ratio=ratio, **kw)
+    else:
+        model = ViTMAEModel(ViTMAEConfig(mask_ratio=ratio))
+    return _head(model, _cls_unmasked if ratio == 0 else _cls)
+
+
+# ----------------------------------------------------------------------------- DINOv2
+
+
+@register_encoder(
+    EncoderConfig(
+        key="dinov2_vitb14",
+        family="hf",
+        dim=768,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bicubic",
+        resize="shortest_crop",
+        crop_pct=0.875,
+        weights_source="hf:facebook/dinov2-base",
+        embedding_rule="CLS token of last_hidden_state (after the final layer norm)",
+        description="DINOv2 ViT-B/14, self-supervised on LVD-142M",
+    )
+)
+def build_dinov2(config: EncoderConfig, *, weights=None, pretrained=True):
+    from transformers import Dinov2Config, Dinov2Model
+
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        model = Dinov2Model.from_pretrained(name, **kw)
+    else:
+        model = Dinov2Model(Dinov2Config(image_size=518))
+    return _head(model, _cls)

@@ -1,0 +1,75 @@
+"""MedCLIP's vision tower as in the paper's code (``MedCLIPModel(vision_cls=MedCLIPVisionModelViT)``):
+a Swin-T (transformers ``SwinModel``, microsoft/swin-tiny-patch4-window7-224 architecture), its pooled
+output projected 768 → 512 by a bias-free linear layer, then L2-normalised (``encode_image``).
+
+Weights: MedCLIP's released ``pytorch_model.bin`` (keys ``vision_model.model.*`` and
+``vision_model.projection_head.weight``), from ``--weights`` (the file or its folder) or
+``$CBIR_PG_HOME/weights/medclip_swint/``. Preprocessing as the code's ``CLIPFeatureExtractor``: pad to
+square, resize 224 bicubic, centre crop 224, MedCLIP's single-channel mean/std repeated over RGB.
+"""
+
+from __future__ import annotations
+
+from cbir_pg.encoders.config import EncoderConfig
+from cbir_pg.encoders.registry import register_encoder
+from cbir_pg.encoders.weights import local_checkpoint, missing
+
+#: medclip.constants.IMG_MEAN / IMG_STD
+MEDCLIP_MEAN = 0.5862785803043838
+MEDCLIP_STD = 0.27950088968644304
+
+
+def _make_tower():
+    import torch
+    from torch import nn
+    from transformers import SwinConfig, SwinModel
+
+    class MedCLIPVision(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SwinModel(SwinConfig())  # defaults = swin-tiny-patch4-window7-224
+            self.projection_head = nn.Linear(768, 512, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            emb = self.projection_head(self.model(pixel_values=x).pooler_output)
+            return emb / emb.norm(dim=-1, keepdim=True)
+
+    return MedCLIPVision()
+
+
+@register_encoder(
+    EncoderConfig(
+        key="medclip_swint",
+        family="medclip",
+        dim=512,
+        input_size=224,
+        mean=(MEDCLIP_MEAN,) * 3,
+        std=(MEDCLIP_STD,) * 3,
+        interpolation="bicubic",
+        resize="pad_square",
+        weights_source="path:pytorch_model.bin",
+        embedding_rule="Swin-T pooled output → Linear 768→512 (no bias) → L2-normalised",
+        description="MedCLIP vision tower (Swin-T), contrastive on MIMIC-CXR + CheXpert",
+        weights_hint=(
+            "get MedCLIP's pretrained Swin checkpoint (pytorch_model.bin, github.com/RyanWangZf/MedCLIP) and pass"
+            " --weights /path/pytorch_model.bin or copy it into $CBIR_PG_HOME/weights/medclip_swint/"
+        ),
+    )
+)
+def build_medclip(config: EncoderConfig, *, weights=None, pretrained=True):
+    path = local_checkpoint(config, weights) if pretrained else None
+    if pretrained and path is None:
+        raise missing(config)  # before building: fail fast
+    tower = _make_tower()
+    if path is not None:
+        from cbir_pg.encoders._torch import load_state_file
+
+        sd = load_state_file(path)
+        vision = {k[len("vision_model.") :]: v for k, v in sd.items() if k.startswith("vision_model.")}
+        if not vision:
+            raise ValueError("no vision_model.* tensors: not a MedCLIP checkpoint")
+        vision = {k: v for k, v in vision.items() if not k.endswith("position_ids")}
+        tower.load_state_dict(vision, strict=True)
+    return tower

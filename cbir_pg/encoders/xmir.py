@@ -1,0 +1,69 @@
+"""X-MIR's retrieval network: torchvision DenseNet-121 features → ReLU → global average pool (1024-d).
+
+Weights: an X-MIR checkpoint (a DenseNet-121 trained for retrieval), from ``--weights`` or
+``$CBIR_PG_HOME/weights/xmir_densenet121/``. Common wrappers (``module.``, ``model.``, ``backbone.``,
+``densenet121.``) are stripped; the ``features.*`` tensors must all be present. Preprocessing: 224 x 224
+bilinear, ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cbir_pg.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
+from cbir_pg.encoders.registry import register_encoder
+from cbir_pg.encoders.weights import local_checkpoint, missing
+
+#: pre-0.4 torchvision names ("norm.1") → current ("norm1"), as torchvision's own loader does
+_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _pooled(features, x):
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(F.relu(features(x)), 1).flatten(1)
+
+
+@register_encoder(
+    EncoderConfig(
+        key="xmir_densenet121",
+        family="xmir",
+        dim=1024,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        weights_source="path:xmir_densenet121.pth",
+        channels_last=True,
+        embedding_rule="DenseNet-121 features → ReLU → global average pool",
+        description="X-MIR DenseNet-121 retrieval network (chest X-ray)",
+        weights_hint=(
+            "get the X-MIR DenseNet-121 checkpoint from its authors (github.com/brian-hu/xmir) and pass"
+            " --weights /path/checkpoint.pth or copy it to $CBIR_PG_HOME/weights/xmir_densenet121/xmir_densenet121.pth"
+        ),
+    )
+)
+def build_xmir(config: EncoderConfig, *, weights=None, pretrained=True):
+    from torchvision.models import densenet121
+
+    from cbir_pg.encoders._torch import Head
+
+    path = local_checkpoint(config, weights) if pretrained else None
+    if pretrained and path is None:
+        raise missing(config)  # before building: fail fast
+    net = densenet121(weights=None)
+    if path is not None:
+        from cbir_pg.encoders._torch import load_state_file, strip_prefixes
+
+        sd = strip_prefixes(
+            load_state_file(path), ("module.", "model.", "backbone.", "densenet121.", "encoder.")
+        )
+        feats = {
+            _LEGACY.sub(r"\1\2", k[len("features.") :]): v for k, v in sd.items() if k.startswith("features.")
+        }
+        if not feats:
+            raise ValueError("no features.* tensors: not a DenseNet-121 checkpoint")
+        net.features.load_state_dict(feats, strict=True)
+    return Head(net.features, _pooled)

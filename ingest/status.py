@@ -1,0 +1,24 @@
+"""``cbir-pg ingest status``: exact counts per encoder and dataset from the view ``cbir.ingest_status``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cbir_pg.db import queries
+from cbir_pg.db.connect import connection
+
+
+@dataclass(frozen=True)
+class IngestStatusRow:
+    encoder: str
+    dataset: str
+    total: int
+    done: int
+    pending: int
+    failed: int
+
+
+def ingest_status(dsn: str, model: str | None = None) -> list[IngestStatusRow]:
+    with connection(dsn) as conn:
+        rows = conn.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()
+    return [IngestStatusRow(*r) for r in rows]

@@ -1,0 +1,470 @@
+"""``run_ingest``: fill ``cbir.embedding_<key>`` for one encoder, with one process or many.
+
+Each batch is one transaction: claim (locks, :mod:`ingest.claim`) → decode in DataLoader workers
+(:mod:`ingest.pipeline`) → forward pass → validate and L2-normalise → binary COPY (:mod:`ingest.copy`)
+and failure rows → commit. Killing a worker at any point loses at most its open batches, which
+PostgreSQL rolls back and unlocks; a rerun (or any other worker) picks them up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.connect import connect, translate
+from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
+from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+from ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
+from ingest.copy import copy_vectors
+from ingest.pipeline import ClaimSampler, Failure, make_loader
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+HASH_COMMENT = "cbir-pg encoder {key} config_hash={hash}"
+
+
+@dataclass
+class IngestSummary:
+    model: str
+    config_hash: str
+    device: str
+    processes: int
+    embedded: int = 0  # vectors written by this run
+    failed: int = 0  # failed attempts recorded by this run
+    done: int = 0  # vectors stored for the selection after the run
+    remaining: int = 0  # images of the selection still without a vector and below the retry limit
+    seconds: float = 0.0
+    batches: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def merge(self, other: IngestSummary) -> None:
+        self.embedded += other.embedded
+        self.failed += other.failed
+        self.batches += other.batches
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+
+
+# --------------------------------------------------------------------------- encoder table and hash
+
+
+def encoder_config_for(model: str, pretrained: bool = True) -> EncoderConfig:
+    cfg = get_config(model)
+    return cfg if pretrained else cfg.as_random()
+
+
+def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> None:
+    """Create ``cbir.embedding_<key>`` and its ``cbir.encoder`` row on first use (under an advisory lock,
+    so concurrent workers do it once); refuse a different config hash with a clear error."""
+    key, h = config.key, config.config_hash()
+    table_name = identifiers.embedding_table_name(key)
+    vtype = identifiers.vector_type_for(config.dim)
+    conn.execute(queries.get("ingest", "setup_lock"))
+    row = conn.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
+    comment = conn.execute(
+        queries.get("ingest", "table_comment"), {"regclass": f"cbir.{table_name}"}
+    ).fetchone()
+    stored = row[0] if row else None
+    if stored is None and comment and comment[0] and "config_hash=" in comment[0]:
+        stored = comment[0].rsplit("config_hash=", 1)[1].strip()
+    if stored is not None and stored != h:
+        conn.rollback()
+        raise ConfigError(
+            f"cbir.{table_name} holds vectors of encoder config {stored[:12]}, but {key} now has config"
+            f" {h[:12]} (weights or preprocessing changed); vectors of different configs must not mix:"
+            f" drop the table (cbir-pg models drop {key}, or DROP TABLE cbir.{table_name} CASCADE and delete"
+            f" its cbir.encoder row) or register the new config under a new key"
+        )
+    table_exists = (
+        comment is not None
+        and conn.execute("select to_regclass(%s) is not null", (f"cbir.{table_name}",)).fetchone()[0]
+    )
+    if not table_exists:
+        conn.execute(identifiers.create_embedding_table(key, config.dim))
+        conn.execute(
+            queries.get(
+                "ingest",
+                "comment_table",
+                table=identifiers.embedding_table(key),
+                comment=sql.Literal(HASH_COMMENT.format(key=key, hash=h)),
+            )
+        )
+    if row is None:
+        from psycopg.types.json import Jsonb
+
+        conn.execute(
+            queries.get("ingest", "encoder_insert"),
+            {
+                "key": key,
+                "family": config.family,
+                "dim": config.dim,
+                "vector_type": vtype,
+                "config": Jsonb(config.to_json()),
+                "config_hash": h,
+                "table_name": table_name,
+            },
+        )
+    conn.commit()
+
+
+def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
+    if flt.datasets:
+        unknown = [
+            r[0] for r in conn.execute(queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets})
+        ]
+        if unknown:
+            raise NotFoundError(f"unknown dataset(s): {', '.join(unknown)} (see: cbir-pg datasets list)")
+    bad = [s for s in flt.splits or [] if s not in ("train", "val", "test")]
+    if bad:
+        raise ConfigError(f"unknown split(s) {', '.join(bad)}: use train, val or test")
+
+
+def count_todo(conn: psycopg.Connection, flt: ClaimFilter) -> int:
+    q = queries.get("ingest", "count_todo", table=identifiers.embedding_table(flt.encoder))
+    return conn.execute(q, flt.params()).fetchone()[0]
+
+
+def count_done(conn: psycopg.Connection, flt: ClaimFilter) -> int:
+    q = queries.get("ingest", "count_done", table=identifiers.embedding_table(flt.encoder))
+    return conn.execute(q, flt.params()).fetchone()[0]
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+def _record_failures(conn: psycopg.Connection, key: str, failures: list[Failure]) -> None:
+    for f in failures:
+        msg = f.message[:2000]
+        conn.execute(
+            queries.get("ingest", "record_error"),
+            {
+                "stage": f.stage,
+                "encoder": key,
+                "source": f.source,
+                "reason": f.reason,
+                "message": msg,
+                "image_id": f.image_id,
+            },
+        )
+        conn.execute(
+            queries.get("ingest", "record_failure"),
+            {"encoder": key, "image_id": f.image_id, "error": f"{f.reason}: {msg}"[:2000]},
+        )
+
+
+def _autocast(device: str, precision: str):
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
+
+
+def _encode(encoder: Encoder, x, precision: str):
+    import torch
+
+    with torch.inference_mode(), _autocast(encoder.device, precision):
+        out = encoder.module(encoder.to_device(x))
+    return out.float().cpu().numpy()
+
+
+def process_batch(
+    batch: ClaimedBatch, encoder: Encoder, loaded, precision: str, summary: IngestSummary
+) -> int:
+    """Encode, validate, COPY, record failures and commit one claimed batch; returns vectors written."""
+    ids, ok_ids, x, failures = loaded
+    if ids != batch.ids:
+        raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
+    cfg = encoder.config
+    written = 0
+    if x is not None:
+        raw = _encode(encoder, x, precision)
+        vecs, reasons = l2_normalise(raw, cfg.dim)
+        keep = [i for i, r in enumerate(reasons) if r is None]
+        for i, r in enumerate(reasons):
+            if r is not None:
+                got = raw.shape[1] if raw.ndim == 2 else raw.shape
+                failures.append(
+                    Failure(
+                        ok_ids[i],
+                        "ingest",
+                        f"invalid_embedding_{r}",
+                        f"{cfg.key}: {r} vector (dim {got}, expected {cfg.dim})",
+                    )
+                )
+        written = copy_vectors(
+            batch.conn, cfg.key, [ok_ids[i] for i in keep], vecs[keep], identifiers.vector_type_for(cfg.dim)
+        )
+    _record_failures(batch.conn, cfg.key, failures)
+    batch.conn.commit()
+    summary.embedded += written
+    summary.failed += len(failures)
+    summary.batches += 1
+    for f in failures:
+        summary.errors[f.reason] = summary.errors.get(f.reason, 0) + 1
+    return written
+
+
+# --------------------------------------------------------------------------- one process
+
+
+class _Claimer:
+    """Claims batches on a small pool of connections (one per open transaction)."""
+
+    def __init__(self, dsn: str, flt: ClaimFilter, batch_size: int, limit: int | None):
+        self.dsn, self.flt, self.batch_size, self.limit = dsn, flt, batch_size, limit
+        self.idle: list[psycopg.Connection] = []
+        self.all: list[psycopg.Connection] = []
+        self.claimed = 0
+        self.exhausted = False
+
+    def _conn(self) -> psycopg.Connection:
+        if self.idle:
+            return self.idle.pop()
+        c = connect(self.dsn)
+        self.all.append(c)
+        return c
+
+    def release(self, batch: ClaimedBatch) -> None:
+        if batch.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            batch.conn.rollback()
+        self.idle.append(batch.conn)
+
+    def __call__(self) -> ClaimedBatch | None:
+        while not self.exhausted:
+            n = self.batch_size if self.limit is None else min(self.batch_size, self.limit - self.claimed)
+            if n <= 0:
+                self.exhausted = True
+                break
+            conn = self._conn()
+            try:
+                batch = claim_batch(conn, self.flt, n)
+            except psycopg.Error as exc:
+                conn.rollback()
+                self.idle.append(conn)
+                raise translate(exc) from None
+            if batch.items:
+                self.claimed += len(batch.items)
+                return batch
+            conn.rollback()
+            self.idle.append(conn)
+            if not batch.skipped_done:  # nothing claimable: the rest is done, failed or held by others
+                self.exhausted = True
+        return None
+
+    def close(self) -> None:
+        import contextlib
+
+        for c in self.all:
+            with contextlib.suppress(Exception):
+                c.close()
+
+
+def _run_one(
+    dsn: str,
+    encoder: Encoder,
+    flt: ClaimFilter,
+    *,
+    batch_size: int,
+    loader_workers: int,
+    precision: str,
+    limit: int | None,
+    summary: IngestSummary,
+    on_batch=None,
+) -> None:
+    """Passes over the claimable images until a pass claims nothing (failed images are retried in the
+    next pass until ``max_attempts``)."""
+    pin = encoder.device.startswith("cuda")
+    while True:
+        claimer = _Claimer(
+            dsn, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
+        )
+        sampler = ClaimSampler(claimer)
+        try:
+            for loaded in make_loader(encoder.config, sampler, workers=loader_workers, pin_memory=pin):
+                batch = sampler.pending.popleft()
+                try:
+                    n = process_batch(batch, encoder, loaded, precision, summary)
+                except psycopg.Error as exc:
+                    raise translate(exc) from None
+                finally:
+                    claimer.release(batch)
+                if on_batch:
+                    on_batch(n, len(batch.items) - n)
+        finally:
+            while sampler.pending:  # claimed but not processed (an error or Ctrl-C): give the work back
+                claimer.release(sampler.pending.popleft())
+            claimer.close()
+        if claimer.claimed == 0 or (limit is not None and summary.embedded + summary.failed >= limit):
+            return
+
+
+def _child(dsn: str, model: str, kwargs: dict[str, Any], queue) -> None:
+    """Entry point of a spawned worker process: the single-process loop, summary back on ``queue``."""
+    try:
+        s = run_ingest(dsn, model, processes=1, progress=False, **kwargs)
+        queue.put(("ok", asdict(s)))
+    except CbirError as exc:
+        queue.put(("error", str(exc)))
+    except BaseException as exc:  # report, then die
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _progress_bar(total: int, enabled: bool, model: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        unit="img",
+        desc=f"ingest {model}",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def run_ingest(
+    dsn: str,
+    model: str,
+    *,
+    datasets: list[str] | None = None,
+    splits: list[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    loader_workers: int = 2,
+    processes: int = 1,
+    precision: str = "fp32",
+    weights: str | os.PathLike | None = None,
+    max_attempts: int = 3,
+    progress: bool = True,
+    limit: int | None = None,
+    pretrained: bool = True,
+) -> IngestSummary:
+    """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
+
+    Safe to run any number of times and in any number of processes or machines at once: each image is
+    written exactly once. ``pretrained=False`` uses seeded random weights (its own config hash)."""
+    if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
+        raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    config = encoder_config_for(model, pretrained)
+    flt = ClaimFilter(
+        model, list(datasets) if datasets else None, list(splits) if splits else None, max_attempts
+    )
+
+    with connect(dsn) as conn:
+        try:
+            _check_selection(conn, flt)
+            ensure_encoder_table(conn, config)
+            conn.commit()
+            todo = count_todo(conn, flt)
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+
+    from cbir_pg.encoders import resolve_device
+
+    dev = resolve_device(device)
+    summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
+    started = time.perf_counter()
+    total = todo if limit is None else min(todo, limit)
+    if processes == 1:
+        encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
+        if encoder.config.config_hash() != summary.config_hash:
+            raise ConfigError(f"encoder {model} config changed while starting")
+        bar = _progress_bar(total, progress, model)
+        try:
+            _run_one(
+                dsn,
+                encoder,
+                flt,
+                batch_size=batch_size,
+                loader_workers=loader_workers,
+                precision=precision,
+                limit=limit,
+                summary=summary,
+                on_batch=lambda ok, bad: bar.update(ok + bad),
+            )
+        finally:
+            bar.close()
+    else:
+        _run_many(
+            dsn,
+            model,
+            flt,
+            processes,
+            summary,
+            total,
+            progress,
+            dict(
+                datasets=datasets,
+                splits=splits,
+                batch_size=batch_size,
+                device=dev,
+                loader_workers=loader_workers,
+                precision=precision,
+                weights=str(weights) if weights else None,
+                max_attempts=max_attempts,
+                limit=None if limit is None else -(-limit // processes),
+                pretrained=pretrained,
+            ),
+        )
+    summary.seconds = time.perf_counter() - started
+    with connect(dsn) as conn:
+        summary.done = count_done(conn, flt)
+        summary.remaining = count_todo(conn, flt)
+    return summary
+
+
+def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_child, args=(dsn, model, kwargs, queue), daemon=False) for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    bar = _progress_bar(total, progress, model)
+    results: list[tuple[str, Any]] = []
+    try:
+        with connect(dsn) as conn:
+            conn.autocommit = True
+            start_done = count_done(conn, flt)
+            while any(p.is_alive() for p in procs) or not queue.empty():
+                while not queue.empty():
+                    results.append(queue.get())
+                if progress:
+                    bar.n = min(total, count_done(conn, flt) - start_done)
+                    bar.refresh()
+                time.sleep(0.5)
+    finally:
+        bar.close()
+        for p in procs:
+            p.join(timeout=5)
+    errors = [r[1] for r in results if r[0] == "error"]
+    for status, payload in results:
+        if status == "ok":
+            summary.merge(IngestSummary(**{k: v for k, v in payload.items()}))
+    dead = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if errors or dead or len(results) < processes:
+        detail = errors[0] if errors else f"exit codes {dead}"
+        raise CbirError(
+            f"{len(errors) or len(dead) or processes - len(results)} of {processes} ingest processes failed: {detail}"
+        )

@@ -1,0 +1,81 @@
+-- Queries of the ingest worker (ingest/). {table} is cbir.embedding_<key>, built by
+-- cbir_pg.db.identifiers.embedding_table; never a string.
+
+-- name: encoder_get
+select config_hash, dim, table_name from cbir.encoder where key = %(key)s
+
+-- name: encoder_insert
+insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)
+values (%(key)s, %(family)s, %(dim)s, %(vector_type)s, %(config)s, %(config_hash)s, %(table_name)s)
+on conflict (key) do nothing
+
+-- name: table_comment
+select obj_description(to_regclass(%(regclass)s), 'pg_class')
+
+-- name: comment_table
+comment on table {table} is {comment}
+
+-- name: setup_lock
+select pg_advisory_xact_lock(hashtext('cbir-pg ingest setup'))
+
+-- name: unknown_datasets
+select k from unnest(%(datasets)s::text[]) k where not exists (select 1 from cbir.dataset d where d.key = k)
+
+-- name: claim
+-- Images without a vector for this encoder, below the retry limit, locked so no other worker takes them.
+select i.id, coalesce(d.root, '') as root, i.uri
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where not i.excluded
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
+  and not exists (select 1 from {table} e where e.image_id = i.id)
+  and not exists (
+    select 1 from cbir.ingest_failure f
+    where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s)
+order by i.id
+limit %(batch)s
+for no key update of i skip locked
+
+-- name: already_done
+select image_id from {table} where image_id = any(%(ids)s::bigint[])
+
+-- name: count_todo
+select count(*)
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where not i.excluded
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
+  and not exists (select 1 from {table} e where e.image_id = i.id)
+  and not exists (
+    select 1 from cbir.ingest_failure f
+    where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s)
+
+-- name: count_done
+select count(*)
+from {table} e
+join cbir.image i on i.id = e.image_id
+join cbir.dataset d on d.id = i.dataset_id
+where (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
+
+-- name: copy_vectors
+copy {table} (image_id, embedding) from stdin (format binary)
+
+-- name: record_failure
+insert into cbir.ingest_failure (encoder_key, image_id, attempts, last_error)
+values (%(encoder)s, %(image_id)s, 1, %(error)s)
+on conflict (encoder_key, image_id) do update
+set attempts = cbir.ingest_failure.attempts + 1, last_error = excluded.last_error, updated_at = now()
+
+-- name: record_error
+insert into cbir.error (stage, dataset_id, image_id, encoder_key, source, reason, message)
+select %(stage)s, i.dataset_id, i.id, %(encoder)s, %(source)s, %(reason)s, %(message)s
+from cbir.image i where i.id = %(image_id)s
+
+-- name: status
+select encoder, dataset, total, done, pending, failed
+from cbir.ingest_status
+where %(encoder)s::text is null or encoder = %(encoder)s
+order by encoder, dataset
