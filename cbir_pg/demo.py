@@ -93,7 +93,6 @@ def run_demo(
     settings = get_settings(dsn)
     out = Path(out_dir) if out_dir else Path("cbir-pg-report")
     notify = on_step or (lambda event: None)
-    state: dict[str, Any] = {}
 
     def step(i: int, fn: Callable[[], str]) -> None:
         name = STEPS[i - 1]
@@ -160,7 +159,7 @@ def run_demo(
         r = evaluate_retrieval(result.dsn, model, datasets=list(files), compare_exact=True, progress=progress)
         result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
         if r.recall is not None:
-            result.recall = {n: float(v) for n, v in zip(r.ns, r.recall)}
+            result.recall = {n: float(v) for n, v in zip(r.ns, r.recall, strict=True)}
         return "runs " + ", ".join(f"{m}={i}" for m, i in result.retrieval_run_ids.items())
 
     def do_knn() -> str:

@@ -20,6 +20,10 @@ class DatabaseError(CbirError):
     """The database could not be reached or refused a statement."""
 
 
+class ConnectionLostError(DatabaseError):
+    """The server could not be reached or the connection broke (a restart, a network fault)."""
+
+
 class NotFoundError(CbirError):
     """A named thing (dataset, encoder, image, run) does not exist."""
 

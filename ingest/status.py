@@ -19,6 +19,11 @@ class IngestStatusRow:
 
 
 def ingest_status(dsn: str, model: str | None = None) -> list[IngestStatusRow]:
+    """Exact done/pending/failed counts per encoder and dataset (view ``cbir.ingest_status``)."""
+    if model is not None:
+        from cbir_pg.db.identifiers import check_key
+
+        check_key(model)
     with connection(dsn) as conn:
         rows = conn.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()
     return [IngestStatusRow(*r) for r in rows]

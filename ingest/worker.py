@@ -20,7 +20,7 @@ from psycopg import sql
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
-from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
 from ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
 from ingest.copy import copy_vectors
 from ingest.pipeline import ClaimSampler, Failure, make_loader
@@ -123,10 +123,10 @@ def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
             r[0] for r in conn.execute(queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets})
         ]
         if unknown:
-            raise NotFoundError(f"unknown dataset(s): {', '.join(unknown)} (see: cbir-pg datasets list)")
+            raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)")
     bad = [s for s in flt.splits or [] if s not in ("train", "val", "test")]
     if bad:
-        raise ConfigError(f"unknown split(s) {', '.join(bad)}: use train, val or test")
+        raise ConfigError(f"unknown split(s) {', '.join(map(repr, bad))}: use train, val or test")
 
 
 def count_todo(conn: psycopg.Connection, flt: ClaimFilter) -> int:
@@ -186,6 +186,7 @@ def process_batch(
 ) -> int:
     """Encode, validate, COPY, record failures and commit one claimed batch; returns vectors written."""
     ids, ok_ids, x, failures = loaded
+    paths = {it.image_id: it.path for it in batch.items}
     if ids != batch.ids:
         raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
     cfg = encoder.config
@@ -203,6 +204,7 @@ def process_batch(
                         "ingest",
                         f"invalid_embedding_{r}",
                         f"{cfg.key}: {r} vector (dim {got}, expected {cfg.dim})",
+                        source=str(paths.get(ok_ids[i])) if paths.get(ok_ids[i]) is not None else None,
                     )
                 )
         written = copy_vectors(
@@ -239,8 +241,15 @@ class _Claimer:
         return c
 
     def release(self, batch: ClaimedBatch) -> None:
-        if batch.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            batch.conn.rollback()
+        try:
+            if batch.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                batch.conn.rollback()
+        except psycopg.Error:  # a dead connection (server restart): drop it, the server rolled back
+            import contextlib
+
+            with contextlib.suppress(Exception):
+                batch.conn.close()
+            return
         self.idle.append(batch.conn)
 
     def __call__(self) -> ClaimedBatch | None:
@@ -253,8 +262,7 @@ class _Claimer:
             try:
                 batch = claim_batch(conn, self.flt, n)
             except psycopg.Error as exc:
-                conn.rollback()
-                self.idle.append(conn)
+                self.release(ClaimedBatch(conn))
                 raise translate(exc) from None
             if batch.items:
                 self.claimed += len(batch.items)
@@ -354,11 +362,14 @@ def run_ingest(
     progress: bool = True,
     limit: int | None = None,
     pretrained: bool = True,
+    reconnect_timeout: float = 300.0,
 ) -> IngestSummary:
     """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
 
     Safe to run any number of times and in any number of processes or machines at once: each image is
-    written exactly once. ``pretrained=False`` uses seeded random weights (its own config hash)."""
+    written exactly once. ``pretrained=False`` uses seeded random weights (its own config hash).
+    A lost connection (server restart) is retried with exponential back-off for up to
+    ``reconnect_timeout`` seconds; open batches were rolled back by the server, so nothing is lost."""
     if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
         raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
     if precision not in PRECISIONS:
@@ -389,16 +400,19 @@ def run_ingest(
             raise ConfigError(f"encoder {model} config changed while starting")
         bar = _progress_bar(total, progress, model)
         try:
-            _run_one(
-                dsn,
-                encoder,
-                flt,
-                batch_size=batch_size,
-                loader_workers=loader_workers,
-                precision=precision,
-                limit=limit,
-                summary=summary,
-                on_batch=lambda ok, bad: bar.update(ok + bad),
+            _with_reconnect(
+                lambda: _run_one(
+                    dsn,
+                    encoder,
+                    flt,
+                    batch_size=batch_size,
+                    loader_workers=loader_workers,
+                    precision=precision,
+                    limit=limit,
+                    summary=summary,
+                    on_batch=lambda ok, bad: bar.update(ok + bad),
+                ),
+                reconnect_timeout,
             )
         finally:
             bar.close()
@@ -425,10 +439,36 @@ def run_ingest(
             ),
         )
     summary.seconds = time.perf_counter() - started
-    with connect(dsn) as conn:
-        summary.done = count_done(conn, flt)
-        summary.remaining = count_todo(conn, flt)
+
+    def final_counts() -> None:
+        with connect(dsn) as conn:
+            summary.done = count_done(conn, flt)
+            summary.remaining = count_todo(conn, flt)
+
+    _with_reconnect(final_counts, reconnect_timeout)
     return summary
+
+
+def _with_reconnect(fn, timeout: float, first_delay: float = 0.5, max_delay: float = 30.0):
+    """Run ``fn``; on a lost connection wait (exponential back-off with jitter) and run it again, until
+    ``timeout`` seconds have passed since the first failure. ``fn`` must be safe to repeat: the ingest
+    pass is, since the server rolls back every uncommitted batch and claims skip committed images."""
+    import random
+
+    deadline = None
+    delay = first_delay
+    while True:
+        try:
+            return fn()
+        except (psycopg.OperationalError, ConnectionLostError) as exc:
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                raise ConnectionLostError(
+                    f"gave up reconnecting after {timeout:.0f} s: {translate(exc) if isinstance(exc, psycopg.Error) else exc}"
+                ) from None
+            time.sleep(min(delay, max(0.0, deadline - now)) * (0.75 + 0.5 * random.random()))
+            delay = min(delay * 2, max_delay)
 
 
 def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> None:
@@ -468,3 +508,22 @@ def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> N
         raise CbirError(
             f"{len(errors) or len(dead) or processes - len(results)} of {processes} ingest processes failed: {detail}"
         )
+
+
+def drop_embeddings(dsn: str, model: str) -> int:
+    """Drop a model's embedding table (and its indexes) and forget its encoder row; returns the number
+    of vectors that were stored. Use it when the encoder's config changed and the vectors must be redone."""
+    identifiers.check_key(model)
+    table = identifiers.embedding_table(model)
+    with connect(dsn) as conn:
+        try:
+            exists = conn.execute("select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)).fetchone()[0]
+            rows = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
+            conn.execute(identifiers.drop_embedding_table(model))
+            deleted = conn.execute(queries.get("ingest", "encoder_delete"), {"key": model}).rowcount
+            conn.commit()
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+    if not exists and not deleted:
+        raise NotFoundError(f"no embeddings stored for model {model!r}")
+    return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console
+from cbir_pg.cli._common import console, dsn
 
 app = typer.Typer(
     help="Encoders: list the registered models and whether their weights are here.", no_args_is_help=True
@@ -23,10 +23,28 @@ def list_cmd(
     from cbir_pg.encoders import list_encoders, weights_available
 
     table = Table("key", "dim", "family", "input", "weights here", "weights source")
+    table.columns[0].no_wrap = True
     for c in list_encoders():
         avail = ("yes" if weights_available(c) else "no") if weights else "?"
         table.add_row(c.key, str(c.dim), c.family, f"{c.input_size}px", avail, c.weights_source)
-    console.print(table)
+    from rich.console import Console
+
+    Console(width=max(console.width, 120)).print(table)
+
+
+@app.command("drop")
+def drop_cmd(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="encoder key whose stored vectors are dropped"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Drop a model's embedding table and index (e.g. after its weights or preprocessing changed)."""
+    from ingest.worker import drop_embeddings
+
+    if not yes:
+        typer.confirm(f"drop every stored {model} vector?", abort=True)
+    rows = drop_embeddings(dsn(ctx), model)
+    console.print(f"dropped cbir.embedding_{model} ({rows} vectors)")
 
 
 def register(app_root: typer.Typer) -> None:

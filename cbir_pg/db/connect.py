@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from cbir_pg.config import Settings, get_settings
-from cbir_pg.errors import CbirError, DatabaseError
+from cbir_pg.errors import CbirError, ConnectionLostError, DatabaseError
 
 _URI_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@)")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -34,7 +34,7 @@ def translate(exc: BaseException, dsn: str | None = None) -> CbirError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg.OperationalError):
         where = f" ({redact(dsn)})" if dsn else ""
-        return DatabaseError(redact(f"cannot connect to PostgreSQL{where}: {msg}"))
+        return ConnectionLostError(redact(f"cannot connect to PostgreSQL{where}: {msg}"))
     return DatabaseError(redact(f"database error: {msg}"))
 
 

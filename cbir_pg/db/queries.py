@@ -22,7 +22,7 @@ def parse(text: str) -> dict[str, str]:
     """Split a file into ``{name: query}`` by its ``-- name: x`` headers."""
     parts = _HEADER.split(text)
     out: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in out:
             raise ValueError(f"duplicate query name {name!r}")
         out[name] = body.strip().rstrip(";").strip()

@@ -1,0 +1,189 @@
+"""``cbir-pg eval knn | linear | ablation``: the embedding-space analyses (Table 4, Fig. 3B).
+
+Registered into the ``eval`` group by :mod:`cbir_pg.cli.evaluate` through :func:`register_eval`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cbir_pg.cli._common import console, dsn, err_console, parse_int_list
+
+
+def _datasets(values: list[str] | None) -> list[str] | None:
+    out = [x.strip() for v in values or [] for x in v.split(",") if x.strip()]
+    return out or None
+
+
+def _k_range(text: str):
+    """``1..99`` / ``1-99`` (inclusive) or a comma list ``1,5,9``."""
+    from cbir_pg.errors import ConfigError
+
+    for sep in ("..", "-", ":"):
+        if sep in text:
+            a, _, b = text.partition(sep)
+            try:
+                lo, hi = int(a), int(b)
+            except ValueError:
+                break
+            if lo < 1 or hi < lo:
+                raise ConfigError(f"bad k range {text!r}: need 1 <= first <= last")
+            return range(lo, hi + 1)
+    try:
+        return parse_int_list(text)
+    except ConfigError:
+        raise ConfigError(f"bad k range {text!r}: use e.g. 1..99 or 1,3,5") from None
+
+
+def _metrics_table(title: str, rows: list[tuple[str, object]]):
+    from rich.table import Table
+
+    from eval.classification import AVERAGES, METRIC_NAMES
+
+    table = Table(title=title)
+    table.add_column("split")
+    for m in METRIC_NAMES:
+        for a in AVERAGES:
+            table.add_column(f"{m.upper() if m != 'f1' else 'F1'} {a}", justify="right")
+    for name, met in rows:
+        table.add_row(name, *[f"{v:.4f}" for _m, _a, v in met.as_rows()])
+    return table
+
+
+def knn(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    k: str = typer.Option("1..99", "--k", help="k values tried on val: a range 1..99 or a list 1,5,9"),
+    index_split: str = typer.Option("train", "--index-split", help="split(s) searched, comma-separated"),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
+    ),
+    mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
+    ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max k)"),
+    weighted: bool = typer.Option(False, "--weighted", help="similarity-weighted votes"),
+    connections: int = typer.Option(2, "--connections", help="parallel database connections"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """kNN classification: k chosen on val by micro F1, reported on test; stored (kind knn)."""
+    from eval.knn import evaluate_knn
+
+    r = evaluate_knn(
+        dsn(ctx),
+        model,
+        k_range=_k_range(k),
+        index_splits=[s.strip() for s in index_split.split(",") if s.strip()],
+        datasets=_datasets(dataset),
+        mode=mode,
+        ef_search=ef_search,
+        weighted=weighted,
+        connections=connections,
+        progress=progress,
+    )
+    console.print(
+        f"model {r.model}: {r.n_val} val and {r.n_test} test queries against {r.n_index} index images, "
+        f"{len(r.classes)} classes; best k = {r.k} (val micro F1 {r.selection.best_score:.4f})",
+        markup=False,
+        highlight=False,
+    )
+    console.print(_metrics_table(f"kNN, k = {r.k}", [("val", r.val), ("test", r.test)]))
+    console.print(f"stored as run {r.run_id}")
+
+
+def linear(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="encoder key"),
+    seed: int = typer.Option(0, "--seed"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    batch_size: int = typer.Option(512, "--batch-size"),
+    max_epochs: int = typer.Option(100, "--max-epochs"),
+    patience: int = typer.Option(20, "--patience", help="epochs without a lower val loss before stopping"),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
+    ),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Linear probe (AdamW, early stopping on val loss), reported on test; stored (kind linear)."""
+    from eval.linear import evaluate_linear
+
+    r = evaluate_linear(
+        dsn(ctx),
+        model,
+        seed=seed,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        patience=patience,
+        datasets=_datasets(dataset),
+        device=device,
+        progress=progress,
+    )
+    stop = f"stopped early after {r.epochs_run} epochs" if r.stopped_early else f"ran {r.epochs_run} epochs"
+    console.print(
+        f"model {r.model}: trained on {r.n_train}, {stop}, best epoch {r.best_epoch} (by val loss); "
+        f"{len(r.classes)} classes, seed {r.seed}",
+        markup=False,
+        highlight=False,
+    )
+    console.print(_metrics_table("linear probe", [("val", r.val), ("test", r.test)]))
+    console.print(f"stored as run {r.run_id}")
+
+
+def ablation(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="encoder key"),
+    sizes: str = typer.Option("5,10,25,50,100,250,500,1000,3000", "--sizes", help="index images per class"),
+    min_class_size: int = typer.Option(
+        3000, "--min-class-size", help="classes need more index images than this"
+    ),
+    queries_per_class: int = typer.Option(38, "--queries-per-class"),
+    seeds: int = typer.Option(1, "--seeds", help="number of random index draws (seeds 0..n-1)"),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
+    ),
+    mode: str = typer.Option("exact", "--mode", help="exact (default) or ann"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Index-size ablation (Fig. 3B): P@1 with N random index images per class; stored (kind ablation)."""
+    from rich.table import Table
+
+    from cbir_pg.errors import ConfigError
+    from eval.ablation import run_ablation
+
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    r = run_ablation(
+        dsn(ctx),
+        model,
+        sizes=parse_int_list(sizes),
+        min_class_size=min_class_size,
+        queries_per_class=queries_per_class,
+        seeds=tuple(range(seeds)),
+        datasets=_datasets(dataset),
+        mode=mode,
+        progress=progress,
+    )
+    for note in r.notes:
+        err_console.print(f"scaled down: {note}", markup=False, highlight=False)
+    console.print(
+        f"model {r.model}: {len(r.classes)} classes with more than {r.min_class_size} index images "
+        f"({', '.join(c.key for c in r.classes)}), {r.queries_per_class} queries per class",
+        markup=False,
+        highlight=False,
+    )
+    table = Table(title="P@1 by index images per class")
+    table.add_column("N", justify="right")
+    table.add_column("P@1 (mean over seeds)", justify="right")
+    for size, p1 in r.mean_by_size().items():
+        table.add_row(str(size), f"{p1:.4f}")
+    console.print(table)
+    console.print(f"stored as run {r.run_id}")
+
+
+def register_eval(eval_app: typer.Typer) -> None:
+    """Add ``knn``, ``linear`` and ``ablation`` to the ``eval`` group."""
+    eval_app.command("knn")(knn)
+    eval_app.command("linear")(linear)
+    eval_app.command("ablation")(ablation)

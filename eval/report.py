@@ -1,0 +1,452 @@
+"""``cbir-pg report``: PNG figures and an ``index.html`` that ties them together.
+
+* Fig. 3A ``fig3a_class_p1_vs_size_<model>.png``: per-class P@1 against index class size, anatomical
+  and pathological classes in two colours. Source, in order: the latest retrieval run
+  (``cbir_report.class_precision``), the latest kNN run (per-class P@1 stored by ``eval knn``), else a
+  top-1 search of the test images against the train images computed on the spot.
+* Fig. 3B ``fig3b_ablation.png``: P@1 against index images per class, one curve per model (latest
+  ablation run per model, mean over seeds, error bars = standard deviation).
+* Fig. 5 ``fig5_tsne_<model>.png``: t-SNE of a seeded sample of embeddings, three panels coloured by
+  modality, by body region and by class.
+* Fig. 2 ``fig2_retrievals_<model>.png``: sampled test queries and their 5 nearest train images (one
+  row per query, drawn by :func:`cbir_pg.search.draw_grid`).
+* Tables: the retrieval leaderboard (``cbir_report.leaderboard``, skipped when absent) and Table 4
+  (kNN and linear probe: micro/macro F1, AUPRC, AUROC).
+
+Figures that have no data are skipped; :attr:`ReportResult.notes` says which and why.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eval import results
+
+KIND_COLOURS = {"anatomical": "#1f77b4", "pathological": "#d62728"}
+GRID_NEIGHBOURS = 5
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    index: Path
+    figures: list[Path] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rows(conn, query, params=None) -> tuple[list[str], list[tuple]]:
+    cur = conn.execute(query, params or {})
+    return [d.name for d in cur.description], cur.fetchall()
+
+
+def _view_exists(conn, name: str) -> bool:
+    return bool(conn.execute(results.q("view_exists"), {"name": name}).fetchone()[0])
+
+
+# --------------------------------------------------------------------------- Fig. 3A
+def _class_p1(dsn: str, model: str) -> tuple[list[tuple[str, str, int, float]], str]:
+    """``[(class key, kind, index class size, P@1)]`` and where they came from."""
+    with results.connection(dsn) as conn:
+        if _view_exists(conn, "cbir_report.class_precision"):
+            rows = conn.execute(
+                "select class, kind, class_index_size, p1, mode, scope from cbir_report.class_precision"
+                " where model = %s and p1 is not null order by (mode = 'exact') desc, scope, class",
+                (model,),
+            ).fetchall()
+            if rows:
+                first = (rows[0][4], rows[0][5])
+                return [
+                    (r[0], r[1], int(r[2]), float(r[3])) for r in rows if (r[4], r[5]) == first
+                ], f"latest retrieval run ({first[0]}, {first[1]})"
+        if _view_exists(conn, "cbir_report.knn_results"):
+            rows = conn.execute(results.q("report_class_p1"), {"model": model}).fetchall()
+            if rows:
+                return [(r[0], r[1], int(r[2]), float(r[4])) for r in rows], "latest kNN run"
+        labels = {r[0]: (r[1], r[2]) for r in conn.execute(results.q("label_keys")).fetchall()}
+    from eval.topn import IndexFilter, topn
+
+    test = results.split_ids(dsn, model, "test")
+    if test.ids.size == 0:
+        return [], "no test images"
+    res = topn(
+        dsn,
+        model,
+        query_ids=test.ids,
+        index_filter=IndexFilter(splits=("train",)),
+        n=1,
+        mode="exact",
+        progress=False,
+    )
+    out = []
+    for c in np.unique(test.labels):
+        sel = test.labels == c
+        size = res.index_class_sizes.get(int(c), 0)
+        if size:
+            key, kind = labels[int(c)]
+            out.append((key, kind, size, float(np.mean(res.neighbour_labels[sel, 0] == c))))
+    return out, "top-1 search of test against train, computed for this report"
+
+
+def _log_x(ax) -> None:
+    """Log x-axis with plain-number major labels and no crowded minor labels."""
+    from matplotlib.ticker import NullFormatter, StrMethodFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def fig3a(points: list[tuple[str, str, int, float]], model: str, path: Path, source: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    for kind, colour in KIND_COLOURS.items():
+        pts = [p for p in points if p[1] == kind]
+        if pts:
+            ax.scatter(
+                [p[2] for p in pts],
+                [p[3] for p in pts],
+                c=colour,
+                label=kind,
+                s=36,
+                alpha=0.85,
+                edgecolors="none",
+            )
+    if len(points) <= 25:
+        for key, _kind, size, p1 in points:
+            ax.annotate(key, (size, p1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    _log_x(ax)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("index images of the class")
+    ax.set_ylabel("P@1")
+    ax.set_title(f"Per-class P@1 vs index class size: {model}", fontsize=10)
+    ax.text(0.01, 0.01, source, transform=ax.transAxes, fontsize=6, color="grey")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- Fig. 3B
+def fig3b(rows: list[tuple], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    by_model: dict[str, list[tuple]] = {}
+    for model, size, p1, sd, _n in rows:
+        by_model.setdefault(model, []).append((int(size), float(p1), float(sd)))
+    for model, pts in sorted(by_model.items()):
+        pts.sort()
+        ax.errorbar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            yerr=[p[2] for p in pts],
+            marker="o",
+            ms=4,
+            capsize=2,
+            label=model,
+        )
+    _log_x(ax)
+    ax.set_xlabel("index images per class (N)")
+    ax.set_ylabel("P@1")
+    ax.set_title("Index-size ablation", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- Fig. 5
+def tsne_embed(X: np.ndarray, seed: int = 0, threads: int | None = 1) -> np.ndarray:
+    """2-D t-SNE (cosine metric, PCA initialisation, seeded) of the rows of ``X``.
+
+    ``threads`` caps the OpenMP/BLAS threads (``None``: no cap). One thread is the default: on a
+    shared machine sklearn's Barnes-Hut threads can spin-wait and run >10x slower, and a sample of a
+    few thousand points takes seconds on one core.
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    n = X.shape[0]
+    perplexity = float(max(2.0, min(30.0, (n - 1) / 3.0)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", metric="cosine", random_state=seed)
+    with threadpool_limits(limits=threads):
+        return tsne.fit_transform(X)
+
+
+def fig5(Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets), 5.0), dpi=110)
+    for ax, (name, values) in zip(np.atleast_1d(axes), facets.items(), strict=True):
+        cats = sorted(set(values))
+        cmap = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20")
+        idx = {c: i for i, c in enumerate(cats)}
+        colours = [cmap(idx[v] % cmap.N) for v in values]
+        ax.scatter(Y[:, 0], Y[:, 1], c=colours, s=5, alpha=0.8, linewidths=0)
+        ax.set_title(f"by {name} ({len(cats)})", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(cats) <= 20:
+            handles = [
+                plt.Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=c, ms=5)
+                for i, c in enumerate(cats)
+            ]
+            ax.legend(handles=handles, fontsize=6, loc="best", framealpha=0.7)
+    fig.suptitle(f"t-SNE of {Y.shape[0]} {model} embeddings")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- Fig. 2
+def fig2(dsn: str, model: str, path: Path, n_queries: int, seed: int) -> Path | None:
+    """One :func:`draw_grid` row per sampled test query, stacked into one PNG; None without queries."""
+    from PIL import Image
+
+    from cbir_pg.search import draw_grid, load_image_rgb
+    from eval.topn import IndexFilter, topn
+
+    with results.connection(dsn) as conn:
+        rows = conn.execute(
+            results.q("grid_queries", model), {"split": "test", "n": n_queries, "seed": seed}
+        ).fetchall()
+        labels = {r[0]: r[1] for r in conn.execute(results.q("label_keys")).fetchall()}
+    if not rows:
+        return None
+    res = topn(
+        dsn,
+        model,
+        query_ids=[r[0] for r in rows],
+        index_filter=IndexFilter(splits=("train",)),
+        n=GRID_NEIGHBOURS,
+        mode="exact",
+        progress=False,
+    )
+    tmp = path.parent / f".{path.stem}_rows"
+    tmp.mkdir(parents=True, exist_ok=True)
+    parts = []
+    try:
+        with results.connection(dsn) as conn:
+            for i, qid in enumerate(res.query_ids):
+                k = int(res.counts[i])
+                nids = res.neighbour_ids[i, :k]
+                captions = [f"query\n{labels.get(int(res.query_labels[i]), '?')}"] + [
+                    f"{labels.get(int(lab), '?')}\ncos {sim:.3f}"
+                    for lab, sim in zip(res.neighbour_labels[i, :k], res.similarities[i, :k], strict=True)
+                ]
+                parts.append(
+                    draw_grid(
+                        load_image_rgb(conn, int(qid)),
+                        [load_image_rgb(conn, int(n)) for n in nids],
+                        [bool(m) for m in res.relevant[i, :k]],
+                        tmp / f"q{i}.png",
+                        captions=captions,
+                        tile=96,
+                    )
+                )
+        images = [Image.open(p).convert("RGB") for p in parts]
+        width = max(im.width for im in images)
+        out = Image.new(
+            "RGB", (width, sum(im.height for im in images) + 8 * (len(images) - 1)), (255, 255, 255)
+        )
+        y = 0
+        for im in images:
+            out.paste(im, (0, y))
+            y += im.height + 8
+        out.save(path)
+    finally:
+        for p in tmp.glob("*.png"):
+            p.unlink()
+        tmp.rmdir()
+    return path
+
+
+# --------------------------------------------------------------------------- HTML
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else f"{v:.4f}"
+    if hasattr(v, "isoformat"):
+        return v.isoformat(sep=" ", timespec="seconds")
+    return str(v)
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence], header_rows: str = "") -> str:
+    head = header_rows + "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _table4(rows: list[tuple]) -> str:
+    """Table 4 layout: one row per model, kNN and linear-probe column groups."""
+    metrics = ["f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro"]
+    by_model: dict[str, dict[str, tuple]] = {}
+    for method, model, k, *vals in rows:
+        by_model.setdefault(model, {})[method] = (k, *vals)
+    group = "<tr><th></th><th colspan='7'>kNN (k chosen on val)</th><th colspan='6'>linear probe</th></tr>"
+    cols = ["model", "k"] + [m.replace("_", " ") for m in metrics] + [m.replace("_", " ") for m in metrics]
+    out = []
+    for model, d in sorted(by_model.items()):
+        knn = d.get("knn", (None,) + (None,) * 6)
+        lin = d.get("linear", (None,) + (None,) * 6)
+        out.append((model, knn[0], *knn[1:], *lin[1:]))
+    return _table(cols, out, group)
+
+
+CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
+.note{color:#666;font-size:13px}"""
+
+
+def write_report(
+    dsn: str,
+    out_dir: str | Path,
+    *,
+    models: Sequence[str] | None = None,
+    tsne_sample: int = 2000,
+    grid_queries: int = 4,
+    seed: int = 0,
+) -> ReportResult:
+    """Write the figures and ``index.html`` to ``out_dir`` and return what was written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with results.connection(dsn) as conn:
+        known = [r[0] for r in conn.execute(results.q("report_models")).fetchall()]
+        if models:
+            for m in models:
+                results.check_model(conn, m)
+        models = list(models) if models else known
+        leaderboard = (
+            _rows(conn, results.q("leaderboard")) if _view_exists(conn, "cbir_report.leaderboard") else None
+        )
+        table4 = conn.execute(results.q("report_knn_linear")).fetchall()
+        ablation = conn.execute(results.q("report_ablation")).fetchall()
+        ablation_notes = conn.execute(
+            "select model, params -> 'notes' from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
+            " where a.is_latest group by model, r.params -> 'notes' order by model"
+        ).fetchall()
+    result = ReportResult(out, out / "index.html", models=list(models))
+    sections: list[str] = []
+
+    def figure(path: Path, caption: str) -> str:
+        result.figures.append(path)
+        return f"<figure><img src='{html.escape(path.name)}'><figcaption class='note'>{html.escape(caption)}</figcaption></figure>"
+
+    # tables
+    if leaderboard and leaderboard[1]:
+        sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
+    else:
+        result.notes.append("no retrieval leaderboard (run `cbir-pg eval retrieval`)")
+    if table4:
+        sections.append(
+            "<h2>Table 4: kNN and linear probe (test split)</h2>"
+            + _table4(table4)
+            + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC.</p>"
+        )
+    else:
+        result.notes.append("no kNN or linear-probe results (run `cbir-pg eval knn` / `eval linear`)")
+
+    # Fig. 3B
+    if ablation:
+        p = fig3b(ablation, out / "fig3b_ablation.png")
+        notes = "; ".join(f"{m}: {'; '.join(n)}" for m, n in ablation_notes if n)
+        sections.append(
+            "<h2>Fig. 3B: index-size ablation</h2>"
+            + figure(p, "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else ""))
+        )
+    else:
+        result.notes.append("no ablation results (run `cbir-pg eval ablation`)")
+
+    for model in models:
+        parts = [f"<h2>{html.escape(model)}</h2>"]
+        pts, source = _class_p1(dsn, model)
+        if pts:
+            parts.append(
+                figure(
+                    fig3a(pts, model, out / f"fig3a_class_p1_vs_size_{model}.png", source),
+                    f"Fig. 3A: per-class P@1 against index class size ({source})",
+                )
+            )
+        else:
+            result.notes.append(f"{model}: no per-class P@1 ({source})")
+        with results.connection(dsn) as conn:
+            cur = conn.cursor(binary=True)
+            cur.execute(results.q("tsne_sample", model), {"n": tsne_sample, "seed": seed})
+            rows = cur.fetchall()
+        if len(rows) >= 10:
+            X = np.vstack(
+                [
+                    np.asarray(r[1].to_numpy() if hasattr(r[1], "to_numpy") else r[1], dtype=np.float32)
+                    for r in rows
+                ]
+            )
+            Y = tsne_embed(X, seed)
+            facets = {
+                "modality": [r[2] for r in rows],
+                "region": [r[3] for r in rows],
+                "class": [r[4] for r in rows],
+            }
+            parts.append(
+                figure(
+                    fig5(Y, facets, model, out / f"fig5_tsne_{model}.png"),
+                    f"Fig. 5: t-SNE of {len(rows)} sampled embeddings (seed {seed})",
+                )
+            )
+        else:
+            result.notes.append(f"{model}: too few embeddings for a t-SNE ({len(rows)})")
+        if grid_queries > 0:
+            try:
+                p = fig2(dsn, model, out / f"fig2_retrievals_{model}.png", grid_queries, seed)
+            except (OSError, ValueError) as exc:  # image files not readable here
+                p = None
+                result.notes.append(
+                    f"{model}: no retrieval grids, images not readable ({str(exc).splitlines()[0][:120]})"
+                )
+            except Exception as exc:
+                from cbir_pg.errors import CbirError
+
+                if not isinstance(exc, CbirError):
+                    raise
+                p = None
+                result.notes.append(f"{model}: no retrieval grids ({exc})")
+            if p is not None:
+                parts.append(
+                    figure(
+                        p,
+                        f"Fig. 2: {grid_queries} sampled test queries (orange) and their "
+                        f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
+                    )
+                )
+        sections.append("\n".join(parts))
+
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cbir-pg report</title>"
+        f"<style>{CSS}</style></head><body><h1>cbir-pg report</h1>"
+        f"<p class='note'>Models: {html.escape(', '.join(models) or 'none')}</p>"
+        + "\n".join(sections)
+        + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>" if notes else "")
+        + "</body></html>"
+    )
+    result.index.write_text(page, encoding="utf-8")
+    return result

@@ -1,0 +1,81 @@
+-- Result views of the embedding-space analyses (kNN classification, linear probe, index-size
+-- ablation), for BI tools and `cbir-pg report`. Re-applied by `cbir-pg db migrate` after
+-- 00_reset_report.sql recreated the schema. Only aggregate metrics: no patient or image data.
+-- Metric rows are written by eval/results.py: metric in (f1, auprc, auroc), average in (micro, macro);
+-- kNN rows have at = the chosen k; ablation rows are metric p_at_1 at 1 per (index_size, seed).
+
+create or replace view cbir_report.knn_results as
+select r.id as run_id,
+       r.encoder_key as model,
+       r.mode,
+       (r.params ->> 'k')::int as k,
+       max(m.value) filter (where m.metric = 'f1' and m.average = 'micro') as f1_micro,
+       max(m.value) filter (where m.metric = 'f1' and m.average = 'macro') as f1_macro,
+       max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro') as auprc_micro,
+       max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro') as auprc_macro,
+       max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro') as auroc_micro,
+       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro,
+       max(m.value) filter (where m.metric = 'val_f1' and m.average = 'micro'
+                              and m.at = (r.params ->> 'k')::int) as val_f1_micro,
+       (r.params ->> 'k_min')::int as k_min,
+       (r.params ->> 'k_max')::int as k_max,
+       r.params ->> 'index_splits' as index_splits,
+       r.n_queries,
+       r.n_index,
+       r.finished_at,
+       r.id = max(r.id) over (partition by r.encoder_key) as is_latest
+from cbir.eval_run r
+left join cbir.eval_metric m on m.run_id = r.id
+where r.kind = 'knn' and r.finished_at is not null
+group by r.id;
+comment on view cbir_report.knn_results is
+  'kNN classification on the test split, k chosen on val by micro F1; AUPRC = average precision';
+
+create or replace view cbir_report.knn_k_curve as
+select r.id as run_id, r.encoder_key as model, m.at as k, m.value as val_f1_micro
+from cbir.eval_run r
+join cbir.eval_metric m on m.run_id = r.id and m.metric = 'val_f1' and m.average = 'micro'
+where r.kind = 'knn' and r.finished_at is not null;
+comment on view cbir_report.knn_k_curve is 'validation micro F1 of every k tried by a kNN run';
+
+create or replace view cbir_report.linear_results as
+select r.id as run_id,
+       r.encoder_key as model,
+       (r.params ->> 'seed')::int as seed,
+       max(m.value) filter (where m.metric = 'f1' and m.average = 'micro') as f1_micro,
+       max(m.value) filter (where m.metric = 'f1' and m.average = 'macro') as f1_macro,
+       max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro') as auprc_micro,
+       max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro') as auprc_macro,
+       max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro') as auroc_micro,
+       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro,
+       (r.params ->> 'epochs_run')::int as epochs_run,
+       (r.params ->> 'best_epoch')::int as best_epoch,
+       (r.params ->> 'stopped_early')::boolean as stopped_early,
+       r.n_queries,
+       r.n_index,
+       r.finished_at,
+       r.id = max(r.id) over (partition by r.encoder_key) as is_latest
+from cbir.eval_run r
+left join cbir.eval_metric m on m.run_id = r.id
+where r.kind = 'linear' and r.finished_at is not null
+group by r.id;
+comment on view cbir_report.linear_results is
+  'linear probe (AdamW, early stopping on val loss) on the test split; AUPRC = average precision';
+
+create or replace view cbir_report.ablation as
+select r.id as run_id,
+       r.encoder_key as model,
+       m.index_size,
+       m.seed,
+       m.value as p_at_1,
+       (r.params ->> 'min_class_size')::int as min_class_size,
+       (r.params ->> 'queries_per_class')::int as queries_per_class,
+       jsonb_array_length(coalesce(r.params -> 'classes', '[]'::jsonb)) as n_classes,
+       coalesce((r.params ->> 'scaled')::boolean, false) as scaled,
+       r.finished_at,
+       r.id = max(r.id) over (partition by r.encoder_key) as is_latest
+from cbir.eval_run r
+join cbir.eval_metric m on m.run_id = r.id and m.metric = 'p_at_1'
+where r.kind = 'ablation' and r.finished_at is not null;
+comment on view cbir_report.ablation is
+  'index-size ablation (Fig. 3B): P@1 with N random index images per class, per seed';

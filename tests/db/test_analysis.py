@@ -1,0 +1,352 @@
+"""kNN, linear probe, index-size ablation and the report, through a real PostgreSQL, on seeded
+clustered synthetic embeddings (and, where the MedMNIST files exist, the real benchmark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+from cbir_pg.db import identifiers
+
+# (modality, region, finding, kind, n_train, n_val, n_test)
+CLASSES = [
+    ("CT", "chest", "normal", "anatomical", 260, 25, 30),
+    ("CT", "chest", "nodule", "pathological", 140, 25, 30),
+    ("MR", "brain", "normal", "anatomical", 70, 25, 30),
+    ("MR", "brain", "tumour", "pathological", 40, 25, 30),
+]
+
+
+@dataclass
+class Synth:
+    model: str
+    label_ids: list[int]
+    ids: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    X: dict[str, np.ndarray]
+
+
+def make_clustered(
+    dsn: str,
+    *,
+    model: str = "toyan",
+    dim: int = 16,
+    noise: float = 0.9,
+    seed: int = 0,
+    root: Path | None = None,
+) -> Synth:
+    """Seeded clustered unit vectors for the classes above; with ``root``, a small PNG per image too."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(CLASSES), dim))
+    ids: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    labels: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    X: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    with psycopg.connect(dsn) as conn:
+        ds = conn.execute(
+            "insert into cbir.dataset (key, kind, name, root) values ('synth', 'synthetic', 'synth', %s) returning id",
+            (str(root) if root else "/nonexistent",),
+        ).fetchone()[0]
+        label_ids = [
+            conn.execute(
+                "insert into cbir.label (key, modality, region, finding, kind) values (%s, %s, %s, %s, %s) returning id",
+                (f"{m}/{r}/{f}", m, r, f, k),
+            ).fetchone()[0]
+            for m, r, f, k, *_ in CLASSES
+        ]
+        conn.execute(
+            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
+            " values (%s, 'synthetic', %s, 'vector', '{}', 'h', %s)",
+            (model, dim, identifiers.embedding_table_name(model)),
+        )
+        conn.execute(identifiers.create_embedding_table(model, dim))
+        rows = []
+        i = 0
+        for c, (m, r, _f, _k, *counts) in enumerate(CLASSES):
+            for split, n in zip(("train", "val", "test"), counts, strict=True):
+                for _ in range(n):
+                    v = centres[c] + noise * rng.normal(size=dim)
+                    v /= np.linalg.norm(v)
+                    img = conn.execute(
+                        "insert into cbir.image (dataset_id, uri, modality, body_region, split, label_id)"
+                        " values (%s, %s, %s, %s, %s, %s) returning id",
+                        (ds, f"img/{i}.png", m, r, split, label_ids[c]),
+                    ).fetchone()[0]
+                    if root is not None:
+                        from PIL import Image
+
+                        (root / "img").mkdir(exist_ok=True)
+                        shade = 40 + 50 * c
+                        Image.fromarray(np.full((28, 28), shade, np.uint8)).save(root / f"img/{i}.png")
+                    i += 1
+                    rows.append((img, v))
+                    ids[split].append(img)
+                    labels[split].append(label_ids[c])
+                    X[split].append(v)
+        # an excluded image must never count
+        bad = conn.execute(
+            "insert into cbir.image (dataset_id, uri, split, label_id, excluded, exclusion_reason)"
+            " values (%s, 'bad.png', 'test', %s, true, 'duplicate') returning id",
+            (ds, label_ids[0]),
+        ).fetchone()[0]
+        rows.append((bad, centres[1] / np.linalg.norm(centres[1])))
+        with conn.cursor().copy(
+            psycopg.sql.SQL("copy {} (image_id, embedding) from stdin").format(
+                identifiers.embedding_table(model)
+            )
+        ) as cp:
+            for img, v in rows:
+                cp.write_row((img, "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
+        conn.execute(psycopg.sql.SQL("analyze {}").format(identifiers.embedding_table(model)))
+    return Synth(
+        model,
+        label_ids,
+        {s: np.array(v) for s, v in ids.items()},
+        {s: np.array(v) for s, v in labels.items()},
+        {s: np.array(v) for s, v in X.items()},
+    )
+
+
+@pytest.fixture
+def synth(db: str) -> Synth:
+    return make_clustered(db)
+
+
+def _numpy_neighbours(s: Synth, split: str, K: int) -> np.ndarray:
+    sims = s.X[split] @ s.X["train"].T
+    order = np.lexsort((np.broadcast_to(s.ids["train"], sims.shape), -sims), axis=1)[:, :K]
+    return s.labels["train"][order]
+
+
+def test_knn_matches_numpy_and_is_stored(db, synth):
+    from eval.classification import knn_metrics, select_k
+    from eval.knn import evaluate_knn
+
+    res = evaluate_knn(db, synth.model, k_range=range(1, 30), mode="exact", progress=False)
+    # the reference: exact neighbours by NumPy, the same selection rule
+    ref_sel = select_k(
+        synth.labels["val"], _numpy_neighbours(synth, "val", 29), synth.label_ids, range(1, 30)
+    )
+    assert res.k == ref_sel.best_k
+    ref = knn_metrics(synth.labels["test"], _numpy_neighbours(synth, "test", 29), synth.label_ids, res.k)
+    assert res.test.f1_micro == pytest.approx(ref.f1_micro)
+    assert res.test.auprc_macro == pytest.approx(ref.auprc_macro)
+    assert res.test.auroc_micro == pytest.approx(ref.auroc_micro)
+    assert res.n_test == 120 and res.n_val == 100 and res.n_index == 510
+    assert 0.5 < res.test.f1_micro < 1.0  # clustered but overlapping: neither chance nor perfect
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "select model, k, f1_micro, auprc_macro, auroc_macro, n_queries, n_index, is_latest"
+            " from cbir_report.knn_results where run_id = %s",
+            (res.run_id,),
+        ).fetchone()
+        assert row[0] == synth.model and row[1] == res.k
+        assert row[2] == pytest.approx(res.test.f1_micro) and row[3] == pytest.approx(res.test.auprc_macro)
+        assert row[5:] == (120, 510, True)
+        curve = conn.execute(
+            "select count(*) from cbir_report.knn_k_curve where run_id = %s", (res.run_id,)
+        ).fetchone()[0]
+        assert curve == 29
+        p1 = dict(
+            conn.execute(
+                "select label_id, class_index_size from cbir.eval_class_metric where run_id = %s and metric = 'p_at_1'",
+                (res.run_id,),
+            ).fetchall()
+        )
+        assert p1 == {lab: n for lab, (*_, n, _v, _t) in zip(synth.label_ids, CLASSES, strict=True)}
+
+
+def test_knn_ann_mode_agrees_with_exact_on_small_data(db, synth):
+    from eval.knn import evaluate_knn
+
+    exact = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="exact", store=False, progress=False)
+    ann = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="ann", store=False, progress=False)
+    assert ann.k == exact.k and ann.test.f1_micro == pytest.approx(exact.test.f1_micro)
+
+
+def test_linear_probe_through_db(db, synth):
+    from eval.linear import evaluate_linear
+
+    res = evaluate_linear(db, synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, progress=False)
+    assert res.n_train == 510 and res.n_test == 120
+    assert res.test.f1_micro > 0.5
+    assert 1 <= res.best_epoch <= res.epochs_run <= 40
+    again = evaluate_linear(
+        db, synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, store=False, progress=False
+    )
+    assert again.test.as_dict() == res.test.as_dict()  # seeded
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "select f1_micro, auroc_macro, epochs_run, best_epoch, is_latest from cbir_report.linear_results where run_id = %s",
+            (res.run_id,),
+        ).fetchone()
+    assert row[0] == pytest.approx(res.test.f1_micro) and row[2:] == (res.epochs_run, res.best_epoch, True)
+
+
+def test_ablation_scales_down_and_is_stored(db, synth):
+    from eval.ablation import run_ablation
+
+    res = run_ablation(db, synth.model, seeds=(0, 1), progress=False)
+    # no class has > 3000 index images: threshold lowered to the largest size below the second-largest
+    # class (140 -> 100), so the two classes with 260 and 140 index images take part; sizes capped at 140
+    assert res.scaled and res.notes
+    assert res.min_class_size == 100
+    assert [c.n_index for c in sorted(res.classes, key=lambda c: -c.n_index)] == [260, 140]
+    assert res.sizes == [5, 10, 25, 50, 100, 140]
+    assert res.queries_per_class == 30  # 38 requested, 30 test images per class
+    assert len(res.points) == 12
+    for p in res.points:
+        assert p.n_index == 2 * p.index_size and p.n_queries == 60 and 0.0 <= p.p_at_1 <= 1.0
+    means = res.mean_by_size()
+    assert means[140] >= means[5] - 0.1
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "select index_size, seed, p_at_1, scaled from cbir_report.ablation where run_id = %s order by 1, 2",
+            (res.run_id,),
+        ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(s, seed) for s in res.sizes for seed in (0, 1)]
+    assert all(r[3] for r in rows)
+
+
+def test_ablation_without_scaling(db, synth):
+    from eval.ablation import run_ablation
+
+    res = run_ablation(
+        db,
+        synth.model,
+        sizes=(5, 20, 60),
+        min_class_size=60,
+        queries_per_class=10,
+        store=False,
+        progress=False,
+    )
+    assert not res.scaled and res.notes == []
+    assert len(res.classes) == 3 and res.sizes == [5, 20, 60]
+    assert {p.n_queries for p in res.points} == {30}
+
+
+def test_report_writes_figures_and_tables(db, tmp_path):
+    from PIL import Image
+
+    from eval.ablation import run_ablation
+    from eval.knn import evaluate_knn
+    from eval.linear import evaluate_linear
+    from eval.report import write_report
+
+    images = tmp_path / "images"
+    images.mkdir()
+    syn = make_clustered(db, root=images)
+    knn = evaluate_knn(db, syn.model, k_range=range(1, 16), mode="exact", progress=False)
+    evaluate_linear(db, syn.model, lr=0.05, max_epochs=10, patience=3, progress=False)
+    run_ablation(db, syn.model, progress=False)
+    out = tmp_path / "report"
+    rep = write_report(db, out, tsne_sample=300, grid_queries=3, seed=1)
+    names = sorted(p.name for p in rep.figures)
+    assert names == sorted(
+        [
+            "fig3b_ablation.png",
+            f"fig3a_class_p1_vs_size_{syn.model}.png",
+            f"fig5_tsne_{syn.model}.png",
+            f"fig2_retrievals_{syn.model}.png",
+        ]
+    )
+    for p in rep.figures:
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            assert 300 <= im.width <= 4000 and 150 <= im.height <= 3000, (p.name, im.size)
+    with Image.open(out / f"fig5_tsne_{syn.model}.png") as im:
+        assert im.width > 2 * im.height  # three panels side by side
+    with Image.open(out / f"fig2_retrievals_{syn.model}.png") as im:
+        assert im.height > 3 * 96  # three query rows
+    page = (out / "index.html").read_text()
+    for p in rep.figures:
+        assert f"src='{p.name}'" in page
+    assert "Table 4" in page and f"{knn.test.f1_micro:.4f}" in page
+    assert "no retrieval leaderboard" in " ".join(rep.notes)
+    assert not list(out.glob(".*"))  # no temporary folders left behind
+
+
+def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
+    from PIL import Image
+
+    from eval.report import write_report
+
+    rep = write_report(db, tmp_path / "r", grid_queries=2, tsne_sample=200)
+    names = {p.name for p in rep.figures}
+    # Fig. 3A falls back to a top-1 search; no ablation figure; no grids (image files are absent)
+    assert names == {f"fig3a_class_p1_vs_size_{synth.model}.png", f"fig5_tsne_{synth.model}.png"}
+    with Image.open(tmp_path / "r" / f"fig3a_class_p1_vs_size_{synth.model}.png") as im:
+        assert im.width >= 300
+    joined = " ".join(rep.notes)
+    assert "ablation" in joined and "grids" in joined and "kNN" in joined
+    # the views are readable by the BI role
+    with psycopg.connect(db) as conn:
+        conn.execute("set role cbir_reader")
+        for view in ("knn_results", "knn_k_curve", "linear_results", "ablation"):
+            assert conn.execute(f"select count(*) from cbir_report.{view}").fetchone()[0] == 0
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_ablation_on_real_medmnist(db, tmp_path, monkeypatch):
+    """The combined BreastMNIST + PneumoniaMNIST benchmark embedded with efficientnet_lite0: one P@1
+    per size, sizes capped by the class sizes (no class but XR/chest/pneumonia has > 3000 images)."""
+    from conftest import require_data
+
+    data = require_data()
+    from cbir_pg.datasets import import_medmnist_benchmark
+    from eval.ablation import run_ablation
+    from ingest.worker import run_ingest
+
+    monkeypatch.setenv("CBIR_PG_HOME", str(tmp_path / "home"))
+    import_medmnist_benchmark(db, data, progress=False)
+    # the ablation reads the train (index) and test (query) splits only
+    run_ingest(
+        db, "efficientnet_lite0", splits=["train", "test"], device="cpu", loader_workers=0, progress=False
+    )
+    res = run_ablation(db, "efficientnet_lite0", progress=False)
+    with psycopg.connect(db) as conn:
+        sizes = dict(
+            conn.execute(
+                "select l.key, count(*) from cbir.image i join cbir.label l on l.id = i.label_id"
+                " where i.split = 'train' and not i.excluded group by l.key"
+            ).fetchall()
+        )
+    eligible = {c.key for c in res.classes}
+    assert res.scaled and res.notes
+    assert len(eligible) >= 2 and "XR/chest/pneumonia" in eligible
+    cap = min(sizes[k] for k in eligible)
+    assert all(sizes[k] > res.min_class_size for k in eligible)
+    assert max(res.sizes) == cap and all(s <= cap for s in res.sizes)
+    assert sorted(p.index_size for p in res.points) == res.sizes  # one P@1 per size (one seed)
+    assert all(0.0 <= p.p_at_1 <= 1.0 and p.n_index == len(eligible) * p.index_size for p in res.points)
+    assert res.queries_per_class == 38
+    # a real encoder beats chance well with the largest index
+    assert res.mean_by_size()[cap] > 1.0 / len(eligible) + 0.2
+
+
+def test_ablation_plan_on_medmnist_like_class_sizes():
+    """The scale-down rule alone (no database), on the benchmark's train/test class sizes."""
+    from eval.ablation import PAPER_SIZES, AblationClass, plan_ablation
+
+    avail = [
+        AblationClass(1, "XR/chest/pneumonia", 3469, 387),
+        AblationClass(2, "XR/chest/normal", 388, 234),
+        AblationClass(3, "US/breast/normal", 367, 114),
+        AblationClass(4, "US/breast/malignant", 143, 42),
+    ]
+    plan = plan_ablation(avail, PAPER_SIZES, 3000, 38)
+    assert plan.scaled and len(plan.notes) == 2
+    assert plan.min_class_size == 250
+    assert [c.label_id for c in plan.classes] == [1, 2, 3]
+    assert plan.sizes == [5, 10, 25, 50, 100, 250, 367]
+    assert plan.queries_per_class == 38
+    # the paper's setting is left alone when enough classes are large
+    big = [AblationClass(i, f"c{i}", 3500 + i, 100) for i in range(3)]
+    plan = plan_ablation(big, PAPER_SIZES, 3000, 38)
+    assert not plan.scaled and plan.sizes == list(PAPER_SIZES) and plan.min_class_size == 3000

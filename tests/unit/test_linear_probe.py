@@ -1,0 +1,60 @@
+"""The linear probe learns a separable toy problem, is seeded, and stops early on the val loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.linear import train_linear_probe
+
+
+def _blobs(n: int, seed: int, classes=(4, 9, 17)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.eye(8)[: len(classes)] * 4.0
+    y = rng.choice(classes, n)
+    idx = np.searchsorted(classes, y)
+    return (centres[idx] + 0.3 * rng.normal(size=(n, 8))).astype(np.float32), y
+
+
+def test_learns_a_separable_problem():
+    Xt, yt = _blobs(600, 0)
+    Xv, yv = _blobs(150, 1)
+    Xs, ys = _blobs(150, 2)
+    probe = train_linear_probe(Xt, yt, Xv, yv, lr=0.05, batch_size=64, max_epochs=30, patience=10)
+    assert probe.classes.tolist() == [4, 9, 17]
+    assert np.mean(probe.predict(Xs) == ys) == 1.0
+    p = probe.scores(Xs)
+    assert p.shape == (150, 3) and np.allclose(p.sum(1), 1.0)
+    assert probe.val_loss[probe.best_epoch - 1] == min(probe.val_loss)
+    assert probe.val_loss[-1] < probe.val_loss[0]
+
+
+def test_stops_early_and_restores_the_best_epoch():
+    Xt, yt = _blobs(400, 0)
+    Xv, _ = _blobs(120, 1)
+    # validation labels that disagree with the training clusters: the val loss rises as training
+    # sharpens the clusters, so training must stop `patience` epochs after the best epoch
+    rng = np.random.default_rng(3)
+    yv = rng.choice([4, 9, 17], 120)
+    probe = train_linear_probe(Xt, yt, Xv, yv, lr=0.05, batch_size=64, max_epochs=200, patience=5, seed=1)
+    assert probe.stopped_early
+    assert probe.epochs_run < 200
+    assert probe.epochs_run == probe.best_epoch + 5
+    assert len(probe.val_loss) == probe.epochs_run
+    assert probe.val_loss[probe.best_epoch - 1] == min(probe.val_loss)
+
+
+def test_is_seeded():
+    Xt, yt = _blobs(300, 0)
+    Xv, yv = _blobs(60, 1)
+    a = train_linear_probe(Xt, yt, Xv, yv, seed=7, max_epochs=5)
+    b = train_linear_probe(Xt, yt, Xv, yv, seed=7, max_epochs=5)
+    c = train_linear_probe(Xt, yt, Xv, yv, seed=8, max_epochs=5)
+    assert np.array_equal(a.weight, b.weight)
+    assert not np.array_equal(a.weight, c.weight)
+
+
+def test_needs_two_classes():
+    X, _ = _blobs(20, 0)
+    with pytest.raises(ValueError):
+        train_linear_probe(X, np.zeros(20), X, np.zeros(20))
