@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test demo bench bench-full lint clean
+.PHONY: install test demo bench bench-full lint docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,10 @@ bench-full: $(VENV)/.installed
 	$(PY) -m bench.run --full
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(PY) -m cbir_pg.cli.docgen --check
+
+docs: $(VENV)/.installed
+	$(PY) -m cbir_pg.cli.docgen
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -158,8 +158,6 @@ def run_demo(
             return f"reused run {fresh} (no new embeddings since)"
         r = evaluate_retrieval(result.dsn, model, datasets=list(files), compare_exact=True, progress=progress)
         result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
-        if r.recall is not None:
-            result.recall = {n: float(v) for n, v in zip(r.ns, r.recall, strict=True)}
         return "runs " + ", ".join(f"{m}={i}" for m, i in result.retrieval_run_ids.items())
 
     def do_knn() -> str:
@@ -172,8 +170,7 @@ def run_demo(
             return f"reused run {fresh}"
         k = evaluate_knn(result.dsn, model, datasets=list(files), progress=progress)
         result.knn_run_id, result.knn_k = k.run_id, k.k
-        result.knn_metrics = {f"{m}_{a}": float(v) for m, a, v in k.test.as_rows()}
-        return f"k={k.k} chosen on val; test micro F1 {result.knn_metrics.get('f1_micro', float('nan')):.3f}"
+        return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
 
     def do_report() -> str:
         from eval.report import write_report
@@ -183,9 +180,19 @@ def run_demo(
         return f"{len(rep.figures)} figures, {rep.index}"
 
     def summarise() -> str:
+        """Read the printed numbers back from the cbir_report views, as a BI tool would."""
         from eval.store import table2
 
         result.table2 = table2(result.dsn)
+        with connection(result.dsn) as conn:
+            row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": model}).fetchone()
+            if row:
+                result.recall = {n: float(v) for n, v in zip((1, 3, 5, 10), row, strict=True) if v is not None}
+            knn = conn.execute(queries.get("demo", "latest_knn"), {"model": model}).fetchone()
+            if knn:
+                result.knn_run_id, result.knn_k = knn[0], knn[1]
+                names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
+                result.knn_metrics = {n: float(v) for n, v in zip(names, knn[2:], strict=True) if v is not None}
         return f"{len(result.table2)} leaderboard rows"
 
     for i, fn in enumerate(

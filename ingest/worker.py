@@ -394,7 +394,9 @@ def run_ingest(
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
     started = time.perf_counter()
     total = todo if limit is None else min(todo, limit)
-    if processes == 1:
+    if todo == 0:  # nothing claimable: do not load the model at all
+        pass
+    elif processes == 1:
         encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
             raise ConfigError(f"encoder {model} config changed while starting")

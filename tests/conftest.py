@@ -22,8 +22,15 @@ from psycopg import sql
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Managed image folders (e.g. MedMNIST PNGs) of the test session never land in the user's data dir.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
+os.environ["CBIR_PG_HOME"] = str(_SESSION_HOME)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- server and databases
@@ -143,6 +150,30 @@ def require_data() -> Path:
 @pytest.fixture(scope="session")
 def medmnist_dir() -> Path:
     return require_data()
+
+
+@pytest.fixture(scope="session")
+def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: Path) -> Iterator[str]:
+    """Name of a template database holding the real combined MedMNIST benchmark (BreastMNIST +
+    PneumoniaMNIST, imported by the real importer), its ``efficientnet_lite0`` vectors (real ImageNet
+    weights) and the HNSW index. Built once per session (a few minutes on 2 cores); tests clone it."""
+    from cbir_pg.datasets import import_medmnist_benchmark
+    from cbir_pg.index import build_index
+    from ingest.worker import run_ingest
+
+    name = f"cbir_mm_{os.getpid()}"
+    dsn = create_database(pg_server_dsn, name, template=template_db)
+    import_medmnist_benchmark(dsn, medmnist_dir, progress=False)
+    run_ingest(dsn, "efficientnet_lite0", progress=False, batch_size=64)
+    build_index(dsn, "efficientnet_lite0", progress=False, recall_queries=0)
+    yield name
+    drop_database(pg_server_dsn, name)
+
+
+@pytest.fixture
+def medmnist_lite0_db(medmnist_lite0_template: str, clone_db) -> str:
+    """DSN of this test's own copy of :func:`medmnist_lite0_template`."""
+    return clone_db(medmnist_lite0_template)
 
 
 def pydicom_test_files() -> list[Path]:

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cbir_pg.cli import db
+from cbir_pg.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
 from cbir_pg.cli._common import State, err_console
 
 app = typer.Typer(
@@ -20,27 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(db.app, name="db")
 
-# Command groups register here; each module stays thin and imports heavy libraries lazily.
-for _module, _name in [
-    ("datasets", "datasets"),
-    ("labels", "labels"),
-    ("models", "models"),
-    ("ingest", "ingest"),
-    ("index", "index"),
-    ("search", None),
-    ("evaluate", "eval"),
-    ("report", None),
-    ("demo", None),
-]:
-    try:
-        _mod = __import__(f"cbir_pg.cli.{_module}", fromlist=["register"])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"cbir_pg.cli.{_module}":
-            raise
-        continue
-    _mod.register(app)
+# The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
+for _module in (db, datasets, labels, models, ingest, index, search, evaluate, report, demo):
+    _module.register(app)
 
 
 @app.callback()

@@ -82,3 +82,7 @@ def psql(ctx: typer.Context, args: list[str] = typer.Argument(None, help="extra 
 
     exe = bin_dir() / "psql"
     raise typer.Exit(subprocess.call([str(exe) if exe.exists() else "psql", dsn(ctx), *(args or [])], env=os.environ))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="db")

@@ -20,8 +20,7 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
-    """Start the embedded database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index,
-    evaluate (ANN and exact), run kNN, write the report, and print the Table 2 result."""
+    """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
     from cbir_pg.cli.evaluate import print_table2
     from cbir_pg.demo import StepEvent, run_demo
 

@@ -14,3 +14,15 @@ select count(*)
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
 where d.key = any(%(keys)s) and not i.excluded;
+
+-- name: latest_ann_quality
+select recall1, recall3, recall5, recall10
+from cbir_report.ann_quality
+where model = %(model)s
+order by finished_at desc, run_id desc
+limit 1;
+
+-- name: latest_knn
+select run_id, k, f1_micro, f1_macro, auprc_micro, auprc_macro, auroc_micro, auroc_macro
+from cbir_report.knn_results
+where model = %(model)s and is_latest;

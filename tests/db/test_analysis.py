@@ -293,22 +293,12 @@ def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_ablation_on_real_medmnist(db, tmp_path, monkeypatch):
+def test_ablation_on_real_medmnist(medmnist_lite0_db):
     """The combined BreastMNIST + PneumoniaMNIST benchmark embedded with efficientnet_lite0: one P@1
     per size, sizes capped by the class sizes (no class but XR/chest/pneumonia has > 3000 images)."""
-    from conftest import require_data
-
-    data = require_data()
-    from cbir_pg.datasets import import_medmnist_benchmark
     from eval.ablation import run_ablation
-    from ingest.worker import run_ingest
 
-    monkeypatch.setenv("CBIR_PG_HOME", str(tmp_path / "home"))
-    import_medmnist_benchmark(db, data, progress=False)
-    # the ablation reads the train (index) and test (query) splits only
-    run_ingest(
-        db, "efficientnet_lite0", splits=["train", "test"], device="cpu", loader_workers=0, progress=False
-    )
+    db = medmnist_lite0_db
     res = run_ablation(db, "efficientnet_lite0", progress=False)
     with psycopg.connect(db) as conn:
         sizes = dict(

@@ -180,52 +180,18 @@ def test_cli_ingest_and_status(db, tmp_path):
 
 
 # --------------------------------------------------------------------------- real weights, real images
-# One efficientnet_lite0 run (CPU) over the test split of the combined BreastMNIST + PneumoniaMNIST
-# benchmark (780 images; the other splits are imported too and must stay untouched). The full 5,810-image
-# run is `cbir-pg ingest --model efficientnet_lite0` (docs/models.md), too slow for a shared 2-core CPU.
+# The session's shared real-data database (tests/conftest.py: medmnist_lite0_template): the combined
+# BreastMNIST + PneumoniaMNIST benchmark imported by the real importer and embedded once with
+# efficientnet_lite0 on the CPU; tests/db/test_real_medmnist.py checks the full fill.
 
 
-@pytest.fixture(scope="module")
-def lite0_db(template_db, pg_server_dsn, tmp_path_factory):
-    import uuid
-
-    from conftest import create_database, drop_database
-
-    from ingest import run_ingest
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = create_database(pg_server_dsn, name, template=template_db)
-    root = tmp_path_factory.mktemp("medmnist")
-    n = seed_medmnist(dsn, require_data(), root, flags=("breastmnist", "pneumoniamnist"))
-    summary = run_ingest(
-        dsn,
-        "efficientnet_lite0",
-        splits=["test"],
-        batch_size=64,
-        device="cpu",
-        loader_workers=1,
-        progress=False,
-    )
-    yield dsn, n, summary
-    drop_database(pg_server_dsn, name)
+@pytest.fixture
+def lite0_db(medmnist_lite0_db):
+    return medmnist_lite0_db, None, None
 
 
 @pytest.mark.slow
-def test_efficientnet_lite0_real_weights_fill_the_selection(lite0_db):
-    from ingest import ingest_status
-
-    dsn, n, s = lite0_db
-    assert n == 5810
-    assert s.embedded == 780 and s.done == 780 and s.failed == 0 and s.remaining == 0
-    ids, vecs = _vectors(dsn, "efficientnet_lite0")
-    assert len(set(ids.tolist())) == 780 and vecs.shape == (780, 1280)
-    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    status = {r.dataset: r for r in ingest_status(dsn, "efficientnet_lite0")}
-    assert status["breastmnist"].done == 156 and status["breastmnist"].pending == 780 - 156
-    assert status["pneumoniamnist"].done == 624 and status["pneumoniamnist"].total == 5030
-
-
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_efficientnet_lite0_retrieval_beats_majority_and_differs_from_random(lite0_db):
     from cbir_pg.db.connect import connect
     from cbir_pg.encoders import create_encoder, embed_arrays
