@@ -17,7 +17,8 @@ How a run is laid out:
 
 Modes:
 
-* ``ann``: ``hnsw.ef_search = min(1000, max(ef_search or 40, n))`` and
+* ``ann``: ``hnsw.ef_search = min(1000, max(ef_search or max(40, 16 n), n))`` (the default of 16 n is
+  measured: at 200k vectors, N = 10 needed ef_search ≈ 160 for |ΔP@10| ≤ 0.002, docs/benchmarks.md) and
   ``hnsw.iterative_scan = strict_order``, so a filter that removes index-scan rows does not shorten a
   result and results stay in exact distance order. A query whose ANN result is still shorter than it
   can be (``min(n, index size)``, e.g. after ``hnsw.max_scan_tuples``) is re-run exactly; the count is
@@ -51,6 +52,8 @@ from cbir_pg.db.connect import connect, translate
 from cbir_pg.errors import ConfigError, NotFoundError
 
 MODES = ("ann", "exact")
+#: the default ``hnsw.ef_search`` per result row wanted (ef = 16 N; bench/p3_eval.py at 200k vectors)
+EF_PER_RESULT = 16
 #: pgvector's default ``hnsw.ef_search``, and its upper limit.
 DEFAULT_EF_SEARCH = 40
 MAX_EF_SEARCH = 1000
@@ -129,7 +132,7 @@ class TopN:
 # --------------------------------------------------------------------------- session settings
 def _settings(mode: str, n: int, ef_search: int | None) -> tuple[dict[str, str], int | None]:
     if mode == "ann":
-        ef = min(MAX_EF_SEARCH, max(ef_search or DEFAULT_EF_SEARCH, n))
+        ef = min(MAX_EF_SEARCH, max(ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n), n))
         return {"hnsw.ef_search": str(ef), "hnsw.iterative_scan": "strict_order"}, ef
     return {"enable_indexscan": "off", "enable_bitmapscan": "off"}, None
 

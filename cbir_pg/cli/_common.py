@@ -41,3 +41,17 @@ def parse_int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise ConfigError(f"expected positive integers, got {text!r}")
     return values
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]`` for repeatable, comma-separated name options. A blank name
+    (``" "``, ``"a,,b"``) is refused, never silently read as "no restriction"."""
+    from cbir_pg.errors import ConfigError
+
+    out: list[str] = []
+    for v in values or []:
+        parts = [x.strip() for x in v.split(",")]
+        if any(not x for x in parts):
+            raise ConfigError(f"empty name in {v!r}: give comma-separated names")
+        out += parts
+    return out

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list
+from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
-    out = [x.strip() for v in values or [] for x in v.split(",") if x.strip()]
-    return out or None
+    return split_names(values) or None
 
 
 def _k_range(text: str):
@@ -71,7 +70,7 @@ def knn(
         dsn(ctx),
         model,
         k_range=_k_range(k),
-        index_splits=[s.strip() for s in index_split.split(",") if s.strip()],
+        index_splits=split_names([index_split]),
         datasets=_datasets(dataset),
         mode=mode,
         ef_search=ef_search,

@@ -6,18 +6,11 @@ import math
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list
+from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
 )
-
-
-def _split_list(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:
@@ -56,9 +49,9 @@ def retrieval(
         dsn(ctx),
         model,
         ns=parse_int_list(n),
-        index_splits=_split_list([index_split]),
-        query_splits=_split_list([query_split]),
-        datasets=_split_list(dataset) or None,
+        index_splits=split_names([index_split]),
+        query_splits=split_names([query_split]),
+        datasets=split_names(dataset) or None,
         mode=mode,
         ef_search=ef_search,
         compare_exact=compare_exact,

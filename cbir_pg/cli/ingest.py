@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.cli._common import console, dsn, split_names
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -15,8 +15,7 @@ app = typer.Typer(
 
 
 def _split_csv(values: list[str] | None) -> list[str] | None:
-    out = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-    return out or None
+    return split_names(values) or None
 
 
 @app.callback()
