@@ -60,7 +60,7 @@ def test_index_build_and_search_cli_on_real_images(medmnist_lite0_db: str, tmp_p
     out = _cli(medmnist_lite0_db, "search", "--image-id", str(qid), "--model", MODEL, "-k", "8", "--png", str(png))
     assert out.returncode == 0, out.stderr
     assert label in out.stdout
-    ranks = re.findall(r"^\s*(\d+)\s", out.stdout, flags=re.MULTILINE)
+    ranks = re.findall(r"^\W*(\d+)\s+\W\s*\d+ ", out.stdout, flags=re.MULTILINE)  # "│ 1 │ 4257 train/..."
     assert [int(r) for r in ranks][:8] == list(range(1, 9))
     with Image.open(png) as im:
         assert im.width > im.height > 0
@@ -109,20 +109,22 @@ def test_readme_sql_examples_run_as_written(medmnist_lite0_db: str) -> None:
 
     _import_dicom_and_embed(medmnist_lite0_db)  # the cohort example needs patients with sex and age
     statements = sql_blocks(REPO / "README.md")
-    assert len(statements) >= 3
+    assert len(statements) >= 4
     results = []
-    with connect(medmnist_lite0_db) as c:
+    with connect(medmnist_lite0_db) as c:  # one transaction, as a psql session would run them
         for stmt in statements:
             cur = c.execute(stmt)
-            results.append(cur.fetchall() if cur.description else None)
-            c.rollback()  # e.g. the example role is not kept
+            if cur.description:
+                results.append(cur.fetchall())
+        c.rollback()  # e.g. the example role is not kept
     cohort, labels = results[0], results[1]
     assert cohort, "the cohort example returned no rows"
-    assert len(cohort) <= 10 and [r[0] for r in cohort] == sorted(r[0] for r in cohort)
+    assert len(cohort) <= 10 and [r[0] for r in cohort] == list(range(1, len(cohort) + 1))
+    assert [r[2] for r in cohort] == sorted((r[2] for r in cohort), reverse=True)
     with connect(medmnist_lite0_db) as c:
         q_sex, q_age = c.execute(
             "select p.sex, p.age from cbir.image i join cbir.patient p on p.id = i.patient_id"
-            " where p.sex is not null and p.age is not null order by i.id limit 1"
+            " where p.sex is not null and p.age is not null order by p.age desc, i.id limit 1"
         ).fetchone()
     assert all(r[5] == q_sex and abs(r[6] - q_age) <= 10 for r in cohort)
     assert sum(r[1] for r in labels) == 50
