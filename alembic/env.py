@@ -23,7 +23,9 @@ def _dsn() -> str:
 
 def run_migrations_online() -> None:
     dsn = _dsn()
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool
+    )
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -44,7 +44,9 @@ class Settings:
 
 def get_settings(dsn: str | None = None) -> Settings:
     """Settings from the environment; an explicit ``dsn`` wins over ``CBIR_PG_DSN``."""
-    home = Path(os.environ["CBIR_PG_HOME"]).expanduser() if os.environ.get("CBIR_PG_HOME") else _default_home()
+    home = (
+        Path(os.environ["CBIR_PG_HOME"]).expanduser() if os.environ.get("CBIR_PG_HOME") else _default_home()
+    )
     data_dir = os.environ.get("CBIR_PG_DATA_DIR")
     return Settings(
         home=home,

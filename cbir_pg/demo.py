@@ -126,14 +126,18 @@ def run_demo(
             summary = import_dataset(result.dsn, "medmnist", path, flag=flag, progress=progress)
             added += summary.imported
         with connection(result.dsn) as conn:
-            result.images = conn.execute(queries.get("demo", "benchmark_images"), {"keys": list(files)}).fetchone()[0]
+            result.images = conn.execute(
+                queries.get("demo", "benchmark_images"), {"keys": list(files)}
+            ).fetchone()[0]
         result.imported = added
         return f"{added} new images, {result.images} in the benchmark"
 
     def do_ingest() -> str:
         from ingest.worker import run_ingest
 
-        s = run_ingest(result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress)
+        s = run_ingest(
+            result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
+        )
         result.embedded, result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
         return f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
@@ -187,12 +191,16 @@ def run_demo(
         with connection(result.dsn) as conn:
             row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": model}).fetchone()
             if row:
-                result.recall = {n: float(v) for n, v in zip((1, 3, 5, 10), row, strict=True) if v is not None}
+                result.recall = {
+                    n: float(v) for n, v in zip((1, 3, 5, 10), row, strict=True) if v is not None
+                }
             knn = conn.execute(queries.get("demo", "latest_knn"), {"model": model}).fetchone()
             if knn:
                 result.knn_run_id, result.knn_k = knn[0], knn[1]
                 names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
-                result.knn_metrics = {n: float(v) for n, v in zip(names, knn[2:], strict=True) if v is not None}
+                result.knn_metrics = {
+                    n: float(v) for n, v in zip(names, knn[2:], strict=True) if v is not None
+                }
         return f"{len(result.table2)} leaderboard rows"
 
     for i, fn in enumerate(

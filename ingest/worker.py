@@ -123,7 +123,9 @@ def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
             r[0] for r in conn.execute(queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets})
         ]
         if unknown:
-            raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)")
+            raise NotFoundError(
+                f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)"
+            )
     bad = [s for s in flt.splits or [] if s not in ("train", "val", "test")]
     if bad:
         raise ConfigError(f"unknown split(s) {', '.join(map(repr, bad))}: use train, val or test")
@@ -519,8 +521,12 @@ def drop_embeddings(dsn: str, model: str) -> int:
     table = identifiers.embedding_table(model)
     with connect(dsn) as conn:
         try:
-            exists = conn.execute("select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)).fetchone()[0]
-            rows = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
+            exists = conn.execute(
+                "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)
+            ).fetchone()[0]
+            rows = (
+                conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
+            )
             conn.execute(identifiers.drop_embedding_table(model))
             deleted = conn.execute(queries.get("ingest", "encoder_delete"), {"key": model}).rowcount
             conn.commit()

@@ -65,7 +65,9 @@ def create_database(admin_dsn: str, name: str, template: str | None = None) -> s
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         q = sql.SQL("create database {}").format(sql.Identifier(name))
         if template:
-            q = sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
+            q = sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
         conn.execute(q)
     return _dsn_for(admin_dsn, name)
 

@@ -34,15 +34,22 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 def write_radimagenet(root: Path) -> Path:
     """RadiologyAI_{train,val,test}.csv + CT/MR/US folders; 7 rows: 1 missing file, 1 exact duplicate."""
     files = {
-        "train": ["CT/abd/normal/abd001.png", "CT/abd/acute_pancreatitis/abd002.png", "US/kidney/us001.png",
-                  "MR/knee/acl_pathology/knee01.png"],
+        "train": [
+            "CT/abd/normal/abd001.png",
+            "CT/abd/acute_pancreatitis/abd002.png",
+            "US/kidney/us001.png",
+            "MR/knee/acl_pathology/knee01.png",
+        ],
         "val": ["US/thyroid_nodule/us002.png"],
         "test": ["CT/abd/normal/abd003.png", "CT/abd/normal/missing.png"],
     }
     seeds = {"abd001": 1, "abd002": 2, "us001": 3, "knee01": 4, "us002": 5, "abd003": 1}  # abd003 = abd001
     for split, names in files.items():
-        write_csv(root / f"RadiologyAI_{split}.csv", ["filename", "label"],
-                  [[n, n.rsplit("/", 1)[0].replace("/", "-")] for n in names])
+        write_csv(
+            root / f"RadiologyAI_{split}.csv",
+            ["filename", "label"],
+            [[n, n.rsplit("/", 1)[0].replace("/", "-")] for n in names],
+        )
         for n in names:
             stem = Path(n).stem
             if stem in seeds:
@@ -50,8 +57,19 @@ def write_radimagenet(root: Path) -> Path:
     return root
 
 
-NIH_HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+NIH_HEADER = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+]
 
 
 def write_nih14(root: Path, n_patients: int = 12) -> Path:
@@ -70,9 +88,13 @@ def write_nih14(root: Path, n_patients: int = 12) -> Path:
             rows.append([name, label, k, p, 40 + p, "F" if p % 2 else "M", "PA", 8, 8, 0.143, 0.143])
             (test if p > n_patients - 2 else trainval).append(name)
             img(root / "images_001" / "images" / name, 100 + 2 * p + k)
-    rows.append(["99999999_000.png", "Pneumonia", 0, 99999999, 50, "M", "AP", 8, 8, 0.143, 0.143])  # missing file
+    rows.append(
+        ["99999999_000.png", "Pneumonia", 0, 99999999, 50, "M", "AP", 8, 8, 0.143, 0.143]
+    )  # missing file
     trainval.append("99999999_000.png")
-    rows.append(["00000013_000.png", "Broken Bone", 0, 13, 50, "M", "AP", 8, 8, 0.143, 0.143])  # unknown label
+    rows.append(
+        ["00000013_000.png", "Broken Bone", 0, 13, 50, "M", "AP", 8, 8, 0.143, 0.143]
+    )  # unknown label
     trainval.append("00000013_000.png")
     img(root / "images_001" / "images" / "00000013_000.png", 999)
     write_csv(root / "Data_Entry_2017.csv", NIH_HEADER, rows)
@@ -81,9 +103,22 @@ def write_nih14(root: Path, n_patients: int = 12) -> Path:
     return root
 
 
-CHEXPERT_FINDINGS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-                     "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                     "Pleural Other", "Fracture", "Support Devices"]
+CHEXPERT_FINDINGS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_FINDINGS]
 
 
@@ -98,10 +133,31 @@ def write_chexpert(root: Path) -> Path:
     multi-label, and an image with no positive finding."""
     base = root / "CheXpert-v1.0"
     train = [
-        ("train/patient00001/study1/view1_frontal.jpg", "Female", 68, "Frontal", "AP", {"No Finding": 1.0, "Support Devices": 1.0}),
+        (
+            "train/patient00001/study1/view1_frontal.jpg",
+            "Female",
+            68,
+            "Frontal",
+            "AP",
+            {"No Finding": 1.0, "Support Devices": 1.0},
+        ),
         ("train/patient00001/study1/view2_lateral.jpg", "Female", 68, "Lateral", "", {"Cardiomegaly": 1.0}),
-        ("train/patient00002/study1/view1_frontal.jpg", "Male", 87, "Frontal", "PA", {"Edema": -1.0, "Pneumonia": 1.0}),
-        ("train/patient00002/study2/view1_frontal.jpg", "Male", 87, "Frontal", "PA", {"Edema": 1.0, "Pleural Effusion": 1.0}),
+        (
+            "train/patient00002/study1/view1_frontal.jpg",
+            "Male",
+            87,
+            "Frontal",
+            "PA",
+            {"Edema": -1.0, "Pneumonia": 1.0},
+        ),
+        (
+            "train/patient00002/study2/view1_frontal.jpg",
+            "Male",
+            87,
+            "Frontal",
+            "PA",
+            {"Edema": 1.0, "Pleural Effusion": 1.0},
+        ),
         ("train/patient00003/study1/view1_frontal.jpg", "Male", 41, "Frontal", "AP", {"Lung Opacity": 1.0}),
         ("train/patient00003/study1/view2_frontal.jpg", "Male", 41, "Frontal", "AP", {"Fracture": 0.0}),
     ]
@@ -119,9 +175,22 @@ def write_chexpert(root: Path) -> Path:
     return root
 
 
-MIMIC_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-                "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-                "Pneumothorax", "Support Devices"]
+MIMIC_LABELS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
 
 
 def write_mimic_cxr(root: Path) -> Path:
@@ -139,17 +208,53 @@ def write_mimic_cxr(root: Path) -> Path:
         "50000003": {"Edema": 1.0, "Pleural Effusion": -1.0},
         "50000004": {"Cardiomegaly": 1.0, "Edema": 1.0},
     }
-    write_csv(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"],
-              [[d, st, su, sp] for d, st, su, sp, _ in images])
-    write_csv(root / "mimic-cxr-2.0.0-chexpert.csv", ["subject_id", "study_id", *MIMIC_LABELS],
-              [[next(su for _, s2, su, _, _ in images if s2 == st), st, *[v.get(f, "") for f in MIMIC_LABELS]]
-               for st, v in labels.items()])
-    write_csv(root / "mimic-cxr-2.0.0-metadata.csv",
-              ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
-               "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-               "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"],
-              [[d, su, st, "CHEST (PA AND LAT)", v, 8, 8, 21800506, 213014.531, "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
-               for d, st, su, _, v in images])
+    write_csv(
+        root / "mimic-cxr-2.0.0-split.csv",
+        ["dicom_id", "study_id", "subject_id", "split"],
+        [[d, st, su, sp] for d, st, su, sp, _ in images],
+    )
+    write_csv(
+        root / "mimic-cxr-2.0.0-chexpert.csv",
+        ["subject_id", "study_id", *MIMIC_LABELS],
+        [
+            [next(su for _, s2, su, _, _ in images if s2 == st), st, *[v.get(f, "") for f in MIMIC_LABELS]]
+            for st, v in labels.items()
+        ],
+    )
+    write_csv(
+        root / "mimic-cxr-2.0.0-metadata.csv",
+        [
+            "dicom_id",
+            "subject_id",
+            "study_id",
+            "PerformedProcedureStepDescription",
+            "ViewPosition",
+            "Rows",
+            "Columns",
+            "StudyDate",
+            "StudyTime",
+            "ProcedureCodeSequence_CodeMeaning",
+            "ViewCodeSequence_CodeMeaning",
+            "PatientOrientationCodeSequence_CodeMeaning",
+        ],
+        [
+            [
+                d,
+                su,
+                st,
+                "CHEST (PA AND LAT)",
+                v,
+                8,
+                8,
+                21800506,
+                213014.531,
+                "CHEST (PA AND LAT)",
+                "postero-anterior",
+                "Erect",
+            ]
+            for d, st, su, _, v in images
+        ],
+    )
     for i, (d, st, su, _, _) in enumerate(images):
         img(root / "files" / f"p{su[:2]}" / f"p{su}" / f"s{st}" / f"{d}.jpg", 400 + i)
     return root
@@ -157,8 +262,14 @@ def write_mimic_cxr(root: Path) -> Path:
 
 def write_covidx(root: Path) -> Path:
     """train_COVIDx8A.txt / test_COVIDx8A.txt and train/, test/: 6 train, 3 test, 1 malformed line."""
-    train = [("1", "a.png", "normal"), ("2", "b.png", "pneumonia"), ("3", "c.png", "COVID-19"),
-             ("4", "d.png", "normal"), ("5", "e.png", "COVID-19"), ("6", "f.png", "pneumonia")]
+    train = [
+        ("1", "a.png", "normal"),
+        ("2", "b.png", "pneumonia"),
+        ("3", "c.png", "COVID-19"),
+        ("4", "d.png", "normal"),
+        ("5", "e.png", "COVID-19"),
+        ("6", "f.png", "pneumonia"),
+    ]
     test = [("7", "g.png", "normal"), ("8", "h.png", "COVID-19"), ("9", "i.png", "pneumonia")]
     lines = [f"{p} {f} {lab} cohen" for p, f, lab in train] + ["garbage"]
     (root / "train_COVIDx8A.txt").parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +290,9 @@ def write_imagefolder(root: Path, split_layout: bool = False, per_class: int = 6
             base = root / (["train", "val", "test"][i % 3] if split_layout else "") / cls
             img(base / f"{cls}_{i}.png", seed)
             seed += 1
-    (root / "normal" if not split_layout else root / "train" / "normal").joinpath("notes.txt").write_text("not an image")
+    (root / "normal" if not split_layout else root / "train" / "normal").joinpath("notes.txt").write_text(
+        "not an image"
+    )
     return root
 
 
@@ -196,7 +309,9 @@ def write_csv_manifest(root: Path) -> Path:
     ]
     for i, r in enumerate(rows):
         img(root / r[0], 800 + i)
-    return write_csv(root / "manifest.csv", ["path", "label", "split", "patient", "sex", "age", "modality", "region"], rows)
+    return write_csv(
+        root / "manifest.csv", ["path", "label", "split", "patient", "sex", "age", "modality", "region"], rows
+    )
 
 
 def write_dkfz_splits(root: Path) -> Path:
@@ -212,4 +327,8 @@ def write_dkfz_splits(root: Path) -> Path:
     ]
     for i, r in enumerate(rows):
         img(root / r[0], 900 + i)
-    return write_csv(root / "dkfz_splits.csv", ["filepath", "dataset", "split", "modality", "anatomic_region", *labels], rows)
+    return write_csv(
+        root / "dkfz_splits.csv",
+        ["filepath", "dataset", "split", "modality", "anatomic_region", *labels],
+        rows,
+    )

@@ -29,7 +29,9 @@ for _module in (db, datasets, labels, models, ingest, index, search, evaluate, r
 @app.callback()
 def _root(
     ctx: typer.Context,
-    dsn: str = typer.Option(None, "--dsn", envvar="CBIR_PG_DSN", help="PostgreSQL DSN; default: embedded server"),
+    dsn: str = typer.Option(
+        None, "--dsn", envvar="CBIR_PG_DSN", help="PostgreSQL DSN; default: embedded server"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show tracebacks"),
 ) -> None:
     ctx.obj = State(dsn=dsn, verbose=verbose)

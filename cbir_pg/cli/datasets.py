@@ -8,8 +8,10 @@ import typer
 
 from cbir_pg.cli._common import console, dsn
 
-app = typer.Typer(help="Datasets: import public or own data (one adapter per source layout), list counts.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: import public or own data (one adapter per source layout), list counts.",
+    no_args_is_help=True,
+)
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -27,18 +29,31 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help="adapter: radimagenet, nih14, chexpert, mimic-cxr, covidx, medmnist, "
-                                         "imagefolder, csv, dicom, dkfz-splits"),
+    kind: str = typer.Argument(
+        ...,
+        help="adapter: radimagenet, nih14, chexpert, mimic-cxr, covidx, medmnist, "
+        "imagefolder, csv, dicom, dkfz-splits",
+    ),
     root: Path = typer.Argument(..., help="the dataset folder or file as the provider publishes it"),
-    name: str = typer.Option(None, "--name", help="dataset key (default: per adapter, e.g. the MedMNIST flag)"),
-    label_map: Path = typer.Option(None, "--label-map", help="CSV or YAML: source_label -> harmonised label [, kind]"),
+    name: str = typer.Option(
+        None, "--name", help="dataset key (default: per adapter, e.g. the MedMNIST flag)"
+    ),
+    label_map: Path = typer.Option(
+        None, "--label-map", help="CSV or YAML: source_label -> harmonised label [, kind]"
+    ),
     seed: int = typer.Option(0, "--seed", help="seed of the patient-wise splits"),
     flag: str = typer.Option(None, "--flag", help="medmnist: the MedMNIST dataset, e.g. breastmnist"),
-    uncertain: str = typer.Option(None, "--uncertain", help="chexpert/mimic-cxr: zeros (default), ones or exclude"),
+    uncertain: str = typer.Option(
+        None, "--uncertain", help="chexpert/mimic-cxr: zeros (default), ones or exclude"
+    ),
     modality: str = typer.Option(None, "--modality", help="imagefolder/csv: modality code, e.g. XR"),
     region: str = typer.Option(None, "--region", help="imagefolder/csv: anatomical region, e.g. chest"),
-    option: list[str] = typer.Option(None, "--option", "-o", help="other adapter option KEY=VALUE (repeatable)"),
-    no_hash: bool = typer.Option(False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="other adapter option KEY=VALUE (repeatable)"
+    ),
+    no_hash: bool = typer.Option(
+        False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
@@ -48,20 +63,37 @@ def import_(
     for k, v in (("flag", flag), ("uncertain", uncertain), ("modality", modality), ("region", region)):
         if v is not None:
             opts[k] = v
-    s = import_dataset(dsn(ctx), kind, root, name=name, label_map=label_map, seed=seed, progress=not quiet,
-                       hash_images=not no_hash, **opts)
-    console.print(f"dataset [bold]{s.dataset}[/] ({s.kind}): {s.imported} new images, {s.skipped_existing} already "
-                  f"present, {s.error_count} errors, {s.images} images / {s.patients} patients in total "
-                  f"({s.seconds:.1f} s)")
+    s = import_dataset(
+        dsn(ctx),
+        kind,
+        root,
+        name=name,
+        label_map=label_map,
+        seed=seed,
+        progress=not quiet,
+        hash_images=not no_hash,
+        **opts,
+    )
+    console.print(
+        f"dataset [bold]{s.dataset}[/] ({s.kind}): {s.imported} new images, {s.skipped_existing} already "
+        f"present, {s.error_count} errors, {s.images} images / {s.patients} patients in total "
+        f"({s.seconds:.1f} s)"
+    )
     console.print("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(s.splits.items())))
     if s.hashed:
-        console.print(f"duplicates: {s.exact_duplicates} exact, {s.near_duplicates} near (flagged, not deleted)")
+        console.print(
+            f"duplicates: {s.exact_duplicates} exact, {s.near_duplicates} near (flagged, not deleted)"
+        )
     if s.excluded:
         console.print("excluded: " + ", ".join(f"{k} {v}" for k, v in sorted(s.excluded.items())))
     if s.errors:
-        console.print("errors (see cbir.error): " + ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items())))
+        console.print(
+            "errors (see cbir.error): " + ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
+        )
     if s.patients_crossing_splits:
-        console.print(f"[yellow]warning:[/] {s.patients_crossing_splits} patients have images in several splits")
+        console.print(
+            f"[yellow]warning:[/] {s.patients_crossing_splits} patients have images in several splits"
+        )
 
 
 @app.command("list")
@@ -76,8 +108,10 @@ def list_(ctx: typer.Context) -> None:
         console.print("no datasets imported yet: cbir-pg datasets import KIND ROOT")
         return
     for d in rows:
-        console.print(f"[bold]{d.key}[/] ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
-                      f"{d.errors} import errors; root {d.root}")
+        console.print(
+            f"[bold]{d.key}[/] ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
+            f"{d.errors} import errors; root {d.root}"
+        )
         t = Table(show_edge=False, box=None, pad_edge=False)
         t.add_column("by", style="dim")
         t.add_column("value")

@@ -9,7 +9,9 @@ import typer
 
 from cbir_pg.cli._common import console, dsn, state
 
-app = typer.Typer(help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True)
+app = typer.Typer(
+    help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True
+)
 
 
 def _server():
@@ -71,7 +73,9 @@ def migrate(ctx: typer.Context) -> None:
     from cbir_pg.db.migrate import migrate as run_migrate
 
     result = run_migrate(dsn(ctx))
-    change = f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
+    change = (
+        f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
+    )
     console.print(f"schema {change}; re-applied {len(result.sql_files)} SQL files")
 
 
@@ -81,7 +85,9 @@ def psql(ctx: typer.Context, args: list[str] = typer.Argument(None, help="extra 
     from cbir_pg.db.server import bin_dir
 
     exe = bin_dir() / "psql"
-    raise typer.Exit(subprocess.call([str(exe) if exe.exists() else "psql", dsn(ctx), *(args or [])], env=os.environ))
+    raise typer.Exit(
+        subprocess.call([str(exe) if exe.exists() else "psql", dsn(ctx), *(args or [])], env=os.environ)
+    )
 
 
 def register(root: typer.Typer) -> None:

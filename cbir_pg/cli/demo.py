@@ -12,10 +12,17 @@ from cbir_pg.cli._common import console, state
 def demo(
     ctx: typer.Context,
     data_dir: Path = typer.Option(
-        None, "--data-dir", envvar="CBIR_PG_DATA_DIR", help="folder with breastmnist.npz and pneumoniamnist(_subset).npz"
+        None,
+        "--data-dir",
+        envvar="CBIR_PG_DATA_DIR",
+        help="folder with breastmnist.npz and pneumoniamnist(_subset).npz",
     ),
-    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="encoder key (its weights must be available)"),
-    out: Path = typer.Option(Path("cbir-pg-report"), "--out", help="folder for the PNG report and index.html"),
+    model: str = typer.Option(
+        "efficientnet_lite0", "--model", "-m", help="encoder key (its weights must be available)"
+    ),
+    out: Path = typer.Option(
+        Path("cbir-pg-report"), "--out", help="folder for the PNG report and index.html"
+    ),
     batch_size: int = typer.Option(64, "--batch-size", help="ingest batch size"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
@@ -43,7 +50,10 @@ def demo(
     console.print()
     print_table2(r.table2)
     if r.recall:
-        console.print("ANN recall of the top-N against exact: " + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items()))
+        console.print(
+            "ANN recall of the top-N against exact: "
+            + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items())
+        )
     if r.knn_metrics:
         console.print(
             f"kNN (k={r.knn_k}, chosen on val) on test: "

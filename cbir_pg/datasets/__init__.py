@@ -13,11 +13,29 @@ from pathlib import Path
 from cbir_pg.datasets.base import _REGISTRY, Adapter, Record, RowError, register_adapter
 from cbir_pg.errors import ConfigError
 
-ADAPTER_MODULES = ("radimagenet", "nih14", "chexpert", "covidx", "medmnist", "folders", "dicom", "dkfz_splits")
+ADAPTER_MODULES = (
+    "radimagenet",
+    "nih14",
+    "chexpert",
+    "covidx",
+    "medmnist",
+    "folders",
+    "dicom",
+    "dkfz_splits",
+)
 
 __all__ = [
-    "Adapter", "Record", "RowError", "register_adapter", "get_adapter", "list_adapters", "import_dataset",
-    "import_medmnist_benchmark", "ImportSummary", "dataset_overview", "label_overview",
+    "Adapter",
+    "Record",
+    "RowError",
+    "register_adapter",
+    "get_adapter",
+    "list_adapters",
+    "import_dataset",
+    "import_medmnist_benchmark",
+    "ImportSummary",
+    "dataset_overview",
+    "label_overview",
 ]
 
 
@@ -66,4 +84,6 @@ def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = T
     missing = [f for f, _ in MEDMNIST_BENCHMARK if not (d / f).is_file()]
     if missing:
         raise ConfigError(f"{d}: missing {', '.join(missing)}")
-    return [import_dataset(dsn, "medmnist", d / f, flag=flag, progress=progress) for f, flag in MEDMNIST_BENCHMARK]
+    return [
+        import_dataset(dsn, "medmnist", d / f, flag=flag, progress=progress) for f, flag in MEDMNIST_BENCHMARK
+    ]

@@ -45,7 +45,9 @@ def dataset_overview(dsn: str) -> list[DatasetOverview]:
     with connection(dsn, vector=False) as conn:
         out: dict[int, DatasetOverview] = {}
         for r in conn.execute(q("list_datasets")).fetchall():
-            out[r[0]] = DatasetOverview(r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9]))
+            out[r[0]] = DatasetOverview(
+                r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9])
+            )
         for ds, split, n, _ in conn.execute(q("dataset_split_counts")).fetchall():
             out[ds].splits[split] = int(n)
         for ds, label, n, _ in conn.execute(q("dataset_label_counts")).fetchall():
@@ -61,4 +63,7 @@ def label_overview(dsn: str) -> list[LabelOverview]:
 
     with connection(dsn, vector=False) as conn:
         rows = conn.execute(q("list_labels")).fetchall()
-    return [LabelOverview(r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), int(r[8]), list(r[9])) for r in rows]
+    return [
+        LabelOverview(r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), int(r[8]), list(r[9]))
+        for r in rows
+    ]

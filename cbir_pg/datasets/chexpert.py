@@ -32,9 +32,20 @@ from cbir_pg.datasets.harmonise import normalise_part
 from cbir_pg.errors import ConfigError
 
 CHEXPERT_FINDINGS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 DROPPED = {"Support Devices"}
 POLICIES = ("zeros", "ones", "exclude")
@@ -121,7 +132,11 @@ class CheXpertAdapter(Adapter):
                     continue
                 positives, uncertain = labels_from_row(row, self.policy)
                 fl = (row.get("Frontal/Lateral") or "").strip()
-                view = (row.get("AP/PA") or "").strip() or None if fl == "Frontal" else ("LATERAL" if fl else None)
+                view = (
+                    (row.get("AP/PA") or "").strip() or None
+                    if fl == "Frontal"
+                    else ("LATERAL" if fl else None)
+                )
                 yield Record(
                     uri=p,
                     labels=positives,
@@ -181,7 +196,11 @@ class MIMICCXRAdapter(Adapter):
         splits = {"train": "train", "validate": "val", "val": "val", "test": "test"}
         for line, row in read_csv(self.split_csv, ("dicom_id", "study_id", "subject_id", "split")):
             src = f"{self.split_csv.name}:{line}"
-            dicom, study, subject = row["dicom_id"].strip(), row["study_id"].strip(), row["subject_id"].strip()
+            dicom, study, subject = (
+                row["dicom_id"].strip(),
+                row["study_id"].strip(),
+                row["subject_id"].strip(),
+            )
             split = splits.get(row["split"].strip().lower())
             if not dicom or not study or not subject or split is None:
                 yield RowError(src, "malformed_row", f"bad dicom_id/study_id/subject_id/split: {dict(row)}")

@@ -57,7 +57,11 @@ class COVIDxAdapter(Adapter):
                         continue
                     fields = line.split()
                     if len(fields) < 3:
-                        yield RowError(f"{path.name}:{n}", "malformed_row", f"expected 'patient_id filename label source', got {line.strip()!r}")
+                        yield RowError(
+                            f"{path.name}:{n}",
+                            "malformed_row",
+                            f"expected 'patient_id filename label source', got {line.strip()!r}",
+                        )
                         continue
                     patient, fname, label = fields[0], fields[1], fields[2]
                     yield Record(

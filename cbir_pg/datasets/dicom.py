@@ -39,7 +39,9 @@ class DicomFolderAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_dir():
             raise ConfigError(f"dicom: {self.root} is not a folder")
-        self.fractions = parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        self.fractions = (
+            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        )
         if self.options.get("label_from") not in (None, "folder"):
             raise ConfigError("dicom: label_from must be 'folder'")
 
@@ -69,13 +71,26 @@ class DicomFolderAdapter(Adapter):
             uri = f.relative_to(self.root).as_posix()
             try:
                 ds = pydicom.dcmread(
-                    f, stop_before_pixels=True, force=True,
-                    specific_tags=["Modality", "BodyPartExamined", "StudyInstanceUID", "SeriesInstanceUID",
-                                   "PatientID", "PatientSex", "PatientAge", "ViewPosition", "StudyDate",
-                                   "SOPInstanceUID"],
+                    f,
+                    stop_before_pixels=True,
+                    force=True,
+                    specific_tags=[
+                        "Modality",
+                        "BodyPartExamined",
+                        "StudyInstanceUID",
+                        "SeriesInstanceUID",
+                        "PatientID",
+                        "PatientSex",
+                        "PatientAge",
+                        "ViewPosition",
+                        "StudyDate",
+                        "SOPInstanceUID",
+                    ],
                 )
             except Exception as exc:  # pydicom raises many types on broken files
-                yield RowError(uri, "corrupt_dicom", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                yield RowError(
+                    uri, "corrupt_dicom", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                )
                 continue
 
             def tag(name: str, ds=ds) -> str | None:

@@ -15,7 +15,14 @@ from pathlib import Path
 from cbir_pg.datasets.base import Adapter, Record, RowError, read_csv, register_adapter
 from cbir_pg.errors import ConfigError
 
-SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
+SPLITS = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "test": "test",
+}
 BASE_COLUMNS = ("filepath", "dataset", "split", "modality", "anatomic_region")
 TRUE = {"1", "1.0", "true", "True", "TRUE", "yes"}
 
@@ -24,7 +31,9 @@ TRUE = {"1", "1.0", "true", "True", "TRUE", "yes"}
 class DKFZSplitsAdapter(Adapter):
     title = "Denner et al. benchmark splits"
     source_url = "https://github.com/MIC-DKFZ/foundation-models-for-cbmir"
-    citation = "Denner et al., Leveraging Foundation Models for Content-Based Medical Image Retrieval in Radiology"
+    citation = (
+        "Denner et al., Leveraging Foundation Models for Content-Based Medical Image Retrieval in Radiology"
+    )
     options_help = {"images": "folder the filepath column is relative to (default: the CSV's folder)"}
 
     def __init__(self, root, key, options):
@@ -57,7 +66,9 @@ class DKFZSplitsAdapter(Adapter):
                 fp = (row.get("filepath") or "").strip()
                 split = SPLITS.get((row.get("split") or "").strip().lower())
                 if not fp or split is None:
-                    yield RowError(src, "malformed_row", f"empty filepath or unknown split {row.get('split')!r}")
+                    yield RowError(
+                        src, "malformed_row", f"empty filepath or unknown split {row.get('split')!r}"
+                    )
                     continue
                 labels = [c for c in label_cols if (row.get(c) or "").strip() in TRUE]
                 yield Record(

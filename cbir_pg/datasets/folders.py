@@ -23,7 +23,14 @@ from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 from cbir_pg.errors import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".gif", ".webp"}
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "validate": "val", "test": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "validate": "val",
+    "test": "test",
+}
 
 
 def _compose(label: str, modality: str | None, region: str | None) -> str:
@@ -46,7 +53,9 @@ class ImageFolderAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_dir():
             raise ConfigError(f"imagefolder: {self.root} is not a folder")
-        self.fractions = parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        self.fractions = (
+            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        )
 
     @classmethod
     def default_key(cls, root, options):
@@ -56,7 +65,9 @@ class ImageFolderAdapter(Adapter):
         return name if name[:1].isalpha() else f"folder_{name}"
 
     def default_label(self, source_label: str) -> str | None:
-        return super().default_label(_compose(source_label, self.options.get("modality"), self.options.get("region")))
+        return super().default_label(
+            _compose(source_label, self.options.get("modality"), self.options.get("region"))
+        )
 
     def records(self) -> Iterator[Record | RowError]:
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
@@ -69,8 +80,14 @@ class ImageFolderAdapter(Adapter):
                     if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
                         continue
                     uri = f.relative_to(self.root).as_posix()
-                    yield Record(uri=uri, labels=[cls_dir.name], split=split, patient=uri, modality=mod,
-                                 region=self.options.get("region"))
+                    yield Record(
+                        uri=uri,
+                        labels=[cls_dir.name],
+                        split=split,
+                        patient=uri,
+                        modality=mod,
+                        region=self.options.get("region"),
+                    )
 
 
 @register_adapter("csv")
@@ -88,7 +105,9 @@ class CSVManifestAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_file():
             raise ConfigError(f"csv: ROOT must be a manifest CSV file, got {self.root}")
-        self.fractions = parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        self.fractions = (
+            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
+        )
 
     @classmethod
     def default_key(cls, root, options):

@@ -34,10 +34,45 @@ NORMAL_FINDINGS = frozenset({"normal", "healthy", "no_finding", "benign_or_norma
 #: organ / body-part names: a label whose finding is one of these names anatomy, not disease.
 ANATOMY = frozenset(
     {
-        "abdomen", "abd", "ankle", "aorta", "bladder", "bowel", "brain", "breast", "cervix", "chest",
-        "colon", "elbow", "endometrium", "foot", "gallbladder", "gb", "head", "heart", "hip", "kidney",
-        "knee", "liver", "lung", "ovary", "pancreas", "pelvis", "prostate", "retroperitoneum", "shoulder",
-        "spine", "spleen", "thyroid", "uterus", "wrist", "skull", "neck", "hand", "leg", "arm",
+        "abdomen",
+        "abd",
+        "ankle",
+        "aorta",
+        "bladder",
+        "bowel",
+        "brain",
+        "breast",
+        "cervix",
+        "chest",
+        "colon",
+        "elbow",
+        "endometrium",
+        "foot",
+        "gallbladder",
+        "gb",
+        "head",
+        "heart",
+        "hip",
+        "kidney",
+        "knee",
+        "liver",
+        "lung",
+        "ovary",
+        "pancreas",
+        "pelvis",
+        "prostate",
+        "retroperitoneum",
+        "shoulder",
+        "spine",
+        "spleen",
+        "thyroid",
+        "uterus",
+        "wrist",
+        "skull",
+        "neck",
+        "hand",
+        "leg",
+        "arm",
     }
 )
 
@@ -73,7 +108,9 @@ def parse_label_key(text: str) -> LabelKey:
     if modality == "MRI":
         modality = "MR"
     if not re.fullmatch(r"[A-Z]{2,4}", modality):
-        raise InputError(f"label {text!r}: modality {parts[0]!r} is not a modality code such as CT, MR, US, XR")
+        raise InputError(
+            f"label {text!r}: modality {parts[0]!r} is not a modality code such as CT, MR, US, XR"
+        )
     for p in (region, finding):
         if not _PART.fullmatch(p):
             raise InputError(f"label {text!r}: {p!r} has characters a label part cannot hold")
@@ -149,7 +186,13 @@ def load_label_map(path: str | Path) -> LabelMapFile:
             for i, item in enumerate(data):
                 if not isinstance(item, dict):
                     raise ConfigError(f"label map {p}: item {i} is not a mapping")
-                _add(out, item.get("source_label"), item.get("label"), item.get("kind"), f"label map {p} item {i}")
+                _add(
+                    out,
+                    item.get("source_label"),
+                    item.get("label"),
+                    item.get("kind"),
+                    f"label map {p} item {i}",
+                )
         else:
             raise ConfigError(f"label map {p}: expected a mapping or a list")
         for key, kind in dict(kinds).items():
@@ -166,5 +209,11 @@ def load_label_map(path: str | Path) -> LabelMapFile:
     if "source_label" not in cols or "label" not in cols:
         raise ConfigError(f"label map {p}: needs the columns source_label,label[,kind]")
     for n, row in enumerate(reader, start=2):
-        _add(out, row.get(cols["source_label"]), row.get(cols["label"]), row.get(cols.get("kind", ""), None), f"label map {p} line {n}")
+        _add(
+            out,
+            row.get(cols["source_label"]),
+            row.get(cols["label"]),
+            row.get(cols.get("kind", ""), None),
+            f"label map {p} line {n}",
+        )
     return out

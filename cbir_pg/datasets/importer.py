@@ -84,7 +84,13 @@ class LabelResolver:
         if key not in self.ids:
             lk = parse_label_key(key)
             kind = self.file.kinds.get(lk.key) or derive_kind(lk)
-            params = {"key": lk.key, "modality": lk.modality, "region": lk.region, "finding": lk.finding, "kind": kind}
+            params = {
+                "key": lk.key,
+                "modality": lk.modality,
+                "region": lk.region,
+                "finding": lk.finding,
+                "kind": kind,
+            }
             self.conn.execute(q("ensure_label"), params)
             self.ids[key] = self.conn.execute(q("label_id"), {"key": lk.key}).fetchone()[0]
         return self.ids[key]
@@ -112,7 +118,9 @@ class LabelResolver:
             raise err from None
         label_id = self.label_id(key) if key else None
         if stmt:
-            self.conn.execute(q(stmt), {"dataset_id": self.dataset_id, "source_label": source, "label_id": label_id})
+            self.conn.execute(
+                q(stmt), {"dataset_id": self.dataset_id, "source_label": source, "label_id": label_id}
+            )
         self.cache[source] = label_id
         return label_id
 
@@ -158,8 +166,13 @@ def import_dataset(
     adapter = cls(root, key, options)
     mapfile = load_label_map(label_map) if label_map else None
     image_root = adapter.image_root().expanduser().resolve()
-    params = {"seed": seed, "options": {k: str(v) for k, v in options.items()}, "hash": hash_images,
-              "label_map": str(label_map) if label_map else None, "source_root": str(root)}
+    params = {
+        "seed": seed,
+        "options": {k: str(v) for k, v in options.items()},
+        "hash": hash_images,
+        "label_map": str(label_map) if label_map else None,
+        "source_root": str(root),
+    }
 
     lock_conn = connect(dsn, autocommit=True, vector=False)
     conn = connect(dsn, vector=False)
@@ -168,25 +181,51 @@ def import_dataset(
         lock_conn.execute(q("lock_dataset"), {"key": key})
         row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
         if row and row[1] != adapter.kind:
-            raise ConfigError(f"dataset {key!r} exists with kind {row[1]!r}, not {adapter.kind!r}; pass another --name")
+            raise ConfigError(
+                f"dataset {key!r} exists with kind {row[1]!r}, not {adapter.kind!r}; pass another --name"
+            )
         if row is None:
             aconn.execute(
                 q("insert_dataset"),
-                {"key": key, "kind": adapter.kind, "name": adapter.title or key, "source": adapter.source_url,
-                 "licence": adapter.licence, "citation": adapter.citation, "root": str(image_root),
-                 "params": json.dumps(params)},
+                {
+                    "key": key,
+                    "kind": adapter.kind,
+                    "name": adapter.title or key,
+                    "source": adapter.source_url,
+                    "licence": adapter.licence,
+                    "citation": adapter.citation,
+                    "root": str(image_root),
+                    "params": json.dumps(params),
+                },
             )
             row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
         dataset_id = row[0]
-        aconn.execute(q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)})
+        aconn.execute(
+            q("update_dataset"),
+            {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)},
+        )
         aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
         since = aconn.execute(q("now")).fetchone()[0]
         salt = aconn.execute(q("patient_salt")).fetchone()[0] if adapter.identifying_ids else ""
-        summary = ImportSummary(dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images)
-        run = _Run(adapter, summary, LabelResolver(aconn, dataset_id, adapter, mapfile), BulkLoader(conn, dataset_id),
-                   aconn, image_root, seed, salt, since, hash_images)
+        summary = ImportSummary(
+            dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
+        )
+        run = _Run(
+            adapter,
+            summary,
+            LabelResolver(aconn, dataset_id, adapter, mapfile),
+            BulkLoader(conn, dataset_id),
+            aconn,
+            image_root,
+            seed,
+            salt,
+            since,
+            hash_images,
+        )
         pending: list[Record] = []
-        bar = tqdm(adapter.records(), total=adapter.total(), desc=f"import {key}", unit="img", disable=not progress)
+        bar = tqdm(
+            adapter.records(), total=adapter.total(), desc=f"import {key}", unit="img", disable=not progress
+        )
         for item in bar:
             summary.rows += 1
             if isinstance(item, RowError):
@@ -230,9 +269,17 @@ def import_dataset(
 def _fill_counts(aconn, s: ImportSummary) -> None:
     p = {"dataset_id": s.dataset_id}
     s.images, s.patients, _ = aconn.execute(q("dataset_counts"), p).fetchone()
-    s.splits = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_split_counts")).fetchall() if r[0] == s.dataset_id}
-    s.labels = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_label_counts")).fetchall() if r[0] == s.dataset_id}
-    s.excluded = {r[1]: int(r[2]) for r in aconn.execute(q("dataset_exclusion_counts")).fetchall() if r[0] == s.dataset_id}
+    s.splits = {
+        r[1]: int(r[2]) for r in aconn.execute(q("dataset_split_counts")).fetchall() if r[0] == s.dataset_id
+    }
+    s.labels = {
+        r[1]: int(r[2]) for r in aconn.execute(q("dataset_label_counts")).fetchall() if r[0] == s.dataset_id
+    }
+    s.excluded = {
+        r[1]: int(r[2])
+        for r in aconn.execute(q("dataset_exclusion_counts")).fetchall()
+        if r[0] == s.dataset_id
+    }
     s.patients_crossing_splits = int(aconn.execute(q("patients_crossing_splits"), p).fetchone()[0])
 
 
@@ -247,8 +294,14 @@ class _Run:
 
     def error(self, source: str, reason: str, message: str) -> None:
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
-        self.errors.append({"dataset_id": self.summary.dataset_id, "source": source[:1000], "reason": reason,
-                            "message": message[:2000]})
+        self.errors.append(
+            {
+                "dataset_id": self.summary.dataset_id,
+                "source": source[:1000],
+                "reason": reason,
+                "message": message[:2000],
+            }
+        )
         if len(self.errors) >= 1000:
             self.write_errors()
 

@@ -14,14 +14,50 @@ from typing import Any
 from cbir_pg.db import queries
 
 COLUMNS = (
-    "ord", "uri", "patient_key", "sex", "age", "study_key", "content_hash", "phash", "size_bytes", "width",
-    "height", "modality", "body_region", "view", "split", "label_id", "label_ids", "source_labels",
-    "excluded", "exclusion_reason", "extra",
+    "ord",
+    "uri",
+    "patient_key",
+    "sex",
+    "age",
+    "study_key",
+    "content_hash",
+    "phash",
+    "size_bytes",
+    "width",
+    "height",
+    "modality",
+    "body_region",
+    "view",
+    "split",
+    "label_id",
+    "label_ids",
+    "source_labels",
+    "excluded",
+    "exclusion_reason",
+    "extra",
 )
 TYPES = (
-    "int4", "text", "text", "text", "float4", "text", "text", "text", "int8", "int4",
-    "int4", "text", "text", "text", "text", "int4", "int4[]", "jsonb",
-    "bool", "text", "jsonb",
+    "int4",
+    "text",
+    "text",
+    "text",
+    "float4",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int4",
+    "int4",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int4[]",
+    "jsonb",
+    "bool",
+    "text",
+    "jsonb",
 )
 
 
@@ -64,7 +100,9 @@ class BulkLoader:
 
     def existing(self, uris: list[str], since) -> dict[str, bool]:
         """``{uri: inserted by this run}`` for the uris of a batch already in the dataset."""
-        rows = self.conn.execute(q("existing_uris"), {"dataset_id": self.dataset_id, "uris": uris, "since": since}).fetchall()
+        rows = self.conn.execute(
+            q("existing_uris"), {"dataset_id": self.dataset_id, "uris": uris, "since": since}
+        ).fetchall()
         self.conn.commit()
         return {r[0]: bool(r[1]) for r in rows}
 
@@ -80,10 +118,27 @@ class BulkLoader:
                     for i, r in enumerate(rows):
                         cp.write_row(
                             (
-                                i, r.uri, r.patient_key, r.sex, r.age, r.study_key, r.content_hash, r.phash,
-                                r.size_bytes, r.width, r.height, r.modality, r.body_region, r.view, r.split,
-                                r.label_id, r.label_ids, r.source_labels, r.excluded,
-                                r.exclusion_reason, r.extra,
+                                i,
+                                r.uri,
+                                r.patient_key,
+                                r.sex,
+                                r.age,
+                                r.study_key,
+                                r.content_hash,
+                                r.phash,
+                                r.size_bytes,
+                                r.width,
+                                r.height,
+                                r.modality,
+                                r.body_region,
+                                r.view,
+                                r.split,
+                                r.label_id,
+                                r.label_ids,
+                                r.source_labels,
+                                r.excluded,
+                                r.exclusion_reason,
+                                r.extra,
                             )
                         )
                 cur.execute(q("stage_patients"), params)

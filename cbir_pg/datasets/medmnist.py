@@ -29,20 +29,55 @@ from cbir_pg.errors import ConfigError
 
 #: flag → (modality, region, class names by index, {class name: harmonised finding})
 FLAGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
-    "breastmnist": ("US", "breast", ["malignant", "normal, benign"], {"malignant": "malignant", "normal, benign": "normal"}),
-    "pneumoniamnist": ("XR", "chest", ["normal", "pneumonia"], {"normal": "normal", "pneumonia": "pneumonia"}),
+    "breastmnist": (
+        "US",
+        "breast",
+        ["malignant", "normal, benign"],
+        {"malignant": "malignant", "normal, benign": "normal"},
+    ),
+    "pneumoniamnist": (
+        "XR",
+        "chest",
+        ["normal", "pneumonia"],
+        {"normal": "normal", "pneumonia": "pneumonia"},
+    ),
     "chestmnist": (
         "XR",
         "chest",
-        ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
-         "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"],
+        [
+            "atelectasis",
+            "cardiomegaly",
+            "effusion",
+            "infiltration",
+            "mass",
+            "nodule",
+            "pneumonia",
+            "pneumothorax",
+            "consolidation",
+            "edema",
+            "emphysema",
+            "fibrosis",
+            "pleural",
+            "hernia",
+        ],
         {"effusion": "pleural_effusion", "pleural": "pleural_thickening"},
     ),
     "organamnist": (
         "CT",
         "abdomen",
-        ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
-         "lung-left", "lung-right", "pancreas", "spleen"],
+        [
+            "bladder",
+            "femur-left",
+            "femur-right",
+            "heart",
+            "kidney-left",
+            "kidney-right",
+            "liver",
+            "lung-left",
+            "lung-right",
+            "pancreas",
+            "spleen",
+        ],
         {},
     ),
 }
@@ -57,7 +92,9 @@ class MedMNISTAdapter(Adapter):
     #: a 64-bit pHash of a 28x28 thumbnail collides for images that only look alike (it flagged 36
     #: distinct BreastMNIST images): exact duplicates only, the official splits are already curated.
     near_dedupe = False
-    options_help = {"flag": "MedMNIST dataset name, e.g. breastmnist, pneumoniamnist (default: from the file name)"}
+    options_help = {
+        "flag": "MedMNIST dataset name, e.g. breastmnist, pneumoniamnist (default: from the file name)"
+    }
 
     def __init__(self, root: Path, key: str, options: dict[str, Any]):
         super().__init__(root, key, options)
@@ -74,7 +111,9 @@ class MedMNISTAdapter(Adapter):
             stem = Path(root).name.lower()
             flag = next((f for f in sorted(FLAGS, key=len, reverse=True) if stem.startswith(f)), None)
             if flag is None:
-                raise ConfigError(f"medmnist: cannot tell the flag from {Path(root).name}; pass --flag (one of {', '.join(FLAGS)})")
+                raise ConfigError(
+                    f"medmnist: cannot tell the flag from {Path(root).name}; pass --flag (one of {', '.join(FLAGS)})"
+                )
         flag = str(flag).lower()
         if flag not in FLAGS:
             raise ConfigError(f"medmnist: unknown flag {flag!r}; known: {', '.join(FLAGS)}")
@@ -99,7 +138,9 @@ class MedMNISTAdapter(Adapter):
 
     def total(self) -> int | None:
         data = self._arrays()
-        return sum(int(data[f"{s}_labels"].shape[0]) for s in ("train", "val", "test") if f"{s}_labels" in data.files)
+        return sum(
+            int(data[f"{s}_labels"].shape[0]) for s in ("train", "val", "test") if f"{s}_labels" in data.files
+        )
 
     def default_label(self, source_label: str) -> str | None:
         if source_label not in self.classes:
@@ -119,12 +160,20 @@ class MedMNISTAdapter(Adapter):
             labels = labels.reshape(labels.shape[0], -1)
             for i in range(images.shape[0]):
                 img = images[i]
-                rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else np.ascontiguousarray(img[:, :, :3])
+                rgb = (
+                    np.repeat(img[:, :, None], 3, axis=2)
+                    if img.ndim == 2
+                    else np.ascontiguousarray(img[:, :, :3])
+                )
                 row = labels[i]
                 if self.single_label_source:
                     idx = int(row[0])
                     if not 0 <= idx < len(self.classes):
-                        yield RowError(f"{self.root.name}:{split}[{i}]", "unknown_label", f"class index {idx} out of range")
+                        yield RowError(
+                            f"{self.root.name}:{split}[{i}]",
+                            "unknown_label",
+                            f"class index {idx} out of range",
+                        )
                         continue
                     names = [self.classes[idx]]
                 else:

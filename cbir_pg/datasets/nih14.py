@@ -46,8 +46,20 @@ class NIH14Adapter(Adapter):
     citation = "Wang et al., ChestX-ray8, CVPR 2017"
     options_help: dict[str, str] = {}
     FINDINGS = (
-        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-        "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural_Thickening",
+        "Hernia",
         "No Finding",
     )
 
@@ -57,7 +69,9 @@ class NIH14Adapter(Adapter):
         for name in ("train_val_list.txt", "test_list.txt"):
             if not (self.root / name).is_file():
                 raise ConfigError(f"nih14: {name} not found in {self.root}")
-        self.dirs = [self.root / "images"] + sorted(p / "images" for p in self.root.glob("images_*") if (p / "images").is_dir())
+        self.dirs = [self.root / "images"] + sorted(
+            p / "images" for p in self.root.glob("images_*") if (p / "images").is_dir()
+        )
 
     def default_label(self, source_label: str) -> str | None:
         from cbir_pg.datasets.base import UnknownLabel
@@ -75,7 +89,14 @@ class NIH14Adapter(Adapter):
     def records(self) -> Iterator[Record | RowError]:
         test = read_list(self.root / "test_list.txt")
         trainval = read_list(self.root / "train_val_list.txt")
-        required = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
+        required = (
+            "Image Index",
+            "Finding Labels",
+            "Patient ID",
+            "Patient Age",
+            "Patient Gender",
+            "View Position",
+        )
         for line, row in read_csv(self.csv, required):
             src = f"{self.csv.name}:{line}"
             name = (row.get("Image Index") or "").strip()
@@ -86,7 +107,9 @@ class NIH14Adapter(Adapter):
                 continue
             split = "test" if name in test else "trainval" if name in trainval else None
             if split is None:
-                yield RowError(src, "malformed_row", f"{name} is in neither train_val_list.txt nor test_list.txt")
+                yield RowError(
+                    src, "malformed_row", f"{name} is in neither train_val_list.txt nor test_list.txt"
+                )
                 continue
             yield Record(
                 uri=self._uri(name),

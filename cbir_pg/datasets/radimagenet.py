@@ -65,11 +65,17 @@ class RadImageNetAdapter(Adapter):
                 if not fname:
                     yield RowError(src, "malformed_row", "empty image path")
                     continue
-                rel = fname[len("radiology_ai/"):] if fname.startswith("radiology_ai/") and self.base != self.root else fname
+                rel = (
+                    fname[len("radiology_ai/") :]
+                    if fname.startswith("radiology_ai/") and self.base != self.root
+                    else fname
+                )
                 try:
                     label = folder_label(rel)
                 except UnknownLabel as exc:
                     yield RowError(src, "unknown_label", str(exc))
                     continue
                 mod, region, _ = label.split("/")
-                yield Record(uri=rel, labels=[label], split=split, patient=None, modality=mod.upper(), region=region)
+                yield Record(
+                    uri=rel, labels=[label], split=split, patient=None, modality=mod.upper(), region=region
+                )

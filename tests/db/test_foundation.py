@@ -33,7 +33,9 @@ EXPECTED_TABLES = {
 
 def _tables(dsn: str) -> set[str]:
     with connect(dsn, vector=False) as c:
-        rows = c.execute("select table_name from information_schema.tables where table_schema = 'cbir' and table_type = 'BASE TABLE'").fetchall()
+        rows = c.execute(
+            "select table_name from information_schema.tables where table_schema = 'cbir' and table_type = 'BASE TABLE'"
+        ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -114,9 +116,15 @@ def test_db_url_connects_with_pgvector_08(cli_env: dict[str, str]) -> None:
     assert _cli(cli_env, "db", "migrate").returncode == 0
     url = _cli(cli_env, "db", "url").stdout.strip()
     psql = subprocess.run(
-        [str(__import__("cbir_pg.db.server", fromlist=["bin_dir"]).bin_dir() / "psql"), url, "-tAc",
-         "select extversion from pg_extension where extname='vector'"],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(__import__("cbir_pg.db.server", fromlist=["bin_dir"]).bin_dir() / "psql"),
+            url,
+            "-tAc",
+            "select extversion from pg_extension where extname='vector'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert psql.returncode == 0, psql.stderr
     major, minor = (int(x) for x in psql.stdout.strip().split(".")[:2])
@@ -144,7 +152,14 @@ def test_help_lists_db_group_and_is_light(cli_env: dict[str, str]) -> None:
     r = _cli(cli_env, "--help")
     assert r.returncode == 0 and " db " in r.stdout
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, cbir_pg.cli; print(sorted(m for m in ('torch','timm','open_clip','matplotlib') if m in sys.modules))"],
-        capture_output=True, text=True, env=cli_env, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys, cbir_pg.cli; print(sorted(m for m in ('torch','timm','open_clip','matplotlib') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=60,
     )
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr

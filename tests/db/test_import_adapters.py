@@ -39,8 +39,12 @@ def images(conn, key: str) -> dict[str, tuple]:
 def errors(conn, key: str) -> list[tuple[str, str]]:
     return sorted(
         (r[0], r[1])
-        for r in rows(conn, "select e.reason, e.source from cbir.error e join cbir.dataset d on d.id = e.dataset_id "
-                            "where d.key = %s and e.stage = 'import'", key)
+        for r in rows(
+            conn,
+            "select e.reason, e.source from cbir.error e join cbir.dataset d on d.id = e.dataset_id "
+            "where d.key = %s and e.stage = 'import'",
+            key,
+        )
     )
 
 
@@ -74,8 +78,11 @@ def test_nih14(db, conn, tmp_path):
     assert s.patients_crossing_splits == 0
     sex, age = rows(conn, "select sex, age from cbir.patient where patient_key = '3'")[0]
     assert (sex, age) == ("F", 43)
-    n_labels = rows(conn, "select count(*) from cbir.image_label il join cbir.image i on i.id = il.image_id "
-                          "where i.uri = 'images_001/images/00000001_001.png'")[0][0]
+    n_labels = rows(
+        conn,
+        "select count(*) from cbir.image_label il join cbir.image i on i.id = il.image_id "
+        "where i.uri = 'images_001/images/00000001_001.png'",
+    )[0][0]
     assert n_labels == 2  # multi-label images keep all their labels
 
 
@@ -85,7 +92,10 @@ def test_chexpert(db, conn, tmp_path, policy):
     assert s.imported == 8 and s.patients == 5 and s.error_count == 0
     im = images(conn, "chexpert")
     p = "CheXpert-v1.0/train/"
-    assert im[p + "patient00001/study1/view1_frontal.jpg"][1:3] == ("XR/chest/normal", False)  # support devices dropped
+    assert im[p + "patient00001/study1/view1_frontal.jpg"][1:3] == (
+        "XR/chest/normal",
+        False,
+    )  # support devices dropped
     assert im[p + "patient00002/study2/view1_frontal.jpg"][3] == "multi_label"
     assert im[p + "patient00003/study1/view2_frontal.jpg"][3] == "no_label"
     uncertain = im[p + "patient00002/study1/view1_frontal.jpg"]
@@ -153,7 +163,12 @@ def test_dkfz_splits(db, conn, tmp_path):
     assert (s.dataset, s.imported, s.error_count) == ("dkfz", 6, 0)
     assert s.splits == {"train": 3, "val": 1, "test": 2}
     assert s.excluded == {"multi_label": 1}
-    assert s.labels == {"XR/chest/normal": 1, "XR/chest/pneumonia": 2, "CT/abdomen/liver_lesion": 2, "(none)": 1}
+    assert s.labels == {
+        "XR/chest/normal": 1,
+        "XR/chest/pneumonia": 2,
+        "CT/abdomen/liver_lesion": 2,
+        "(none)": 1,
+    }
     src = rows(conn, "select extra->>'source_dataset' from cbir.image where uri = 'images/d.png'")
     assert src == [("radimagenet",)]
 
@@ -169,7 +184,12 @@ def test_label_map_file_overrides_and_kind(db, conn, tmp_path):
     lab = {x.key: x for x in label_overview(db)}["XR/chest/covid_pneumonia"]
     assert lab.kind == "anatomical" and lab.kind_overridden
     assert s.excluded == {"no_label": 3}
-    maps = dict(rows(conn, "select m.source_label, l.key from cbir.label_map m left join cbir.label l on l.id = m.label_id"))
+    maps = dict(
+        rows(
+            conn,
+            "select m.source_label, l.key from cbir.label_map m left join cbir.label l on l.id = m.label_id",
+        )
+    )
     assert maps == {"COVID-19": "XR/chest/covid_pneumonia", "pneumonia": None, "normal": "XR/chest/normal"}
 
 
@@ -179,8 +199,11 @@ def test_patients_never_cross_splits_and_splits_are_seeded(db, conn, tmp_path):
     b = import_dataset(db, "nih14", root, name="nih_b", seed=7, progress=False)
     c = import_dataset(db, "nih14", root, name="nih_c", seed=8, progress=False)
     assert a.patients_crossing_splits == b.patients_crossing_splits == c.patients_crossing_splits == 0
-    crossing = rows(conn, "select count(*) from (select patient_id from cbir.image where patient_id is not null "
-                          "group by patient_id having count(distinct split) > 1) x")[0][0]
+    crossing = rows(
+        conn,
+        "select count(*) from (select patient_id from cbir.image where patient_id is not null "
+        "group by patient_id having count(distinct split) > 1) x",
+    )[0][0]
     assert crossing == 0
     sa = {u: v[0] for u, v in images(conn, "nih_a").items()}
     assert sa == {u: v[0] for u, v in images(conn, "nih_b").items()}
@@ -201,7 +224,10 @@ def test_injected_duplicates_are_excluded(db, conn, tmp_path):
     Image.fromarray(arr).save(root / "pneumonia" / "big_near.png")
     s = import_dataset(db, "imagefolder", root, modality="XR", region="chest", progress=False)
     assert s.imported == 15 and s.exact_duplicates == 1 and s.near_duplicates == 1
-    got = rows(conn, "select d.uri, d.exclusion_reason, k.uri from cbir.image d join cbir.image k on k.id = d.duplicate_of")
+    got = rows(
+        conn,
+        "select d.uri, d.exclusion_reason, k.uri from cbir.image d join cbir.image k on k.id = d.duplicate_of",
+    )
     pair = {frozenset((u, k)): r for u, r, k in got}
     assert pair[frozenset(("normal/normal_0.png", "pneumonia/zz_copy.png"))] == "duplicate"
     assert pair[frozenset(("normal/big.png", "pneumonia/big_near.png"))] == "near_duplicate"
@@ -218,13 +244,23 @@ def test_cli_import_and_lists_print_true_counts(db, tmp_path):
 
     root = write_covidx(tmp_path / "cx")
     cmd = [sys.executable, "-m", "cbir_pg", "--dsn", db]
-    out = subprocess.run([*cmd, "datasets", "import", "covidx", str(root), "-q"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*cmd, "datasets", "import", "covidx", str(root), "-q"], capture_output=True, text=True, check=True
+    ).stdout
     assert "9 new images" in out and "malformed_row 1" in out
-    out = subprocess.run([*cmd, "datasets", "import", "covidx", str(root), "-q"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*cmd, "datasets", "import", "covidx", str(root), "-q"], capture_output=True, text=True, check=True
+    ).stdout
     assert "0 new images, 9 already present" in out
     out = subprocess.run([*cmd, "datasets", "list"], capture_output=True, text=True, check=True).stdout
     assert "covidx (covidx): 9 images" in out and "XR/chest/covid-19" in out
-    out = subprocess.run([*cmd, "labels", "list"], capture_output=True, text=True, check=True, env={"COLUMNS": "200", **__import__("os").environ}).stdout
+    out = subprocess.run(
+        [*cmd, "labels", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "200", **__import__("os").environ},
+    ).stdout
     line = next(x for x in out.splitlines() if "XR/chest/pneumonia" in x)
     assert "pathological" in line and " 3 " in line
     bad = subprocess.run([*cmd, "datasets", "import", "nope", str(root)], capture_output=True, text=True)

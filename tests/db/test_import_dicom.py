@@ -36,8 +36,10 @@ def test_dicom_folder(db, conn, tmp_path):
     dump = str(conn.execute("select json_agg(t) from (select * from cbir.image) t").fetchone()[0])
     dump += str(conn.execute("select json_agg(t) from (select * from cbir.patient) t").fetchone()[0])
     assert str(ct.PatientName) not in dump and str(ct.StudyInstanceUID) not in dump
-    sex = conn.execute("select p.sex from cbir.image i join cbir.patient p on p.id = i.patient_id "
-                       "where i.uri = 'CT_small/CT_small.dcm'").fetchone()[0]
+    sex = conn.execute(
+        "select p.sex from cbir.image i join cbir.patient p on p.id = i.patient_id "
+        "where i.uri = 'CT_small/CT_small.dcm'"
+    ).fetchone()[0]
     assert sex == (str(ct.PatientSex) or None)
     w, h = conn.execute("select width, height from cbir.image where uri = 'CT_small/CT_small.dcm'").fetchone()
     assert (w, h) == (ct.Columns, ct.Rows)
@@ -46,7 +48,8 @@ def test_dicom_folder(db, conn, tmp_path):
     assert set(s.excluded) <= {"duplicate", "near_duplicate"} and s.exact_duplicates >= 2
     dup_of_mr = conn.execute(
         "select count(*) from cbir.image d join cbir.image k on k.id = d.duplicate_of "
-        "where k.uri like 'MR_small%%' and d.uri like 'MR_small%%'").fetchone()[0]
+        "where k.uri like 'MR_small%%' and d.uri like 'MR_small%%'"
+    ).fetchone()[0]
     assert dup_of_mr >= 2
     s2 = import_dataset(db, "dicom", root, name="dcm_labelled", label_from="folder", progress=False)
     assert s2.imported == s.imported

@@ -29,11 +29,16 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
 
     labels = {lab.key: lab for lab in label_overview(db)}
     assert set(labels) == {"US/breast/malignant", "US/breast/normal", "XR/chest/normal", "XR/chest/pneumonia"}
-    assert labels["XR/chest/pneumonia"].kind == "pathological" and labels["US/breast/normal"].kind == "anatomical"
+    assert (
+        labels["XR/chest/pneumonia"].kind == "pathological"
+        and labels["US/breast/normal"].kind == "anatomical"
+    )
     b = np.load(medmnist_dir / "breastmnist.npz")
     n_malignant = sum(int((b[f"{sp}_labels"].ravel() == 0).sum()) for sp in ("train", "val", "test"))
     assert labels["US/breast/malignant"].images == n_malignant
-    modalities = conn.execute("select array_agg(distinct modality order by modality) from cbir.image").fetchone()[0]
+    modalities = conn.execute(
+        "select array_agg(distinct modality order by modality) from cbir.image"
+    ).fetchone()[0]
     assert modalities == ["US", "XR"]
 
     # the PNGs exist and hash to the same pixels as the arrays

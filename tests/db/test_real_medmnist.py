@@ -25,7 +25,11 @@ MODEL = "efficientnet_lite0"
 def _cli(dsn: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200")
     return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
 
 
@@ -33,11 +37,15 @@ def test_lite0_fills_every_benchmark_image_with_a_unit_vector(medmnist_lite0_db:
     with connect(medmnist_lite0_db) as c:
         images = c.execute("select count(*) from cbir.image").fetchone()[0]
         eligible = c.execute("select count(*) from cbir.image where not excluded").fetchone()[0]
-        dupes = c.execute("select count(*) from cbir.image where exclusion_reason = 'duplicate'").fetchone()[0]
+        dupes = c.execute("select count(*) from cbir.image where exclusion_reason = 'duplicate'").fetchone()[
+            0
+        ]
         rows, distinct = c.execute(
             "select count(*), count(distinct image_id) from cbir.embedding_efficientnet_lite0"
         ).fetchone()
-        norms = np.array([r[0] for r in c.execute("select vector_norm(embedding) from cbir.embedding_efficientnet_lite0")])
+        norms = np.array(
+            [r[0] for r in c.execute("select vector_norm(embedding) from cbir.embedding_efficientnet_lite0")]
+        )
         status = c.execute(
             "select sum(done), sum(pending), sum(failed) from cbir.ingest_status where encoder = %s", (MODEL,)
         ).fetchone()
@@ -57,7 +65,9 @@ def test_index_build_and_search_cli_on_real_images(medmnist_lite0_db: str, tmp_p
             " where i.split = 'test' and not i.excluded order by i.id limit 1"
         ).fetchone()
     png = tmp_path / "grid.png"
-    out = _cli(medmnist_lite0_db, "search", "--image-id", str(qid), "--model", MODEL, "-k", "8", "--png", str(png))
+    out = _cli(
+        medmnist_lite0_db, "search", "--image-id", str(qid), "--model", MODEL, "-k", "8", "--png", str(png)
+    )
     assert out.returncode == 0, out.stderr
     assert label in out.stdout
     ranks = re.findall(r"^\W*(\d+)\s+\W\s*\d+ ", out.stdout, flags=re.MULTILINE)  # "│ 1 │ 4257 train/..."
@@ -78,7 +88,9 @@ def test_eval_compare_exact_show_and_leaderboard_agree(medmnist_lite0_db: str) -
             "select mode, p1_micro, p10_micro, p1_macro, n_queries from cbir_report.leaderboard where model = %s",
             (MODEL,),
         ).fetchall()
-        recall10 = c.execute("select recall10 from cbir_report.ann_quality where model = %s", (MODEL,)).fetchone()[0]
+        recall10 = c.execute(
+            "select recall10 from cbir_report.ann_quality where model = %s", (MODEL,)
+        ).fetchone()[0]
         test_images = c.execute(
             "select count(*) from cbir.image where split = 'test' and not excluded and label_id is not null"
         ).fetchone()[0]
@@ -100,7 +112,9 @@ def _import_dicom_and_embed(dsn: str) -> None:
     from cbir_pg.datasets import import_dataset
     from ingest.worker import run_ingest
 
-    import_dataset(dsn, "dicom", Path(pydicom.__file__).parent / "data" / "test_files", name="pydicom", progress=False)
+    import_dataset(
+        dsn, "dicom", Path(pydicom.__file__).parent / "data" / "test_files", name="pydicom", progress=False
+    )
     run_ingest(dsn, MODEL, datasets=["pydicom"], progress=False)
 
 
@@ -128,7 +142,13 @@ def test_readme_sql_examples_run_as_written(medmnist_lite0_db: str) -> None:
         ).fetchone()
     assert all(r[5] == q_sex and abs(r[6] - q_age) <= 10 for r in cohort)
     assert sum(r[1] for r in labels) == 50
-    assert {r[0] for r in labels} <= {"US/breast/malignant", "US/breast/normal", "XR/chest/normal", "XR/chest/pneumonia", "(no label)"}
+    assert {r[0] for r in labels} <= {
+        "US/breast/malignant",
+        "US/breast/normal",
+        "XR/chest/normal",
+        "XR/chest/pneumonia",
+        "(no label)",
+    }
 
 
 def test_docs_sql_api_examples_run_on_real_data(medmnist_lite0_db: str) -> None:
@@ -139,3 +159,50 @@ def test_docs_sql_api_examples_run_on_real_data(medmnist_lite0_db: str) -> None:
         for stmt in statements:
             c.execute(stmt)
             c.rollback()
+
+
+def test_demo_end_to_end_reuses_what_exists(
+    medmnist_lite0_db: str, medmnist_dir: Path, tmp_path: Path
+) -> None:
+    """`cbir-pg demo` on the database that already holds the benchmark: nothing is imported or embedded
+    twice; it evaluates, runs kNN, writes the report and prints Table 2; a second run reuses the runs."""
+    out_dir = tmp_path / "report"
+    first = _cli(
+        medmnist_lite0_db, "demo", "--data-dir", str(medmnist_dir), "--out", str(out_dir), "--no-progress"
+    )
+    assert first.returncode == 0, first.stderr
+    assert "[9/9]" in first.stdout and "0 new images" in first.stdout and "0 new vectors" in first.stdout
+    assert "P@10" in first.stdout and "recall" in first.stdout and "kNN (k=" in first.stdout
+    assert (out_dir / "index.html").is_file() and len(list(out_dir.glob("*.png"))) >= 3
+    with connect(medmnist_lite0_db) as c:
+        runs = c.execute("select count(*) from cbir.eval_run").fetchone()[0]
+    second = _cli(
+        medmnist_lite0_db, "demo", "--data-dir", str(medmnist_dir), "--out", str(out_dir), "--no-progress"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "reused" in second.stdout
+    with connect(medmnist_lite0_db) as c:
+        assert c.execute("select count(*) from cbir.eval_run").fetchone()[0] == runs  # no duplicate runs
+    # the printed P@1 is the stored one
+    with connect(medmnist_lite0_db) as c:
+        p1 = c.execute(
+            "select p1_micro from cbir_report.leaderboard where model = %s and mode = 'ann'", (MODEL,)
+        ).fetchone()[0]
+    assert f"{p1:.4f}" in first.stdout and f"{p1:.4f}" in second.stdout
+
+
+def test_demo_without_data_is_one_clear_line(tmp_path: Path) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CBIR_PG_HOME=str(tmp_path / "home"))
+    env.pop("CBIR_PG_DATA_DIR", None)
+    for extra in (["--data-dir", str(tmp_path / "missing")], []):
+        r = subprocess.run(
+            [sys.executable, "-m", "cbir_pg", "demo", *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        assert "CBIR_PG_DATA_DIR" in lines[0] and "breastmnist" in lines[0]
+        assert not (tmp_path / "home" / "pgdata").exists()  # failed before starting anything

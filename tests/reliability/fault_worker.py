@@ -39,8 +39,18 @@ def _ingest(dsn: str, model: str, batch: int, markers: Path, delay: float, barri
 
     worker.copy_vectors = slow_copy
     s = worker.run_ingest(dsn, model, batch_size=batch, loader_workers=0, device="cpu", progress=False)
-    print(json.dumps({"embedded": s.embedded, "failed": s.failed, "done": s.done, "remaining": s.remaining,
-                      "batches": s.batches, "pid": os.getpid()}))
+    print(
+        json.dumps(
+            {
+                "embedded": s.embedded,
+                "failed": s.failed,
+                "done": s.done,
+                "remaining": s.remaining,
+                "batches": s.batches,
+                "pid": os.getpid(),
+            }
+        )
+    )
 
 
 def _import(dsn: str, root: str, name: str, batch: int, delay: float) -> None:
@@ -55,8 +65,9 @@ def _import(dsn: str, root: str, name: str, batch: int, delay: float) -> None:
         return n
 
     loader.BulkLoader.load = slow_load
-    s = import_dataset(dsn, "imagefolder", root, name=name, modality="US", region="breast",
-                       batch_size=batch, progress=False)
+    s = import_dataset(
+        dsn, "imagefolder", root, name=name, modality="US", region="breast", batch_size=batch, progress=False
+    )
     print(json.dumps({"imported": s.imported, "errors": s.errors}))
 
 

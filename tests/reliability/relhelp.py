@@ -36,7 +36,9 @@ def dbname_of(dsn: str) -> str:
 # --------------------------------------------------------------------------- database scans
 
 
-def text_columns(conn: psycopg.Connection, schemas: tuple[str, ...] = ("cbir",)) -> list[tuple[str, str, str, str]]:
+def text_columns(
+    conn: psycopg.Connection, schemas: tuple[str, ...] = ("cbir",)
+) -> list[tuple[str, str, str, str]]:
     """Every text-like or json column of every base table in ``schemas``: (schema, table, column, type)."""
     rows = conn.execute(
         """
@@ -62,8 +64,10 @@ def find_values(
     with psycopg.connect(dsn) as conn:
         for schema, table, column, _ in text_columns(conn, schemas):
             for needle in needles:
-                fmt = "select count(*) from {} where strpos(lower({}::text), lower(%s)) > 0" if ignore_case else (
-                    "select count(*) from {} where strpos({}::text, %s) > 0"
+                fmt = (
+                    "select count(*) from {} where strpos(lower({}::text), lower(%s)) > 0"
+                    if ignore_case
+                    else ("select count(*) from {} where strpos({}::text, %s) > 0")
                 )
                 q = sql.SQL(fmt).format(sql.Identifier(schema, table), sql.Identifier(column))
                 if conn.execute(q, (needle,)).fetchone()[0]:
@@ -101,7 +105,9 @@ def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
             )
         ]
         return {
-            t: conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, t))).fetchone()[0]
+            t: conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, t))).fetchone()[
+                0
+            ]
             for t in sorted(tables)
         }
 
@@ -110,7 +116,9 @@ def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
 _VOLATILE = {"id", "created_at", "imported_at", "updated_at", "started_at", "finished_at"}
 
 
-def canonical_dump(dsn: str, schema: str = "cbir", skip_tables: tuple[str, ...] = ("installation",)) -> dict[str, list]:
+def canonical_dump(
+    dsn: str, schema: str = "cbir", skip_tables: tuple[str, ...] = ("installation",)
+) -> dict[str, list]:
     """The content of every table of ``schema`` with serial ids replaced by natural keys where they are
     foreign keys (dataset_id -> dataset.key, image_id -> (dataset key, uri), label_id -> label.key,
     patient_id -> patient_key, study_id -> study_key) and volatile columns dropped; rows sorted.
@@ -120,9 +128,17 @@ def canonical_dump(dsn: str, schema: str = "cbir", skip_tables: tuple[str, ...] 
     with psycopg.connect(dsn) as conn:
         ds = {r[0]: r[1] for r in conn.execute("select id, key from cbir.dataset")}
         labels = {r[0]: r[1] for r in conn.execute("select id, key from cbir.label")}
-        patients = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, patient_key from cbir.patient")}
-        studies = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, study_key from cbir.study")}
-        images = {r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, uri from cbir.image")}
+        patients = {
+            r[0]: (ds.get(r[1]), r[2])
+            for r in conn.execute("select id, dataset_id, patient_key from cbir.patient")
+        }
+        studies = {
+            r[0]: (ds.get(r[1]), r[2])
+            for r in conn.execute("select id, dataset_id, study_key from cbir.study")
+        }
+        images = {
+            r[0]: (ds.get(r[1]), r[2]) for r in conn.execute("select id, dataset_id, uri from cbir.image")
+        }
         mapping = {
             "dataset_id": ds,
             "label_id": labels,
@@ -181,7 +197,9 @@ def _tiff(im) -> bytes:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def bomb_png(side: int = 100_000) -> bytes:
@@ -245,7 +263,12 @@ def bad_image_files() -> list[Bad]:
     garbage_after_header = png[:16] + rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
     return [
         Bad("corrupt_png", "corrupt.png", corrupt, ("corrupt_image", "truncated_image")),
-        Bad("garbled_png", "garbled.png", garbage_after_header, ("corrupt_image", "not_an_image", "truncated_image")),
+        Bad(
+            "garbled_png",
+            "garbled.png",
+            garbage_after_header,
+            ("corrupt_image", "not_an_image", "truncated_image"),
+        ),
         Bad("truncated_jpeg", "truncated.jpg", jpeg[: len(jpeg) // 3], ("truncated_image", "corrupt_image")),
         Bad("empty_file", "empty.png", b"", ("empty_file",)),
         Bad("non_image", "notes.png", b"Patient notes, not an image.\n" * 20, ("not_an_image",)),
@@ -270,7 +293,9 @@ def tricky_image_files() -> list[Tricky]:
     # 16-bit greyscale with a narrow range: min-max stretched to 0..255, order kept
     a16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 3 + 1000).astype(np.uint16)
     exp16 = np.round((a16.astype(np.float64) - a16.min()) * 255.0 / (a16.max() - a16.min())).astype(np.uint8)
-    out.append(Tricky("grey_16bit", "grey16.png", _png(Image.fromarray(a16)), np.repeat(exp16[:, :, None], 3, 2)))
+    out.append(
+        Tricky("grey_16bit", "grey16.png", _png(Image.fromarray(a16)), np.repeat(exp16[:, :, None], 3, 2))
+    )
     # palette: each pixel becomes its palette colour
     idx = (np.arange(32 * 32).reshape(32, 32) % 4).astype(np.uint8)
     colours = np.array([[0, 0, 0], [255, 0, 0], [0, 128, 255], [200, 200, 10]], dtype=np.uint8)
@@ -296,9 +321,19 @@ def tricky_image_files() -> list[Tricky]:
     exp[:8, 8:] = (255, 0, 255)
     exp[8:, :8] = (255, 255, 0)
     exp[8:, 8:] = (127, 127, 127)
-    out.append(Tricky("cmyk", "cmyk.tif", _tiff(Image.frombytes("CMYK", (16, 16), cmyk.tobytes())), exp, atol=1))
+    out.append(
+        Tricky("cmyk", "cmyk.tif", _tiff(Image.frombytes("CMYK", (16, 16), cmyk.tobytes())), exp, atol=1)
+    )
     # CMYK JPEG (the form scanners produce), lossy
-    out.append(Tricky("cmyk_jpeg", "cmyk.jpg", _jpeg(Image.frombytes("CMYK", (16, 16), cmyk.tobytes()), quality=100), exp, atol=12))
+    out.append(
+        Tricky(
+            "cmyk_jpeg",
+            "cmyk.jpg",
+            _jpeg(Image.frombytes("CMYK", (16, 16), cmyk.tobytes()), quality=100),
+            exp,
+            atol=12,
+        )
+    )
     # greyscale + alpha
     la = np.zeros((8, 8, 2), dtype=np.uint8)
     la[..., 0] = 180

@@ -85,7 +85,9 @@ def test_decode_errors_are_input_errors_for_the_cli_handler() -> None:
 def _import(dsn: str, manifest: Path, name: str, **kw):
     from cbir_pg.datasets.importer import import_dataset
 
-    return import_dataset(dsn, "csv", manifest, name=name, modality="XR", region="chest", progress=False, **kw)
+    return import_dataset(
+        dsn, "csv", manifest, name=name, modality="XR", region="chest", progress=False, **kw
+    )
 
 
 def _errors(dsn: str, dataset_key: str) -> list[tuple[str, str, str, str]]:
@@ -152,7 +154,9 @@ def _bad_manifest(root: Path) -> Path:
             fh.write(line + "\n")
         fh.write('"unterminated.png,normal,p11\n')
     # the header must know the split column for the malformed split row
-    text = manifest.read_text(encoding="utf-8").replace("path,label,patient\n", "path,label,patient,split\n", 1)
+    text = manifest.read_text(encoding="utf-8").replace(
+        "path,label,patient\n", "path,label,patient,split\n", 1
+    )
     manifest.write_text(text, encoding="utf-8")
     return manifest
 
@@ -269,12 +273,21 @@ def test_ingest_records_decode_errors_and_embeds_the_rest(db: str, tmp_path: Pat
     (root / "good_5.png").write_bytes(bomb_png())  # replaced by a bomb
     run_ingest(db, "tiny_cnn", datasets=["ing_ds"], batch_size=2, progress=False)
     with psycopg.connect(db) as c:
-        done = {r[0] for r in c.execute(
-            "select i.uri from cbir.embedding_tiny_cnn e join cbir.image i on i.id = e.image_id"
-        )}
-        errs = c.execute("select coalesce(source, '') || ' ' || message, reason from cbir.error where stage <> 'import'").fetchall()
+        done = {
+            r[0]
+            for r in c.execute(
+                "select i.uri from cbir.embedding_tiny_cnn e join cbir.image i on i.id = e.image_id"
+            )
+        }
+        errs = c.execute(
+            "select coalesce(source, '') || ' ' || message, reason from cbir.error where stage <> 'import'"
+        ).fetchall()
     assert done == {"good_0.png", "good_1.png", "good_2.png"}
-    for name, reason in [("good_3.png", "empty_file"), ("good_4.png", "missing_file"), ("good_5.png", "decompression_bomb")]:
+    for name, reason in [
+        ("good_3.png", "empty_file"),
+        ("good_4.png", "missing_file"),
+        ("good_5.png", "decompression_bomb"),
+    ]:
         assert any(name in s and r == reason for s, r in errs), (name, errs)
 
 
@@ -312,8 +325,16 @@ def _register_bad_encoders() -> None:
         return builder
 
     for key, mode in (("rel_nan_inf", "nan_inf"), ("rel_wrong_dim", "wrong_dim")):
-        cfg = EncoderConfig(key=key, family="test", dim=BADVEC_DIM, input_size=16, mean=HALF, std=HALF,
-                            weights_source="random:seed=0", embedding_rule=f"reliability test: {mode}")
+        cfg = EncoderConfig(
+            key=key,
+            family="test",
+            dim=BADVEC_DIM,
+            input_size=16,
+            mean=HALF,
+            std=HALF,
+            weights_source="random:seed=0",
+            embedding_rule=f"reliability test: {mode}",
+        )
         register_encoder(cfg)(build(mode))
 
 
@@ -339,9 +360,12 @@ def _vector_errors(dsn: str, model: str) -> list[tuple[str, str, str, str]]:
 
 def _stored_vectors(dsn: str, model: str) -> dict[str, tuple]:
     with psycopg.connect(dsn) as c:
-        return {r[0]: r[1] for r in c.execute(
-            f"select i.uri, e.embedding::text from cbir.embedding_{model} e join cbir.image i on i.id = e.image_id"
-        )}
+        return {
+            r[0]: r[1]
+            for r in c.execute(
+                f"select i.uri, e.embedding::text from cbir.embedding_{model} e join cbir.image i on i.id = e.image_id"
+            )
+        }
 
 
 def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_path: Path) -> None:
@@ -349,17 +373,25 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
 
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds")
-    s = run_ingest(db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1)
+    s = run_ingest(
+        db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+    )
     stored = _stored_vectors(db, "rel_nan_inf")
-    assert set(stored) == {f"good_{i}.png" for i in range(6)}, "good images must be embedded, bad vectors never stored"
+    assert set(stored) == {f"good_{i}.png" for i in range(6)}, (
+        "good images must be embedded, bad vectors never stored"
+    )
     assert s.embedded == 6 and s.remaining == 0
     errors = _vector_errors(db, "rel_nan_inf")
     for uri in ("white.png", "black.png"):
         hits = [e for e in errors if e[0] == uri]
         assert hits and all("non_finite" in e[1] for e in hits), errors
-        assert any(uri in e[2] or uri in e[3] for e in hits), f"the recorded error does not name the file {uri}: {hits}"
+        assert any(uri in e[2] or uri in e[3] for e in hits), (
+            f"the recorded error does not name the file {uri}: {hits}"
+        )
     # a rerun changes nothing: stored vectors stay, refused images are not retried past max_attempts
-    run_ingest(db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1)
+    run_ingest(
+        db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+    )
     assert _stored_vectors(db, "rel_nan_inf") == stored
 
 
@@ -371,7 +403,9 @@ def test_wrong_dimension_vectors_are_refused_and_nothing_else_is_touched(db: str
     run_ingest(db, "tiny_cnn", batch_size=4, loader_workers=0, device="cpu", progress=False)
     before = _stored_vectors(db, "tiny_cnn")
     assert len(before) == 8
-    s = run_ingest(db, "rel_wrong_dim", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1)
+    s = run_ingest(
+        db, "rel_wrong_dim", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+    )
     assert s.embedded == 0 and _stored_vectors(db, "rel_wrong_dim") == {}
     errors = _vector_errors(db, "rel_wrong_dim")
     assert {e[0] for e in errors} == set(before), "every image must have a recorded wrong-dimension error"

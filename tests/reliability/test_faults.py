@@ -48,7 +48,11 @@ def _env() -> dict[str, str]:
 
 def _spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, str(WORKER), *args],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -85,7 +89,9 @@ def real_images(tmp_path_factory) -> Path:
 def _import(dsn: str, root: Path, name: str = "breast", **kw):
     from cbir_pg.datasets.importer import import_dataset
 
-    return import_dataset(dsn, "imagefolder", root, name=name, modality="US", region="breast", progress=False, **kw)
+    return import_dataset(
+        dsn, "imagefolder", root, name=name, modality="US", region="breast", progress=False, **kw
+    )
 
 
 def _claimable(dsn: str) -> int:
@@ -97,11 +103,14 @@ def _stored(dsn: str) -> int:
     with psycopg.connect(dsn) as c:
         if not c.execute("select to_regclass(%s) is not null", (f"cbir.embedding_{MODEL}",)).fetchone()[0]:
             return 0
-        return c.execute(sql.SQL("select count(*) from {}").format(identifiers.embedding_table(MODEL))).fetchone()[0]
+        return c.execute(
+            sql.SQL("select count(*) from {}").format(identifiers.embedding_table(MODEL))
+        ).fetchone()[0]
 
 
 def _wait_no_open_transactions(dsn: str, timeout: float = 60) -> None:
     """A SIGKILLed client's backend ends when it notices the closed socket: wait for that."""
+
     def idle() -> bool:
         with psycopg.connect(dsn, autocommit=True) as c:
             n = c.execute(
@@ -130,11 +139,14 @@ def _assert_exactly_once_and_correct(dsn: str) -> None:
             ).format(identifiers.embedding_table(MODEL))
         ).fetchall()
         dupes = c.execute(
-            sql.SQL("select count(*) - count(distinct image_id) from {}").format(identifiers.embedding_table(MODEL))
+            sql.SQL("select count(*) - count(distinct image_id) from {}").format(
+                identifiers.embedding_table(MODEL)
+            )
         ).fetchone()[0]
         orphans = c.execute(
-            sql.SQL("select count(*) from {} e left join cbir.image i on i.id = e.image_id where i.id is null or i.excluded").format(
-                identifiers.embedding_table(MODEL))
+            sql.SQL(
+                "select count(*) from {} e left join cbir.image i on i.id = e.image_id where i.id is null or i.excluded"
+            ).format(identifiers.embedding_table(MODEL))
         ).fetchone()[0]
     missing = [r[2] for r in rows if r[3] is None]
     assert not missing, f"{len(missing)} images without a vector, e.g. {missing[:5]}"
@@ -150,7 +162,9 @@ def _assert_exactly_once_and_correct(dsn: str) -> None:
 
 
 # --------------------------------------------------------------------------- crash
-def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(db: str, real_images: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(
+    db: str, real_images: Path, tmp_path: Path
+) -> None:
     from ingest.worker import run_ingest
 
     _import(db, real_images)
@@ -185,7 +199,9 @@ def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(db: str, re
 
 
 # --------------------------------------------------------------------------- concurrency
-def test_four_concurrent_workers_embed_each_image_exactly_once(db: str, real_images: Path, tmp_path: Path) -> None:
+def test_four_concurrent_workers_embed_each_image_exactly_once(
+    db: str, real_images: Path, tmp_path: Path
+) -> None:
     _import(db, real_images)
     total = _claimable(db)
     markers = tmp_path / "markers"
@@ -232,7 +248,9 @@ def own_server(template_db: str, pg_server_dsn: str):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_database_restart_during_ingest_worker_reconnects_and_finishes(own_server, real_images: Path, tmp_path: Path) -> None:
+def test_database_restart_during_ingest_worker_reconnects_and_finishes(
+    own_server, real_images: Path, tmp_path: Path
+) -> None:
     from ingest.worker import run_ingest
 
     server, dsn = own_server
@@ -264,8 +282,12 @@ def test_database_restart_during_ingest_worker_reconnects_and_finishes(own_serve
     _assert_exactly_once_and_correct(dsn)
 
     # the guarantee itself: the worker survived the restart by reconnecting, and finished on its own
-    frames = [ln.strip() for ln in worker_err.splitlines() if ln.strip().startswith('File "/work') or "Error" in ln]
-    assert worker_rc == 0, "the ingest worker died on the database restart instead of reconnecting:\n" + "\n".join(frames[-8:])
+    frames = [
+        ln.strip() for ln in worker_err.splitlines() if ln.strip().startswith('File "/work') or "Error" in ln
+    ]
+    assert worker_rc == 0, (
+        "the ingest worker died on the database restart instead of reconnecting:\n" + "\n".join(frames[-8:])
+    )
     assert after_worker == total
 
 
@@ -306,6 +328,8 @@ def test_interrupted_then_rerun_import_equals_uninterrupted_import(
     a, b = canonical_dump(reference), canonical_dump(other)
     assert a.keys() == b.keys()
     for table in a:
-        assert a[table] == b[table], f"cbir.{table} differs between the interrupted and the uninterrupted import"
+        assert a[table] == b[table], (
+            f"cbir.{table} differs between the interrupted and the uninterrupted import"
+        )
     assert len(a["image"]) == N_IMAGES
     assert len(a["error"]) == 2

@@ -38,7 +38,7 @@ FIXED_HOSTILE = [
     "probe_model' or '1'='1",
     "probe_model/**/union/**/select/**/1",
     "$$; drop table cbir.image; $$",
-    "embedding_x\" cascade; --",
+    'embedding_x" cascade; --',
     "cbir.image",
     "tiny-cnn",
     "Tiny_CNN",
@@ -62,13 +62,32 @@ FIXED_HOSTILE = [
     "\\'; drop table cbir.image; --",
 ]
 
-INJECTIONS = ["'", '"', ";", "--", "/*", " ", "\x00", "\n", "'; drop table cbir.image; --", '"; drop schema cbir; --', "é", "%s", "{}", "$1"]
+INJECTIONS = [
+    "'",
+    '"',
+    ";",
+    "--",
+    "/*",
+    " ",
+    "\x00",
+    "\n",
+    "'; drop table cbir.image; --",
+    '"; drop schema cbir; --',
+    "é",
+    "%s",
+    "{}",
+    "$1",
+]
 
 hostile_names = st.one_of(
     st.sampled_from(FIXED_HOSTILE),
     st.text(max_size=80).filter(lambda s: not KEY_PATTERN.fullmatch(s)),
-    st.builds(lambda a, b, c: a + b + c, st.sampled_from(["", MODEL, DATASET, "select", "drop"]),
-              st.sampled_from(INJECTIONS), st.text(max_size=20)),
+    st.builds(
+        lambda a, b, c: a + b + c,
+        st.sampled_from(["", MODEL, DATASET, "select", "drop"]),
+        st.sampled_from(INJECTIONS),
+        st.text(max_size=20),
+    ),
 )
 
 
@@ -77,7 +96,9 @@ def seeded(db: str, tmp_path: Path) -> str:
     """A database with one model (embedding table, encoder row, a few vectors) and one dataset, so a
     hostile dataset filter reaches the code that looks datasets up."""
     with psycopg.connect(db) as c:
-        ds = c.execute("insert into cbir.dataset (key, kind, name) values (%s, 'csv', 'P') returning id", (DATASET,)).fetchone()[0]
+        ds = c.execute(
+            "insert into cbir.dataset (key, kind, name) values (%s, 'csv', 'P') returning id", (DATASET,)
+        ).fetchone()[0]
         c.execute(
             "insert into cbir.label (key, modality, region, finding, kind) values"
             " ('XR/chest/normal', 'XR', 'chest', 'normal', 'anatomical')"
@@ -96,10 +117,17 @@ def seeded(db: str, tmp_path: Path) -> str:
                 " (%s, %s, %s, (select id from cbir.label)) returning id",
                 (ds, f"i{n}.png", split),
             ).fetchone()[0]
-            c.execute("insert into cbir.image_label (image_id, label_id) values (%s, (select id from cbir.label))", (iid,))
+            c.execute(
+                "insert into cbir.image_label (image_id, label_id) values (%s, (select id from cbir.label))",
+                (iid,),
+            )
             vec = "[" + ",".join(f"{x:.4f}" for x in rng.normal(size=DIM)) + "]"
-            c.execute(sql.SQL("insert into {} (image_id, embedding) values (%s, %s::vector)").format(
-                identifiers.embedding_table(MODEL)), (iid, vec))
+            c.execute(
+                sql.SQL("insert into {} (image_id, embedding) values (%s, %s::vector)").format(
+                    identifiers.embedding_table(MODEL)
+                ),
+                (iid, vec),
+            )
     (tmp_path / "img.png").write_bytes(good_png(1))
     (tmp_path / "labels.csv").write_text("path,label\nimg.png,XR/chest/normal\n")
     return db
@@ -133,7 +161,10 @@ def _library_calls(dsn: str, tmp: Path):
         ("encoder registry", lambda n: registry.entry(n)),
         ("create_encoder", lambda n: create_encoder(n)),
         # an empty --name means "the adapter's default key", so it is not a hostile name there
-        ("import_dataset name", lambda n: import_dataset(dsn, "csv", manifest, name=n or "x;", progress=False)),
+        (
+            "import_dataset name",
+            lambda n: import_dataset(dsn, "csv", manifest, name=n or "x;", progress=False),
+        ),
         ("import_dataset kind", lambda n: import_dataset(dsn, n, manifest, name="ok_name", progress=False)),
         ("build_index", lambda n: build_index(dsn, n, progress=False)),
         ("index_status", lambda n: index_status(dsn, n)),
@@ -142,7 +173,10 @@ def _library_calls(dsn: str, tmp: Path):
         ("search model", lambda n: search(dsn, n, image_id=1)),
         ("search dataset", lambda n: search(dsn, MODEL, image_id=1, dataset=n)),
         ("evaluate_retrieval model", lambda n: evaluate_retrieval(dsn, n, progress=False)),
-        ("evaluate_retrieval dataset", lambda n: evaluate_retrieval(dsn, MODEL, datasets=[n], progress=False)),
+        (
+            "evaluate_retrieval dataset",
+            lambda n: evaluate_retrieval(dsn, MODEL, datasets=[n], progress=False),
+        ),
         ("evaluate_knn model", lambda n: evaluate_knn(dsn, n, progress=False)),
         ("evaluate_knn dataset", lambda n: evaluate_knn(dsn, MODEL, datasets=[n], progress=False)),
         ("evaluate_linear model", lambda n: evaluate_linear(dsn, n, progress=False)),
@@ -153,7 +187,9 @@ def _library_calls(dsn: str, tmp: Path):
         from ingest.worker import run_ingest
 
         calls.append(("run_ingest model", lambda n: run_ingest(dsn, n, progress=False)))
-        calls.append(("run_ingest dataset", lambda n: run_ingest(dsn, "tiny_cnn", datasets=[n], progress=False)))
+        calls.append(
+            ("run_ingest dataset", lambda n: run_ingest(dsn, "tiny_cnn", datasets=[n], progress=False))
+        )
     except ImportError:
         calls.append(("run_ingest (pending: ingest.worker missing)", _pending_ingest))
     return calls
@@ -176,7 +212,11 @@ def _check_refused(desc: str, call, name: str) -> None:
     raise AssertionError(f"{desc}({name!r}) accepted a hostile name")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(name=hostile_names)
 def test_library_entry_points_refuse_hostile_names(seeded: str, tmp_path: Path, name: str) -> None:
     before = _state(seeded)
@@ -201,7 +241,11 @@ SQL_CALLS = [
 ]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(name=hostile_names.filter(lambda s: "\x00" not in s))
 def test_sql_functions_refuse_hostile_names(seeded: str, name: str) -> None:
     """The SQL API validates names and filter values before building any SQL (PostgreSQL cannot even
@@ -296,8 +340,14 @@ def test_cli_has_name_taking_commands() -> None:
         assert expected in paths, f"no command {expected!r} with a name option: {sorted(paths)}"
 
 
-@pytest.mark.parametrize("path,opt", [(p, o) for p, o, _ in COMMANDS], ids=[f"{' '.join(p)} {o}" for p, o, _ in COMMANDS])
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.parametrize(
+    "path,opt", [(p, o) for p, o, _ in COMMANDS], ids=[f"{' '.join(p)} {o}" for p, o, _ in COMMANDS]
+)
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(name=hostile_names.filter(lambda s: "\x00" not in s))
 def test_cli_commands_refuse_hostile_names(seeded: str, tmp_path: Path, path, opt, name: str) -> None:
     """``cbir-pg <command> --model/--dataset/--name <hostile>``: exit code 1, exactly one line on
@@ -320,9 +370,16 @@ def test_cli_commands_refuse_hostile_names(seeded: str, tmp_path: Path, path, op
 def test_valid_names_that_are_sql_keywords_are_quoted_and_work(db: str, key: str) -> None:
     with psycopg.connect(db) as c:
         c.execute(identifiers.create_embedding_table(key, 4))
-        c.execute(sql.SQL("insert into {} (image_id, embedding) select null, null where false").format(identifiers.embedding_table(key)))
+        c.execute(
+            sql.SQL("insert into {} (image_id, embedding) select null, null where false").format(
+                identifiers.embedding_table(key)
+            )
+        )
         c.execute("insert into cbir.dataset (key, kind, name) values (%s, 'csv', 'kw')", (key,))
-        tables = {r[0] for r in c.execute("select table_name from information_schema.tables where table_schema = 'cbir'")}
+        tables = {
+            r[0]
+            for r in c.execute("select table_name from information_schema.tables where table_schema = 'cbir'")
+        }
     assert f"embedding_{key}" in tables
     assert {"image", "dataset", "patient"} <= tables
 

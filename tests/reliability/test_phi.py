@@ -54,7 +54,9 @@ def _needles(files: dict[Path, dict[str, str]]) -> list[str]:
         name = phi["PatientName"]
         names.add(name)
         names.update(p for p in re.split(r"[\^=]", name) if p)
-        ids.update([phi["PatientID"], phi["StudyInstanceUID"], phi["SeriesInstanceUID"], phi["PatientBirthDate"]])
+        ids.update(
+            [phi["PatientID"], phi["StudyInstanceUID"], phi["SeriesInstanceUID"], phi["PatientBirthDate"]]
+        )
     keep = []
     for v in names:  # a name part shorter than 5 letters ("Test", "mid") occurs as an ordinary word
         v = v.strip()

@@ -31,9 +31,12 @@ def seeded(db: str) -> str:
     """A migrated clone holding a dataset, a patient, two images, an embedding table and an eval run
     (so every report view has something to show)."""
     with psycopg.connect(db) as c:
-        ds = c.execute("insert into cbir.dataset (key, kind, name) values ('roles_ds', 'csv', 'R') returning id").fetchone()[0]
+        ds = c.execute(
+            "insert into cbir.dataset (key, kind, name) values ('roles_ds', 'csv', 'R') returning id"
+        ).fetchone()[0]
         pid = c.execute(
-            "insert into cbir.patient (dataset_id, patient_key) values (%s, %s) returning id", (ds, PATIENT_KEY)
+            "insert into cbir.patient (dataset_id, patient_key) values (%s, %s) returning id",
+            (ds, PATIENT_KEY),
         ).fetchone()[0]
         lab = c.execute(
             "insert into cbir.label (key, modality, region, finding, kind) values"
@@ -55,7 +58,10 @@ def seeded(db: str) -> str:
             " values ('retrieval', %s, 'exact', '{\"datasets\": [\"roles_ds\"]}', now()) returning id",
             (MODEL,),
         ).fetchone()[0]
-        c.execute("insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, 'P', 1, 'micro', 0.5)", (run,))
+        c.execute(
+            "insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, 'P', 1, 'micro', 0.5)",
+            (run,),
+        )
         c.execute(
             "insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)"
             " values (%s, %s, 'P', 1, 3, 3, 0.5)",
@@ -73,7 +79,9 @@ def login(pg_server_dsn: str) -> Iterator:
     def make(db: str, group: str) -> str:
         name = f"t_{group}_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(pg_server_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(name), sql.Identifier(group)))
+            c.execute(
+                sql.SQL("create role {} login in role {}").format(sql.Identifier(name), sql.Identifier(group))
+            )
         made.append((name, db))
         return dsn_with(db, user=name)
 
@@ -100,9 +108,12 @@ def _denied(dsn: str, statement: str, params=None) -> bool:
 
 def _report_views(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as c:
-        return [r[0] for r in c.execute(
-            "select table_name from information_schema.views where table_schema = 'cbir_report' order by 1"
-        )]
+        return [
+            r[0]
+            for r in c.execute(
+                "select table_name from information_schema.views where table_schema = 'cbir_report' order by 1"
+            )
+        ]
 
 
 # --------------------------------------------------------------------------- cbir_reader
@@ -112,7 +123,9 @@ def test_reader_can_select_every_report_view(seeded: str, login) -> None:
     reader = login(seeded, "cbir_reader")
     with psycopg.connect(reader) as c:
         for view in views:
-            c.execute(sql.SQL("select * from {} limit 5").format(sql.Identifier("cbir_report", view))).fetchall()
+            c.execute(
+                sql.SQL("select * from {} limit 5").format(sql.Identifier("cbir_report", view))
+            ).fetchall()
         board = c.execute("select model, p1_micro from cbir_report.leaderboard").fetchall()
     assert (MODEL, 0.5) in board
 
@@ -167,7 +180,9 @@ def test_reader_grants_survive_remigration(seeded: str, login) -> None:
     reader = login(seeded, "cbir_reader")
     with psycopg.connect(reader) as c:
         for view in _report_views(seeded):
-            c.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("cbir_report", view))).fetchone()
+            c.execute(
+                sql.SQL("select count(*) from {}").format(sql.Identifier("cbir_report", view))
+            ).fetchone()
 
 
 # --------------------------------------------------------------------------- cbir_worker
@@ -191,7 +206,9 @@ def test_worker_can_claim_and_write_embeddings(seeded: str, login) -> None:
         claimed = _claim(c)
         assert len(claimed) == 2
         c.execute(
-            sql.SQL("insert into {} (image_id, embedding) values (%s, %s)").format(identifiers.embedding_table(MODEL)),
+            sql.SQL("insert into {} (image_id, embedding) values (%s, %s)").format(
+                identifiers.embedding_table(MODEL)
+            ),
             (claimed[0][0], np.ones(DIM, dtype=np.float32)),
         )
         copy = sql.SQL("copy {} (image_id, embedding) from stdin (format binary)").format(
@@ -206,7 +223,9 @@ def test_worker_can_claim_and_write_embeddings(seeded: str, login) -> None:
         )
         c.commit()
     with psycopg.connect(seeded) as c:
-        n = c.execute(sql.SQL("select count(*) from {}").format(identifiers.embedding_table(MODEL))).fetchone()[0]
+        n = c.execute(
+            sql.SQL("select count(*) from {}").format(identifiers.embedding_table(MODEL))
+        ).fetchone()[0]
     assert n == 2
 
 
@@ -252,7 +271,11 @@ def test_worker_is_denied(seeded: str, login, statement: str) -> None:
 def test_group_roles_cannot_log_in(seeded: str) -> None:
     """The group roles themselves are NOLOGIN: people log in as their own members of them."""
     with psycopg.connect(seeded) as c:
-        rows = dict(c.execute("select rolname, rolcanlogin from pg_roles where rolname in ('cbir_reader', 'cbir_worker')").fetchall())
+        rows = dict(
+            c.execute(
+                "select rolname, rolcanlogin from pg_roles where rolname in ('cbir_reader', 'cbir_worker')"
+            ).fetchall()
+        )
         supers = c.execute(
             "select count(*) from pg_roles where rolname in ('cbir_reader', 'cbir_worker')"
             " and (rolsuper or rolcreaterole or rolcreatedb or rolbypassrls)"

@@ -152,7 +152,9 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
 
     secret_dsn = dsn_with(db, password=SECRET) if form == "kv" else _uri_with_password(db, SECRET)
     caplog.set_level(logging.DEBUG)
-    import_dataset(secret_dsn, "csv", small_dataset, name="small", modality="US", region="breast", progress=False)
+    import_dataset(
+        secret_dsn, "csv", small_dataset, name="small", modality="US", region="breast", progress=False
+    )
     run_ingest(secret_dsn, "tiny_cnn", batch_size=8, loader_workers=0, device="cpu", progress=False)
     evaluate_retrieval(secret_dsn, "tiny_cnn", mode="exact", progress=False)
     # errors raised on the way carry no password either
@@ -174,7 +176,9 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
     assert runs >= 1 and errors >= 1  # there is stored run metadata and error text to check
     assert not find_values(db, [SECRET]), "the password is stored in the database"
     with psycopg.connect(db) as c:
-        for (view,) in c.execute("select table_name from information_schema.views where table_schema = 'cbir_report'").fetchall():
+        for (view,) in c.execute(
+            "select table_name from information_schema.views where table_schema = 'cbir_report'"
+        ).fetchall():
             text = repr(c.execute(f'select * from cbir_report."{view}"').fetchall())
             assert SECRET not in text, f"cbir_report.{view} shows the password"
     # the server's own log (embedded server: <pgdata>/server.log) never sees it either

@@ -15,8 +15,18 @@ from cbir_pg.errors import ConfigError, InputError
 
 
 def test_registry_lists_every_adapter_and_refuses_unknown():
-    assert set(list_adapters()) == {"radimagenet", "nih14", "chexpert", "mimic-cxr", "covidx", "medmnist",
-                                    "imagefolder", "csv", "dicom", "dkfz-splits"}
+    assert set(list_adapters()) == {
+        "radimagenet",
+        "nih14",
+        "chexpert",
+        "mimic-cxr",
+        "covidx",
+        "medmnist",
+        "imagefolder",
+        "csv",
+        "dicom",
+        "dkfz-splits",
+    }
     with pytest.raises(ConfigError, match="unknown dataset kind"):
         get_adapter("nope")
 
@@ -76,12 +86,20 @@ def test_parse_age():
 
 def test_label_map_files(tmp_path):
     c = tmp_path / "m.csv"
-    c.write_text("source_label,label,kind\nEffusion,XR/chest/Pleural Effusion,\nSupport Devices,,\nMass,XR/chest/mass,anatomical\n")
+    c.write_text(
+        "source_label,label,kind\nEffusion,XR/chest/Pleural Effusion,\nSupport Devices,,\nMass,XR/chest/mass,anatomical\n"
+    )
     m = load_label_map(c)
-    assert m.entries == {"Effusion": "XR/chest/pleural_effusion", "Support Devices": None, "Mass": "XR/chest/mass"}
+    assert m.entries == {
+        "Effusion": "XR/chest/pleural_effusion",
+        "Support Devices": None,
+        "Mass": "XR/chest/mass",
+    }
     assert m.kinds == {"XR/chest/mass": "anatomical"}
     y = tmp_path / "m.yaml"
-    y.write_text("a: XR/chest/x\nb: {label: CT/head/bleed, kind: pathological}\nc: null\nkinds: {XR/chest/x: anatomical}\n")
+    y.write_text(
+        "a: XR/chest/x\nb: {label: CT/head/bleed, kind: pathological}\nc: null\nkinds: {XR/chest/x: anatomical}\n"
+    )
     m = load_label_map(y)
     assert m.entries == {"a": "XR/chest/x", "b": "CT/head/bleed", "c": None}
     assert m.kinds == {"CT/head/bleed": "pathological", "XR/chest/x": "anatomical"}

@@ -37,7 +37,9 @@ def test_redact_keeps_passwordless_dsn() -> None:
     assert redact("postgresql://postgres@/cbir?host=/tmp/x") == "postgresql://postgres@/cbir?host=/tmp/x"
 
 
-@pytest.mark.parametrize("bad", ["", "A", "1abc", "x;drop table cbir.image", "x'--", 'a"b', "a b", "a" * 41, "é"])
+@pytest.mark.parametrize(
+    "bad", ["", "A", "1abc", "x;drop table cbir.image", "x'--", 'a"b', "a b", "a" * 41, "é"]
+)
 def test_hostile_keys_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError):
         identifiers.check_key(bad)
