@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import statistics
+import struct
 import subprocess
 import tempfile
 import time
@@ -23,8 +24,6 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from psycopg import sql
-
-from ingest.copy import binary_copy_payload  # the product's COPY packer, measured here
 
 SYNTH_DATASET = "bench"
 
@@ -163,6 +162,36 @@ def recall_at_k(found: np.ndarray | list[list[int]], truth: np.ndarray, k: int) 
 
 
 # --------------------------------------------------------------------------- binary COPY
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+
+
+def binary_copy_payload(ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """The whole ``COPY ... (FORMAT BINARY)`` stream for ``(image_id bigint, embedding vector(d))``,
+    packed by numpy in one go (no per-row Python): header, rows, trailer."""
+    n, dim = vectors.shape
+    row = np.dtype(
+        [
+            ("nfields", ">i2"),
+            ("len_id", ">i4"),
+            ("id", ">i8"),
+            ("len_vec", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("vec", ">f4", (dim,)),
+        ]
+    )
+    buf = np.empty(n, dtype=row)
+    buf["nfields"] = 2
+    buf["len_id"] = 8
+    buf["id"] = ids
+    buf["len_vec"] = 4 + 4 * dim
+    buf["dim"] = dim
+    buf["unused"] = 0
+    buf["vec"] = vectors
+    return _COPY_HEADER + buf.tobytes() + _COPY_TRAILER
+
+
 # --------------------------------------------------------------------------- the server
 @dataclass
 class BenchServer:
