@@ -4,19 +4,30 @@
 -- Metric rows are written by eval/results.py: metric in (f1, auprc, auroc), average in (micro, macro);
 -- kNN rows have at = the chosen k; ablation rows are metric p_at_1 at 1 per (index_size, seed).
 
-create or replace view cbir_report.knn_results as
-select r.id as run_id,
-       r.encoder_key as model,
-       r.mode,
-       (r.params ->> 'k')::int as k,
+-- The six classification metrics of a run in one row (kNN and linear probe share it).
+create or replace view cbir_report.classification_metrics as
+select m.run_id,
        max(m.value) filter (where m.metric = 'f1' and m.average = 'micro') as f1_micro,
        max(m.value) filter (where m.metric = 'f1' and m.average = 'macro') as f1_macro,
        max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro') as auprc_micro,
        max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro') as auprc_macro,
        max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro') as auroc_micro,
-       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro,
-       max(m.value) filter (where m.metric = 'val_f1' and m.average = 'micro'
-                              and m.at = (r.params ->> 'k')::int) as val_f1_micro,
+       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro
+from cbir.eval_metric m
+where m.metric in ('f1', 'auprc', 'auroc')
+group by m.run_id;
+comment on view cbir_report.classification_metrics is
+  'micro/macro F1, AUPRC (average precision) and AUROC per kNN or linear-probe run';
+
+create or replace view cbir_report.knn_results as
+select r.id as run_id,
+       r.encoder_key as model,
+       r.mode,
+       (r.params ->> 'k')::int as k,
+       c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
+       (select v.value from cbir.eval_metric v
+        where v.run_id = r.id and v.metric = 'val_f1' and v.average = 'micro'
+          and v.at = (r.params ->> 'k')::int) as val_f1_micro,
        (r.params ->> 'k_min')::int as k_min,
        (r.params ->> 'k_max')::int as k_max,
        r.params ->> 'index_splits' as index_splits,
@@ -25,9 +36,8 @@ select r.id as run_id,
        r.finished_at,
        r.id = max(r.id) over (partition by r.encoder_key) as is_latest
 from cbir.eval_run r
-left join cbir.eval_metric m on m.run_id = r.id
-where r.kind = 'knn' and r.finished_at is not null
-group by r.id;
+left join cbir_report.classification_metrics c on c.run_id = r.id
+where r.kind = 'knn' and r.finished_at is not null;
 comment on view cbir_report.knn_results is
   'kNN classification on the test split, k chosen on val by micro F1; AUPRC = average precision';
 
@@ -42,12 +52,7 @@ create or replace view cbir_report.linear_results as
 select r.id as run_id,
        r.encoder_key as model,
        (r.params ->> 'seed')::int as seed,
-       max(m.value) filter (where m.metric = 'f1' and m.average = 'micro') as f1_micro,
-       max(m.value) filter (where m.metric = 'f1' and m.average = 'macro') as f1_macro,
-       max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro') as auprc_micro,
-       max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro') as auprc_macro,
-       max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro') as auroc_micro,
-       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro,
+       c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
        (r.params ->> 'epochs_run')::int as epochs_run,
        (r.params ->> 'best_epoch')::int as best_epoch,
        (r.params ->> 'stopped_early')::boolean as stopped_early,
@@ -56,9 +61,8 @@ select r.id as run_id,
        r.finished_at,
        r.id = max(r.id) over (partition by r.encoder_key) as is_latest
 from cbir.eval_run r
-left join cbir.eval_metric m on m.run_id = r.id
-where r.kind = 'linear' and r.finished_at is not null
-group by r.id;
+left join cbir_report.classification_metrics c on c.run_id = r.id
+where r.kind = 'linear' and r.finished_at is not null;
 comment on view cbir_report.linear_results is
   'linear probe (AdamW, early stopping on val loss) on the test split; AUPRC = average precision';
 
