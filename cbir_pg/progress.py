@@ -1,5 +1,5 @@
 """One progress bar for the whole project (rich, on stderr): import, ingest, the evaluation runner and
-the index build all look the same: description, bar, done/total, rate in their unit, elapsed time.
+the index build all look the same: description, bar, percentage, done/total, rate in their unit, elapsed time.
 Disabled bars cost nothing, so library code can always create one.
 
 >>> with progress_bar(1000, "ingest efficientnet_lite0", unit="img") as bar:   # doctest: +SKIP
@@ -29,6 +29,7 @@ class ProgressBar:
             MofNCompleteColumn,
             Progress,
             ProgressColumn,
+            TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
         )
@@ -41,6 +42,7 @@ class ProgressBar:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
+            TaskProgressColumn(),
             MofNCompleteColumn(),
             Rate(),
             TimeElapsedColumn(),

@@ -339,8 +339,8 @@ def latest_runs(db: Database, kind: str = "retrieval") -> list[RunInfo]:
     """The latest finished run of each model, mode and dataset scope (what the leaderboard shows)."""
     from psycopg.rows import class_row
 
-    with db.connection(row_factory=class_row(RunInfo)) as conn:
-        return conn.execute(q("latest_runs"), {"kind": kind}).fetchall()
+    with db.connection() as conn, conn.cursor(row_factory=class_row(RunInfo)) as cur:
+        return cur.execute(q("latest_runs"), {"kind": kind}).fetchall()
 
 
 TABLE2_NS = (1, 3, 5, 10)

@@ -26,5 +26,5 @@ def ingest_status(db: Database, model: str | None = None) -> list[IngestStatusRo
         check_key(model)
     from psycopg.rows import class_row
 
-    with db.connection(row_factory=class_row(IngestStatusRow)) as conn:
-        return conn.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()
+    with db.connection() as conn, conn.cursor(row_factory=class_row(IngestStatusRow)) as cur:
+        return cur.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()

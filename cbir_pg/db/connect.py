@@ -72,8 +72,10 @@ def resolve_dsn(dsn: str | None = None, settings: Settings | None = None) -> str
 def register_vector_types(conn: psycopg.Connection) -> bool:
     """Register pgvector's types on ``conn`` when the extension exists; returns whether it did."""
     from pgvector.psycopg import register_vector
+    from psycopg.rows import tuple_row
 
-    row = conn.execute("select 1 from pg_extension where extname = 'vector'").fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:  # whatever row factory the connection has
+        row = cur.execute("select 1 from pg_extension where extname = 'vector'").fetchone()
     if not row:
         return False
     register_vector(conn)
