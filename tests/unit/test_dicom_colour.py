@@ -234,3 +234,29 @@ def test_missing_decoder_plugins_name_the_extra_to_install():
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "dicom_decoder_missing", out.stdout + out.stderr
     assert 'pip install "cbir-pg[dicom]"' in lines[1] and "JPEG Lossless" in lines[1] and len(lines) == 2
+
+
+def _pydicom_data(name: str) -> Path:
+    """A file of pydicom-data (pydicom's downloadable test files) when it is cached locally: pydicom keeps
+    them in ``~/.cache/pydicom/data``; ``PYDICOM_DATA_DIR`` names another folder. Never downloaded here."""
+    dirs = [os.environ.get("PYDICOM_DATA_DIR", ""), str(Path.home() / ".cache" / "pydicom" / "data")]
+    for d in dirs:
+        if d and (Path(d) / name).exists():
+            return Path(d) / name
+    pytest.skip(f"pydicom-data file {name} not cached (set PYDICOM_DATA_DIR to a pydicom-data checkout)")
+
+
+def test_pydicom_data_references_when_cached():
+    from cbir_pg.images import decode_file
+
+    # JPEG 2000 lossless with the reversible colour transform equals the uncompressed file pixel for pixel
+    assert np.array_equal(
+        decode_file(_pydicom_data("US1_J2KR.dcm")), decode_file(_pydicom_data("US1_UNCR.dcm"))
+    )
+    # the uncompressed YBR_FULL test card: a pure red pixel stays red (converted twice it was (75, 255, 27))
+    ybr = decode_file(_pydicom_data("SC_ybr_full_uncompressed.dcm"))
+    assert ybr[5, 50, 0] >= 250 and ybr[5, 50, 1] <= 5 and ybr[5, 50, 2] <= 5
+    # HTJ2K (lossless and lossy) decode to the same picture
+    a = decode_file(_pydicom_data("HTJ2KLossless_08_RGB.dcm")).astype(int)
+    b = decode_file(_pydicom_data("HTJ2K_08_RGB.dcm")).astype(int)
+    assert a.shape == (480, 640, 3) and np.abs(a - b).mean() < 2
