@@ -73,13 +73,17 @@ def status(ctx: typer.Context) -> None:
         return
     st = _server().status()
     if st.stale_pid is not None:
-        typer.echo(f"embedded server: stopped ({st.describe_stale()}; `cbir-pg db start` removes it and starts)")
+        typer.echo(
+            f"embedded server: stopped ({st.describe_stale()}; `cbir-pg db start` removes it and starts)"
+        )
         return
     console.print(f"embedded server: {'running' if st.running else 'stopped'}")
     console.print(f"data directory:  {st.pgdata}", markup=False, highlight=False)
     if st.running:
         tcp = f", TCP {st.listen}:{st.port}" if st.listen else ", no TCP"
-        console.print(f"pid {st.pid}, socket {st.socket_dir}, port {st.port}{tcp}", markup=False, highlight=False)
+        console.print(
+            f"pid {st.pid}, socket {st.socket_dir}, port {st.port}{tcp}", markup=False, highlight=False
+        )
         url = st.uri(settings.database)
         try:
             console.print(f"schema revision: {current_revision(url) or 'none'} (head {head_revision()})")
@@ -129,13 +133,15 @@ def roles_add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="the new login role"),
     reader: bool = typer.Option(False, "--reader", help="member of cbir_reader: the cbir_report views only"),
-    worker: bool = typer.Option(False, "--worker", help="member of cbir_worker: ingest (claim, write vectors)"),
+    worker: bool = typer.Option(
+        False, "--worker", help="member of cbir_worker: ingest (claim, write vectors)"
+    ),
 ) -> None:
     """Create a login role with a generated password; prints the password once and a ready DSN."""
+    from cbir_pg.config import get_settings
     from cbir_pg.db.connect import connection
     from cbir_pg.db.roles import add_role, login_dsn
     from cbir_pg.db.server import EmbeddedServer
-    from cbir_pg.config import get_settings
     from cbir_pg.errors import ConfigError
 
     if reader == worker:

@@ -79,7 +79,9 @@ def drop_embedding_table(key: str) -> sql.Composed:
 
 #: login role names cbir-pg creates: lowercase, not a reserved or predefined name
 ROLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-RESERVED_ROLES = frozenset({"postgres", "public", "cbir_reader", "cbir_worker", "none", "current_user", "session_user"})
+RESERVED_ROLES = frozenset(
+    {"postgres", "public", "cbir_reader", "cbir_worker", "none", "current_user", "session_user"}
+)
 
 
 def check_role_name(name: str) -> str:

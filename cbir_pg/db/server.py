@@ -34,7 +34,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,9 +127,11 @@ def hba_conf() -> str:
 
 def ident_conf(os_users: list[str]) -> str:
     lines = [f"{IDENT_MAP}  {u}  {SUPERUSER}" for u in dict.fromkeys(os_users)]
-    return "# written by cbir-pg on every start: OS users that may log in as the superuser\n" + "\n".join(
-        lines
-    ) + "\n"
+    return (
+        "# written by cbir-pg on every start: OS users that may log in as the superuser\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -306,12 +308,12 @@ class EmbeddedServer:
         base = path.parent
         # root's base is traversable (0711) so the server's own user reaches its subfolder; nobody can
         # list or write it. A user's base is 0700.
-        _make_private_dir(base, os.geteuid(), 0o711 if uid != os.geteuid() else 0o700, "socket base directory")
+        _make_private_dir(
+            base, os.geteuid(), 0o711 if uid != os.geteuid() else 0o700, "socket base directory"
+        )
         if not path.exists() and not path.is_symlink():
-            try:
+            with suppress(FileExistsError):
                 path.mkdir(mode=0o700)
-            except FileExistsError:
-                pass
             if uid != os.geteuid():
                 os.chown(path, uid, -1)
             path.chmod(0o700)
@@ -366,7 +368,9 @@ class EmbeddedServer:
     def _write_security_conf(self) -> None:
         conf = "\n".join(f"{k} = {v}" for k, v in security_settings().items())
         self._write_as_owner(
-            self.pgdata / "cbir_pg_security.conf", f"# written by cbir-pg on every start\n{conf}\n", mode=0o600
+            self.pgdata / "cbir_pg_security.conf",
+            f"# written by cbir-pg on every start\n{conf}\n",
+            mode=0o600,
         )
         main = self.pgdata / "postgresql.conf"
         line = "include_if_exists = 'cbir_pg_security.conf'"
