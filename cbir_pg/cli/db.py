@@ -63,12 +63,12 @@ def stop() -> None:
 def status(ctx: typer.Context) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
-    from cbir_pg.db.connect import redact
+    from cbir_pg.db.connect import check_dsn, redact
     from cbir_pg.db.migrate import current_revision, head_revision
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
-        console.print(f"external server: {redact(settings.dsn)}", markup=False, highlight=False)
+        console.print(f"external server: {redact(check_dsn(settings.dsn))}", markup=False, highlight=False)
         console.print(f"schema revision: {current_revision(settings.dsn) or 'none'} (head {head_revision()})")
         return
     st = _server().status()

@@ -74,6 +74,16 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
+def redact_dsn(dsn: str) -> str:
+    """A DSN fit to print: its password replaced by ``***``; a DSN libpq cannot parse is not shown at all
+    (where a password ends is then unknown)."""
+    try:
+        check_dsn(dsn)
+    except ConfigError:
+        return "<a DSN that cannot be parsed, not shown>"
+    return redact(dsn)
+
+
 def check_dsn(dsn: str) -> str:
     """Refuse a DSN libpq cannot parse, or one whose password libpq would read differently than it is
     written, with a message that quotes no part of it (libpq's own messages quote fragments, which may be
@@ -122,7 +132,7 @@ def translate(exc: BaseException, dsn: str | None = None) -> CbirError:
     if isinstance(exc, psycopg.ProgrammingError) and ("connection info string" in msg or "URI" in msg):
         msg = _unquoted(msg)
     if isinstance(exc, psycopg.OperationalError):
-        where = f" ({redact(dsn, secrets)})" if dsn else ""
+        where = f" ({redact(redact_dsn(dsn), secrets)})" if dsn else ""
         return ConnectionLostError(redact(f"cannot connect to PostgreSQL{where}: {msg}", secrets))
     return DatabaseError(redact(f"database error: {msg}", secrets))
 
