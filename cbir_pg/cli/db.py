@@ -31,7 +31,8 @@ def start(
         "--listen",
         metavar="HOST:PORT",
         help="also listen on TCP (scram-sha-256 logins only; the superuser never logs in over TCP), e.g."
-        " 5433 (loopback) or 0.0.0.0:5433; default: Unix socket only",
+        " 5433 (loopback) or 0.0.0.0:5433; a running server listening elsewhere restarts. Default: Unix"
+        " socket only (a server started by any other command never listens on TCP)",
     ),
 ) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""

@@ -286,6 +286,10 @@ class EmbeddedServer:
             if not self.status().running:
                 return False
             self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
+            sock = self.socket_dir()
+            if sock != self.pgdata:
+                with suppress(OSError):
+                    sock.rmdir()  # our own empty folder; a non-empty one is left alone
         return True
 
     # ---------------------------------------------------------------- socket
@@ -564,14 +568,14 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_postmaster_of(pid: int, pgdata: Path, socket: Path) -> bool:
     """Whether live process ``pid`` is the postmaster of ``pgdata``: on Linux its command line is
-    ``.../postgres -D <pgdata> ...``; elsewhere a live postmaster accepts connections on its socket."""
-    proc = Path(f"/proc/{pid}/cmdline")
-    if proc.parent.is_dir():
-        try:
-            args = proc.read_bytes().split(b"\0")
-        except OSError:
-            return False
-        if not args or Path(os.fsdecode(args[0])).name != "postgres":
+    ``.../postgres -D <pgdata> ...``; where that cannot be read, a live postmaster accepts connections
+    on its socket. (PostgreSQL's own shared-memory interlock still refuses a second postmaster.)"""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        args = None
+    if args and args[0]:
+        if Path(os.fsdecode(args[0])).name != "postgres":
             return False
         for i, arg in enumerate(args[:-1]):
             if arg == b"-D":

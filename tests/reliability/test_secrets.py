@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -309,6 +310,9 @@ def scram_reader(db: str, pg_server_dsn: str):
         c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("CBIR_PG_TEST_DSN")), reason="needs the embedded server's scram logins"
+)
 def test_db_psql_gets_the_password_from_a_passfile_never_argv(scram_reader, cli_env) -> None:
     """``cbir-pg db psql -c ...`` passes psql's own options through; scram needs the real password, so
     a successful login proves it arrived, and no process's command line ever showed it."""
