@@ -396,7 +396,12 @@ class EmbeddedServer:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         lock_path = self.pgdata.parent / f".{self.pgdata.name}.lock"
-        with open(lock_path, "w") as fh:
+        # never follow a symlink planted in a shared home, never truncate what is there
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise DatabaseError(f"cannot open the start lock {lock_path}: {exc.strerror}") from None
+        with os.fdopen(fd, "r+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
