@@ -464,12 +464,17 @@ class EmbeddedServer:
             fh.write("\ninclude_if_exists = 'cbir_pg.conf'\n")
 
     def _write_as_owner(self, path: Path, text: str, mode: int | None = None) -> None:
-        path.write_text(text)
-        if mode is not None:
-            path.chmod(mode)
-        st = self.pgdata.stat()
-        if os.geteuid() == 0:
-            os.chown(path, st.st_uid, st.st_gid)
+        try:
+            path.write_text(text)
+            if mode is not None:
+                path.chmod(mode)
+            st = self.pgdata.stat()
+            if os.geteuid() == 0:
+                os.chown(path, st.st_uid, st.st_gid)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot write {path}: {exc.strerror} (is CBIR_PG_HOME another user's home?)"
+            ) from None
 
     def _pg_ctl(self, args: list[str]) -> None:
         self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args])
