@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, dsn, state
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
