@@ -355,7 +355,7 @@ def test_db_psql_gets_the_password_from_a_passfile_never_argv(scram_reader, cli_
 def _leaf_commands() -> set[tuple[str, ...]]:
     import typer
 
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     out: set[tuple[str, ...]] = set()
 
