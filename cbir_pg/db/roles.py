@@ -15,8 +15,10 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
+from cbir_pg.db.database import scalar
 from cbir_pg.errors import ConfigError, NotFoundError
 
 #: ``--reader`` / ``--worker`` → the group role a login joins
@@ -40,18 +42,19 @@ class LoginRole:
 
 
 def _require_schema(conn: psycopg.Connection) -> None:
-    if not conn.execute(queries.get("roles", "schema_ready")).fetchone()[0]:
+    if not scalar(conn, queries.get("roles", "schema_ready")):
         raise ConfigError("the database has no cbir roles yet: run `cbir-pg db migrate` first")
 
 
 def add_role(conn: psycopg.Connection, name: str, kind: str) -> NewRole:
     """Create login role ``name`` in the group of ``kind`` (``reader`` or ``worker``) with a generated
-    password; returns it (the only time it exists in clear)."""
+    password; returns it (the only time it exists in clear). ``conn`` should be in autocommit mode or
+    committed by the caller (``Database.connection()`` does)."""
     identifiers.check_role_name(name)
     if kind not in GROUPS:
         raise ConfigError(f"unknown role kind {kind!r}: use one of {', '.join(GROUPS)}")
     _require_schema(conn)
-    if conn.execute(queries.get("roles", "role_exists"), {"name": name}).fetchone()[0]:
+    if scalar(conn, queries.get("roles", "role_exists"), {"name": name}):
         raise ConfigError(f"role {name!r} already exists (drop it first: cbir-pg db roles drop {name})")
     password = secrets.token_urlsafe(24)
     verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
@@ -67,14 +70,16 @@ def add_role(conn: psycopg.Connection, name: str, kind: str) -> NewRole:
     limits: dict[str, str] = {}
     if kind == "reader":
         conn.execute(queries.get("roles", "apply_reader_limits"), {"name": name})
-        limits = dict(conn.execute(queries.get("roles", "reader_limits")).fetchall())
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(queries.get("roles", "reader_limits")).fetchall()
+        limits = {r["setting"]: r["value"] for r in rows}
     return NewRole(name, kind, GROUPS[kind], password, limits)
 
 
 def drop_role(conn: psycopg.Connection, name: str) -> None:
     """Drop login role ``name`` (and what it owns or was granted in this database)."""
     identifiers.check_role_name(name)
-    if not conn.execute(queries.get("roles", "role_exists"), {"name": name}).fetchone()[0]:
+    if not scalar(conn, queries.get("roles", "role_exists"), {"name": name}):
         raise NotFoundError(f"no role {name!r}")
     conn.execute(queries.get("roles", "drop_owned", role=identifiers.role(name)))
     conn.execute(queries.get("roles", "drop_role", role=identifiers.role(name)))

@@ -290,6 +290,7 @@ def test_reader_cannot_use_large_objects_and_has_limits(readers, db: str) -> Non
 
 
 def test_a_reader_made_by_hand_gets_the_limits_on_migrate(db: str, pg_server_dsn: str) -> None:
+    from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import migrate
 
     name = f"t_hand_{uuid.uuid4().hex[:8]}"
@@ -298,7 +299,7 @@ def test_a_reader_made_by_hand_gets_the_limits_on_migrate(db: str, pg_server_dsn
             sql.SQL("create role {} login password 'x' in role cbir_reader").format(sql.Identifier(name))
         )
     try:
-        migrate(db)
+        migrate(Database(db))
         with psycopg.connect(db) as c:
             limit, config = c.execute(
                 "select rolconnlimit, rolconfig from pg_roles where rolname = %s", (name,)

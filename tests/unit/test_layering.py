@@ -83,7 +83,9 @@ def _graph() -> dict[str, set[str]]:
 
 def test_eval_and_ingest_are_found_under_cbir_pg() -> None:
     mods = _modules()
-    assert {"cbir_pg.eval.topn", "cbir_pg.ingest.worker", "cbir_pg.app.cli", "cbir_pg.db.connect"} <= set(mods)
+    assert {"cbir_pg.eval.topn", "cbir_pg.ingest.worker", "cbir_pg.app.cli", "cbir_pg.db.connect"} <= set(
+        mods
+    )
     import cbir_pg.eval.topn
     import cbir_pg.ingest.worker
 
@@ -101,7 +103,9 @@ def test_no_module_imports_the_bare_top_level_names() -> None:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and not node.level:
                     names = [node.module or ""]
-                bad += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("eval", "ingest")]
+                bad += [
+                    f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("eval", "ingest")
+                ]
     assert not bad, "import cbir_pg.eval / cbir_pg.ingest, not eval / ingest:\n" + "\n".join(bad)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, database, dsn, state
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
@@ -65,12 +65,15 @@ def status(ctx: typer.Context) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import check_dsn, redact
+    from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import current_revision, head_revision
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
         console.print(f"external server: {redact(check_dsn(settings.dsn))}", markup=False, highlight=False)
-        console.print(f"schema revision: {current_revision(settings.dsn) or 'none'} (head {head_revision()})")
+        console.print(
+            f"schema revision: {current_revision(Database(settings.dsn)) or 'none'} (head {head_revision()})"
+        )
         return
     st = _server().status()
     if st.stale_pid is not None:
@@ -87,7 +90,9 @@ def status(ctx: typer.Context) -> None:
         )
         url = st.uri(settings.database)
         try:
-            console.print(f"schema revision: {current_revision(url) or 'none'} (head {head_revision()})")
+            console.print(
+                f"schema revision: {current_revision(Database(url)) or 'none'} (head {head_revision()})"
+            )
         except Exception:  # the cbir database may not exist yet
             console.print("schema revision: none")
 
@@ -110,7 +115,7 @@ def migrate(ctx: typer.Context) -> None:
     """Apply the alembic migrations, then re-apply the idempotent SQL functions and views in sql/."""
     from cbir_pg.db.migrate import migrate as run_migrate
 
-    result = run_migrate(dsn(ctx))
+    result = run_migrate(database(ctx))
     change = (
         f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
     )
@@ -139,18 +144,16 @@ def roles_add(
     ),
 ) -> None:
     """Create a login role with a generated password; prints the password once and a ready DSN."""
-    from cbir_pg.config import get_settings
-    from cbir_pg.db.connect import connection
     from cbir_pg.db.roles import add_role, login_dsn
     from cbir_pg.db.server import EmbeddedServer
     from cbir_pg.errors import ConfigError
 
     if reader == worker:
         raise ConfigError("give exactly one of --reader or --worker")
-    base = dsn(ctx)
-    with connection(base, autocommit=True, vector=False) as conn:
+    db = database(ctx)
+    with db.connection(autocommit=True, vector=False) as conn:
         role = add_role(conn, name, "reader" if reader else "worker")
-    settings = get_settings(state(ctx).dsn)
+    settings, base = db.settings, db.dsn
     tcp = None
     if not settings.dsn:
         st = EmbeddedServer(settings.pgdata).status()
@@ -165,10 +168,9 @@ def roles_add(
 @roles_app.command("list")
 def roles_list(ctx: typer.Context) -> None:
     """Login roles that are members of cbir_reader or cbir_worker."""
-    from cbir_pg.db.connect import connection
     from cbir_pg.db.roles import list_roles
 
-    with connection(dsn(ctx), vector=False) as conn:
+    with database(ctx).connection(vector=False) as conn:
         rows = list_roles(conn)
     for r in rows:
         limit = "no limit" if r.connection_limit < 0 else f"{r.connection_limit} connections"
@@ -180,10 +182,9 @@ def roles_list(ctx: typer.Context) -> None:
 @roles_app.command("drop")
 def roles_drop(ctx: typer.Context, name: str = typer.Argument(..., help="the login role")) -> None:
     """Drop a login role (and its grants in the cbir database)."""
-    from cbir_pg.db.connect import connection
     from cbir_pg.db.roles import drop_role
 
-    with connection(dsn(ctx), autocommit=True, vector=False) as conn:
+    with database(ctx).connection(autocommit=True, vector=False) as conn:
         drop_role(conn, name)
     typer.echo(f"dropped role {name}")
 
