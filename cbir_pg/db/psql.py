@@ -13,6 +13,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
 
 
 def psql_executable() -> str:
@@ -22,7 +26,7 @@ def psql_executable() -> str:
     return str(exe) if exe.exists() else (shutil.which("psql") or "psql")
 
 
-def split_password(dsn: str) -> tuple[str, str | None]:
+def _split_password(dsn: str) -> tuple[str, str | None]:
     """``dsn`` without its password (key=value form), and the password (``None`` when it has none)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -37,11 +41,11 @@ def _passfile_line(password: str) -> str:
     return f"*:*:*:*:{escaped}\n"
 
 
-def run_psql(dsn: str, args: list[str] | None = None) -> int:
-    """Run psql on ``dsn`` with ``args``; returns its exit status."""
+def run_psql(db: Database, args: list[str] | None = None) -> int:
+    """Run psql on ``db`` with ``args``; returns its exit status."""
     from cbir_pg.db.connect import check_dsn
 
-    conninfo, password = split_password(check_dsn(dsn))
+    conninfo, password = _split_password(check_dsn(db.dsn))
     env = dict(os.environ)
     tmp: str | None = None
     try:

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.database import scalar
+from cbir_pg.db.database import Database, scalar
 from cbir_pg.errors import ConfigError, NotFoundError
 
 #: ``--reader`` / ``--worker`` → the group role a login joins
@@ -92,11 +92,11 @@ def list_roles(conn: psycopg.Connection) -> list[LoginRole]:
         return cur.execute(queries.get("roles", "list")).fetchall()
 
 
-def login_dsn(base_dsn: str, user: str, password: str, tcp: tuple[str, int] | None = None) -> str:
-    """A URI for ``user`` on the server and database of ``base_dsn`` (over ``tcp`` when given)."""
+def login_dsn(db: Database, user: str, password: str, tcp: tuple[str, int] | None = None) -> str:
+    """A URI for ``user`` on the server and database of ``db`` (over ``tcp`` when given)."""
     from psycopg.conninfo import conninfo_to_dict
 
-    params = conninfo_to_dict(base_dsn)
+    params = conninfo_to_dict(db.dsn)
     db = quote(str(params.get("dbname") or "cbir"), safe="")
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
     if tcp:

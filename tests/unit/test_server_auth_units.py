@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cbir_pg.db.psql import _passfile_line, split_password
+from cbir_pg.db.database import Database
+from cbir_pg.db.psql import _passfile_line, _split_password
 from cbir_pg.db.roles import login_dsn
 from cbir_pg.db.server import hba_conf, ident_conf, parse_listen
 from cbir_pg.errors import ConfigError
@@ -43,17 +44,20 @@ def test_hba_has_no_trust_and_ident_maps_only_the_given_users() -> None:
 def test_login_dsn_forms() -> None:
     sock = "postgresql://postgres@/cbir?host=/run/cbir-pg/abc&port=5432"
     assert (
-        login_dsn(sock, "bi", "p@ss/w") == "postgresql://bi:p%40ss%2Fw@/cbir?host=/run/cbir-pg/abc&port=5432"
+        login_dsn(Database(sock), "bi", "p@ss/w")
+        == "postgresql://bi:p%40ss%2Fw@/cbir?host=/run/cbir-pg/abc&port=5432"
     )
-    assert login_dsn(sock, "bi", "pw", ("127.0.0.1", 5433)) == "postgresql://bi:pw@127.0.0.1:5433/cbir"
     assert (
-        login_dsn("host=db.example.org port=6432 dbname=x", "bi", "pw")
+        login_dsn(Database(sock), "bi", "pw", ("127.0.0.1", 5433)) == "postgresql://bi:pw@127.0.0.1:5433/cbir"
+    )
+    assert (
+        login_dsn(Database("host=db.example.org port=6432 dbname=x"), "bi", "pw")
         == "postgresql://bi:pw@db.example.org:6432/x"
     )
 
 
 def test_split_password_and_passfile_escaping() -> None:
-    conninfo, password = split_password("postgresql://u:a%3Ab%5Cc@/cbir?host=/tmp")
+    conninfo, password = _split_password("postgresql://u:a%3Ab%5Cc@/cbir?host=/tmp")
     assert password == "a:b\\c" and "password" not in conninfo and "a:b" not in conninfo
     assert _passfile_line(password) == "*:*:*:*:a\\:b\\\\c\n"
-    assert split_password("host=/tmp dbname=cbir")[1] is None
+    assert _split_password("host=/tmp dbname=cbir")[1] is None

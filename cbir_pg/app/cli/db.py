@@ -131,7 +131,7 @@ def psql(
     through a private passfile, never its command line."""
     from cbir_pg.db.psql import run_psql
 
-    raise typer.Exit(run_psql(dsn(ctx), [*(args or []), *ctx.args]))
+    raise typer.Exit(run_psql(database(ctx), [*(args or []), *ctx.args]))
 
 
 @roles_app.command("add")
@@ -153,7 +153,7 @@ def roles_add(
     db = database(ctx)
     with db.connection(autocommit=True, vector=False) as conn:
         role = add_role(conn, name, "reader" if reader else "worker")
-    settings, base = db.settings, db.dsn
+    settings = db.settings
     tcp = None
     if not settings.dsn:
         st = EmbeddedServer(settings.pgdata).status()
@@ -162,7 +162,7 @@ def roles_add(
     limits = ", ".join(f"{k} {v}" for k, v in role.limits.items())
     typer.echo(f"created login role {role.name} in {role.group}" + (f" ({limits})" if limits else ""))
     typer.echo(f"password (shown once, not stored in clear): {role.password}")
-    typer.echo(f"dsn: {login_dsn(base, role.name, role.password, tcp)}")
+    typer.echo(f"dsn: {login_dsn(db, role.name, role.password, tcp)}")
 
 
 @roles_app.command("list")
