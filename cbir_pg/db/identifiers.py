@@ -64,3 +64,29 @@ def create_embedding_table(key: str, dim: int) -> sql.Composed:
 def drop_embedding_table(key: str) -> sql.Composed:
     """The statement that drops a model's embedding table and its indexes (``cbir.drop_embedding_table``)."""
     return sql.SQL("select cbir.drop_embedding_table({})").format(sql.Literal(check_key(key)))
+
+
+#: login role names cbir-pg creates: lowercase, not a reserved or predefined name
+ROLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED_ROLES = frozenset(
+    {"postgres", "public", "cbir_reader", "cbir_worker", "none", "current_user", "session_user"}
+)
+
+
+def check_role_name(name: str) -> str:
+    """Validate a login role name for ``cbir-pg db roles``."""
+    if (
+        not isinstance(name, str)
+        or not ROLE_PATTERN.fullmatch(name)
+        or name.startswith("pg_")
+        or name in RESERVED_ROLES
+    ):
+        raise ConfigError(
+            f"invalid role name {name!r}: use lowercase letters, digits and '_' (at most 63), not"
+            " starting with 'pg_' and not postgres, public, cbir_reader or cbir_worker"
+        )
+    return name
+
+
+def role(name: str) -> sql.Identifier:
+    return sql.Identifier(check_role_name(name))

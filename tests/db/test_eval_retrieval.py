@@ -374,11 +374,15 @@ def test_reader_role_reads_views_but_not_patients(ann_run, pg_server_dsn):
     dsn, model, _ = ann_run
     role = f"reader_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create role {} login in role cbir_reader").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("create role {} login password {} in role cbir_reader").format(
+                sql.Identifier(role), sql.Literal(role + "-pw")
+            )
+        )
     try:
         params = conninfo_to_dict(dsn)
         params["user"] = role
-        params.pop("password", None)
+        params["password"] = role + "-pw"
         with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
             for view in ("leaderboard", "class_precision", "ann_quality", "eval_runs"):
                 n = conn.execute(
