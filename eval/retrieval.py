@@ -108,8 +108,27 @@ def evaluate_retrieval(
     batch_size: int = 256,
     connections: int = 2,
     progress: bool = True,
+    profile: str = "default",
 ) -> RetrievalResult:
-    """Run the retrieval benchmark for ``model`` and store it; see the module docstring."""
+    """Run the retrieval benchmark for ``model`` and store it; see the module docstring.
+
+    ``profile`` (:mod:`cbir_pg.profiles`) is recorded in the run. ``paper`` insists on the paper's
+    protocol (test queries against the train index, exact search, no ann comparison) and warns when a
+    dataset in scope is not a ``dkfz-splits`` import made with the paper profile.
+    """
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    if prof.name == "paper":
+        wanted = (tuple(prof.index_splits), tuple(prof.query_splits), prof.search_mode, False)
+        given = (tuple(index_splits), tuple(query_splits), mode, compare_exact)
+        if given != wanted:
+            raise ConfigError(
+                "--profile paper evaluates test queries against the train index with exact search"
+                f" (index {'/'.join(wanted[0])}, query {'/'.join(wanted[1])}, --mode exact, no --compare-exact);"
+                f" got index {'/'.join(given[0])}, query {'/'.join(given[1])}, mode {mode}"
+                + (", --compare-exact" if compare_exact else "")
+            )
     ns = metrics.check_ns(ns)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
@@ -130,6 +149,10 @@ def evaluate_retrieval(
             {"splits": list(query_splits), "datasets": list(ds) if ds else None},
         ).fetchall()
         index_params = _index_params(conn, model)
+        prov = conn.execute(queries.get("eval", "encoder_provenance"), {"model": model}).fetchone()
+        scope_datasets = conn.execute(
+            queries.get("eval", "dataset_profiles"), {"datasets": list(ds) if ds else None}
+        ).fetchall()
     query_ids = [int(r[0]) for r in rows]
     if not query_ids:
         raise NotFoundError(
@@ -140,6 +163,18 @@ def evaluate_retrieval(
     index_filter = IndexFilter(splits=index_splits, datasets=ds)
     modes = ["exact", "ann"] if compare_exact else [mode]
     warnings: list[str] = []
+    if prof.dataset_kind:
+        off = [
+            f"{k} ({kind}, profile {p})"
+            for k, kind, p in scope_datasets
+            if kind != prof.dataset_kind or p != prof.name
+        ]
+        if off:
+            warnings.append(
+                f"--profile {prof.name}: not {prof.dataset_kind} imports made with --profile {prof.name}: "
+                + ", ".join(off)
+                + "; the numbers are not comparable with the paper's"
+            )
     results: dict[str, tuple[TopN, metrics.PrecisionSummary, np.ndarray, float, datetime]] = {}
     for m in modes:
         started = datetime.now(timezone.utc)
@@ -198,6 +233,10 @@ def evaluate_retrieval(
         "index_filter": index_filter.describe(),
         "distance": "cosine",
         "ties": "distance, then image_id",
+        "profile": prof.name,
+        "encoder_config_hash": prov[0] if prov else None,
+        "vectors": "imported" if prov and str(prov[1] or "").startswith("import:") else "computed",
+        "imported_files": [f.get("sha256") for f in (prov[2] if prov else [])] or None,
     }
     stored: dict[str, ModeResult] = {}
     code = store.code_version()
