@@ -217,6 +217,10 @@ def evaluate_linear(
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
     from eval import results
 
+    if rule not in RULES:
+        from cbir_pg.errors import ConfigError
+
+        raise ConfigError(f"unknown linear-probe rule {rule!r}: use {' or '.join(RULES)}")
     t0 = time.perf_counter()
     data = {s: results.load_split(dsn, model, s, datasets) for s in (train_split, val_split, test_split)}
     tr, va, te = data[train_split], data[val_split], data[test_split]

@@ -119,7 +119,7 @@ where kind = %(kind)s and finished_at is not null
 order by model, mode
 
 -- name: leaderboard
-select * from cbir_report.leaderboard order by model, mode, scope
+select * from cbir_report.leaderboard order by model, mode, scope, profile, vectors
 
 -- name: encoder_provenance
 -- where the model's stored vectors come from: its config hash, weights source and imported files
