@@ -58,11 +58,21 @@ def images() -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- the libraries' own pipelines
 
 
-def _hf(cls_name: str, module: str, **kw):
+def _hf_class(cls_name: str, module: str):
+    """transformers 5: the PIL backend class (``ViTImageProcessorPil``); 4.x: the default, PIL-based
+    class of the same name without the suffix (what the paper's code got from ``AutoImageProcessor``)."""
     import importlib
 
-    cls = getattr(importlib.import_module(f"transformers.models.{module}"), cls_name)
-    proc = cls(**kw)
+    try:
+        return getattr(importlib.import_module(f"transformers.models.{module}"), cls_name)
+    except (ImportError, AttributeError):
+        import transformers
+
+        return getattr(transformers, cls_name.removesuffix("Pil"))
+
+
+def _hf(cls_name: str, module: str, **kw):
+    proc = _hf_class(cls_name, module)(**kw)
 
     def run(rgb: np.ndarray) -> torch.Tensor:
         from PIL import Image
@@ -111,13 +121,18 @@ _SAM = dict(
 
 
 def _medclip():
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    import inspect
 
     from cbir_pg.encoders.medclip import MEDCLIP_MEAN, MEDCLIP_STD
 
     # the paper's CLIPFeatureExtractor(...) arguments; do_pad_square is not an option of the class (it was
     # ignored), so it is left out here and nothing pads
-    assert "do_pad_square" not in CLIPImageProcessorPil.valid_kwargs.__annotations__
+    cls = _hf_class("CLIPImageProcessorPil", "clip.image_processing_pil_clip")
+    known = (
+        getattr(getattr(cls, "valid_kwargs", None), "__annotations__", None)
+        or inspect.signature(cls).parameters
+    )
+    assert "do_pad_square" not in known
     return _hf(
         "CLIPImageProcessorPil",
         "clip.image_processing_pil_clip",
@@ -134,11 +149,14 @@ def _medclip():
 
 
 def _mae():
+    import inspect
+
     from transformers.image_utils import PILImageResampling
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     # facebook/vit-mae-base's preprocessor_config.json names no resample: the class default, bilinear
-    assert ViTImageProcessorPil.resample == PILImageResampling.BILINEAR
+    cls = _hf_class("ViTImageProcessorPil", "vit.image_processing_pil_vit")
+    default = getattr(cls, "resample", None) or inspect.signature(cls).parameters["resample"].default
+    assert default == PILImageResampling.BILINEAR
     return _hf(
         "ViTImageProcessorPil",
         "vit.image_processing_pil_vit",
