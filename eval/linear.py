@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eval.classification import ClassificationMetrics, classification_metrics
+from cbir_pg.eval.classification import ClassificationMetrics, classification_metrics
 
 #: early-stopping rules: ``loss`` (ours, validation loss) and ``paper`` (validation accuracy, N(0, 0.01) init)
 RULES = ("loss", "paper")
@@ -215,7 +215,7 @@ def evaluate_linear(
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from eval import results
+    from cbir_pg.eval import results
 
     if rule not in RULES:
         from cbir_pg.errors import ConfigError

@@ -136,8 +136,8 @@ def import_h5(
     batch_size: int = 20_000,
 ) -> ImportH5Summary:
     """Import every HDF5 file under ``path`` as vectors of ``model`` (see the module docstring)."""
-    from ingest.copy import copy_vectors
-    from ingest.worker import ensure_encoder_table
+    from cbir_pg.ingest.copy import copy_vectors
+    from cbir_pg.ingest.worker import ensure_encoder_table
 
     config = imported_config(get_config(model))
     files = h5_files(path)

@@ -156,14 +156,14 @@ def import_dataset(
 
     from tqdm import tqdm
 
-    from cbir_pg.datasets import get_adapter
+    from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
     from cbir_pg.db.connect import connect
     from cbir_pg.db.identifiers import check_key
 
     started = time.monotonic()
     from cbir_pg.profiles import adapter_options, check_dedupe, get_profile
 
-    cls = get_adapter(kind)
+    cls = ADAPTERS.get(kind)
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))

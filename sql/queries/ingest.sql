@@ -80,10 +80,6 @@ from cbir.ingest_status
 where %(encoder)s::text is null or encoder = %(encoder)s
 order by encoder, dataset
 
--- name: encoder_delete
--- Forget an encoder: its recorded failures go with it (on delete cascade).
-delete from cbir.encoder where key = %(key)s;
-
 -- name: h5_images_by_uri
 -- images of the published-split imports (dkfz-splits) whose uri is one of the HDF5 keys
 select i.id, i.uri

@@ -161,8 +161,8 @@ def _reference_p_at_n(vectors, truth, ns):
 
 
 def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_path):
-    from eval.retrieval import evaluate_retrieval
-    from ingest.h5 import import_h5
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.ingest.h5 import import_h5
 
     csv_path, truth = _published_layout(tmp_path / "data")
     s = import_dataset(db, "dkfz-splits", csv_path, profile="paper", progress=False)
@@ -220,8 +220,8 @@ def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_pat
 
 
 def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
-    from ingest.h5 import import_h5
-    from ingest.worker import ensure_encoder_table
+    from cbir_pg.ingest.h5 import import_h5
+    from cbir_pg.ingest.worker import ensure_encoder_table
 
     csv_path, truth = _published_layout(tmp_path / "data", n=12)
     import_dataset(db, "dkfz-splits", csv_path, profile="paper", progress=False)
@@ -256,7 +256,7 @@ def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
 def test_cli_import_h5_and_paper_retrieval(db, tmp_path):
     from typer.testing import CliRunner
 
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     csv_path, truth = _published_layout(tmp_path / "data", n=40)
     runner = CliRunner()

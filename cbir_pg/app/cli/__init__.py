@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cbir_pg.cli import (
+from cbir_pg.app.cli import (
     datasets,
     db,
     demo,
@@ -23,7 +23,7 @@ from cbir_pg.cli import (
     report,
     search,
 )
-from cbir_pg.cli._common import State, err_console
+from cbir_pg.app.cli._common import State, err_console
 
 app = typer.Typer(
     name="cbir-pg",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, split_names
+from cbir_pg.app.cli._common import console, dsn, split_names
 
 app = typer.Typer(
     help="Embeddings made elsewhere: import the paper's published HDF5 files.", no_args_is_help=True
@@ -26,7 +26,7 @@ def import_h5(
 ) -> None:
     """Load published vectors (one HDF5 dataset per image, named by its split-CSV filepath) into the
     model's table, matched to the images of a dkfz-splits import; dimension and norm checked."""
-    from ingest.h5 import import_h5 as run
+    from cbir_pg.ingest.h5 import import_h5 as run
 
     s = run(dsn(ctx), path, model, datasets=split_names(dataset) or None)
     for f in s.files:
