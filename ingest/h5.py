@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connection
+from cbir_pg.db.database import Database
 from cbir_pg.encoders import EncoderConfig, get_config
 from cbir_pg.errors import ConfigError, InputError, NotFoundError
 
@@ -128,7 +128,7 @@ def check_vectors(name: str, keys: Sequence[str], vectors: np.ndarray, dim: int)
 
 
 def import_h5(
-    dsn: str,
+    db: Database,
     path: str | Path,
     model: str,
     *,
@@ -144,7 +144,7 @@ def import_h5(
     table = identifiers.embedding_table(model)
     vtype = identifiers.vector_type_for(config.dim)
     reports: list[FileReport] = []
-    with connection(dsn) as conn:
+    with db.connection() as conn:
         ensure_encoder_table(conn, config)  # refuses a table of vectors computed under another config
         for f in files:
             keys, vecs = [], []
@@ -167,7 +167,8 @@ def import_h5(
                 {"datasets": list(datasets) if datasets else None, "uris": keys},
             ).fetchall()
             by_uri: dict[str, int] = {}
-            for image_id, uri in rows:
+            for r in rows:
+                image_id, uri = r["id"], r["uri"]
                 if uri in by_uri and by_uri[uri] != image_id:
                     raise ConfigError(
                         f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset"

@@ -11,6 +11,7 @@ import pytest
 from datasets_fixtures import CHEXPERT_HEADER, _onehot, img, write_chexpert, write_csv, write_radimagenet
 
 from cbir_pg.datasets import import_dataset
+from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, InputError
 
 # ----------------------------------------------------------------------------- datasets
@@ -60,7 +61,7 @@ def test_chexpert_paper_profile_keeps_the_published_rows(db, conn, tmp_path):
         rows.append([f"CheXpert-v1.0/{p}", "Male", 50, "Frontal", "AP", *_onehot(vals)])
     write_csv(base / "train.csv", CHEXPERT_HEADER, rows)
 
-    s = import_dataset(db, "chexpert", root, profile="paper", progress=False)
+    s = import_dataset(Database(db), "chexpert", root, profile="paper", progress=False)
     kept = {
         r[0]
         for r in conn.execute(
@@ -76,22 +77,24 @@ def test_chexpert_paper_profile_keeps_the_published_rows(db, conn, tmp_path):
     assert params["options"]["uncertain"] == "exclude"
 
     # the default profile (U-Zeros) keeps more rows, e.g. the uncertain-edema pneumonia
-    s0 = import_dataset(db, "chexpert", root, name="chexpert_zeros", progress=False)
+    s0 = import_dataset(Database(db), "chexpert", root, name="chexpert_zeros", progress=False)
     assert s0.images == s.images and "uncertain_label" not in s0.excluded
 
 
 def test_paper_profile_flags_no_duplicates(db, conn, tmp_path):
     root = write_radimagenet(tmp_path)
-    s = import_dataset(db, "radimagenet", root, profile="paper", progress=False)
+    s = import_dataset(Database(db), "radimagenet", root, profile="paper", progress=False)
     assert s.exact_duplicates == 0 and "duplicate" not in s.excluded
-    s = import_dataset(db, "radimagenet", root, progress=False)  # default: the copy is flagged again
+    s = import_dataset(
+        Database(db), "radimagenet", root, progress=False
+    )  # default: the copy is flagged again
     assert s.exact_duplicates == 1 and s.excluded.get("duplicate") == 1
-    s = import_dataset(db, "radimagenet", root, dedupe="none", progress=False)  # and cleared
+    s = import_dataset(Database(db), "radimagenet", root, dedupe="none", progress=False)  # and cleared
     assert s.exact_duplicates == 0 and "duplicate" not in s.excluded
     with pytest.raises(ConfigError, match="--dedupe"):
-        import_dataset(db, "radimagenet", root, dedupe="fuzzy", progress=False)
+        import_dataset(Database(db), "radimagenet", root, dedupe="fuzzy", progress=False)
     with pytest.raises(ConfigError, match="profile"):
-        import_dataset(db, "radimagenet", root, profile="papers", progress=False)
+        import_dataset(Database(db), "radimagenet", root, profile="papers", progress=False)
 
 
 # ----------------------------------------------------------------------------- published embeddings
@@ -165,7 +168,7 @@ def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_pat
     from cbir_pg.ingest.h5 import import_h5
 
     csv_path, truth = _published_layout(tmp_path / "data")
-    s = import_dataset(db, "dkfz-splits", csv_path, profile="paper", progress=False)
+    s = import_dataset(Database(db), "dkfz-splits", csv_path, profile="paper", progress=False)
     assert s.images == 90 and not s.excluded
     rng = np.random.default_rng(7)
     vecs = dict(zip(truth, _unit(rng, len(truth), 512), strict=True))
@@ -177,7 +180,7 @@ def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_pat
     extra = dict(by_source["radimagenet"], **{"radimagenet/not_in_the_csv.png": _unit(rng, 1, 512)[0]})
     _write_h5(h5_dir / "radiology_ai.h5", extra)
 
-    summary = import_h5(db, h5_dir, "biomedclip")
+    summary = import_h5(Database(db), h5_dir, "biomedclip")
     assert summary.loaded == 90 and summary.unmatched == 1
     assert {f.file for f in summary.files} == {"nih14.h5", "radiology_ai.h5"}
     stored = dict(
@@ -195,7 +198,7 @@ def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_pat
     assert enc[1] != get_config("biomedclip").config_hash()
 
     ns = (1, 3, 5, 10)
-    res = evaluate_retrieval(db, "biomedclip", ns=ns, mode="exact", profile="paper", progress=False)
+    res = evaluate_retrieval(Database(db), "biomedclip", ns=ns, mode="exact", profile="paper", progress=False)
     micro, macro = _reference_p_at_n(vecs, truth, ns)
     np.testing.assert_allclose(res.primary.summary.micro, micro, atol=1e-12)
     np.testing.assert_allclose(res.primary.summary.macro, macro, atol=1e-12)
@@ -211,12 +214,12 @@ def test_import_h5_exact_retrieval_equals_the_published_p_at_n(db, conn, tmp_pat
     assert params["imported_files"] == [f.sha256 for f in summary.files]
 
     # a second import of the same files replaces the vectors, nothing twice
-    assert import_h5(db, h5_dir, "biomedclip").loaded == 90
+    assert import_h5(Database(db), h5_dir, "biomedclip").loaded == 90
     assert conn.execute("select count(*) from cbir.embedding_biomedclip").fetchone()[0] == 90
 
     # the paper profile refuses a protocol that is not the paper's
     with pytest.raises(ConfigError, match="--profile paper"):
-        evaluate_retrieval(db, "biomedclip", mode="ann", profile="paper", progress=False)
+        evaluate_retrieval(Database(db), "biomedclip", mode="ann", profile="paper", progress=False)
 
 
 def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
@@ -224,21 +227,21 @@ def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
     from cbir_pg.ingest.worker import ensure_encoder_table
 
     csv_path, truth = _published_layout(tmp_path / "data", n=12)
-    import_dataset(db, "dkfz-splits", csv_path, profile="paper", progress=False)
+    import_dataset(Database(db), "dkfz-splits", csv_path, profile="paper", progress=False)
     rng = np.random.default_rng(1)
     keys = list(truth)
     wrong_dim = _write_h5(tmp_path / "dim" / "nih14.h5", dict(zip(keys, _unit(rng, 12, 256), strict=True)))
     with pytest.raises(InputError, match="dimension is 512"):
-        import_h5(db, wrong_dim, "biomedclip")
+        import_h5(Database(db), wrong_dim, "biomedclip")
     raw = _unit(rng, 12, 512)
     raw[3] *= 2.0
     not_unit = _write_h5(tmp_path / "norm" / "nih14.h5", dict(zip(keys, raw, strict=True)))
     with pytest.raises(InputError, match="not unit length.*norm 2"):
-        import_h5(db, not_unit, "biomedclip")
+        import_h5(Database(db), not_unit, "biomedclip")
     assert conn.execute("select count(*) from cbir.embedding_biomedclip").fetchone()[0] == 0
 
     good = _write_h5(tmp_path / "good" / "x.h5", dict(zip(keys, _unit(rng, 12, 512), strict=True)))
-    assert import_h5(db, good, "biomedclip").loaded == 12
+    assert import_h5(Database(db), good, "biomedclip").loaded == 12
     from cbir_pg.encoders import get_config
 
     # computed vectors may not join an imported table ...
@@ -248,9 +251,9 @@ def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
     conn.rollback()
     ensure_encoder_table(conn, get_config("tiny_cnn"))
     with pytest.raises(ConfigError, match="must not mix"):
-        import_h5(db, good, "tiny_cnn")
+        import_h5(Database(db), good, "tiny_cnn")
     with pytest.raises(ConfigError, match="no .h5"):
-        import_h5(db, tmp_path / "data", "biomedclip")
+        import_h5(Database(db), tmp_path / "data", "biomedclip")
 
 
 def test_cli_import_h5_and_paper_retrieval(db, tmp_path):
