@@ -192,6 +192,48 @@ def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier,
     return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
 
 
+# --------------------------------------------------------------------------- the runner's steps
+def _check_args(mode: str, n: int, ef_search: int | None, batch_size: int, connections: int) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    if batch_size < 1 or connections < 1:
+        raise ConfigError("batch_size and connections must be positive")
+    check_ef_search(ef_search)
+
+
+def _index_facts(
+    coord: psycopg.Connection, table: sql.Identifier, qids: np.ndarray
+) -> tuple[dict[int, int], set[int], list[int]]:
+    """In the run's snapshot: index size per class, which queries are index images themselves, and
+    which queries have no stored vector."""
+    class_sizes = {
+        int(r["label_id"]): int(r["n"]) for r in coord.execute(queries.get("eval", "index_class_sizes"))
+    }
+    in_index = {
+        int(r["image_id"])
+        for r in coord.execute(queries.get("eval", "index_contains"), {"ids": qids.tolist()})
+    }
+    has_vec = {
+        int(r["image_id"])
+        for r in coord.execute(
+            sql.SQL("select image_id from {} where image_id = any(%s::bigint[])").format(table),
+            (qids.tolist(),),
+        )
+    }
+    return class_sizes, in_index, [int(i) for i in qids if int(i) not in has_vec]
+
+
+def _query_labels(coord: psycopg.Connection, qids: np.ndarray) -> list[int]:
+    rows = coord.execute(
+        "select id, coalesce(label_id, -1) as label_id from cbir.image where id = any(%s::bigint[])",
+        (qids.tolist(),),
+    ).fetchall()
+    label_of = {int(r["id"]): int(r["label_id"]) for r in rows}
+    return [label_of.get(int(i), -1) for i in qids]
+
+
 # --------------------------------------------------------------------------- the runner
 @wrap_db_errors
 def topn(
@@ -212,13 +254,7 @@ def topn(
     ``progress``: ``True`` shows a progress bar (queries/s) on stderr, ``False`` nothing, or a callable
     ``(done, total)``. See the module docstring for modes, ties and the snapshot.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
-    if n < 1:
-        raise ConfigError(f"n must be at least 1, got {n}")
-    if batch_size < 1 or connections < 1:
-        raise ConfigError("batch_size and connections must be positive")
-    check_ef_search(ef_search)
+    _check_args(mode, n, ef_search, batch_size, connections)
     settings, ef = _settings(mode, n, ef_search)
     qids = np.asarray(list(query_ids), dtype=np.int64)
     q = len(qids)
@@ -236,32 +272,12 @@ def topn(
         stmt = queries.get("eval", "topn_batch", table=table)
         snapshot = scalar(coord, "select pg_export_snapshot()")
         _build_index_set(coord, table, index_filter)
-        class_sizes = {
-            int(r["label_id"]): int(r["n"]) for r in coord.execute(queries.get("eval", "index_class_sizes"))
-        }
+        class_sizes, in_index, missing = _index_facts(coord, table, qids)
         n_index = sum(class_sizes.values())
-        in_index = {
-            int(r["image_id"])
-            for r in coord.execute(queries.get("eval", "index_contains"), {"ids": qids.tolist()})
-        }
         expected = np.array(
             [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
         )
-        labels_rows = coord.execute(
-            "select id, coalesce(label_id, -1) as label_id from cbir.image where id = any(%s::bigint[])",
-            (qids.tolist(),),
-        ).fetchall()
-        label_of = {int(r["id"]): int(r["label_id"]) for r in labels_rows}
-        query_labels[:] = [label_of.get(int(i), -1) for i in qids]
-        has_vec = {
-            int(r["image_id"])
-            for r in coord.execute(
-                sql.SQL("select image_id from {} where image_id = any(%s::bigint[])").format(table),
-                (qids.tolist(),),
-            )
-        }
-        missing = [int(i) for i in qids if int(i) not in has_vec]
-
+        query_labels[:] = _query_labels(coord, qids)
         plan_uses_index: bool | None = None
         if q:
             _apply(coord, settings)
