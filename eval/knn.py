@@ -62,6 +62,7 @@ def evaluate_knn(
     connections: int = 2,
     store: bool = True,
     progress: bool = True,
+    profile: str = "default",
 ) -> KnnResult:
     """Choose ``k`` on ``val_split`` by micro F1, report micro/macro F1, AUPRC and AUROC on
     ``test_split``, and store the run (kind ``knn``).
@@ -131,6 +132,8 @@ def evaluate_knn(
         "k_max": K,
         "k_values": len(ks),
         "selection": "val micro F1, ties -> smallest k",
+        "vote_ties": "the tied class whose first neighbour is nearest",
+        "profile": profile,
         "weighted": weighted,
         "index_splits": list(index_splits),
         "val_split": val_split,

@@ -108,11 +108,18 @@ def evaluate_retrieval(
     batch_size: int = 256,
     connections: int = 2,
     progress: bool = True,
+    profile: str = "default",
 ) -> RetrievalResult:
     """Run the retrieval benchmark for ``model`` and store it; see the module docstring.
 
     Steps: choose the queries, run each mode (top-N in SQL, P@N in Python), compare ann with exact,
-    store every mode as one run."""
+    store every mode as one run. ``profile`` (:mod:`cbir_pg.profiles`) is recorded in the run;
+    ``paper`` insists on the paper's protocol (test queries against the train index, exact search, no
+    ann comparison) and warns when a dataset in scope is not a ``dkfz-splits`` import made with it."""
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    _check_profile(prof, index_splits, query_splits, mode, compare_exact)
     ns = metrics.check_ns(ns)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
@@ -139,7 +146,8 @@ def evaluate_retrieval(
         )
         for m in modes
     }
-    warnings = _warnings(model, done, index_params)
+    provenance, profile_warnings = _provenance(db, model, ds, prof)
+    warnings = profile_warnings + _warnings(model, done, index_params)
     comparison = _compare(done["ann"], done["exact"], ns) if compare_exact else None
     base_params = {
         "ns": list(ns),
@@ -153,6 +161,8 @@ def evaluate_retrieval(
         "index_filter": index_filter.describe(),
         "distance": "cosine",
         "ties": "distance, then image_id",
+        "profile": prof.name,
+        **provenance,
     }
     stored = _store(db, model, done, ns, base_params, index_params, comparison)
     recall, d_micro, d_macro = comparison if comparison is not None else (None, None, None)
@@ -168,6 +178,53 @@ def evaluate_retrieval(
         delta_macro=d_macro,
         warnings=warnings,
     )
+
+
+def _check_profile(prof: Any, index_splits, query_splits, mode: str, compare_exact: bool) -> None:
+    """The paper profile runs the paper's protocol only: a clear error for anything else."""
+    if prof.name != "paper":
+        return
+    wanted = (tuple(prof.index_splits), tuple(prof.query_splits), prof.search_mode, False)
+    given = (tuple(index_splits), tuple(query_splits), mode, compare_exact)
+    if given != wanted:
+        raise ConfigError(
+            "--profile paper evaluates test queries against the train index with exact search"
+            f" (index {'/'.join(wanted[0])}, query {'/'.join(wanted[1])}, --mode exact, no --compare-exact);"
+            f" got index {'/'.join(given[0])}, query {'/'.join(given[1])}, mode {mode}"
+            + (", --compare-exact" if compare_exact else "")
+        )
+
+
+def _provenance(
+    db: Database, model: str, ds: tuple[str, ...] | None, prof: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """Where the model's vectors come from (recorded in the run) and, for a profile that expects a
+    dataset kind, a warning naming the datasets in scope that were not imported that way."""
+    with db.connection() as conn:
+        prov = conn.execute(queries.get("eval", "encoder_provenance"), {"model": model}).fetchone()
+        scope = conn.execute(
+            queries.get("eval", "dataset_profiles"), {"datasets": list(ds) if ds else None}
+        ).fetchall()
+    imported = bool(prov) and str(prov["weights_source"] or "").startswith("import:")
+    params = {
+        "encoder_config_hash": prov["config_hash"] if prov else None,
+        "vectors": "imported" if imported else "computed",
+        "imported_files": [f.get("sha256") for f in (prov["imported_files"] if prov else [])] or None,
+    }
+    warnings: list[str] = []
+    if prof.dataset_kind:
+        off = [
+            f"{r['key']} ({r['kind']}, profile {r['profile']})"
+            for r in scope
+            if r["kind"] != prof.dataset_kind or r["profile"] != prof.name
+        ]
+        if off:
+            warnings.append(
+                f"--profile {prof.name}: not {prof.dataset_kind} imports made with --profile {prof.name}: "
+                + ", ".join(off)
+                + "; the numbers are not comparable with the paper's"
+            )
+    return params, warnings
 
 
 @dataclass

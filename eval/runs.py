@@ -347,8 +347,8 @@ TABLE2_NS = (1, 3, 5, 10)
 
 
 def table2(db: Database) -> Any:
-    """The paper's Table 2 layout, read from ``cbir_report.leaderboard``: one row per model (and mode and
-    dataset scope), columns ``(micro|macro, P@1|P@3|P@5|P@10)`` and ``(run, id|n_queries|n_index)``.
+    """The paper's Table 2 layout, read from ``cbir_report.leaderboard``: one row per model (and mode,
+    dataset scope, profile and vector source), columns ``(micro|macro, P@1|P@3|P@5|P@10)`` and ``(run, id|n_queries|n_index)``.
     Returns a :class:`pandas.DataFrame`."""
     import pandas as pd
 
@@ -361,7 +361,9 @@ def table2(db: Database) -> Any:
     out = pd.DataFrame(
         [[row[f"p{n}_{avg}"] for avg in ("micro", "macro") for n in TABLE2_NS] for _, row in df.iterrows()],
         columns=columns,
-        index=pd.MultiIndex.from_frame(df[["model", "mode", "scope"]]) if len(df) else None,
+        index=pd.MultiIndex.from_frame(df[["model", "mode", "scope", "profile", "vectors"]])
+        if len(df)
+        else None,
         dtype=float,
     )
     if len(df):

@@ -147,21 +147,29 @@ def import_dataset(
     progress: bool = True,
     hash_images: bool = True,
     batch_size: int = BATCH_SIZE,
+    profile: str = "default",
+    dedupe: str | None = None,
     **options: Any,
 ) -> ImportSummary:
     """Import one dataset (see the module docstring); safe to run again, it adds nothing twice.
 
     ``kind`` is an adapter key (:func:`cbir_pg.datasets.list_adapters`); ``options`` are the adapter's
     own (e.g. ``flag`` for medmnist, ``uncertain`` for chexpert). ``hash_images=False`` skips decoding
-    (no size, pixel hash or dedupe): for very large imports.
+    (no size, pixel hash or dedupe): for very large imports. ``profile`` (:mod:`cbir_pg.profiles`) fills
+    in the adapter options and the ``dedupe`` mode (``near``, ``exact`` or ``none``) it prescribes where
+    they are not given; both are recorded in ``cbir.dataset.params``.
     """
 
     from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
     from cbir_pg.db.identifiers import check_key
 
     started = time.monotonic()
+    from cbir_pg.profiles import adapter_options, check_dedupe, get_profile
+
     cls = ADAPTERS.get(kind)
-    options = _options(options)
+    prof = get_profile(profile)
+    dedupe_mode = check_dedupe(dedupe or prof.dedupe)
+    options = adapter_options(prof, cls.kind, _options(options))
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise ConfigError(f"{kind}: {root} does not exist")
@@ -173,6 +181,8 @@ def import_dataset(
         "seed": seed,
         "options": {k: str(v) for k, v in options.items()},
         "hash": hash_images,
+        "profile": prof.name,
+        "dedupe": dedupe_mode,
         "label_map": str(label_map) if label_map else None,
         "source_root": str(root),
     }
@@ -209,7 +219,7 @@ def import_dataset(
 
         from cbir_pg.datasets.dedupe import mark_duplicates
 
-        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe)
+        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe, mode=dedupe_mode)
         summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
         aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
         _fill_counts(aconn, summary)

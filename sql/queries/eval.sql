@@ -78,3 +78,16 @@ join pg_am am on am.oid = c.relam
 where ix.indrelid = to_regclass(%(table_name)s)
   and am.amname in ('hnsw', 'ivfflat')
 order by c.relname
+
+-- name: encoder_provenance
+-- where the model's stored vectors come from: its config hash, weights source and imported files
+select config_hash, config ->> 'weights_source' as weights_source,
+       coalesce(config -> 'imported_files', '[]'::jsonb) as imported_files
+from cbir.encoder where key = %(model)s
+
+-- name: dataset_profiles
+-- kind and import profile of the datasets in scope (all when %(datasets)s is null)
+select key, kind, coalesce(params ->> 'profile', 'default') as profile
+from cbir.dataset
+where %(datasets)s::text[] is null or key = any(%(datasets)s::text[])
+order by key

@@ -46,4 +46,4 @@ where kind = %(kind)s and finished_at is not null
 order by model, mode
 
 -- name: leaderboard
-select * from cbir_report.leaderboard order by model, mode, scope
+select * from cbir_report.leaderboard order by model, mode, scope, profile, vectors

@@ -329,7 +329,7 @@ def test_ablation_on_real_medmnist(medmnist_lite0_db):
 
 def test_ablation_plan_on_medmnist_like_class_sizes():
     """The scale-down rule alone (no database), on the benchmark's train/test class sizes."""
-    from cbir_pg.eval.ablation import PAPER_SIZES, AblationClass, plan_ablation
+    from cbir_pg.eval.ablation import DEFAULT_SIZES, AblationClass, plan_ablation
 
     avail = [
         AblationClass(1, "XR/chest/pneumonia", 3469, 387),
@@ -337,7 +337,7 @@ def test_ablation_plan_on_medmnist_like_class_sizes():
         AblationClass(3, "US/breast/normal", 367, 114),
         AblationClass(4, "US/breast/malignant", 143, 42),
     ]
-    plan = plan_ablation(avail, PAPER_SIZES, 3000, 38)
+    plan = plan_ablation(avail, DEFAULT_SIZES, 3000, 38)
     assert plan.scaled and len(plan.notes) == 2
     assert plan.min_class_size == 250
     assert [c.label_id for c in plan.classes] == [1, 2, 3]
@@ -345,8 +345,8 @@ def test_ablation_plan_on_medmnist_like_class_sizes():
     assert plan.queries_per_class == 38
     # the paper's setting is left alone when enough classes are large
     big = [AblationClass(i, f"c{i}", 3500 + i, 100) for i in range(3)]
-    plan = plan_ablation(big, PAPER_SIZES, 3000, 38)
-    assert not plan.scaled and plan.sizes == list(PAPER_SIZES) and plan.min_class_size == 3000
+    plan = plan_ablation(big, DEFAULT_SIZES, 3000, 38)
+    assert not plan.scaled and plan.sizes == list(DEFAULT_SIZES) and plan.min_class_size == 3000
 
 
 def test_every_kind_of_run_fills_eval_runs_alike(db, synth):

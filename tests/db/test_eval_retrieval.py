@@ -322,7 +322,7 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
 
     # table2 and `eval show` print the leaderboard's numbers
     t2 = runs.table2(Database(dsn))
-    row = t2.loc[(model, "ann", "all:train->test")]
+    row = t2.loc[(model, "ann", "all:train->test", "default", "computed")]
     np.testing.assert_allclose(
         [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=1e-12
     )

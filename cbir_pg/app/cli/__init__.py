@@ -10,7 +10,19 @@ import sys
 
 import typer
 
-from cbir_pg.app.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
+from cbir_pg.app.cli import (
+    datasets,
+    db,
+    demo,
+    embeddings,
+    evaluate,
+    index,
+    ingest,
+    labels,
+    models,
+    report,
+    search,
+)
 from cbir_pg.app.cli._common import State, err_console
 
 app = typer.Typer(
@@ -22,7 +34,7 @@ app = typer.Typer(
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, index, search, evaluate, report, demo):
+for _module in (db, datasets, labels, models, ingest, embeddings, index, search, evaluate, report, demo):
     _module.register(app)
 
 

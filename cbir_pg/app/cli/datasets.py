@@ -44,7 +44,9 @@ def import_(
     seed: int = typer.Option(0, "--seed", help="seed of the patient-wise splits"),
     flag: str = typer.Option(None, "--flag", help="medmnist: the MedMNIST dataset, e.g. breastmnist"),
     uncertain: str = typer.Option(
-        None, "--uncertain", help="chexpert/mimic-cxr: zeros (default), ones or exclude"
+        None,
+        "--uncertain",
+        help="chexpert/mimic-cxr: zeros (default), ones or exclude (the paper's CheXpert rule)",
     ),
     modality: str = typer.Option(None, "--modality", help="imagefolder/csv: modality code, e.g. XR"),
     region: str = typer.Option(None, "--region", help="imagefolder/csv: anatomical region, e.g. chest"),
@@ -53,6 +55,14 @@ def import_(
     ),
     no_hash: bool = typer.Option(
         False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"
+    ),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default, or paper: no dedupe, CheXpert uncertain excluded (see docs/reproduce.md)",
+    ),
+    dedupe: str = typer.Option(
+        None, "--dedupe", help="near (exact + perceptual; default), exact or none (paper profile: none)"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
@@ -72,6 +82,8 @@ def import_(
         seed=seed,
         progress=not quiet,
         hash_images=not no_hash,
+        profile=profile,
+        dedupe=dedupe,
         **opts,
     )
     console.print(
