@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cbir_pg.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
+from cbir_pg.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search, serve
 from cbir_pg.cli._common import State, err_console
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, index, search, evaluate, report, demo):
+for _module in (db, datasets, labels, models, ingest, index, search, serve, evaluate, report, demo):
     _module.register(app)
 
 

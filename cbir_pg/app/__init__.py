@@ -1,0 +1,1 @@
+"""The app layer: user-facing front ends (the web server; the CLI and demo move here too) over the library."""
