@@ -157,6 +157,18 @@ async def read_upload(request: Request, cap: int) -> tuple[bytes, Any]:
     return data, form
 
 
+def search_href(image_id: int, model: str, k: int | None = None, filters: Filters | None = None) -> str:
+    """The search page's URL for a query by id, keeping the model, k and filters."""
+    from urllib.parse import urlencode
+
+    params: dict[str, Any] = {"image_id": image_id, "model": model}
+    if k is not None:
+        params["k"] = k
+    if filters is not None:
+        params.update({key: ("true" if v is True else v) for key, v in filters.as_params().items()})
+    return "/?" + urlencode(params)
+
+
 # --------------------------------------------------------------------------- the app
 def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     """The web app over ``store`` (a pool of ``cbir_web`` connections)."""
@@ -164,6 +176,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     cache = PngCache(config.cache_dir)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["max_k"] = MAX_K
+    templates.env.globals["search_href"] = search_href
     app = FastAPI(
         title="cbir-pg",
         description="Similar-case search over medical images (cbir-pg). JSON only; errors are "
@@ -415,7 +428,12 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
             k=k,
             hits=hits,
             filters=f,
-            form={**{key: v for key, v in f.as_params().items()}, "model": model, "k": str(k)},
+            form={
+                **f.as_params(),
+                "model": model,
+                "k": str(k),
+                "image_id": str(query["image_id"]) if query["stored"] else "",
+            },
         )
         ctx["query"] = {
             "image_id": query["image_id"],
