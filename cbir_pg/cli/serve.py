@@ -18,7 +18,9 @@ def serve(
     ),
     max_upload_mb: int = typer.Option(20, "--max-upload-mb", help="largest accepted upload, in MiB"),
     report_dir: Path = typer.Option(
-        None, "--report-dir", help="folder written by `cbir-pg report`, shown on the results page"
+        None,
+        "--report-dir",
+        help="folder written by `cbir-pg report`, shown on the results page (default: ./cbir-pg-report, the demo's)",
     ),
     web_dsn: str = typer.Option(
         None,
@@ -39,6 +41,8 @@ def serve(
         raise ConfigError(f"--max-upload-mb must be between 1 and 1024, got {max_upload_mb}")
     if warning:
         err_console.print(warning, markup=False, highlight=False)
+    if report_dir is None and Path("cbir-pg-report").is_dir():
+        report_dir = Path("cbir-pg-report")  # where `cbir-pg demo` writes its report
     app, store = build_app(
         dsn(ctx) if not web_dsn else "",
         get_settings().home,
