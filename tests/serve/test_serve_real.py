@@ -413,7 +413,11 @@ def server(served_db: str, tmp_path_factory) -> str:
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
     report = tmp_path_factory.mktemp("report")
-    Image.new("RGB", (320, 160), (40, 90, 160)).save(report / "fig2_grid.png")
+    from cbir_pg.search import search_with_query, write_search_grid
+
+    # a real report figure: the Fig. 2 style grid of one query, drawn by the project's own code
+    query, hits = search_with_query(served_db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
+    write_search_grid(served_db, query, hits, report / "fig2_grid.png", tile=96)
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     proc = subprocess.Popen(
