@@ -285,6 +285,7 @@ def test_upload_of_a_stored_image_uses_its_vector(api, served_db: str) -> None:
 
 
 def test_upload_of_a_new_image_is_embedded_like_the_cli_search(api, served_db: str, tmp_path: Path) -> None:
+    from cbir_pg.db.database import Database
     from cbir_pg.search import search
 
     image_id = some_images(served_db)["pneumoniamnist"]
@@ -301,7 +302,7 @@ def test_upload_of_a_new_image_is_embedded_like_the_cli_search(api, served_db: s
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["query"] == {"image_id": None, "stored": False, "label": None, "embedded_on_the_fly": True}
-    cli = search(served_db, MODEL, path=path, k=10, split="train")
+    cli = search(Database(served_db), MODEL, path=path, k=10, split="train")
     assert [h["image_id"] for h in body["neighbours"]] == [h.image_id for h in cli]
     assert np.allclose([h["similarity"] for h in body["neighbours"]], [h.similarity for h in cli], atol=1e-5)
     assert {h["split"] for h in body["neighbours"]} == {"train"}
@@ -413,11 +414,14 @@ def server(served_db: str, tmp_path_factory) -> str:
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
     report = tmp_path_factory.mktemp("report")
+    from cbir_pg.db.database import Database
     from cbir_pg.search import search_with_query, write_search_grid
 
     # a real report figure: the Fig. 2 style grid of one query, drawn by the project's own code
-    query, hits = search_with_query(served_db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
-    write_search_grid(served_db, query, hits, report / "fig2_grid.png", tile=96)
+    db = Database(served_db)
+    query, hits = search_with_query(db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
+    write_search_grid(db, query, hits, report / "fig2_grid.png", tile=96)
+    db.close()
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     proc = subprocess.Popen(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
@@ -295,11 +295,7 @@ class Store:
         from cbir_pg.search import _embed_file
 
         with self._embed_lock, self.conn() as c:
-            c.row_factory = tuple_row  # cbir_pg.search reads its rows by position
-            try:
-                vec = _embed_file(c, model, rgb, Path("the upload"))
-            finally:
-                c.row_factory = dict_row
+            vec = _embed_file(c, model, rgb, Path("the upload"))
         return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(vec, model, k, f)
 
     # ------------------------------------------------------------------ results
