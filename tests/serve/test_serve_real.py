@@ -494,6 +494,9 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # patience, not a timing assertion: the first upload imports torch and loads the encoder
+        page.set_default_timeout(300_000)
+        page.set_default_navigation_timeout(300_000)
         page.on("response", lambda resp: pending.append(resp))
 
         # the search page: a model picker with the real model
