@@ -89,3 +89,40 @@ exception when insufficient_privilege then
   raise notice 'cbir-pg: reader limits and large-object revokes need a superuser; skipped (%)', sqlerrm;
 end
 $$;
+
+-- cbir_web: the login role `cbir-pg serve` connects as (least privilege; docs/serve.md).
+--   It runs the search functions and reads image metadata, labels, encoders and the cbir_report views.
+--   It can read neither cbir.patient.patient_key / extra, nor cbir.image.uri / source_labels / extra,
+--   nor cbir.dataset.root: a response can only ever hold what these grants let it read.
+--   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'cbir_web') then
+    create role cbir_web nologin;
+  end if;
+end
+$$;
+grant usage on schema cbir to cbir_web;
+grant cbir_reader to cbir_web;
+grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_web;
+grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_web;
+grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
+              label_id, excluded, exclusion_reason, duplicate_of)
+  on cbir.image to cbir_web;
+grant select (id, sex, age) on cbir.patient to cbir_web;
+
+-- The one way cbir_web reaches pixels: the file of one image, by id, for the server to open and decode.
+-- It never returns more than one path per call, and the server never puts it in a response.
+create or replace function cbir.image_file(p_image_id bigint)
+returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select case when d.root is null or d.root = '' then i.uri else d.root || '/' || i.uri end
+  from cbir.image i join cbir.dataset d on d.id = i.dataset_id
+  where i.id = p_image_id
+$$;
+comment on function cbir.image_file(bigint) is
+  'server-side file of one image (dataset root / uri), for cbir-pg serve to decode; executable by cbir_web only';
+revoke all on function cbir.image_file(bigint) from public;
+grant execute on function cbir.image_file(bigint) to cbir_web;

@@ -22,6 +22,7 @@ from cbir_pg.app.cli import (
     models,
     report,
     search,
+    serve,
 )
 from cbir_pg.app.cli._common import State, err_console
 
@@ -34,7 +35,7 @@ app = typer.Typer(
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, embeddings, index, search, evaluate, report, demo):
+for _module in (db, datasets, labels, models, ingest, embeddings, index, search, serve, evaluate, report, demo):
     _module.register(app)
 
 
