@@ -353,7 +353,9 @@ def index_status(dsn: str, model: str | None = None) -> list[IndexStatus]:
         try:
             encoders = conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall()
             if model is not None and not encoders:
-                raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+                from cbir_pg.encoders.registry import model_not_stored
+
+                raise model_not_stored(model)
             for key, dim, table_name in encoders:
                 qualified = f"cbir.{table_name}"
                 if conn.execute("select to_regclass(%s)", (qualified,)).fetchone()[0] is None:

@@ -151,6 +151,10 @@ def search_with_query(
     filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
     conn = connect(dsn)
     try:
+        if conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone() is None:
+            from cbir_pg.encoders.registry import model_not_stored
+
+            raise model_not_stored(model)
         if ef_search is not None:
             conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
         vec = None
@@ -212,7 +216,9 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     """Embed a new file with the encoder config the model's stored vectors were made with."""
     row = conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
-        raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+        from cbir_pg.encoders.registry import model_not_stored
+
+        raise model_not_stored(model)
     stored_hash = row[3]
     stored_config = row[2] or {}
     try:

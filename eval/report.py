@@ -356,7 +356,7 @@ def write_report(
     if leaderboard and leaderboard[1]:
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
-        result.notes.append("no retrieval leaderboard (run `cbir-pg eval retrieval`)")
+        result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"
@@ -364,7 +364,7 @@ def write_report(
             + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC.</p>"
         )
     else:
-        result.notes.append("no kNN or linear-probe results (run `cbir-pg eval knn` / `eval linear`)")
+        result.notes.append("no kNN or linear-probe results (run cbir-pg eval knn or cbir-pg eval linear)")
 
     # Fig. 3B
     if ablation:
@@ -375,7 +375,7 @@ def write_report(
             + figure(p, "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else ""))
         )
     else:
-        result.notes.append("no ablation results (run `cbir-pg eval ablation`)")
+        result.notes.append("no ablation results (run cbir-pg eval ablation)")
 
     for model in models:
         parts = [f"<h2>{html.escape(model)}</h2>"]

@@ -29,7 +29,7 @@ def check_model(conn, model: str) -> None:
     identifiers.check_key(model)
     row = conn.execute(q("encoder_exists"), {"model": model}).fetchone()
     if not row or not row[0]:
-        raise NotFoundError(f"no embeddings for model {model!r}: run `cbir-pg ingest --model {model}` first")
+        raise NotFoundError(f"no embeddings for model {model!r}: run cbir-pg ingest --model {model} first")
 
 
 @dataclass

@@ -59,7 +59,7 @@ def knn(
     ),
     mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max k)"),
-    weighted: bool = typer.Option(False, "--weighted", help="similarity-weighted votes"),
+    weighted: bool = typer.Option(False, "--weighted/--no-weighted", help="similarity-weighted votes"),
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

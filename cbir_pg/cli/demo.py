@@ -29,6 +29,7 @@ def demo(
 ) -> None:
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
     from cbir_pg.cli.evaluate import print_table2
+    from cbir_pg.db.connect import redact
     from cbir_pg.demo import StepEvent, run_demo
 
     def on_step(e: StepEvent) -> None:
@@ -59,8 +60,16 @@ def demo(
             f"kNN (k={r.knn_k}, chosen on val) on test: "
             + ", ".join(f"{k} {v:.3f}" for k, v in r.knn_metrics.items())
         )
-    console.print(f"report: {r.report_index.resolve() if r.report_index else '-'}")
-    console.print(f"database: `cbir-pg db url` · total {sum(r.seconds.values()):.0f} s")
+    console.print(f"report: {r.report_index.resolve() if r.report_index else '-'}", highlight=False)
+    if state(ctx).dsn:
+        console.print(f"database: {redact(r.dsn)}", highlight=False)
+    else:
+        console.print(
+            "database: the embedded server keeps running for your queries (cbir-pg db psql, "
+            "cbir-pg db url); stop it with cbir-pg db stop",
+            highlight=False,
+        )
+    console.print(f"total {sum(r.seconds.values()):.0f} s", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ import math
 import typer
 
 from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.cli.output import Col, Format, emit, format_option, print_line
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -34,7 +35,7 @@ def retrieval(
     mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max N)"),
     compare_exact: bool = typer.Option(
-        False, "--compare-exact", help="run ann and exact; report recall and ΔP@N"
+        False, "--compare-exact/--no-compare-exact", help="run ann and exact; report recall and ΔP@N"
     ),
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
@@ -95,46 +96,53 @@ def retrieval(
 
 
 @app.command()
-def show(ctx: typer.Context) -> None:
+def show(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
     from eval.store import table2
 
     df = table2(dsn(ctx))
-    if df.empty:
-        console.print("no retrieval runs yet: run `cbir-pg eval retrieval --model KEY`")
+    if df.empty and fmt == Format.table:
+        print_line("no retrieval runs yet: run cbir-pg eval retrieval --model KEY")
         return
-    print_table2(df)
+    print_table2(df, fmt)
 
 
-def print_table2(df) -> None:
-    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
+def table2_rows(df) -> tuple[list[dict], list[Col]]:
+    """A :func:`eval.store.table2` frame as rows (one per model, mode and scope) and their columns."""
     from eval.store import TABLE2_NS
 
-    scopes = sorted({idx[2] for idx in df.index})
-    one_scope = len(scopes) == 1
-    title = "Retrieval precision P@N (the paper's Table 2): latest run per model and mode"
-    table = Table(
-        title=title + (f", {scopes[0]}" if one_scope else ""), header_style="bold", box=box.SIMPLE_HEAD
-    )
-    table.add_column("model")
-    table.add_column("mode")
-    if not one_scope:
-        table.add_column("scope")
-    for avg in ("micro", "macro"):
-        for cut in TABLE2_NS:
-            table.add_column(f"{avg}\nP@{cut}", justify="right")
-    table.add_column("run", justify="right")
+    rows = []
     for key in df.index:
         model, mode, scope = key
-        values = [df.loc[key, (avg, f"P@{cut}")] for avg in ("micro", "macro") for cut in TABLE2_NS]
-        cells = [model, mode or "-"] + ([] if one_scope else [scope])
-        table.add_row(*cells, *[_fmt(v) for v in values], str(int(df.loc[key, ("run", "id")])))
-    # wide enough for the whole table even when stdout is not a terminal (80 columns by default)
-    Console(width=max(console.width, 140)).print(table)
+        row = {"model": model, "mode": mode, "scope": scope}
+        for avg in ("micro", "macro"):
+            for cut in TABLE2_NS:
+                v = df.loc[key, (avg, f"P@{cut}")]
+                row[f"{avg}_p{cut}"] = None if v is None or math.isnan(v) else float(v)
+        row["run"] = int(df.loc[key, ("run", "id")])
+        rows.append(row)
+    cols = [Col("model"), Col("mode"), Col("scope")]
+    cols += [
+        Col(f"{avg}_p{cut}", fmt=_fmt, right=True, header=f"{avg}\nP@{cut}")
+        for avg in ("micro", "macro")
+        for cut in TABLE2_NS
+    ]
+    cols.append(Col("run", right=True))
+    return rows, cols
+
+
+def print_table2(df, fmt: Format = Format.table) -> None:
+    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    rows, cols = table2_rows(df)
+    if fmt != Format.table:
+        emit(rows, cols, fmt)
+        return
+    scopes = sorted({r["scope"] for r in rows})
+    title = "Retrieval precision P@N (the paper's Table 2): latest run per model and mode"
+    if len(scopes) == 1:
+        title += f", {scopes[0]}"
+        cols = [c for c in cols if c.key != "scope"]
+    emit(rows, cols, fmt, title=title)
 
 
 def register(root: typer.Typer) -> None:

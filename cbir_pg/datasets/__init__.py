@@ -71,19 +71,16 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-#: the two shared MedMNIST files and their flags: one combined US + XR benchmark, 4 classes.
-MEDMNIST_BENCHMARK = (("breastmnist.npz", "breastmnist"), ("pneumoniamnist_subset.npz", "pneumoniamnist"))
-
-
 def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = True):
-    """Import ``breastmnist.npz`` and ``pneumoniamnist_subset.npz`` from ``data_dir`` (datasets
-    ``breastmnist`` and ``pneumoniamnist``); returns their two :class:`ImportSummary`."""
+    """Import ``breastmnist.npz`` and ``pneumoniamnist.npz`` (or ``pneumoniamnist_subset.npz``) from
+    ``data_dir`` (datasets ``breastmnist`` and ``pneumoniamnist``): one combined US + XR benchmark, 4
+    classes; returns their two :class:`ImportSummary`."""
     from cbir_pg.datasets.importer import import_dataset
+    from cbir_pg.demo_data import DEMO_FILES, files_in
 
     d = Path(data_dir)
-    missing = [f for f, _ in MEDMNIST_BENCHMARK if not (d / f).is_file()]
+    found = files_in(d)
+    missing = [" or ".join(s.candidates) for s in DEMO_FILES if s.flag not in found]
     if missing:
         raise ConfigError(f"{d}: missing {', '.join(missing)}")
-    return [
-        import_dataset(dsn, "medmnist", d / f, flag=flag, progress=progress) for f, flag in MEDMNIST_BENCHMARK
-    ]
+    return [import_dataset(dsn, "medmnist", path, flag=flag, progress=progress) for flag, path in found.items()]

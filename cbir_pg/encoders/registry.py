@@ -46,6 +46,16 @@ def entry(key: str) -> Entry:
     return _REGISTRY[key]
 
 
+def model_not_stored(key: str) -> NotFoundError:
+    """The error for a model with no row in ``cbir.encoder``: a registered key has no vectors yet (say
+    how to make them); anything else is a typo (list the valid keys)."""
+    _load_families()
+    if key in _REGISTRY:
+        return NotFoundError(f"no vectors for {key} yet: run cbir-pg ingest --model {key}")
+    known = ", ".join(sorted(_REGISTRY))
+    return NotFoundError(f"unknown model {key!r}; valid keys: {known}")
+
+
 def get_config(key: str) -> EncoderConfig:
     return entry(key).config
 
