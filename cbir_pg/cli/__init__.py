@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    rich_markup_mode=None,  # plain click help: option names are never cut at 80 columns
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.

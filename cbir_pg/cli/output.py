@@ -117,8 +117,18 @@ def _echo(line: str = "") -> None:
 
 
 def print_line(text: str) -> None:
-    """A plain line of prose, never re-wrapped by us (the terminal wraps it, a pipe gets it whole)."""
-    typer.echo(text)
+    """A line of prose: wrapped between words to the terminal (continuations indented), never inside a
+    value such as a path or a key; whole when piped."""
+    import textwrap
+
+    width = output_width()
+    if width is None or len(text) <= width:
+        typer.echo(text)
+        return
+    for line in textwrap.wrap(
+        text, width=width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+    ):
+        typer.echo(line)
 
 
 def emit(

@@ -83,4 +83,6 @@ def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = T
     missing = [" or ".join(s.candidates) for s in DEMO_FILES if s.flag not in found]
     if missing:
         raise ConfigError(f"{d}: missing {', '.join(missing)}")
-    return [import_dataset(dsn, "medmnist", path, flag=flag, progress=progress) for flag, path in found.items()]
+    return [
+        import_dataset(dsn, "medmnist", path, flag=flag, progress=progress) for flag, path in found.items()
+    ]

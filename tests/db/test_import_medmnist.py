@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import medmnist_file
 
 from cbir_pg.datasets import dataset_overview, import_dataset, import_medmnist_benchmark, label_overview
-from conftest import medmnist_file
 
 pytestmark = pytest.mark.real_data
 

@@ -200,7 +200,9 @@ def test_missing_weights_fail_fast_without_hf_hub_offline(tmp_path):
         "    try:\n        create_encoder(k)\n    except WeightsMissingError as e:\n        print(e)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_HOME=str(tmp_path / "hf"), CBIR_PG_HOME=str(tmp_path / "home"), HF_ENDPOINT="http://127.0.0.1:9")
+    env.update(
+        HF_HOME=str(tmp_path / "hf"), CBIR_PG_HOME=str(tmp_path / "home"), HF_ENDPOINT="http://127.0.0.1:9"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
