@@ -265,7 +265,7 @@ def test_report_writes_figures_and_tables(db, tmp_path):
         assert im.height > 3 * 96  # three query rows
     page = (out / "index.html").read_text()
     for p in rep.figures:
-        assert f"src='{p.name}'" in page
+        assert f"src='{p.name}' alt='" in page  # every image has an alt text
     assert "Table 4" in page and f"{knn.test.f1_micro:.4f}" in page
     assert "no retrieval leaderboard" in " ".join(rep.notes)
     assert not list(out.glob(".*"))  # no temporary folders left behind
@@ -284,6 +284,8 @@ def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
         assert im.width >= 300
     joined = " ".join(rep.notes)
     assert "ablation" in joined and "grids" in joined and "kNN" in joined
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count("<img ") == page.count(" alt='") == 2
     # the views are readable by the BI role
     with psycopg.connect(db) as conn:
         conn.execute("set role cbir_reader")

@@ -174,6 +174,8 @@ def test_demo_end_to_end_reuses_what_exists(
     assert "[9/9]" in first.stdout and "0 new images" in first.stdout and "0 new vectors" in first.stdout
     assert "P@10" in first.stdout and "recall" in first.stdout and "kNN (k=" in first.stdout
     assert (out_dir / "index.html").is_file() and len(list(out_dir.glob("*.png"))) >= 3
+    # the demo runs kNN only: the page says why the linear-probe columns are empty
+    assert "cbir-pg eval linear --model KEY" in (out_dir / "index.html").read_text()
     with connect(medmnist_lite0_db) as c:
         runs = c.execute("select count(*) from cbir.eval_run").fetchone()[0]
     second = _cli(
