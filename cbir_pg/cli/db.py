@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 
 import typer
 
 from cbir_pg.cli._common import console, dsn, state
+from cbir_pg.cli.output import Format, emit_record, format_option
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True
@@ -38,7 +40,7 @@ def stop() -> None:
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact
@@ -46,19 +48,29 @@ def status(ctx: typer.Context) -> None:
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
-        console.print(f"external server: {redact(settings.dsn)}")
-        console.print(f"schema revision: {current_revision(settings.dsn) or 'none'} (head {head_revision()})")
+        record = {
+            "server": "external",
+            "dsn": redact(settings.dsn),
+            "schema_revision": current_revision(settings.dsn),
+            "head_revision": head_revision(),
+        }
+        emit_record(record, fmt)
         return
     st = _server().status()
-    console.print(f"embedded server: {'running' if st.running else 'stopped'}")
-    console.print(f"data directory:  {st.pgdata}")
+    record = {
+        "server": "embedded",
+        "running": st.running,
+        "data_directory": str(st.pgdata),
+        "pid": st.pid if st.running else None,
+        "socket": str(st.socket_dir) if st.running else None,
+        "port": st.port if st.running else None,
+        "schema_revision": None,
+        "head_revision": head_revision(),
+    }
     if st.running:
-        console.print(f"pid {st.pid}, socket {st.socket_dir}, port {st.port}")
-        url = st.uri(settings.database)
-        try:
-            console.print(f"schema revision: {current_revision(url) or 'none'} (head {head_revision()})")
-        except Exception:  # the cbir database may not exist yet
-            console.print("schema revision: none")
+        with contextlib.suppress(Exception):  # the cbir database may not exist yet
+            record["schema_revision"] = current_revision(st.uri(settings.database))
+    emit_record(record, fmt)
 
 
 @app.command()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
+from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
-from cbir_pg.cli.output import Col, Format, emit, format_option, print_line
+from cbir_pg.cli._common import dsn, err_console, parse_int_list, split_names
+from cbir_pg.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -40,10 +42,9 @@ def retrieval(
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar (queries/s)"),
+    fmt: Format = format_option(),
 ) -> None:
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
-    from rich.table import Table
-
     from eval.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
@@ -64,35 +65,37 @@ def retrieval(
         err_console.print(f"warning: {w}", markup=False, highlight=False)
     p = result.primary
     scope = ", ".join(result.index_filter.datasets) if result.index_filter.datasets else "all datasets"
-    console.print(
+    say(
         f"model {result.model}: {p.n_queries} queries ({'/'.join(result.query_splits)}) against {p.n_index} index "
         f"images ({'/'.join(result.index_filter.splits or ())}), {scope}",
-        markup=False,
-        highlight=False,
+        fmt,
     )
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("mode")
-    table.add_column("average")
-    for cut in result.ns:
-        table.add_column(f"P@{cut}", justify="right")
+    rows = []
     order = [m for m in ("ann", "exact") if m in result.runs]
     for m in order:
         r = result.runs[m]
         for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro)):
-            table.add_row(m, avg, *[_fmt(v) for v in values])
+            rows.append(
+                {"run": r.run_id, "mode": m, "average": avg, **dict(zip(result.ns, values, strict=True))}
+            )
     if result.recall is not None and result.delta_micro is not None and result.delta_macro is not None:
-        table.add_row("ann vs exact", "recall", *[_fmt(v) for v in result.recall])
-        table.add_row("ann - exact", "ΔP micro", *[_fmt(v, signed=True) for v in result.delta_micro])
-        table.add_row("ann - exact", "ΔP macro", *[_fmt(v, signed=True) for v in result.delta_macro])
-    console.print(table)
+        ann = result.runs["ann"].run_id
+        for mode, avg, values in (
+            ("ann vs exact", "recall", result.recall),
+            ("ann - exact", "delta micro", result.delta_micro),
+            ("ann - exact", "delta macro", result.delta_macro),
+        ):
+            rows.append(
+                {"run": ann, "mode": mode, "average": avg, **dict(zip(result.ns, values, strict=True))}
+            )
+    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
+        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in result.ns
+    ]
+    emit(rows, cols, fmt)
     for m in order:
         r = result.runs[m]
         ef = f", ef_search {r.ef_search}" if r.ef_search is not None else ""
-        console.print(
-            f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}",
-            markup=False,
-            highlight=False,
-        )
+        say(f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}", fmt)
 
 
 @app.command()
@@ -105,6 +108,29 @@ def show(ctx: typer.Context, fmt: Format = format_option()) -> None:
         print_line("no retrieval runs yet: run cbir-pg eval retrieval --model KEY")
         return
     print_table2(df, fmt)
+
+
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="folder for runs, neighbours and metrics files"),
+    fmt: ExportFormat = typer.Option(ExportFormat.parquet, "--format", help="parquet or csv"),
+    run: list[int] = typer.Option(None, "--run", help="only this run id (repeatable); default: all"),
+    model: str = typer.Option(None, "--model", "-m", help="only runs of this encoder"),
+) -> None:
+    """Write stored runs, per-query neighbours (long format) and metrics as Parquet or CSV files."""
+    from cbir_pg.db.connect import connect
+    from eval.export import export_runs
+
+    with connect(dsn(ctx)) as conn:
+        r = export_runs(conn, out, fmt=fmt.value, run_ids=run or None, model=model)
+    for table, path in r.files.items():
+        print_line(f"wrote {path} ({r.rows[table]:,} rows)")
 
 
 def table2_rows(df) -> tuple[list[dict], list[Col]]:

@@ -131,6 +131,14 @@ def print_line(text: str) -> None:
         typer.echo(line)
 
 
+def say(text: str, fmt: Format = Format.table) -> None:
+    """Prose around a result: on stdout for a table, on stderr for JSON and CSV (stdout stays data)."""
+    if fmt == Format.table:
+        print_line(text)
+    else:
+        typer.echo(text, err=True)
+
+
 def emit(
     rows: Iterable[Any],
     columns: Sequence[Col],

@@ -161,3 +161,52 @@ def test_version_and_flag_pairs() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"cbir-pg {__version__}"
     helptext = _cbir("search", "--help").stdout
     assert "--exclude-same-patient" in helptext and "--include-same-patient" in helptext
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_eval_export_writes_runs_neighbours_and_metrics(db: str, listed, tmp_path, fmt: str) -> None:
+    import pandas as pd
+
+    out = tmp_path / "export"
+    text = run(db, "eval", "export", "--out", str(out), "--format", fmt, columns=None)
+    read = pd.read_parquet if fmt == "parquet" else pd.read_csv
+    runs, neigh, metrics = (read(out / f"{t}.{fmt}") for t in ("runs", "neighbours", "metrics"))
+    assert f"neighbours.{fmt} ({len(neigh):,} rows)" in text
+    with psycopg.connect(db) as conn:
+        run_id, nq = conn.execute(
+            "select id, n_queries from cbir.eval_run where kind = 'retrieval'"
+        ).fetchone()
+        n_metrics = conn.execute("select count(*) from cbir.eval_metric").fetchone()[0]
+        q, nb, sims, rel = conn.execute(
+            "select query_image_id, neighbours, similarities, relevant from cbir.eval_query"
+            " where run_id = %s order by query_image_id limit 1",
+            (run_id,),
+        ).fetchone()
+    assert list(runs["run_id"]) == [run_id] and runs["model"].iloc[0] == "toy"
+    assert len(metrics) == n_metrics and set(metrics["metric"]) == {"P"}
+    assert neigh["query_image_id"].nunique() == nq and len(neigh) == nq * 10
+    mine = neigh[neigh["query_image_id"] == q].sort_values("rank")
+    assert list(mine["rank"]) == list(range(1, 11))
+    assert list(mine["neighbour_image_id"]) == list(nb)
+    assert list(mine["relevant"].astype(bool)) == list(rel)
+    assert mine["similarity"].to_numpy() == pytest.approx(sims, abs=1e-6)
+    assert mine["query_label"].iloc[0].startswith(("CT/", "MR/"))
+
+
+def test_results_and_status_as_json(db: str, listed) -> None:
+    """Commands that print a result table also speak JSON: stdout is data, the prose goes to stderr."""
+    r = CliRunner().invoke(
+        app,
+        ["--dsn", db, "eval", "retrieval", "--model", "toy", "--mode", "exact", "--n", "1,5", "--no-progress",
+         "--format", "json"],
+    )
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [(x["mode"], x["average"]) for x in rows] == [("exact", "micro"), ("exact", "macro")]
+    with psycopg.connect(db) as conn:
+        p1, p5 = conn.execute(
+            "select p1_micro, p5_micro from cbir_report.leaderboard where model = 'toy' and mode = 'exact'"
+        ).fetchone()
+    assert rows[0]["p1"] == pytest.approx(p1) and rows[0]["p5"] == pytest.approx(p5)
+    status = json.loads(run(db, "db", "status", "--format", "json"))
+    assert status["server"] == "external" and status["schema_revision"] == status["head_revision"]
