@@ -197,8 +197,21 @@ def test_results_and_status_as_json(db: str, listed) -> None:
     """Commands that print a result table also speak JSON: stdout is data, the prose goes to stderr."""
     r = CliRunner().invoke(
         app,
-        ["--dsn", db, "eval", "retrieval", "--model", "toy", "--mode", "exact", "--n", "1,5", "--no-progress",
-         "--format", "json"],
+        [
+            "--dsn",
+            db,
+            "eval",
+            "retrieval",
+            "--model",
+            "toy",
+            "--mode",
+            "exact",
+            "--n",
+            "1,5",
+            "--no-progress",
+            "--format",
+            "json",
+        ],
     )
     assert r.exit_code == 0, r.output
     rows = [json.loads(ln) for ln in r.stdout.splitlines()]
