@@ -25,7 +25,9 @@ def _dsn() -> str:
         or os.environ.get("CBIR_PG_DSN")
     )
     if not dsn:
-        raise RuntimeError("no DSN: run cbir-pg db migrate, or alembic -x dsn=... upgrade head (or set CBIR_PG_DSN)")
+        raise RuntimeError(
+            "no DSN: run cbir-pg db migrate, or alembic -x dsn=... upgrade head (or set CBIR_PG_DSN)"
+        )
     return dsn
 
 

@@ -112,7 +112,10 @@ class Client:
             from cbir_pg.errors import NotFoundError
 
             raise NotFoundError(f"image {image_id} does not exist")
+        from cbir_pg.roots import local_root
+
         root, uri = row.iloc[0]
+        root = local_root(root)
         return Path(root) / uri if root else Path(uri)
 
     # ------------------------------------------------------------------ evaluation

@@ -196,9 +196,11 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
     rgb = decode_file(path)
     table = identifiers.embedding_table(model)
     p = path.resolve()
+    from cbir_pg.roots import local_root
+
     for (root,) in conn.execute(queries.get("search", "dataset_roots")).fetchall():
         try:
-            rel = p.relative_to(Path(root).resolve())
+            rel = p.relative_to(Path(local_root(root)).resolve())
         except (ValueError, OSError):
             continue
         row = conn.execute(
@@ -264,7 +266,9 @@ def load_image_rgb(dsn_or_conn: str | psycopg.Connection, image_id: int) -> np.n
         row = fetch(dsn_or_conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
-    uri, root = row[3], row[9]
+    from cbir_pg.roots import local_root
+
+    uri, root = row[3], local_root(row[9])
     return decode_file(Path(root) / uri if root else Path(uri))
 
 

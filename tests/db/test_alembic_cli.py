@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _alembic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "alembic", *args], capture_output=True, text=True, timeout=300, cwd=REPO, env=env
+        [sys.executable, "-m", "alembic", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
     )
 
 
@@ -39,7 +44,9 @@ def test_plain_alembic_from_the_repo_root(pg_server_dsn: str) -> None:
             assert conn.execute("select to_regclass('cbir.image') is not null").fetchone()[0]
             # the views and functions of sql/schema came with the upgrade
             assert conn.execute("select to_regclass('cbir_report.leaderboard') is not null").fetchone()[0]
-            assert conn.execute("select to_regprocedure('cbir_report.round4(double precision)') is not null").fetchone()[0]
+            assert conn.execute(
+                "select to_regprocedure('cbir_report.round4(double precision)') is not null"
+            ).fetchone()[0]
         nodsn = _alembic("current", env=env)
         assert nodsn.returncode != 0 and "no DSN" in nodsn.stderr
     finally:

@@ -58,3 +58,24 @@ def test_import_cbir_pg_is_cheap() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_moved_files_are_found_through_cbir_pg_data_root(db: str, tiny, tmp_path, monkeypatch) -> None:  # noqa: F811
+    """The compose worker's case: the files live under another path than the stored root."""
+    import cbir_pg
+    from cbir_pg.search import load_image_rgb
+
+    syn, root, _ = tiny
+    moved = tmp_path / "mounted"
+    root.rename(moved)
+    with pytest.raises(Exception, match="no such file"):
+        load_image_rgb(db, syn.ids[0])
+    monkeypatch.setenv("CBIR_PG_DATA_ROOT", f"{root}={moved}")
+    assert load_image_rgb(db, syn.ids[0]).shape == (32, 32, 3)
+    client = cbir_pg.connect(db)
+    path = client.image_path(syn.ids[0])
+    assert path.is_file() and str(path).startswith(str(moved))
+    # the moved file is recognised as the stored image (same neighbours as a search by its id)
+    assert list(client.search(path, "tiny_cnn", k=3).image_id) == list(
+        client.search(syn.ids[0], "tiny_cnn", k=3).image_id
+    )
