@@ -20,6 +20,22 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def parse_size_mb(text: str) -> int:
+    """``"2GB"`` → 2048, ``"512MB"`` → 512, ``"1024"`` → 1024 (MB), as PostgreSQL writes memory sizes."""
+    import re
+
+    from cbir_pg.errors import ConfigError
+
+    m = re.fullmatch(r"\s*(\d+)\s*(kB|MB|GB|TB)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"bad memory size {text!r}: use e.g. 512MB or 2GB")
+    factor = {"kb": 1 / 1024, "mb": 1, "gb": 1024, "tb": 1024 * 1024}[(m.group(2) or "MB").lower()]
+    mb = int(int(m.group(1)) * factor)
+    if mb < 64:
+        raise ConfigError(f"maintenance_work_mem {text!r} is below 64MB")
+    return mb
+
+
 @app.command()
 def build(
     ctx: typer.Context,
@@ -34,6 +50,12 @@ def build(
     ),
     recall_queries: int = typer.Option(
         100, "--recall-queries", help="stored vectors to measure recall@10 with (0: skip)"
+    ),
+    maintenance_work_mem: str = typer.Option(
+        None,
+        "--maintenance-work-mem",
+        help="memory for the build, e.g. 2GB or 512MB (default: sized to the graph, capped by the server);"
+        " a parallel build allocates it in /dev/shm, so keep it below the server's shared memory",
     ),
 ) -> None:
     """Build the model's HNSW cosine index after loading: memory sized to the graph, parallel workers, ANALYZE."""
@@ -66,6 +88,7 @@ def build(
             quantize=quantize,
             progress=on_progress,
             recall_queries=recall_queries,
+            maintenance_work_mem_mb=parse_size_mb(maintenance_work_mem) if maintenance_work_mem else None,
         )
     console.print(
         f"built {report.index_name} ({report.opclass}, m={report.m}, ef_construction={report.ef_construction}) "

@@ -223,3 +223,18 @@ def test_results_and_status_as_json(db: str, listed) -> None:
     assert rows[0]["p1"] == pytest.approx(p1) and rows[0]["p5"] == pytest.approx(p5)
     status = json.loads(run(db, "db", "status", "--format", "json"))
     assert status["server"] == "external" and status["schema_revision"] == status["head_revision"]
+
+
+def test_index_build_takes_maintenance_work_mem(db: str) -> None:
+    from cbir_pg.cli.index import parse_size_mb
+    from cbir_pg.errors import ConfigError
+
+    assert (parse_size_mb("2GB"), parse_size_mb("512mb"), parse_size_mb("300")) == (2048, 512, 300)
+    for bad in ("lots", "2 XB", "10MB"):
+        with pytest.raises(ConfigError):
+            parse_size_mb(bad)
+    make_synthetic(db, n=120)
+    out = run(
+        db, "index", "build", "--model", "toy", "--maintenance-work-mem", "96MB", "--recall-queries", "0"
+    )
+    assert "maintenance_work_mem 96 MB" in out
