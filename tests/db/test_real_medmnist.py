@@ -185,6 +185,12 @@ def test_demo_end_to_end_reuses_what_exists(
     assert "reused" in second.stdout
     with connect(medmnist_lite0_db) as c:
         assert c.execute("select count(*) from cbir.eval_run").fetchone()[0] == runs  # no duplicate runs
+    # the README's sample output is this run's: same steps, same exact-search Table 2 row (ANN rows and
+    # timings vary with the machine and the HNSW build, so they are not compared)
+    from readme_sample import sample, step_lines, table_row
+
+    assert step_lines(first.stdout) == step_lines(sample())
+    assert table_row(first.stdout, MODEL, "exact") == table_row(sample(), MODEL, "exact")
     # the printed P@1 is the stored one
     with connect(medmnist_lite0_db) as c:
         p1 = c.execute(
