@@ -134,19 +134,19 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
 def data_dir() -> Path | None:
     """The MedMNIST folder: ``CBIR_PG_DATA_DIR`` when set (an explicit variable wins, no fallback),
     else ``../shared/datasets``; ``None`` when it lacks either file."""
-    from cbir_pg.demo_data import DEMO_FILES, files_in
+    from cbir_pg.datasets import MEDMNIST_BENCHMARK_FILES, medmnist_files_in
 
     env = os.environ.get("CBIR_PG_DATA_DIR")
     c = Path(env) if env else REPO.parent / "shared" / "datasets"
-    return c.resolve() if len(files_in(c)) == len(DEMO_FILES) else None
+    return c.resolve() if len(medmnist_files_in(c)) == len(MEDMNIST_BENCHMARK_FILES) else None
 
 
 def medmnist_file(d: Path, flag: str) -> Path:
     """The file of ``flag`` (``breastmnist`` or ``pneumoniamnist``) in the data folder ``d``; PneumoniaMNIST
     may be the full ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``."""
-    from cbir_pg.demo_data import files_in
+    from cbir_pg.datasets import medmnist_files_in
 
-    return files_in(d)[flag]
+    return medmnist_files_in(d)[flag]
 
 
 def require_data() -> Path:
@@ -175,7 +175,7 @@ def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: 
     weights) and the HNSW index. Built once per session (a few minutes on 2 cores); tests clone it."""
     from cbir_pg.datasets import import_medmnist_benchmark
     from cbir_pg.index import build_index
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     name = f"cbir_mm_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name, template=template_db)

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cbir_pg.datasets.base import _REGISTRY, Adapter, Record, RowError, register_adapter
-from cbir_pg.errors import ConfigError
-
-ADAPTER_MODULES = (
-    "radimagenet",
-    "nih14",
-    "chexpert",
-    "covidx",
-    "medmnist",
-    "folders",
-    "dicom",
-    "dkfz_splits",
+# the adapter modules register themselves on import (one module per source layout)
+from cbir_pg.datasets import (  # noqa: F401
+    chexpert,
+    covidx,
+    dicom,
+    dkfz_splits,
+    folders,
+    medmnist,
+    nih14,
+    radimagenet,
 )
+from cbir_pg.datasets.base import ADAPTERS, Adapter, Record, RowError, register_adapter
+from cbir_pg.errors import ConfigError
 
 __all__ = [
     "Adapter",
@@ -39,24 +39,13 @@ __all__ = [
 ]
 
 
-def _load() -> None:
-    import importlib
-
-    for mod in ADAPTER_MODULES:
-        importlib.import_module(f"cbir_pg.datasets.{mod}")
-
-
 def get_adapter(kind: str) -> type[Adapter]:
     """The adapter class registered under ``kind``; a clear error for an unknown kind."""
-    _load()
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown dataset kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[kind]
+    return ADAPTERS.get(kind)
 
 
 def list_adapters() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return ADAPTERS.keys()
 
 
 def __getattr__(name: str):
@@ -71,16 +60,33 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+#: the combined MedMNIST benchmark (US + XR, 4 classes): flag -> file names accepted, in order of preference
+MEDMNIST_BENCHMARK_FILES = {
+    "breastmnist": ("breastmnist.npz",),
+    "pneumoniamnist": ("pneumoniamnist_subset.npz", "pneumoniamnist.npz"),
+}
+
+
+def medmnist_files_in(folder: str | Path) -> dict[str, Path]:
+    """``{flag: path}`` of the benchmark files found in ``folder`` (either accepted name of each);
+    missing flags are left out."""
+    found: dict[str, Path] = {}
+    for flag, names in MEDMNIST_BENCHMARK_FILES.items():
+        hit = next((Path(folder) / n for n in names if (Path(folder) / n).is_file()), None)
+        if hit is not None:
+            found[flag] = hit
+    return found
+
+
 def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = True):
     """Import ``breastmnist.npz`` and ``pneumoniamnist.npz`` (or ``pneumoniamnist_subset.npz``) from
     ``data_dir`` (datasets ``breastmnist`` and ``pneumoniamnist``): one combined US + XR benchmark, 4
     classes; returns their two :class:`ImportSummary`."""
     from cbir_pg.datasets.importer import import_dataset
-    from cbir_pg.demo_data import DEMO_FILES, files_in
 
     d = Path(data_dir)
-    found = files_in(d)
-    missing = [" or ".join(s.candidates) for s in DEMO_FILES if s.flag not in found]
+    found = medmnist_files_in(d)
+    missing = [" or ".join(n) for f, n in MEDMNIST_BENCHMARK_FILES.items() if f not in found]
     if missing:
         raise ConfigError(f"{d}: missing {', '.join(missing)}")
     return [

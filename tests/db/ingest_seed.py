@@ -23,7 +23,7 @@ def seed_medmnist(
     with psycopg.connect(dsn) as conn:
         for flag in flags:
             fname, modality, region, names = FLAGS[flag]
-            from cbir_pg.demo_data import files_in
+            from cbir_pg.datasets import medmnist_files_in as files_in
 
             data = np.load(files_in(data_dir).get(flag, data_dir / fname))
             droot = root / flag

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 from test_sql_api import make_synthetic
 
-from eval.retrieval import evaluate_retrieval
+from cbir_pg.eval.retrieval import evaluate_retrieval
 
 FORBIDDEN = {
     "patient_key",

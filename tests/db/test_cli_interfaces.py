@@ -18,7 +18,7 @@ from test_sql_api import build, make_synthetic
 from typer.testing import CliRunner
 
 from cbir_pg import __version__
-from cbir_pg.cli import app
+from cbir_pg.app.cli import app
 
 LONG_LABEL_REGION = "breastultrasoundregion"  # keys longer than a narrow column: US/breastultrasoundregion/f0
 
@@ -34,7 +34,7 @@ def listed(db: str):
         )
         conn.execute("update cbir.dataset set key = key || '_cohort_with_a_long_name'")
     build(db)
-    from eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     evaluate_retrieval(db, "toy", mode="exact", progress=False)
     return syn
@@ -226,7 +226,7 @@ def test_results_and_status_as_json(db: str, listed) -> None:
 
 
 def test_index_build_takes_maintenance_work_mem(db: str) -> None:
-    from cbir_pg.cli.index import parse_size_mb
+    from cbir_pg.app.cli.index import parse_size_mb
     from cbir_pg.errors import ConfigError
 
     assert (parse_size_mb("2GB"), parse_size_mb("512mb"), parse_size_mb("300")) == (2048, 512, 300)

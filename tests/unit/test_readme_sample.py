@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from readme_sample import closing_lines, sample, step_lines
 
-from cbir_pg.cli import demo as demo_cli
-from cbir_pg.demo import STEPS
+from cbir_pg.app.cli import demo as demo_cli
+from cbir_pg.app.demo import STEPS
 
 
 def test_sample_has_every_step_in_order() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from cbir_pg import search
-from eval.report import FRAME_LEGEND, facet_colours, frame_legend, log_ticks
+from cbir_pg.eval.report import FRAME_LEGEND, facet_colours, frame_legend, log_ticks
 
 
 def test_log_ticks_label_several_points_even_in_a_narrow_range() -> None:
@@ -24,7 +24,7 @@ def test_fig3a_axis_has_several_labelled_ticks(tmp_path) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from eval.report import _log_x
+    from cbir_pg.eval.report import _log_x
 
     fig, ax = plt.subplots()
     ax.scatter([120, 150, 170], [0.5, 0.6, 0.7])

@@ -27,7 +27,7 @@ def test_unset_is_identity_and_malformed_is_one_line(monkeypatch) -> None:
 
 
 def test_ingest_and_search_read_remapped_files(monkeypatch, tmp_path) -> None:
-    from ingest.claim import image_path
+    from cbir_pg.ingest.claim import image_path
 
     monkeypatch.setenv("CBIR_PG_DATA_ROOT", f"/host/datasets={tmp_path}")
     assert image_path("/host/datasets/breastmnist", "train/1.png") == f"{tmp_path}/breastmnist/train/1.png"

@@ -8,8 +8,8 @@ import subprocess
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, state
-from cbir_pg.cli.output import Format, emit_record, format_option
+from cbir_pg.app.cli._common import console, dsn, state
+from cbir_pg.app.cli.output import Format, emit_record, format_option
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, split_names
-from cbir_pg.cli.output import Col, Format, emit, format_option
+from cbir_pg.app.cli._common import console, dsn, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -43,7 +43,7 @@ def ingest(
     if ctx.invoked_subcommand is not None:
         return
     from cbir_pg.errors import ConfigError
-    from ingest import run_ingest
+    from cbir_pg.ingest import run_ingest
 
     if not model:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
@@ -77,7 +77,7 @@ def status(
     fmt: Format = format_option(),
 ) -> None:
     """Exact done, pending and failed image counts per encoder and dataset."""
-    from ingest import ingest_status
+    from cbir_pg.ingest import ingest_status
 
     cols = [Col("encoder"), Col("dataset")] + [
         Col(k, right=True) for k in ("total", "done", "pending", "failed")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import dsn
-from cbir_pg.cli.output import Col, Format, emit, format_option
+from cbir_pg.app.cli._common import dsn
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="Labels: the harmonised classes <MODALITY>/<region>/<finding>.", no_args_is_help=True)
 

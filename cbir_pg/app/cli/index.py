@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
-from cbir_pg.cli.output import Col, Format, emit, format_option
+from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
-from cbir_pg.cli.output import Col, Format, emit, format_option
+from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Encoders: list the registered models and whether their weights are here.", no_args_is_help=True
@@ -44,7 +44,7 @@ def drop_cmd(
     yes: bool = typer.Option(False, "--yes/--no-yes", "-y", help="do not ask for confirmation"),
 ) -> None:
     """Drop a model's embedding table and index (e.g. after its weights or preprocessing changed)."""
-    from ingest.worker import drop_embeddings
+    from cbir_pg.index import drop_embeddings
 
     if not yes:
         typer.confirm(f"drop every stored {model} vector?", abort=True)

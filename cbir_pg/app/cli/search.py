@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import dsn, err_console
-from cbir_pg.cli.output import Col, Format, emit, format_option, print_line
+from cbir_pg.app.cli._common import dsn, err_console
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
 def search(

@@ -1,14 +1,14 @@
 """``cbir-pg eval knn | linear | ablation``: the embedding-space analyses (Table 4, Fig. 3B).
 
-Registered into the ``eval`` group by :mod:`cbir_pg.cli.evaluate` through :func:`register_eval`.
+Registered into the ``eval`` group by :mod:`cbir_pg.app.cli.evaluate` through :func:`register_eval`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import dsn, err_console, parse_int_list, split_names
-from cbir_pg.cli.output import Col, Format, emit, format_option, say
+from cbir_pg.app.cli._common import dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
@@ -37,7 +37,7 @@ def _k_range(text: str):
 
 def _metrics_table(title: str, rows: list[tuple[str, object]], fmt: Format, run_id: int) -> None:
     """One row per split: F1, AUPRC and AUROC, micro and macro."""
-    from eval.classification import AVERAGES, METRIC_NAMES
+    from cbir_pg.eval.classification import AVERAGES, METRIC_NAMES
 
     cols = [Col("run", right=True), Col("split")] + [
         Col(
@@ -71,7 +71,7 @@ def knn(
     fmt: Format = format_option(),
 ) -> None:
     """kNN classification: k chosen on val by micro F1, reported on test; stored (kind knn)."""
-    from eval.knn import evaluate_knn
+    from cbir_pg.eval.knn import evaluate_knn
 
     r = evaluate_knn(
         dsn(ctx),
@@ -111,7 +111,7 @@ def linear(
     fmt: Format = format_option(),
 ) -> None:
     """Linear probe (AdamW, early stopping on val loss), reported on test; stored (kind linear)."""
-    from eval.linear import evaluate_linear
+    from cbir_pg.eval.linear import evaluate_linear
 
     r = evaluate_linear(
         dsn(ctx),
@@ -154,7 +154,7 @@ def ablation(
 ) -> None:
     """Index-size ablation (Fig. 3B): P@1 with N random index images per class; stored (kind ablation)."""
     from cbir_pg.errors import ConfigError
-    from eval.ablation import run_ablation
+    from cbir_pg.eval.ablation import run_ablation
 
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")

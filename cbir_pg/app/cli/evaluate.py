@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import dsn, err_console, parse_int_list, split_names
-from cbir_pg.cli.output import Col, Format, emit, format_option, print_line, say
+from cbir_pg.app.cli._common import dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -45,7 +45,7 @@ def retrieval(
     fmt: Format = format_option(),
 ) -> None:
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
-    from eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
         dsn(ctx),
@@ -101,7 +101,7 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from eval.store import table2
+    from cbir_pg.eval.store import table2
 
     df = table2(dsn(ctx))
     if df.empty and fmt == Format.table:
@@ -125,7 +125,7 @@ def export(
 ) -> None:
     """Write stored runs, per-query neighbours (long format) and metrics as Parquet or CSV files."""
     from cbir_pg.db.connect import connect
-    from eval.export import export_runs
+    from cbir_pg.eval.export import export_runs
 
     with connect(dsn(ctx)) as conn:
         r = export_runs(conn, out, fmt=fmt.value, run_ids=run or None, model=model)
@@ -134,8 +134,8 @@ def export(
 
 
 def table2_rows(df) -> tuple[list[dict], list[Col]]:
-    """A :func:`eval.store.table2` frame as rows (one per model, mode and scope) and their columns."""
-    from eval.store import TABLE2_NS
+    """A :func:`cbir_pg.eval.store.table2` frame as rows (one per model, mode and scope) and their columns."""
+    from cbir_pg.eval.store import TABLE2_NS
 
     rows = []
     for key in df.index:
@@ -158,7 +158,7 @@ def table2_rows(df) -> tuple[list[dict], list[Col]]:
 
 
 def print_table2(df, fmt: Format = Format.table) -> None:
-    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     rows, cols = table2_rows(df)
     if fmt != Format.table:
         emit(rows, cols, fmt)
@@ -177,7 +177,7 @@ def register(root: typer.Typer) -> None:
 
 # The analysis commands (knn, linear, ablation) of eval/ join this group when present.
 try:
-    from cbir_pg.cli import analysis
+    from cbir_pg.app.cli import analysis
 
     analysis.register_eval(app)
 except ImportError:

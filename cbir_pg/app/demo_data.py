@@ -77,12 +77,9 @@ def _download(spec: MedMnistFile, dest: Path, timeout: float = 30.0) -> Path:
 def files_in(folder: Path) -> dict[str, Path]:
     """``{flag: path}`` of the demo files found in ``folder`` (either accepted name of each); missing
     flags are left out."""
-    found: dict[str, Path] = {}
-    for spec in DEMO_FILES:
-        hit = next((Path(folder) / n for n in spec.candidates if (Path(folder) / n).is_file()), None)
-        if hit is not None:
-            found[spec.flag] = hit
-    return found
+    from cbir_pg.datasets import medmnist_files_in
+
+    return medmnist_files_in(folder)
 
 
 def resolve_demo_files(settings: Settings, data_dir: Path | None = None) -> dict[str, Path]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
-from cbir_pg.cli.output import Col, Format, emit, format_option, print_line
+from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 app = typer.Typer(
     help="Datasets: import public or own data (one adapter per source layout), list counts.",

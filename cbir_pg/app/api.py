@@ -136,7 +136,7 @@ class Client:
         recall and ΔP@N rows. The stored runs feed :meth:`leaderboard` and the ``cbir_report`` views."""
         import pandas as pd
 
-        from eval.retrieval import evaluate_retrieval
+        from cbir_pg.eval.retrieval import evaluate_retrieval
 
         r = evaluate_retrieval(
             self.dsn,

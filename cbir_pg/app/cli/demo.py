@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, state
-from cbir_pg.cli.output import print_line
+from cbir_pg.app.cli._common import console, state
+from cbir_pg.app.cli.output import print_line
 
 #: what the demo says about the embedded server it leaves running (README's sample shows it verbatim)
 SERVER_NOTE = (
@@ -35,9 +35,9 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
-    from cbir_pg.cli.evaluate import print_table2
+    from cbir_pg.app.cli.evaluate import print_table2
+    from cbir_pg.app.demo import StepEvent, run_demo
     from cbir_pg.db.connect import redact
-    from cbir_pg.demo import StepEvent, run_demo
 
     def on_step(e: StepEvent) -> None:
         if e.status == "start":
