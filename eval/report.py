@@ -432,7 +432,10 @@ def write_report(
             + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC."
             + (
                 ""
-                if all(m in {r[0] for r in table4} for m in ("knn", "linear"))
+                if all(
+                    {r[0] for r in table4 if r[1] == model} >= {"knn", "linear"}
+                    for model in {r[1] for r in table4}
+                )
                 else " A dash means that method has not been run for the model: the demo runs kNN only;"
                 " cbir-pg eval linear --model KEY fills the linear-probe columns (cbir-pg eval knn the kNN ones)."
             )
