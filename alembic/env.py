@@ -9,6 +9,8 @@ views, grants), as ``cbir-pg db migrate`` does.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import psycopg
 from sqlalchemy import create_engine, pool
@@ -16,6 +18,8 @@ from sqlalchemy import create_engine, pool
 from alembic import context
 
 config = context.config
+# revisions import their SQL reader: ``from sqlfile import read_sql`` (alembic/sqlfile.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _dsn() -> str:

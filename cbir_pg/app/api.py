@@ -19,16 +19,23 @@ from typing import Any
 
 def connect(dsn: str | None = None) -> Client:
     """A client for ``dsn``; without one, ``CBIR_PG_DSN`` or the embedded server (started on demand)."""
-    from cbir_pg.db.connect import resolve_dsn
+    from cbir_pg.db.database import Database
 
-    return Client(resolve_dsn(dsn))
+    db = Database(dsn)
+    db.dsn  # resolve now: start the embedded server, or fail here with one line  # noqa: B018
+    return Client(db)
 
 
 class Client:
-    """One database: search it, evaluate on it, read its results. Holds a DSN, no open connection."""
+    """One database (a :class:`cbir_pg.db.database.Database`): search it, evaluate on it, read its
+    results. Holds no open connection."""
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+    def __init__(self, db) -> None:  # noqa: ANN001
+        self.db = db
+
+    @property
+    def dsn(self) -> str:
+        return self.db.dsn
 
     def __repr__(self) -> str:
         from cbir_pg.db.connect import redact
@@ -40,9 +47,7 @@ class Client:
         """Run a read-only query (``%(name)s`` or ``%s`` parameters) and return its rows as a DataFrame."""
         import pandas as pd
 
-        from cbir_pg.db.connect import connection
-
-        with connection(self.dsn) as conn:
+        with self.db.connection() as conn:
             cur = conn.execute(query, params)
             columns = [d.name for d in cur.description] if cur.description else []
             rows = cur.fetchall() if cur.description else []
@@ -56,7 +61,7 @@ class Client:
 
         rows = [
             {"model": s.model, "dim": s.dim, "vectors": s.rows, "index": s.index_name, "kind": s.kind}
-            for s in index_status(self.dsn)
+            for s in index_status(self.db)
         ]
         return pd.DataFrame(rows, columns=["model", "dim", "vectors", "index", "kind"])
 
@@ -88,7 +93,7 @@ class Client:
 
         by_id = isinstance(image, int) and not isinstance(image, bool)
         _, hits = search_with_query(
-            self.dsn,
+            self.db,
             model,
             image_id=int(image) if by_id else None,
             path=None if by_id else Path(image),
@@ -139,7 +144,7 @@ class Client:
         from cbir_pg.eval.retrieval import evaluate_retrieval
 
         r = evaluate_retrieval(
-            self.dsn,
+            self.db,
             model,
             ns=ns,
             index_splits=index_splits,

@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 from test_sql_api import make_synthetic
 
+from cbir_pg.db.database import Database
 from cbir_pg.eval.retrieval import evaluate_retrieval
 
 FORBIDDEN = {
@@ -30,7 +31,7 @@ FORBIDDEN = {
 @pytest.fixture
 def evaluated(db: str):
     syn = make_synthetic(db, n=200)
-    res = evaluate_retrieval(db, "toy", mode="exact", progress=False)
+    res = evaluate_retrieval(Database(db), "toy", mode="exact", progress=False)
     with psycopg.connect(db) as conn:  # one patient over 89 to check the top band
         conn.execute(
             "update cbir.patient set age = 93 where id = (select patient_id from cbir.image where id = %s)",

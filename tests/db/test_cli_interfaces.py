@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from cbir_pg import __version__
 from cbir_pg.app.cli import app
+from cbir_pg.db.database import Database
 
 LONG_LABEL_REGION = "breastultrasoundregion"  # keys longer than a narrow column: US/breastultrasoundregion/f0
 
@@ -36,7 +37,7 @@ def listed(db: str):
     build(db)
     from cbir_pg.eval.retrieval import evaluate_retrieval
 
-    evaluate_retrieval(db, "toy", mode="exact", progress=False)
+    evaluate_retrieval(Database(db), "toy", mode="exact", progress=False)
     return syn
 
 
@@ -58,12 +59,12 @@ def test_listings_fit_80_columns_and_keep_every_value(db: str, listed) -> None:
 
     out = run(db, "labels", "list")
     _narrow(out)
-    for lab in label_overview(db):
+    for lab in label_overview(Database(db)):
         assert lab.key in out and all(d in out for d in lab.datasets)
 
     out = run(db, "index", "status")
     _narrow(out)
-    (st,) = index_status(db, "toy")
+    (st,) = index_status(Database(db), "toy")
     for value in (st.index_name, f"{st.rows:,}", str(st.dim), "hnsw", str(st.m), str(st.ef_construction)):
         assert value in out
 
@@ -71,7 +72,7 @@ def test_listings_fit_80_columns_and_keep_every_value(db: str, listed) -> None:
     _narrow(out)
     from cbir_pg.search import search
 
-    for h in search(db, "toy", image_id=listed.ids[0], k=5):
+    for h in search(Database(db), "toy", image_id=listed.ids[0], k=5):
         assert h.uri in out and h.label in out and h.dataset in out and f"{h.similarity:.4f}" in out
 
     out = run(db, "eval", "show")
@@ -95,9 +96,11 @@ def test_json_and_csv_carry_the_library_values(db: str, listed) -> None:
     from cbir_pg.search import search
 
     rows = [json.loads(ln) for ln in run(db, "labels", "list", "--format", "json").splitlines()]
-    assert {r["label"]: r["images"] for r in rows} == {lab.key: lab.images for lab in label_overview(db)}
+    assert {r["label"]: r["images"] for r in rows} == {
+        lab.key: lab.images for lab in label_overview(Database(db))
+    }
 
-    hits = search(db, "toy", image_id=listed.ids[3], k=4)
+    hits = search(Database(db), "toy", image_id=listed.ids[3], k=4)
     out = run(db, "search", "--image-id", str(listed.ids[3]), "--model", "toy", "-k", "4", "--format", "json")
     got = [json.loads(ln) for ln in out.splitlines()]
     assert [(g["rank"], g["image_id"], g["similarity"], g["age"]) for g in got] == [

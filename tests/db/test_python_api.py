@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from test_search import tiny  # noqa: F401  (fixture: tiny_cnn vectors of real PNG files)
 
+from cbir_pg.db.database import Database
+
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "python-api.md"
 
@@ -69,9 +71,9 @@ def test_moved_files_are_found_through_cbir_pg_data_root(db: str, tiny, tmp_path
     moved = tmp_path / "mounted"
     root.rename(moved)
     with pytest.raises(Exception, match="no such file"):
-        load_image_rgb(db, syn.ids[0])
+        load_image_rgb(Database(db), syn.ids[0])
     monkeypatch.setenv("CBIR_PG_DATA_ROOT", f"{root}={moved}")
-    assert load_image_rgb(db, syn.ids[0]).shape == (32, 32, 3)
+    assert load_image_rgb(Database(db), syn.ids[0]).shape == (32, 32, 3)
     client = cbir_pg.connect(db)
     path = client.image_path(syn.ids[0])
     assert path.is_file() and str(path).startswith(str(moved))

@@ -164,3 +164,19 @@ def test_no_import_cycle() -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_public_library_function_takes_a_dsn_string() -> None:
+    """Library functions take a ``Database`` (or a connection); only the driver boundary and the
+    settings resolve DSN text (``cbir_pg/db/connect.py``, ``database.py``, ``config.py``), and the app."""
+    allowed = {"cbir_pg.db.connect", "cbir_pg.db.database", "cbir_pg.config", "cbir_pg.db.server"}
+    bad = []
+    for module, path in _modules().items():
+        if module in allowed or _layer(module) == "app":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                names = [a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs]
+                if "dsn" in names:
+                    bad.append(f"{module}.{node.name}")
+    assert not bad, "public functions taking a DSN string:\n" + "\n".join(bad)

@@ -59,6 +59,9 @@ def main() -> None:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
     verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(verbose)
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as exc:

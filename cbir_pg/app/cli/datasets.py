@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def import_(
         if v is not None:
             opts[k] = v
     s = import_dataset(
-        dsn(ctx),
+        database(ctx),
         kind,
         root,
         name=name,
@@ -103,7 +103,7 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
     dataset; CSV: one line per dataset and count (long format)."""
     from cbir_pg.datasets import dataset_overview
 
-    rows = dataset_overview(dsn(ctx))
+    rows = dataset_overview(database(ctx))
     counts = [
         {"dataset": d.key, "by": by, "value": k, "images": v}
         for d in rows

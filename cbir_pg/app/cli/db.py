@@ -8,7 +8,7 @@ import subprocess
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, database, dsn, state
 from cbir_pg.app.cli.output import Format, emit_record, format_option
 
 app = typer.Typer(
@@ -28,8 +28,7 @@ def start(ctx: typer.Context) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.db.connect import redact
 
-    url = dsn(ctx)
-    console.print(f"database ready: {redact(url)}")
+    console.print(f"database ready: {redact(dsn(ctx))}")
 
 
 @app.command()
@@ -44,6 +43,7 @@ def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact
+    from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import current_revision, head_revision
 
     settings = get_settings(state(ctx).dsn)
@@ -51,7 +51,7 @@ def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
         record = {
             "server": "external",
             "dsn": redact(settings.dsn),
-            "schema_revision": current_revision(settings.dsn),
+            "schema_revision": current_revision(Database(settings.dsn)),
             "head_revision": head_revision(),
         }
         emit_record(record, fmt)
@@ -69,7 +69,7 @@ def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
     }
     if st.running:
         with contextlib.suppress(Exception):  # the cbir database may not exist yet
-            record["schema_revision"] = current_revision(st.uri(settings.database))
+            record["schema_revision"] = current_revision(Database(st.uri(settings.database)))
     emit_record(record, fmt)
 
 
@@ -84,7 +84,7 @@ def migrate(ctx: typer.Context) -> None:
     """Apply the alembic migrations, then re-apply the idempotent SQL functions and views in sql/."""
     from cbir_pg.db.migrate import migrate as run_migrate
 
-    result = run_migrate(dsn(ctx))
+    result = run_migrate(database(ctx))
     change = (
         f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
     )

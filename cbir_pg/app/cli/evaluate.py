@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def retrieval(
     from cbir_pg.eval.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
-        dsn(ctx),
+        database(ctx),
         model,
         ns=parse_int_list(n),
         index_splits=split_names([index_split]),
@@ -101,9 +101,9 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from cbir_pg.eval.store import table2
+    from cbir_pg.eval.runs import table2
 
-    df = table2(dsn(ctx))
+    df = table2(database(ctx))
     if df.empty and fmt == Format.table:
         print_line("no retrieval runs yet: run cbir-pg eval retrieval --model KEY")
         return
@@ -124,18 +124,17 @@ def export(
     model: str = typer.Option(None, "--model", "-m", help="only runs of this encoder"),
 ) -> None:
     """Write stored runs, per-query neighbours (long format) and metrics as Parquet or CSV files."""
-    from cbir_pg.db.connect import connect
     from cbir_pg.eval.export import export_runs
 
-    with connect(dsn(ctx)) as conn:
+    with database(ctx).connection() as conn:
         r = export_runs(conn, out, fmt=fmt.value, run_ids=run or None, model=model)
     for table, path in r.files.items():
         print_line(f"wrote {path} ({r.rows[table]:,} rows)")
 
 
 def table2_rows(df) -> tuple[list[dict], list[Col]]:
-    """A :func:`cbir_pg.eval.store.table2` frame as rows (one per model, mode and scope) and their columns."""
-    from cbir_pg.eval.store import TABLE2_NS
+    """A :func:`cbir_pg.eval.runs.table2` frame as rows (one per model, mode and scope) and their columns."""
+    from cbir_pg.eval.runs import TABLE2_NS
 
     rows = []
     for key in df.index:
@@ -158,7 +157,7 @@ def table2_rows(df) -> tuple[list[dict], list[Col]]:
 
 
 def print_table2(df, fmt: Format = Format.table) -> None:
-    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.runs.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     rows, cols = table2_rows(df)
     if fmt != Format.table:
         emit(rows, cols, fmt)

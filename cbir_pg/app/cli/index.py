@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
@@ -63,7 +63,7 @@ def build(
 
     from cbir_pg.index import build_index
 
-    url = dsn(ctx)
+    db = database(ctx)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -80,7 +80,7 @@ def build(
             bar.update(task, description=p.phase, completed=done, total=total)
 
         report = build_index(
-            url,
+            db,
             model,
             m=m,
             ef_construction=ef_construction,
@@ -132,7 +132,7 @@ def status(
         Col("size_bytes", lambda s: s.size_bytes, _size, right=True, header="size"),
         Col("build_progress", progress, header="build progress"),
     ]
-    emit(index_status(dsn(ctx), model), cols, fmt, empty="no models yet (cbir.encoder is empty)")
+    emit(index_status(database(ctx), model), cols, fmt, empty="no models yet (cbir.encoder is empty)")
 
 
 @app.command()
@@ -146,7 +146,7 @@ def drop(
     """Drop the model's HNSW index(es); searches then fall back to exact scans."""
     from cbir_pg.index import drop_index
 
-    dropped = drop_index(dsn(ctx), model, concurrently=concurrently)
+    dropped = drop_index(database(ctx), model, concurrently=concurrently)
     console.print(f"dropped {', '.join(dropped)}" if dropped else f"{model} has no HNSW index")
 
 

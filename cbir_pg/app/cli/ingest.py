@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, split_names
+from cbir_pg.app.cli._common import console, database, split_names
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def ingest(
     if not model:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
     s = run_ingest(
-        dsn(ctx),
+        database(ctx),
         model,
         datasets=_split_csv(dataset),
         splits=_split_csv(split),
@@ -83,7 +83,7 @@ def status(
         Col(k, right=True) for k in ("total", "done", "pending", "failed")
     ]
     emit(
-        ingest_status(dsn(ctx), model),
+        ingest_status(database(ctx), model),
         cols,
         fmt,
         empty="no embedding tables yet (run: cbir-pg ingest --model KEY)",

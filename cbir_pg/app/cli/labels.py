@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import dsn
+from cbir_pg.app.cli._common import database
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="Labels: the harmonised classes <MODALITY>/<region>/<finding>.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
         Col("datasets", lambda r: list(r.datasets)),
     ]
     emit(
-        label_overview(dsn(ctx)),
+        label_overview(database(ctx)),
         cols,
         fmt,
         empty="no labels yet: import a dataset first",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import dsn, err_console
+from cbir_pg.app.cli._common import database, err_console
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
@@ -34,9 +34,9 @@ def search(
 
     if (path is None) == (image_id is None):
         raise ConfigError("give an image file or --image-id (one of them)")
-    url = dsn(ctx)
+    db = database(ctx)
     query, hits = search_with_query(
-        url,
+        db,
         model,
         image_id=image_id,
         path=path,
@@ -64,7 +64,7 @@ def search(
     notes = [f"only {len(hits)} images match (asked for {k})"] if len(hits) < k else []
     emit(hits, cols, fmt, notes=notes, empty="no image matches")
     if png is not None:
-        out = write_search_grid(url, query, hits, png)
+        out = write_search_grid(db, query, hits, png)
         err_console.print(f"wrote {out}", markup=False, highlight=False)
 
 
