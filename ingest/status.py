@@ -26,5 +26,6 @@ def ingest_status(db: Database, model: str | None = None) -> list[IngestStatusRo
         check_key(model)
     from psycopg.rows import class_row
 
-    with db.connection(row_factory=class_row(IngestStatusRow)) as conn:
+    # vector=False: registering pgvector types runs a query that class_row(IngestStatusRow) cannot read
+    with db.connection(row_factory=class_row(IngestStatusRow), vector=False) as conn:
         return conn.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()
