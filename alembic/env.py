@@ -58,9 +58,10 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
     if _plain_alembic_upgrade():
+        from cbir_pg.db.database import Database
         from cbir_pg.db.migrate import apply_sql
 
-        apply_sql(dsn)
+        apply_sql(Database(dsn))
 
 
 if context.is_offline_mode():
