@@ -434,8 +434,8 @@ def write_report(
             + (
                 ""
                 if all(
-                    {r[0] for r in table4 if r[1] == model} >= {"knn", "linear"}
-                    for model in {r[1] for r in table4}
+                    {r["method"] for r in table4 if r["model"] == model} >= {"knn", "linear"}
+                    for model in {r["model"] for r in table4}
                 )
                 else " A dash means that method has not been run for the model: the demo runs kNN only;"
                 " cbir-pg eval linear --model KEY fills the linear-probe columns (cbir-pg eval knn the kNN ones)."
