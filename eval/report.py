@@ -193,7 +193,7 @@ def fig3b(rows: list[dict], path: Path) -> Path:
             capsize=2,
             label=model,
         )
-    _log_x(ax, [int(r[1]) for r in rows])
+    _log_x(ax, [int(r["index_size"]) for r in rows])
     ax.set_xlabel("index images per class (N)")
     ax.set_ylabel("P@1")
     ax.set_title("Index-size ablation", fontsize=10)
