@@ -443,7 +443,9 @@ def index_status(db: Database, model: str | None = None) -> list[IndexStatus]:
     with db.connection(autocommit=True) as conn:
         encoders = conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall()
         if model is not None and not encoders:
-            raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+            from cbir_pg.encoders.registry import model_not_stored
+
+            raise model_not_stored(model)
         for enc in encoders:
             key, dim, table_name = enc["key"], enc["dim"], enc["table_name"]
             qualified = f"cbir.{table_name}"

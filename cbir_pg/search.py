@@ -151,6 +151,10 @@ def search_with_query(
     filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
     conn = db.connect()
     with db_errors(using=_sql_error), conn:
+        if conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone() is None:
+            from cbir_pg.encoders.registry import model_not_stored
+
+            raise model_not_stored(model)
         if ef_search is not None:
             conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
         vec = None
@@ -195,9 +199,11 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
     rgb = decode_file(path)
     table = identifiers.embedding_table(model)
     p = path.resolve()
+    from cbir_pg.roots import local_root
+
     for root in [r["root"] for r in dict_cursor(conn).execute(queries.get("search", "dataset_roots"))]:
         try:
-            rel = p.relative_to(Path(root).resolve())
+            rel = p.relative_to(Path(local_root(root)).resolve())
         except (ValueError, OSError):
             continue
         found = scalar(
@@ -215,7 +221,9 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     """Embed a new file with the encoder config the model's stored vectors were made with."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
-        raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+        from cbir_pg.encoders.registry import model_not_stored
+
+        raise model_not_stored(model)
     stored_hash = row["config_hash"]
     stored_config = row["config"] or {}
     try:
@@ -260,7 +268,9 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
             row = fetch(conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
-    uri, root = row["uri"], row["root"]
+    from cbir_pg.roots import local_root
+
+    uri, root = row["uri"], local_root(row["root"])
     return decode_file(Path(root) / uri if root else Path(uri))
 
 

@@ -110,12 +110,35 @@ def _class_p1(db: Database, model: str) -> tuple[list[tuple[str, str, int, float
     return out, "top-1 search of test against train, computed for this report"
 
 
-def _log_x(ax) -> None:
-    """Log x-axis with plain-number major labels and no crowded minor labels."""
-    from matplotlib.ticker import NullFormatter, StrMethodFormatter
+def log_ticks(lo: float, hi: float, at_least: int = 3) -> list[float]:
+    """Tick positions for a log axis over ``[lo, hi]``: 1-2-5 steps per decade, or, when the data span
+    too little of a decade for ``at_least`` of those, evenly spaced (in log) values rounded to two
+    significant digits, so the axis always carries several labelled ticks."""
+    lo, hi = max(float(lo), 1e-9), max(float(hi), float(lo) * 1.0001)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [m * 10.0**d for d in decades for m in (1, 2, 5) if lo <= m * 10.0**d <= hi]
+    if len(ticks) >= at_least:
+        return ticks
+    out = []
+    for v in np.geomspace(lo, hi, max(at_least, 4)):
+        digits = -int(math.floor(math.log10(v))) + 1
+        r = round(float(v), digits)
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def _log_x(ax, values: Sequence[float]) -> None:
+    """Log x-axis with several plain-number labelled ticks (see :func:`log_ticks`), no minor labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, StrMethodFormatter
 
     ax.set_xscale("log")
+    lo, hi = min(values), max(values)
+    pad = (hi / lo) ** 0.06 if hi > lo else 1.3
+    ax.set_xlim(lo / pad, hi * pad)
+    ax.xaxis.set_major_locator(FixedLocator(log_ticks(lo / pad, hi * pad)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -137,7 +160,7 @@ def fig3a(points: list[tuple[str, str, int, float]], model: str, path: Path, sou
     if len(points) <= 25:
         for key, _kind, size, p1 in points:
             ax.annotate(key, (size, p1), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    _log_x(ax)
+    _log_x(ax, [p[2] for p in points])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("index images of the class")
     ax.set_ylabel("P@1")
@@ -170,7 +193,7 @@ def fig3b(rows: list[dict], path: Path) -> Path:
             capsize=2,
             label=model,
         )
-    _log_x(ax)
+    _log_x(ax, [int(r["index_size"]) for r in rows])
     ax.set_xlabel("index images per class (N)")
     ax.set_ylabel("P@1")
     ax.set_title("Index-size ablation", fontsize=10)
@@ -200,27 +223,47 @@ def tsne_embed(X: np.ndarray, seed: int = 0, threads: int | None = 1) -> np.ndar
         return tsne.fit_transform(X)
 
 
+def facet_colours(facets: dict[str, list[str]]) -> dict[tuple[str, str], tuple]:
+    """One colour per (panel, value) with no colour reused across panels, so a colour means one thing
+    in the whole figure: tab20's 20 colours while they last, then evenly spaced hues."""
+    import matplotlib
+
+    keys = [(name, v) for name, values in facets.items() for v in sorted(set(values))]
+    if len(keys) <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # the strong shades first
+        return {k: cmap(order[i]) for i, k in enumerate(keys)}
+    cmap = matplotlib.colormaps["hsv"]
+    return {k: cmap(i / len(keys)) for i, k in enumerate(keys)}
+
+
 def fig5(Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets), 5.0), dpi=110)
+    colours = facet_colours(facets)
+    fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets), 6.2), dpi=110)
     for ax, (name, values) in zip(np.atleast_1d(axes), facets.items(), strict=True):
         cats = sorted(set(values))
-        cmap = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20")
-        idx = {c: i for i, c in enumerate(cats)}
-        colours = [cmap(idx[v] % cmap.N) for v in values]
-        ax.scatter(Y[:, 0], Y[:, 1], c=colours, s=5, alpha=0.8, linewidths=0)
-        ax.set_title(f"by {name} ({len(cats)})", fontsize=10)
+        ax.scatter(Y[:, 0], Y[:, 1], c=[colours[(name, v)] for v in values], s=5, alpha=0.8, linewidths=0)
+        ax.set_title(f"by {name} ({len(cats)})", fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
-        if len(cats) <= 20:
+        if len(cats) <= 24:
             handles = [
-                plt.Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=c, ms=5)
-                for i, c in enumerate(cats)
+                plt.Line2D([], [], marker="o", ls="", color=colours[(name, c)], label=c, ms=7) for c in cats
             ]
-            ax.legend(handles=handles, fontsize=6, loc="best", framealpha=0.7)
+            ax.legend(
+                handles=handles,
+                fontsize=8,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.02),
+                ncol=1 if len(cats) <= 4 else 2,
+                frameon=False,
+            )
+        else:
+            ax.set_xlabel(f"{len(cats)} values: too many for a legend", fontsize=8)
     fig.suptitle(f"t-SNE of {Y.shape[0]} {model} embeddings")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -280,12 +323,33 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
         for im in images:
             out.paste(im, (0, y))
             y += im.height + 8
-        out.save(path)
+        frame_legend(out).save(path)
     finally:
         for p in tmp.glob("*.png"):
             p.unlink()
         tmp.rmdir()
     return path
+
+
+FRAME_LEGEND = (("query", "ORANGE"), ("same class", "GREEN"), ("other class", "RED"), ("no label", "GREY"))
+
+
+def frame_legend(image):
+    """``image`` with a strip below it that says what each frame colour of :func:`draw_grid` means."""
+    from PIL import Image, ImageDraw
+
+    from cbir_pg import search
+
+    strip = 22
+    out = Image.new("RGB", (image.width, image.height + strip), (255, 255, 255))
+    out.paste(image, (0, 0))
+    draw = ImageDraw.Draw(out)
+    x, y = 4, image.height + 5
+    for text, name in FRAME_LEGEND:
+        draw.rectangle((x, y, x + 12, y + 12), outline=getattr(search, name), width=3)
+        draw.text((x + 17, y), text, fill=(0, 0, 0))
+        x += 17 + int(draw.textlength(text)) + 14
+    return out
 
 
 # --------------------------------------------------------------------------- HTML
@@ -361,15 +425,25 @@ def write_report(
     if leaderboard and leaderboard[1]:
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
-        result.notes.append("no retrieval leaderboard (run `cbir-pg eval retrieval`)")
+        result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"
             + _table4(table4)
-            + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC.</p>"
+            + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC."
+            + (
+                ""
+                if all(
+                    {r["method"] for r in table4 if r["model"] == model} >= {"knn", "linear"}
+                    for model in {r["model"] for r in table4}
+                )
+                else " A dash means that method has not been run for the model: the demo runs kNN only;"
+                " cbir-pg eval linear --model KEY fills the linear-probe columns (cbir-pg eval knn the kNN ones)."
+            )
+            + "</p>"
         )
     else:
-        result.notes.append("no kNN or linear-probe results (run `cbir-pg eval knn` / `eval linear`)")
+        result.notes.append("no kNN or linear-probe results (run cbir-pg eval knn or cbir-pg eval linear)")
 
     # Fig. 3B
     if ablation:
@@ -382,7 +456,7 @@ def write_report(
             )
         )
     else:
-        result.notes.append("no ablation results (run `cbir-pg eval ablation`)")
+        result.notes.append("no ablation results (run cbir-pg eval ablation)")
 
     for model in models:
         sections.append(
@@ -405,8 +479,13 @@ def write_report(
 
 
 def _figure(result: ReportResult, path: Path, caption: str) -> str:
+    """A figure with its caption, which is also the image's alt text."""
     result.figures.append(path)
-    return f"<figure><img src='{html.escape(path.name)}'><figcaption class='note'>{html.escape(caption)}</figcaption></figure>"
+    text = html.escape(caption, quote=True)
+    return (
+        f"<figure><img src='{html.escape(path.name, quote=True)}' alt='{text}'>"
+        f"<figcaption class='note'>{text}</figcaption></figure>"
+    )
 
 
 def _model_section(

@@ -182,12 +182,12 @@ def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier,
     identifiers.check_key(model)
     row = dict_cursor(conn).execute(queries.get("eval", "encoder"), {"model": model}).fetchone()
     if row is None:
-        raise NotFoundError(
-            f"unknown model {model!r}: no row in cbir.encoder (run `cbir-pg ingest --model {model}`)"
-        )
+        from cbir_pg.encoders.registry import model_not_stored
+
+        raise model_not_stored(model)
     if not row["has_table"]:
         raise NotFoundError(
-            f"model {model!r} has no embedding table yet (run `cbir-pg ingest --model {model}`)"
+            f"model {model!r} has no embedding table yet (run cbir-pg ingest --model {model})"
         )
     return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
 

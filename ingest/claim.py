@@ -75,6 +75,10 @@ class ClaimFilter:
 
 
 def image_path(root: str, uri: str) -> str:
+    """The file of an image: its dataset root as this machine sees it (``CBIR_PG_DATA_ROOT``) / uri."""
+    from cbir_pg.roots import local_root
+
+    root = local_root(root)
     return str(Path(root) / uri) if root else uri
 
 

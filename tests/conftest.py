@@ -1,7 +1,9 @@
 """Test fixtures: a real PostgreSQL with pgvector (the embedded server, or ``CBIR_PG_TEST_DSN``), one
 migrated template database per session, and a fresh clone (``CREATE DATABASE x TEMPLATE t``) per test.
 
-Real data: ``CBIR_PG_DATA_DIR`` (default ``../shared/datasets`` beside the checkout). Tests that need it
+Real data: ``CBIR_PG_DATA_DIR`` (default, only when the variable is unset: ``../shared/datasets`` beside
+the checkout) holding ``breastmnist.npz`` and ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``.
+An explicit ``CBIR_PG_DATA_DIR`` is the only place looked at. Tests that need the data
 skip with a reason where it is absent, unless ``CBIR_PG_REQUIRE_DATA=1`` (set by ``.ci/run``), which
 makes them fail instead.
 """
@@ -132,19 +134,31 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
 
 # --------------------------------------------------------------------------- real data
 def data_dir() -> Path | None:
+    """The MedMNIST folder: ``CBIR_PG_DATA_DIR`` when set (an explicit variable wins, no fallback),
+    else ``../shared/datasets``; ``None`` when it lacks either file."""
+    from cbir_pg.datasets import MEDMNIST_BENCHMARK_FILES, medmnist_files_in
+
     env = os.environ.get("CBIR_PG_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "datasets")
-    for c in candidates:
-        if (c / "breastmnist.npz").exists() and (c / "pneumoniamnist_subset.npz").exists():
-            return c.resolve()
-    return None
+    c = Path(env) if env else REPO.parent / "shared" / "datasets"
+    return c.resolve() if len(medmnist_files_in(c)) == len(MEDMNIST_BENCHMARK_FILES) else None
+
+
+def medmnist_file(d: Path, flag: str) -> Path:
+    """The file of ``flag`` (``breastmnist`` or ``pneumoniamnist``) in the data folder ``d``; PneumoniaMNIST
+    may be the full ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``."""
+    from cbir_pg.datasets import medmnist_files_in
+
+    return medmnist_files_in(d)[flag]
 
 
 def require_data() -> Path:
     d = data_dir()
     if d is None:
-        msg = "MedMNIST files not found: set CBIR_PG_DATA_DIR to a folder with breastmnist.npz and pneumoniamnist_subset.npz"
+        where = os.environ.get("CBIR_PG_DATA_DIR") or str(REPO.parent / "shared" / "datasets")
+        msg = (
+            f"MedMNIST files not found in {where}: set CBIR_PG_DATA_DIR to a folder with breastmnist.npz and "
+            "pneumoniamnist.npz (or pneumoniamnist_subset.npz)"
+        )
         if os.environ.get("CBIR_PG_REQUIRE_DATA") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

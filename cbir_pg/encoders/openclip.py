@@ -15,7 +15,14 @@ from pathlib import Path
 
 from cbir_pg.encoders.config import OPENAI_MEAN, OPENAI_STD, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import OPEN_CLIP_FILES, hf_offline, missing, open_clip_repo, weights_available
+from cbir_pg.encoders.weights import (
+    OPEN_CLIP_FILES,
+    hf_offline,
+    missing,
+    offline_reason,
+    open_clip_repo,
+    weights_available,
+)
 
 #: vision part of hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224/open_clip_config.json
 BIOMEDCLIP_VISION = {
@@ -52,14 +59,17 @@ def _checkpoint_file(config: EncoderConfig, weights) -> Path:
     repo = open_clip_repo(rest)
     if not repo:
         raise missing(config, "no hub location for these weights")
-    if hf_offline() and not weights_available(config):
-        raise missing(config, "HF_HUB_OFFLINE=1")
+    cached = weights_available(config)
+    if not cached:
+        reason = offline_reason()
+        if reason:
+            raise missing(config, reason)
     from huggingface_hub import hf_hub_download
 
     last: Exception | None = None
     for name in OPEN_CLIP_FILES:
         try:
-            return Path(hf_hub_download(repo, name, local_files_only=hf_offline()))
+            return Path(hf_hub_download(repo, name, local_files_only=cached or hf_offline()))
         except Exception as exc:  # EntryNotFound / LocalEntryNotFound / connection errors
             last = exc
     raise missing(config, str(last).splitlines()[0] if last else "")

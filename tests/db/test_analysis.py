@@ -145,7 +145,9 @@ def test_knn_matches_numpy_and_is_stored(db, synth):
             (res.run_id,),
         ).fetchone()
         assert row[0] == synth.model and row[1] == res.k
-        assert row[2] == pytest.approx(res.test.f1_micro) and row[3] == pytest.approx(res.test.auprc_macro)
+        # the views round to 4 decimals for dashboards
+        assert row[2] == pytest.approx(res.test.f1_micro, abs=5e-5)
+        assert row[3] == pytest.approx(res.test.auprc_macro, abs=5e-5)
         assert row[5:] == (120, 510, True)
         curve = conn.execute(
             "select count(*) from cbir_report.knn_k_curve where run_id = %s", (res.run_id,)
@@ -190,7 +192,8 @@ def test_linear_probe_through_db(db, synth):
             "select f1_micro, auroc_macro, epochs_run, best_epoch, is_latest from cbir_report.linear_results where run_id = %s",
             (res.run_id,),
         ).fetchone()
-    assert row[0] == pytest.approx(res.test.f1_micro) and row[2:] == (res.epochs_run, res.best_epoch, True)
+    assert row[0] == pytest.approx(res.test.f1_micro, abs=5e-5)  # rounded to 4 decimals in the view
+    assert row[2:] == (res.epochs_run, res.best_epoch, True)
 
 
 def test_ablation_scales_down_and_is_stored(db, synth):
@@ -272,7 +275,7 @@ def test_report_writes_figures_and_tables(db, tmp_path):
         assert im.height > 3 * 96  # three query rows
     page = (out / "index.html").read_text()
     for p in rep.figures:
-        assert f"src='{p.name}'" in page
+        assert f"src='{p.name}' alt='" in page  # every image has an alt text
     assert "Table 4" in page and f"{knn.test.f1_micro:.4f}" in page
     assert "no retrieval leaderboard" in " ".join(rep.notes)
     assert not list(out.glob(".*"))  # no temporary folders left behind
@@ -291,6 +294,8 @@ def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
         assert im.width >= 300
     joined = " ".join(rep.notes)
     assert "ablation" in joined and "grids" in joined and "kNN" in joined
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count("<img ") == page.count(" alt='") == 2
     # the views are readable by the BI role
     with psycopg.connect(db) as conn:
         conn.execute("set role cbir_reader")

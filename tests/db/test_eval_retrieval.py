@@ -289,20 +289,21 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
             (ann.run_id,),
         ).fetchone()
     for mode, r in (("ann", ann), ("exact", exact)):
+        # the views round to 4 decimals for dashboards
         np.testing.assert_allclose(
-            board[mode][:8], list(r.summary.micro) + list(r.summary.macro), rtol=0, atol=1e-12
+            board[mode][:8], list(r.summary.micro) + list(r.summary.macro), rtol=0, atol=5e-5
         )
         assert board[mode][8:] == (r.run_id, r.n_queries, r.n_index)
     assert quality[:3] == (exact.run_id, ann.ef_search, 16)
-    np.testing.assert_allclose(quality[3:7], res.recall, atol=1e-12)
-    np.testing.assert_allclose(quality[7:11], res.delta_micro, atol=1e-12)
-    np.testing.assert_allclose(quality[11:], res.delta_macro, atol=1e-12)
+    np.testing.assert_allclose(quality[3:7], res.recall, atol=5e-5)
+    np.testing.assert_allclose(quality[7:11], res.delta_micro, atol=5e-5)
+    np.testing.assert_allclose(quality[11:], res.delta_macro, atol=5e-5)
     assert len(classes) == 6
     s = exact.summary
     for row, lab_mean, nq in zip(classes, s.class_means, s.class_n_queries, strict=True):
         assert row[1] in ("anatomical", "pathological")
         assert row[2] == nq and row[3] > 0
-        np.testing.assert_allclose(row[4:], lab_mean, atol=1e-12)
+        np.testing.assert_allclose(row[4:], lab_mean, atol=5e-5)
     params, index_params, timings, code_version, nq, ni = run
     assert params["exact_run_id"] == exact.run_id and params["ef_search_effective"] == 10
     assert params["ns"] == [1, 3, 5, 10] and params["index_splits"] == ["train"]
@@ -324,7 +325,7 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     t2 = runs.table2(Database(dsn))
     row = t2.loc[(model, "ann", "all:train->test", "default", "computed")]
     np.testing.assert_allclose(
-        [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=1e-12
+        [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=5e-5
     )
     from cbir_pg.app.cli import app
 

@@ -207,7 +207,7 @@ def test_reader_role_over_tcp_reads_the_report_views(cli_env: dict[str, str]) ->
     assert not _tcp_open(port)  # default: no TCP at all
     r = _cli(cli_env, "db", "start", "--listen", f"127.0.0.1:{port}")
     assert r.returncode == 0, r.stderr
-    assert f"TCP 127.0.0.1:{port}" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    assert f"127.0.0.1:{port}" in r.stdout and len(r.stdout.strip().splitlines()) == 1
     assert _cli(cli_env, "db", "migrate").returncode == 0
     r = _cli(cli_env, "db", "roles", "add", "bi_reader", "--reader")
     assert r.returncode == 0, r.stderr
@@ -240,7 +240,7 @@ def test_reader_role_over_tcp_reads_the_report_views(cli_env: dict[str, str]) ->
     )
     assert r.returncode == 0 and r.stdout.startswith("SCRAM-SHA-256$") and password not in r.stdout
     r = _cli(cli_env, "db", "status")
-    assert f"TCP 127.0.0.1:{port}" in r.stdout
+    assert f"127.0.0.1:{port}" in r.stdout
 
 
 # --------------------------------------------------------------------------- resource limits

@@ -215,6 +215,27 @@ def test_missing_weights_is_one_line_and_does_not_hang(tmp_path):
     assert "BiomedCLIP" in lines[1] and "medsam_vit_b.pth" in lines[3] and "--weights" in lines[3]
 
 
+def test_missing_weights_fail_fast_without_hf_hub_offline(tmp_path):
+    """No HF_HUB_OFFLINE and no hub (a closed local port as HF_ENDPOINT): the cache is checked first and
+    the error names the unreachable endpoint, instead of the hub client's retries."""
+    code = (
+        "from cbir_pg.encoders import create_encoder\n"
+        "from cbir_pg.errors import WeightsMissingError\n"
+        "for k in ['resnet50', 'biomedclip']:\n"
+        "    try:\n        create_encoder(k)\n    except WeightsMissingError as e:\n        print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(
+        HF_HOME=str(tmp_path / "hf"), CBIR_PG_HOME=str(tmp_path / "home"), HF_ENDPOINT="http://127.0.0.1:9"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2, r.stdout
+    assert all("http://127.0.0.1:9 is unreachable" in line for line in lines)
+    assert "microsoft/resnet-50" in lines[0] and "BiomedCLIP" in lines[1]
+
+
 def test_medsam_checkpoint_names_map_onto_the_sam_encoder(tmp_path):
     """A segment_anything-format checkpoint loads through --weights, tensor for tensor."""
     from cbir_pg.encoders.hf import SA_PART_TO_HF, SA_PREFIX_TO_HF

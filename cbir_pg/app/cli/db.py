@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 from cbir_pg.app.cli._common import console, database, dsn, state
+from cbir_pg.app.cli.output import Format, emit_record, format_option, print_line
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
@@ -61,7 +64,7 @@ def stop() -> None:
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import check_dsn, redact
@@ -70,31 +73,35 @@ def status(ctx: typer.Context) -> None:
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
-        console.print(f"external server: {redact(check_dsn(settings.dsn))}", markup=False, highlight=False)
-        console.print(
-            f"schema revision: {current_revision(Database(settings.dsn)) or 'none'} (head {head_revision()})"
-        )
+        record = {
+            "server": "external",
+            "dsn": redact(check_dsn(settings.dsn)),
+            "schema_revision": current_revision(Database(settings.dsn)),
+            "head_revision": head_revision(),
+        }
+        emit_record(record, fmt)
         return
     st = _server().status()
-    if st.stale_pid is not None:
-        typer.echo(
-            f"embedded server: stopped ({st.describe_stale()}; `cbir-pg db start` removes it and starts)"
-        )
+    stale = st.describe_stale() if st.stale_pid is not None else None
+    if stale and fmt == Format.table:
+        print_line(f"embedded server: stopped ({stale}; `cbir-pg db start` removes it and starts)")
         return
-    console.print(f"embedded server: {'running' if st.running else 'stopped'}")
-    console.print(f"data directory:  {st.pgdata}", markup=False, highlight=False)
+    record = {
+        "server": "embedded",
+        "running": st.running,
+        "data_directory": str(st.pgdata),
+        "pid": st.pid if st.running else None,
+        "socket": str(st.socket_dir) if st.running else None,
+        "port": st.port if st.running else None,
+        "tcp": f"{st.listen}:{st.port}" if st.running and st.listen else None,
+        "stale_pid": stale,
+        "schema_revision": None,
+        "head_revision": head_revision(),
+    }
     if st.running:
-        tcp = f", TCP {st.listen}:{st.port}" if st.listen else ", no TCP"
-        console.print(
-            f"pid {st.pid}, socket {st.socket_dir}, port {st.port}{tcp}", markup=False, highlight=False
-        )
-        url = st.uri(settings.database)
-        try:
-            console.print(
-                f"schema revision: {current_revision(Database(url)) or 'none'} (head {head_revision()})"
-            )
-        except Exception:  # the cbir database may not exist yet
-            console.print("schema revision: none")
+        with contextlib.suppress(Exception):  # the cbir database may not exist yet
+            record["schema_revision"] = current_revision(Database(st.uri(settings.database)))
+    emit_record(record, fmt)
 
 
 @app.command()

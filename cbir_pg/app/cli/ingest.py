@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import console, database, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -73,20 +74,20 @@ def ingest(
 def status(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    fmt: Format = format_option(),
 ) -> None:
     """Exact done, pending and failed image counts per encoder and dataset."""
-    from rich.table import Table
-
     from cbir_pg.ingest import ingest_status
 
-    rows = ingest_status(database(ctx), model)
-    if not rows:
-        console.print("no embedding tables yet (run: cbir-pg ingest --model KEY)")
-        return
-    table = Table("encoder", "dataset", "total", "done", "pending", "failed")
-    for r in rows:
-        table.add_row(r.encoder, r.dataset, str(r.total), str(r.done), str(r.pending), str(r.failed))
-    console.print(table)
+    cols = [Col("encoder"), Col("dataset")] + [
+        Col(k, right=True) for k in ("total", "done", "pending", "failed")
+    ]
+    emit(
+        ingest_status(database(ctx), model),
+        cols,
+        fmt,
+        empty="no embedding tables yet (run: cbir-pg ingest --model KEY)",
+    )
 
 
 def register(app_root: typer.Typer) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, database
+from cbir_pg.app.cli._common import database, err_console
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
 def search(
@@ -19,16 +20,15 @@ def search(
     dataset: str = typer.Option(None, "--dataset", help="only neighbours from this dataset key"),
     modality: str = typer.Option(None, "--modality", help="only neighbours of this modality"),
     exclude_same_patient: bool = typer.Option(
-        False, "--exclude-same-patient", help="leave out the query's patient"
+        False, "--exclude-same-patient/--include-same-patient", help="leave out the query's patient"
     ),
     ef_search: int = typer.Option(
         None, "--ef-search", help="HNSW search breadth (raised to at least k anyway)"
     ),
     png: Path = typer.Option(None, "--png", help="write a Fig. 2 style grid PNG here"),
+    fmt: Format = format_option(),
 ) -> None:
     """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age."""
-    from rich.table import Table
-
     from cbir_pg.errors import ConfigError
     from cbir_pg.search import search_with_query, write_search_grid
 
@@ -49,24 +49,23 @@ def search(
     )
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)
     extra = " (embedded on the fly)" if query.embedded_on_the_fly else ""
-    console.print(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
-    table = Table("rank", "image", "label", "dataset", "similarity", "sex", "age")
-    for h in hits:
-        table.add_row(
-            str(h.rank),
-            f"{h.image_id} {h.uri}",
-            h.label or "-",
-            h.dataset,
-            f"{h.similarity:.4f}",
-            h.sex or "-",
-            f"{h.age:.0f}" if h.age is not None else "-",
-        )
-    console.print(table)
-    if len(hits) < k:
-        console.print(f"only {len(hits)} images match (asked for {k})")
+    cols = [
+        Col("rank", right=True),
+        Col("image_id", right=True, header="image"),
+        Col("uri"),
+        Col("label"),
+        Col("dataset"),
+        Col("similarity", fmt=lambda x: f"{x:.4f}", right=True),
+        Col("sex"),
+        Col("age", fmt=lambda a: f"{a:.0f}", right=True),
+    ]
+    if fmt == Format.table:
+        print_line(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
+    notes = [f"only {len(hits)} images match (asked for {k})"] if len(hits) < k else []
+    emit(hits, cols, fmt, notes=notes, empty="no image matches")
     if png is not None:
         out = write_search_grid(db, query, hits, png)
-        console.print(f"wrote {out}")
+        err_console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
