@@ -6,8 +6,6 @@ fast decode (PIL draft mode) and corrupt JPEGs in a batch."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
