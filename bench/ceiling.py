@@ -117,9 +117,9 @@ def _stages(dsn: str, encoder, datasets: list[str], options, batch_size: int) ->
 
     from bench.common import connect
     from cbir_pg.db import identifiers
-    from ingest.claim import ClaimItem, image_path
-    from ingest.copy import copy_vectors
-    from ingest.pipeline import BatchPreprocessor, DecodeDataset, collate
+    from cbir_pg.ingest.claim import ClaimItem, image_path
+    from cbir_pg.ingest.copy import copy_vectors
+    from cbir_pg.ingest.pipeline import BatchPreprocessor, DecodeDataset, collate
 
     with connect(dsn) as conn:
         rows = conn.execute(
@@ -183,8 +183,8 @@ def run_case(
     import torch
 
     from bench.common import connect
-    from ingest import worker as iw
-    from ingest.claim import ClaimFilter
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimFilter
 
     key = f"null_{name}"[:40]
     enc = null_encoder(device, key=key)

@@ -8,7 +8,7 @@ that of an ingest process alone:
 2. **bare forward**: preprocessed tensors of real images, already on the device, through the model
    alone (``torch.inference_mode``, the same autocast as ingest), ``torch.cuda.synchronize`` around the
    timing on CUDA;
-3. **end-to-end**: the ingest loop (:mod:`ingest.worker`) with the *same* encoder object over freshly
+3. **end-to-end**: the ingest loop (:mod:`cbir_pg.ingest.worker`) with the *same* encoder object over freshly
    imported images: claim → decode in DataLoader workers → forward → L2-normalise → binary COPY →
    commit, wall-clock from the first claim to the commit of the last batch. Model construction is
    excluded from both sides (it is reported separately).
@@ -86,8 +86,8 @@ def child(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from cbir_pg.encoders import create_encoder
-    from ingest import worker as iw
-    from ingest.claim import ClaimFilter
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimFilter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,9 +200,9 @@ def _stage_rates(args: argparse.Namespace, encoder) -> dict[str, float]:
 
     from cbir_pg.db import identifiers
     from cbir_pg.db.connect import connect
-    from ingest.claim import ClaimItem, image_path
-    from ingest.copy import copy_vectors
-    from ingest.pipeline import DecodeDataset
+    from cbir_pg.ingest.claim import ClaimItem, image_path
+    from cbir_pg.ingest.copy import copy_vectors
+    from cbir_pg.ingest.pipeline import DecodeDataset
 
     with connect(args.dsn) as conn:
         rows = conn.execute(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.images import DecodeError, decode_file
-from ingest.claim import ClaimedBatch, ClaimItem
+from cbir_pg.ingest.claim import ClaimedBatch, ClaimItem
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 

@@ -15,8 +15,8 @@ from cbir_pg.encoders import list_encoders
 from cbir_pg.encoders.device_preprocess import device_resize_supported
 from cbir_pg.encoders.preprocess import preprocess_array
 from cbir_pg.images import decode_file
-from ingest.claim import ClaimItem
-from ingest.pipeline import BatchPreprocessor, DecodeDataset, DecodeOptions, collate
+from cbir_pg.ingest.claim import ClaimItem
+from cbir_pg.ingest.pipeline import BatchPreprocessor, DecodeDataset, DecodeOptions, collate
 
 #: PIL resamples in 8-bit fixed point with rounding after each pass; torch in float: at most this many
 #: grey levels apart anywhere, and on average far less
