@@ -193,6 +193,22 @@ def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier,
     return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
 
 
+def search_expressions(conn: psycopg.Connection, model: str) -> tuple[sql.Composable, sql.Composable]:
+    """The stored and the query vector as the model's HNSW index covers them: ``embedding``, or
+    ``embedding::halfvec(d)`` when a ``vector`` column is indexed as ``halfvec``
+    (``cbir.model_vector_space``), so ann mode uses the index whatever its storage type."""
+    row = conn.execute(
+        "select distance_expr, dim from cbir.model_vector_space(%(model)s)", {"model": model}
+    ).fetchone()
+    if row and row[0].startswith("(e.embedding::halfvec("):
+        d = sql.Literal(int(row[1]))
+        return (
+            sql.SQL("(e.embedding::halfvec({}))").format(d),
+            sql.SQL("(q.embedding::halfvec({}))").format(d),
+        )
+    return sql.SQL("e.embedding"), sql.SQL("q.embedding")
+
+
 # --------------------------------------------------------------------------- progress
 class _RichProgress:
     """A progress bar with queries per second on stderr (used only when ``progress=True``)."""
@@ -273,7 +289,8 @@ def topn(
     reporter: _RichProgress | None = None
     try:
         table, table_name = encoder_table(coord, model)
-        stmt = queries.get("eval", "topn_batch", table=table)
+        e_vec, q_vec = search_expressions(coord, model)
+        stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
         snapshot = coord.execute("select pg_export_snapshot()").fetchone()[0]
         _build_index_set(coord, table, index_filter)
         class_sizes = {

@@ -71,6 +71,16 @@ begin
   select c.relname into ann_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
   where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_idx', p_model);
+  -- a vector column indexed as halfvec (the default storage of `index build`, measured fastest at equal
+  -- recall): search the expression the index covers
+  if column_type = 'vector' and dim <= 2000 and exists (
+    select 1 from pg_index x join pg_class c on c.oid = x.indexrelid join pg_opclass o on o.oid = x.indclass[0]
+    where x.indrelid = v_rel and c.relname = format('embedding_%s_hnsw_idx', p_model)
+      and o.opcname = 'halfvec_cosine_ops') then
+    distance_expr := format('(e.embedding::halfvec(%s))', dim);
+    query_expr := format('$1::halfvec(%s)', dim);
+    opclass := 'halfvec_cosine_ops';
+  end if;
   select c.relname into binary_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
   where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_bq_idx', p_model);

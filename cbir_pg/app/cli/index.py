@@ -26,6 +26,11 @@ def build(
     m: int = typer.Option(16, "--m", help="HNSW neighbours per node"),
     ef_construction: int = typer.Option(64, "--ef-construction", help="HNSW candidate list while building"),
     concurrently: bool = typer.Option(False, "--concurrently", help="build without blocking writes (slower)"),
+    storage: str = typer.Option(
+        "halfvec",
+        "--storage",
+        help="halfvec (default: measured fastest at equal recall) or vector (full float32 graph)",
+    ),
     quantize: str = typer.Option(
         None, "--quantize", help="'binary': binary-quantised index, exact re-ranking"
     ),
@@ -61,6 +66,7 @@ def build(
             ef_construction=ef_construction,
             concurrently=concurrently,
             quantize=quantize,
+            storage=storage,
             progress=on_progress,
             recall_queries=recall_queries,
         )
@@ -99,6 +105,7 @@ def status(
         "dim",
         Column("index", no_wrap=True),
         "kind",
+        "storage",
         "valid",
         "m",
         "ef_constr.",
@@ -116,6 +123,7 @@ def status(
             str(s.dim),
             s.index_name or "(none)",
             s.kind or "-",
+            s.storage or "-",
             "-" if s.valid is None else ("yes" if s.valid else "NO"),
             str(s.m or "-"),
             str(s.ef_construction or "-"),
