@@ -563,7 +563,7 @@ def round2_sections(r: dict[str, Any], path: Path | None = None) -> list[str]:
         ov = st.get("overhead")
         if ov:
             L.append(
-                f"SQL API overhead (index built by `cbir_pg.index.build_index`, vector m=16, ef_search {ov['ef_search']}): "
+                f"SQL API overhead (index built by `cbir_pg.index.build_index`, {ov['storage']} m=16, ef_search {ov['ef_search']}): "
                 f"`cbir.similar_images` p50 {ov['similar_images_p50_ms']:.3f} ms vs the bare prepared statement "
                 f"{ov['bare_by_id_p50_ms']:.3f} ms ({ov['ratio']:.2f}x); `cbir.similar_to_vector` "
                 f"{ov['similar_to_vector_p50_ms']:.3f} ms vs `ORDER BY embedding <=> $1 LIMIT 10` "

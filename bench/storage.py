@@ -274,7 +274,7 @@ def run_storage(
 
 def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dict[str, object]:
     """The project's own overhead on the product's index (built by :func:`cbir_pg.index.build_index`,
-    ``vector`` m=16): ``cbir.similar_images(id)`` against the bare prepared statement that fetches the
+    default storage, m=16): ``cbir.similar_images(id)`` against the bare prepared statement that fetches the
     image's vector and orders by ``embedding <=> vector`` (self excluded), and ``cbir.similar_to_vector``
     against ``ORDER BY embedding <=> $1 LIMIT k``; same ``ef_search`` (``cbir.knn`` raises it to at
     least 40, so both run at ``max(operating point, 40)``)."""
@@ -284,7 +284,10 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
         conn.execute(
             sql.SQL("drop index if exists {}").format(sql.Identifier("cbir", f"{table.split('.')[1]}_st_idx"))
         )
-    build_index(dsn, key, m=16, progress=False, recall_queries=0)
+    from cbir_pg.index import DEFAULT_STORAGE
+
+    storage = DEFAULT_STORAGE
+    build_index(dsn, key, m=16, storage=storage, progress=False, recall_queries=0)
     ef = max(int(vector_m16_ef or 40), 40)
     t = sql.Identifier(*table.split("."))
     with connect(dsn, autocommit=True) as conn:
@@ -302,10 +305,13 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
             "id",
         ),
         "bare_by_id": (
-            sql.SQL(
-                "select e.image_id from {t} e where e.image_id <> %(id)s order by e.embedding <=>"
-                " (select embedding from {t} where image_id = %(id)s) limit {k}"
-            ).format(t=t, k=sql.Literal(K)),
+            sql.SQL("select e.image_id from {t} e where e.image_id <> %(id)s order by {o} limit {k}").format(
+                t=t,
+                o=order_expression(
+                    storage, dim, sql.SQL("(select embedding from {t} where image_id = %(id)s)").format(t=t)
+                ),
+                k=sql.Literal(K),
+            ),
             "id",
         ),
         "similar_to_vector": (
@@ -314,7 +320,7 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
             ),
             "q",
         ),
-        "bare_by_vector": (topk_query("vector", t, dim, K), "q"),
+        "bare_by_vector": (topk_query(storage, t, dim, K), "q"),
     }
     out = {}
     for name, (q, arg) in cases.items():
@@ -336,7 +342,7 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
         f" = {ratio:.2f}x; similar_to_vector {ratio_v:.2f}x"
     )
     return {
-        "storage": "vector",
+        "storage": storage,
         "m": 16,
         "ef_search": ef,
         **{f"{k}_p50_ms": v["p50_ms"] for k, v in out.items()},
