@@ -289,7 +289,12 @@ def topn(
     reporter: _RichProgress | None = None
     try:
         table, table_name = encoder_table(coord, model)
-        e_vec, q_vec = search_expressions(coord, model)
+        # ann: the expression the HNSW index covers; exact: the stored vectors at full precision
+        e_vec, q_vec = (
+            search_expressions(coord, model)
+            if mode == "ann"
+            else (sql.SQL("e.embedding"), sql.SQL("q.embedding"))
+        )
         stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
         snapshot = coord.execute("select pg_export_snapshot()").fetchone()[0]
         _build_index_set(coord, table, index_filter)
