@@ -216,32 +216,30 @@ class BatchPreprocessor:
 
     def _decode_jpegs(self, blob, lengths: list[int], positions: list[int], ok_ids, paths, failures):
         """→ list of ``(position, uint8 CHW tensor on the device)``; failures appended."""
-        import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
+        import warnings
 
+        import torch
+
+        with warnings.catch_warnings():  # torchvision announces a move of its decoders to torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+        dev = self.device if self.device.startswith("cuda") else "cpu"
         datas = list(torch.split(blob, lengths))
-        dev = "cuda" if self.device.startswith("cuda") else "cpu"
         try:
-            imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device if dev == "cuda" else "cpu")
+            imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=dev)
             return list(zip(positions, imgs, strict=True))
         except RuntimeError:
-            pass
+            pass  # one bad file fails the whole batched call: decode them one by one
         out = []
         for pos, data in zip(positions, datas, strict=True):
             try:
-                out.append(
-                    (
-                        pos,
-                        decode_jpeg(
-                            data, mode=ImageReadMode.RGB, device=self.device if dev == "cuda" else "cpu"
-                        ),
-                    )
-                )
+                out.append((pos, decode_jpeg(data, mode=ImageReadMode.RGB, device=dev)))
             except RuntimeError:
                 from cbir_pg.images import decode_bytes
 
                 path = paths.get(ok_ids[pos])
-                try:
+                try:  # the CPU decoder accepts it, or names the reason
                     rgb = decode_bytes(data.numpy().tobytes(), str(path))
                     out.append((pos, torch.from_numpy(rgb).permute(2, 0, 1)))
                 except DecodeError as exc:

@@ -318,14 +318,6 @@ class _Writer:
         self.check()
 
 
-def process_batch(
-    batch: ClaimedBatch, encoder: Encoder, loaded: LoadedBatch, precision: str, summary: IngestSummary
-) -> int:
-    """Encode and write one claimed batch serially (no writer thread); returns vectors written."""
-    prep = BatchPreprocessor(encoder.config, encoder.device)
-    return write_batch(encode_batch(batch, encoder, loaded, prep, precision), encoder.config, summary)
-
-
 # --------------------------------------------------------------------------- one process
 
 
