@@ -197,8 +197,10 @@ def run_case(
     summary = iw.IngestSummary(model=key, config_hash=enc.config.config_hash(), device=device, processes=1)
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
+    from cbir_pg.db.database import Database
+
     iw._run_one(
-        dsn,
+        Database(dsn),
         enc,
         flt,
         batch_size=batch_size,

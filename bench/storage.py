@@ -287,7 +287,9 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
     from cbir_pg.index import DEFAULT_STORAGE
 
     storage = DEFAULT_STORAGE
-    build_index(dsn, key, m=16, storage=storage, progress=False, recall_queries=0)
+    from cbir_pg.db.database import Database
+
+    build_index(Database(dsn), key, m=16, storage=storage, progress=False, recall_queries=0)
     ef = max(int(vector_m16_ef or 40), 40)
     t = sql.Identifier(*table.split("."))
     with connect(dsn, autocommit=True) as conn:

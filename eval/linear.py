@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cbir_pg.db.database import Database
 from cbir_pg.eval.classification import ClassificationMetrics, classification_metrics
 
 
@@ -166,7 +167,7 @@ class LinearResult:
 
 
 def evaluate_linear(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     seed: int = 0,
@@ -185,11 +186,11 @@ def evaluate_linear(
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from cbir_pg.eval import results
+    from cbir_pg.eval import data, runs
 
     t0 = time.perf_counter()
-    data = {s: results.load_split(dsn, model, s, datasets) for s in (train_split, val_split, test_split)}
-    tr, va, te = data[train_split], data[val_split], data[test_split]
+    splits = {s: data.load_split(db, model, s, datasets) for s in (train_split, val_split, test_split)}
+    tr, va, te = splits[train_split], splits[val_split], splits[test_split]
     if tr.ids.size == 0:
         from cbir_pg.errors import NotFoundError
 
@@ -236,8 +237,8 @@ def evaluate_linear(
     seconds = time.perf_counter() - t0
     run_id = None
     if store:
-        run_id = results.store_classification_run(
-            dsn,
+        run_id = runs.store_classification_run(
+            db,
             "linear",
             model,
             mode=None,
@@ -250,8 +251,8 @@ def evaluate_linear(
             n_index=int(tr.ids.size),
             seconds=seconds,
             extra_metrics={"epochs_run": probe.epochs_run, "best_epoch": probe.best_epoch},
-            class_sizes=results.class_sizes(tr.labels),
-            test_class_counts=results.class_sizes(te.labels),
+            class_sizes=data.class_sizes(tr.labels),
+            test_class_counts=data.class_sizes(te.labels),
         )
     return LinearResult(
         model,

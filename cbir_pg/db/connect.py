@@ -1,12 +1,12 @@
-"""Connections: DSN resolution (explicit → ``CBIR_PG_DSN`` → embedded server), pgvector type
-registration, password redaction, and the one boundary where driver errors become :class:`CbirError`.
+"""The driver boundary below :class:`cbir_pg.db.database.Database`: DSN resolution (explicit →
+``CBIR_PG_DSN`` → embedded server), pgvector type registration, password redaction, and the
+translation of driver errors into one-line :class:`CbirError` (:func:`translate`, used by
+:func:`cbir_pg.db.database.db_errors`). Library code opens connections through a ``Database``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -81,7 +81,8 @@ def register_vector_types(conn: psycopg.Connection) -> bool:
 
 
 def connect(dsn: str, *, autocommit: bool = False, vector: bool = True, **kwargs: Any) -> psycopg.Connection:
-    """Open a connection; driver errors become a one-line, redacted :class:`DatabaseError`."""
+    """Open a raw connection (tuple rows unless ``row_factory`` is given); driver errors become a
+    one-line, redacted :class:`DatabaseError`. Library code uses :meth:`Database.connect` instead."""
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10, **kwargs)
     except psycopg.Error as exc:
@@ -95,14 +96,3 @@ def connect(dsn: str, *, autocommit: bool = False, vector: bool = True, **kwargs
             conn.close()
             raise translate(exc, dsn) from None
     return conn
-
-
-@contextmanager
-def connection(dsn: str, **kwargs: Any) -> Iterator[psycopg.Connection]:
-    """``with connection(dsn) as conn:`` commits on success, rolls back on error, always closes."""
-    conn = connect(dsn, **kwargs)
-    try:
-        with conn:
-            yield conn
-    except psycopg.Error as exc:
-        raise translate(exc) from None

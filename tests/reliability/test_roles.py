@@ -20,6 +20,7 @@ from psycopg import errors, sql
 from relhelp import dsn_with
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 
 PATIENT_KEY = "pk-7f3a-do-not-leak"
 MODEL = "roles_probe"
@@ -176,7 +177,7 @@ def test_reader_grants_survive_remigration(seeded: str, login) -> None:
     """``cbir-pg db migrate`` rebuilds cbir_report: the reader must still read it afterwards."""
     from cbir_pg.db.migrate import migrate
 
-    migrate(seeded)
+    migrate(Database(seeded))
     reader = login(seeded, "cbir_reader")
     with psycopg.connect(reader) as c:
         for view in _report_views(seeded):

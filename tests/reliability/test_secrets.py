@@ -16,6 +16,7 @@ import pytest
 from relhelp import dsn_with, find_values, good_png
 
 from cbir_pg.db.connect import connect, redact, translate
+from cbir_pg.db.database import Database
 from cbir_pg.errors import CbirError
 
 SECRET = "S3cr3t-pw_7f3a"
@@ -153,14 +154,20 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
     secret_dsn = dsn_with(db, password=SECRET) if form == "kv" else _uri_with_password(db, SECRET)
     caplog.set_level(logging.DEBUG)
     import_dataset(
-        secret_dsn, "csv", small_dataset, name="small", modality="US", region="breast", progress=False
+        Database(secret_dsn),
+        "csv",
+        small_dataset,
+        name="small",
+        modality="US",
+        region="breast",
+        progress=False,
     )
-    run_ingest(secret_dsn, "tiny_cnn", batch_size=8, loader_workers=0, device="cpu", progress=False)
-    evaluate_retrieval(secret_dsn, "tiny_cnn", mode="exact", progress=False)
+    run_ingest(Database(secret_dsn), "tiny_cnn", batch_size=8, loader_workers=0, device="cpu", progress=False)
+    evaluate_retrieval(Database(secret_dsn), "tiny_cnn", mode="exact", progress=False)
     # errors raised on the way carry no password either
     for bad in (
-        lambda: run_ingest(secret_dsn, "tiny_cnn", datasets=["no_such_dataset"], progress=False),
-        lambda: evaluate_retrieval(secret_dsn, "no_such_model", progress=False),
+        lambda: run_ingest(Database(secret_dsn), "tiny_cnn", datasets=["no_such_dataset"], progress=False),
+        lambda: evaluate_retrieval(Database(secret_dsn), "no_such_model", progress=False),
         lambda: connect(dsn_with(secret_dsn, dbname="no_such_db")),
     ):
         with pytest.raises(CbirError) as info:

@@ -42,6 +42,9 @@ def main() -> None:
     from cbir_pg.errors import CbirError
 
     verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(verbose)
     try:
         app()
     except CbirError as exc:

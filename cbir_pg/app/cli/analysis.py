@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, database, err_console, parse_int_list, split_names
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
@@ -67,7 +67,7 @@ def knn(
     from cbir_pg.eval.knn import evaluate_knn
 
     r = evaluate_knn(
-        dsn(ctx),
+        database(ctx),
         model,
         k_range=_k_range(k),
         index_splits=split_names([index_split]),
@@ -107,7 +107,7 @@ def linear(
     from cbir_pg.eval.linear import evaluate_linear
 
     r = evaluate_linear(
-        dsn(ctx),
+        database(ctx),
         model,
         seed=seed,
         lr=lr,
@@ -154,7 +154,7 @@ def ablation(
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     r = run_ablation(
-        dsn(ctx),
+        database(ctx),
         model,
         sizes=parse_int_list(sizes),
         min_class_size=min_class_size,

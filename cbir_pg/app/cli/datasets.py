@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 app = typer.Typer(
     help="Datasets: import public or own data (one adapter per source layout), list counts.",
@@ -64,7 +64,7 @@ def import_(
         if v is not None:
             opts[k] = v
     s = import_dataset(
-        dsn(ctx),
+        database(ctx),
         kind,
         root,
         name=name,
@@ -103,7 +103,7 @@ def list_(ctx: typer.Context) -> None:
 
     from cbir_pg.datasets import dataset_overview
 
-    rows = dataset_overview(dsn(ctx))
+    rows = dataset_overview(database(ctx))
     if not rows:
         console.print("no datasets imported yet: cbir-pg datasets import KIND ROOT")
         return

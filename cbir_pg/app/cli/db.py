@@ -7,7 +7,7 @@ import subprocess
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, database, dsn, state
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True
@@ -26,8 +26,7 @@ def start(ctx: typer.Context) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.db.connect import redact
 
-    url = dsn(ctx)
-    console.print(f"database ready: {redact(url)}")
+    console.print(f"database ready: {redact(dsn(ctx))}")
 
 
 @app.command()
@@ -42,12 +41,15 @@ def status(ctx: typer.Context) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact
+    from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import current_revision, head_revision
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
         console.print(f"external server: {redact(settings.dsn)}")
-        console.print(f"schema revision: {current_revision(settings.dsn) or 'none'} (head {head_revision()})")
+        console.print(
+            f"schema revision: {current_revision(Database(settings.dsn)) or 'none'} (head {head_revision()})"
+        )
         return
     st = _server().status()
     console.print(f"embedded server: {'running' if st.running else 'stopped'}")
@@ -56,7 +58,9 @@ def status(ctx: typer.Context) -> None:
         console.print(f"pid {st.pid}, socket {st.socket_dir}, port {st.port}")
         url = st.uri(settings.database)
         try:
-            console.print(f"schema revision: {current_revision(url) or 'none'} (head {head_revision()})")
+            console.print(
+                f"schema revision: {current_revision(Database(url)) or 'none'} (head {head_revision()})"
+            )
         except Exception:  # the cbir database may not exist yet
             console.print("schema revision: none")
 
@@ -72,7 +76,7 @@ def migrate(ctx: typer.Context) -> None:
     """Apply the alembic migrations, then re-apply the idempotent SQL functions and views in sql/."""
     from cbir_pg.db.migrate import migrate as run_migrate
 
-    result = run_migrate(dsn(ctx))
+    result = run_migrate(database(ctx))
     change = (
         f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
     )

@@ -6,7 +6,7 @@ import math
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, database, err_console, parse_int_list, split_names
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -46,7 +46,7 @@ def retrieval(
     from cbir_pg.eval.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
-        dsn(ctx),
+        database(ctx),
         model,
         ns=parse_int_list(n),
         index_splits=split_names([index_split]),
@@ -97,9 +97,9 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from cbir_pg.eval.store import table2
+    from cbir_pg.eval.runs import table2
 
-    df = table2(dsn(ctx))
+    df = table2(database(ctx))
     if df.empty:
         console.print("no retrieval runs yet: run `cbir-pg eval retrieval --model KEY`")
         return
@@ -107,12 +107,12 @@ def show(ctx: typer.Context) -> None:
 
 
 def print_table2(df) -> None:
-    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.runs.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from cbir_pg.eval.store import TABLE2_NS
+    from cbir_pg.eval.runs import TABLE2_NS
 
     scopes = sorted({idx[2] for idx in df.index})
     one_scope = len(scopes) == 1
