@@ -192,6 +192,29 @@ def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier,
     return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
 
 
+def search_expressions(conn: psycopg.Connection, model: str) -> tuple[sql.Composable, sql.Composable]:
+    """The stored and the query vector as the model's HNSW index covers them: ``embedding``, or
+    ``embedding::halfvec(d)`` when a ``vector`` column is indexed as ``halfvec``
+    (``cbir.model_vector_space``), so ann mode uses the index whatever its storage type."""
+    row = conn.execute(
+        "select distance_expr, dim from cbir.model_vector_space(%(model)s)", {"model": model}
+    ).fetchone()
+    expr, dim = (
+        (row["distance_expr"], row["dim"])
+        if isinstance(row, dict)
+        else (row[0], row[1])
+        if row
+        else (None, 0)
+    )
+    if expr and expr.startswith("(e.embedding::halfvec("):
+        d = sql.Literal(int(dim))
+        return (
+            sql.SQL("(e.embedding::halfvec({}))").format(d),
+            sql.SQL("(q.embedding::halfvec({}))").format(d),
+        )
+    return sql.SQL("e.embedding"), sql.SQL("q.embedding")
+
+
 # --------------------------------------------------------------------------- the runner's steps
 def _check_args(mode: str, n: int, ef_search: int | None, batch_size: int, connections: int) -> None:
     if mode not in MODES:
@@ -269,7 +292,13 @@ def topn(
     reporter = None
     try:
         table, table_name = encoder_table(coord, model)
-        stmt = queries.get("eval", "topn_batch", table=table)
+        # ann: the expression the HNSW index covers; exact: the stored vectors at full precision
+        e_vec, q_vec = (
+            search_expressions(coord, model)
+            if mode == "ann"
+            else (sql.SQL("e.embedding"), sql.SQL("q.embedding"))
+        )
+        stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
         snapshot = scalar(coord, "select pg_export_snapshot()")
         _build_index_set(coord, table, index_filter)
         class_sizes, in_index, missing = _index_facts(coord, table, qids)

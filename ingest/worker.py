@@ -8,6 +8,7 @@ PostgreSQL rolls back and unlocks; a rerun (or any other worker) picks them up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -24,7 +25,14 @@ from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config,
 from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
 from cbir_pg.ingest.copy import copy_vectors
-from cbir_pg.ingest.pipeline import ClaimSampler, Failure, make_loader
+from cbir_pg.ingest.pipeline import (
+    BatchPreprocessor,
+    ClaimSampler,
+    DecodeOptions,
+    Failure,
+    LoadedBatch,
+    make_loader,
+)
 from cbir_pg.rules import check_splits
 
 #: logger ``cbir_pg.ingest.worker``: one line per batch and per worker start/end (``CBIR_PG_LOG_LEVEL=INFO``)
@@ -181,45 +189,80 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
-def _encode(encoder: Encoder, x, precision: str):
+@dataclass
+class EncodedBatch:
+    """A claimed batch after the forward pass: the raw embeddings are on their way to host memory
+    (``ready`` is the CUDA event of that copy, or None) and are written by :func:`write_batch`."""
+
+    batch: ClaimedBatch
+    ok_ids: list[int]
+    raw: Any  # torch tensor (n, dim) on the host, or None when nothing was encodable
+    ready: Any
+    failures: list[Failure]
+
+
+def encode_batch(
+    batch: ClaimedBatch, encoder: Encoder, loaded: LoadedBatch, prep: BatchPreprocessor, precision: str
+) -> EncodedBatch:
+    """Preprocess on the device and run the model for one claimed batch; on CUDA the result's copy to
+    host memory is queued (non-blocking) and not waited for."""
     import torch
 
+    if loaded.ids != batch.ids:
+        raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
+    paths = {it.image_id: it.path for it in batch.items}
+    ok_ids, x = prep(loaded, paths)
+    failures = list(loaded.failures)
+    if x is None:
+        return EncodedBatch(batch, [], None, None, failures)
     with torch.inference_mode(), _autocast(encoder.device, precision):
         out = encoder.module(encoder.to_device(x))
-    return out.float().cpu().numpy()
+    out = out.float()
+    ready = None
+    if out.is_cuda:
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        out = host
+    return EncodedBatch(batch, ok_ids, out, ready, failures)
 
 
-def process_batch(
-    batch: ClaimedBatch, encoder: Encoder, loaded, precision: str, summary: IngestSummary
-) -> int:
-    """Encode, validate, COPY, record failures and commit one claimed batch; returns vectors written."""
-    ids, ok_ids, x, failures = loaded
-    paths = {it.image_id: it.path for it in batch.items}
-    if ids != batch.ids:
-        raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
-    cfg = encoder.config
+def write_batch(enc: EncodedBatch, config: EncoderConfig, summary: IngestSummary) -> int:
+    """Validate and L2-normalise, binary COPY, record failures and commit one batch (its own
+    connection and transaction); returns vectors written."""
+    failures = enc.failures
     written = 0
-    if x is not None:
-        raw = _encode(encoder, x, precision)
-        vecs, reasons = l2_normalise(raw, cfg.dim)
+    if enc.raw is not None:
+        if enc.ready is not None:
+            enc.ready.synchronize()
+        raw = enc.raw.numpy()
+        paths = {it.image_id: it.path for it in enc.batch.items}
+        vecs, reasons = l2_normalise(raw, config.dim)
         keep = [i for i, r in enumerate(reasons) if r is None]
         for i, r in enumerate(reasons):
             if r is not None:
                 got = raw.shape[1] if raw.ndim == 2 else raw.shape
                 failures.append(
                     Failure(
-                        ok_ids[i],
+                        enc.ok_ids[i],
                         "ingest",
                         f"invalid_embedding_{r}",
-                        f"{cfg.key}: {r} vector (dim {got}, expected {cfg.dim})",
-                        source=str(paths.get(ok_ids[i])) if paths.get(ok_ids[i]) is not None else None,
+                        f"{config.key}: {r} vector (dim {got}, expected {config.dim})",
+                        source=str(paths.get(enc.ok_ids[i]))
+                        if paths.get(enc.ok_ids[i]) is not None
+                        else None,
                     )
                 )
         written = copy_vectors(
-            batch.conn, cfg.key, [ok_ids[i] for i in keep], vecs[keep], identifiers.vector_type_for(cfg.dim)
+            enc.batch.conn,
+            config.key,
+            [enc.ok_ids[i] for i in keep],
+            vecs[keep],
+            identifiers.vector_type_for(config.dim),
         )
-    _record_failures(batch.conn, cfg.key, failures)
-    batch.conn.commit()
+    _record_failures(enc.batch.conn, config.key, failures)
+    enc.batch.conn.commit()
     summary.embedded += written
     summary.failed += len(failures)
     summary.batches += 1
@@ -228,33 +271,93 @@ def process_batch(
     log.info(
         "batch %d model=%s pid=%d claimed=%d embedded=%d failed=%d",
         summary.batches,
-        cfg.key,
+        config.key,
         os.getpid(),
-        len(batch.items),
+        len(enc.batch.items),
         written,
         len(failures),
     )
     return written
 
 
+class _Writer:
+    """A thread that writes (COPY, failure rows, commit) finished batches while the main thread encodes
+    the next one. Each batch keeps its own connection and transaction, so commit semantics are those of
+    the serial loop: a batch is either committed whole or rolled back (and claimable again). The first
+    error stops the writing; the batches still queued are rolled back and the error is raised in the
+    main thread (:meth:`check`, :meth:`close`)."""
+
+    def __init__(self, config: EncoderConfig, summary: IngestSummary, release, on_batch, depth: int = 2):
+        import queue
+        import threading
+
+        self.config, self.summary, self.release, self.on_batch = config, summary, release, on_batch
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="cbir-ingest-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            enc = self.queue.get()
+            if enc is None:
+                return
+            try:
+                if self.error is None:
+                    n = write_batch(enc, self.config, self.summary)
+                    if self.on_batch:
+                        self.on_batch(n, len(enc.batch.items) - n)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+            finally:
+                self.release(enc.batch)
+
+    def check(self) -> None:
+        if self.error is not None:
+            exc, self.error = self.error, None
+            if isinstance(exc, psycopg.Error):
+                raise translate(exc) from None
+            raise exc
+
+    def put(self, enc: EncodedBatch) -> None:
+        self.check()
+        self.queue.put(enc)
+
+    def close(self) -> None:
+        """Wait until every queued batch is written (or rolled back after an error), then re-raise it."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put(None)
+            self.thread.join()
+        self.check()
+
+
 # --------------------------------------------------------------------------- one process
 
 
 class _Claimer:
-    """Claims batches on a small pool of connections (one per open transaction)."""
+    """Claims batches on a small pool of connections (one per open transaction). Keyset claims: ids
+    above the highest this claimer took; when that finds nothing, one claim from the start."""
 
     def __init__(self, db: Database, flt: ClaimFilter, batch_size: int, limit: int | None):
+        import threading
+
         self.db, self.flt, self.batch_size, self.limit = db, flt, batch_size, limit
         self.idle: list[psycopg.Connection] = []
         self.all: list[psycopg.Connection] = []
         self.claimed = 0
+        self.after = 0
         self.exhausted = False
+        self.lock = threading.Lock()  # the writer thread releases connections
 
     def _conn(self) -> psycopg.Connection:
-        if self.idle:
-            return self.idle.pop()
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
         c = self.db.connect()
-        self.all.append(c)
+        with self.lock:
+            self.all.append(c)
         return c
 
     def release(self, batch: ClaimedBatch) -> None:
@@ -267,7 +370,8 @@ class _Claimer:
             with contextlib.suppress(Exception):
                 batch.conn.close()
             return
-        self.idle.append(batch.conn)
+        with self.lock:
+            self.idle.append(batch.conn)
 
     def __call__(self) -> ClaimedBatch | None:
         while not self.exhausted:
@@ -278,17 +382,24 @@ class _Claimer:
             conn = self._conn()
             try:
                 with db_errors():
-                    batch = claim_batch(conn, self.flt, n)
+                    batch = claim_batch(conn, self.flt, n, self.after)
             except CbirError:
                 self.release(ClaimedBatch(conn))
                 raise
+            if batch.items or batch.skipped_done:
+                self.after = max([self.after, *(it.image_id for it in batch.items)])
             if batch.items:
                 self.claimed += len(batch.items)
                 return batch
             conn.rollback()
-            self.idle.append(conn)
-            if not batch.skipped_done:  # nothing claimable: the rest is done, failed or held by others
-                self.exhausted = True
+            with self.lock:
+                self.idle.append(conn)
+            if batch.skipped_done:  # every claimed row was done meanwhile: claim on
+                continue
+            if self.after:  # nothing above our keyset: once more from the start
+                self.after = 0
+                continue
+            self.exhausted = True  # nothing claimable: the rest is done, failed or held by others
         return None
 
     def close(self) -> None:
@@ -297,6 +408,20 @@ class _Claimer:
         for c in self.all:
             with contextlib.suppress(Exception):
                 c.close()
+
+
+def decode_options(encoder: Encoder, *, fast_decode: bool = False, jpeg_on_device: bool | None = None):
+    """The loader workers' job for this encoder: resize on the device when it reproduces the config
+    (:func:`cbir_pg.encoders.device_preprocess.device_resize_supported`); JPEGs decoded on the device by
+    default on CUDA only."""
+    from cbir_pg.encoders.device_preprocess import device_resize_supported
+
+    if jpeg_on_device is None:
+        jpeg_on_device = encoder.device.startswith("cuda")
+    resize = device_resize_supported(encoder.config)
+    return DecodeOptions(
+        resize_on_device=resize, jpeg_on_device=bool(jpeg_on_device) and resize, fast_decode=fast_decode
+    )
 
 
 def _run_one(
@@ -310,26 +435,40 @@ def _run_one(
     limit: int | None,
     summary: IngestSummary,
     on_batch=None,
+    fast_decode: bool = False,
+    jpeg_on_device: bool | None = None,
 ) -> None:
     """Passes over the claimable images until a pass claims nothing (failed images are retried in the
-    next pass until ``max_attempts``)."""
+    next pass until ``max_attempts``). Per batch: the main thread preprocesses on the device and runs the
+    model while the DataLoader decodes (and claims) the next batches and the writer thread COPYs and
+    commits the previous one."""
     pin = encoder.device.startswith("cuda")
+    options = decode_options(encoder, fast_decode=fast_decode, jpeg_on_device=jpeg_on_device)
+    prep = BatchPreprocessor(encoder.config, encoder.device)
     while True:
         claimer = _Claimer(
             db, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
         )
         sampler = ClaimSampler(claimer)
+        writer = _Writer(encoder.config, summary, claimer.release, on_batch)
         try:
-            for loaded in make_loader(encoder.config, sampler, workers=loader_workers, pin_memory=pin):
+            loader = make_loader(
+                encoder.config, sampler, workers=loader_workers, pin_memory=pin, options=options
+            )
+            for loaded in loader:
                 batch = sampler.pending.popleft()
                 try:
                     with db_errors():
-                        n = process_batch(batch, encoder, loaded, precision, summary)
-                finally:
+                        enc = encode_batch(batch, encoder, loaded, prep, precision)
+                except BaseException:
                     claimer.release(batch)
-                if on_batch:
-                    on_batch(n, len(batch.items) - n)
+                    raise
+                writer.put(enc)
+            writer.close()
         finally:
+            if not writer.closed:
+                with contextlib.suppress(BaseException):
+                    writer.close()
             while sampler.pending:  # claimed but not processed (an error or Ctrl-C): give the work back
                 claimer.release(sampler.pending.popleft())
             claimer.close()
@@ -375,13 +514,19 @@ def run_ingest(
     limit: int | None = None,
     pretrained: bool = True,
     reconnect_timeout: float = 300.0,
+    fast_decode: bool = False,
+    jpeg_on_device: bool | None = None,
 ) -> IngestSummary:
     """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
 
     Safe to run any number of times and in any number of processes or machines at once: each image is
     written exactly once. ``pretrained=False`` uses seeded random weights (its own config hash).
     A lost connection (server restart) is retried with exponential back-off for up to
-    ``reconnect_timeout`` seconds; open batches were rolled back by the server, so nothing is lost."""
+    ``reconnect_timeout`` seconds; open batches were rolled back by the server, so nothing is lost.
+
+    ``fast_decode`` (opt-in) decodes JPEGs in PIL's draft mode (DCT-domain downscaling to near the
+    model's input size): several times faster on large JPEGs, with slightly different pixels than the
+    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA)."""
     if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
         raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
     if precision not in PRECISIONS:
@@ -427,6 +572,8 @@ def run_ingest(
             loader_workers=loader_workers,
             precision=precision,
             limit=limit,
+            fast_decode=fast_decode,
+            jpeg_on_device=jpeg_on_device,
         )
     else:
         _run_many(
@@ -448,6 +595,8 @@ def run_ingest(
                 max_attempts=max_attempts,
                 limit=None if limit is None else -(-limit // processes),
                 pretrained=pretrained,
+                fast_decode=fast_decode,
+                jpeg_on_device=jpeg_on_device,
             ),
         )
     summary.seconds = time.perf_counter() - started

@@ -35,6 +35,8 @@ group by 1
 select image_id from pg_temp.eval_index_set where image_id = any(%(ids)s::bigint[])
 
 -- name: topn_batch
+-- {e_vec}/{q_vec}: the vectors as the model's HNSW index covers them (e.embedding, or
+-- (e.embedding::halfvec(d)) for a halfvec index on a vector column: eval.topn.search_expressions).
 -- Top-N of a batch of query images against the index set, in one statement: each query's own stored
 -- vector drives a LATERAL subquery ordered by the cosine distance operator (HNSW index scan in ann
 -- mode, sequential scan and top-N sort in exact mode). Ties are ordered by image_id.
@@ -44,11 +46,11 @@ from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join {table} q on q.image_id = b.image_id
 join cbir.image qi on qi.id = b.image_id
 cross join lateral (
-  select e.image_id, x.label_id, e.embedding <=> q.embedding as distance
+  select e.image_id, x.label_id, {e_vec} <=> {q_vec} as distance
   from {table} e
   join pg_temp.eval_index_set x on x.image_id = e.image_id
   where e.image_id <> q.image_id
-  order by e.embedding <=> q.embedding, e.image_id
+  order by {e_vec} <=> {q_vec}, e.image_id
   limit %(n)s
 ) nb
 order by b.ord, nb.distance, nb.image_id

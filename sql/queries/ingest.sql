@@ -23,6 +23,8 @@ select k from unnest(%(datasets)s::text[]) k where not exists (select 1 from cbi
 
 -- name: claim
 -- Images without a vector for this encoder, below the retry limit, locked so no other worker takes them.
+-- Keyset: only ids above %(after)s (the highest this process claimed), so a claim does not walk past
+-- and lock-check the rows of this process's own batches still in flight.
 select i.id, coalesce(d.root, '') as root, i.uri
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
@@ -33,6 +35,7 @@ where not i.excluded
   and not exists (
     select 1 from cbir.ingest_failure f
     where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s)
+  and i.id > %(after)s
 order by i.id
 limit %(batch)s
 for no key update of i skip locked

@@ -399,3 +399,25 @@ def test_reader_role_reads_views_but_not_patients(ann_run, pg_server_dsn):
     finally:
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+
+
+def test_ann_on_the_default_halfvec_index_uses_it_and_exact_stays_full_precision(db):
+    """``index build``'s default storage is a halfvec expression index on the vector column: ann mode
+    must order by that expression (else it would silently scan everything), exact mode by the stored
+    vectors."""
+    from cbir_pg.index import build_index
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    centres = rng.normal(size=(6, 16))
+    labels = rng.integers(0, 6, n)
+    vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
+    splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
+    model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits)
+    report = build_index(Database(db), model, recall_queries=0, progress=False)
+    assert report.opclass == "halfvec_cosine_ops"
+    res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)
+    ann, exact = res.runs["ann"], res.runs["exact"]
+    assert ann.plan_uses_index is True and exact.plan_uses_index is False
+    assert res.recall is not None and res.recall[-1] >= ANN_RECALL_AT_10_MIN
+    assert np.all(np.abs(res.delta_micro) <= ANN_DELTA_P_MAX)

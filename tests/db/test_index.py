@@ -26,7 +26,8 @@ def test_build_reports_and_status_matches(db: str, toy, conn):
         Database(db), "toy", m=8, ef_construction=32, progress=seen.append, recall_queries=30
     )
     assert report.index_name == "embedding_toy_hnsw_idx"
-    assert report.kind == "hnsw" and report.opclass == "vector_cosine_ops"
+    # default storage: halfvec (measured fastest at equal recall, docs/benchmarks.md)
+    assert report.kind == "hnsw" and report.opclass == "halfvec_cosine_ops"
     assert report.rows == 600 and report.dim == 16
     assert report.size_bytes > 0 and report.build_seconds >= 0
     assert report.recall_queries == 30 and report.recall_at_10 >= 0.9
@@ -37,7 +38,8 @@ def test_build_reports_and_status_matches(db: str, toy, conn):
     assert status.index_name == report.index_name and status.valid
     assert (status.m, status.ef_construction) == (8, 32)
     assert status.size_bytes == report.size_bytes and status.rows == 600
-    assert "hnsw" in status.definition and "vector_cosine_ops" in status.definition
+    assert "hnsw" in status.definition and "halfvec_cosine_ops" in status.definition
+    assert status.storage == "halfvec"
     assert status.progress is None  # no build running now
     # ANALYZE ran: the planner knows the row count
     assert (
@@ -46,6 +48,36 @@ def test_build_reports_and_status_matches(db: str, toy, conn):
         ]
         == 600
     )
+
+
+def test_storage_vector_is_an_option_and_search_follows_the_index(db: str, toy, conn):
+    from cbir_pg.eval.topn import search_expressions
+
+    report = build_index(Database(db), "toy", storage="vector", recall_queries=30, progress=False)
+    assert report.opclass == "vector_cosine_ops" and report.recall_at_10 >= 0.9
+    [status] = index_status(Database(db), "toy")
+    assert status.storage == "vector"
+    space = conn.execute("select distance_expr, opclass from cbir.model_vector_space('toy')").fetchone()
+    assert space == ("e.embedding", "vector_cosine_ops")
+    assert [str(x.as_string(conn)) for x in search_expressions(conn, "toy")] == ["e.embedding", "q.embedding"]
+
+    build_index(Database(db), "toy", recall_queries=0, progress=False)  # default: halfvec
+    conn.commit()
+    space = conn.execute("select distance_expr, opclass from cbir.model_vector_space('toy')").fetchone()
+    assert space == ("(e.embedding::halfvec(16))", "halfvec_cosine_ops")
+    e_vec, q_vec = search_expressions(conn, "toy")
+    assert e_vec.as_string(conn) == "(e.embedding::halfvec(16))"
+    conn.execute("set enable_seqscan = off")  # 600 rows: make the planner show whether the index fits
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "explain select image_id from cbir.embedding_toy e order by (e.embedding::halfvec(16)) <=>"
+            " (select embedding from cbir.embedding_toy limit 1)::halfvec(16) limit 10"
+        )
+    )
+    assert "embedding_toy_hnsw_idx" in plan
+    with pytest.raises(ConfigError, match="unknown storage"):
+        build_index(Database(db), "toy", storage="float8", progress=False)
 
 
 def test_rebuild_replaces_and_binary_replaces_full(db: str, toy):

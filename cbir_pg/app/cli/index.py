@@ -45,6 +45,11 @@ def build(
     concurrently: bool = typer.Option(
         False, "--concurrently/--no-concurrently", help="build without blocking writes (slower)"
     ),
+    storage: str = typer.Option(
+        "halfvec",
+        "--storage",
+        help="halfvec (default: measured fastest at equal recall) or vector (full float32 graph)",
+    ),
     quantize: str = typer.Option(
         None, "--quantize", help="'binary': binary-quantised index, exact re-ranking"
     ),
@@ -86,6 +91,7 @@ def build(
             ef_construction=ef_construction,
             concurrently=concurrently,
             quantize=quantize,
+            storage=storage,
             progress=on_progress,
             recall_queries=recall_queries,
             maintenance_work_mem_mb=parse_size_mb(maintenance_work_mem) if maintenance_work_mem else None,
@@ -126,6 +132,7 @@ def status(
         Col("dim", right=True),
         Col("index", lambda s: s.index_name),
         Col("kind"),
+        Col("storage"),
         Col("valid", lambda s: s.valid, lambda v: "yes" if v else "NO"),
         Col("m", right=True),
         Col("ef_construction", right=True, header="ef_constr."),

@@ -38,6 +38,11 @@ def ingest(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="retries per failing image"),
     limit: int = typer.Option(None, "--limit", min=1, help="stop after this many images"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    fast_decode: bool = typer.Option(
+        False,
+        "--fast-decode",
+        help="decode JPEGs in PIL draft mode (DCT downscaling near the model's size): faster, pixels differ slightly",
+    ),
 ) -> None:
     """Embed every image of the selection that has no vector for MODEL yet. Safe to rerun or run in parallel."""
     if ctx.invoked_subcommand is not None:
@@ -61,6 +66,7 @@ def ingest(
         max_attempts=max_attempts,
         progress=progress,
         limit=limit,
+        fast_decode=fast_decode,
     )
     errs = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
     console.print(
