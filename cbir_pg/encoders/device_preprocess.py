@@ -4,8 +4,8 @@ normalised float input, with torch ops derived from the :class:`EncoderConfig` f
 The reference is :func:`cbir_pg.encoders.preprocess.preprocess_array` (PIL on the CPU, one image at a
 time). This module reproduces it batched on any device, geometry step by geometry step:
 
-- ``squash`` resizes to ``S x S``; ``shortest_crop`` resizes the shorter side to ``round(S / crop_pct)``
-  and centre-crops; ``pad_square`` pastes on a black square first; ``longest_pad`` resizes the longer
+- ``squash`` resizes to ``S x S``; ``shortest_crop`` resizes the shorter side to ``floor(S / crop_pct)``
+  and centre-crops (offset per ``crop_offset``); ``pad_square`` pastes on a black square first; ``longest_pad`` resizes the longer
   side to ``S`` and zero-pads bottom/right after normalising;
 - the resize is PIL's: separable (horizontal pass, then vertical), antialiased filters of PIL's support
   (``F.interpolate(..., antialias=True)`` implements PIL's kernels; ``nearest`` is ``nearest-exact``),
@@ -54,10 +54,13 @@ def geometry(config: EncoderConfig, h: int, w: int) -> Geometry:
     if mode == "squash":
         return Geometry(None, (s, s), None, (s, s))
     if mode == "shortest_crop":
-        short = int(round(s / config.crop_pct))
-        scale = short / min(w, h)
-        rw, rh = max(short, round(w * scale)), max(short, round(h * scale))
-        return Geometry(None, (rh, rw), (max(0, (rh - s) // 2), max(0, (rw - s) // 2), s), (s, s))
+        short = int(s / config.crop_pct)  # as the reference: floor, longer side truncated
+        rh, rw = (int(short * h / w), short) if w <= h else (short, int(short * w / h))
+        if config.crop_offset == "round":  # torchvision's center_crop
+            top, left = int(round((rh - s) / 2.0)), int(round((rw - s) / 2.0))
+        else:  # transformers' center_crop
+            top, left = (rh - s) // 2, (rw - s) // 2
+        return Geometry(None, (rh, rw), (max(0, top), max(0, left), s), (s, s))
     if mode == "pad_square":
         side = max(w, h)
         return Geometry(((side - h) // 2, (side - w) // 2, side), (s, s), None, (s, s))
