@@ -196,16 +196,11 @@ def search_expressions(conn: psycopg.Connection, model: str) -> tuple[sql.Compos
     """The stored and the query vector as the model's HNSW index covers them: ``embedding``, or
     ``embedding::halfvec(d)`` when a ``vector`` column is indexed as ``halfvec``
     (``cbir.model_vector_space``), so ann mode uses the index whatever its storage type."""
-    row = conn.execute(
-        "select distance_expr, dim from cbir.model_vector_space(%(model)s)", {"model": model}
-    ).fetchone()
-    expr, dim = (
-        (row["distance_expr"], row["dim"])
-        if isinstance(row, dict)
-        else (row[0], row[1])
-        if row
-        else (None, 0)
-    )
+    with dict_cursor(conn) as cur:
+        row = cur.execute(
+            "select distance_expr, dim from cbir.model_vector_space(%(model)s)", {"model": model}
+        ).fetchone()
+    expr, dim = (row["distance_expr"], row["dim"]) if row else (None, 0)
     if expr and expr.startswith("(e.embedding::halfvec("):
         d = sql.Literal(int(dim))
         return (

@@ -699,7 +699,7 @@ def _run_many(db: Database, model, flt, processes, summary, total, progress, kwa
         bar.close()
         for p in procs:
             p.join(timeout=5)
-    errors = [r[1] for r in results if r[0] == "error"]
+    errors = [payload for status, payload in results if status == "error"]
     for status, payload in results:
         if status == "ok":
             summary.merge(IngestSummary(**{k: v for k, v in payload.items()}))

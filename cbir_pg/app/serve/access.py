@@ -21,6 +21,7 @@ from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.database import dict_cursor, scalar
 from cbir_pg.errors import ConfigError, DatabaseError
 
 ROLE = "cbir_web"
@@ -62,15 +63,15 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
     password = web_password(home)
     conn = connect(owner_dsn, autocommit=True, vector=False)
     try:
-        if not conn.execute(queries.get("serve", "web_role_exists")).fetchone()[0]:
+        if not scalar(conn, queries.get("serve", "web_role_exists")):
             raise ConfigError("the database has no cbir_web role: run `cbir-pg db migrate` first")
         conn.execute(
             queries.get(
                 "serve", "set_web_password", role=sql.Identifier(ROLE), password=sql.Literal(password)
             )
         )
-        for key, *_rest in conn.execute(queries.get("serve", "models")).fetchall():
-            table = identifiers.embedding_table(key)
+        for row in dict_cursor(conn).execute(queries.get("serve", "models")).fetchall():
+            table = identifiers.embedding_table(row["model"])
             conn.execute(queries.get("serve", "grant_embedding_read", table=table, role=sql.Identifier(ROLE)))
     except psycopg.errors.InsufficientPrivilege:
         raise DatabaseError(
