@@ -253,6 +253,130 @@ def _query_labels(coord: psycopg.Connection, qids: np.ndarray) -> list[int]:
 
 
 # --------------------------------------------------------------------------- the runner
+class _Neighbours:
+    """The result arrays of :func:`topn`, filled batch by batch (by several threads: each batch writes
+    only its own query rows)."""
+
+    def __init__(self, q: int, n: int):
+        self.ids = np.full((q, n), -1, dtype=np.int64)
+        self.labels = np.full((q, n), -1, dtype=np.int64)
+        self.sims = np.full((q, n), np.nan, dtype=np.float64)
+        self.relevant = np.zeros((q, n), dtype=bool)
+        self.counts = np.zeros(q, dtype=np.int64)
+
+    def fill(self, rows: list[dict], idx: np.ndarray) -> None:
+        """Store one statement's rows for the queries ``idx`` (rows sorted by ord, distance, image id)."""
+        if not rows:
+            return
+        ords = np.fromiter((r["ord"] for r in rows), dtype=np.int64, count=len(rows)) - 1
+        # the rank is the position within its query
+        first = np.r_[0, np.flatnonzero(np.diff(ords)) + 1]
+        starts = np.repeat(first, np.diff(np.r_[first, len(ords)]))
+        rank = np.arange(len(ords)) - starts
+        target = idx[ords]
+        self.ids[target, rank] = [r["image_id"] for r in rows]
+        self.labels[target, rank] = [-1 if r["label_id"] is None else r["label_id"] for r in rows]
+        self.sims[target, rank] = [1.0 - r["distance"] for r in rows]
+        self.relevant[target, rank] = [r["relevant"] for r in rows]
+        np.add.at(self.counts, target, 1)
+
+    def reset(self, idx: np.ndarray) -> None:
+        """Forget what was stored for the queries ``idx`` (before their exact re-run)."""
+        self.ids[idx] = -1
+        self.labels[idx] = -1
+        self.sims[idx] = np.nan
+        self.relevant[idx] = False
+        self.counts[idx] = 0
+
+
+def _progress(progress: bool | ProgressCallback, q: int, label: str):
+    """``(callback, bar)``: the caller's callable, a rich bar (closed by the caller) or nothing."""
+    if callable(progress):
+        return progress, None
+    if progress and q:
+        from cbir_pg.progress import progress_bar
+
+        bar = progress_bar(q, label, unit="queries")
+        return bar, bar
+    return None, None
+
+
+@dataclass
+class _Plan:
+    """What every worker connection needs to run its share of the queries."""
+
+    stmt: sql.Composable
+    table: sql.Composable
+    index_filter: IndexFilter
+    settings: dict
+    snapshot: str
+    mode: str
+    n: int
+    batch_size: int
+
+
+def _run_batches(
+    db: Database,
+    plan: _Plan,
+    qids: np.ndarray,
+    expected: np.ndarray,
+    out: _Neighbours,
+    connections: int,
+    callback: ProgressCallback | None,
+) -> int:
+    """Run the batches on ``connections`` snapshot-sharing connections; ann queries that came back short
+    (the HNSW filter left fewer than ``expected`` rows) are re-run exactly. Returns how many were."""
+    q = len(qids)
+    work: queue.Queue[int] = queue.Queue()
+    for start in range(0, q, plan.batch_size):
+        work.put(start)
+    lock = threading.Lock()
+    done = [0]
+    fallbacks = [0]
+    stop = threading.Event()
+
+    def fill(conn: psycopg.Connection, idx: np.ndarray) -> None:
+        params = {"query_ids": qids[idx].tolist(), "n": plan.n}
+        out.fill(conn.execute(plan.stmt, params, binary=True).fetchall(), idx)
+
+    def worker() -> None:
+        conn = _open(db, plan.snapshot)
+        try:
+            _build_index_set(conn, plan.table, plan.index_filter)
+            _apply(conn, plan.settings)
+            while not stop.is_set():
+                try:
+                    start = work.get_nowait()
+                except queue.Empty:
+                    return
+                idx = np.arange(start, min(start + plan.batch_size, q))
+                fill(conn, idx)
+                short = idx[out.counts[idx] < expected[idx]]
+                if plan.mode == "ann" and len(short):
+                    out.reset(short)
+                    _apply(conn, EXACT)
+                    fill(conn, short)
+                    _apply(conn, ANN_RESET)
+                    with lock:
+                        fallbacks[0] += len(short)
+                with lock:
+                    done[0] += len(idx)
+                    if callback is not None:
+                        callback(done[0], q)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            conn.close()
+
+    n_workers = max(1, min(connections, (q + plan.batch_size - 1) // plan.batch_size))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cbir-topn") as pool:
+        futures = [pool.submit(worker) for _ in range(n_workers)] if q else []
+        for fut in futures:
+            fut.result()
+    return fallbacks[0]
+
+
 @wrap_db_errors
 def topn(
     db: Database,
@@ -271,17 +395,16 @@ def topn(
 
     ``progress``: ``True`` shows a progress bar (queries/s) on stderr, ``False`` nothing, or a callable
     ``(done, total)``. See the module docstring for modes, ties and the snapshot.
+
+    Steps: check the arguments, then on one coordinating connection export a snapshot, build the index
+    set and read its facts (class sizes, which queries are in it or lack a vector, their labels); the
+    batches then run on ``connections`` connections that share the snapshot (:func:`_run_batches`).
     """
     _check_args(mode, n, ef_search, batch_size, connections)
     settings, ef = _settings(mode, n, ef_search)
     qids = np.asarray(list(query_ids), dtype=np.int64)
     q = len(qids)
-    neighbour_ids = np.full((q, n), -1, dtype=np.int64)
-    neighbour_labels = np.full((q, n), -1, dtype=np.int64)
-    sims = np.full((q, n), np.nan, dtype=np.float64)
-    relevant = np.zeros((q, n), dtype=bool)
-    counts = np.zeros(q, dtype=np.int64)
-    query_labels = np.full(q, -1, dtype=np.int64)
+    out = _Neighbours(q, n)
 
     coord = _open(db, None)
     reporter = None
@@ -301,88 +424,17 @@ def topn(
         expected = np.array(
             [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
         )
-        query_labels[:] = _query_labels(coord, qids)
+        query_labels = _query_labels(coord, qids)
         plan_uses_index: bool | None = None
         if q:
             _apply(coord, settings)
             plan_uses_index = _plan_uses_index(
                 coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n}, table_name
             )
-
-        if callable(progress):
-            callback: ProgressCallback | None = progress
-        elif progress and q:
-            from cbir_pg.progress import progress_bar
-
-            reporter = progress_bar(q, f"top-{n} {mode}", unit="queries")
-            callback = reporter
-        else:
-            callback = None
-
-        work: queue.Queue[int] = queue.Queue()
-        for start in range(0, q, batch_size):
-            work.put(start)
-        lock = threading.Lock()
-        done = [0]
-        fallbacks = [0]
-        stop = threading.Event()
-
-        def fill(conn: psycopg.Connection, idx: np.ndarray) -> None:
-            rows = conn.execute(stmt, {"query_ids": qids[idx].tolist(), "n": n}, binary=True).fetchall()
-            if not rows:
-                return
-            ords = np.fromiter((r["ord"] for r in rows), dtype=np.int64, count=len(rows)) - 1
-            # rows come sorted by (ord, distance, image_id): the rank is the position within its query
-            first = np.r_[0, np.flatnonzero(np.diff(ords)) + 1]
-            starts = np.repeat(first, np.diff(np.r_[first, len(ords)]))
-            rank = np.arange(len(ords)) - starts
-            target = idx[ords]
-            neighbour_ids[target, rank] = [r["image_id"] for r in rows]
-            neighbour_labels[target, rank] = [-1 if r["label_id"] is None else r["label_id"] for r in rows]
-            sims[target, rank] = [1.0 - r["distance"] for r in rows]
-            relevant[target, rank] = [r["relevant"] for r in rows]
-            np.add.at(counts, target, 1)
-
-        def worker() -> None:
-            conn = _open(db, snapshot)
-            try:
-                _build_index_set(conn, table, index_filter)
-                _apply(conn, settings)
-                while not stop.is_set():
-                    try:
-                        start = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    idx = np.arange(start, min(start + batch_size, q))
-                    fill(conn, idx)
-                    short = idx[counts[idx] < expected[idx]]
-                    if mode == "ann" and len(short):
-                        neighbour_ids[short] = -1
-                        neighbour_labels[short] = -1
-                        sims[short] = np.nan
-                        relevant[short] = False
-                        counts[short] = 0
-                        _apply(conn, EXACT)
-                        fill(conn, short)
-                        _apply(conn, ANN_RESET)
-                        with lock:
-                            fallbacks[0] += len(short)
-                    with lock:
-                        done[0] += len(idx)
-                        if callback is not None:
-                            callback(done[0], q)
-            except BaseException:
-                stop.set()
-                raise
-            finally:
-                conn.close()
-
+        callback, reporter = _progress(progress, q, f"top-{n} {mode}")
+        plan = _Plan(stmt, table, index_filter, settings, snapshot, mode, n, batch_size)
         t0 = time.perf_counter()
-        n_workers = max(1, min(connections, (q + batch_size - 1) // batch_size))
-        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cbir-topn") as pool:
-            futures = [pool.submit(worker) for _ in range(n_workers)] if q else []
-            for fut in futures:
-                fut.result()
+        fallbacks = _run_batches(db, plan, qids, expected, out, connections, callback)
         seconds = time.perf_counter() - t0
     finally:
         if reporter is not None:
@@ -390,15 +442,15 @@ def topn(
         coord.close()
 
     missing_set = set(missing)
-    fallback_count = fallbacks[0] - sum(1 for i in qids if int(i) in missing_set) if mode == "ann" else 0
+    fallback_count = fallbacks - sum(1 for i in qids if int(i) in missing_set) if mode == "ann" else 0
     return TopN(
         query_ids=qids,
-        query_labels=query_labels,
-        neighbour_ids=neighbour_ids,
-        neighbour_labels=neighbour_labels,
-        similarities=sims,
-        relevant=relevant,
-        counts=counts,
+        query_labels=np.asarray(query_labels, dtype=np.int64).reshape(q),
+        neighbour_ids=out.ids,
+        neighbour_labels=out.labels,
+        similarities=out.sims,
+        relevant=out.relevant,
+        counts=out.counts,
         query_in_index=np.array([int(i) in in_index for i in qids], dtype=bool),
         n=n,
         mode=mode,

@@ -75,7 +75,8 @@ def test_docker_compose_services_and_dsn_wiring() -> None:
     dsn = worker["environment"]["CBIR_PG_DSN"]
     env = db["environment"]
     assert "@db:5432/" in dsn and dsn.endswith("/" + env["POSTGRES_DB"])
-    assert dsn.startswith(f"postgresql://{env['POSTGRES_USER']}:")
+    # no password in the file: the worker reads it from the compose secret (PGPASSWORD)
+    assert dsn.startswith(f"postgresql://{env['POSTGRES_USER']}@")
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     assert "cbir-pg ingest" in " ".join(worker["command"])
     gpu = worker["deploy"]["resources"]["reservations"]["devices"][0]

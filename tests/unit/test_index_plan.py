@@ -28,7 +28,7 @@ def _plan(space: _Space, rows: int = 10_000, **kw):
 
 
 def test_plan_uses_the_sql_opclass_and_sizes_memory() -> None:
-    p = _plan(_space(512))
+    p = _plan(_space(512), storage="vector")
     assert (p.kind, p.index_name, p.opclass, p.drop_other) == (
         "hnsw",
         "embedding_m_hnsw_idx",
@@ -43,6 +43,8 @@ def test_plan_uses_the_sql_opclass_and_sizes_memory() -> None:
 
 
 def test_plan_halfvec_expression_and_binary_kind() -> None:
+    default = _plan(_space(512))  # halfvec is the default storage of the graph
+    assert default.opclass == "halfvec_cosine_ops" and "halfvec(" in repr(default.expr)
     wide = _plan(_space(3000, "vector", "halfvec_cosine_ops"))
     assert wide.opclass == "halfvec_cosine_ops" and "halfvec" in repr(wide.expr)
     bq = _plan(_space(512, ann="embedding_m_hnsw_idx"), quantize="binary")

@@ -170,26 +170,55 @@ def search_href(image_id: int, model: str, k: int | None = None, filters: Filter
 
 
 # --------------------------------------------------------------------------- the app
-def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
-    """The web app over ``store`` (a pool of ``cbir_web`` connections)."""
-    config = config or ServeConfig()
-    cache = PngCache(config.cache_dir)
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals["max_k"] = MAX_K
-    templates.env.globals["search_href"] = search_href
-    app = FastAPI(
-        title="cbir-pg",
-        description="Similar-case search over medical images (cbir-pg). JSON only; errors are "
-        '`{"error": message, "status": code}`.',
-        version="1",
-        openapi_url="/api/openapi.json",
-        docs_url=None,  # the bundled Swagger page loads from a CDN; the description is at /api/openapi.json
-        redoc_url=None,
-    )
-    app.state.store = store
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+@dataclass
+class _App:
+    """What the routes share: the database store, the settings, the PNG cache and the templates."""
 
-    # ------------------------------------------------------------------ errors
+    store: Store
+    config: ServeConfig
+    cache: PngCache
+    templates: Jinja2Templates
+
+
+def png_response(request: Request, png: bytes, etag: str) -> Response:
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', f'W/"{etag}"', etag):
+        return Response(status_code=304, headers=headers)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def default_model(models: list[dict]) -> str | None:
+    return models[0]["model"] if models else None
+
+
+def with_frames(hits: list[dict], query_label: str | None) -> list[dict]:
+    for h in hits:
+        h["match"] = None if query_label is None else h["label"] == query_label
+    return hits
+
+
+async def upload_search(request: Request, w: _App) -> tuple[dict, list[dict], str, int, Filters]:
+    data, form = await read_upload(request, w.config.max_upload_bytes)
+    f, k = parse_filters(form), parse_k(form)
+    models = await run_in_threadpool(w.store.models)
+    model = _opt(form, "model") or default_model(models)
+    if model is None:
+        raise NotFoundError("no model has stored vectors yet")
+    await run_in_threadpool(w.store.check_model, model)
+    await run_in_threadpool(w.store.check_filters, f)
+    query, hits = await run_in_threadpool(w.store.search_upload, data, model, k, f)
+    label = None
+    if query["image_id"] is not None:
+        label = (await run_in_threadpool(w.store.image, query["image_id"]))["label"]
+    query["label"] = label
+    return query, with_frames(hits, label), model, k, f
+
+
+def _add_error_handlers(app: FastAPI, w: _App) -> None:
+    """One error shape: JSON ``{"error", "status"}`` under /api/, the error page elsewhere; security
+    headers on every response."""
+    templates = w.templates
+
     def is_api(request: Request) -> bool:
         return request.url.path.startswith("/api/")
 
@@ -240,22 +269,11 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    # ------------------------------------------------------------------ helpers
-    def png_response(request: Request, png: bytes, etag: str) -> Response:
-        headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=86400"}
-        if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', f'W/"{etag}"', etag):
-            return Response(status_code=304, headers=headers)
-        return Response(png, media_type="image/png", headers=headers)
 
-    def default_model(models: list[dict]) -> str | None:
-        return models[0]["model"] if models else None
+def _add_api_routes(app: FastAPI, w: _App) -> None:
+    """The JSON API under /api/ (described at /api/openapi.json)."""
+    store, cache = w.store, w.cache
 
-    def with_frames(hits: list[dict], query_label: str | None) -> list[dict]:
-        for h in hits:
-            h["match"] = None if query_label is None else h["label"] == query_label
-        return hits
-
-    # ------------------------------------------------------------------ API
     @app.get("/api/models", tags=["api"], summary="models with stored vectors")
     def api_models() -> dict:
         return {"models": store.models()}
@@ -329,22 +347,6 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
         }
     }
 
-    async def upload_search(request: Request) -> tuple[dict, list[dict], str, int, Filters]:
-        data, form = await read_upload(request, config.max_upload_bytes)
-        f, k = parse_filters(form), parse_k(form)
-        models = await run_in_threadpool(store.models)
-        model = _opt(form, "model") or default_model(models)
-        if model is None:
-            raise NotFoundError("no model has stored vectors yet")
-        await run_in_threadpool(store.check_model, model)
-        await run_in_threadpool(store.check_filters, f)
-        query, hits = await run_in_threadpool(store.search_upload, data, model, k, f)
-        label = None
-        if query["image_id"] is not None:
-            label = (await run_in_threadpool(store.image, query["image_id"]))["label"]
-        query["label"] = label
-        return query, with_frames(hits, label), model, k, f
-
     @app.post(
         "/api/search",
         tags=["api"],
@@ -352,7 +354,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
         openapi_extra=upload_body,
     )
     async def api_search(request: Request) -> dict:
-        query, hits, model, k, f = await upload_search(request)
+        query, hits, model, k, f = await upload_search(request, w)
         q = {
             "image_id": query["image_id"],
             "stored": query["stored"],
@@ -367,7 +369,11 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     def api_leaderboard() -> dict:
         return store.results()
 
-    # ------------------------------------------------------------------ pages
+
+def _add_pages(app: FastAPI, w: _App) -> None:
+    """The server-rendered pages: search, image, results and the report figures."""
+    store, config, templates = w.store, w.config, w.templates
+
     def search_context(request: Request, **extra) -> dict:
         models = store.models()
         ctx = {
@@ -418,7 +424,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     async def page_upload(request: Request) -> Response:
         ctx = await run_in_threadpool(search_context, request)
         try:
-            query, hits, model, k, f = await upload_search(request)
+            query, hits, model, k, f = await upload_search(request, w)
         except CbirError as exc:
             ctx["error"] = str(exc)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
@@ -476,4 +482,27 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
             raise NotFoundError(f"no report figure {name[:60]!r}") from None
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
+
+def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
+    """The web app over ``store`` (a pool of ``cbir_web`` connections)."""
+    config = config or ServeConfig()
+    cache = PngCache(config.cache_dir)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["max_k"] = MAX_K
+    templates.env.globals["search_href"] = search_href
+    app = FastAPI(
+        title="cbir-pg",
+        description="Similar-case search over medical images (cbir-pg). JSON only; errors are "
+        '`{"error": message, "status": code}`.',
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # the bundled Swagger page loads from a CDN; the description is at /api/openapi.json
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    w = _App(store, config, cache, templates)
+    _add_error_handlers(app, w)
+    _add_api_routes(app, w)
+    _add_pages(app, w)
     return app
