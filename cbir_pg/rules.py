@@ -26,6 +26,34 @@ DEFAULT_EF_SEARCH = 40
 MIN_EF_SEARCH = 1
 MAX_EF_SEARCH = 1000
 
+#: the evaluation's default ``hnsw.ef_search`` (ann mode, top-N with N <= EVAL_EF_TABLE_MAX_N), by the number
+#: of vectors in the model's HNSW graph: rows ``(up to this many vectors, ef_search)``. Each value is the
+#: smallest of the measured grid (40, 80, 160, 320) whose max |dP@N| (N = 1, 3, 5, 10, micro, against exact
+#: search) stayed <= 0.002, non-decreasing with size: ``python -m bench.run --scale`` on 768-d clustered
+#: vectors, product index (halfvec, m = 16, ef_construction = 64), bench/results/20261201T020528Z-scale-cpu.json
+#: (index 10k, 30k, 100k, 200k + 2,000 query vectors in the graph); see docs/scaling.md. Above the last row,
+#: and for N > 10, the measurement supports nothing and the default stays EF_PER_RESULT x N.
+EVAL_EF_SEARCH_BY_VECTORS: tuple[tuple[int, int], ...] = (
+    (12_000, 40),
+    (32_000, 40),
+    (102_000, 80),
+    (202_000, 160),
+)
+EVAL_EF_TABLE_MAX_N = 10
+#: the default outside the table: ``hnsw.ef_search`` per result row wanted (round 1: 16 N, 200k vectors)
+EF_PER_RESULT = 16
+
+
+def default_eval_ef_search(n: int, vectors: int) -> int:
+    """The evaluation's default ``hnsw.ef_search`` for a top-``n`` over an HNSW graph of ``vectors`` rows:
+    the first row of :data:`EVAL_EF_SEARCH_BY_VECTORS` that covers ``vectors`` when ``n`` <= 10, else (a
+    larger graph or ``n``) ``max(40, 16 n)``; never below ``n``, never above 1,000."""
+    if n <= EVAL_EF_TABLE_MAX_N:
+        for upto, ef in EVAL_EF_SEARCH_BY_VECTORS:
+            if vectors <= upto:
+                return min(MAX_EF_SEARCH, max(ef, n))
+    return min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n, n))
+
 
 def check_split(split: str, what: str = "split") -> str:
     if split not in SPLITS:

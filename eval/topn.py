@@ -17,12 +17,13 @@ How a run is laid out:
 
 Modes:
 
-* ``ann``: ``hnsw.ef_search = min(1000, max(ef_search or max(40, 16 n), n))`` (the default of 16 n is
-  measured: at 200k vectors, N = 10 needed ef_search ≈ 160 for |ΔP@10| ≤ 0.002, docs/benchmarks.md) and
-  ``hnsw.iterative_scan = strict_order``, so a filter that removes index-scan rows does not shorten a
-  result and results stay in exact distance order. A query whose ANN result is still shorter than it
-  can be (``min(n, index size)``, e.g. after ``hnsw.max_scan_tuples``) is re-run exactly; the count is
-  reported as :attr:`TopN.exact_fallbacks`.
+* ``ann``: ``hnsw.ef_search = min(1000, max(ef_search, n))``; without ``ef_search`` the default comes
+  from the measured curve (:func:`cbir_pg.rules.default_eval_ef_search`: by the number of vectors in the
+  HNSW graph, ``max(index set, the table's row estimate)``, for n <= 10; otherwise 16 n as in round 1;
+  docs/scaling.md) and ``hnsw.iterative_scan = strict_order``, so a filter that removes index-scan rows
+  does not shorten a result and results stay in exact distance order. A query whose ANN result is still
+  shorter than it can be (``min(n, index size)``, e.g. after ``hnsw.max_scan_tuples``) is re-run exactly;
+  the count is reported as :attr:`TopN.exact_fallbacks`.
 * ``exact``: ``enable_indexscan = off`` and ``enable_bitmapscan = off``: a sequential scan and a
   top-N sort, which is exact.
 
@@ -50,11 +51,9 @@ from psycopg import sql
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database, dict_cursor, scalar, wrap_db_errors
 from cbir_pg.errors import ConfigError, NotFoundError
-from cbir_pg.rules import DEFAULT_EF_SEARCH, MAX_EF_SEARCH, check_ef_search
+from cbir_pg.rules import MAX_EF_SEARCH, check_ef_search, default_eval_ef_search
 
 MODES = ("ann", "exact")
-#: the default ``hnsw.ef_search`` per result row wanted (ef = 16 N; bench/p3_eval.py at 200k vectors)
-EF_PER_RESULT = 16
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -128,9 +127,11 @@ class TopN:
 
 
 # --------------------------------------------------------------------------- session settings
-def _settings(mode: str, n: int, ef_search: int | None) -> tuple[dict[str, str], int | None]:
+def _settings(
+    mode: str, n: int, ef_search: int | None, vectors: int = 0
+) -> tuple[dict[str, str], int | None]:
     if mode == "ann":
-        ef = min(MAX_EF_SEARCH, max(ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n), n))
+        ef = min(MAX_EF_SEARCH, max(ef_search or default_eval_ef_search(n, vectors), n))
         return {"hnsw.ef_search": str(ef), "hnsw.iterative_scan": "strict_order"}, ef
     return {"enable_indexscan": "off", "enable_bitmapscan": "off"}, None
 
@@ -241,6 +242,18 @@ def _index_facts(
         )
     }
     return class_sizes, in_index, [int(i) for i in qids if int(i) not in has_vec]
+
+
+def _table_rows(coord: psycopg.Connection, table_name: str) -> int:
+    """The planner's row estimate of the model's table (the HNSW graph's size; set by ``CREATE INDEX``,
+    ``ANALYZE`` and ``VACUUM``), 0 when unknown: no count over millions of rows."""
+    row = coord.execute(
+        "select greatest(reltuples, 0)::bigint as n from pg_class where oid = to_regclass(%s)",
+        (f"cbir.{table_name}",),
+    ).fetchone()
+    if row is None:
+        return 0
+    return int(row["n"] if isinstance(row, dict) else row[0])
 
 
 def _query_labels(coord: psycopg.Connection, qids: np.ndarray) -> list[int]:
@@ -401,7 +414,6 @@ def topn(
     batches then run on ``connections`` connections that share the snapshot (:func:`_run_batches`).
     """
     _check_args(mode, n, ef_search, batch_size, connections)
-    settings, ef = _settings(mode, n, ef_search)
     qids = np.asarray(list(query_ids), dtype=np.int64)
     q = len(qids)
     out = _Neighbours(q, n)
@@ -421,6 +433,7 @@ def topn(
         _build_index_set(coord, table, index_filter)
         class_sizes, in_index, missing = _index_facts(coord, table, qids)
         n_index = sum(class_sizes.values())
+        settings, ef = _settings(mode, n, ef_search, max(n_index, _table_rows(coord, table_name)))
         expected = np.array(
             [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
         )
