@@ -22,7 +22,24 @@ def _fmt(x: float | None, signed: bool = False) -> str:
 @app.command()
 def retrieval(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: str = typer.Option(None, "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    fuse: str = typer.Option(
+        None, "--fuse", help="fuse these models' rankings (KEY1,KEY2[,...]) instead of one --model"
+    ),
+    fusion: str = typer.Option("rrf", "--fusion", help="fusion method: rrf (reciprocal rank) or mean (cosine)"),
+    rrf_c: float = typer.Option(60.0, "--rrf-c", help="the c of reciprocal rank fusion, 1/(c + rank)"),
+    candidates: int = typer.Option(
+        None, "--candidates", help="K': candidates per model (fusion) or re-ranked (--rerank); default: the SQL's"
+    ),
+    expand: str = typer.Option(
+        None, "--expand", help="alpha query expansion with M,ALPHA: the query plus its top M index neighbours"
+    ),
+    rerank: str = typer.Option(
+        None,
+        "--rerank",
+        help="k-reciprocal re-ranking with K1,LAMBDA (e.g. 20,0.3); one model only",
+        show_default=False,
+    ),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
     index_split: str = typer.Option("train", "--index-split", help="split(s) searched, comma-separated"),
     query_split: str = typer.Option(
@@ -40,11 +57,25 @@ def retrieval(
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar (queries/s)"),
 ) -> None:
-    """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
+    """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N.
+
+    With --fuse, --expand or --rerank the ranking comes from the SQL API of sql/schema/25_fusion.sql and is
+    stored as its own leaderboard row (its model column names the members, the method and the options)."""
     from rich.table import Table
 
+    from cbir_pg.errors import ConfigError
     from eval.retrieval import evaluate_retrieval
 
+    if fuse is not None or expand is not None or rerank is not None:
+        if compare_exact:
+            raise ConfigError("--compare-exact runs for a single model: use --mode ann or --mode exact")
+        _ranking_eval(
+            ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n, index_split, query_split,
+            dataset, mode, ef_search,
+        )
+        return
+    if model is None:
+        raise ConfigError("give --model KEY (or --fuse KEY1,KEY2)")
     result = evaluate_retrieval(
         dsn(ctx),
         model,
@@ -92,6 +123,70 @@ def retrieval(
             markup=False,
             highlight=False,
         )
+
+
+def _pair(text: str, what: str, first=int) -> tuple:
+    from cbir_pg.errors import ConfigError
+
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return first(parts[0]), float(parts[1])
+    except ValueError:
+        raise ConfigError(f"{what}: expected two comma-separated numbers, got {text!r}") from None
+
+
+def _ranking_eval(ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n, index_split, query_split,
+                  dataset, mode, ef_search) -> None:
+    from rich.table import Table
+
+    from cbir_pg.errors import ConfigError
+    from eval.fusion import Ranking, evaluate_ranking
+
+    if fuse is not None and model is not None:
+        raise ConfigError("give --model KEY or --fuse KEY1,KEY2, not both")
+    models = split_names([fuse]) if fuse is not None else ([model] if model else [])
+    if fuse is not None and len(models) < 2:
+        raise ConfigError(f"--fuse needs at least two models, got {fuse!r}")
+    if not models:
+        raise ConfigError("give --model KEY or --fuse KEY1,KEY2")
+    index_splits = split_names([index_split])
+    if len(index_splits) != 1:
+        raise ConfigError("--fuse/--expand/--rerank search one index split")
+    ranking = Ranking(
+        models=tuple(models),
+        fusion=fusion,
+        c=rrf_c,
+        candidates=candidates,
+        expand=_pair(expand, "--expand M,ALPHA") if expand else None,
+        rerank=_pair(rerank, "--rerank K1,LAMBDA") if rerank else None,
+    )
+    r = evaluate_ranking(
+        dsn(ctx),
+        ranking,
+        ns=parse_int_list(n),
+        index_split=index_splits[0],
+        query_splits=split_names([query_split]),
+        datasets=split_names(dataset) or None,
+        mode=mode,
+        ef_search=ef_search,
+    )
+    for w in r.warnings:
+        err_console.print(f"warning: {w}", markup=False, highlight=False)
+    console.print(
+        f"{r.model}: {r.n_queries} queries against {r.n_index} index images", markup=False, highlight=False
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("mode")
+    table.add_column("average")
+    for cut in r.ns:
+        table.add_column(f"P@{cut}", justify="right")
+    for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro)):
+        table.add_row(r.mode, avg, *[_fmt(v) for v in values])
+    console.print(table)
+    qps = r.n_queries / r.seconds if r.seconds > 0 else float("inf")
+    console.print(f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", markup=False, highlight=False)
 
 
 @app.command()

@@ -120,3 +120,46 @@ order by model, mode
 
 -- name: leaderboard
 select * from cbir_report.leaderboard order by model, mode, scope
+
+-- name: model_images
+-- The non-excluded images of some splits (and datasets) with a vector for one model, and their label.
+select i.id, coalesce(i.label_id, -1) as label_id
+from cbir.image i
+join {table} e on e.image_id = i.id
+join cbir.dataset d on d.id = i.dataset_id
+where i.split = any(%(splits)s::text[])
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and not i.excluded
+
+-- name: fused_batch
+-- Fused top-N of a batch of query images (eval/fusion.py), through the SQL API of sql/schema/25_fusion.sql.
+select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_fused(
+  b.image_id, %(models)s::text[], %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(method)s, %(c)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
+
+-- name: expanded_batch
+-- alpha-QE top-N of a batch of query images (one model).
+select b.ord, f.rank, f.image_id, f.similarity as score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_expanded(
+  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
+
+-- name: reranked_batch
+-- k-reciprocal re-ranked top-N of a batch of query images (one model, optionally alpha-QE first).
+select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_reranked(
+  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(k1)s, %(lambda)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
