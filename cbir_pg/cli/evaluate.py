@@ -190,6 +190,52 @@ def _ranking_eval(ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n
 
 
 @app.command()
+def zeroshot(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="an image-text encoder key, e.g. biomedclip"),
+    template: str = typer.Option(
+        "a {modality} image of {finding} in the {region}",
+        "--template",
+        help="prompt per class; fields {modality} {region} {finding} {key}",
+    ),
+    n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
+    split: str = typer.Option("test", "--split", help="the images searched and classified"),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="one dataset key; default: all"),
+    mode: str = typer.Option("exact", "--mode", help="exact (sequential scan) or ann (HNSW)"),
+    weights: str = typer.Option(None, "--weights", help="checkpoint of the image-text model"),
+) -> None:
+    """Text-to-image retrieval (one prompt per class, P@N) and zero-shot classification accuracy; stored."""
+    from rich.table import Table
+
+    from eval.zeroshot import evaluate_zeroshot
+
+    r = evaluate_zeroshot(
+        dsn(ctx), model, template=template, ns=parse_int_list(n), split=split,
+        datasets=[dataset] if dataset else None, mode=mode, weights=weights,
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("class")
+    table.add_column("prompt")
+    table.add_column("images", justify="right")
+    for cut in r.ns:
+        table.add_column(f"P@{cut}", justify="right")
+    table.add_column("accuracy", justify="right")
+    for i, key in enumerate(r.classes):
+        table.add_row(
+            key, r.prompts[i], str(r.class_sizes[i]), *[_fmt(v) for v in r.class_precision[i]],
+            _fmt(r.class_accuracy[i]),
+        )
+    table.add_row("mean", "", str(r.n_images), *[_fmt(v) for v in r.mean_precision], _fmt(r.balanced_accuracy))
+    console.print(table)
+    console.print(
+        f"zero-shot accuracy {_fmt(r.accuracy)} (balanced {_fmt(r.balanced_accuracy)}) on {r.n_images} "
+        f"{split} images; run {r.run_id}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
     from eval.store import table2

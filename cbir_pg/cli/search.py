@@ -13,6 +13,10 @@ def search(
     ctx: typer.Context,
     path: Path = typer.Argument(None, help="query image file (embedded on the fly when not in the database)"),
     image_id: int = typer.Option(None, "--image-id", help="query by a stored image's id instead of a file"),
+    text: str = typer.Option(
+        None, "--text", help="query by a description (image-text models only, e.g. biomedclip, clip_vitl14)"
+    ),
+    weights: Path = typer.Option(None, "--weights", help="checkpoint of the model's text tower (with --text)"),
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
     k: int = typer.Option(10, "-k", "--k", help="number of neighbours"),
     split: str = typer.Option(None, "--split", help="only neighbours from this split (train, val, test)"),
@@ -26,15 +30,25 @@ def search(
     ),
     png: Path = typer.Option(None, "--png", help="write a Fig. 2 style grid PNG here"),
 ) -> None:
-    """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age."""
-    from rich.table import Table
+    """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age.
 
+    --text "right pleural effusion" searches by a description with the model's own text tower."""
     from cbir_pg.errors import ConfigError
-    from cbir_pg.search import search_with_query, write_search_grid
+    from cbir_pg.search import search_text, search_with_query, write_search_grid
 
-    if (path is None) == (image_id is None):
-        raise ConfigError("give an image file or --image-id (one of them)")
+    if sum(x is not None for x in (path, image_id, text)) != 1:
+        raise ConfigError("give an image file, --image-id or --text (one of them)")
     url = dsn(ctx)
+    if text is not None:
+        if exclude_same_patient or png is not None:
+            raise ConfigError("--exclude-same-patient and --png need an image query, not --text")
+        hits = search_text(
+            url, model, text, k=k, split=split, dataset=dataset, modality=modality, ef_search=ef_search,
+            weights=weights,
+        )
+        console.print(f"query: text {text!r}, model {model}", markup=False, highlight=False)
+        _print_hits(hits, k)
+        return
     query, hits = search_with_query(
         url,
         model,
@@ -50,6 +64,15 @@ def search(
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)
     extra = " (embedded on the fly)" if query.embedded_on_the_fly else ""
     console.print(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
+    _print_hits(hits, k)
+    if png is not None:
+        out = write_search_grid(url, query, hits, png)
+        console.print(f"wrote {out}")
+
+
+def _print_hits(hits, k: int) -> None:
+    from rich.table import Table
+
     table = Table("rank", "image", "label", "dataset", "similarity", "sex", "age")
     for h in hits:
         table.add_row(
@@ -64,9 +87,6 @@ def search(
     console.print(table)
     if len(hits) < k:
         console.print(f"only {len(hits)} images match (asked for {k})")
-    if png is not None:
-        out = write_search_grid(url, query, hits, png)
-        console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.errors import NotFoundError
@@ -12,10 +12,20 @@ from cbir_pg.errors import NotFoundError
 Builder = Callable[..., object]
 
 
+#: text_builder(config, weights_path_or_None, pretrained) -> torch.nn.Module whose forward(list[str]) gives
+#: (B, dim) in the same space as the image tower (the model's own tokenizer inside)
+TextBuilder = Callable[..., object]
+
+
 @dataclass(frozen=True)
 class Entry:
     config: EncoderConfig
     build: Builder
+    build_text: TextBuilder | None = None  # image-text models only (open_clip): the text tower
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.build_text is not None
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -31,6 +41,26 @@ def register_encoder(config: EncoderConfig) -> Callable[[Builder], Builder]:
         return fn
 
     return wrap
+
+
+def register_text_tower(key: str) -> Callable[[TextBuilder], TextBuilder]:
+    """Decorator: record the text tower of the already registered image-text encoder ``key``."""
+
+    def wrap(fn: TextBuilder) -> TextBuilder:
+        if key not in _REGISTRY:
+            raise ValueError(f"register the image tower of {key!r} before its text tower")
+        if _REGISTRY[key].build_text is not None:
+            raise ValueError(f"encoder {key!r} has two text towers")
+        _REGISTRY[key] = replace(_REGISTRY[key], build_text=fn)
+        return fn
+
+    return wrap
+
+
+def text_tower_keys() -> list[str]:
+    """The encoders with a text tower (text-to-image search, zero-shot evaluation)."""
+    _load_families()
+    return sorted(k for k, e in _REGISTRY.items() if e.has_text_tower)
 
 
 def _load_families() -> None:
