@@ -43,7 +43,9 @@ def prepare(home: Path, data_dir: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", type=Path, default=Path("/tmp/cbir-fusion"))
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CBIR_PG_DATA_DIR", "../shared/datasets")))
+    ap.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("CBIR_PG_DATA_DIR", "../shared/datasets"))
+    )
     args = ap.parse_args()
     print(prepare(args.home, args.data_dir))
 

@@ -246,7 +246,9 @@ def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Pat
     tower shares the image tower's weights, so a text vector only makes sense against those)."""
     row = conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
-        raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder (run `cbir-pg ingest --model {model}`)")
+        raise NotFoundError(
+            f"unknown model {model!r}: no row in cbir.encoder (run `cbir-pg ingest --model {model}`)"
+        )
     from cbir_pg.encoders import get_config
 
     config = get_config(model)

@@ -144,7 +144,9 @@ class RankingResult:
         return self.ranking.name
 
 
-def _images(conn: psycopg.Connection, models: Sequence[str], splits: Sequence[str], datasets) -> dict[int, int]:
+def _images(
+    conn: psycopg.Connection, models: Sequence[str], splits: Sequence[str], datasets
+) -> dict[int, int]:
     """``{image_id: label_id}`` of the non-excluded images of ``splits`` with a vector in every model."""
     out: dict[int, int] | None = None
     for model in models:
@@ -195,7 +197,9 @@ def evaluate_ranking(
         with connection(dsn) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             if ds is not None:
-                found = {r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})}
+                found = {
+                    r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
+                }
                 if ds[0] not in found:
                     raise NotFoundError(f"unknown dataset {ds[0]!r}")
             index = _images(conn, ranking.models, [index_split], ds)
@@ -261,7 +265,9 @@ def evaluate_ranking(
     if short:
         warnings.append(f"{short} queries got fewer than {n} results")
     if summary.n_undefined:
-        warnings.append(f"{summary.n_undefined} queries belong to classes with no index image: left out of P@N")
+        warnings.append(
+            f"{summary.n_undefined} queries belong to classes with no index image: left out of P@N"
+        )
 
     params = {
         **ranking.params(),
@@ -305,8 +311,14 @@ def evaluate_ranking(
                 continue
             for j, cut in enumerate(ns):
                 class_rows.append(
-                    (int(lab), "P", cut, int(summary.class_n_queries[c]), class_sizes.get(int(lab), 0),
-                     summary.class_means[c, j])
+                    (
+                        int(lab),
+                        "P",
+                        cut,
+                        int(summary.class_n_queries[c]),
+                        class_sizes.get(int(lab), 0),
+                        summary.class_means[c, j],
+                    )
                 )
         store.write_class_metrics(conn, run_id, class_rows)
         store.finish_run(
@@ -315,7 +327,11 @@ def evaluate_ranking(
             n_queries=q,
             n_index=len(index),
             metrics=summary.as_dict(),
-            timings={"topn_s": seconds, "queries_per_s": q / seconds if seconds > 0 else None, "total_s": seconds},
+            timings={
+                "topn_s": seconds,
+                "queries_per_s": q / seconds if seconds > 0 else None,
+                "total_s": seconds,
+            },
             started_at=started,
         )
     return RankingResult(

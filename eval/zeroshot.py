@@ -37,7 +37,14 @@ from eval.topn import MODES, encoder_table
 
 DEFAULT_TEMPLATE = "a {modality} image of {finding} in the {region}"
 #: how a modality code reads in a prompt
-MODALITY_WORDS = {"XR": "x-ray", "US": "ultrasound", "CT": "CT", "MR": "MRI", "PET": "PET", "NM": "nuclear medicine"}
+MODALITY_WORDS = {
+    "XR": "x-ray",
+    "US": "ultrasound",
+    "CT": "CT",
+    "MR": "MRI",
+    "PET": "PET",
+    "NM": "nuclear medicine",
+}
 FIELDS = ("modality", "region", "finding", "key")
 
 
@@ -118,7 +125,9 @@ def evaluate_zeroshot(
             check_stored_config(conn, model, weights)
             classes = conn.execute(queries.get("eval", "zeroshot_classes", table=table), filters).fetchall()
             if not classes:
-                raise NotFoundError(f"no labelled {split} images with a {model} vector" + (f" in {ds[0]}" if ds else ""))
+                raise NotFoundError(
+                    f"no labelled {split} images with a {model} vector" + (f" in {ds[0]}" if ds else "")
+                )
             label_ids = [int(c[0]) for c in classes]
             keys = [c[1] for c in classes]
             sizes = [int(c[5]) for c in classes]
@@ -154,7 +163,9 @@ def evaluate_zeroshot(
     truth = np.array([int(r[1]) for r in pred], dtype=np.int64)
     guess = np.array([int(r[2]) for r in pred], dtype=np.int64)
     correct = truth == guess
-    class_acc = np.array([correct[truth == lab].mean() if (truth == lab).any() else np.nan for lab in label_ids])
+    class_acc = np.array(
+        [correct[truth == lab].mean() if (truth == lab).any() else np.nan for lab in label_ids]
+    )
     accuracy = float(correct.mean()) if len(correct) else float("nan")
     balanced = float(np.nanmean(class_acc)) if len(class_acc) else float("nan")
     seconds = time.perf_counter() - t0
@@ -177,8 +188,12 @@ def evaluate_zeroshot(
         **{f"P@{cut}": {"mean": mean_prec[j]} for j, cut in enumerate(ns)},
     }
     with connection(dsn) as conn:
-        run_id = store.insert_run(conn, kind="zeroshot", model=model, mode=mode, params=params, index_params={})
-        mrows: list[tuple[str, int, str, float]] = [("P", cut, "macro", mean_prec[j]) for j, cut in enumerate(ns)]
+        run_id = store.insert_run(
+            conn, kind="zeroshot", model=model, mode=mode, params=params, index_params={}
+        )
+        mrows: list[tuple[str, int, str, float]] = [
+            ("P", cut, "macro", mean_prec[j]) for j, cut in enumerate(ns)
+        ]
         mrows += [("accuracy", 0, "micro", accuracy), ("accuracy", 0, "macro", balanced)]
         store.write_metrics(conn, run_id, mrows)
         crows = []

@@ -26,10 +26,14 @@ def retrieval(
     fuse: str = typer.Option(
         None, "--fuse", help="fuse these models' rankings (KEY1,KEY2[,...]) instead of one --model"
     ),
-    fusion: str = typer.Option("rrf", "--fusion", help="fusion method: rrf (reciprocal rank) or mean (cosine)"),
+    fusion: str = typer.Option(
+        "rrf", "--fusion", help="fusion method: rrf (reciprocal rank) or mean (cosine)"
+    ),
     rrf_c: float = typer.Option(60.0, "--rrf-c", help="the c of reciprocal rank fusion, 1/(c + rank)"),
     candidates: int = typer.Option(
-        None, "--candidates", help="K': candidates per model (fusion) or re-ranked (--rerank); default: the SQL's"
+        None,
+        "--candidates",
+        help="K': candidates per model (fusion) or re-ranked (--rerank); default: the SQL's",
     ),
     expand: str = typer.Option(
         None, "--expand", help="alpha query expansion with M,ALPHA: the query plus its top M index neighbours"
@@ -70,8 +74,20 @@ def retrieval(
         if compare_exact:
             raise ConfigError("--compare-exact runs for a single model: use --mode ann or --mode exact")
         _ranking_eval(
-            ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n, index_split, query_split,
-            dataset, mode, ef_search,
+            ctx,
+            model,
+            fuse,
+            fusion,
+            rrf_c,
+            candidates,
+            expand,
+            rerank,
+            n,
+            index_split,
+            query_split,
+            dataset,
+            mode,
+            ef_search,
         )
         return
     if model is None:
@@ -137,8 +153,22 @@ def _pair(text: str, what: str, first=int) -> tuple:
         raise ConfigError(f"{what}: expected two comma-separated numbers, got {text!r}") from None
 
 
-def _ranking_eval(ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n, index_split, query_split,
-                  dataset, mode, ef_search) -> None:
+def _ranking_eval(
+    ctx,
+    model,
+    fuse,
+    fusion,
+    rrf_c,
+    candidates,
+    expand,
+    rerank,
+    n,
+    index_split,
+    query_split,
+    dataset,
+    mode,
+    ef_search,
+) -> None:
     from rich.table import Table
 
     from cbir_pg.errors import ConfigError
@@ -186,7 +216,9 @@ def _ranking_eval(ctx, model, fuse, fusion, rrf_c, candidates, expand, rerank, n
         table.add_row(r.mode, avg, *[_fmt(v) for v in values])
     console.print(table)
     qps = r.n_queries / r.seconds if r.seconds > 0 else float("inf")
-    console.print(f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", markup=False, highlight=False)
+    console.print(
+        f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", markup=False, highlight=False
+    )
 
 
 @app.command()
@@ -210,8 +242,14 @@ def zeroshot(
     from eval.zeroshot import evaluate_zeroshot
 
     r = evaluate_zeroshot(
-        dsn(ctx), model, template=template, ns=parse_int_list(n), split=split,
-        datasets=[dataset] if dataset else None, mode=mode, weights=weights,
+        dsn(ctx),
+        model,
+        template=template,
+        ns=parse_int_list(n),
+        split=split,
+        datasets=[dataset] if dataset else None,
+        mode=mode,
+        weights=weights,
     )
     table = Table(show_header=True, header_style="bold")
     table.add_column("class")
@@ -222,10 +260,15 @@ def zeroshot(
     table.add_column("accuracy", justify="right")
     for i, key in enumerate(r.classes):
         table.add_row(
-            key, r.prompts[i], str(r.class_sizes[i]), *[_fmt(v) for v in r.class_precision[i]],
+            key,
+            r.prompts[i],
+            str(r.class_sizes[i]),
+            *[_fmt(v) for v in r.class_precision[i]],
             _fmt(r.class_accuracy[i]),
         )
-    table.add_row("mean", "", str(r.n_images), *[_fmt(v) for v in r.mean_precision], _fmt(r.balanced_accuracy))
+    table.add_row(
+        "mean", "", str(r.n_images), *[_fmt(v) for v in r.mean_precision], _fmt(r.balanced_accuracy)
+    )
     console.print(table)
     console.print(
         f"zero-shot accuracy {_fmt(r.accuracy)} (balanced {_fmt(r.balanced_accuracy)}) on {r.n_images} "

@@ -17,16 +17,20 @@ def list_cmd(
         True, "--weights/--no-weights", help="check the local weights (HF cache, packages, checkpoints)"
     ),
 ) -> None:
-    """Show every encoder: key, dimension, family, input size, and whether weights are available locally."""
+    """Show every encoder: key, dimension, family, input size, whether it has a text tower (text search)
+    and whether weights are available locally."""
     from rich.table import Table
 
     from cbir_pg.encoders import list_encoders, weights_available
+    from cbir_pg.encoders.registry import text_tower_keys
 
-    table = Table("key", "dim", "family", "input", "weights here", "weights source")
+    texts = set(text_tower_keys())
+    table = Table("key", "dim", "family", "input", "text tower", "weights here", "weights source")
     table.columns[0].no_wrap = True
     for c in list_encoders():
         avail = ("yes" if weights_available(c) else "no") if weights else "?"
-        table.add_row(c.key, str(c.dim), c.family, f"{c.input_size}px", avail, c.weights_source)
+        text = "yes" if c.key in texts else "-"
+        table.add_row(c.key, str(c.dim), c.family, f"{c.input_size}px", text, avail, c.weights_source)
     from rich.console import Console
 
     Console(width=max(console.width, 120)).print(table)

@@ -16,7 +16,9 @@ def search(
     text: str = typer.Option(
         None, "--text", help="query by a description (image-text models only, e.g. biomedclip, clip_vitl14)"
     ),
-    weights: Path = typer.Option(None, "--weights", help="checkpoint of the model's text tower (with --text)"),
+    weights: Path = typer.Option(
+        None, "--weights", help="checkpoint of the model's text tower (with --text)"
+    ),
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
     k: int = typer.Option(10, "-k", "--k", help="number of neighbours"),
     split: str = typer.Option(None, "--split", help="only neighbours from this split (train, val, test)"),
@@ -43,7 +45,14 @@ def search(
         if exclude_same_patient or png is not None:
             raise ConfigError("--exclude-same-patient and --png need an image query, not --text")
         hits = search_text(
-            url, model, text, k=k, split=split, dataset=dataset, modality=modality, ef_search=ef_search,
+            url,
+            model,
+            text,
+            k=k,
+            split=split,
+            dataset=dataset,
+            modality=modality,
+            ef_search=ef_search,
             weights=weights,
         )
         console.print(f"query: text {text!r}, model {model}", markup=False, highlight=False)

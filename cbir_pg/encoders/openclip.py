@@ -192,7 +192,9 @@ def build_biomedclip_text(config: EncoderConfig, *, weights=None, pretrained=Tru
     model = CustomTextCLIP(512, vision_cfg=BIOMEDCLIP_VISION, text_cfg=BIOMEDCLIP_TEXT)
     if pretrained:
         _load_full(model, config, path)
-    tokenizer = HFTokenizer(BIOMEDCLIP_TEXT["hf_tokenizer_name"], context_length=BIOMEDCLIP_TEXT["context_length"])
+    tokenizer = HFTokenizer(
+        BIOMEDCLIP_TEXT["hf_tokenizer_name"], context_length=BIOMEDCLIP_TEXT["context_length"]
+    )
     return TextTower(model, tokenizer)
 
 

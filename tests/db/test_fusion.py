@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from conftest import create_database, drop_database
 
 from cbir_pg.db.connect import connect
-from conftest import create_database, drop_database
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -45,12 +45,17 @@ def _vectors(dsn: str, model: str, split: str | None) -> dict[int, np.ndarray]:
             " and (%s::text is null or i.split = %s)",
             (DS, split, split),
         ).fetchall()
-    return {int(i): np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float64) for i, v in rows}
+    return {
+        int(i): np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float64) for i, v in rows
+    }
 
 
 def _labels(dsn: str) -> dict[int, int]:
     with connect(dsn) as c:
-        return {int(i): (lab if lab is not None else -1) for i, lab in c.execute("select id, label_id from cbir.image")}
+        return {
+            int(i): (lab if lab is not None else -1)
+            for i, lab in c.execute("select id, label_id from cbir.image")
+        }
 
 
 def _cos(q: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -92,7 +97,10 @@ def _fused_ref(sp, qid: int, k: int, method: str, c: float = 60.0, kp: int = 40)
         ra = {int(i): r + 1 for r, i in enumerate(la)}
         rb = {int(i): r + 1 for r, i in enumerate(lb)}
         score = np.array(
-            [(1 / (c + ra[int(i)]) if int(i) in ra else 0) + (1 / (c + rb[int(i)]) if int(i) in rb else 0) for i in union]
+            [
+                (1 / (c + ra[int(i)]) if int(i) in ra else 0) + (1 / (c + rb[int(i)]) if int(i) in rb else 0)
+                for i in union
+            ]
         )
     else:
         score = (sa + sb) / 2
@@ -167,10 +175,19 @@ def test_fused_fetches_more_candidates_when_members_miss_vectors(fdb: str, space
     ("call", "message"),
     [
         ("cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'efficientnet_lite0'])", "distinct"),
-        ("cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'tiny_clip'], p_method => 'max')", "unknown fusion method"),
+        (
+            "cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'tiny_clip'], p_method => 'max')",
+            "unknown fusion method",
+        ),
         ("cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'nope'])", "unknown model"),
-        ("cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'x; drop table cbir.image'])", "invalid model name"),
-        ("cbir.similar_images_fused(%(q)s, array['efficientnet_lite0'], 10, p_candidates => 5)", "candidates"),
+        (
+            "cbir.similar_images_fused(%(q)s, array['efficientnet_lite0', 'x; drop table cbir.image'])",
+            "invalid model name",
+        ),
+        (
+            "cbir.similar_images_fused(%(q)s, array['efficientnet_lite0'], 10, p_candidates => 5)",
+            "candidates",
+        ),
         ("cbir.similar_images_expanded(%(q)s, 'efficientnet_lite0', p_m => -1)", "expansion m"),
         ("cbir.similar_images_reranked(%(q)s, 'efficientnet_lite0', p_lambda => 2)", "lambda"),
     ],
@@ -184,7 +201,9 @@ def _aqe_ref(q: np.ndarray, ids: np.ndarray, X: np.ndarray, m: int, alpha: float
     nb, s = _topk(q, ids, X, m)
     pos = {int(i): j for j, i in enumerate(ids)}
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
-    q2 = q / np.linalg.norm(q) + sum(max(sj, 0) ** alpha * Xn[pos[int(i)]] for i, sj in zip(nb, s, strict=True))
+    q2 = q / np.linalg.norm(q) + sum(
+        max(sj, 0) ** alpha * Xn[pos[int(i)]] for i, sj in zip(nb, s, strict=True)
+    )
     return _topk(q2, ids, X, k)[0]
 
 
@@ -204,7 +223,9 @@ def test_expanded_matches_numpy_with_neighbours_from_the_index_split(fdb: str, s
             assert got == _aqe_ref(spaces["qA"][qid], ids, X, 3, 2.0, 10).tolist()
 
 
-def _krr_ref(q: np.ndarray, ids: np.ndarray, X: np.ndarray, k: int, k1: int, lam: float, kp: int) -> np.ndarray:
+def _krr_ref(
+    q: np.ndarray, ids: np.ndarray, X: np.ndarray, k: int, k1: int, lam: float, kp: int
+) -> np.ndarray:
     cand, s = _topk(q, ids, X, kp)
     pos = {int(i): j for j, i in enumerate(ids)}
     P = np.vstack([q[None, :], X[[pos[int(i)] for i in cand]]])
@@ -242,7 +263,12 @@ def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str,
     from eval.fusion import Ranking, evaluate_ranking
 
     r = evaluate_ranking(
-        fdb, Ranking((A, B), fusion="mean"), index_split="train", query_splits=("test",), datasets=[DS], mode="exact"
+        fdb,
+        Ranking((A, B), fusion="mean"),
+        index_split="train",
+        query_splits=("test",),
+        datasets=[DS],
+        mode="exact",
     )
     assert r.model == "mean(efficientnet_lite0,tiny_clip)"
     labels = _labels(fdb)
@@ -275,7 +301,11 @@ def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
         fdb, Ranking((A,), expand=(2, 3.0)), query_splits=("val",), datasets=[DS], mode="ann"
     )
     krr = evaluate_ranking(
-        fdb, Ranking((A,), rerank=(10, 0.3), expand=(2, 3.0)), query_splits=("val",), datasets=[DS], mode="exact"
+        fdb,
+        Ranking((A,), rerank=(10, 0.3), expand=(2, 3.0)),
+        query_splits=("val",),
+        datasets=[DS],
+        mode="exact",
     )
     assert aqe.model == "efficientnet_lite0+aqe(m=2,alpha=3)"
     assert krr.model == "efficientnet_lite0+aqe(m=2,alpha=3)+krr(k1=10,lambda=0.3)"
@@ -284,7 +314,8 @@ def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
     q = int(aqe.topn.query_ids[0])
     with connect(fdb) as c:
         stored = c.execute(
-            "select neighbours from cbir.eval_query where run_id = %s and query_image_id = %s", (aqe.run_id, q)
+            "select neighbours from cbir.eval_query where run_id = %s and query_image_id = %s",
+            (aqe.run_id, q),
         ).fetchone()[0]
         direct = [
             r[0]
@@ -293,21 +324,54 @@ def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
                 (q, A, DS),
             )
         ]
-        splits = {
-            r[0] for r in c.execute("select split from cbir.image where id = any(%s)", (stored,))
-        }
+        splits = {r[0] for r in c.execute("select split from cbir.image where id = any(%s)", (stored,))}
     assert stored == direct and splits == {"train"}
     env = dict(os.environ, COLUMNS="200")
     out = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "eval", "retrieval", "--fuse", f"{A},{B}",
-         "--fusion", "rrf", "--dataset", DS, "--query-split", "val", "--mode", "exact"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            fdb,
+            "eval",
+            "retrieval",
+            "--fuse",
+            f"{A},{B}",
+            "--fusion",
+            "rrf",
+            "--dataset",
+            DS,
+            "--query-split",
+            "val",
+            "--mode",
+            "exact",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     assert "rrf(efficientnet_lite0,tiny_clip)" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "eval", "retrieval", "--fuse", f"{A},{B}", "--rerank", "10,0.3"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            fdb,
+            "eval",
+            "retrieval",
+            "--fuse",
+            f"{A},{B}",
+            "--rerank",
+            "10,0.3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "one model" in bad.stderr
 
@@ -331,13 +395,19 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
     env = dict(os.environ, COLUMNS="200")
     out = subprocess.run(
         [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "search", "--text", text, "--model", B, "-k", "3"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     assert str(ref_ids[0]) in out.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "search", "--text", text, "--model", A],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert refused.returncode == 1 and "no text tower" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
@@ -370,8 +440,12 @@ def test_zeroshot_run_is_stored_matches_numpy_and_is_reported(fdb: str, tmp_path
         n = min(5, int((truth == row[0]).sum()))
         assert r.class_precision[j, 1] == pytest.approx(sum(labels[int(i)] == row[0] for i in top[:n]) / n)
     with connect(fdb) as c:
-        view = c.execute("select accuracy, p1_mean, n_classes from cbir_report.zeroshot where model = %s", (B,)).fetchone()
-        per_class = c.execute("select count(*) from cbir_report.zeroshot_class where run_id = %s", (r.run_id,)).fetchone()[0]
+        view = c.execute(
+            "select accuracy, p1_mean, n_classes from cbir_report.zeroshot where model = %s", (B,)
+        ).fetchone()
+        per_class = c.execute(
+            "select count(*) from cbir_report.zeroshot_class where run_id = %s", (r.run_id,)
+        ).fetchone()[0]
     assert view[0] == pytest.approx(r.accuracy) and view[2] == len(cls) and per_class == len(cls)
     report = write_report(fdb, tmp_path / "rep", models=[B], tsne_sample=0, grid_queries=0)
     page = report.index.read_text()

@@ -77,5 +77,3 @@ def test_biomedclip_text_tower_reaches_the_missing_weights_error(tmp_path: Path,
     with pytest.raises(WeightsMissingError) as exc:
         create_text_encoder("biomedclip", weights=ckpt)
     assert "\n" not in str(exc.value)
-
-
