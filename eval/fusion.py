@@ -181,16 +181,19 @@ def evaluate_ranking(
     query_splits = _check_splits(query_splits, "query")
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
     if ds is not None and len(ds) > 1:
-        raise ConfigError(
-            "--fuse/--expand/--rerank search one dataset or all of them (the SQL API's p_dataset): "
-            f"got {', '.join(ds)}"
-        )
+        with connection(dsn) as conn:
+            every = {r[0] for r in conn.execute(queries.get("eval", "all_dataset_keys"))}
+        if set(ds) != every:  # all of them together is the same as no restriction
+            raise ConfigError(
+                "--fuse/--expand/--rerank search one dataset or all of them (the SQL API's p_dataset): "
+                f"got {', '.join(ds)}"
+            )
     n = max(ns)
     search = "exact" if mode == "exact" else "auto"
     ef = None
     if mode == "ann":
         ef = min(MAX_EF_SEARCH, max(ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n), n))
-    stmt, base = ranking.statement(n, index_split, ds[0] if ds else None, search)
+    stmt, base = ranking.statement(n, index_split, ds[0] if ds and len(ds) == 1 else None, search)
 
     started = datetime.now(timezone.utc)
     try:
@@ -200,8 +203,9 @@ def evaluate_ranking(
                 found = {
                     r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
                 }
-                if ds[0] not in found:
-                    raise NotFoundError(f"unknown dataset {ds[0]!r}")
+                unknown = [d for d in ds if d not in found]
+                if unknown:
+                    raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
             index = _images(conn, ranking.models, [index_split], ds)
             candidates = _images(conn, ranking.models, query_splits, ds)
             qmap = {i: lab for i, lab in candidates.items() if lab >= 0}

@@ -199,3 +199,6 @@ where i.split = any(%(splits)s::text[])
   and not i.excluded
   and i.label_id is not null
 order by i.id
+
+-- name: all_dataset_keys
+select key from cbir.dataset
