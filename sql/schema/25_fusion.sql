@@ -206,6 +206,7 @@ declare
   s_ids bigint[];
   s_sims double precision[];
   v_union bigint[];
+  v_sims_sql text[] := '{}';
   v_short boolean;
   v_rows int;
 begin
@@ -240,8 +241,12 @@ begin
     raise exception 'unknown search %: use auto, hnsw or exact', coalesce(to_jsonb(p_search)::text, 'null')
       using errcode = 'invalid_parameter_value';
   end if;
-  for i in 1 .. n loop
-    perform cbir.model_vector_space(p_models[i]);  -- validates every name before any search runs
+  for i in 1 .. n loop  -- validates every name before any search runs
+    select * into s from cbir.model_vector_space(p_models[i]);
+    v_sims_sql := v_sims_sql || format(
+      'select coalesce(array_agg(e.image_id), ''{}''), coalesce(array_agg(1 - (%1$s <=> %2$s)), ''{}'')'
+      ' from cbir.%3$I e where e.image_id = any($2)',
+      s.distance_expr, s.query_expr, s.table_name);
   end loop;
 
   for i in 1 .. n loop  -- alpha-QE per model, once (m = 0: the query as given)
@@ -266,12 +271,7 @@ begin
     v_union := array(select distinct u from unnest(c_ids) u);
     -- the exact cosine similarity of every candidate in every model
     for i in 1 .. n loop
-      select * into s from cbir.model_vector_space(p_models[i]);
-      execute format(
-        'select coalesce(array_agg(e.image_id), ''{}''), coalesce(array_agg(1 - (%1$s <=> %2$s)), ''{}'')'
-        ' from cbir.%3$I e where e.image_id = any($2)',
-        s.distance_expr, s.query_expr, s.table_name)
-        into v_ids, v_sims using v_q[i], v_union;
+      execute v_sims_sql[i] into v_ids, v_sims using v_q[i], v_union;
       s_model := s_model || array_fill(i, array[cardinality(v_ids)]);
       s_ids := s_ids || v_ids;
       s_sims := s_sims || v_sims;
