@@ -43,8 +43,8 @@ def _crit(row: dict) -> float:
 
 
 def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
-    from eval.fusion import evaluate_ranking
-    from eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.fusion import evaluate_ranking
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     t0 = time.perf_counter()
     if ranking is None:
@@ -68,7 +68,7 @@ def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
 
 
 def tune_and_test(dsn: str) -> dict:
-    from eval.fusion import Ranking
+    from cbir_pg.eval.fusion import Ranking
 
     val: dict[str, list[dict]] = {}
     print("validation (queries = val, index = train, exact)", flush=True)

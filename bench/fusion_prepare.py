@@ -21,7 +21,7 @@ def prepare(home: Path, data_dir: Path) -> str:
     from cbir_pg.db.migrate import migrate
     from cbir_pg.db.server import EmbeddedServer
     from cbir_pg.index import build_index
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     status = EmbeddedServer(home / "pg").start()
     admin = status.uri("postgres")

@@ -31,9 +31,9 @@ import psycopg
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connection, translate
 from cbir_pg.errors import ConfigError, NotFoundError
-from eval import metrics, store
-from eval.retrieval import _check_splits, _index_params
-from eval.topn import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, MODES, TopN, encoder_table
+from cbir_pg.eval import metrics, store
+from cbir_pg.eval.retrieval import _check_splits, _index_params
+from cbir_pg.eval.topn import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, MODES, TopN, encoder_table
 
 FUSION_METHODS = ("rrf", "mean")
 

@@ -32,8 +32,8 @@ import psycopg
 from cbir_pg.db import queries
 from cbir_pg.db.connect import connection, translate
 from cbir_pg.errors import ConfigError, NotFoundError
-from eval import metrics, store
-from eval.topn import MODES, encoder_table
+from cbir_pg.eval import metrics, store
+from cbir_pg.eval.topn import MODES, encoder_table
 
 DEFAULT_TEMPLATE = "a {modality} image of {finding} in the {region}"
 #: how a modality code reads in a prompt

@@ -19,7 +19,7 @@ import numpy as np
 
 from cbir_pg.encoders.base import l2_normalise, resolve_device
 from cbir_pg.encoders.config import EncoderConfig
-from cbir_pg.encoders.registry import entry, text_tower_keys
+from cbir_pg.encoders.registry import TEXT_TOWERS, entry, has_text_tower, text_tower_keys
 from cbir_pg.errors import CbirError, ConfigError, InputError, WeightsMissingError
 
 
@@ -33,7 +33,7 @@ class TextEncoder:
 def check_text_tower(key: str) -> EncoderConfig:
     """The config of ``key`` when it has a text tower; otherwise a one-line :class:`ConfigError`."""
     e = entry(key)
-    if not e.has_text_tower:
+    if not has_text_tower(key):
         raise ConfigError(
             f"model {key!r} has no text tower: text search needs an image-text model ({', '.join(text_tower_keys())})"
         )
@@ -52,7 +52,7 @@ def create_text_encoder(
             raise missing(config, "HF_HUB_OFFLINE=1")
     dev = resolve_device(device)
     try:
-        tower = entry(key).build_text(config, weights=weights, pretrained=not config.is_random)
+        tower = TEXT_TOWERS.get(key)(config, weights=weights, pretrained=not config.is_random)
     except CbirError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:

@@ -28,7 +28,7 @@ DS = "breastmnist"
 @pytest.fixture(scope="module")
 def fdb(pg_server_dsn: str, medmnist_lite0_template: str) -> Iterator[str]:
     """A clone of the real-data template with tiny_clip vectors for BreastMNIST (one per module)."""
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     name = f"f_{uuid.uuid4().hex[:12]}"
     dsn = create_database(pg_server_dsn, name, template=medmnist_lite0_template)
@@ -260,7 +260,7 @@ def test_reranked_matches_numpy(fdb: str, spaces) -> None:
 
 
 def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str, spaces) -> None:
-    from eval.fusion import Ranking, evaluate_ranking
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     r = evaluate_ranking(
         fdb,
@@ -295,7 +295,7 @@ def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str,
 
 
 def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
-    from eval.fusion import Ranking, evaluate_ranking
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     aqe = evaluate_ranking(
         fdb, Ranking((A,), expand=(2, 3.0)), query_splits=("val",), datasets=[DS], mode="ann"
@@ -415,8 +415,8 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
 
 def test_zeroshot_run_is_stored_matches_numpy_and_is_reported(fdb: str, tmp_path: Path) -> None:
     from cbir_pg.encoders.text import create_text_encoder, embed_texts
-    from eval.report import write_report
-    from eval.zeroshot import evaluate_zeroshot, prompt_for
+    from cbir_pg.eval.report import write_report
+    from cbir_pg.eval.zeroshot import evaluate_zeroshot, prompt_for
 
     r = evaluate_zeroshot(fdb, B, split="test", datasets=[DS], ns=(1, 5))
     labels = _labels(fdb)

@@ -11,11 +11,11 @@ import pytest
 
 
 def test_registry_records_the_text_towers() -> None:
-    from cbir_pg.encoders.registry import entry, text_tower_keys
+    from cbir_pg.encoders.registry import has_text_tower, text_tower_keys
 
     keys = text_tower_keys()
     assert {"biomedclip", "clip_vitl14", "tiny_clip"} <= set(keys)
-    assert "efficientnet_lite0" not in keys and not entry("efficientnet_lite0").has_text_tower
+    assert "efficientnet_lite0" not in keys and not has_text_tower("efficientnet_lite0")
 
 
 def test_other_models_refuse_with_one_line() -> None:

@@ -6,7 +6,7 @@ import math
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -68,7 +68,7 @@ def retrieval(
     from rich.table import Table
 
     from cbir_pg.errors import ConfigError
-    from eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     if fuse is not None or expand is not None or rerank is not None:
         if compare_exact:
@@ -172,7 +172,7 @@ def _ranking_eval(
     from rich.table import Table
 
     from cbir_pg.errors import ConfigError
-    from eval.fusion import Ranking, evaluate_ranking
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     if fuse is not None and model is not None:
         raise ConfigError("give --model KEY or --fuse KEY1,KEY2, not both")
@@ -239,7 +239,7 @@ def zeroshot(
     """Text-to-image retrieval (one prompt per class, P@N) and zero-shot classification accuracy; stored."""
     from rich.table import Table
 
-    from eval.zeroshot import evaluate_zeroshot
+    from cbir_pg.eval.zeroshot import evaluate_zeroshot
 
     r = evaluate_zeroshot(
         dsn(ctx),
@@ -281,7 +281,7 @@ def zeroshot(
 @app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from eval.store import table2
+    from cbir_pg.eval.store import table2
 
     df = table2(dsn(ctx))
     if df.empty:
@@ -291,12 +291,12 @@ def show(ctx: typer.Context) -> None:
 
 
 def print_table2(df) -> None:
-    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from eval.store import TABLE2_NS
+    from cbir_pg.eval.store import TABLE2_NS
 
     scopes = sorted({idx[2] for idx in df.index})
     one_scope = len(scopes) == 1
@@ -327,7 +327,7 @@ def register(root: typer.Typer) -> None:
 
 # The analysis commands (knn, linear, ablation) of eval/ join this group when present.
 try:
-    from cbir_pg.cli import analysis
+    from cbir_pg.app.cli import analysis
 
     analysis.register_eval(app)
 except ImportError:

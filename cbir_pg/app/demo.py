@@ -108,7 +108,7 @@ def _evaluate_fusion(result: DemoResult, model: str, datasets: list[str]) -> str
     """Reciprocal rank fusion of ``model`` and the partner, ANN, test queries, index = train; reused
     when it is newer than both models' newest vector."""
     from cbir_pg.db.connect import connection
-    from eval.fusion import Ranking, evaluate_ranking
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     partner = result.fuse_with
     if partner is None:
@@ -157,8 +157,8 @@ def run_demo(
     fuse_with: str | None = "auto",
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
+    from cbir_pg.app.demo_data import resolve_demo_files
     from cbir_pg.db.connect import connection, resolve_dsn
-    from cbir_pg.demo_data import resolve_demo_files
 
     identifiers.check_key(model)
     if fuse_with not in (None, "auto"):
@@ -210,7 +210,7 @@ def run_demo(
         return f"{added} new images, {result.images} in the benchmark"
 
     def do_ingest() -> str:
-        from ingest.worker import run_ingest
+        from cbir_pg.ingest.worker import run_ingest
 
         s = run_ingest(
             result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
@@ -248,7 +248,7 @@ def run_demo(
         return "; ".join(details)
 
     def do_eval() -> str:
-        from eval.retrieval import evaluate_retrieval
+        from cbir_pg.eval.retrieval import evaluate_retrieval
 
         detail = []
         for key in [model] + ([result.fuse_with] if result.fuse_with else []):
@@ -268,7 +268,7 @@ def run_demo(
         return "; ".join(detail)
 
     def do_knn() -> str:
-        from eval.knn import evaluate_knn
+        from cbir_pg.eval.knn import evaluate_knn
 
         with connection(result.dsn) as conn:
             fresh = _latest_fresh_run(conn, model, "knn")
@@ -280,7 +280,7 @@ def run_demo(
         return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
 
     def do_report() -> str:
-        from eval.report import write_report
+        from cbir_pg.eval.report import write_report
 
         rep = write_report(result.dsn, out, models=[model])
         result.report_index = rep.index
@@ -288,7 +288,7 @@ def run_demo(
 
     def summarise() -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
-        from eval.store import table2
+        from cbir_pg.eval.store import table2
 
         result.table2 = table2(result.dsn)
         with connection(result.dsn) as conn:
