@@ -42,13 +42,18 @@ def _crit(row: dict) -> float:
     return (row["micro"][0] + row["macro"][0]) / 2
 
 
+DATASETS: list[str] | None = None  # --dataset: restrict queries and index (one dataset, or all)
+
+
 def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
     from cbir_pg.eval.fusion import evaluate_ranking
     from cbir_pg.eval.retrieval import evaluate_retrieval
 
     t0 = time.perf_counter()
     if ranking is None:
-        r = evaluate_retrieval(dsn, what, ns=NS, query_splits=(split,), mode="exact", progress=False)
+        r = evaluate_retrieval(
+            dsn, what, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact", progress=False
+        )
         out = {
             "name": what,
             "run_id": r.primary.run_id,
@@ -56,7 +61,7 @@ def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
             "n_queries": r.primary.n_queries,
         }
     else:
-        r = evaluate_ranking(dsn, ranking, ns=NS, query_splits=(split,), mode="exact")
+        r = evaluate_ranking(dsn, ranking, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact")
         out = {"name": r.model, "run_id": r.run_id, **_p(r.summary), "n_queries": r.n_queries}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(
@@ -169,6 +174,21 @@ def latency(dsn: str, n_queries: int, k: int = 10, repeats: int = 3) -> dict:
     return {"k": k, "queries": len(ids), "repeats": repeats, "results": out}
 
 
+def vector_counts(dsn: str) -> dict[str, int]:
+    import psycopg
+    from psycopg import sql
+
+    from cbir_pg.db import identifiers
+
+    with psycopg.connect(dsn) as conn:
+        return {
+            m: conn.execute(
+                sql.SQL("select count(*) from {}").format(identifiers.embedding_table(m))
+            ).fetchone()[0]
+            for m in MODELS
+        }
+
+
 def markdown(result: dict) -> str:
     lines = [
         "| ranking | micro P@1 | P@3 | P@5 | P@10 | macro P@1 | P@3 | P@5 | P@10 |",
@@ -195,18 +215,31 @@ def main() -> None:
     )
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--skip-eval", action="store_true", help="only the latency benchmark")
+    ap.add_argument("--skip-latency", action="store_true", help="only the evaluation")
+    ap.add_argument(
+        "--dataset", action="append", help="restrict to this dataset (default: the whole benchmark)"
+    )
+    ap.add_argument("--dsn", help="use this database as it is (no import, ingest or index build)")
     args = ap.parse_args()
-    dsn = prepare(args.home, args.data_dir)
-    result: dict = {"machine": machine_info(), "started": datetime.now(timezone.utc).isoformat()}
+    global DATASETS
+    DATASETS = args.dataset
+    dsn = args.dsn or prepare(args.home, args.data_dir)
+    result: dict = {
+        "machine": machine_info(),
+        "started": datetime.now(timezone.utc).isoformat(),
+        "datasets": DATASETS,
+        "vectors": vector_counts(dsn),
+    }
     if not args.skip_eval:
         result.update(tune_and_test(dsn))
-    result["latency"] = latency(dsn, args.latency_queries)
+    if not args.skip_latency:
+        result["latency"] = latency(dsn, args.latency_queries)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(__file__).parent / "results" / f"{stamp}-fusion.json"
     out.write_text(json.dumps(result, indent=1))
     if "test" in result:
         print(markdown(result))
-    for name, r in result["latency"]["results"].items():
+    for name, r in result.get("latency", {}).get("results", {}).items():
         print(
             f"{name:45s} median {r['median_ms']:.2f} ms  p95 {r['p95_ms']:.2f} ms  x{r['ratio_to_lite0_median']:.2f}"
         )

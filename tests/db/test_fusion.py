@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from conftest import create_database, drop_database
 
 from cbir_pg.db.connect import connect
 
@@ -28,13 +27,23 @@ DS = "breastmnist"
 @pytest.fixture(scope="module")
 def fdb(pg_server_dsn: str, medmnist_lite0_template: str) -> Iterator[str]:
     """A clone of the real-data template with tiny_clip vectors for BreastMNIST (one per module)."""
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     from cbir_pg.ingest.worker import run_ingest
 
     name = f"f_{uuid.uuid4().hex[:12]}"
-    dsn = create_database(pg_server_dsn, name, template=medmnist_lite0_template)
+    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+        c.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(medmnist_lite0_template)
+            )
+        )
+    dsn = make_conninfo(**{**conninfo_to_dict(pg_server_dsn), "dbname": name})
     run_ingest(dsn, B, datasets=[DS], progress=False, batch_size=64)
     yield dsn
-    drop_database(pg_server_dsn, name)
+    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def _vectors(dsn: str, model: str, split: str | None) -> dict[int, np.ndarray]:
