@@ -403,7 +403,22 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
         search_text(fdb, A, text)
     env = dict(os.environ, COLUMNS="200")
     out = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "search", "--text", text, "--model", B, "-k", "3"],
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            fdb,
+            "search",
+            "--text",
+            text,
+            "--model",
+            B,
+            "-k",
+            "3",
+            "--split",
+            "test",
+        ],
         capture_output=True,
         text=True,
         env=env,
