@@ -474,3 +474,40 @@ def test_zeroshot_run_is_stored_matches_numpy_and_is_reported(fdb: str, tmp_path
     report = write_report(fdb, tmp_path / "rep", models=[B], tsne_sample=0, grid_queries=0)
     page = report.index.read_text()
     assert "zero-shot classification" in page and prompts[0] in page
+
+
+def test_demo_prints_a_fused_row_beside_the_single_model_rows(
+    medmnist_lite0_db: str, medmnist_dir: Path, tmp_path: Path
+) -> None:
+    """`cbir-pg demo --fuse-with KEY` embeds the second model too and prints its rrf row in Table 2."""
+    env = dict(os.environ, COLUMNS="220")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            medmnist_lite0_db,
+            "demo",
+            "--data-dir",
+            str(medmnist_dir),
+            "--out",
+            str(tmp_path / "report"),
+            "--no-progress",
+            "--fuse-with",
+            B,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3000,
+    )
+    assert out.returncode == 0, out.stderr
+    fused = f"rrf({A},{B})"
+    assert f"fused row: {fused}" in out.stdout
+    with connect(medmnist_lite0_db) as c:
+        rows = {r[0]: r[1] for r in c.execute("select model, p1_micro from cbir_report.leaderboard")}
+    assert {A, B, fused} <= set(rows)
+    table_lines = [line for line in out.stdout.splitlines() if line.strip().startswith((A, B, fused))]
+    assert any(line.strip().startswith(fused) and f"{rows[fused]:.4f}" in line for line in table_lines)
+    assert any(line.strip().startswith(A) for line in table_lines)
