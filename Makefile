@@ -1,10 +1,18 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   — the main job (import, embed, index, evaluate, report) on the embedded database
 #   make test   — the test suite against a real embedded PostgreSQL + pgvector
-# Override TORCH_SPEC for your platform, e.g. make test TORCH_SPEC="torch torchvision" (CUDA/ROCm builds).
+# torch: TORCH_SPEC pins the versions (also the worker Dockerfile's). TORCH_BUILD picks the build:
+#   auto (default): no NVIDIA GPU here (no nvidia-smi) and the CPU index answers -> the CPU wheels from
+#                   TORCH_CPU_INDEX (a venv ~5 GB smaller); otherwise the default index's build (PyPI's
+#                   Linux wheels are CUDA builds; they run on CPU too)
+#   cpu:            always the CPU index;   pypi: always the default index
+# Any other build: make test TORCH_SPEC="torch torchvision" TORCH_BUILD=pypi (CUDA/ROCm indexes via PIP_INDEX_URL).
+# After `make demo`/`make install`, the cbir-pg command is .venv/bin/cbir-pg: `. .venv/bin/activate`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_BUILD ?= auto
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
@@ -13,8 +21,13 @@ export HF_HUB_OFFLINE ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[test,bench]"
+	@idx=""; \
+	if [ "$(TORCH_BUILD)" = cpu ] || { [ "$(TORCH_BUILD)" = auto ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+	     && $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" >/dev/null 2>&1; }; then \
+	  idx="--index-url $(TORCH_CPU_INDEX)"; echo "torch: CPU build from $(TORCH_CPU_INDEX)"; \
+	else echo "torch: $(TORCH_SPEC) from the default index (TORCH_BUILD=$(TORCH_BUILD))"; fi; \
+	$(PY) -m pip install -q $(TORCH_SPEC) $$idx
+	$(PY) -m pip install -q -e ".[test,bench,weights,dicom]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +37,7 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cbir-pg demo
+	@echo "cbir-pg is $(VENV)/bin/cbir-pg: run . $(VENV)/bin/activate to use the bare command"
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run

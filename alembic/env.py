@@ -1,10 +1,16 @@
 """Alembic environment for cbir-pg.
 
 Run through ``cbir-pg db migrate`` (:func:`cbir_pg.db.migrate.migrate`), which passes the libpq DSN in
-``config.attributes["dsn"]``; plain ``alembic`` also works with ``-x dsn=...``.
+``config.attributes["dsn"]``. Plain ``alembic`` works from the repository root (``alembic.ini``) with
+``-x dsn=...`` or ``CBIR_PG_DSN``; its ``upgrade`` then also re-applies ``sql/schema/*.sql`` (functions,
+views, grants), as ``cbir-pg db migrate`` does.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import psycopg
 from sqlalchemy import create_engine, pool
@@ -12,13 +18,28 @@ from sqlalchemy import create_engine, pool
 from alembic import context
 
 config = context.config
+# revisions import their SQL reader: ``from sqlfile import read_sql`` (alembic/sqlfile.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _dsn() -> str:
-    dsn = config.attributes.get("dsn") or context.get_x_argument(as_dictionary=True).get("dsn")
+    dsn = (
+        config.attributes.get("dsn")
+        or context.get_x_argument(as_dictionary=True).get("dsn")
+        or os.environ.get("CBIR_PG_DSN")
+    )
     if not dsn:
-        raise RuntimeError("no DSN: run `cbir-pg db migrate` or `alembic -x dsn=... upgrade head`")
+        raise RuntimeError(
+            "no DSN: run cbir-pg db migrate, or alembic -x dsn=... upgrade head (or set CBIR_PG_DSN)"
+        )
     return dsn
+
+
+def _plain_alembic_upgrade() -> bool:
+    """True for ``alembic upgrade`` from the command line (not ``cbir-pg db migrate``, which re-applies
+    the SQL files itself)."""
+    cmd = getattr(config.cmd_opts, "cmd", None)
+    return "dsn" not in config.attributes and bool(cmd) and getattr(cmd[0], "__name__", "") == "upgrade"
 
 
 def run_migrations_online() -> None:
@@ -36,6 +57,11 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+    if _plain_alembic_upgrade():
+        from cbir_pg.db.database import Database
+        from cbir_pg.db.migrate import apply_sql
+
+        apply_sql(Database(dsn))
 
 
 if context.is_offline_mode():

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.fusion_prepare import MODELS, prepare
+from cbir_pg.db.database import Database
 
 NS = (1, 3, 5, 10)
 GRID = {
@@ -45,14 +46,14 @@ def _crit(row: dict) -> float:
 DATASETS: list[str] | None = None  # --dataset: restrict queries and index (one dataset, or all)
 
 
-def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
+def evaluate(db: Database, what: str, ranking, split: str) -> dict:
     from cbir_pg.eval.fusion import evaluate_ranking
     from cbir_pg.eval.retrieval import evaluate_retrieval
 
     t0 = time.perf_counter()
     if ranking is None:
         r = evaluate_retrieval(
-            dsn, what, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact", progress=False
+            db, what, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact", progress=False
         )
         out = {
             "name": what,
@@ -61,7 +62,7 @@ def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
             "n_queries": r.primary.n_queries,
         }
     else:
-        r = evaluate_ranking(dsn, ranking, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact")
+        r = evaluate_ranking(db, ranking, ns=NS, query_splits=(split,), datasets=DATASETS, mode="exact")
         out = {"name": r.model, "run_id": r.run_id, **_p(r.summary), "n_queries": r.n_queries}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(
@@ -72,22 +73,22 @@ def evaluate(dsn: str, what: str, ranking, split: str) -> dict:
     return out
 
 
-def tune_and_test(dsn: str) -> dict:
+def tune_and_test(db: Database) -> dict:
     from cbir_pg.eval.fusion import Ranking
 
     val: dict[str, list[dict]] = {}
     print("validation (queries = val, index = train, exact)", flush=True)
-    singles = {m: evaluate(dsn, m, None, "val") for m in MODELS}
+    singles = {m: evaluate(db, m, None, "val") for m in MODELS}
     best_model = max(MODELS, key=lambda m: _crit(singles[m]))  # max keeps the first of equals
     val["single"] = list(singles.values())
 
     def pick(key: str, options, make):
-        rows = [(opt, evaluate(dsn, "", make(opt), "val")) for opt in options]
+        rows = [(opt, evaluate(db, "", make(opt), "val")) for opt in options]
         val[key] = [dict(r, option=list(o) if isinstance(o, tuple) else o) for o, r in rows]
         return max(rows, key=lambda t: _crit(t[1]))[0]
 
     c = pick("rrf", GRID["rrf_c"], lambda c: Ranking(MODELS, fusion="rrf", c=c))
-    mean_row = evaluate(dsn, "", Ranking(MODELS, fusion="mean"), "val")
+    mean_row = evaluate(db, "", Ranking(MODELS, fusion="mean"), "val")
     val["mean"] = [mean_row]
     rrf_best = max(r["micro"][0] + r["macro"][0] for r in val["rrf"]) / 2
     fusion = "rrf" if rrf_best >= _crit(mean_row) else "mean"
@@ -105,7 +106,7 @@ def tune_and_test(dsn: str) -> dict:
     print(f"chosen on val: {chosen}", flush=True)
 
     print("test (queries = test, index = train, exact), once", flush=True)
-    test = [evaluate(dsn, m, None, "test") for m in MODELS]
+    test = [evaluate(db, m, None, "test") for m in MODELS]
     configs = [
         Ranking(MODELS, fusion="rrf", c=c),
         Ranking(MODELS, fusion="mean"),
@@ -114,17 +115,15 @@ def tune_and_test(dsn: str) -> dict:
         Ranking((best_model,), expand=aqe, rerank=krr),
         Ranking(MODELS, fusion=fusion, c=c, expand=fused_aqe),
     ]
-    test += [evaluate(dsn, "", r, "test") for r in configs]
+    test += [evaluate(db, "", r, "test") for r in configs]
     return {"val": val, "chosen": chosen, "test": test}
 
 
-def latency(dsn: str, n_queries: int, k: int = 10, repeats: int = 3) -> dict:
+def latency(db: Database, n_queries: int, k: int = 10, repeats: int = 3) -> dict:
     """Per-query latency (ms, warm, HNSW) of one model's similar_images and of the two-model fusion."""
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
+    with db.connection() as conn:
         ids = [
-            r[0]
+            r["id"]
             for r in conn.execute(
                 "select i.id from cbir.image i join cbir.embedding_efficientnet_lite0 a on a.image_id = i.id"
                 " join cbir.embedding_efficientnet_lite2 b on b.image_id = i.id where i.split = 'test'"
@@ -176,17 +175,15 @@ def latency(dsn: str, n_queries: int, k: int = 10, repeats: int = 3) -> dict:
     return {"k": k, "queries": len(ids), "repeats": repeats, "results": out}
 
 
-def vector_counts(dsn: str) -> dict[str, int]:
-    import psycopg
+def vector_counts(db: Database) -> dict[str, int]:
     from psycopg import sql
 
     from cbir_pg.db import identifiers
+    from cbir_pg.db.database import scalar
 
-    with psycopg.connect(dsn) as conn:
+    with db.connection() as conn:
         return {
-            m: conn.execute(
-                sql.SQL("select count(*) from {}").format(identifiers.embedding_table(m))
-            ).fetchone()[0]
+            m: scalar(conn, sql.SQL("select count(*) from {}").format(identifiers.embedding_table(m)))
             for m in MODELS
         }
 
@@ -225,17 +222,17 @@ def main() -> None:
     args = ap.parse_args()
     global DATASETS
     DATASETS = args.dataset
-    dsn = args.dsn or prepare(args.home, args.data_dir)
+    db = Database(args.dsn or prepare(args.home, args.data_dir))
     result: dict = {
         "machine": machine_info(),
         "started": datetime.now(timezone.utc).isoformat(),
         "datasets": DATASETS,
-        "vectors": vector_counts(dsn),
+        "vectors": vector_counts(db),
     }
     if not args.skip_eval:
-        result.update(tune_and_test(dsn))
+        result.update(tune_and_test(db))
     if not args.skip_latency:
-        result["latency"] = latency(dsn, args.latency_queries)
+        result["latency"] = latency(db, args.latency_queries)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(__file__).parent / "results" / f"{stamp}-fusion.json"
     out.write_text(json.dumps(result, indent=1))

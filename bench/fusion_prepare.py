@@ -18,6 +18,7 @@ def prepare(home: Path, data_dir: Path) -> str:
     import psycopg
 
     from cbir_pg.datasets import import_medmnist_benchmark
+    from cbir_pg.db.database import Database, scalar
     from cbir_pg.db.migrate import migrate
     from cbir_pg.db.server import EmbeddedServer
     from cbir_pg.index import build_index
@@ -29,14 +30,15 @@ def prepare(home: Path, data_dir: Path) -> str:
         if not conn.execute("select 1 from pg_database where datname = 'fusion'").fetchone():
             conn.execute("create database fusion")
     dsn = status.uri("fusion")
-    migrate(dsn)
-    with psycopg.connect(dsn) as conn:
-        n = conn.execute("select count(*) from cbir.image").fetchone()[0]
+    db = Database(dsn)
+    migrate(db)
+    with db.connection() as conn:
+        n = scalar(conn, "select count(*) from cbir.image")
     if n == 0:
-        import_medmnist_benchmark(dsn, data_dir, progress=False)
+        import_medmnist_benchmark(db, data_dir, progress=False)
     for model in MODELS:
-        run_ingest(dsn, model, progress=False, batch_size=64)
-        build_index(dsn, model, progress=False, recall_queries=0)
+        run_ingest(db, model, progress=False, batch_size=64)
+        build_index(db, model, progress=False, recall_queries=0)
     return dsn
 
 

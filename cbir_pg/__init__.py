@@ -13,11 +13,35 @@ Layering (checked by ``tests/unit/test_layering.py``): the core (``db``, ``datas
 ``cbir_pg.ingest`` and ``cbir_pg.eval``: the wheel ships them inside ``cbir_pg/`` (see
 ``pyproject.toml``), and in a source checkout (editable install, or ``PYTHONPATH=<repo>``) the small
 finder below maps the two names onto the folders beside this package.
+
+For notebooks and scripts (docs/python-api.md)::
+
+    import cbir_pg
+    db = cbir_pg.connect()                      # embedded server, or cbir_pg.connect("postgresql://...")
+    db.search(123, "efficientnet_lite0", k=5)   # a pandas DataFrame
+    db.evaluate("efficientnet_lite0"); db.leaderboard()
+
+``connect`` and ``Client`` are the app layer's façade (:mod:`cbir_pg.app.api`), re-exported here by
+name only and loaded on first use, so ``import cbir_pg`` stays cheap and no core module depends on it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+# search, evaluate and leaderboard are methods of the client that connect() returns (cbir_pg.search is
+# the search module, so a module-level function of that name would be shadowed once it is imported).
+__all__ = ["Client", "connect", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Client", "connect"):
+        import importlib
+
+        return getattr(importlib.import_module("cbir_pg.app.api"), name)  # the app layer, by name
+    raise AttributeError(f"module 'cbir_pg' has no attribute {name!r}")
 
 
 def _map_checkout_subpackages() -> None:

@@ -29,11 +29,12 @@ import numpy as np
 import psycopg
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connection, translate
+from cbir_pg.db.database import Database, dict_cursor
 from cbir_pg.errors import ConfigError, NotFoundError
-from cbir_pg.eval import metrics, store
+from cbir_pg.eval import metrics, runs
 from cbir_pg.eval.retrieval import _check_splits, _index_params
-from cbir_pg.eval.topn import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, MODES, TopN, encoder_table
+from cbir_pg.eval.topn import EF_PER_RESULT, MODES, TopN, encoder_table
+from cbir_pg.rules import DEFAULT_EF_SEARCH, MAX_EF_SEARCH, check_ef_search
 
 FUSION_METHODS = ("rrf", "mean")
 
@@ -151,17 +152,21 @@ def _images(
     out: dict[int, int] | None = None
     for model in models:
         table, _ = encoder_table(conn, model)
-        rows = conn.execute(
-            queries.get("eval", "model_images", table=table),
-            {"splits": list(splits), "datasets": list(datasets) if datasets else None},
-        ).fetchall()
-        got = {int(i): int(lab) for i, lab in rows}
+        rows = (
+            dict_cursor(conn)
+            .execute(
+                queries.get("eval", "model_images", table=table),
+                {"splits": list(splits), "datasets": list(datasets) if datasets else None},
+            )
+            .fetchall()
+        )
+        got = {int(r["id"]): int(r["label_id"]) for r in rows}
         out = got if out is None else {i: lab for i, lab in out.items() if i in got}
     return out or {}
 
 
 def evaluate_ranking(
-    dsn: str,
+    db: Database,
     ranking: Ranking,
     *,
     ns: Sequence[int] = metrics.DEFAULT_NS,
@@ -175,14 +180,15 @@ def evaluate_ranking(
 ) -> RankingResult:
     """Evaluate ``ranking`` (see the module docstring) and store it as one retrieval run."""
     ns = metrics.check_ns(ns)
+    check_ef_search(ef_search)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
     (index_split,) = _check_splits([index_split], "index")
     query_splits = _check_splits(query_splits, "query")
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
     if ds is not None and len(ds) > 1:
-        with connection(dsn) as conn:
-            every = {r[0] for r in conn.execute(queries.get("eval", "all_dataset_keys"))}
+        with db.connection() as conn:
+            every = {r["key"] for r in dict_cursor(conn).execute(queries.get("eval", "all_dataset_keys"))}
         if set(ds) != every:  # all of them together is the same as no restriction
             raise ConfigError(
                 "--fuse/--expand/--rerank search one dataset or all of them (the SQL API's p_dataset): "
@@ -196,49 +202,46 @@ def evaluate_ranking(
     stmt, base = ranking.statement(n, index_split, ds[0] if ds and len(ds) == 1 else None, search)
 
     started = datetime.now(timezone.utc)
-    try:
-        with connection(dsn) as conn:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            if ds is not None:
-                found = {
-                    r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
-                }
-                unknown = [d for d in ds if d not in found]
-                if unknown:
-                    raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
-            index = _images(conn, ranking.models, [index_split], ds)
-            candidates = _images(conn, ranking.models, query_splits, ds)
-            qmap = {i: lab for i, lab in candidates.items() if lab >= 0}
-            if query_ids is not None:
-                qmap = {int(i): qmap[int(i)] for i in query_ids if int(i) in qmap}
-            qids = np.array(sorted(qmap), dtype=np.int64)
-            if not len(qids):
-                raise NotFoundError(
-                    f"no query images: no labelled {'/'.join(query_splits)} images with a vector in every "
-                    f"model of {ranking.name}"
-                )
-            if not index:
-                raise NotFoundError(f"no index images: no {index_split} images with a vector in every model")
-            index_params = {m: _index_params(conn, m) for m in ranking.models}
-            if ef is not None:
-                conn.execute("select set_config('hnsw.ef_search', %s, false)", (str(ef),))
-            q = len(qids)
-            ids = np.full((q, n), -1, dtype=np.int64)
-            scores = np.full((q, n), np.nan)
-            relevant = np.zeros((q, n), dtype=bool)
-            counts = np.zeros(q, dtype=np.int64)
-            t0 = time.perf_counter()
-            for start in range(0, q, batch_size):
-                idx = np.arange(start, min(start + batch_size, q))
-                rows = conn.execute(stmt, dict(base, query_ids=qids[idx].tolist())).fetchall()
-                for ord_, rank, image_id, score, rel in rows:
-                    i, j = idx[ord_ - 1], rank - 1
-                    ids[i, j], scores[i, j], relevant[i, j] = image_id, score, rel
-                    counts[i] += 1
-            seconds = time.perf_counter() - t0
-            conn.rollback()
-    except psycopg.Error as exc:
-        raise translate(exc) from None
+    with db.connection() as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for every query
+        cur = dict_cursor(conn)
+        if ds is not None:
+            found = {
+                r["key"] for r in cur.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
+            }
+            unknown = [d for d in ds if d not in found]
+            if unknown:
+                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+        index = _images(conn, ranking.models, [index_split], ds)
+        candidates = _images(conn, ranking.models, query_splits, ds)
+        qmap = {i: lab for i, lab in candidates.items() if lab >= 0}
+        if query_ids is not None:
+            qmap = {int(i): qmap[int(i)] for i in query_ids if int(i) in qmap}
+        qids = np.array(sorted(qmap), dtype=np.int64)
+        if not len(qids):
+            raise NotFoundError(
+                f"no query images: no labelled {'/'.join(query_splits)} images with a vector in every "
+                f"model of {ranking.name}"
+            )
+        if not index:
+            raise NotFoundError(f"no index images: no {index_split} images with a vector in every model")
+        index_params = {m: _index_params(conn, m) for m in ranking.models}
+        if ef is not None:  # transaction-local: the whole evaluation is one read-only transaction
+            cur.execute(queries.get("eval", "set_ef_search"), {"value": str(ef)})
+        q = len(qids)
+        ids = np.full((q, n), -1, dtype=np.int64)
+        scores = np.full((q, n), np.nan)
+        relevant = np.zeros((q, n), dtype=bool)
+        counts = np.zeros(q, dtype=np.int64)
+        t0 = time.perf_counter()
+        for start in range(0, q, batch_size):
+            idx = np.arange(start, min(start + batch_size, q))
+            for r in cur.execute(stmt, dict(base, query_ids=qids[idx].tolist())).fetchall():
+                i, j = idx[r["ord"] - 1], r["rank"] - 1
+                ids[i, j], scores[i, j], relevant[i, j] = r["image_id"], r["score"], r["relevant"]
+                counts[i] += 1
+        seconds = time.perf_counter() - t0
+        conn.rollback()
 
     labels_index = np.array(list(index.values()), dtype=np.int64)
     u, cnt = np.unique(labels_index, return_counts=True)
@@ -289,12 +292,14 @@ def evaluate_ranking(
         "similarities": "the ranking's score (fused score, similarity to the expanded query, re-ranked score)",
         "ties": "score, then image_id",
         "sql": "sql/schema/25_fusion.sql",
+        "profile": "default",
     }
-    with connection(dsn) as conn:
-        run_id = store.insert_run(
+    t_store = time.perf_counter()
+    with db.connection() as conn:
+        run_id = runs.insert_run(
             conn, kind="retrieval", model=ranking.name, mode=mode, params=params, index_params=index_params
         )
-        store.write_queries(
+        runs.write_queries(
             conn,
             run_id,
             query_ids=qids,
@@ -305,37 +310,40 @@ def evaluate_ranking(
             similarities=scores,
             counts=counts,
         )
-        rows: list[tuple[str, int, str, float]] = []
+        rows: list[runs.Metric] = []
         for j, cut in enumerate(ns):
-            rows += [("P", cut, "micro", summary.micro[j]), ("P", cut, "macro", summary.macro[j])]
-        store.write_metrics(conn, run_id, rows)
-        class_rows = []
-        for c, lab in enumerate(summary.classes):
-            if lab < 0:
-                continue
-            for j, cut in enumerate(ns):
-                class_rows.append(
-                    (
-                        int(lab),
-                        "P",
-                        cut,
-                        int(summary.class_n_queries[c]),
-                        class_sizes.get(int(lab), 0),
-                        summary.class_means[c, j],
-                    )
-                )
-        store.write_class_metrics(conn, run_id, class_rows)
-        store.finish_run(
+            rows += [
+                runs.Metric("P", cut, "micro", summary.micro[j]),
+                runs.Metric("P", cut, "macro", summary.macro[j]),
+            ]
+        runs.write_metrics(conn, run_id, rows)
+        class_rows = [
+            runs.ClassMetric(
+                int(lab),
+                "P",
+                cut,
+                int(summary.class_n_queries[c]),
+                class_sizes.get(int(lab), 0),
+                summary.class_means[c, j],
+            )
+            for c, lab in enumerate(summary.classes)
+            if lab >= 0
+            for j, cut in enumerate(ns)
+        ]
+        runs.write_class_metrics(conn, run_id, class_rows)
+        timings = {
+            "topn_s": seconds,
+            "queries_per_s": q / seconds if seconds > 0 else None,
+            "store_s": time.perf_counter() - t_store,
+        }
+        runs.finish_run(
             conn,
             run_id,
             n_queries=q,
             n_index=len(index),
             metrics=summary.as_dict(),
-            timings={
-                "topn_s": seconds,
-                "queries_per_s": q / seconds if seconds > 0 else None,
-                "total_s": seconds,
-            },
+            total_s=(datetime.now(timezone.utc) - started).total_seconds(),
+            timings=timings,
             started_at=started,
         )
     return RankingResult(

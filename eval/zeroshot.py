@@ -27,13 +27,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from cbir_pg.db import queries
-from cbir_pg.db.connect import connection, translate
+from cbir_pg.db.database import Database, dict_cursor
 from cbir_pg.errors import ConfigError, NotFoundError
-from cbir_pg.eval import metrics, store
+from cbir_pg.eval import metrics, runs
 from cbir_pg.eval.topn import MODES, encoder_table
+from cbir_pg.rules import check_split
 
 DEFAULT_TEMPLATE = "a {modality} image of {finding} in the {region}"
 #: how a modality code reads in a prompt
@@ -91,7 +91,7 @@ class ZeroShotResult:
 
 
 def evaluate_zeroshot(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     template: str = DEFAULT_TEMPLATE,
@@ -109,8 +109,7 @@ def evaluate_zeroshot(
     check_template(template)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"invalid split {split!r}: use train, val or test")
+    check_split(split)
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
     if ds is not None and len(ds) > 1:
         raise ConfigError(f"zero-shot evaluation searches one dataset or all of them, got {', '.join(ds)}")
@@ -119,49 +118,47 @@ def evaluate_zeroshot(
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     filters = {"splits": [split], "datasets": list(ds) if ds else None}
-    try:
-        with connection(dsn) as conn:
-            table, _ = encoder_table(conn, model)
-            check_stored_config(conn, model, weights)
-            classes = conn.execute(queries.get("eval", "zeroshot_classes", table=table), filters).fetchall()
-            if not classes:
-                raise NotFoundError(
-                    f"no labelled {split} images with a {model} vector" + (f" in {ds[0]}" if ds else "")
-                )
-            label_ids = [int(c[0]) for c in classes]
-            keys = [c[1] for c in classes]
-            sizes = [int(c[5]) for c in classes]
-            prompts = [prompt_for(template, c[1], c[2], c[3], c[4]) for c in classes]
-            vecs = embed_texts(create_text_encoder(model, weights=weights), prompts)
-            vec_param = [v for v in vecs]
-            rows = conn.execute(
-                queries.get("eval", "zeroshot_retrieval"),
-                {
-                    "label_ids": label_ids,
-                    "vecs": vec_param,
-                    "model": model,
-                    "n": n,
-                    "split": split,
-                    "dataset": ds[0] if ds else None,
-                    "method": "exact" if mode == "exact" else "auto",
-                },
-            ).fetchall()
-            pred = conn.execute(
-                queries.get("eval", "zeroshot_classify", table=table),
-                {**filters, "label_ids": label_ids, "vecs": vec_param},
-            ).fetchall()
-            conn.rollback()
-    except psycopg.Error as exc:
-        raise translate(exc) from None
+    with db.connection() as conn:
+        cur = dict_cursor(conn)
+        table, _ = encoder_table(conn, model)
+        check_stored_config(conn, model, weights)
+        classes = cur.execute(queries.get("eval", "zeroshot_classes", table=table), filters).fetchall()
+        if not classes:
+            raise NotFoundError(
+                f"no labelled {split} images with a {model} vector" + (f" in {ds[0]}" if ds else "")
+            )
+        label_ids = [int(c["id"]) for c in classes]
+        keys = [c["key"] for c in classes]
+        sizes = [int(c["n_images"]) for c in classes]
+        prompts = [prompt_for(template, c["key"], c["modality"], c["region"], c["finding"]) for c in classes]
+        vecs = embed_texts(create_text_encoder(model, weights=weights), prompts)
+        vec_param = [v for v in vecs]
+        rows = cur.execute(
+            queries.get("eval", "zeroshot_retrieval"),
+            {
+                "label_ids": label_ids,
+                "vecs": vec_param,
+                "model": model,
+                "n": n,
+                "split": split,
+                "dataset": ds[0] if ds else None,
+                "method": "exact" if mode == "exact" else "auto",
+            },
+        ).fetchall()
+        pred = cur.execute(
+            queries.get("eval", "zeroshot_classify", table=table),
+            {**filters, "label_ids": label_ids, "vecs": vec_param},
+        ).fetchall()
+        conn.rollback()
 
     c = len(classes)
     relevant = np.zeros((c, n), dtype=bool)
-    for ord_, rank, _image_id, rel in rows:
-        relevant[ord_ - 1, rank - 1] = rel
+    for r in rows:
+        relevant[r["ord"] - 1, r["rank"] - 1] = r["relevant"]
     prec = metrics.precision_at_n(relevant, np.array(sizes, dtype=np.int64), ns)
     mean_prec = np.nanmean(prec, axis=0)
-    truth = np.array([int(r[1]) for r in pred], dtype=np.int64)
-    guess = np.array([int(r[2]) for r in pred], dtype=np.int64)
+    truth = np.array([int(r["label_id"]) for r in pred], dtype=np.int64)
+    guess = np.array([int(r["predicted"]) for r in pred], dtype=np.int64)
     correct = truth == guess
     class_acc = np.array(
         [correct[truth == lab].mean() if (truth == lab).any() else np.nan for lab in label_ids]
@@ -187,28 +184,29 @@ def evaluate_zeroshot(
         "balanced_accuracy": balanced,
         **{f"P@{cut}": {"mean": mean_prec[j]} for j, cut in enumerate(ns)},
     }
-    with connection(dsn) as conn:
-        run_id = store.insert_run(
+    with db.connection() as conn:
+        run_id = runs.insert_run(
             conn, kind="zeroshot", model=model, mode=mode, params=params, index_params={}
         )
-        mrows: list[tuple[str, int, str, float]] = [
-            ("P", cut, "macro", mean_prec[j]) for j, cut in enumerate(ns)
+        mrows = [runs.Metric("P", cut, "macro", mean_prec[j]) for j, cut in enumerate(ns)]
+        mrows += [
+            runs.Metric("accuracy", 0, "micro", accuracy),
+            runs.Metric("accuracy", 0, "macro", balanced),
         ]
-        mrows += [("accuracy", 0, "micro", accuracy), ("accuracy", 0, "macro", balanced)]
-        store.write_metrics(conn, run_id, mrows)
+        runs.write_metrics(conn, run_id, mrows)
         crows = []
         for i, lab in enumerate(label_ids):
             for j, cut in enumerate(ns):
-                crows.append((lab, "P", cut, 1, sizes[i], prec[i, j]))
-            crows.append((lab, "accuracy", 0, sizes[i], sizes[i], class_acc[i]))
-        store.write_class_metrics(conn, run_id, crows)
-        store.finish_run(
+                crows.append(runs.ClassMetric(lab, "P", cut, 1, sizes[i], prec[i, j]))
+            crows.append(runs.ClassMetric(lab, "accuracy", 0, sizes[i], sizes[i], class_acc[i]))
+        runs.write_class_metrics(conn, run_id, crows)
+        runs.finish_run(
             conn,
             run_id,
             n_queries=c,
             n_index=len(pred),
             metrics=run_metrics,
-            timings={"total_s": seconds},
+            total_s=seconds,
             started_at=started,
         )
     return ZeroShotResult(

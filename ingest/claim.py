@@ -24,6 +24,12 @@ written with COPY and committed (:mod:`cbir_pg.ingest.worker`).
 Privileges: ``FOR NO KEY UPDATE`` needs UPDATE on at least one column of ``cbir.image``; role
 ``cbir_worker`` gets it on ``created_at`` only (``sql/schema/30_ingest.sql``).
 
+Keyset claims: a process claims ``i.id > after``, the highest id it has claimed so far
+(:class:`ingest.worker._Claimer`), so while its own batches are in flight a claim does not walk past and
+lock-check their rows (``SKIP LOCKED`` visits every locked row before the ``LIMIT`` is reached). When
+that finds nothing, one claim from the start (``after = 0``) picks up what was skipped: other workers'
+rolled-back batches and retries of failed images.
+
 A separate claim/queue table was not needed at this size: the ``NOT EXISTS`` anti-join is a primary-key
 lookup per image, and claiming is a small fraction of each batch's time next to decoding and the model.
 """
@@ -34,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
 
@@ -74,19 +81,27 @@ class ClaimFilter:
 
 
 def image_path(root: str, uri: str) -> str:
+    """The file of an image: its dataset root as this machine sees it (``CBIR_PG_DATA_ROOT``) / uri."""
+    from cbir_pg.roots import local_root
+
+    root = local_root(root)
     return str(Path(root) / uri) if root else uri
 
 
-def claim_batch(conn: psycopg.Connection, flt: ClaimFilter, batch_size: int) -> ClaimedBatch:
-    """Lock up to ``batch_size`` unembedded images in ``conn``'s transaction (left open; see the module
-    docstring for the locking). Returns an empty batch when nothing is claimable right now."""
+def claim_batch(conn: psycopg.Connection, flt: ClaimFilter, batch_size: int, after: int = 0) -> ClaimedBatch:
+    """Lock up to ``batch_size`` unembedded images with ids above ``after`` in ``conn``'s transaction
+    (left open; see the module docstring for the locking). Returns an empty batch when nothing is
+    claimable right now."""
     table = identifiers.embedding_table(flt.encoder)
-    rows = conn.execute(
-        queries.get("ingest", "claim", table=table), {**flt.params(), "batch": batch_size}
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(
+        queries.get("ingest", "claim", table=table), {**flt.params(), "batch": batch_size, "after": after}
     ).fetchall()
     if not rows:
         return ClaimedBatch(conn, [])
-    ids = [r[0] for r in rows]
-    done = {r[0] for r in conn.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})}
-    items = [ClaimItem(r[0], image_path(r[1], r[2])) for r in rows if r[0] not in done]
+    ids = [r["id"] for r in rows]
+    done = {
+        r["image_id"] for r in cur.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})
+    }
+    items = [ClaimItem(r["id"], image_path(r["root"], r["uri"])) for r in rows if r["id"] not in done]
     return ClaimedBatch(conn, items, skipped_done=len(done))

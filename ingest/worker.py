@@ -8,8 +8,9 @@ PostgreSQL rolls back and unlocks; a rerun (or any other worker) picks them up.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,12 +19,24 @@ import psycopg
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.connect import translate
+from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
 from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
 from cbir_pg.ingest.copy import copy_vectors
-from cbir_pg.ingest.pipeline import ClaimSampler, Failure, make_loader
+from cbir_pg.ingest.pipeline import (
+    BatchPreprocessor,
+    ClaimSampler,
+    DecodeOptions,
+    Failure,
+    LoadedBatch,
+    make_loader,
+)
+from cbir_pg.rules import check_splits
+
+#: logger ``cbir_pg.ingest.worker``: one line per batch and per worker start/end (``CBIR_PG_LOG_LEVEL=INFO``)
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 HASH_COMMENT = "cbir-pg encoder {key} config_hash={hash}"
@@ -70,13 +83,14 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
     conn.execute(queries.get("ingest", "setup_lock"))
-    row = conn.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
-    comment = conn.execute(
+    cur = dict_cursor(conn)
+    row = cur.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
+    comment = cur.execute(
         queries.get("ingest", "table_comment"), {"regclass": f"cbir.{table_name}"}
     ).fetchone()
-    stored = row[0] if row else None
-    if stored is None and comment and comment[0] and "config_hash=" in comment[0]:
-        stored = comment[0].rsplit("config_hash=", 1)[1].strip()
+    stored = row["config_hash"] if row else None
+    if stored is None and comment and comment["comment"] and "config_hash=" in comment["comment"]:
+        stored = comment["comment"].rsplit("config_hash=", 1)[1].strip()
     if stored is not None and stored != h:
         conn.rollback()
         raise ConfigError(
@@ -85,9 +99,8 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
             f" drop the table (cbir-pg models drop {key}, or DROP TABLE cbir.{table_name} CASCADE and delete"
             f" its cbir.encoder row) or register the new config under a new key"
         )
-    table_exists = (
-        comment is not None
-        and conn.execute("select to_regclass(%s) is not null", (f"cbir.{table_name}",)).fetchone()[0]
+    table_exists = comment is not None and scalar(
+        conn, "select to_regclass(%s) is not null", (f"cbir.{table_name}",)
     )
     if not table_exists:
         conn.execute(identifiers.create_embedding_table(key, config.dim))
@@ -120,25 +133,26 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
 def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
     if flt.datasets:
         unknown = [
-            r[0] for r in conn.execute(queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets})
+            r["k"]
+            for r in dict_cursor(conn).execute(
+                queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets}
+            )
         ]
         if unknown:
             raise NotFoundError(
                 f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)"
             )
-    bad = [s for s in flt.splits or [] if s not in ("train", "val", "test")]
-    if bad:
-        raise ConfigError(f"unknown split(s) {', '.join(map(repr, bad))}: use train, val or test")
+    check_splits(flt.splits or [])
 
 
 def count_todo(conn: psycopg.Connection, flt: ClaimFilter) -> int:
     q = queries.get("ingest", "count_todo", table=identifiers.embedding_table(flt.encoder))
-    return conn.execute(q, flt.params()).fetchone()[0]
+    return scalar(conn, q, flt.params())
 
 
 def count_done(conn: psycopg.Connection, flt: ClaimFilter) -> int:
     q = queries.get("ingest", "count_done", table=identifiers.embedding_table(flt.encoder))
-    return conn.execute(q, flt.params()).fetchone()[0]
+    return scalar(conn, q, flt.params())
 
 
 # --------------------------------------------------------------------------- one batch
@@ -175,71 +189,175 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
-def _encode(encoder: Encoder, x, precision: str):
+@dataclass
+class EncodedBatch:
+    """A claimed batch after the forward pass: the raw embeddings are on their way to host memory
+    (``ready`` is the CUDA event of that copy, or None) and are written by :func:`write_batch`."""
+
+    batch: ClaimedBatch
+    ok_ids: list[int]
+    raw: Any  # torch tensor (n, dim) on the host, or None when nothing was encodable
+    ready: Any
+    failures: list[Failure]
+
+
+def encode_batch(
+    batch: ClaimedBatch, encoder: Encoder, loaded: LoadedBatch, prep: BatchPreprocessor, precision: str
+) -> EncodedBatch:
+    """Preprocess on the device and run the model for one claimed batch; on CUDA the result's copy to
+    host memory is queued (non-blocking) and not waited for."""
     import torch
 
+    if loaded.ids != batch.ids:
+        raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
+    paths = {it.image_id: it.path for it in batch.items}
+    ok_ids, x = prep(loaded, paths)
+    failures = list(loaded.failures)
+    if x is None:
+        return EncodedBatch(batch, [], None, None, failures)
     with torch.inference_mode(), _autocast(encoder.device, precision):
         out = encoder.module(encoder.to_device(x))
-    return out.float().cpu().numpy()
+    out = out.float()
+    ready = None
+    if out.is_cuda:
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        out = host
+    return EncodedBatch(batch, ok_ids, out, ready, failures)
 
 
-def process_batch(
-    batch: ClaimedBatch, encoder: Encoder, loaded, precision: str, summary: IngestSummary
-) -> int:
-    """Encode, validate, COPY, record failures and commit one claimed batch; returns vectors written."""
-    ids, ok_ids, x, failures = loaded
-    paths = {it.image_id: it.path for it in batch.items}
-    if ids != batch.ids:
-        raise RuntimeError("pipeline out of order: the decoded batch does not match the claimed batch")
-    cfg = encoder.config
+def write_batch(enc: EncodedBatch, config: EncoderConfig, summary: IngestSummary) -> int:
+    """Validate and L2-normalise, binary COPY, record failures and commit one batch (its own
+    connection and transaction); returns vectors written."""
+    failures = enc.failures
     written = 0
-    if x is not None:
-        raw = _encode(encoder, x, precision)
-        vecs, reasons = l2_normalise(raw, cfg.dim)
+    if enc.raw is not None:
+        if enc.ready is not None:
+            enc.ready.synchronize()
+        raw = enc.raw.numpy()
+        paths = {it.image_id: it.path for it in enc.batch.items}
+        vecs, reasons = l2_normalise(raw, config.dim)
         keep = [i for i, r in enumerate(reasons) if r is None]
         for i, r in enumerate(reasons):
             if r is not None:
                 got = raw.shape[1] if raw.ndim == 2 else raw.shape
                 failures.append(
                     Failure(
-                        ok_ids[i],
+                        enc.ok_ids[i],
                         "ingest",
                         f"invalid_embedding_{r}",
-                        f"{cfg.key}: {r} vector (dim {got}, expected {cfg.dim})",
-                        source=str(paths.get(ok_ids[i])) if paths.get(ok_ids[i]) is not None else None,
+                        f"{config.key}: {r} vector (dim {got}, expected {config.dim})",
+                        source=str(paths.get(enc.ok_ids[i]))
+                        if paths.get(enc.ok_ids[i]) is not None
+                        else None,
                     )
                 )
         written = copy_vectors(
-            batch.conn, cfg.key, [ok_ids[i] for i in keep], vecs[keep], identifiers.vector_type_for(cfg.dim)
+            enc.batch.conn,
+            config.key,
+            [enc.ok_ids[i] for i in keep],
+            vecs[keep],
+            identifiers.vector_type_for(config.dim),
         )
-    _record_failures(batch.conn, cfg.key, failures)
-    batch.conn.commit()
+    _record_failures(enc.batch.conn, config.key, failures)
+    enc.batch.conn.commit()
     summary.embedded += written
     summary.failed += len(failures)
     summary.batches += 1
     for f in failures:
         summary.errors[f.reason] = summary.errors.get(f.reason, 0) + 1
+    log.info(
+        "batch %d model=%s pid=%d claimed=%d embedded=%d failed=%d",
+        summary.batches,
+        config.key,
+        os.getpid(),
+        len(enc.batch.items),
+        written,
+        len(failures),
+    )
     return written
+
+
+class _Writer:
+    """A thread that writes (COPY, failure rows, commit) finished batches while the main thread encodes
+    the next one. Each batch keeps its own connection and transaction, so commit semantics are those of
+    the serial loop: a batch is either committed whole or rolled back (and claimable again). The first
+    error stops the writing; the batches still queued are rolled back and the error is raised in the
+    main thread (:meth:`check`, :meth:`close`)."""
+
+    def __init__(self, config: EncoderConfig, summary: IngestSummary, release, on_batch, depth: int = 2):
+        import queue
+        import threading
+
+        self.config, self.summary, self.release, self.on_batch = config, summary, release, on_batch
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="cbir-ingest-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            enc = self.queue.get()
+            if enc is None:
+                return
+            try:
+                if self.error is None:
+                    n = write_batch(enc, self.config, self.summary)
+                    if self.on_batch:
+                        self.on_batch(n, len(enc.batch.items) - n)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+            finally:
+                self.release(enc.batch)
+
+    def check(self) -> None:
+        if self.error is not None:
+            exc, self.error = self.error, None
+            if isinstance(exc, psycopg.Error):
+                raise translate(exc) from None
+            raise exc
+
+    def put(self, enc: EncodedBatch) -> None:
+        self.check()
+        self.queue.put(enc)
+
+    def close(self) -> None:
+        """Wait until every queued batch is written (or rolled back after an error), then re-raise it."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put(None)
+            self.thread.join()
+        self.check()
 
 
 # --------------------------------------------------------------------------- one process
 
 
 class _Claimer:
-    """Claims batches on a small pool of connections (one per open transaction)."""
+    """Claims batches on a small pool of connections (one per open transaction). Keyset claims: ids
+    above the highest this claimer took; when that finds nothing, one claim from the start."""
 
-    def __init__(self, dsn: str, flt: ClaimFilter, batch_size: int, limit: int | None):
-        self.dsn, self.flt, self.batch_size, self.limit = dsn, flt, batch_size, limit
+    def __init__(self, db: Database, flt: ClaimFilter, batch_size: int, limit: int | None):
+        import threading
+
+        self.db, self.flt, self.batch_size, self.limit = db, flt, batch_size, limit
         self.idle: list[psycopg.Connection] = []
         self.all: list[psycopg.Connection] = []
         self.claimed = 0
+        self.after = 0
         self.exhausted = False
+        self.lock = threading.Lock()  # the writer thread releases connections
 
     def _conn(self) -> psycopg.Connection:
-        if self.idle:
-            return self.idle.pop()
-        c = connect(self.dsn)
-        self.all.append(c)
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        c = self.db.connect()
+        with self.lock:
+            self.all.append(c)
         return c
 
     def release(self, batch: ClaimedBatch) -> None:
@@ -252,7 +370,8 @@ class _Claimer:
             with contextlib.suppress(Exception):
                 batch.conn.close()
             return
-        self.idle.append(batch.conn)
+        with self.lock:
+            self.idle.append(batch.conn)
 
     def __call__(self) -> ClaimedBatch | None:
         while not self.exhausted:
@@ -262,17 +381,25 @@ class _Claimer:
                 break
             conn = self._conn()
             try:
-                batch = claim_batch(conn, self.flt, n)
-            except psycopg.Error as exc:
+                with db_errors():
+                    batch = claim_batch(conn, self.flt, n, self.after)
+            except CbirError:
                 self.release(ClaimedBatch(conn))
-                raise translate(exc) from None
+                raise
+            if batch.items or batch.skipped_done:
+                self.after = max([self.after, *(it.image_id for it in batch.items)])
             if batch.items:
                 self.claimed += len(batch.items)
                 return batch
             conn.rollback()
-            self.idle.append(conn)
-            if not batch.skipped_done:  # nothing claimable: the rest is done, failed or held by others
-                self.exhausted = True
+            with self.lock:
+                self.idle.append(conn)
+            if batch.skipped_done:  # every claimed row was done meanwhile: claim on
+                continue
+            if self.after:  # nothing above our keyset: once more from the start
+                self.after = 0
+                continue
+            self.exhausted = True  # nothing claimable: the rest is done, failed or held by others
         return None
 
     def close(self) -> None:
@@ -283,8 +410,22 @@ class _Claimer:
                 c.close()
 
 
+def decode_options(encoder: Encoder, *, fast_decode: bool = False, jpeg_on_device: bool | None = None):
+    """The loader workers' job for this encoder: resize on the device when it reproduces the config
+    (:func:`cbir_pg.encoders.device_preprocess.device_resize_supported`); JPEGs decoded on the device by
+    default on CUDA only."""
+    from cbir_pg.encoders.device_preprocess import device_resize_supported
+
+    if jpeg_on_device is None:
+        jpeg_on_device = encoder.device.startswith("cuda")
+    resize = device_resize_supported(encoder.config)
+    return DecodeOptions(
+        resize_on_device=resize, jpeg_on_device=bool(jpeg_on_device) and resize, fast_decode=fast_decode
+    )
+
+
 def _run_one(
-    dsn: str,
+    db: Database,
     encoder: Encoder,
     flt: ClaimFilter,
     *,
@@ -294,27 +435,40 @@ def _run_one(
     limit: int | None,
     summary: IngestSummary,
     on_batch=None,
+    fast_decode: bool = False,
+    jpeg_on_device: bool | None = None,
 ) -> None:
     """Passes over the claimable images until a pass claims nothing (failed images are retried in the
-    next pass until ``max_attempts``)."""
+    next pass until ``max_attempts``). Per batch: the main thread preprocesses on the device and runs the
+    model while the DataLoader decodes (and claims) the next batches and the writer thread COPYs and
+    commits the previous one."""
     pin = encoder.device.startswith("cuda")
+    options = decode_options(encoder, fast_decode=fast_decode, jpeg_on_device=jpeg_on_device)
+    prep = BatchPreprocessor(encoder.config, encoder.device)
     while True:
         claimer = _Claimer(
-            dsn, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
+            db, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
         )
         sampler = ClaimSampler(claimer)
+        writer = _Writer(encoder.config, summary, claimer.release, on_batch)
         try:
-            for loaded in make_loader(encoder.config, sampler, workers=loader_workers, pin_memory=pin):
+            loader = make_loader(
+                encoder.config, sampler, workers=loader_workers, pin_memory=pin, options=options
+            )
+            for loaded in loader:
                 batch = sampler.pending.popleft()
                 try:
-                    n = process_batch(batch, encoder, loaded, precision, summary)
-                except psycopg.Error as exc:
-                    raise translate(exc) from None
-                finally:
+                    with db_errors():
+                        enc = encode_batch(batch, encoder, loaded, prep, precision)
+                except BaseException:
                     claimer.release(batch)
-                if on_batch:
-                    on_batch(n, len(batch.items) - n)
+                    raise
+                writer.put(enc)
+            writer.close()
         finally:
+            if not writer.closed:
+                with contextlib.suppress(BaseException):
+                    writer.close()
             while sampler.pending:  # claimed but not processed (an error or Ctrl-C): give the work back
                 claimer.release(sampler.pending.popleft())
             claimer.close()
@@ -322,10 +476,13 @@ def _run_one(
             return
 
 
-def _child(dsn: str, model: str, kwargs: dict[str, Any], queue) -> None:
+def _child(db: Database, model: str, kwargs: dict[str, Any], queue) -> None:
     """Entry point of a spawned worker process: the single-process loop, summary back on ``queue``."""
+    from cbir_pg.logs import configure_logging
+
+    configure_logging()  # a spawned process starts without the parent's logging setup
     try:
-        s = run_ingest(dsn, model, processes=1, progress=False, **kwargs)
+        s = run_ingest(db, model, processes=1, progress=False, **kwargs)
         queue.put(("ok", asdict(s)))
     except CbirError as exc:
         queue.put(("error", str(exc)))
@@ -335,21 +492,13 @@ def _child(dsn: str, model: str, kwargs: dict[str, Any], queue) -> None:
 
 
 def _progress_bar(total: int, enabled: bool, model: str):
-    from tqdm.auto import tqdm
+    from cbir_pg.progress import progress_bar
 
-    return tqdm(
-        total=total,
-        unit="img",
-        desc=f"ingest {model}",
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
+    return progress_bar(total, f"ingest {model}", unit="img", enabled=enabled)
 
 
 def run_ingest(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     datasets: list[str] | None = None,
@@ -365,13 +514,19 @@ def run_ingest(
     limit: int | None = None,
     pretrained: bool = True,
     reconnect_timeout: float = 300.0,
+    fast_decode: bool = False,
+    jpeg_on_device: bool | None = None,
 ) -> IngestSummary:
     """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
 
     Safe to run any number of times and in any number of processes or machines at once: each image is
     written exactly once. ``pretrained=False`` uses seeded random weights (its own config hash).
     A lost connection (server restart) is retried with exponential back-off for up to
-    ``reconnect_timeout`` seconds; open batches were rolled back by the server, so nothing is lost."""
+    ``reconnect_timeout`` seconds; open batches were rolled back by the server, so nothing is lost.
+
+    ``fast_decode`` (opt-in) decodes JPEGs in PIL's draft mode (DCT-domain downscaling to near the
+    model's input size): several times faster on large JPEGs, with slightly different pixels than the
+    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA)."""
     if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
         raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
     if precision not in PRECISIONS:
@@ -381,19 +536,22 @@ def run_ingest(
         model, list(datasets) if datasets else None, list(splits) if splits else None, max_attempts
     )
 
-    with connect(dsn) as conn:
-        try:
-            _check_selection(conn, flt)
-            ensure_encoder_table(conn, config)
-            conn.commit()
-            todo = count_todo(conn, flt)
-        except psycopg.Error as exc:
-            raise translate(exc) from None
+    todo = _prepare(db, flt, config)
 
     from cbir_pg.encoders import resolve_device
 
     dev = resolve_device(device)
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
+    log.info(
+        "worker start model=%s config=%s device=%s pid=%d processes=%d batch_size=%d todo=%d",
+        model,
+        summary.config_hash[:12],
+        dev,
+        os.getpid(),
+        processes,
+        batch_size,
+        todo,
+    )
     started = time.perf_counter()
     total = todo if limit is None else min(todo, limit)
     if todo == 0:  # nothing claimable: do not load the model at all
@@ -402,27 +560,24 @@ def run_ingest(
         encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
             raise ConfigError(f"encoder {model} config changed while starting")
-        bar = _progress_bar(total, progress, model)
-        try:
-            _with_reconnect(
-                lambda: _run_one(
-                    dsn,
-                    encoder,
-                    flt,
-                    batch_size=batch_size,
-                    loader_workers=loader_workers,
-                    precision=precision,
-                    limit=limit,
-                    summary=summary,
-                    on_batch=lambda ok, bad: bar.update(ok + bad),
-                ),
-                reconnect_timeout,
-            )
-        finally:
-            bar.close()
+        _run_single(
+            db,
+            encoder,
+            flt,
+            summary,
+            total,
+            progress=progress,
+            reconnect_timeout=reconnect_timeout,
+            batch_size=batch_size,
+            loader_workers=loader_workers,
+            precision=precision,
+            limit=limit,
+            fast_decode=fast_decode,
+            jpeg_on_device=jpeg_on_device,
+        )
     else:
         _run_many(
-            dsn,
+            db,
             model,
             flt,
             processes,
@@ -440,17 +595,61 @@ def run_ingest(
                 max_attempts=max_attempts,
                 limit=None if limit is None else -(-limit // processes),
                 pretrained=pretrained,
+                fast_decode=fast_decode,
+                jpeg_on_device=jpeg_on_device,
             ),
         )
     summary.seconds = time.perf_counter() - started
-
-    def final_counts() -> None:
-        with connect(dsn) as conn:
-            summary.done = count_done(conn, flt)
-            summary.remaining = count_todo(conn, flt)
-
-    _with_reconnect(final_counts, reconnect_timeout)
+    log.info(
+        "worker done model=%s pid=%d embedded=%d failed=%d batches=%d seconds=%.1f",
+        model,
+        os.getpid(),
+        summary.embedded,
+        summary.failed,
+        summary.batches,
+        summary.seconds,
+    )
+    _with_reconnect(lambda: _final_counts(db, flt, summary), reconnect_timeout)
     return summary
+
+
+def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:
+    """Check the selection, create the model's table and encoder row on first use; how many to do."""
+    with db.connection() as conn:
+        _check_selection(conn, flt)
+        ensure_encoder_table(conn, config)
+        conn.commit()
+        return count_todo(conn, flt)
+
+
+def _run_single(
+    db: Database,
+    encoder: Encoder,
+    flt: ClaimFilter,
+    summary: IngestSummary,
+    total: int,
+    *,
+    progress: bool,
+    reconnect_timeout: float,
+    **loop: Any,
+) -> None:
+    """The single-process loop with a progress bar, retried on a lost connection."""
+    bar = _progress_bar(total, progress, encoder.config.key)
+    try:
+        _with_reconnect(
+            lambda: _run_one(
+                db, encoder, flt, summary=summary, on_batch=lambda ok, bad: bar.advance(ok + bad), **loop
+            ),
+            reconnect_timeout,
+        )
+    finally:
+        bar.close()
+
+
+def _final_counts(db: Database, flt: ClaimFilter, summary: IngestSummary) -> None:
+    with db.connection() as conn:
+        summary.done = count_done(conn, flt)
+        summary.remaining = count_todo(conn, flt)
 
 
 def _with_reconnect(fn, timeout: float, first_delay: float = 0.5, max_delay: float = 30.0):
@@ -475,28 +674,26 @@ def _with_reconnect(fn, timeout: float, first_delay: float = 0.5, max_delay: flo
             delay = min(delay * 2, max_delay)
 
 
-def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> None:
+def _run_many(db: Database, model, flt, processes, summary, total, progress, kwargs) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(dsn, model, kwargs, queue), daemon=False) for _ in range(processes)
+        ctx.Process(target=_child, args=(db, model, kwargs, queue), daemon=False) for _ in range(processes)
     ]
     for p in procs:
         p.start()
     bar = _progress_bar(total, progress, model)
     results: list[tuple[str, Any]] = []
     try:
-        with connect(dsn) as conn:
-            conn.autocommit = True
+        with db.connection(autocommit=True) as conn:
             start_done = count_done(conn, flt)
             while any(p.is_alive() for p in procs) or not queue.empty():
                 while not queue.empty():
                     results.append(queue.get())
                 if progress:
-                    bar.n = min(total, count_done(conn, flt) - start_done)
-                    bar.refresh()
+                    bar.set(min(total, count_done(conn, flt) - start_done))
                 time.sleep(0.5)
     finally:
         bar.close()

@@ -1,7 +1,9 @@
 """Test fixtures: a real PostgreSQL with pgvector (the embedded server, or ``CBIR_PG_TEST_DSN``), one
 migrated template database per session, and a fresh clone (``CREATE DATABASE x TEMPLATE t``) per test.
 
-Real data: ``CBIR_PG_DATA_DIR`` (default ``../shared/datasets`` beside the checkout). Tests that need it
+Real data: ``CBIR_PG_DATA_DIR`` (default, only when the variable is unset: ``../shared/datasets`` beside
+the checkout) holding ``breastmnist.npz`` and ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``.
+An explicit ``CBIR_PG_DATA_DIR`` is the only place looked at. Tests that need the data
 skip with a reason where it is absent, unless ``CBIR_PG_REQUIRE_DATA=1`` (set by ``.ci/run``), which
 makes them fail instead.
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
+from cbir_pg.db.database import Database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,7 +88,7 @@ def template_db(pg_server_dsn: str) -> Iterator[str]:
 
     name = f"cbir_tmpl_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name)
-    migrate(dsn)
+    migrate(Database(dsn))
     yield name
     drop_database(pg_server_dsn, name)
 
@@ -130,19 +134,31 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
 
 # --------------------------------------------------------------------------- real data
 def data_dir() -> Path | None:
+    """The MedMNIST folder: ``CBIR_PG_DATA_DIR`` when set (an explicit variable wins, no fallback),
+    else ``../shared/datasets``; ``None`` when it lacks either file."""
+    from cbir_pg.datasets import MEDMNIST_BENCHMARK_FILES, medmnist_files_in
+
     env = os.environ.get("CBIR_PG_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "datasets")
-    for c in candidates:
-        if (c / "breastmnist.npz").exists() and (c / "pneumoniamnist_subset.npz").exists():
-            return c.resolve()
-    return None
+    c = Path(env) if env else REPO.parent / "shared" / "datasets"
+    return c.resolve() if len(medmnist_files_in(c)) == len(MEDMNIST_BENCHMARK_FILES) else None
+
+
+def medmnist_file(d: Path, flag: str) -> Path:
+    """The file of ``flag`` (``breastmnist`` or ``pneumoniamnist``) in the data folder ``d``; PneumoniaMNIST
+    may be the full ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``."""
+    from cbir_pg.datasets import medmnist_files_in
+
+    return medmnist_files_in(d)[flag]
 
 
 def require_data() -> Path:
     d = data_dir()
     if d is None:
-        msg = "MedMNIST files not found: set CBIR_PG_DATA_DIR to a folder with breastmnist.npz and pneumoniamnist_subset.npz"
+        where = os.environ.get("CBIR_PG_DATA_DIR") or str(REPO.parent / "shared" / "datasets")
+        msg = (
+            f"MedMNIST files not found in {where}: set CBIR_PG_DATA_DIR to a folder with breastmnist.npz and "
+            "pneumoniamnist.npz (or pneumoniamnist_subset.npz)"
+        )
         if os.environ.get("CBIR_PG_REQUIRE_DATA") == "1":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -165,9 +181,9 @@ def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: 
 
     name = f"cbir_mm_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name, template=template_db)
-    import_medmnist_benchmark(dsn, medmnist_dir, progress=False)
-    run_ingest(dsn, "efficientnet_lite0", progress=False, batch_size=64)
-    build_index(dsn, "efficientnet_lite0", progress=False, recall_queries=0)
+    import_medmnist_benchmark(Database(dsn), medmnist_dir, progress=False)
+    run_ingest(Database(dsn), "efficientnet_lite0", progress=False, batch_size=64)
+    build_index(Database(dsn), "efficientnet_lite0", progress=False, recall_queries=0)
     yield name
     drop_database(pg_server_dsn, name)
 

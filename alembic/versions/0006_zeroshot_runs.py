@@ -8,6 +8,7 @@ Create Date: 2026-11-30
 from __future__ import annotations
 
 from alembic import op
+from sqlfile import read_sql
 
 revision = "0006"
 down_revision = "0001"
@@ -16,15 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
-        "alter table cbir.eval_run drop constraint eval_run_kind_check, add constraint eval_run_kind_check"
-        " check (kind in ('retrieval', 'knn', 'linear', 'ablation', 'zeroshot'))"
-    )
+    op.execute(read_sql("zeroshot_runs.sql"))  # alembic/sql/zeroshot_runs.sql
 
 
 def downgrade() -> None:
-    op.execute("delete from cbir.eval_run where kind = 'zeroshot'")
-    op.execute(
-        "alter table cbir.eval_run drop constraint eval_run_kind_check, add constraint eval_run_kind_check"
-        " check (kind in ('retrieval', 'knn', 'linear', 'ablation'))"
-    )
+    op.execute(read_sql("zeroshot_runs.down.sql"))

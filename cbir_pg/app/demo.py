@@ -20,10 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cbir_pg.config import get_settings
 from cbir_pg.db import identifiers, queries
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
 
 STEPS = (
     "start database",
@@ -80,34 +83,32 @@ def _latest_fresh_run(conn, model: str, kind: str) -> int | None:
         queries.get("demo", "latest_fresh_run", table=identifiers.embedding_table(model)),
         {"model": model, "kind": kind},
     ).fetchone()
-    return row[0] if row else None
+    return row["id"] if row else None
 
 
-def _fusion_partner(dsn: str, model: str, fuse_with: str | None, datasets: list[str]) -> str | None:
+def _fusion_partner(db: Database, model: str, fuse_with: str | None, datasets: list[str]) -> str | None:
     """The second model to fuse with: ``fuse_with`` itself, or for ``"auto"`` ``efficientnet_lite2``
     when its vectors already cover every non-excluded benchmark image (the default demo embeds one)."""
-    from cbir_pg.db.connect import connection
+    from cbir_pg.db.database import scalar
 
     if fuse_with != "auto":
         return fuse_with
     partner = "efficientnet_lite2" if model != "efficientnet_lite2" else "efficientnet_lite0"
-    with connection(dsn) as conn:
-        exists = conn.execute(
-            "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(partner)}",)
-        ).fetchone()[0]
-        if not exists:
+    with db.connection() as conn:
+        if not scalar(conn, queries.get("demo", "embedding_table_exists"), {"model": partner}):
             return None
-        missing = conn.execute(
+        missing = scalar(
+            conn,
             queries.get("demo", "benchmark_missing_vectors", table=identifiers.embedding_table(partner)),
             {"keys": datasets},
-        ).fetchone()[0]
+        )
     return partner if missing == 0 else None
 
 
-def _evaluate_fusion(result: DemoResult, model: str, datasets: list[str]) -> str:
+def _evaluate_fusion(db: Database, result: DemoResult, model: str, datasets: list[str]) -> str:
     """Reciprocal rank fusion of ``model`` and the partner, ANN, test queries, index = train; reused
     when it is newer than both models' newest vector."""
-    from cbir_pg.db.connect import connection
+    from cbir_pg.db.database import scalar
     from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     partner = result.fuse_with
@@ -119,15 +120,15 @@ def _evaluate_fusion(result: DemoResult, model: str, datasets: list[str]) -> str
         return "no second model to fuse"
     ranking = Ranking((model, partner), fusion="rrf")
     result.fused_model = ranking.name
-    with connection(result.dsn) as conn:
-        others = conn.execute(queries.get("demo", "other_datasets"), {"keys": datasets}).fetchone()[0]
-        if others:
+    with db.connection() as conn:
+        if scalar(conn, queries.get("demo", "other_datasets"), {"keys": datasets}):
             result.fusion_note = (
                 "no fused row: the database holds datasets beyond the benchmark, and the fused search "
                 "takes one dataset or all of them"
             )
             return "fusion skipped (other datasets present)"
-        row = conn.execute(
+        fresh = scalar(
+            conn,
             queries.get(
                 "demo",
                 "latest_fresh_fused_run",
@@ -135,11 +136,11 @@ def _evaluate_fusion(result: DemoResult, model: str, datasets: list[str]) -> str
                 table_b=identifiers.embedding_table(partner),
             ),
             {"model": ranking.name},
-        ).fetchone()
-    if row is not None:
-        result.fused_run_id = row[0]
-        return f"{ranking.name}: reused run {row[0]}"
-    r = evaluate_ranking(result.dsn, ranking, datasets=datasets, mode="ann")
+        )
+    if fresh is not None:
+        result.fused_run_id = int(fresh)
+        return f"{ranking.name}: reused run {fresh}"
+    r = evaluate_ranking(db, ranking, datasets=datasets, mode="ann")
     result.fused_run_id = r.run_id
     return f"{ranking.name}: run {r.run_id}"
 
@@ -158,7 +159,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
     from cbir_pg.app.demo_data import resolve_demo_files
-    from cbir_pg.db.connect import connection, resolve_dsn
+    from cbir_pg.db.database import Database, scalar
 
     identifiers.check_key(model)
     if fuse_with not in (None, "auto"):
@@ -182,9 +183,10 @@ def run_demo(
 
     files = resolve_demo_files(settings, data_dir)  # fail fast, before anything is started
     result = DemoResult(dsn="", model=model, files=files)
+    db = Database(dsn, settings=settings)
 
     def start() -> str:
-        result.dsn = resolve_dsn(dsn, settings)
+        result.dsn = db.dsn  # resolving it starts the embedded server when no DSN is given
         from cbir_pg.db.connect import redact
 
         return redact(result.dsn)
@@ -192,7 +194,7 @@ def run_demo(
     def migrate() -> str:
         from cbir_pg.db.migrate import migrate as run_migrate
 
-        r = run_migrate(result.dsn)
+        r = run_migrate(db)
         return f"schema at revision {r.after}"
 
     def do_import() -> str:
@@ -200,12 +202,10 @@ def run_demo(
 
         added = 0
         for flag, path in files.items():
-            summary = import_dataset(result.dsn, "medmnist", path, flag=flag, progress=progress)
+            summary = import_dataset(db, "medmnist", path, flag=flag, progress=progress)
             added += summary.imported
-        with connection(result.dsn) as conn:
-            result.images = conn.execute(
-                queries.get("demo", "benchmark_images"), {"keys": list(files)}
-            ).fetchone()[0]
+        with db.connection() as conn:
+            result.images = scalar(conn, queries.get("demo", "benchmark_images"), {"keys": list(files)})
         result.imported = added
         return f"{added} new images, {result.images} in the benchmark"
 
@@ -213,15 +213,15 @@ def run_demo(
         from cbir_pg.ingest.worker import run_ingest
 
         s = run_ingest(
-            result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
+            db, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
         )
         result.embedded, result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
         detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
-        result.fuse_with = _fusion_partner(result.dsn, model, fuse_with, list(files))
+        result.fuse_with = _fusion_partner(db, model, fuse_with, list(files))
         if fuse_with not in (None, "auto"):
             s2 = run_ingest(
-                result.dsn,
+                db,
                 fuse_with,
                 datasets=list(files),
                 batch_size=batch_size,
@@ -236,11 +236,11 @@ def run_demo(
 
         details = []
         for key in [model] + ([result.fuse_with] if result.fuse_with else []):
-            existing = [st for st in index_status(result.dsn, key) if st.kind == "hnsw" and st.valid]
+            existing = [st for st in index_status(db, key) if st.kind == "hnsw" and st.valid]
             if existing and (result.embedded == 0 or key != model):
                 details.append(f"reused {existing[0].index_name}")
                 continue
-            rep = build_index(result.dsn, key, progress=False)
+            rep = build_index(db, key, progress=False)
             result.index_built = result.index_built or key == model
             details.append(
                 f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
@@ -252,58 +252,54 @@ def run_demo(
 
         detail = []
         for key in [model] + ([result.fuse_with] if result.fuse_with else []):
-            with connection(result.dsn) as conn:
+            with db.connection() as conn:
                 fresh = _latest_fresh_run(conn, key, "retrieval")
             if fresh is not None:
                 result.retrieval_reused = result.retrieval_reused or key == model
                 detail.append(f"{key}: reused run {fresh} (no new embeddings since)")
                 continue
-            r = evaluate_retrieval(
-                result.dsn, key, datasets=list(files), compare_exact=True, progress=progress
-            )
+            r = evaluate_retrieval(db, key, datasets=list(files), compare_exact=True, progress=progress)
             if key == model:
                 result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
             detail.append(f"{key}: runs " + ", ".join(f"{m}={mr.run_id}" for m, mr in r.runs.items()))
-        detail.append(_evaluate_fusion(result, model, list(files)))
+        detail.append(_evaluate_fusion(db, result, model, list(files)))
         return "; ".join(detail)
 
     def do_knn() -> str:
         from cbir_pg.eval.knn import evaluate_knn
 
-        with connection(result.dsn) as conn:
+        with db.connection() as conn:
             fresh = _latest_fresh_run(conn, model, "knn")
         if fresh is not None:
             result.knn_reused, result.knn_run_id = True, fresh
             return f"reused run {fresh}"
-        k = evaluate_knn(result.dsn, model, datasets=list(files), progress=progress)
+        k = evaluate_knn(db, model, datasets=list(files), progress=progress)
         result.knn_run_id, result.knn_k = k.run_id, k.k
         return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
 
     def do_report() -> str:
         from cbir_pg.eval.report import write_report
 
-        rep = write_report(result.dsn, out, models=[model])
+        rep = write_report(db, out, models=[model])
         result.report_index = rep.index
         return f"{len(rep.figures)} figures, {rep.index}"
 
     def summarise() -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
-        from cbir_pg.eval.store import table2
+        from cbir_pg.eval.runs import table2
 
-        result.table2 = table2(result.dsn)
-        with connection(result.dsn) as conn:
+        result.table2 = table2(db)
+        with db.connection() as conn:
             row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": model}).fetchone()
             if row:
                 result.recall = {
-                    n: float(v) for n, v in zip((1, 3, 5, 10), row, strict=True) if v is not None
+                    n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
                 }
             knn = conn.execute(queries.get("demo", "latest_knn"), {"model": model}).fetchone()
             if knn:
-                result.knn_run_id, result.knn_k = knn[0], knn[1]
+                result.knn_run_id, result.knn_k = knn["run_id"], knn["k"]
                 names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
-                result.knn_metrics = {
-                    n: float(v) for n, v in zip(names, knn[2:], strict=True) if v is not None
-                }
+                result.knn_metrics = {n: float(knn[n]) for n in names if knn[n] is not None}
         return f"{len(result.table2)} leaderboard rows"
 
     for i, fn in enumerate(

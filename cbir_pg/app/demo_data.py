@@ -74,6 +74,14 @@ def _download(spec: MedMnistFile, dest: Path, timeout: float = 30.0) -> Path:
     return dest
 
 
+def files_in(folder: Path) -> dict[str, Path]:
+    """``{flag: path}`` of the demo files found in ``folder`` (either accepted name of each); missing
+    flags are left out."""
+    from cbir_pg.datasets import medmnist_files_in
+
+    return medmnist_files_in(folder)
+
+
 def resolve_demo_files(settings: Settings, data_dir: Path | None = None) -> dict[str, Path]:
     """``{flag: path}`` for BreastMNIST and PneumoniaMNIST, from the data folder, the cache or Zenodo."""
     folder = data_dir or settings.data_dir

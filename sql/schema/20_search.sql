@@ -58,7 +58,7 @@ begin
     distance_expr := 'e.embedding';
     query_expr := '$1::halfvec';
     opclass := 'halfvec_cosine_ops';
-  elsif dim > 2000 then
+  elsif dim > cbir.max_vector_index_dim() then
     -- HNSW indexes vector up to 2,000 dims; above that the index covers a halfvec expression
     distance_expr := format('(e.embedding::halfvec(%s))', dim);
     query_expr := format('$1::halfvec(%s)', dim);
@@ -70,10 +70,20 @@ begin
   end if;
   select c.relname into ann_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
-  where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_idx', p_model);
+  where x.indrelid = v_rel and x.indisvalid and c.relname = cbir.index_name(p_model, 'hnsw');
+  -- a vector column indexed as halfvec (the default storage of `index build`, measured fastest at equal
+  -- recall): search the expression the index covers
+  if column_type = 'vector' and dim <= 2000 and exists (
+    select 1 from pg_index x join pg_class c on c.oid = x.indexrelid join pg_opclass o on o.oid = x.indclass[0]
+    where x.indrelid = v_rel and c.relname = cbir.index_name(p_model, 'hnsw')
+      and o.opcname = 'halfvec_cosine_ops') then
+    distance_expr := format('(e.embedding::halfvec(%s))', dim);
+    query_expr := format('$1::halfvec(%s)', dim);
+    opclass := 'halfvec_cosine_ops';
+  end if;
   select c.relname into binary_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
-  where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_bq_idx', p_model);
+  where x.indrelid = v_rel and x.indisvalid and c.relname = cbir.index_name(p_model, 'hnsw_bq');
 end
 $$;
 
@@ -107,8 +117,12 @@ declare
   v_old_ef text;
   v_old_iter text;
   v_old_ef_int int;
+  v_exact text;
 begin
   select * into s from cbir.model_vector_space(p_model);
+  -- distances reported (and exact search) at the stored precision, whatever the index covers (a halfvec
+  -- index on a vector column orders the candidates; they are returned by full-precision distance)
+  v_exact := case when s.column_type = 'halfvec' then 'e.embedding <=> $1::halfvec' else 'e.embedding <=> $1' end;
   if p_vec is null then
     raise exception 'the query vector is null' using errcode = 'null_value_not_allowed';
   end if;
@@ -130,7 +144,7 @@ begin
 
   -- filters: validated, then bound as parameters ($3 .. $7); only the filters given appear in the SQL
   if p_split is not null then
-    if p_split not in ('train', 'val', 'test') then
+    if not p_split = any(cbir.splits()) then
       raise exception 'invalid split %: use train, val or test', to_jsonb(p_split)::text
         using errcode = 'invalid_parameter_value';
     end if;
@@ -163,24 +177,24 @@ begin
   v_old_iter := current_setting('hnsw.iterative_scan', true);
   v_old_ef_int := coalesce(nullif(v_old_ef, '')::int, 40);
   v_fetch := case when v_method = 'binary' then greatest(p_k * 4, p_k + 40) else p_k end;
-  perform set_config('hnsw.ef_search', least(greatest(v_fetch, 40, v_old_ef_int), 1000)::text, true);
+  perform set_config('hnsw.ef_search', least(greatest(v_fetch, 40, v_old_ef_int), cbir.max_ef_search())::text, true);
   perform set_config('hnsw.iterative_scan', 'strict_order', true);
 
   if v_method = 'hnsw' then
     -- the shape an HNSW index serves: order by <distance expr> <=> <query> limit k
     v_sql := format(
       'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
-      ' from (select e.image_id, %1$s <=> %2$s as dist from %3$s where %4$s order by %1$s <=> %2$s limit $2) c',
-      s.distance_expr, s.query_expr, v_from, v_where);
+      ' from (select e.image_id, %5$s as dist from %3$s where %4$s order by %1$s <=> %2$s limit $2) c',
+      s.distance_expr, s.query_expr, v_from, v_where, v_exact);
   elsif v_method = 'binary' then
     -- over-fetch by Hamming distance on the binary-quantised index, then re-rank by exact cosine
     v_sql := format(
       'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
       ' from (select b.image_id, b.dist from'
-      '   (select e.image_id, %1$s <=> %2$s as dist from %3$s where %4$s'
+      '   (select e.image_id, %6$s as dist from %3$s where %4$s'
       '    order by binary_quantize(%1$s)::bit(%5$s) <~> binary_quantize(%2$s)::bit(%5$s) limit $8) b'
       '  order by b.dist, b.image_id limit $2) c',
-      s.distance_expr, s.query_expr, v_from, v_where, s.dim);
+      s.distance_expr, s.query_expr, v_from, v_where, s.dim, v_exact);
   else
     v_sql := null;
   end if;
@@ -203,9 +217,9 @@ begin
     -- exact: "+ 0" keeps the planner off the index, so every matching row is compared
     execute format(
       'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
-      ' from (select e.image_id, (%1$s <=> %2$s) + 0 as dist from %3$s where %4$s'
-      '       order by (%1$s <=> %2$s) + 0, e.image_id limit $2) c',
-      s.distance_expr, s.query_expr, v_from, v_where)
+      ' from (select e.image_id, (%1$s) + 0 as dist from %2$s where %3$s'
+      '       order by (%1$s) + 0, e.image_id limit $2) c',
+      v_exact, v_from, v_where)
       into v_ids, v_sims
       using p_vec, p_k, p_split, v_dataset_id, p_modality, p_exclude_patient_id, p_exclude_image_id;
   end if;

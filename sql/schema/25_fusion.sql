@@ -243,10 +243,12 @@ begin
   end if;
   for i in 1 .. n loop  -- validates every name before any search runs
     select * into s from cbir.model_vector_space(p_models[i]);
+    -- similarities at the stored precision, as cbir.knn reports them (whatever an index covers)
     v_sims_sql := v_sims_sql || format(
-      'select coalesce(array_agg(e.image_id), ''{}''), coalesce(array_agg(1 - (%1$s <=> %2$s)), ''{}'')'
-      ' from cbir.%3$I e where e.image_id = any($2)',
-      s.distance_expr, s.query_expr, s.table_name);
+      'select coalesce(array_agg(e.image_id), ''{}''), coalesce(array_agg(1 - (%1$s)), ''{}'')'
+      ' from cbir.%2$I e where e.image_id = any($2)',
+      case when s.column_type = 'halfvec' then 'e.embedding <=> $1::halfvec' else 'e.embedding <=> $1' end,
+      s.table_name);
   end loop;
 
   for i in 1 .. n loop  -- alpha-QE per model, once (m = 0: the query as given)

@@ -2,6 +2,14 @@
 -- They expose run parameters, metrics and harmonised class names only: no patient, study or image rows.
 -- Re-applied by `cbir-pg db migrate` (00_reset_report.sql drops and recreates the schema first).
 
+-- Metrics in the views are rounded to 4 decimals, so a dashboard shows them as they are (the exact
+-- values stay in cbir.eval_metric and cbir.eval_class_metric, and in `cbir-pg eval export`).
+create or replace function cbir_report.round4(x double precision) returns double precision
+language sql immutable parallel safe
+set search_path = pg_catalog
+as $$ select round(x::numeric, 4)::double precision $$;
+comment on function cbir_report.round4(double precision) is 'a metric rounded to 4 decimals for display';
+
 -- Every evaluation run (retrieval, knn, linear, ablation) with its parameters, counts and timings.
 -- scope: the datasets searched ("all" or a comma list), then index split(s) -> query split(s).
 create or replace view cbir_report.eval_runs as
@@ -18,6 +26,10 @@ select r.id as run_id,
          || '->' || coalesce((select string_agg(s, ',' order by s) from jsonb_array_elements_text(
                    case when jsonb_typeof(r.params -> 'query_splits') = 'array' then r.params -> 'query_splits' end) s), '*')
          as scope,
+       -- the methodological profile (cbir_pg/profiles.py): 'paper' rows follow the paper's published code
+       coalesce(r.params ->> 'profile', 'default') as profile,
+       -- whether the vectors were computed here or imported (embeddings import-h5)
+       coalesce(r.params ->> 'vectors', 'computed') as vectors,
        r.n_queries,
        r.n_index,
        (r.timings ->> 'queries_per_s')::double precision as queries_per_s,
@@ -32,37 +44,39 @@ select r.id as run_id,
 from cbir.eval_run r;
 comment on view cbir_report.eval_runs is 'every evaluation run: parameters, index parameters, counts, timings, code version';
 
--- The latest finished retrieval run of each model, mode (ann | exact) and scope.
+-- The latest finished retrieval run of each model, mode (ann | exact), scope, profile and vector source.
 create or replace view cbir_report.latest_retrieval_run as
-select distinct on (model, mode, scope) run_id, model, mode, scope, finished_at
+select distinct on (model, mode, scope, profile, vectors) run_id, model, mode, scope, profile, vectors, finished_at
 from cbir_report.eval_runs
 where kind = 'retrieval' and finished_at is not null
-order by model, mode, scope, finished_at desc, run_id desc;
-comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode and scope';
+order by model, mode, scope, profile, vectors, finished_at desc, run_id desc;
+comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode, scope, profile and vector source';
 
 -- model x P@N micro/macro of the latest run (the paper's Table 2).
 create or replace view cbir_report.leaderboard as
 select l.model,
        l.mode,
        l.scope,
+       l.profile,
+       l.vectors,
        l.run_id,
        r.n_queries,
        r.n_index,
        r.ef_search,
-       max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'micro') as p1_micro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'micro') as p3_micro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'micro') as p5_micro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'micro') as p10_micro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'macro') as p1_macro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'macro') as p3_macro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'macro') as p5_macro,
-       max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'macro') as p10_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'micro')) as p1_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'micro')) as p3_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'micro')) as p5_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'micro')) as p10_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'macro')) as p1_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'macro')) as p3_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'macro')) as p5_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'macro')) as p10_macro,
        r.finished_at
 from cbir_report.latest_retrieval_run l
 join cbir_report.eval_runs r on r.run_id = l.run_id
 left join cbir.eval_metric m on m.run_id = l.run_id
-group by l.model, l.mode, l.scope, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
-comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode and scope';
+group by l.model, l.mode, l.scope, l.profile, l.vectors, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
+comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode, scope, profile (paper = comparable with the paper) and vector source (computed | imported)';
 
 -- Per class P@N of the latest runs: class, kind (anatomical | pathological), index class size.
 -- P is null for a class with no index image (its precision is undefined).
@@ -78,10 +92,10 @@ select l.model,
        lab.finding,
        max(cm.n_queries) as n_queries,
        max(cm.class_index_size) as class_index_size,
-       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 1) as p1,
-       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 3) as p3,
-       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 5) as p5,
-       max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 10) as p10
+       cbir_report.round4(max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 1)) as p1,
+       cbir_report.round4(max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 3)) as p3,
+       cbir_report.round4(max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 5)) as p5,
+       cbir_report.round4(max(nullif(cm.value, 'NaN')) filter (where cm.metric = 'P' and cm.at = 10)) as p10
 from cbir_report.latest_retrieval_run l
 join cbir.eval_class_metric cm on cm.run_id = l.run_id
 join cbir.label lab on lab.id = cm.label_id
@@ -101,18 +115,18 @@ select r.run_id,
        (r.params ->> 'plan_uses_index')::boolean as plan_uses_index,
        r.n_queries,
        r.n_index,
-       max(m.value) filter (where m.metric = 'recall' and m.at = 1) as recall1,
-       max(m.value) filter (where m.metric = 'recall' and m.at = 3) as recall3,
-       max(m.value) filter (where m.metric = 'recall' and m.at = 5) as recall5,
-       max(m.value) filter (where m.metric = 'recall' and m.at = 10) as recall10,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'micro') as dp1_micro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'micro') as dp3_micro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'micro') as dp5_micro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'micro') as dp10_micro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'macro') as dp1_macro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'macro') as dp3_macro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'macro') as dp5_macro,
-       max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'macro') as dp10_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 1)) as recall1,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 3)) as recall3,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 5)) as recall5,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 10)) as recall10,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'micro')) as dp1_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'micro')) as dp3_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'micro')) as dp5_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'micro')) as dp10_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'macro')) as dp1_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'macro')) as dp3_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'macro')) as dp5_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'macro')) as dp10_macro,
        r.queries_per_s as ann_queries_per_s,
        e.queries_per_s as exact_queries_per_s,
        r.finished_at

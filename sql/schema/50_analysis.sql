@@ -7,12 +7,12 @@
 -- The six classification metrics of a run in one row (kNN and linear probe share it).
 create or replace view cbir_report.classification_metrics as
 select m.run_id,
-       max(m.value) filter (where m.metric = 'f1' and m.average = 'micro') as f1_micro,
-       max(m.value) filter (where m.metric = 'f1' and m.average = 'macro') as f1_macro,
-       max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro') as auprc_micro,
-       max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro') as auprc_macro,
-       max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro') as auroc_micro,
-       max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro') as auroc_macro
+       cbir_report.round4(max(m.value) filter (where m.metric = 'f1' and m.average = 'micro')) as f1_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'f1' and m.average = 'macro')) as f1_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'auprc' and m.average = 'micro')) as auprc_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'auprc' and m.average = 'macro')) as auprc_macro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'auroc' and m.average = 'micro')) as auroc_micro,
+       cbir_report.round4(max(m.value) filter (where m.metric = 'auroc' and m.average = 'macro')) as auroc_macro
 from cbir.eval_metric m
 where m.metric in ('f1', 'auprc', 'auroc')
 group by m.run_id;
@@ -25,7 +25,7 @@ select r.id as run_id,
        r.mode,
        (r.params ->> 'k')::int as k,
        c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
-       (select v.value from cbir.eval_metric v
+       (select cbir_report.round4(v.value) from cbir.eval_metric v
         where v.run_id = r.id and v.metric = 'val_f1' and v.average = 'micro'
           and v.at = (r.params ->> 'k')::int) as val_f1_micro,
        (r.params ->> 'k_min')::int as k_min,
@@ -42,7 +42,7 @@ comment on view cbir_report.knn_results is
   'kNN classification on the test split, k chosen on val by micro F1; AUPRC = average precision';
 
 create or replace view cbir_report.knn_k_curve as
-select r.id as run_id, r.encoder_key as model, m.at as k, m.value as val_f1_micro
+select r.id as run_id, r.encoder_key as model, m.at as k, cbir_report.round4(m.value) as val_f1_micro
 from cbir.eval_run r
 join cbir.eval_metric m on m.run_id = r.id and m.metric = 'val_f1' and m.average = 'micro'
 where r.kind = 'knn' and r.finished_at is not null;
@@ -71,7 +71,7 @@ select r.id as run_id,
        r.encoder_key as model,
        m.index_size,
        m.seed,
-       m.value as p_at_1,
+       cbir_report.round4(m.value) as p_at_1,
        (r.params ->> 'min_class_size')::int as min_class_size,
        (r.params ->> 'queries_per_class')::int as queries_per_class,
        jsonb_array_length(coalesce(r.params -> 'classes', '[]'::jsonb)) as n_classes,

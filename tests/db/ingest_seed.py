@@ -23,7 +23,9 @@ def seed_medmnist(
     with psycopg.connect(dsn) as conn:
         for flag in flags:
             fname, modality, region, names = FLAGS[flag]
-            data = np.load(data_dir / fname)
+            from cbir_pg.datasets import medmnist_files_in as files_in
+
+            data = np.load(files_in(data_dir).get(flag, data_dir / fname))
             droot = root / flag
             droot.mkdir(parents=True, exist_ok=True)
             ds_id = conn.execute(

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from cbir_pg.db.connect import connect
+from cbir_pg.db.database import Database
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ def fdb(pg_server_dsn: str, medmnist_lite0_template: str) -> Iterator[str]:
             )
         )
     dsn = make_conninfo(**{**conninfo_to_dict(pg_server_dsn), "dbname": name})
-    run_ingest(dsn, B, datasets=[DS], progress=False, batch_size=64)
+    run_ingest(Database(dsn), B, datasets=[DS], progress=False, batch_size=64)
     yield dsn
     with psycopg.connect(pg_server_dsn, autocommit=True) as c:
         c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
@@ -272,7 +273,7 @@ def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str,
     from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     r = evaluate_ranking(
-        fdb,
+        Database(fdb),
         Ranking((A, B), fusion="mean"),
         index_split="train",
         query_splits=("test",),
@@ -307,10 +308,10 @@ def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
     from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     aqe = evaluate_ranking(
-        fdb, Ranking((A,), expand=(2, 3.0)), query_splits=("val",), datasets=[DS], mode="ann"
+        Database(fdb), Ranking((A,), expand=(2, 3.0)), query_splits=("val",), datasets=[DS], mode="ann"
     )
     krr = evaluate_ranking(
-        fdb,
+        Database(fdb),
         Ranking((A,), rerank=(10, 0.3), expand=(2, 3.0)),
         query_splits=("val",),
         datasets=[DS],
@@ -392,7 +393,7 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
     from cbir_pg.search import search_text
 
     text = "an ultrasound image of malignant in the breast"
-    hits = search_text(fdb, B, text, k=8, split="test")
+    hits = search_text(Database(fdb), B, text, k=8, split="test")
     t = embed_texts(create_text_encoder(B), [text])[0].astype(np.float64)
     vecs = _vectors(fdb, B, "test")
     ids = np.array(sorted(vecs), dtype=np.int64)
@@ -400,7 +401,7 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
     assert [h.image_id for h in hits] == ref_ids.tolist()
     np.testing.assert_allclose([h.similarity for h in hits], ref_s, atol=1e-5)
     with pytest.raises(ConfigError, match="has no text tower"):
-        search_text(fdb, A, text)
+        search_text(Database(fdb), A, text)
     env = dict(os.environ, COLUMNS="200")
     out = subprocess.run(
         [
@@ -442,7 +443,7 @@ def test_zeroshot_run_is_stored_matches_numpy_and_is_reported(fdb: str, tmp_path
     from cbir_pg.eval.report import write_report
     from cbir_pg.eval.zeroshot import evaluate_zeroshot, prompt_for
 
-    r = evaluate_zeroshot(fdb, B, split="test", datasets=[DS], ns=(1, 5))
+    r = evaluate_zeroshot(Database(fdb), B, split="test", datasets=[DS], ns=(1, 5))
     labels = _labels(fdb)
     vecs = _vectors(fdb, B, "test")
     ids = np.array(sorted(i for i in vecs if labels[i] >= 0), dtype=np.int64)
@@ -471,7 +472,7 @@ def test_zeroshot_run_is_stored_matches_numpy_and_is_reported(fdb: str, tmp_path
             "select count(*) from cbir_report.zeroshot_class where run_id = %s", (r.run_id,)
         ).fetchone()[0]
     assert view[0] == pytest.approx(r.accuracy) and view[2] == len(cls) and per_class == len(cls)
-    report = write_report(fdb, tmp_path / "rep", models=[B], tsne_sample=0, grid_queries=0)
+    report = write_report(Database(fdb), tmp_path / "rep", models=[B], tsne_sample=0, grid_queries=0)
     page = report.index.read_text()
     assert "zero-shot classification" in page and prompts[0] in page
 

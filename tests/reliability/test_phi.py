@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from relhelp import find_values
 
+from cbir_pg.db.database import Database
+
 MAX_BYTES = 300_000
 PLACEHOLDERS = {"anonymized", "anonymous"}
 #: name parts that are ordinary words in error messages ("First-Order Prediction" is a transfer syntax)
@@ -86,7 +88,7 @@ def phi_folder(tmp_path_factory) -> tuple[Path, dict[Path, dict[str, str]]]:
 def _import(dsn: str, root: Path):
     from cbir_pg.datasets.importer import import_dataset
 
-    return import_dataset(dsn, "dicom", root, name="phi_scans", progress=False)
+    return import_dataset(Database(dsn), "dicom", root, name="phi_scans", progress=False)
 
 
 def _salt(dsn: str) -> str:
@@ -136,7 +138,7 @@ def test_salt_differs_per_installation_and_so_do_the_keys(db: str, empty_db: str
     cannot be linked across them by key."""
     from cbir_pg.db.migrate import migrate
 
-    migrate(empty_db)
+    migrate(Database(empty_db))
     assert _salt(db) != _salt(empty_db)
     root, _ = phi_folder
     keys = []
@@ -152,7 +154,7 @@ def test_salt_is_kept_on_remigration(db: str) -> None:
     from cbir_pg.db.migrate import migrate
 
     before = _salt(db)
-    migrate(db)
+    migrate(Database(db))
     assert _salt(db) == before
 
 

@@ -10,7 +10,20 @@ import sys
 
 import typer
 
-from cbir_pg.app.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
+from cbir_pg.app.cli import (
+    datasets,
+    db,
+    demo,
+    embeddings,
+    evaluate,
+    index,
+    ingest,
+    labels,
+    models,
+    report,
+    search,
+    serve,
+)
 from cbir_pg.app.cli._common import State, err_console
 
 app = typer.Typer(
@@ -18,12 +31,21 @@ app = typer.Typer(
     help="PostgreSQL-native content-based medical image retrieval with vision foundation models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain click help: option names are never cut at 80 columns
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, index, search, evaluate, report, demo):
+for _module in (db, datasets, labels, models, ingest, embeddings, index, search, serve, evaluate, report, demo):
     _module.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cbir_pg import __version__
+
+        typer.echo(f"cbir-pg {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -32,7 +54,10 @@ def _root(
     dsn: str = typer.Option(
         None, "--dsn", envvar="CBIR_PG_DSN", help="PostgreSQL DSN; default: embedded server"
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show tracebacks"),
+    verbose: bool = typer.Option(False, "--verbose/--no-verbose", "-v", help="show tracebacks"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
     ctx.obj = State(dsn=dsn, verbose=verbose)
 
@@ -41,9 +66,30 @@ def main() -> None:
     """Console entry point: the one handler that turns project errors into one line on stderr."""
     from cbir_pg.errors import CbirError
 
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
     verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(verbose)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except UsageError as exc:
+        # one line, like every other error; exit code 2 tells a usage mistake from a failed command (1)
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        err_console.print(
+            f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True
+        )
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
     except CbirError as exc:
         if verbose:
             raise
@@ -61,3 +107,5 @@ def main() -> None:
             err_console.print(f"error: {translate(exc)}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
@@ -34,19 +35,24 @@ def _k_range(text: str):
         raise ConfigError(f"bad k range {text!r}: use e.g. 1..99 or 1,3,5") from None
 
 
-def _metrics_table(title: str, rows: list[tuple[str, object]]):
-    from rich.table import Table
-
+def _metrics_table(title: str, rows: list[tuple[str, object]], fmt: Format, run_id: int) -> None:
+    """One row per split: F1, AUPRC and AUROC, micro and macro."""
     from cbir_pg.eval.classification import AVERAGES, METRIC_NAMES
 
-    table = Table(title=title)
-    table.add_column("split")
-    for m in METRIC_NAMES:
-        for a in AVERAGES:
-            table.add_column(f"{m.upper() if m != 'f1' else 'F1'} {a}", justify="right")
-    for name, met in rows:
-        table.add_row(name, *[f"{v:.4f}" for _m, _a, v in met.as_rows()])
-    return table
+    cols = [Col("run", right=True), Col("split")] + [
+        Col(
+            f"{m}_{a}",
+            fmt=lambda v: f"{v:.4f}",
+            right=True,
+            header=f"{m.upper() if m != 'f1' else 'F1'} {a}",
+        )
+        for m in METRIC_NAMES
+        for a in AVERAGES
+    ]
+    data = [
+        {"run": run_id, "split": name, **{f"{m}_{a}": v for m, a, v in met.as_rows()}} for name, met in rows
+    ]
+    emit(data, cols, fmt, title=title)
 
 
 def knn(
@@ -57,17 +63,25 @@ def knn(
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
     ),
-    mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
+    mode: str = typer.Option(
+        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
+    ),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max k)"),
-    weighted: bool = typer.Option(False, "--weighted", help="similarity-weighted votes"),
+    weighted: bool = typer.Option(False, "--weighted/--no-weighted", help="similarity-weighted votes"),
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    profile: str = typer.Option("default", "--profile", help="default or paper (exact search), recorded"),
+    fmt: Format = format_option(),
 ) -> None:
     """kNN classification: k chosen on val by micro F1, reported on test; stored (kind knn)."""
     from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    mode = mode or prof.search_mode
 
     r = evaluate_knn(
-        dsn(ctx),
+        database(ctx),
         model,
         k_range=_k_range(k),
         index_splits=split_names([index_split]),
@@ -77,15 +91,15 @@ def knn(
         weighted=weighted,
         connections=connections,
         progress=progress,
+        profile=prof.name,
     )
-    console.print(
+    say(
         f"model {r.model}: {r.n_val} val and {r.n_test} test queries against {r.n_index} index images, "
         f"{len(r.classes)} classes; best k = {r.k} (val micro F1 {r.selection.best_score:.4f})",
-        markup=False,
-        highlight=False,
+        fmt,
     )
-    console.print(_metrics_table(f"kNN, k = {r.k}", [("val", r.val), ("test", r.test)]))
-    console.print(f"stored as run {r.run_id}")
+    _metrics_table(f"kNN, k = {r.k}", [("val", r.val), ("test", r.test)], fmt, r.run_id)
+    say(f"stored as run {r.run_id}", fmt)
 
 
 def linear(
@@ -96,18 +110,31 @@ def linear(
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     batch_size: int = typer.Option(512, "--batch-size"),
     max_epochs: int = typer.Option(100, "--max-epochs"),
-    patience: int = typer.Option(20, "--patience", help="epochs without a lower val loss before stopping"),
+    patience: int = typer.Option(
+        20, "--patience", help="epochs without a better val criterion before stopping"
+    ),
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    rule: str = typer.Option(
+        None,
+        "--rule",
+        help="loss (stop on val loss, torch init; default) or paper (stop on val accuracy, N(0, 0.01) init)",
+    ),
+    profile: str = typer.Option("default", "--profile", help="default or paper (--rule paper), recorded"),
+    fmt: Format = format_option(),
 ) -> None:
-    """Linear probe (AdamW, early stopping on val loss), reported on test; stored (kind linear)."""
+    """Linear probe (AdamW, early stopping on the validation set), reported on test; stored (kind linear)."""
     from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    rule = rule or prof.probe_rule
 
     r = evaluate_linear(
-        dsn(ctx),
+        database(ctx),
         model,
         seed=seed,
         lr=lr,
@@ -118,16 +145,18 @@ def linear(
         datasets=_datasets(dataset),
         device=device,
         progress=progress,
+        rule=rule,
+        profile=prof.name,
     )
     stop = f"stopped early after {r.epochs_run} epochs" if r.stopped_early else f"ran {r.epochs_run} epochs"
-    console.print(
-        f"model {r.model}: trained on {r.n_train}, {stop}, best epoch {r.best_epoch} (by val loss); "
+    say(
+        f"model {r.model}: trained on {r.n_train}, {stop}, best epoch {r.best_epoch} "
+        f"(by val {'loss' if rule == 'loss' else 'accuracy'}); "
         f"{len(r.classes)} classes, seed {r.seed}",
-        markup=False,
-        highlight=False,
+        fmt,
     )
-    console.print(_metrics_table("linear probe", [("val", r.val), ("test", r.test)]))
-    console.print(f"stored as run {r.run_id}")
+    _metrics_table("linear probe", [("val", r.val), ("test", r.test)], fmt, r.run_id)
+    say(f"stored as run {r.run_id}", fmt)
 
 
 def ablation(
@@ -144,17 +173,16 @@ def ablation(
     ),
     mode: str = typer.Option("exact", "--mode", help="exact (default) or ann"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    fmt: Format = format_option(),
 ) -> None:
     """Index-size ablation (Fig. 3B): P@1 with N random index images per class; stored (kind ablation)."""
-    from rich.table import Table
-
     from cbir_pg.errors import ConfigError
     from cbir_pg.eval.ablation import run_ablation
 
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     r = run_ablation(
-        dsn(ctx),
+        database(ctx),
         model,
         sizes=parse_int_list(sizes),
         min_class_size=min_class_size,
@@ -166,19 +194,22 @@ def ablation(
     )
     for note in r.notes:
         err_console.print(f"scaled down: {note}", markup=False, highlight=False)
-    console.print(
+    say(
         f"model {r.model}: {len(r.classes)} classes with more than {r.min_class_size} index images "
         f"({', '.join(c.key for c in r.classes)}), {r.queries_per_class} queries per class",
-        markup=False,
-        highlight=False,
+        fmt,
     )
-    table = Table(title="P@1 by index images per class")
-    table.add_column("N", justify="right")
-    table.add_column("P@1 (mean over seeds)", justify="right")
-    for size, p1 in r.mean_by_size().items():
-        table.add_row(str(size), f"{p1:.4f}")
-    console.print(table)
-    console.print(f"stored as run {r.run_id}")
+    emit(
+        [{"run": r.run_id, "n": size, "p1": p1} for size, p1 in r.mean_by_size().items()],
+        [
+            Col("run", right=True),
+            Col("n", right=True, header="N"),
+            Col("p1", fmt=lambda v: f"{v:.4f}", right=True, header="P@1 (mean over seeds)"),
+        ],
+        fmt,
+        title="P@1 by index images per class",
+    )
+    say(f"stored as run {r.run_id}", fmt)
 
 
 def register_eval(eval_app: typer.Typer) -> None:

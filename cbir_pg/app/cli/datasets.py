@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 app = typer.Typer(
     help="Datasets: import public or own data (one adapter per source layout), list counts.",
@@ -44,17 +45,27 @@ def import_(
     seed: int = typer.Option(0, "--seed", help="seed of the patient-wise splits"),
     flag: str = typer.Option(None, "--flag", help="medmnist: the MedMNIST dataset, e.g. breastmnist"),
     uncertain: str = typer.Option(
-        None, "--uncertain", help="chexpert/mimic-cxr: zeros (default), ones or exclude"
+        None,
+        "--uncertain",
+        help="chexpert/mimic-cxr: zeros (default), ones or exclude (the paper's CheXpert rule)",
     ),
     modality: str = typer.Option(None, "--modality", help="imagefolder/csv: modality code, e.g. XR"),
     region: str = typer.Option(None, "--region", help="imagefolder/csv: anatomical region, e.g. chest"),
     option: list[str] = typer.Option(
         None, "--option", "-o", help="other adapter option KEY=VALUE (repeatable)"
     ),
-    no_hash: bool = typer.Option(
-        False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"
+    hash_images: bool = typer.Option(
+        True, "--hash/--no-hash", help="decode and pixel-hash for dedupe (--no-hash: huge imports)"
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default, or paper: no dedupe, CheXpert uncertain excluded (see docs/reproduce.md)",
+    ),
+    dedupe: str = typer.Option(
+        None, "--dedupe", help="near (exact + perceptual; default), exact or none (paper profile: none)"
+    ),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
     from cbir_pg.datasets import import_dataset
@@ -64,14 +75,16 @@ def import_(
         if v is not None:
             opts[k] = v
     s = import_dataset(
-        dsn(ctx),
+        database(ctx),
         kind,
         root,
         name=name,
         label_map=label_map,
         seed=seed,
         progress=not quiet,
-        hash_images=not no_hash,
+        hash_images=hash_images,
+        profile=profile,
+        dedupe=dedupe,
         **opts,
     )
     console.print(
@@ -97,32 +110,35 @@ def import_(
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
-    """Per dataset: images by split, by benchmark label and by exclusion reason."""
-    from rich.table import Table
-
+def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
+    """Per dataset: images by split, by benchmark label and by exclusion reason. JSON: one object per
+    dataset; CSV: one line per dataset and count (long format)."""
     from cbir_pg.datasets import dataset_overview
 
-    rows = dataset_overview(dsn(ctx))
-    if not rows:
-        console.print("no datasets imported yet: cbir-pg datasets import KIND ROOT")
+    rows = dataset_overview(database(ctx))
+    counts = [
+        {"dataset": d.key, "by": by, "value": k, "images": v}
+        for d in rows
+        for by, values in (("split", d.splits), ("label", d.labels), ("excluded", d.exclusions))
+        for k, v in sorted(values.items())
+    ]
+    if fmt == Format.json:
+        keys = ("key", "kind", "name", "root", "imported_at", "images", "excluded", "patients", "errors")
+        keys += ("splits", "labels", "exclusions")
+        emit(rows, [Col(k) for k in keys], fmt)
         return
+    cols = [Col("dataset"), Col("by"), Col("value"), Col("images", right=True)]
+    if fmt == Format.csv:
+        emit(counts, cols, fmt)
+        return
+    if not rows:
+        print_line("no datasets imported yet: cbir-pg datasets import KIND ROOT")
     for d in rows:
-        console.print(
-            f"[bold]{d.key}[/] ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
+        print_line(
+            f"{d.key} ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
             f"{d.errors} import errors; root {d.root}"
         )
-        t = Table(show_edge=False, box=None, pad_edge=False)
-        t.add_column("by", style="dim")
-        t.add_column("value")
-        t.add_column("images", justify="right")
-        for k, v in sorted(d.splits.items()):
-            t.add_row("split", k, str(v))
-        for k, v in sorted(d.labels.items()):
-            t.add_row("label", k, str(v))
-        for k, v in sorted(d.exclusions.items()):
-            t.add_row("excluded", k, str(v))
-        console.print(t)
+        emit([c for c in counts if c["dataset"] == d.key], cols[1:], fmt)
 
 
 def register(app_: typer.Typer) -> None:

@@ -7,6 +7,13 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import console, state
+from cbir_pg.app.cli.output import print_line
+
+#: what the demo says about the embedded server it leaves running (README's sample shows it verbatim)
+SERVER_NOTE = (
+    "the embedded server keeps running for your queries (cbir-pg db psql, cbir-pg db url); "
+    "stop it with cbir-pg db stop"
+)
 
 
 def demo(
@@ -35,12 +42,13 @@ def demo(
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
     from cbir_pg.app.cli.evaluate import print_table2
     from cbir_pg.app.demo import StepEvent, run_demo
+    from cbir_pg.db.connect import redact
 
     def on_step(e: StepEvent) -> None:
         if e.status == "start":
             console.print(f"[bold cyan][{e.index}/{e.total}][/] {e.name} ...")
         else:
-            console.print(f"      [green]done[/] in {e.seconds:.1f} s: {e.detail}", highlight=False)
+            print_line(f"      done in {e.seconds:.1f} s: {e.detail}")
 
     r = run_demo(
         dsn=state(ctx).dsn,
@@ -56,7 +64,7 @@ def demo(
     console.print()
     print_table2(r.table2)
     if r.recall:
-        console.print(
+        print_line(
             "ANN recall of the top-N against exact: "
             + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items())
         )
@@ -69,12 +77,13 @@ def demo(
     elif r.fusion_note:
         console.print(r.fusion_note, markup=False, highlight=False)
     if r.knn_metrics:
-        console.print(
+        print_line(
             f"kNN (k={r.knn_k}, chosen on val) on test: "
             + ", ".join(f"{k} {v:.3f}" for k, v in r.knn_metrics.items())
         )
-    console.print(f"report: {r.report_index.resolve() if r.report_index else '-'}")
-    console.print(f"database: `cbir-pg db url` · total {sum(r.seconds.values()):.0f} s")
+    print_line(f"report: {r.report_index.resolve() if r.report_index else '-'}")
+    print_line(f"database: {redact(r.dsn)}" if state(ctx).dsn else f"database: {SERVER_NOTE}")
+    print_line(f"total {sum(r.seconds.values()):.0f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
+from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -45,34 +48,50 @@ def retrieval(
         show_default=False,
     ),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
-    index_split: str = typer.Option("train", "--index-split", help="split(s) searched, comma-separated"),
+    index_split: str = typer.Option(None, "--index-split", help="split(s) searched, comma-separated [train]"),
     query_split: str = typer.Option(
-        "test", "--query-split", help="split(s) of the query images, comma-separated"
+        None, "--query-split", help="split(s) of the query images, comma-separated [test]"
     ),
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all (combined)"
     ),
-    mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
+    mode: str = typer.Option(
+        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
+    ),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max N)"),
     compare_exact: bool = typer.Option(
-        False, "--compare-exact", help="run ann and exact; report recall and ΔP@N"
+        False, "--compare-exact/--no-compare-exact", help="run ann and exact; report recall and ΔP@N"
     ),
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar (queries/s)"),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default, or paper: the paper's protocol (test -> train, exact), recorded in the run",
+    ),
+    fmt: Format = format_option(),
 ) -> None:
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N.
 
     With --fuse, --expand or --rerank the ranking comes from the SQL API of sql/schema/25_fusion.sql and is
     stored as its own leaderboard row (its model column names the members, the method and the options)."""
-    from rich.table import Table
-
     from cbir_pg.errors import ConfigError
     from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    index_split = index_split or ",".join(prof.index_splits)
+    query_split = query_split or ",".join(prof.query_splits)
+    mode = mode or prof.search_mode
 
     if fuse is not None or expand is not None or rerank is not None:
         if compare_exact:
             raise ConfigError("--compare-exact runs for a single model: use --mode ann or --mode exact")
+        if prof.name != "default":
+            raise ConfigError(
+                f"--profile {prof.name} applies to a single --model, not --fuse/--expand/--rerank"
+            )
         _ranking_eval(
             ctx,
             model,
@@ -88,12 +107,13 @@ def retrieval(
             dataset,
             mode,
             ef_search,
+            fmt,
         )
         return
     if model is None:
         raise ConfigError("give --model KEY (or --fuse KEY1,KEY2)")
     result = evaluate_retrieval(
-        dsn(ctx),
+        database(ctx),
         model,
         ns=parse_int_list(n),
         index_splits=split_names([index_split]),
@@ -105,40 +125,43 @@ def retrieval(
         batch_size=batch_size,
         connections=connections,
         progress=progress,
+        profile=prof.name,
     )
     for w in result.warnings:
         err_console.print(f"warning: {w}", markup=False, highlight=False)
     p = result.primary
     scope = ", ".join(result.index_filter.datasets) if result.index_filter.datasets else "all datasets"
-    console.print(
+    say(
         f"model {result.model}: {p.n_queries} queries ({'/'.join(result.query_splits)}) against {p.n_index} index "
-        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}",
-        markup=False,
-        highlight=False,
+        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}, profile {prof.name}",
+        fmt,
     )
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("mode")
-    table.add_column("average")
-    for cut in result.ns:
-        table.add_column(f"P@{cut}", justify="right")
+    rows = []
     order = [m for m in ("ann", "exact") if m in result.runs]
     for m in order:
         r = result.runs[m]
         for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro)):
-            table.add_row(m, avg, *[_fmt(v) for v in values])
+            rows.append(
+                {"run": r.run_id, "mode": m, "average": avg, **dict(zip(result.ns, values, strict=True))}
+            )
     if result.recall is not None and result.delta_micro is not None and result.delta_macro is not None:
-        table.add_row("ann vs exact", "recall", *[_fmt(v) for v in result.recall])
-        table.add_row("ann - exact", "ΔP micro", *[_fmt(v, signed=True) for v in result.delta_micro])
-        table.add_row("ann - exact", "ΔP macro", *[_fmt(v, signed=True) for v in result.delta_macro])
-    console.print(table)
+        ann = result.runs["ann"].run_id
+        for mode, avg, values in (
+            ("ann vs exact", "recall", result.recall),
+            ("ann - exact", "delta micro", result.delta_micro),
+            ("ann - exact", "delta macro", result.delta_macro),
+        ):
+            rows.append(
+                {"run": ann, "mode": mode, "average": avg, **dict(zip(result.ns, values, strict=True))}
+            )
+    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
+        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in result.ns
+    ]
+    emit(rows, cols, fmt)
     for m in order:
         r = result.runs[m]
         ef = f", ef_search {r.ef_search}" if r.ef_search is not None else ""
-        console.print(
-            f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}",
-            markup=False,
-            highlight=False,
-        )
+        say(f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}", fmt)
 
 
 def _pair(text: str, what: str, first=int) -> tuple:
@@ -168,9 +191,8 @@ def _ranking_eval(
     dataset,
     mode,
     ef_search,
+    fmt: Format,
 ) -> None:
-    from rich.table import Table
-
     from cbir_pg.errors import ConfigError
     from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
@@ -193,7 +215,7 @@ def _ranking_eval(
         rerank=_pair(rerank, "--rerank K1,LAMBDA") if rerank else None,
     )
     r = evaluate_ranking(
-        dsn(ctx),
+        database(ctx),
         ranking,
         ns=parse_int_list(n),
         index_split=index_splits[0],
@@ -204,21 +226,17 @@ def _ranking_eval(
     )
     for w in r.warnings:
         err_console.print(f"warning: {w}", markup=False, highlight=False)
-    console.print(
-        f"{r.model}: {r.n_queries} queries against {r.n_index} index images", markup=False, highlight=False
-    )
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("mode")
-    table.add_column("average")
-    for cut in r.ns:
-        table.add_column(f"P@{cut}", justify="right")
-    for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro)):
-        table.add_row(r.mode, avg, *[_fmt(v) for v in values])
-    console.print(table)
+    say(f"{r.model}: {r.n_queries} queries against {r.n_index} index images", fmt)
+    rows = [
+        {"run": r.run_id, "mode": r.mode, "average": avg, **dict(zip(r.ns, values, strict=True))}
+        for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro))
+    ]
+    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
+        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in r.ns
+    ]
+    emit(rows, cols, fmt)
     qps = r.n_queries / r.seconds if r.seconds > 0 else float("inf")
-    console.print(
-        f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", markup=False, highlight=False
-    )
+    say(f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", fmt)
 
 
 @app.command()
@@ -235,14 +253,13 @@ def zeroshot(
     dataset: str = typer.Option(None, "--dataset", "-d", help="one dataset key; default: all"),
     mode: str = typer.Option("exact", "--mode", help="exact (sequential scan) or ann (HNSW)"),
     weights: str = typer.Option(None, "--weights", help="checkpoint of the image-text model"),
+    fmt: Format = format_option(),
 ) -> None:
     """Text-to-image retrieval (one prompt per class, P@N) and zero-shot classification accuracy; stored."""
-    from rich.table import Table
-
     from cbir_pg.eval.zeroshot import evaluate_zeroshot
 
     r = evaluate_zeroshot(
-        dsn(ctx),
+        database(ctx),
         model,
         template=template,
         ns=parse_int_list(n),
@@ -251,74 +268,109 @@ def zeroshot(
         mode=mode,
         weights=weights,
     )
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("class")
-    table.add_column("prompt")
-    table.add_column("images", justify="right")
-    for cut in r.ns:
-        table.add_column(f"P@{cut}", justify="right")
-    table.add_column("accuracy", justify="right")
-    for i, key in enumerate(r.classes):
-        table.add_row(
-            key,
-            r.prompts[i],
-            str(r.class_sizes[i]),
-            *[_fmt(v) for v in r.class_precision[i]],
-            _fmt(r.class_accuracy[i]),
-        )
-    table.add_row(
-        "mean", "", str(r.n_images), *[_fmt(v) for v in r.mean_precision], _fmt(r.balanced_accuracy)
+    rows = [
+        {
+            "class": key,
+            "prompt": r.prompts[i],
+            "images": r.class_sizes[i],
+            **{f"p{cut}": float(r.class_precision[i, j]) for j, cut in enumerate(r.ns)},
+            "accuracy": float(r.class_accuracy[i]),
+        }
+        for i, key in enumerate(r.classes)
+    ]
+    rows.append(
+        {
+            "class": "mean",
+            "prompt": None,
+            "images": r.n_images,
+            **{f"p{cut}": float(r.mean_precision[j]) for j, cut in enumerate(r.ns)},
+            "accuracy": r.balanced_accuracy,
+        }
     )
-    console.print(table)
-    console.print(
+    cols = [Col("class"), Col("prompt"), Col("images", right=True)]
+    cols += [Col(f"p{cut}", fmt=_fmt, right=True, header=f"P@{cut}") for cut in r.ns]
+    cols.append(Col("accuracy", fmt=_fmt, right=True))
+    emit(rows, cols, fmt)
+    say(
         f"zero-shot accuracy {_fmt(r.accuracy)} (balanced {_fmt(r.balanced_accuracy)}) on {r.n_images} "
         f"{split} images; run {r.run_id}",
-        markup=False,
-        highlight=False,
+        fmt,
     )
 
 
 @app.command()
-def show(ctx: typer.Context) -> None:
+def show(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from cbir_pg.eval.store import table2
+    from cbir_pg.eval.runs import table2
 
-    df = table2(dsn(ctx))
-    if df.empty:
-        console.print("no retrieval runs yet: run `cbir-pg eval retrieval --model KEY`")
+    df = table2(database(ctx))
+    if df.empty and fmt == Format.table:
+        print_line("no retrieval runs yet: run cbir-pg eval retrieval --model KEY")
         return
-    print_table2(df)
+    print_table2(df, fmt)
 
 
-def print_table2(df) -> None:
-    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
 
-    from cbir_pg.eval.store import TABLE2_NS
 
-    scopes = sorted({idx[2] for idx in df.index})
-    one_scope = len(scopes) == 1
-    title = "Retrieval precision P@N (the paper's Table 2): latest run per model and mode"
-    table = Table(
-        title=title + (f", {scopes[0]}" if one_scope else ""), header_style="bold", box=box.SIMPLE_HEAD
-    )
-    table.add_column("model")
-    table.add_column("mode")
-    if not one_scope:
-        table.add_column("scope")
-    for avg in ("micro", "macro"):
-        for cut in TABLE2_NS:
-            table.add_column(f"{avg}\nP@{cut}", justify="right")
-    table.add_column("run", justify="right")
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="folder for runs, neighbours and metrics files"),
+    fmt: ExportFormat = typer.Option(ExportFormat.parquet, "--format", help="parquet or csv"),
+    run: list[int] = typer.Option(None, "--run", help="only this run id (repeatable); default: all"),
+    model: str = typer.Option(None, "--model", "-m", help="only runs of this encoder"),
+) -> None:
+    """Write stored runs, per-query neighbours (long format) and metrics as Parquet or CSV files."""
+    from cbir_pg.eval.export import export_runs
+
+    with database(ctx).connection() as conn:
+        r = export_runs(conn, out, fmt=fmt.value, run_ids=run or None, model=model)
+    for table, path in r.files.items():
+        print_line(f"wrote {path} ({r.rows[table]:,} rows)")
+
+
+def table2_rows(df) -> tuple[list[dict], list[Col]]:
+    """A :func:`cbir_pg.eval.runs.table2` frame as rows (one per model, mode and scope) and their columns."""
+    from cbir_pg.eval.runs import TABLE2_NS
+
+    rows = []
     for key in df.index:
-        model, mode, scope = key
-        values = [df.loc[key, (avg, f"P@{cut}")] for avg in ("micro", "macro") for cut in TABLE2_NS]
-        cells = [model, mode or "-"] + ([] if one_scope else [scope])
-        table.add_row(*cells, *[_fmt(v) for v in values], str(int(df.loc[key, ("run", "id")])))
-    # wide enough for the whole table even when stdout is not a terminal (80 columns by default)
-    Console(width=max(console.width, 140)).print(table)
+        model, mode, scope, profile, vectors = key
+        prof = profile + (" (imported)" if vectors == "imported" else "")
+        row = {"model": model, "mode": mode or "-", "profile": prof, "scope": scope}
+        for avg in ("micro", "macro"):
+            for cut in TABLE2_NS:
+                v = df.loc[key, (avg, f"P@{cut}")]
+                row[f"{avg}_p{cut}"] = None if v is None or math.isnan(v) else float(v)
+        row["run"] = int(df.loc[key, ("run", "id")])
+        rows.append(row)
+    cols = [Col("model"), Col("mode"), Col("profile"), Col("scope")]
+    cols += [
+        Col(f"{avg}_p{cut}", fmt=_fmt, right=True, header=f"{avg}\nP@{cut}")
+        for avg in ("micro", "macro")
+        for cut in TABLE2_NS
+    ]
+    cols.append(Col("run", right=True))
+    return rows, cols
+
+
+def print_table2(df, fmt: Format = Format.table) -> None:
+    """Render a :func:`cbir_pg.eval.runs.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    rows, cols = table2_rows(df)
+    if fmt != Format.table:
+        emit(rows, cols, fmt)
+        return
+    scopes = sorted({r["scope"] for r in rows})
+    title = "Retrieval precision P@N (the paper's Table 2): latest run per model and mode"
+    if len(scopes) == 1:
+        title += f", {scopes[0]}"
+        cols = [c for c in cols if c.key != "scope"]
+    if all(r["profile"] == "default" for r in rows):  # the usual case: keep the table within 80 columns
+        cols = [c for c in cols if c.key != "profile"]
+    emit(rows, cols, fmt, title=title)
 
 
 def register(root: typer.Typer) -> None:

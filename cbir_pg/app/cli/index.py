@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
 
@@ -19,18 +20,47 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def parse_size_mb(text: str) -> int:
+    """``"2GB"`` → 2048, ``"512MB"`` → 512, ``"1024"`` → 1024 (MB), as PostgreSQL writes memory sizes."""
+    import re
+
+    from cbir_pg.errors import ConfigError
+
+    m = re.fullmatch(r"\s*(\d+)\s*(kB|MB|GB|TB)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"bad memory size {text!r}: use e.g. 512MB or 2GB")
+    factor = {"kb": 1 / 1024, "mb": 1, "gb": 1024, "tb": 1024 * 1024}[(m.group(2) or "MB").lower()]
+    mb = int(int(m.group(1)) * factor)
+    if mb < 64:
+        raise ConfigError(f"maintenance_work_mem {text!r} is below 64MB")
+    return mb
+
+
 @app.command()
 def build(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
     m: int = typer.Option(16, "--m", help="HNSW neighbours per node"),
     ef_construction: int = typer.Option(64, "--ef-construction", help="HNSW candidate list while building"),
-    concurrently: bool = typer.Option(False, "--concurrently", help="build without blocking writes (slower)"),
+    concurrently: bool = typer.Option(
+        False, "--concurrently/--no-concurrently", help="build without blocking writes (slower)"
+    ),
+    storage: str = typer.Option(
+        "halfvec",
+        "--storage",
+        help="halfvec (default: measured fastest at equal recall) or vector (full float32 graph)",
+    ),
     quantize: str = typer.Option(
         None, "--quantize", help="'binary': binary-quantised index, exact re-ranking"
     ),
     recall_queries: int = typer.Option(
         100, "--recall-queries", help="stored vectors to measure recall@10 with (0: skip)"
+    ),
+    maintenance_work_mem: str = typer.Option(
+        None,
+        "--maintenance-work-mem",
+        help="memory for the build, e.g. 2GB or 512MB (default: sized to the graph, capped by the server);"
+        " a parallel build allocates it in /dev/shm, so keep it below the server's shared memory",
     ),
 ) -> None:
     """Build the model's HNSW cosine index after loading: memory sized to the graph, parallel workers, ANALYZE."""
@@ -38,7 +68,7 @@ def build(
 
     from cbir_pg.index import build_index
 
-    url = dsn(ctx)
+    db = database(ctx)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -55,14 +85,16 @@ def build(
             bar.update(task, description=p.phase, completed=done, total=total)
 
         report = build_index(
-            url,
+            db,
             model,
             m=m,
             ef_construction=ef_construction,
             concurrently=concurrently,
             quantize=quantize,
+            storage=storage,
             progress=on_progress,
             recall_queries=recall_queries,
+            maintenance_work_mem_mb=parse_size_mb(maintenance_work_mem) if maintenance_work_mem else None,
         )
     console.print(
         f"built {report.index_name} ({report.opclass}, m={report.m}, ef_construction={report.ef_construction}) "
@@ -83,58 +115,45 @@ def build(
 def status(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    fmt: Format = format_option(),
 ) -> None:
     """Index size, parameters, and build progress (pg_stat_progress_create_index)."""
-    from rich.table import Column, Table
-
     from cbir_pg.index import index_status
 
-    rows = index_status(dsn(ctx), model)
-    if not rows:
-        console.print("no models yet (cbir.encoder is empty)")
-        return
-    table = Table(
-        Column("model", no_wrap=True),
-        "vectors",
-        "dim",
-        Column("index", no_wrap=True),
-        "kind",
-        "valid",
-        "m",
-        "ef_constr.",
-        "size",
-        "build progress",
-    )
-    for s in rows:
-        prog = "-"
-        if s.progress is not None:
-            frac = s.progress.fraction
-            prog = s.progress.phase + (f" {frac:.0%}" if frac is not None else "")
-        table.add_row(
-            s.model,
-            f"{s.rows:,}",
-            str(s.dim),
-            s.index_name or "(none)",
-            s.kind or "-",
-            "-" if s.valid is None else ("yes" if s.valid else "NO"),
-            str(s.m or "-"),
-            str(s.ef_construction or "-"),
-            _size(s.size_bytes),
-            prog,
-        )
-    console.print(table)
+    def progress(s) -> str | None:
+        if s.progress is None:
+            return None
+        frac = s.progress.fraction
+        return s.progress.phase + (f" {frac:.0%}" if frac is not None else "")
+
+    cols = [
+        Col("model"),
+        Col("vectors", lambda s: s.rows, lambda n: f"{n:,}", right=True),
+        Col("dim", right=True),
+        Col("index", lambda s: s.index_name),
+        Col("kind"),
+        Col("storage"),
+        Col("valid", lambda s: s.valid, lambda v: "yes" if v else "NO"),
+        Col("m", right=True),
+        Col("ef_construction", right=True, header="ef_constr."),
+        Col("size_bytes", lambda s: s.size_bytes, _size, right=True, header="size"),
+        Col("build_progress", progress, header="build progress"),
+    ]
+    emit(index_status(database(ctx), model), cols, fmt, empty="no models yet (cbir.encoder is empty)")
 
 
 @app.command()
 def drop(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="encoder key"),
-    concurrently: bool = typer.Option(False, "--concurrently", help="drop without blocking reads and writes"),
+    concurrently: bool = typer.Option(
+        False, "--concurrently/--no-concurrently", help="drop without blocking reads and writes"
+    ),
 ) -> None:
     """Drop the model's HNSW index(es); searches then fall back to exact scans."""
     from cbir_pg.index import drop_index
 
-    dropped = drop_index(dsn(ctx), model, concurrently=concurrently)
+    dropped = drop_index(database(ctx), model, concurrently=concurrently)
     console.print(f"dropped {', '.join(dropped)}" if dropped else f"{model} has no HNSW index")
 
 

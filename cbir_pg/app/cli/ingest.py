@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, split_names
+from cbir_pg.app.cli._common import console, database, split_names
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -37,6 +38,11 @@ def ingest(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="retries per failing image"),
     limit: int = typer.Option(None, "--limit", min=1, help="stop after this many images"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    fast_decode: bool = typer.Option(
+        False,
+        "--fast-decode",
+        help="decode JPEGs in PIL draft mode (DCT downscaling near the model's size): faster, pixels differ slightly",
+    ),
 ) -> None:
     """Embed every image of the selection that has no vector for MODEL yet. Safe to rerun or run in parallel."""
     if ctx.invoked_subcommand is not None:
@@ -47,7 +53,7 @@ def ingest(
     if not model:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
     s = run_ingest(
-        dsn(ctx),
+        database(ctx),
         model,
         datasets=_split_csv(dataset),
         splits=_split_csv(split),
@@ -60,6 +66,7 @@ def ingest(
         max_attempts=max_attempts,
         progress=progress,
         limit=limit,
+        fast_decode=fast_decode,
     )
     errs = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
     console.print(
@@ -73,20 +80,20 @@ def ingest(
 def status(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    fmt: Format = format_option(),
 ) -> None:
     """Exact done, pending and failed image counts per encoder and dataset."""
-    from rich.table import Table
-
     from cbir_pg.ingest import ingest_status
 
-    rows = ingest_status(dsn(ctx), model)
-    if not rows:
-        console.print("no embedding tables yet (run: cbir-pg ingest --model KEY)")
-        return
-    table = Table("encoder", "dataset", "total", "done", "pending", "failed")
-    for r in rows:
-        table.add_row(r.encoder, r.dataset, str(r.total), str(r.done), str(r.pending), str(r.failed))
-    console.print(table)
+    cols = [Col("encoder"), Col("dataset")] + [
+        Col(k, right=True) for k in ("total", "done", "pending", "failed")
+    ]
+    emit(
+        ingest_status(database(ctx), model),
+        cols,
+        fmt,
+        empty="no embedding tables yet (run: cbir-pg ingest --model KEY)",
+    )
 
 
 def register(app_root: typer.Typer) -> None:

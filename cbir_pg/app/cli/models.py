@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
+from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Encoders: list the registered models and whether their weights are here.", no_args_is_help=True
@@ -16,38 +17,42 @@ def list_cmd(
     weights: bool = typer.Option(
         True, "--weights/--no-weights", help="check the local weights (HF cache, packages, checkpoints)"
     ),
+    fmt: Format = format_option(),
 ) -> None:
     """Show every encoder: key, dimension, family, input size, whether it has a text tower (text search)
     and whether weights are available locally."""
-    from rich.table import Table
-
     from cbir_pg.encoders import list_encoders, weights_available
     from cbir_pg.encoders.registry import text_tower_keys
 
     texts = set(text_tower_keys())
-    table = Table("key", "dim", "family", "input", "text tower", "weights here", "weights source")
-    table.columns[0].no_wrap = True
-    for c in list_encoders():
-        avail = ("yes" if weights_available(c) else "no") if weights else "?"
-        text = "yes" if c.key in texts else "-"
-        table.add_row(c.key, str(c.dim), c.family, f"{c.input_size}px", text, avail, c.weights_source)
-    from rich.console import Console
-
-    Console(width=max(console.width, 120)).print(table)
+    cols = [
+        Col("key"),
+        Col("dim", right=True),
+        Col("family"),
+        Col("input_size", fmt=lambda n: f"{n}px", right=True, header="input"),
+        Col("text_tower", lambda c: c.key in texts, header="text tower"),
+        Col(
+            "weights_here",
+            (lambda c: weights_available(c)) if weights else (lambda c: None),
+            header="weights here",
+        ),
+        Col("weights_source", header="weights source"),
+    ]
+    emit(list_encoders(), cols, fmt)
 
 
 @app.command("drop")
 def drop_cmd(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="encoder key whose stored vectors are dropped"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    yes: bool = typer.Option(False, "--yes/--no-yes", "-y", help="do not ask for confirmation"),
 ) -> None:
     """Drop a model's embedding table and index (e.g. after its weights or preprocessing changed)."""
     from cbir_pg.index import drop_embeddings
 
     if not yes:
         typer.confirm(f"drop every stored {model} vector?", abort=True)
-    rows = drop_embeddings(dsn(ctx), model)
+    rows = drop_embeddings(database(ctx), model)
     console.print(f"dropped cbir.embedding_{model} ({rows} vectors)")
 
 

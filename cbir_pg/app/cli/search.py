@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import database, err_console
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
 def search(
@@ -25,12 +26,13 @@ def search(
     dataset: str = typer.Option(None, "--dataset", help="only neighbours from this dataset key"),
     modality: str = typer.Option(None, "--modality", help="only neighbours of this modality"),
     exclude_same_patient: bool = typer.Option(
-        False, "--exclude-same-patient", help="leave out the query's patient"
+        False, "--exclude-same-patient/--include-same-patient", help="leave out the query's patient"
     ),
     ef_search: int = typer.Option(
         None, "--ef-search", help="HNSW search breadth (raised to at least k anyway)"
     ),
     png: Path = typer.Option(None, "--png", help="write a Fig. 2 style grid PNG here"),
+    fmt: Format = format_option(),
 ) -> None:
     """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age.
 
@@ -40,12 +42,12 @@ def search(
 
     if sum(x is not None for x in (path, image_id, text)) != 1:
         raise ConfigError("give an image file, --image-id or --text (one of them)")
-    url = dsn(ctx)
+    db = database(ctx)
     if text is not None:
         if exclude_same_patient or png is not None:
             raise ConfigError("--exclude-same-patient and --png need an image query, not --text")
         hits = search_text(
-            url,
+            db,
             model,
             text,
             k=k,
@@ -55,11 +57,12 @@ def search(
             ef_search=ef_search,
             weights=weights,
         )
-        console.print(f"query: text {text!r}, model {model}", markup=False, highlight=False)
-        _print_hits(hits, k)
+        if fmt == Format.table:
+            print_line(f"query: text {text!r}, model {model}")
+        _emit_hits(hits, k, fmt)
         return
     query, hits = search_with_query(
-        url,
+        db,
         model,
         image_id=image_id,
         path=path,
@@ -72,30 +75,27 @@ def search(
     )
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)
     extra = " (embedded on the fly)" if query.embedded_on_the_fly else ""
-    console.print(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
-    _print_hits(hits, k)
+    if fmt == Format.table:
+        print_line(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
+    _emit_hits(hits, k, fmt)
     if png is not None:
-        out = write_search_grid(url, query, hits, png)
-        console.print(f"wrote {out}")
+        out = write_search_grid(db, query, hits, png)
+        err_console.print(f"wrote {out}", markup=False, highlight=False)
 
 
-def _print_hits(hits, k: int) -> None:
-    from rich.table import Table
-
-    table = Table("rank", "image", "label", "dataset", "similarity", "sex", "age")
-    for h in hits:
-        table.add_row(
-            str(h.rank),
-            f"{h.image_id} {h.uri}",
-            h.label or "-",
-            h.dataset,
-            f"{h.similarity:.4f}",
-            h.sex or "-",
-            f"{h.age:.0f}" if h.age is not None else "-",
-        )
-    console.print(table)
-    if len(hits) < k:
-        console.print(f"only {len(hits)} images match (asked for {k})")
+def _emit_hits(hits, k: int, fmt: Format) -> None:
+    cols = [
+        Col("rank", right=True),
+        Col("image_id", right=True, header="image"),
+        Col("uri"),
+        Col("label"),
+        Col("dataset"),
+        Col("similarity", fmt=lambda x: f"{x:.4f}", right=True),
+        Col("sex"),
+        Col("age", fmt=lambda a: f"{a:.0f}", right=True),
+    ]
+    notes = [f"only {len(hits)} images match (asked for {k})"] if len(hits) < k else []
+    emit(hits, cols, fmt, notes=notes, empty="no image matches")
 
 
 def register(app: typer.Typer) -> None:
