@@ -252,6 +252,60 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     return embed_arrays(encoder, [rgb])[0]
 
 
+def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:
+    """The model's stored image vectors must come from this installation's encoder config (the text
+    tower shares the image tower's weights, so a text vector only makes sense against those)."""
+    row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
+    if row is None:
+        from cbir_pg.encoders.registry import model_not_stored
+
+        raise model_not_stored(model)
+    from cbir_pg.encoders import get_config
+
+    config = get_config(model)
+    stored_hash = row["config_hash"]
+    if weights is None and config.config_hash() != stored_hash:
+        raise ConfigError(
+            f"the stored {model} vectors were made with encoder config {stored_hash[:12]}, this installation's "
+            f"{model} config is {config.config_hash()[:12]}: text and image vectors would not match"
+        )
+
+
+def search_text(
+    db: Database,
+    model: str,
+    text: str,
+    *,
+    k: int = 10,
+    split: str | None = None,
+    dataset: str | None = None,
+    modality: str | None = None,
+    ef_search: int | None = None,
+    weights: str | Path | None = None,
+) -> list[Hit]:
+    """Text-to-image search: embed ``text`` with the model's own tokenizer and text tower
+    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors.
+    A model without a text tower is refused with one line before anything is loaded."""
+    from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
+
+    identifiers.check_key(model)
+    _check_filters(split, dataset, modality, k)
+    check_text_tower(model)
+    check_ef_search(ef_search)
+    conn = db.connect()
+    with db_errors(using=_sql_error), conn:
+        check_stored_config(conn, model, weights)
+        vec = embed_texts(create_text_encoder(model, weights=weights), [text])[0]
+        if ef_search is not None:
+            conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
+        rows = conn.execute(
+            queries.get("search", "similar_to_vector"),
+            {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality, "vec": vec},
+        ).fetchall()
+        conn.rollback()  # read-only; this also ends the transaction-local ef_search
+    return _rows_to_hits(rows)
+
+
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
     """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
     from cbir_pg.images import decode_file

@@ -413,6 +413,10 @@ def write_report(
         )
         table4 = conn.execute(data.q("report_knn_linear")).fetchall()
         ablation = conn.execute(data.q("report_ablation")).fetchall()
+        zeroshot = (
+            _rows(conn, data.q("report_zeroshot")) if _view_exists(conn, "cbir_report.zeroshot") else None
+        )
+        zeroshot_class = _rows(conn, data.q("report_zeroshot_class")) if zeroshot else None
         ablation_notes = conn.execute(
             "select model, params -> 'notes' as notes"
             " from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
@@ -444,6 +448,15 @@ def write_report(
         )
     else:
         result.notes.append("no kNN or linear-probe results (run cbir-pg eval knn or cbir-pg eval linear)")
+
+    if zeroshot and zeroshot[1]:
+        sections.append(
+            "<h2>Text-to-image retrieval and zero-shot classification</h2>"
+            + _table(*zeroshot)
+            + "<p class='note'>One text query per class (prompt from the template); P@N is the mean over "
+            "classes; accuracy: nearest class prompt per image, balanced = mean of per-class accuracies.</p>"
+            + (_table(*zeroshot_class) if zeroshot_class and zeroshot_class[1] else "")
+        )
 
     # Fig. 3B
     if ablation:

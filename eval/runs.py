@@ -1,6 +1,6 @@
 """The one writer (and reader) of evaluation runs: ``cbir.eval_run``, ``eval_query`` (binary COPY),
 ``eval_metric`` and ``eval_class_metric``, for every kind of run (retrieval, kNN, linear probe,
-ablation). Its SQL is one block, ``sql/queries/runs.sql``. One policy for all kinds:
+ablation, zero-shot). Its SQL is one block, ``sql/queries/runs.sql``. One policy for all kinds:
 
 * **code version**: ``cbir_pg.__version__`` plus ``+g<commit>`` (``.dirty``) in a git checkout;
 * **timings**: a JSON object that always has ``total_s`` (seconds, the whole run), so
@@ -34,7 +34,7 @@ from cbir_pg.db.database import Database, dict_cursor
 if TYPE_CHECKING:
     from cbir_pg.eval.classification import ClassificationMetrics
 
-RUN_KINDS = ("retrieval", "knn", "linear", "ablation")
+RUN_KINDS = ("retrieval", "knn", "linear", "ablation", "zeroshot")
 
 
 def q(name: str):

@@ -5,6 +5,11 @@ one combined, harmonised benchmark (US + XR, 4 classes)  4. ingest with a model 
 offline (``efficientnet_lite0``)  5. build the HNSW index  6. evaluate micro/macro P@1/3/5/10, ANN and
 exact  7. kNN classification  8. write the PNG report  9. return the Table 2-style result.
 
+Fusion: with a second model (``fuse_with``: a key embeds it too; ``"auto"``, the default, uses
+``efficientnet_lite2`` only when its vectors already cover the benchmark, so the default demo embeds one
+model; ``None`` never fuses) step 6 also evaluates that model and the reciprocal rank fusion of the two
+(``cbir.similar_images_fused``, ANN), which Table 2 shows as one more row, ``rrf(<model>,<second>)``.
+
 Every step reuses what exists: a second run imports and embeds nothing, keeps the index, and reuses
 evaluation runs that are newer than the newest embedding, so it is fast and duplicates nothing.
 """
@@ -15,10 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cbir_pg.config import get_settings
 from cbir_pg.db import identifiers, queries
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
 
 STEPS = (
     "start database",
@@ -61,6 +69,10 @@ class DemoResult:
     knn_metrics: dict[str, float] = field(default_factory=dict)
     knn_reused: bool = False
     report_index: Path | None = None
+    fuse_with: str | None = None  # the second model fused with ``model``, when there is one
+    fused_model: str | None = None  # the fused row's model column
+    fused_run_id: int | None = None
+    fusion_note: str = ""
     table2: Any = None  # pandas.DataFrame, Table 2 layout
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -74,6 +86,65 @@ def _latest_fresh_run(conn, model: str, kind: str) -> int | None:
     return row["id"] if row else None
 
 
+def _fusion_partner(db: Database, model: str, fuse_with: str | None, datasets: list[str]) -> str | None:
+    """The second model to fuse with: ``fuse_with`` itself, or for ``"auto"`` ``efficientnet_lite2``
+    when its vectors already cover every non-excluded benchmark image (the default demo embeds one)."""
+    from cbir_pg.db.database import scalar
+
+    if fuse_with != "auto":
+        return fuse_with
+    partner = "efficientnet_lite2" if model != "efficientnet_lite2" else "efficientnet_lite0"
+    with db.connection() as conn:
+        if not scalar(conn, queries.get("demo", "embedding_table_exists"), {"model": partner}):
+            return None
+        missing = scalar(
+            conn,
+            queries.get("demo", "benchmark_missing_vectors", table=identifiers.embedding_table(partner)),
+            {"keys": datasets},
+        )
+    return partner if missing == 0 else None
+
+
+def _evaluate_fusion(db: Database, result: DemoResult, model: str, datasets: list[str]) -> str:
+    """Reciprocal rank fusion of ``model`` and the partner, ANN, test queries, index = train; reused
+    when it is newer than both models' newest vector."""
+    from cbir_pg.db.database import scalar
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
+
+    partner = result.fuse_with
+    if partner is None:
+        result.fusion_note = (
+            "no fused row: the demo embeds one model; `cbir-pg demo --fuse-with efficientnet_lite2` also "
+            "embeds a second one and evaluates their reciprocal rank fusion"
+        )
+        return "no second model to fuse"
+    ranking = Ranking((model, partner), fusion="rrf")
+    result.fused_model = ranking.name
+    with db.connection() as conn:
+        if scalar(conn, queries.get("demo", "other_datasets"), {"keys": datasets}):
+            result.fusion_note = (
+                "no fused row: the database holds datasets beyond the benchmark, and the fused search "
+                "takes one dataset or all of them"
+            )
+            return "fusion skipped (other datasets present)"
+        fresh = scalar(
+            conn,
+            queries.get(
+                "demo",
+                "latest_fresh_fused_run",
+                table_a=identifiers.embedding_table(model),
+                table_b=identifiers.embedding_table(partner),
+            ),
+            {"model": ranking.name},
+        )
+    if fresh is not None:
+        result.fused_run_id = int(fresh)
+        return f"{ranking.name}: reused run {fresh}"
+    r = evaluate_ranking(db, ranking, datasets=datasets, mode="ann")
+    result.fused_run_id = r.run_id
+    return f"{ranking.name}: run {r.run_id}"
+
+
 def run_demo(
     *,
     dsn: str | None = None,
@@ -84,12 +155,19 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     on_step: Callable[[StepEvent], None] | None = None,
+    fuse_with: str | None = "auto",
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
     from cbir_pg.app.demo_data import resolve_demo_files
     from cbir_pg.db.database import Database, scalar
 
     identifiers.check_key(model)
+    if fuse_with not in (None, "auto"):
+        identifiers.check_key(fuse_with)
+        if fuse_with == model:
+            from cbir_pg.errors import ConfigError
+
+            raise ConfigError(f"--fuse-with {fuse_with} is the demo's own model: name a second one")
     settings = get_settings(dsn)
     out = Path(out_dir) if out_dir else Path("cbir-pg-report")
     notify = on_step or (lambda event: None)
@@ -139,29 +217,53 @@ def run_demo(
         )
         result.embedded, result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
-        return f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
+        detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
+        result.fuse_with = _fusion_partner(db, model, fuse_with, list(files))
+        if fuse_with not in (None, "auto"):
+            s2 = run_ingest(
+                db,
+                fuse_with,
+                datasets=list(files),
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
+            detail += f"; {fuse_with}: {s2.embedded} new vectors, {s2.done} stored"
+        return detail
 
     def do_index() -> str:
         from cbir_pg.index import build_index, index_status
 
-        existing = [st for st in index_status(db, model) if st.kind == "hnsw" and st.valid]
-        if existing and result.embedded == 0:
-            return f"reused {existing[0].index_name}"
-        rep = build_index(db, model, progress=False)
-        result.index_built = True
-        return f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
+        details = []
+        for key in [model] + ([result.fuse_with] if result.fuse_with else []):
+            existing = [st for st in index_status(db, key) if st.kind == "hnsw" and st.valid]
+            if existing and (result.embedded == 0 or key != model):
+                details.append(f"reused {existing[0].index_name}")
+                continue
+            rep = build_index(db, key, progress=False)
+            result.index_built = result.index_built or key == model
+            details.append(
+                f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
+            )
+        return "; ".join(details)
 
     def do_eval() -> str:
         from cbir_pg.eval.retrieval import evaluate_retrieval
 
-        with db.connection() as conn:
-            fresh = _latest_fresh_run(conn, model, "retrieval")
-        if fresh is not None:
-            result.retrieval_reused = True
-            return f"reused run {fresh} (no new embeddings since)"
-        r = evaluate_retrieval(db, model, datasets=list(files), compare_exact=True, progress=progress)
-        result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
-        return "runs " + ", ".join(f"{m}={i}" for m, i in result.retrieval_run_ids.items())
+        detail = []
+        for key in [model] + ([result.fuse_with] if result.fuse_with else []):
+            with db.connection() as conn:
+                fresh = _latest_fresh_run(conn, key, "retrieval")
+            if fresh is not None:
+                result.retrieval_reused = result.retrieval_reused or key == model
+                detail.append(f"{key}: reused run {fresh} (no new embeddings since)")
+                continue
+            r = evaluate_retrieval(db, key, datasets=list(files), compare_exact=True, progress=progress)
+            if key == model:
+                result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
+            detail.append(f"{key}: runs " + ", ".join(f"{m}={mr.run_id}" for m, mr in r.runs.items()))
+        detail.append(_evaluate_fusion(db, result, model, list(files)))
+        return "; ".join(detail)
 
     def do_knn() -> str:
         from cbir_pg.eval.knn import evaluate_knn

@@ -156,3 +156,15 @@ from cbir_report.ablation
 where is_latest
 group by model, index_size
 order by model, index_size
+
+-- name: report_zeroshot
+-- Latest zero-shot runs (text-to-image P@N mean over classes, zero-shot accuracy), from the report views.
+select model, mode, template, scope, n_classes, n_images, p1_mean, p3_mean, p5_mean, p10_mean, accuracy,
+       balanced_accuracy, run_id
+from cbir_report.zeroshot
+order by model, mode, template
+
+-- name: report_zeroshot_class
+select model, class, prompt, n_images, p1, p5, p10, accuracy, run_id
+from cbir_report.zeroshot_class
+order by model, run_id, class

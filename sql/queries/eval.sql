@@ -93,3 +93,89 @@ select key, kind, coalesce(params ->> 'profile', 'default') as profile
 from cbir.dataset
 where %(datasets)s::text[] is null or key = any(%(datasets)s::text[])
 order by key
+
+-- name: model_images
+-- The non-excluded images of some splits (and datasets) with a vector for one model, and their label.
+select i.id, coalesce(i.label_id, -1) as label_id
+from cbir.image i
+join {table} e on e.image_id = i.id
+join cbir.dataset d on d.id = i.dataset_id
+where i.split = any(%(splits)s::text[])
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and not i.excluded
+
+-- name: fused_batch
+-- Fused top-N of a batch of query images (eval/fusion.py), through the SQL API of sql/schema/25_fusion.sql.
+select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_fused(
+  b.image_id, %(models)s::text[], %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(method)s, %(c)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
+
+-- name: expanded_batch
+-- alpha-QE top-N of a batch of query images (one model).
+select b.ord, f.rank, f.image_id, f.similarity as score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_expanded(
+  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
+
+-- name: reranked_batch
+-- k-reciprocal re-ranked top-N of a batch of query images (one model, optionally alpha-QE first).
+select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
+from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
+join cbir.image qi on qi.id = b.image_id
+cross join lateral cbir.similar_images_reranked(
+  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+  %(k1)s, %(lambda)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
+join cbir.image i on i.id = f.image_id
+order by b.ord, f.rank
+
+-- name: zeroshot_classes
+-- The harmonised classes of the labelled, non-excluded images of some splits (and datasets) with a vector.
+select l.id, l.key, l.modality, l.region, l.finding, count(*) as n_images
+from cbir.image i
+join {table} e on e.image_id = i.id
+join cbir.dataset d on d.id = i.dataset_id
+join cbir.label l on l.id = i.label_id
+where i.split = any(%(splits)s::text[])
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and not i.excluded
+group by l.id, l.key, l.modality, l.region, l.finding
+order by l.key
+
+-- name: zeroshot_retrieval
+-- Text-to-image top-N: one text vector per class, through the SQL API (cbir.knn: the same filters
+-- and exactly-N guarantee as cbir.similar_to_vector, with an explicit method).
+select p.ord, k.rank, k.image_id, coalesce(i.label_id = p.label_id, false) as relevant
+from unnest(%(label_ids)s::int[], %(vecs)s::vector[]) with ordinality as p(label_id, v, ord)
+cross join lateral cbir.knn(p.v, %(model)s, %(n)s, %(split)s, %(dataset)s, null, null, null, %(method)s) k
+join cbir.image i on i.id = k.image_id
+order by p.ord, k.rank
+
+-- name: zeroshot_classify
+-- Zero-shot classification: each labelled image gets the class whose text vector is nearest (cosine).
+select i.id, i.label_id,
+       (select p.label_id from unnest(%(label_ids)s::int[], %(vecs)s::vector[]) as p(label_id, v)
+        order by e.embedding::vector <=> p.v, p.label_id limit 1) as predicted
+from cbir.image i
+join {table} e on e.image_id = i.id
+join cbir.dataset d on d.id = i.dataset_id
+where i.split = any(%(splits)s::text[])
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and not i.excluded
+  and i.label_id is not null
+order by i.id
+
+-- name: all_dataset_keys
+select key from cbir.dataset
+
+-- name: set_ef_search
+-- hnsw.ef_search for the rest of the transaction (eval/fusion.py: one read-only transaction)
+select set_config('hnsw.ef_search', %(value)s, true)

@@ -1,5 +1,5 @@
 -- The one block of SQL that writes and reads evaluation runs (cbir_pg.eval.runs), for every kind of
--- run: retrieval, knn, linear, ablation.
+-- run: retrieval, knn, linear, ablation, zeroshot.
 
 -- name: insert_run
 insert into cbir.eval_run (kind, encoder_key, mode, params, index_params, code_version)

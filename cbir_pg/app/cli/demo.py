@@ -33,6 +33,11 @@ def demo(
     batch_size: int = typer.Option(64, "--batch-size", help="ingest batch size"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    fuse_with: str = typer.Option(
+        "auto",
+        "--fuse-with",
+        help="second model for a fused row (embedded too); auto: efficientnet_lite2 if already embedded; none",
+    ),
 ) -> None:
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
     from cbir_pg.app.cli.evaluate import print_table2
@@ -54,6 +59,7 @@ def demo(
         device=device,
         progress=progress,
         on_step=on_step,
+        fuse_with=None if fuse_with == "none" else fuse_with,
     )
     console.print()
     print_table2(r.table2)
@@ -62,6 +68,14 @@ def demo(
             "ANN recall of the top-N against exact: "
             + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items())
         )
+    if r.fused_run_id is not None:
+        console.print(
+            f"fused row: {r.fused_model} (reciprocal rank fusion, ANN), run {r.fused_run_id}",
+            markup=False,
+            highlight=False,
+        )
+    elif r.fusion_note:
+        console.print(r.fusion_note, markup=False, highlight=False)
     if r.knn_metrics:
         print_line(
             f"kNN (k={r.knn_k}, chosen on val) on test: "

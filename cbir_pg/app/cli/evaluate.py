@@ -25,7 +25,28 @@ def _fmt(x: float | None, signed: bool = False) -> str:
 @app.command()
 def retrieval(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: str = typer.Option(None, "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    fuse: str = typer.Option(
+        None, "--fuse", help="fuse these models' rankings (KEY1,KEY2[,...]) instead of one --model"
+    ),
+    fusion: str = typer.Option(
+        "rrf", "--fusion", help="fusion method: rrf (reciprocal rank) or mean (cosine)"
+    ),
+    rrf_c: float = typer.Option(60.0, "--rrf-c", help="the c of reciprocal rank fusion, 1/(c + rank)"),
+    candidates: int = typer.Option(
+        None,
+        "--candidates",
+        help="K': candidates per model (fusion) or re-ranked (--rerank); default: the SQL's",
+    ),
+    expand: str = typer.Option(
+        None, "--expand", help="alpha query expansion with M,ALPHA: the query plus its top M index neighbours"
+    ),
+    rerank: str = typer.Option(
+        None,
+        "--rerank",
+        help="k-reciprocal re-ranking with K1,LAMBDA (e.g. 20,0.3); one model only",
+        show_default=False,
+    ),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
     index_split: str = typer.Option(None, "--index-split", help="split(s) searched, comma-separated [train]"),
     query_split: str = typer.Option(
@@ -51,7 +72,11 @@ def retrieval(
     ),
     fmt: Format = format_option(),
 ) -> None:
-    """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
+    """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N.
+
+    With --fuse, --expand or --rerank the ranking comes from the SQL API of sql/schema/25_fusion.sql and is
+    stored as its own leaderboard row (its model column names the members, the method and the options)."""
+    from cbir_pg.errors import ConfigError
     from cbir_pg.eval.retrieval import evaluate_retrieval
     from cbir_pg.profiles import get_profile
 
@@ -60,6 +85,33 @@ def retrieval(
     query_split = query_split or ",".join(prof.query_splits)
     mode = mode or prof.search_mode
 
+    if fuse is not None or expand is not None or rerank is not None:
+        if compare_exact:
+            raise ConfigError("--compare-exact runs for a single model: use --mode ann or --mode exact")
+        if prof.name != "default":
+            raise ConfigError(
+                f"--profile {prof.name} applies to a single --model, not --fuse/--expand/--rerank"
+            )
+        _ranking_eval(
+            ctx,
+            model,
+            fuse,
+            fusion,
+            rrf_c,
+            candidates,
+            expand,
+            rerank,
+            n,
+            index_split,
+            query_split,
+            dataset,
+            mode,
+            ef_search,
+            fmt,
+        )
+        return
+    if model is None:
+        raise ConfigError("give --model KEY (or --fuse KEY1,KEY2)")
     result = evaluate_retrieval(
         database(ctx),
         model,
@@ -110,6 +162,140 @@ def retrieval(
         r = result.runs[m]
         ef = f", ef_search {r.ef_search}" if r.ef_search is not None else ""
         say(f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}", fmt)
+
+
+def _pair(text: str, what: str, first=int) -> tuple:
+    from cbir_pg.errors import ConfigError
+
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return first(parts[0]), float(parts[1])
+    except ValueError:
+        raise ConfigError(f"{what}: expected two comma-separated numbers, got {text!r}") from None
+
+
+def _ranking_eval(
+    ctx,
+    model,
+    fuse,
+    fusion,
+    rrf_c,
+    candidates,
+    expand,
+    rerank,
+    n,
+    index_split,
+    query_split,
+    dataset,
+    mode,
+    ef_search,
+    fmt: Format,
+) -> None:
+    from cbir_pg.errors import ConfigError
+    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
+
+    if fuse is not None and model is not None:
+        raise ConfigError("give --model KEY or --fuse KEY1,KEY2, not both")
+    models = split_names([fuse]) if fuse is not None else ([model] if model else [])
+    if fuse is not None and len(models) < 2:
+        raise ConfigError(f"--fuse needs at least two models, got {fuse!r}")
+    if not models:
+        raise ConfigError("give --model KEY or --fuse KEY1,KEY2")
+    index_splits = split_names([index_split])
+    if len(index_splits) != 1:
+        raise ConfigError("--fuse/--expand/--rerank search one index split")
+    ranking = Ranking(
+        models=tuple(models),
+        fusion=fusion,
+        c=rrf_c,
+        candidates=candidates,
+        expand=_pair(expand, "--expand M,ALPHA") if expand else None,
+        rerank=_pair(rerank, "--rerank K1,LAMBDA") if rerank else None,
+    )
+    r = evaluate_ranking(
+        database(ctx),
+        ranking,
+        ns=parse_int_list(n),
+        index_split=index_splits[0],
+        query_splits=split_names([query_split]),
+        datasets=split_names(dataset) or None,
+        mode=mode,
+        ef_search=ef_search,
+    )
+    for w in r.warnings:
+        err_console.print(f"warning: {w}", markup=False, highlight=False)
+    say(f"{r.model}: {r.n_queries} queries against {r.n_index} index images", fmt)
+    rows = [
+        {"run": r.run_id, "mode": r.mode, "average": avg, **dict(zip(r.ns, values, strict=True))}
+        for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro))
+    ]
+    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
+        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in r.ns
+    ]
+    emit(rows, cols, fmt)
+    qps = r.n_queries / r.seconds if r.seconds > 0 else float("inf")
+    say(f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", fmt)
+
+
+@app.command()
+def zeroshot(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="an image-text encoder key, e.g. biomedclip"),
+    template: str = typer.Option(
+        "a {modality} image of {finding} in the {region}",
+        "--template",
+        help="prompt per class; fields {modality} {region} {finding} {key}",
+    ),
+    n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
+    split: str = typer.Option("test", "--split", help="the images searched and classified"),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="one dataset key; default: all"),
+    mode: str = typer.Option("exact", "--mode", help="exact (sequential scan) or ann (HNSW)"),
+    weights: str = typer.Option(None, "--weights", help="checkpoint of the image-text model"),
+    fmt: Format = format_option(),
+) -> None:
+    """Text-to-image retrieval (one prompt per class, P@N) and zero-shot classification accuracy; stored."""
+    from cbir_pg.eval.zeroshot import evaluate_zeroshot
+
+    r = evaluate_zeroshot(
+        database(ctx),
+        model,
+        template=template,
+        ns=parse_int_list(n),
+        split=split,
+        datasets=[dataset] if dataset else None,
+        mode=mode,
+        weights=weights,
+    )
+    rows = [
+        {
+            "class": key,
+            "prompt": r.prompts[i],
+            "images": r.class_sizes[i],
+            **{f"p{cut}": float(r.class_precision[i, j]) for j, cut in enumerate(r.ns)},
+            "accuracy": float(r.class_accuracy[i]),
+        }
+        for i, key in enumerate(r.classes)
+    ]
+    rows.append(
+        {
+            "class": "mean",
+            "prompt": None,
+            "images": r.n_images,
+            **{f"p{cut}": float(r.mean_precision[j]) for j, cut in enumerate(r.ns)},
+            "accuracy": r.balanced_accuracy,
+        }
+    )
+    cols = [Col("class"), Col("prompt"), Col("images", right=True)]
+    cols += [Col(f"p{cut}", fmt=_fmt, right=True, header=f"P@{cut}") for cut in r.ns]
+    cols.append(Col("accuracy", fmt=_fmt, right=True))
+    emit(rows, cols, fmt)
+    say(
+        f"zero-shot accuracy {_fmt(r.accuracy)} (balanced {_fmt(r.balanced_accuracy)}) on {r.n_images} "
+        f"{split} images; run {r.run_id}",
+        fmt,
+    )
 
 
 @app.command()

@@ -19,14 +19,18 @@ def list_cmd(
     ),
     fmt: Format = format_option(),
 ) -> None:
-    """Show every encoder: key, dimension, family, input size, and whether weights are available locally."""
+    """Show every encoder: key, dimension, family, input size, whether it has a text tower (text search)
+    and whether weights are available locally."""
     from cbir_pg.encoders import list_encoders, weights_available
+    from cbir_pg.encoders.registry import text_tower_keys
 
+    texts = set(text_tower_keys())
     cols = [
         Col("key"),
         Col("dim", right=True),
         Col("family"),
         Col("input_size", fmt=lambda n: f"{n}px", right=True, header="input"),
+        Col("text_tower", lambda c: c.key in texts, header="text tower"),
         Col(
             "weights_here",
             (lambda c: weights_available(c)) if weights else (lambda c: None),

@@ -14,6 +14,12 @@ def search(
     ctx: typer.Context,
     path: Path = typer.Argument(None, help="query image file (embedded on the fly when not in the database)"),
     image_id: int = typer.Option(None, "--image-id", help="query by a stored image's id instead of a file"),
+    text: str = typer.Option(
+        None, "--text", help="query by a description (image-text models only, e.g. biomedclip, clip_vitl14)"
+    ),
+    weights: Path = typer.Option(
+        None, "--weights", help="checkpoint of the model's text tower (with --text)"
+    ),
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
     k: int = typer.Option(10, "-k", "--k", help="number of neighbours"),
     split: str = typer.Option(None, "--split", help="only neighbours from this split (train, val, test)"),
@@ -28,13 +34,33 @@ def search(
     png: Path = typer.Option(None, "--png", help="write a Fig. 2 style grid PNG here"),
     fmt: Format = format_option(),
 ) -> None:
-    """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age."""
-    from cbir_pg.errors import ConfigError
-    from cbir_pg.search import search_with_query, write_search_grid
+    """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age.
 
-    if (path is None) == (image_id is None):
-        raise ConfigError("give an image file or --image-id (one of them)")
+    --text "right pleural effusion" searches by a description with the model's own text tower."""
+    from cbir_pg.errors import ConfigError
+    from cbir_pg.search import search_text, search_with_query, write_search_grid
+
+    if sum(x is not None for x in (path, image_id, text)) != 1:
+        raise ConfigError("give an image file, --image-id or --text (one of them)")
     db = database(ctx)
+    if text is not None:
+        if exclude_same_patient or png is not None:
+            raise ConfigError("--exclude-same-patient and --png need an image query, not --text")
+        hits = search_text(
+            db,
+            model,
+            text,
+            k=k,
+            split=split,
+            dataset=dataset,
+            modality=modality,
+            ef_search=ef_search,
+            weights=weights,
+        )
+        if fmt == Format.table:
+            print_line(f"query: text {text!r}, model {model}")
+        _emit_hits(hits, k, fmt)
+        return
     query, hits = search_with_query(
         db,
         model,
@@ -49,6 +75,15 @@ def search(
     )
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)
     extra = " (embedded on the fly)" if query.embedded_on_the_fly else ""
+    if fmt == Format.table:
+        print_line(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
+    _emit_hits(hits, k, fmt)
+    if png is not None:
+        out = write_search_grid(db, query, hits, png)
+        err_console.print(f"wrote {out}", markup=False, highlight=False)
+
+
+def _emit_hits(hits, k: int, fmt: Format) -> None:
     cols = [
         Col("rank", right=True),
         Col("image_id", right=True, header="image"),
@@ -59,13 +94,8 @@ def search(
         Col("sex"),
         Col("age", fmt=lambda a: f"{a:.0f}", right=True),
     ]
-    if fmt == Format.table:
-        print_line(f"query: {what}{extra}, label {query.label or 'unknown'}, model {model}")
     notes = [f"only {len(hits)} images match (asked for {k})"] if len(hits) < k else []
     emit(hits, cols, fmt, notes=notes, empty="no image matches")
-    if png is not None:
-        out = write_search_grid(db, query, hits, png)
-        err_console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

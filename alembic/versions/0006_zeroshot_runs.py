@@ -1,0 +1,24 @@
+"""Evaluation runs of kind 'zeroshot' (text-to-image retrieval and zero-shot classification, eval/zeroshot.py).
+
+Revision ID: 0006
+Revises: 0001
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlfile import read_sql
+
+revision = "0006"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(read_sql("zeroshot_runs.sql"))  # alembic/sql/zeroshot_runs.sql
+
+
+def downgrade() -> None:
+    op.execute(read_sql("zeroshot_runs.down.sql"))
