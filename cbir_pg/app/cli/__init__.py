@@ -36,7 +36,20 @@ app = typer.Typer(
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, embeddings, index, search, serve, evaluate, report, demo):
+for _module in (
+    db,
+    datasets,
+    labels,
+    models,
+    ingest,
+    embeddings,
+    index,
+    search,
+    serve,
+    evaluate,
+    report,
+    demo,
+):
     _module.register(app)
 
 

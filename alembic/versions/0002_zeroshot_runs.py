@@ -1,16 +1,17 @@
 """Evaluation runs of kind 'zeroshot' (text-to-image retrieval and zero-shot classification, eval/zeroshot.py).
 
-Revision ID: 0006
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-30
 """
 
 from __future__ import annotations
 
-from alembic import op
 from sqlfile import read_sql
 
-revision = "0006"
+from alembic import op
+
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
