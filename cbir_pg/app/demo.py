@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cbir_pg.config import get_settings
 from cbir_pg.db import identifiers, queries
-
-if TYPE_CHECKING:
-    from cbir_pg.db.database import Database
+from cbir_pg.db.database import Database, scalar
 
 STEPS = (
     "start database",
@@ -145,6 +143,173 @@ def _evaluate_fusion(db: Database, result: DemoResult, model: str, datasets: lis
     return f"{ranking.name}: run {r.run_id}"
 
 
+@dataclass
+class _Demo:
+    """The demo's state between its steps; each step is one method that returns its one-line detail."""
+
+    db: Database
+    files: dict[str, Path]
+    model: str
+    fuse_with: str | None
+    out: Path
+    batch_size: int
+    device: str
+    progress: bool
+    result: DemoResult
+
+    def steps(self) -> tuple[Callable[[], str], ...]:
+        """The nine steps, in the order of :data:`STEPS`."""
+        return (
+            self.start,
+            self.migrate,
+            self.do_import,
+            self.do_ingest,
+            self.do_index,
+            self.do_eval,
+            self.do_knn,
+            self.do_report,
+            self.summarise,
+        )
+
+    def start(self) -> str:
+        self.result.dsn = self.db.dsn  # resolving it starts the embedded server when no DSN is given
+        from cbir_pg.db.connect import redact
+
+        return redact(self.result.dsn)
+
+    def migrate(self) -> str:
+        from cbir_pg.db.migrate import migrate as run_migrate
+
+        r = run_migrate(self.db)
+        return f"schema at revision {r.after}"
+
+    def do_import(self) -> str:
+        from cbir_pg.datasets import import_dataset
+
+        added = 0
+        for flag, path in self.files.items():
+            summary = import_dataset(self.db, "medmnist", path, flag=flag, progress=self.progress)
+            added += summary.imported
+        with self.db.connection() as conn:
+            self.result.images = scalar(
+                conn, queries.get("demo", "benchmark_images"), {"keys": list(self.files)}
+            )
+        self.result.imported = added
+        return f"{added} new images, {self.result.images} in the benchmark"
+
+    def do_ingest(self) -> str:
+        from cbir_pg.ingest.worker import run_ingest
+
+        s = run_ingest(
+            self.db,
+            self.model,
+            datasets=list(self.files),
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=self.progress,
+        )
+        self.result.embedded, self.result.vectors = s.embedded, s.done
+        rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
+        detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
+        self.result.fuse_with = _fusion_partner(self.db, self.model, self.fuse_with, list(self.files))
+        if self.fuse_with not in (None, "auto"):
+            s2 = run_ingest(
+                self.db,
+                self.fuse_with,
+                datasets=list(self.files),
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=self.progress,
+            )
+            detail += f"; {self.fuse_with}: {s2.embedded} new vectors, {s2.done} stored"
+        return detail
+
+    def do_index(self) -> str:
+        from cbir_pg.index import build_index, index_status
+
+        details = []
+        for key in [self.model] + ([self.result.fuse_with] if self.result.fuse_with else []):
+            existing = [st for st in index_status(self.db, key) if st.kind == "hnsw" and st.valid]
+            if existing and (self.result.embedded == 0 or key != self.model):
+                details.append(f"reused {existing[0].index_name}")
+                continue
+            rep = build_index(self.db, key, progress=False)
+            self.result.index_built = self.result.index_built or key == self.model
+            details.append(
+                f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
+            )
+        return "; ".join(details)
+
+    def do_eval(self) -> str:
+        from cbir_pg.eval.retrieval import evaluate_retrieval
+
+        detail = []
+        for key in [self.model] + ([self.result.fuse_with] if self.result.fuse_with else []):
+            with self.db.connection() as conn:
+                fresh = _latest_fresh_run(conn, key, "retrieval")
+            if fresh is not None:
+                self.result.retrieval_reused = self.result.retrieval_reused or key == self.model
+                detail.append(f"{key}: reused run {fresh} (no new embeddings since)")
+                continue
+            r = evaluate_retrieval(
+                self.db, key, datasets=list(self.files), compare_exact=True, progress=self.progress
+            )
+            if key == self.model:
+                self.result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
+            detail.append(f"{key}: runs " + ", ".join(f"{m}={mr.run_id}" for m, mr in r.runs.items()))
+        detail.append(_evaluate_fusion(self.db, self.result, self.model, list(self.files)))
+        return "; ".join(detail)
+
+    def do_knn(self) -> str:
+        from cbir_pg.eval.knn import evaluate_knn
+
+        with self.db.connection() as conn:
+            fresh = _latest_fresh_run(conn, self.model, "knn")
+        if fresh is not None:
+            self.result.knn_reused, self.result.knn_run_id = True, fresh
+            return f"reused run {fresh}"
+        k = evaluate_knn(self.db, self.model, datasets=list(self.files), progress=self.progress)
+        self.result.knn_run_id, self.result.knn_k = k.run_id, k.k
+        return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
+
+    def do_report(self) -> str:
+        from cbir_pg.eval.report import write_report
+
+        rep = write_report(self.db, self.out, models=[self.model])
+        self.result.report_index = rep.index
+        return f"{len(rep.figures)} figures, {rep.index}"
+
+    def summarise(self) -> str:
+        """Read the printed numbers back from the cbir_report views, as a BI tool would."""
+        from cbir_pg.eval.runs import table2
+
+        self.result.table2 = table2(self.db)
+        with self.db.connection() as conn:
+            row = conn.execute(
+                queries.get("demo", "latest_ann_quality"), {"self.model": self.model}
+            ).fetchone()
+            if row:
+                self.result.recall = {
+                    n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
+                }
+            knn = conn.execute(queries.get("demo", "latest_knn"), {"self.model": self.model}).fetchone()
+            if knn:
+                self.result.knn_run_id, self.result.knn_k = knn["run_id"], knn["k"]
+                names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
+                self.result.knn_metrics = {n: float(knn[n]) for n in names if knn[n] is not None}
+        return f"{len(self.result.table2)} leaderboard rows"
+
+
+def _check_models(model: str, fuse_with: str | None) -> None:
+    identifiers.check_key(model)
+    if fuse_with not in (None, "auto"):
+        identifiers.check_key(fuse_with)
+        if fuse_with == model:
+            from cbir_pg.errors import ConfigError
+
+            raise ConfigError(f"--fuse-with {fuse_with} is the demo's own model: name a second one")
+
+
 def run_demo(
     *,
     dsn: str | None = None,
@@ -159,20 +324,25 @@ def run_demo(
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
     from cbir_pg.app.demo_data import resolve_demo_files
-    from cbir_pg.db.database import Database, scalar
+    from cbir_pg.db.database import Database
 
-    identifiers.check_key(model)
-    if fuse_with not in (None, "auto"):
-        identifiers.check_key(fuse_with)
-        if fuse_with == model:
-            from cbir_pg.errors import ConfigError
-
-            raise ConfigError(f"--fuse-with {fuse_with} is the demo's own model: name a second one")
+    _check_models(model, fuse_with)
     settings = get_settings(dsn)
-    out = Path(out_dir) if out_dir else Path("cbir-pg-report")
     notify = on_step or (lambda event: None)
-
-    def step(i: int, fn: Callable[[], str]) -> None:
+    files = resolve_demo_files(settings, data_dir)  # fail fast, before anything is started
+    result = DemoResult(dsn="", model=model, files=files)
+    demo = _Demo(
+        db=Database(dsn, settings=settings),
+        files=files,
+        model=model,
+        fuse_with=fuse_with,
+        out=Path(out_dir) if out_dir else Path("cbir-pg-report"),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        result=result,
+    )
+    for i, fn in enumerate(demo.steps(), start=1):
         name = STEPS[i - 1]
         notify(StepEvent(i, len(STEPS), name, "start"))
         t0 = time.perf_counter()
@@ -180,130 +350,4 @@ def run_demo(
         secs = time.perf_counter() - t0
         result.seconds[name] = secs
         notify(StepEvent(i, len(STEPS), name, "done", detail, secs))
-
-    files = resolve_demo_files(settings, data_dir)  # fail fast, before anything is started
-    result = DemoResult(dsn="", model=model, files=files)
-    db = Database(dsn, settings=settings)
-
-    def start() -> str:
-        result.dsn = db.dsn  # resolving it starts the embedded server when no DSN is given
-        from cbir_pg.db.connect import redact
-
-        return redact(result.dsn)
-
-    def migrate() -> str:
-        from cbir_pg.db.migrate import migrate as run_migrate
-
-        r = run_migrate(db)
-        return f"schema at revision {r.after}"
-
-    def do_import() -> str:
-        from cbir_pg.datasets import import_dataset
-
-        added = 0
-        for flag, path in files.items():
-            summary = import_dataset(db, "medmnist", path, flag=flag, progress=progress)
-            added += summary.imported
-        with db.connection() as conn:
-            result.images = scalar(conn, queries.get("demo", "benchmark_images"), {"keys": list(files)})
-        result.imported = added
-        return f"{added} new images, {result.images} in the benchmark"
-
-    def do_ingest() -> str:
-        from cbir_pg.ingest.worker import run_ingest
-
-        s = run_ingest(
-            db, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
-        )
-        result.embedded, result.vectors = s.embedded, s.done
-        rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
-        detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
-        result.fuse_with = _fusion_partner(db, model, fuse_with, list(files))
-        if fuse_with not in (None, "auto"):
-            s2 = run_ingest(
-                db,
-                fuse_with,
-                datasets=list(files),
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
-            )
-            detail += f"; {fuse_with}: {s2.embedded} new vectors, {s2.done} stored"
-        return detail
-
-    def do_index() -> str:
-        from cbir_pg.index import build_index, index_status
-
-        details = []
-        for key in [model] + ([result.fuse_with] if result.fuse_with else []):
-            existing = [st for st in index_status(db, key) if st.kind == "hnsw" and st.valid]
-            if existing and (result.embedded == 0 or key != model):
-                details.append(f"reused {existing[0].index_name}")
-                continue
-            rep = build_index(db, key, progress=False)
-            result.index_built = result.index_built or key == model
-            details.append(
-                f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
-            )
-        return "; ".join(details)
-
-    def do_eval() -> str:
-        from cbir_pg.eval.retrieval import evaluate_retrieval
-
-        detail = []
-        for key in [model] + ([result.fuse_with] if result.fuse_with else []):
-            with db.connection() as conn:
-                fresh = _latest_fresh_run(conn, key, "retrieval")
-            if fresh is not None:
-                result.retrieval_reused = result.retrieval_reused or key == model
-                detail.append(f"{key}: reused run {fresh} (no new embeddings since)")
-                continue
-            r = evaluate_retrieval(db, key, datasets=list(files), compare_exact=True, progress=progress)
-            if key == model:
-                result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
-            detail.append(f"{key}: runs " + ", ".join(f"{m}={mr.run_id}" for m, mr in r.runs.items()))
-        detail.append(_evaluate_fusion(db, result, model, list(files)))
-        return "; ".join(detail)
-
-    def do_knn() -> str:
-        from cbir_pg.eval.knn import evaluate_knn
-
-        with db.connection() as conn:
-            fresh = _latest_fresh_run(conn, model, "knn")
-        if fresh is not None:
-            result.knn_reused, result.knn_run_id = True, fresh
-            return f"reused run {fresh}"
-        k = evaluate_knn(db, model, datasets=list(files), progress=progress)
-        result.knn_run_id, result.knn_k = k.run_id, k.k
-        return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
-
-    def do_report() -> str:
-        from cbir_pg.eval.report import write_report
-
-        rep = write_report(db, out, models=[model])
-        result.report_index = rep.index
-        return f"{len(rep.figures)} figures, {rep.index}"
-
-    def summarise() -> str:
-        """Read the printed numbers back from the cbir_report views, as a BI tool would."""
-        from cbir_pg.eval.runs import table2
-
-        result.table2 = table2(db)
-        with db.connection() as conn:
-            row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": model}).fetchone()
-            if row:
-                result.recall = {
-                    n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
-                }
-            knn = conn.execute(queries.get("demo", "latest_knn"), {"model": model}).fetchone()
-            if knn:
-                result.knn_run_id, result.knn_k = knn["run_id"], knn["k"]
-                names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
-                result.knn_metrics = {n: float(knn[n]) for n in names if knn[n] is not None}
-        return f"{len(result.table2)} leaderboard rows"
-
-    for i, fn in enumerate(
-        (start, migrate, do_import, do_ingest, do_index, do_eval, do_knn, do_report, summarise), start=1
-    ):
-        step(i, fn)
     return result
