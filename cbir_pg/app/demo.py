@@ -87,7 +87,6 @@ def _latest_fresh_run(conn, model: str, kind: str) -> int | None:
 def _fusion_partner(db: Database, model: str, fuse_with: str | None, datasets: list[str]) -> str | None:
     """The second model to fuse with: ``fuse_with`` itself, or for ``"auto"`` ``efficientnet_lite2``
     when its vectors already cover every non-excluded benchmark image (the default demo embeds one)."""
-    from cbir_pg.db.database import scalar
 
     if fuse_with != "auto":
         return fuse_with
@@ -106,7 +105,6 @@ def _fusion_partner(db: Database, model: str, fuse_with: str | None, datasets: l
 def _evaluate_fusion(db: Database, result: DemoResult, model: str, datasets: list[str]) -> str:
     """Reciprocal rank fusion of ``model`` and the partner, ANN, test queries, index = train; reused
     when it is newer than both models' newest vector."""
-    from cbir_pg.db.database import scalar
     from cbir_pg.eval.fusion import Ranking, evaluate_ranking
 
     partner = result.fuse_with
@@ -324,7 +322,6 @@ def run_demo(
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
     from cbir_pg.app.demo_data import resolve_demo_files
-    from cbir_pg.db.database import Database
 
     _check_models(model, fuse_with)
     settings = get_settings(dsn)
