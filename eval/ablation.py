@@ -150,8 +150,11 @@ def run_ablation(
     t0 = time.perf_counter()
     ds = list(datasets) if datasets else None
     base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
+    from eval import scope
+
     with results.connection(dsn) as conn:
         results.check_model(conn, model)
+        all_embedded = scope.check_scope(conn, model, ds, (*index_splits, query_split))
         available = [
             AblationClass(int(a), b, int(c), int(d))
             for a, b, c, d in conn.execute(results.q("ablation_classes", model), base).fetchall()
@@ -207,6 +210,7 @@ def run_ablation(
     if store:
         with results.connection(dsn) as conn:
             run_id = results.insert_run(conn, "ablation", model, mode, params)
+            scope.record_coverage(conn, run_id, all_embedded)
             results.insert_metrics(
                 conn, run_id, [("p_at_1", 1, "micro", p.index_size, p.seed, p.p_at_1) for p in points]
             )

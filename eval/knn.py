@@ -69,7 +69,10 @@ def evaluate_knn(
     if not ks or ks[0] < 1:
         raise ConfigError(f"k values must be positive, got {ks[:3]}...")
     K = ks[-1]
+    from eval import scope
+
     t0 = time.perf_counter()
+    all_embedded = scope.check_scope_dsn(dsn, model, datasets, (*index_splits, val_split, test_split))
     val = results.split_ids(dsn, model, val_split, datasets)
     test = results.split_ids(dsn, model, test_split, datasets)
     if test.ids.size == 0:
@@ -157,6 +160,7 @@ def evaluate_knn(
             extra_metric_rows=[*curve, ("p_at_1", 1, "micro", 0, 0, p1_overall)],
             extra_class_rows=p1_rows,
         )
+        scope.record_coverage_dsn(dsn, run_id, all_embedded)
     return KnnResult(
         model,
         run_id,

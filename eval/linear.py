@@ -185,9 +185,10 @@ def evaluate_linear(
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from eval import results
+    from eval import results, scope
 
     t0 = time.perf_counter()
+    all_embedded = scope.check_scope_dsn(dsn, model, datasets, (train_split, val_split, test_split))
     data = {s: results.load_split(dsn, model, s, datasets) for s in (train_split, val_split, test_split)}
     tr, va, te = data[train_split], data[val_split], data[test_split]
     if tr.ids.size == 0:
@@ -253,6 +254,7 @@ def evaluate_linear(
             class_sizes=results.class_sizes(tr.labels),
             test_class_counts=results.class_sizes(te.labels),
         )
+        scope.record_coverage_dsn(dsn, run_id, all_embedded)
     return LinearResult(
         model,
         run_id,

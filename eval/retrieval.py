@@ -21,7 +21,7 @@ import numpy as np
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connection
 from cbir_pg.errors import ConfigError, NotFoundError
-from eval import metrics, store
+from eval import metrics, scope, store
 from eval.topn import MODES, IndexFilter, TopN, encoder_table, topn
 
 SPLITS = ("train", "val", "test")
@@ -125,6 +125,7 @@ def evaluate_retrieval(
             unknown = [d for d in ds if d not in found]
             if unknown:
                 raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+        all_embedded = scope.check_scope(conn, model, ds, (*index_splits, *query_splits))
         rows = conn.execute(
             queries.get("eval", "query_images", table=table),
             {"splits": list(query_splits), "datasets": list(ds) if ds else None},
@@ -224,6 +225,7 @@ def evaluate_retrieval(
                 index_params=index_params,
                 code=code,
             )
+            scope.record_coverage(conn, run_id, all_embedded)
             store.write_queries(
                 conn,
                 run_id,

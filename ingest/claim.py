@@ -42,6 +42,8 @@ from cbir_pg.db import identifiers, queries
 class ClaimItem:
     image_id: int
     path: str
+    #: the pixel hash recorded at import (``cbir.image.content_hash``); the decoded file must match it
+    content_hash: str | None = None
 
 
 @dataclass
@@ -88,5 +90,5 @@ def claim_batch(conn: psycopg.Connection, flt: ClaimFilter, batch_size: int) -> 
         return ClaimedBatch(conn, [])
     ids = [r[0] for r in rows]
     done = {r[0] for r in conn.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})}
-    items = [ClaimItem(r[0], image_path(r[1], r[2])) for r in rows if r[0] not in done]
+    items = [ClaimItem(r[0], image_path(r[1], r[2]), r[3]) for r in rows if r[0] not in done]
     return ClaimedBatch(conn, items, skipped_done=len(done))

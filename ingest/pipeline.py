@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cbir_pg.encoders.config import EncoderConfig
-from cbir_pg.images import DecodeError, decode_file
+from cbir_pg.images import DecodeError, decode_file, pixel_hash
 from ingest.claim import ClaimedBatch, ClaimItem
 
 
@@ -29,7 +29,9 @@ class Failure:
 
 
 class DecodeDataset:
-    """Map-style dataset whose "indices" are :class:`ClaimItem` s: decode the file, preprocess for the encoder."""
+    """Map-style dataset whose "indices" are :class:`ClaimItem` s: decode the file, check its pixels are
+    the ones recorded at import (``content_hash``), preprocess for the encoder. A file that is not a
+    regular file, too large, undecodable or holding other pixels is a :class:`Failure`, never a vector."""
 
     def __init__(self, config: EncoderConfig):
         self.config = config
@@ -41,6 +43,18 @@ class DecodeDataset:
             rgb = decode_file(item.path)
         except DecodeError as exc:
             return item.image_id, None, Failure(item.image_id, "decode", exc.reason, str(exc), item.path)
+        if item.content_hash is not None:
+            got = pixel_hash(rgb)
+            if got != item.content_hash:  # the file is not the image the database describes
+                msg = (
+                    f"{item.path}: pixel_hash_mismatch: decoded pixels hash to {got[:16]}, the database"
+                    f" records {item.content_hash[:16]} (the file was replaced or belongs to another import)"
+                )
+                return (
+                    item.image_id,
+                    None,
+                    Failure(item.image_id, "decode", "pixel_hash_mismatch", msg, item.path),
+                )
         try:
             return item.image_id, preprocess_array(self.config, rgb), None
         except Exception as exc:  # a preprocessing bug must not stop the run

@@ -54,6 +54,11 @@ def import_(
     no_hash: bool = typer.Option(
         False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"
     ),
+    allow_outside_root: bool = typer.Option(
+        False,
+        "--allow-outside-root",
+        help="import manifest paths that are absolute or leave the dataset root (../); refused by default",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
@@ -72,6 +77,7 @@ def import_(
         seed=seed,
         progress=not quiet,
         hash_images=not no_hash,
+        allow_outside_root=allow_outside_root,
         **opts,
     )
     console.print(
@@ -111,6 +117,11 @@ def list_(ctx: typer.Context) -> None:
         console.print(
             f"[bold]{d.key}[/] ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
             f"{d.errors} import errors; root {d.root}"
+            + (
+                " [yellow](import unfinished: rerun the import; evaluation refuses it)[/]"
+                if d.import_status != "complete"
+                else ""
+            )
         )
         t = Table(show_edge=False, box=None, pad_edge=False)
         t.add_column("by", style="dim")

@@ -23,6 +23,8 @@ class DatasetOverview:
     splits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     exclusions: dict[str, int] = field(default_factory=dict)
+    #: 'importing' while an import run has not finished (a killed import stays so until a rerun completes)
+    import_status: str = "complete"
 
 
 @dataclass
@@ -46,7 +48,7 @@ def dataset_overview(dsn: str) -> list[DatasetOverview]:
         out: dict[int, DatasetOverview] = {}
         for r in conn.execute(q("list_datasets")).fetchall():
             out[r[0]] = DatasetOverview(
-                r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9])
+                r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9]), import_status=r[10]
             )
         for ds, split, n, _ in conn.execute(q("dataset_split_counts")).fetchall():
             out[ds].splits[split] = int(n)

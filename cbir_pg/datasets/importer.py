@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel
+from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel, printable
 from cbir_pg.datasets.harmonise import LabelMapFile, derive_kind, load_label_map, parse_label_key
 from cbir_pg.datasets.loader import BulkLoader, StageRow, q
 from cbir_pg.datasets.splits import (
@@ -140,13 +140,19 @@ def import_dataset(
     progress: bool = True,
     hash_images: bool = True,
     batch_size: int = BATCH_SIZE,
+    allow_outside_root: bool = False,
     **options: Any,
 ) -> ImportSummary:
     """Import one dataset (see the module docstring); safe to run again, it adds nothing twice.
 
     ``kind`` is an adapter key (:func:`cbir_pg.datasets.list_adapters`); ``options`` are the adapter's
     own (e.g. ``flag`` for medmnist, ``uncertain`` for chexpert). ``hash_images=False`` skips decoding
-    (no size, pixel hash or dedupe): for very large imports.
+    (no size, pixel hash or dedupe): for very large imports. A row whose path is absolute or leaves the
+    dataset root (``../``) is a recorded ``outside_root`` error unless ``allow_outside_root``.
+
+    The dataset is marked ``import_status = 'importing'`` (and ``imported_at`` null) until the run
+    finishes; evaluation refuses a dataset in that state (a killed import leaves it so until a rerun
+    completes).
     """
     import json
 
@@ -172,6 +178,7 @@ def import_dataset(
         "hash": hash_images,
         "label_map": str(label_map) if label_map else None,
         "source_root": str(root),
+        "allow_outside_root": allow_outside_root,
     }
 
     lock_conn = connect(dsn, autocommit=True, vector=False)
@@ -221,6 +228,7 @@ def import_dataset(
             salt,
             since,
             hash_images,
+            allow_outside_root,
         )
         pending: list[Record] = []
         bar = tqdm(
@@ -231,9 +239,9 @@ def import_dataset(
             if isinstance(item, RowError):
                 run.error(item.source, item.reason, item.message)
                 continue
-            bad_field = item.nul_field()
-            if bad_field:
-                run.error(repr(item.uri)[:200], "malformed_row", f"the {bad_field} field holds a NUL byte")
+            problem = item.problem() or run.path_problem(item.uri)
+            if problem:
+                run.error(item.uri, *problem)
                 continue
             pending.append(item)
             if len(pending) >= batch_size:
@@ -286,20 +294,25 @@ def _fill_counts(aconn, s: ImportSummary) -> None:
 class _Run:
     """The state of one import run: turns records into stage rows, batch by batch."""
 
-    def __init__(self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images):
+    def __init__(
+        self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images, outside
+    ):
         self.adapter, self.summary, self.labels, self.loader = adapter, summary, labels, loader
         self.aconn, self.image_root, self.seed, self.salt, self.since = aconn, image_root, seed, salt, since
         self.hash_images = hash_images
+        self.allow_outside_root = outside
         self.errors: list[dict[str, Any]] = []
 
     def error(self, source: str, reason: str, message: str) -> None:
+        """Record one row's error; source and message are escaped (file names in another encoding,
+        control characters) and cut, so recording an error can never fail itself."""
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
         self.errors.append(
             {
                 "dataset_id": self.summary.dataset_id,
-                "source": source[:1000],
+                "source": printable(source, 300),
                 "reason": reason,
-                "message": message[:2000],
+                "message": printable(message, 2000),
             }
         )
         if len(self.errors) >= 1000:
@@ -310,6 +323,23 @@ class _Run:
             with self.aconn.cursor() as cur:
                 cur.executemany(q("insert_error"), self.errors)
             self.errors = []
+
+    def path_problem(self, uri: str) -> tuple[str, str] | None:
+        """``('outside_root', message)`` for an absolute path or one that leaves the dataset root with
+        ``..`` (checked on the text, so a dataset folder that is itself a symlink still works), unless
+        the import allows it."""
+        import posixpath
+
+        if self.allow_outside_root:
+            return None
+        norm = posixpath.normpath(uri.replace("\\", "/"))
+        if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or uri[1:3] in (":/", ":\\"):
+            return (
+                "outside_root",
+                f"{printable(uri)}: the path is outside the dataset root {self.image_root}"
+                " (pass --allow-outside-root to import it anyway)",
+            )
+        return None
 
     def split_of(self, rec: Record) -> str:
         if rec.split in SPLITS:
@@ -348,7 +378,7 @@ class _Run:
         self.summary.imported += self.loader.load(rows)
 
     def stage_row(self, rec: Record) -> StageRow | None:
-        from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash
+        from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash, stat_regular_file
 
         try:
             ids = [self.labels.resolve(s) for s in rec.labels]
@@ -367,9 +397,7 @@ class _Run:
                 row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
             elif rec.pixels is not None:
                 row.height, row.width = int(rec.pixels.shape[0]), int(rec.pixels.shape[1])
-            elif not path.is_file():
-                raise DecodeError(str(path), "missing_file", "no such file")
-            row.size_bytes = path.stat().st_size if path.is_file() else None
+            row.size_bytes = stat_regular_file(path).st_size
         except DecodeError as exc:
             self.error(rec.uri, exc.reason, str(exc))
             return None

@@ -28,10 +28,22 @@ def unit_hash(key: str, seed: int) -> float:
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Three finite, non-negative numbers summing to 1 (``nan`` compares false with everything, so it is
+    refused explicitly: it would otherwise pass and send every patient to the last split)."""
+    import math
+
     from cbir_pg.errors import ConfigError
 
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(f"split fractions {fractions!r} must be three non-negative numbers summing to 1")
+    ok = (
+        len(fractions) == 3
+        and all(isinstance(f, int | float) and math.isfinite(f) and f >= 0 for f in fractions)
+        and abs(sum(fractions) - 1.0) <= 1e-6
+    )
+    if not ok:
+        raise ConfigError(
+            f"split fractions {','.join(map(str, fractions))} must be three finite, non-negative numbers"
+            " summing to 1, e.g. 0.7,0.1,0.2"
+        )
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 

@@ -120,3 +120,23 @@ order by model, mode
 
 -- name: leaderboard
 select * from cbir_report.leaderboard order by model, mode, scope
+
+-- name: unfinished_datasets
+-- Datasets in an evaluation's scope whose last import run has not finished (killed or still running).
+select key from cbir.dataset
+where import_status <> 'complete'
+  and (%(datasets)s::text[] is null or key = any(%(datasets)s::text[]))
+order by key
+
+-- name: scope_without_vector
+-- Images of an evaluation's scope (datasets, splits, not excluded) that have no vector of the model.
+select count(*)
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where not i.excluded
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
+  and not exists (select 1 from {table} e where e.image_id = i.id)
+
+-- name: set_run_coverage
+update cbir.eval_run set all_embedded = %(all_embedded)s where id = %(run_id)s
