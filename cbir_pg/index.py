@@ -8,6 +8,11 @@ One ANN index per model table, named by :func:`cbir_pg.db.identifiers.index_name
   with ``bit_hamming_ops``; :func:`cbir.knn` then over-fetches by Hamming distance and re-ranks by exact
   cosine.
 
+A (re)build never leaves a model without its index: the new index is built under a staging name
+(``embedding_<key>_<kind>_new``, ``CREATE INDEX CONCURRENTLY`` when asked), and only once it is complete
+does one short transaction drop the old index (and the other kind's) and rename the new one into place.
+Searches during the build keep using the old index; a crash during the build (even a SIGKILL of the
+postmaster) leaves the old index valid, and the next build drops the half-built staging index first.
 Building one kind drops the other once the new one is ready, so the SQL functions never have to choose.
 Before building, ``maintenance_work_mem`` is sized to the graph (so it is built in memory, not spilled)
 and parallel maintenance workers are allowed; ``ANALYZE`` runs afterwards. The report carries recall@10
@@ -235,19 +240,22 @@ def build_index(
         conn.execute(queries.get("index", "set_parallel_workers"), {"value": str(int(parallel_workers))})
 
         conc = sql.SQL("concurrently") if concurrently else sql.SQL("")
+        staging = identifiers.staging_index_name(model, kind)
+        staging_id = sql.Identifier(identifiers.SCHEMA, staging)
         create = queries.get(
             "index",
             "create_hnsw",
             concurrently=conc,
-            index=sql.Identifier(identifiers.index_name(model, kind)),  # created in the table's schema
+            index=sql.Identifier(staging),  # created in the table's schema
             table=table,
             expr=expr,
             opclass=sql.SQL(opclass),
             m=sql.Literal(int(m)),
             ef_construction=sql.Literal(int(ef_construction)),
         )
-        # a rebuild replaces the index (an invalid one left by a failed concurrent build included)
-        conn.execute(queries.get("index", "drop_index", concurrently=conc, index=index))
+        # a staging index left by a crashed or failed build (invalid, or never swapped in) goes first;
+        # the live index stays until the new one is complete
+        conn.execute(queries.get("index", "drop_index", concurrently=conc, index=staging_id))
 
         seen: list[str] = []
         stop = threading.Event()
@@ -268,14 +276,29 @@ def build_index(
                 poller.join(timeout=5)
         seconds = time.perf_counter() - t0
 
+        # the swap: one transaction drops the old index (and the other kind's) and renames the new one
+        no_conc = sql.SQL("")
         dropped = []
-        if (space.binary_index if kind == "hnsw" else space.ann_index) is not None:
+        with conn.transaction():
+            conn.execute(queries.get("index", "drop_index", concurrently=no_conc, index=index))
+            if (space.binary_index if kind == "hnsw" else space.ann_index) is not None:
+                conn.execute(
+                    queries.get(
+                        "index",
+                        "drop_index",
+                        concurrently=no_conc,
+                        index=identifiers.index_identifier(model, other),
+                    )
+                )
+                dropped.append(identifiers.index_name(model, other))
             conn.execute(
                 queries.get(
-                    "index", "drop_index", concurrently=conc, index=identifiers.index_identifier(model, other)
+                    "index",
+                    "rename_index",
+                    index=staging_id,
+                    name=sql.Identifier(identifiers.index_name(model, kind)),
                 )
             )
-            dropped.append(identifiers.index_name(model, other))
         conn.execute(queries.get("index", "analyze", table=table))
         size = int(
             conn.execute(

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from cbir_pg.errors import ConfigError, InputError
 
-
 #: the longest value (UTF-8 bytes) each text field of a record may hold
 FIELD_LIMITS: dict[str, int] = {
     "uri": 1024,
