@@ -278,6 +278,7 @@ def test_manifest_paths_outside_the_root_are_refused_unless_allowed(
     absolute.write_bytes(good_png(8))
     names = ["../outside.png", str(absolute), "sub/../../outside.png"]
     manifest = _manifest(root, names)
+    (root / "sub").mkdir()
 
     s = _import_csv(db, manifest, "rooted")
     assert s["imported"] == 4 and s["errors"] == {"outside_root": 3}, s
