@@ -296,7 +296,7 @@ def build_index(
                     "index",
                     "rename_index",
                     index=staging_id,
-                    name=sql.Identifier(identifiers.index_name(model, kind)),
+                    new_name=sql.Identifier(identifiers.index_name(model, kind)),
                 )
             )
         conn.execute(queries.get("index", "analyze", table=table))

@@ -16,7 +16,7 @@ create index {concurrently} {index} on {table} using hnsw ({expr} {opclass})
 drop index {concurrently} if exists {index}
 
 -- name: rename_index
-alter index {index} rename to {name}
+alter index {index} rename to {new_name}
 
 -- name: analyze
 analyze {table}
