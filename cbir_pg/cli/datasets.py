@@ -54,6 +54,11 @@ def import_(
     no_hash: bool = typer.Option(
         False, "--no-hash", help="skip decoding/pixel hashing and dedupe (huge imports)"
     ),
+    managed_copy: bool = typer.Option(
+        False,
+        "--managed-copy",
+        help="dicom: copy the pixels into the managed store (paths named by salted hashes, no source names)",
+    ),
     allow_outside_root: bool = typer.Option(
         False,
         "--allow-outside-root",
@@ -68,6 +73,8 @@ def import_(
     for k, v in (("flag", flag), ("uncertain", uncertain), ("modality", modality), ("region", region)):
         if v is not None:
             opts[k] = v
+    if managed_copy:
+        opts["managed_copy"] = "1"
     s = import_dataset(
         dsn(ctx),
         kind,

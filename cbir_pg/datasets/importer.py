@@ -177,7 +177,8 @@ def import_dataset(
         "options": {k: str(v) for k, v in options.items()},
         "hash": hash_images,
         "label_map": str(label_map) if label_map else None,
-        "source_root": str(root),
+        # a managed copy keeps no source path (the folder names may be patients')
+        "source_root": None if getattr(adapter, "managed", False) else str(root),
         "allow_outside_root": allow_outside_root,
     }
 
@@ -213,7 +214,8 @@ def import_dataset(
         )
         aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
         since = aconn.execute(q("now")).fetchone()[0]
-        salt = aconn.execute(q("patient_salt")).fetchone()[0] if adapter.identifying_ids else ""
+        salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
+        adapter.salt = salt
         summary = ImportSummary(
             dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
         )
@@ -272,6 +274,23 @@ def import_dataset(
             lock_conn.execute(q("unlock_dataset"), {"key": key})
         for c in (conn, aconn, lock_conn):
             c.close()
+
+
+def _salt(aconn, dataset_id: int) -> str:
+    """The salt for hashing identifying ids: from ``CBIR_PG_SALT`` / ``CBIR_PG_SALT_FILE`` when set (kept
+    out of the database, so a dump cannot be brute-forced), else ``cbir.installation``. Only the source
+    is recorded (``dataset.params.salt_source``), never the salt."""
+    import json
+
+    from cbir_pg.datasets.splits import external_salt
+
+    ext = external_salt()
+    source = "external" if ext else "database"
+    aconn.execute(
+        q("update_dataset_params"),
+        {"dataset_id": dataset_id, "params": json.dumps({"salt_source": source})},
+    )
+    return ext[0] if ext else aconn.execute(q("patient_salt")).fetchone()[0]
 
 
 def _fill_counts(aconn, s: ImportSummary) -> None:

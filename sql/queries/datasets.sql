@@ -28,6 +28,9 @@ update cbir.dataset
 set root = %(root)s, params = %(params)s, import_status = 'importing', imported_at = null
 where id = %(dataset_id)s;
 
+-- name: update_dataset_params
+update cbir.dataset set params = params || %(params)s::jsonb where id = %(dataset_id)s;
+
 -- name: finish_dataset
 update cbir.dataset set imported_at = now(), import_status = 'complete' where id = %(dataset_id)s;
 

@@ -169,6 +169,8 @@ def _kill_server_hard(pid: int) -> None:
     for p in [pid, *children]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+    # wait until they are reaped: a zombie postmaster still "exists" for a pid-file check
+    _wait(lambda: not Path(f"/proc/{pid}").exists(), 60, "the killed postmaster to be reaped")
 
 
 @pytest.mark.parametrize("concurrently", [False, True], ids=["plain", "concurrently"])
@@ -204,7 +206,6 @@ def test_a_crash_during_a_rebuild_leaves_the_old_index_valid(own_server, concurr
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    time.sleep(0.5)
     server.start()  # crash recovery
 
     after = _live_index(dsn)
