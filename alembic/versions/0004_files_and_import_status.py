@@ -2,8 +2,9 @@
 
 * ``cbir.dataset.import_status``: ``importing`` from the start of an import run until it finishes,
   then ``complete``. A killed import leaves ``importing`` (and ``imported_at`` null), and evaluation
-  refuses the dataset until a rerun completes. Rows that exist before this revision were finished
-  imports or legacy rows: ``complete`` where ``imported_at`` is set, else ``importing``.
+  refuses the dataset until a rerun completes. The importer sets ``importing`` itself; the default
+  (``complete``) is for datasets written directly in SQL. Rows that exist before this revision:
+  ``complete`` where ``imported_at`` is set, else ``importing`` (an import that never finished).
 * ``cbir.eval_run.all_embedded``: whether every image in the run's scope (datasets and splits, not
   excluded) had a vector when it ran; null for runs stored before this revision.
 * ``cbir.ingest_failure.last_xact``: the transaction that counted the last attempt; the worker role
@@ -26,9 +27,9 @@ depends_on = None
 
 UPGRADE = r"""
 alter table cbir.dataset
-  add column import_status text not null default 'importing'
+  add column import_status text not null default 'complete'
   check (import_status in ('importing', 'complete'));
-update cbir.dataset set import_status = 'complete' where imported_at is not null;
+update cbir.dataset set import_status = 'importing' where imported_at is null;
 comment on column cbir.dataset.import_status is
   'importing: an import run started and has not finished (killed or running); complete: the last run finished';
 

@@ -17,8 +17,8 @@ select value from cbir.installation where key = 'patient_salt';
 select id, kind from cbir.dataset where key = %(key)s;
 
 -- name: insert_dataset
-insert into cbir.dataset (key, kind, name, source, licence, citation, root, params)
-values (%(key)s, %(kind)s, %(name)s, %(source)s, %(licence)s, %(citation)s, %(root)s, %(params)s)
+insert into cbir.dataset (key, kind, name, source, licence, citation, root, params, import_status)
+values (%(key)s, %(kind)s, %(name)s, %(source)s, %(licence)s, %(citation)s, %(root)s, %(params)s, 'importing')
 on conflict (key) do nothing
 returning id;
 
