@@ -32,10 +32,10 @@ bench-full: $(VENV)/.installed
 	$(PY) -m bench.run --full
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check . && $(PY) -m cbir_pg.cli.docgen --check
+	$(VENV)/bin/ruff check . && $(PY) -m tools.docgen --check
 
 docs: $(VENV)/.installed
-	$(PY) -m cbir_pg.cli.docgen
+	$(PY) -m tools.docgen
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -8,7 +8,7 @@ that of an ingest process alone:
 2. **bare forward**: preprocessed tensors of real images, already on the device, through the model
    alone (``torch.inference_mode``, the same autocast as ingest), ``torch.cuda.synchronize`` around the
    timing on CUDA;
-3. **end-to-end**: the ingest loop (:mod:`ingest.worker`) with the *same* encoder object over freshly
+3. **end-to-end**: the ingest loop (:mod:`cbir_pg.ingest.worker`) with the *same* encoder object over freshly
    imported images: claim → decode in DataLoader workers → forward → L2-normalise → binary COPY →
    commit, wall-clock from the first claim to the commit of the last batch. Model construction is
    excluded from both sides (it is reported separately).
@@ -83,8 +83,8 @@ def _patch_device_normalise(encoder) -> None:
     import torch
 
     from cbir_pg.encoders.preprocess import resize_array
-    from ingest import pipeline
-    from ingest import worker as iw
+    from cbir_pg.ingest import pipeline
+    from cbir_pg.ingest import worker as iw
 
     cfg = encoder.config
     if cfg.resize == "longest_pad":
@@ -125,8 +125,8 @@ def _patch_keyset_claim() -> None:
     from psycopg import sql
 
     from cbir_pg.db import identifiers, queries
-    from ingest import worker as iw
-    from ingest.claim import ClaimedBatch, ClaimItem, image_path
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimedBatch, ClaimItem, image_path
 
     text = queries.load("ingest")["claim"]
     if "order by i.id" not in text:
@@ -156,8 +156,8 @@ def child(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from cbir_pg.encoders import create_encoder
-    from ingest import worker as iw
-    from ingest.claim import ClaimFilter
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimFilter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -276,9 +276,9 @@ def _stage_rates(args: argparse.Namespace, encoder) -> dict[str, float]:
 
     from cbir_pg.db import identifiers
     from cbir_pg.db.connect import connect
-    from ingest.claim import ClaimItem, image_path
-    from ingest.copy import copy_vectors
-    from ingest.pipeline import DecodeDataset
+    from cbir_pg.ingest.claim import ClaimItem, image_path
+    from cbir_pg.ingest.copy import copy_vectors
+    from cbir_pg.ingest.pipeline import DecodeDataset
 
     with connect(args.dsn) as conn:
         rows = conn.execute(
@@ -318,8 +318,8 @@ def _stage_rates(args: argparse.Namespace, encoder) -> dict[str, float]:
 def _decode_uint8_rate(args: argparse.Namespace, encoder) -> float:
     """Decode + resize only (the prototype's worker job), images/s in one process."""
     from cbir_pg.db.connect import connect
-    from ingest.claim import ClaimItem, image_path
-    from ingest.pipeline import DecodeDataset
+    from cbir_pg.ingest.claim import ClaimItem, image_path
+    from cbir_pg.ingest.pipeline import DecodeDataset
 
     with connect(args.dsn) as conn:
         rows = conn.execute(

@@ -1,4 +1,4 @@
-"""P3, evaluation throughput: the product's SQL-HNSW evaluation (:func:`eval.topn.topn`, batched LATERAL
+"""P3, evaluation throughput: the product's SQL-HNSW evaluation (:func:`cbir_pg.eval.topn.topn`, batched LATERAL
 statements over parallel connections) of every query image, against exact FAISS ``IndexFlatIP`` on the
 same embeddings, at several index sizes.
 
@@ -79,8 +79,8 @@ def run_size(
 ) -> dict[str, object]:
     import faiss
 
+    from cbir_pg.eval.topn import IndexFilter, topn
     from cbir_pg.index import build_index
-    from eval.topn import IndexFilter, topn
 
     key = f"p3_{size}"
     x, labels = clustered_unit_vectors(

@@ -393,7 +393,7 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
         L.append(
             f"{p3['n_queries']:,} query images against index sizes {', '.join(f'{s:,}' for s in p3['sizes'])}; {p3['dim']}-d vectors in "
             f"{first['n_clusters']} clusters, {first['n_classes']} classes, {first['label_noise']:.0%} label noise. SQL-HNSW: "
-            f"`eval.topn.topn(mode='ann')`, {first['connections']} connections, batches of {first['batch_size']}; wall time includes "
+            f"`cbir_pg.eval.topn.topn(mode='ann')`, {first['connections']} connections, batches of {first['batch_size']}; wall time includes "
             f"the snapshot and index-set setup. Exact: FAISS `IndexFlatIP` on the same vectors, all cores."
         )
         L.append("")

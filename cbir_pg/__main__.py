@@ -1,3 +1,3 @@
-from cbir_pg.cli import main
+from cbir_pg.app.cli import main
 
 main()

@@ -449,3 +449,27 @@ def drop_index(dsn: str, model: str, *, concurrently: bool = False) -> list[str]
         except psycopg.Error as exc:
             raise translate(exc) from None
     return dropped
+
+
+# ---------------------------------------------------------------------------- model lifecycle
+def drop_embeddings(dsn: str, model: str) -> int:
+    """Drop a model's embedding table (and its indexes) and forget its encoder row; returns the number
+    of vectors that were stored. Use it when the encoder's config changed and the vectors must be redone."""
+    identifiers.check_key(model)
+    table = identifiers.embedding_table(model)
+    with connect(dsn) as conn:
+        try:
+            exists = conn.execute(
+                "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)
+            ).fetchone()[0]
+            rows = (
+                conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
+            )
+            conn.execute(identifiers.drop_embedding_table(model))
+            deleted = conn.execute(queries.get("index", "encoder_delete"), {"key": model}).rowcount
+            conn.commit()
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+    if not exists and not deleted:
+        raise NotFoundError(f"no embeddings stored for model {model!r}")
+    return rows

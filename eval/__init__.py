@@ -1,5 +1,5 @@
-"""Evaluation: SQL top-N (:mod:`eval.topn`), pure metrics (:mod:`eval.metrics`), the retrieval
-benchmark (:mod:`eval.retrieval`) and stored runs (:mod:`eval.store`), read by BI tools through the
+"""Evaluation: SQL top-N (:mod:`cbir_pg.eval.topn`), pure metrics (:mod:`cbir_pg.eval.metrics`), the retrieval
+benchmark (:mod:`cbir_pg.eval.retrieval`) and stored runs (:mod:`cbir_pg.eval.store`), read by BI tools through the
 ``cbir_report`` views (``sql/schema/40_report.sql``).
 """
 

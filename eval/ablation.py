@@ -5,7 +5,7 @@ Take the classes with more than ``min_class_size`` index images, and a fixed que
 random images of each of those classes and P@1 is measured on the fixed queries. Everything that
 selects images is SQL (``sql/queries/analysis.sql``): the query set by ``md5('query:' || id)`` order,
 the index subsets by ``md5(seed || ':' || id)`` order within each class (so subsets are nested), and
-the top-1 searches by :func:`eval.topn.topn` over an explicit id subset of the index.
+the top-1 searches by :func:`cbir_pg.eval.topn.topn` over an explicit id subset of the index.
 
 Small data: when fewer than two classes have more than ``min_class_size`` index images, the threshold
 is lowered to the largest requested size below the second-largest class (so at least two classes take
@@ -144,13 +144,13 @@ def run_ablation(
     progress: bool = True,
 ) -> AblationResult:
     """Measure P@1 for each index size and seed, store the run (kind ``ablation``), return the points."""
-    from eval import results
-    from eval.topn import IndexFilter, topn
+    from cbir_pg.eval import results
+    from cbir_pg.eval.topn import IndexFilter, topn
 
     t0 = time.perf_counter()
     ds = list(datasets) if datasets else None
     base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
-    from eval import scope
+    from cbir_pg.eval import scope
 
     with results.connection(dsn) as conn:
         results.check_model(conn, model)

@@ -1,7 +1,7 @@
 """kNN classification from the stored embeddings and the index (Table 4 of the paper).
 
 One SQL top-``K`` query per query image (``K`` = the largest ``k`` tried), through
-:func:`eval.topn.topn`, for the validation and the test queries. Every ``k`` is then evaluated in
+:func:`cbir_pg.eval.topn.topn`, for the validation and the test queries. Every ``k`` is then evaluated in
 Python from those same neighbour lists: ``k`` is chosen by micro F1 on validation (ties: smallest
 ``k``) and the test metrics are reported with exactly that ``k``. The number of neighbours is never
 capped by the query's true class size (that would leak the label).
@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.classification import ClassificationMetrics, KnnScorer, KSelection, classification_metrics, select_k
+from cbir_pg.eval.classification import (
+    ClassificationMetrics,
+    KnnScorer,
+    KSelection,
+    classification_metrics,
+    select_k,
+)
 
 
 @dataclass
@@ -62,14 +68,14 @@ def evaluate_knn(
     ``weighted``: class scores are similarity-weighted vote fractions instead of plain ones.
     """
     from cbir_pg.errors import ConfigError, NotFoundError
-    from eval import results
-    from eval.topn import IndexFilter, topn
+    from cbir_pg.eval import results
+    from cbir_pg.eval.topn import IndexFilter, topn
 
     ks = sorted({int(k) for k in k_range})
     if not ks or ks[0] < 1:
         raise ConfigError(f"k values must be positive, got {ks[:3]}...")
     K = ks[-1]
-    from eval import scope
+    from cbir_pg.eval import scope
 
     t0 = time.perf_counter()
     all_embedded = scope.check_scope_dsn(dsn, model, datasets, (*index_splits, val_split, test_split))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eval.classification import ClassificationMetrics, classification_metrics
+from cbir_pg.eval.classification import ClassificationMetrics, classification_metrics
 
 
 @dataclass
@@ -185,7 +185,7 @@ def evaluate_linear(
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from eval import results, scope
+    from cbir_pg.eval import results, scope
 
     t0 = time.perf_counter()
     all_embedded = scope.check_scope_dsn(dsn, model, datasets, (train_split, val_split, test_split))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval import results
+from cbir_pg.eval import results
 
 KIND_COLOURS = {"anatomical": "#1f77b4", "pathological": "#d62728"}
 GRID_NEIGHBOURS = 5
@@ -79,7 +79,7 @@ def _class_p1(dsn: str, model: str) -> tuple[list[tuple[str, str, int, float]], 
             if rows:
                 return [(r[0], r[1], int(r[2]), float(r[4])) for r in rows], "latest kNN run"
         labels = {r[0]: (r[1], r[2]) for r in conn.execute(results.q("label_keys")).fetchall()}
-    from eval.topn import IndexFilter, topn
+    from cbir_pg.eval.topn import IndexFilter, topn
 
     test = results.split_ids(dsn, model, "test")
     if test.ids.size == 0:
@@ -222,8 +222,8 @@ def fig2(dsn: str, model: str, path: Path, n_queries: int, seed: int) -> Path | 
     """One :func:`draw_grid` row per sampled test query, stacked into one PNG; None without queries."""
     from PIL import Image
 
+    from cbir_pg.eval.topn import IndexFilter, topn
     from cbir_pg.search import draw_grid, load_image_rgb
-    from eval.topn import IndexFilter, topn
 
     with results.connection(dsn) as conn:
         rows = conn.execute(

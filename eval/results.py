@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connection
 from cbir_pg.errors import NotFoundError
-from eval.classification import ClassificationMetrics
+from cbir_pg.eval.classification import ClassificationMetrics
 
 
 def q(name: str, model: str | None = None):

@@ -2,8 +2,8 @@
 stored in the database (``cbir.eval_*``) and read back through the ``cbir_report`` views.
 
 Steps: pick the query images (query splits of the chosen datasets, labelled, not excluded, with a
-vector) → :func:`eval.topn.topn` against the index images (index splits of the same datasets) →
-:func:`eval.metrics.summarise` → one transaction that stores the run, its per-query rows, its P@N
+vector) → :func:`cbir_pg.eval.topn.topn` against the index images (index splits of the same datasets) →
+:func:`cbir_pg.eval.metrics.summarise` → one transaction that stores the run, its per-query rows, its P@N
 metrics and its per-class metrics. With ``compare_exact`` both modes run and the ann run also stores
 the recall of its top N against exact search and the difference in P@N (``ann - exact``).
 """
@@ -21,8 +21,8 @@ import numpy as np
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connection
 from cbir_pg.errors import ConfigError, NotFoundError
-from eval import metrics, scope, store
-from eval.topn import MODES, IndexFilter, TopN, encoder_table, topn
+from cbir_pg.eval import metrics, scope, store
+from cbir_pg.eval.topn import MODES, IndexFilter, TopN, encoder_table, topn
 
 SPLITS = ("train", "val", "test")
 

@@ -1,13 +1,13 @@
 """Ingest: claim images without a vector → decode and preprocess in DataLoader workers → encode →
-validate and L2-normalise → binary COPY, one transaction per batch (see :mod:`ingest.claim`).
+validate and L2-normalise → binary COPY, one transaction per batch (see :mod:`cbir_pg.ingest.claim`).
 
->>> from ingest import run_ingest
+>>> from cbir_pg.ingest import run_ingest
 >>> run_ingest(dsn, "efficientnet_lite0")
 """
 
 from __future__ import annotations
 
-from ingest.status import IngestStatusRow, ingest_status
-from ingest.worker import IngestSummary, run_ingest
+from cbir_pg.ingest.status import IngestStatusRow, ingest_status
+from cbir_pg.ingest.worker import IngestSummary, run_ingest
 
 __all__ = ["IngestStatusRow", "IngestSummary", "ingest_status", "run_ingest"]

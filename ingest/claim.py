@@ -4,7 +4,7 @@ How the locking works
 ---------------------
 ``claim_batch`` runs ``SELECT ... FROM cbir.image ... WHERE NOT EXISTS (vector) ... ORDER BY id LIMIT n
 FOR NO KEY UPDATE OF i SKIP LOCKED`` in a transaction that stays open until the batch's vectors are
-written with COPY and committed (:mod:`ingest.worker`).
+written with COPY and committed (:mod:`cbir_pg.ingest.worker`).
 
 - The row locks make the claim exclusive: a concurrent claim (any process, any machine) skips rows
   another open transaction holds (``SKIP LOCKED``) instead of waiting, so workers never take the same

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.images import DecodeError, decode_file, pixel_hash
-from ingest.claim import ClaimedBatch, ClaimItem
+from cbir_pg.ingest.claim import ClaimedBatch, ClaimItem
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``run_ingest``: fill ``cbir.embedding_<key>`` for one encoder, with one process or many.
 
-Each batch is one transaction: claim (locks, :mod:`ingest.claim`) → decode in DataLoader workers
-(:mod:`ingest.pipeline`) → forward pass → validate and L2-normalise → binary COPY (:mod:`ingest.copy`)
+Each batch is one transaction: claim (locks, :mod:`cbir_pg.ingest.claim`) → decode in DataLoader workers
+(:mod:`cbir_pg.ingest.pipeline`) → forward pass → validate and L2-normalise → binary COPY (:mod:`cbir_pg.ingest.copy`)
 and failure rows → commit. Killing a worker at any point loses at most its open batches, which
 PostgreSQL rolls back and unlocks; a rerun (or any other worker) picks them up.
 """
@@ -21,9 +21,9 @@ from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
 from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
-from ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
-from ingest.copy import copy_vectors
-from ingest.pipeline import ClaimSampler, Failure, make_loader
+from cbir_pg.ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
+from cbir_pg.ingest.copy import copy_vectors
+from cbir_pg.ingest.pipeline import ClaimSampler, Failure, make_loader
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 HASH_COMMENT = "cbir-pg encoder {key} config_hash={hash}"
@@ -512,26 +512,3 @@ def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> N
         raise CbirError(
             f"{len(errors) or len(dead) or processes - len(results)} of {processes} ingest processes failed: {detail}"
         )
-
-
-def drop_embeddings(dsn: str, model: str) -> int:
-    """Drop a model's embedding table (and its indexes) and forget its encoder row; returns the number
-    of vectors that were stored. Use it when the encoder's config changed and the vectors must be redone."""
-    identifiers.check_key(model)
-    table = identifiers.embedding_table(model)
-    with connect(dsn) as conn:
-        try:
-            exists = conn.execute(
-                "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)
-            ).fetchone()[0]
-            rows = (
-                conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
-            )
-            conn.execute(identifiers.drop_embedding_table(model))
-            deleted = conn.execute(queries.get("ingest", "encoder_delete"), {"key": model}).rowcount
-            conn.commit()
-        except psycopg.Error as exc:
-            raise translate(exc) from None
-    if not exists and not deleted:
-        raise NotFoundError(f"no embeddings stored for model {model!r}")
-    return rows

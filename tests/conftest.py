@@ -161,7 +161,7 @@ def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: 
     weights) and the HNSW index. Built once per session (a few minutes on 2 cores); tests clone it."""
     from cbir_pg.datasets import import_medmnist_benchmark
     from cbir_pg.index import build_index
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     name = f"cbir_mm_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name, template=template_db)

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cbir_pg.datasets.base import _REGISTRY, Adapter, Record, RowError, register_adapter
-from cbir_pg.errors import ConfigError
-
-ADAPTER_MODULES = (
-    "radimagenet",
-    "nih14",
-    "chexpert",
-    "covidx",
-    "medmnist",
-    "folders",
-    "dicom",
-    "dkfz_splits",
+# the adapter modules register themselves on import (one module per source layout)
+from cbir_pg.datasets import (  # noqa: F401
+    chexpert,
+    covidx,
+    dicom,
+    dkfz_splits,
+    folders,
+    medmnist,
+    nih14,
+    radimagenet,
 )
+from cbir_pg.datasets.base import ADAPTERS, Adapter, Record, RowError, register_adapter
+from cbir_pg.errors import ConfigError
 
 __all__ = [
     "Adapter",
@@ -39,24 +39,13 @@ __all__ = [
 ]
 
 
-def _load() -> None:
-    import importlib
-
-    for mod in ADAPTER_MODULES:
-        importlib.import_module(f"cbir_pg.datasets.{mod}")
-
-
 def get_adapter(kind: str) -> type[Adapter]:
     """The adapter class registered under ``kind``; a clear error for an unknown kind."""
-    _load()
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown dataset kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[kind]
+    return ADAPTERS.get(kind)
 
 
 def list_adapters() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return ADAPTERS.keys()
 
 
 def __getattr__(name: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cbir_pg.errors import ConfigError, InputError
+from cbir_pg.registry import Registry
 
 #: the longest value (UTF-8 bytes) each text field of a record may hold
 FIELD_LIMITS: dict[str, int] = {
@@ -168,16 +169,15 @@ class Adapter:
             raise UnknownLabel(str(exc)) from None
 
 
-_REGISTRY: dict[str, type[Adapter]] = {}
+#: adapter classes by kind; the adapter modules register themselves, ``cbir_pg/datasets/__init__.py``
+#: imports them (see :mod:`cbir_pg.registry`)
+ADAPTERS: Registry[type[Adapter]] = Registry("dataset kind", error=ConfigError)
 
 
 def register_adapter(kind: str) -> Callable[[type[Adapter]], type[Adapter]]:
     def deco(cls: type[Adapter]) -> type[Adapter]:
-        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-            raise ValueError(f"adapter {kind!r} registered twice")
         cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
+        return ADAPTERS.add(kind, cls, replace_same=True)
 
     return deco
 

@@ -158,12 +158,12 @@ def import_dataset(
 
     from tqdm import tqdm
 
-    from cbir_pg.datasets import get_adapter
+    from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
     from cbir_pg.db.connect import connect
     from cbir_pg.db.identifiers import check_key
 
     started = time.monotonic()
-    cls = get_adapter(kind)
+    cls = ADAPTERS.get(kind)
     options = _options(options)
     root = Path(root).expanduser().resolve()
     if not root.exists():

@@ -9,6 +9,8 @@ Family modules import torch/transformers/open_clip inside their builders, so lis
 
 from __future__ import annotations
 
+# the families register themselves on import (they import torch & co. inside their builders)
+from cbir_pg.encoders import efficientnet, hf, medclip, openclip, tiny, xmir  # noqa: F401
 from cbir_pg.encoders.base import DEVICES, Encoder, create_encoder, embed_arrays, l2_normalise, resolve_device
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.encoders.registry import get_config, list_encoders, register_encoder

@@ -1,4 +1,8 @@
-"""The encoder registry: each family module registers a builder under a stable key with its config."""
+"""The encoder registry: each family module registers a builder under a stable key with its config.
+
+Family modules (``efficientnet``, ``hf``, ...) import this module and register themselves; the package
+``cbir_pg/encoders/__init__.py`` imports them; this module imports no family (see :mod:`cbir_pg.registry`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.errors import NotFoundError
+from cbir_pg.registry import Registry
 
 #: builder(config, weights_path_or_None, pretrained) -> torch.nn.Module whose forward gives (B, dim)
 Builder = Callable[..., object]
@@ -18,32 +23,21 @@ class Entry:
     build: Builder
 
 
-_REGISTRY: dict[str, Entry] = {}
+ENCODERS: Registry[Entry] = Registry("encoder", error=NotFoundError, hint=" (see: cbir-pg models list)")
 
 
 def register_encoder(config: EncoderConfig) -> Callable[[Builder], Builder]:
     """Decorator: ``@register_encoder(EncoderConfig(key=..., ...))`` on a builder function."""
 
     def wrap(fn: Builder) -> Builder:
-        if config.key in _REGISTRY:
-            raise ValueError(f"encoder {config.key!r} is registered twice")
-        _REGISTRY[config.key] = Entry(config, fn)
+        ENCODERS.add(config.key, Entry(config, fn))
         return fn
 
     return wrap
 
 
-def _load_families() -> None:
-    # importing the family modules registers their encoders; they import torch lazily
-    from cbir_pg.encoders import efficientnet, hf, medclip, openclip, tiny, xmir  # noqa: F401
-
-
 def entry(key: str) -> Entry:
-    _load_families()
-    if key not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise NotFoundError(f"unknown encoder {key!r}; known encoders: {known} (see: cbir-pg models list)")
-    return _REGISTRY[key]
+    return ENCODERS.get(key)
 
 
 def get_config(key: str) -> EncoderConfig:
@@ -51,5 +45,4 @@ def get_config(key: str) -> EncoderConfig:
 
 
 def list_encoders() -> list[EncoderConfig]:
-    _load_families()
-    return [e.config for e in _REGISTRY.values()]
+    return [e.config for e in ENCODERS.values()]

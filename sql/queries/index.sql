@@ -75,3 +75,7 @@ select q.image_id,
        array(select x.image_id from cbir.knn(q.v, %(model)s, %(k)s, p_exclude_image_id => q.image_id,
                                              p_method => 'exact') x order by x.rank) as exact
 from q
+
+-- name: encoder_delete
+-- Forget an encoder: its recorded failures go with it (on delete cascade).
+delete from cbir.encoder where key = %(key)s;

@@ -77,7 +77,3 @@ select encoder, dataset, total, done, pending, failed
 from cbir.ingest_status
 where %(encoder)s::text is null or encoder = %(encoder)s
 order by encoder, dataset
-
--- name: encoder_delete
--- Forget an encoder: its recorded failures go with it (on delete cascade).
-delete from cbir.encoder where key = %(key)s;

@@ -122,8 +122,8 @@ def _numpy_neighbours(s: Synth, split: str, K: int) -> np.ndarray:
 
 
 def test_knn_matches_numpy_and_is_stored(db, synth):
-    from eval.classification import knn_metrics, select_k
-    from eval.knn import evaluate_knn
+    from cbir_pg.eval.classification import knn_metrics, select_k
+    from cbir_pg.eval.knn import evaluate_knn
 
     res = evaluate_knn(db, synth.model, k_range=range(1, 30), mode="exact", progress=False)
     # the reference: exact neighbours by NumPy, the same selection rule
@@ -160,7 +160,7 @@ def test_knn_matches_numpy_and_is_stored(db, synth):
 
 
 def test_knn_ann_mode_agrees_with_exact_on_small_data(db, synth):
-    from eval.knn import evaluate_knn
+    from cbir_pg.eval.knn import evaluate_knn
 
     exact = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="exact", store=False, progress=False)
     ann = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="ann", store=False, progress=False)
@@ -168,7 +168,7 @@ def test_knn_ann_mode_agrees_with_exact_on_small_data(db, synth):
 
 
 def test_linear_probe_through_db(db, synth):
-    from eval.linear import evaluate_linear
+    from cbir_pg.eval.linear import evaluate_linear
 
     res = evaluate_linear(db, synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, progress=False)
     assert res.n_train == 510 and res.n_test == 120
@@ -187,7 +187,7 @@ def test_linear_probe_through_db(db, synth):
 
 
 def test_ablation_scales_down_and_is_stored(db, synth):
-    from eval.ablation import run_ablation
+    from cbir_pg.eval.ablation import run_ablation
 
     res = run_ablation(db, synth.model, seeds=(0, 1), progress=False)
     # no class has > 3000 index images: threshold lowered to the largest size below the second-largest
@@ -212,7 +212,7 @@ def test_ablation_scales_down_and_is_stored(db, synth):
 
 
 def test_ablation_without_scaling(db, synth):
-    from eval.ablation import run_ablation
+    from cbir_pg.eval.ablation import run_ablation
 
     res = run_ablation(
         db,
@@ -231,10 +231,10 @@ def test_ablation_without_scaling(db, synth):
 def test_report_writes_figures_and_tables(db, tmp_path):
     from PIL import Image
 
-    from eval.ablation import run_ablation
-    from eval.knn import evaluate_knn
-    from eval.linear import evaluate_linear
-    from eval.report import write_report
+    from cbir_pg.eval.ablation import run_ablation
+    from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.eval.report import write_report
 
     images = tmp_path / "images"
     images.mkdir()
@@ -274,7 +274,7 @@ def test_report_writes_figures_and_tables(db, tmp_path):
 def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
     from PIL import Image
 
-    from eval.report import write_report
+    from cbir_pg.eval.report import write_report
 
     rep = write_report(db, tmp_path / "r", grid_queries=2, tsne_sample=200)
     names = {p.name for p in rep.figures}
@@ -296,7 +296,7 @@ def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
 def test_ablation_on_real_medmnist(medmnist_lite0_db):
     """The combined BreastMNIST + PneumoniaMNIST benchmark embedded with efficientnet_lite0: one P@1
     per size, sizes capped by the class sizes (no class but XR/chest/pneumonia has > 3000 images)."""
-    from eval.ablation import run_ablation
+    from cbir_pg.eval.ablation import run_ablation
 
     db = medmnist_lite0_db
     res = run_ablation(db, "efficientnet_lite0", progress=False)
@@ -322,7 +322,7 @@ def test_ablation_on_real_medmnist(medmnist_lite0_db):
 
 def test_ablation_plan_on_medmnist_like_class_sizes():
     """The scale-down rule alone (no database), on the benchmark's train/test class sizes."""
-    from eval.ablation import PAPER_SIZES, AblationClass, plan_ablation
+    from cbir_pg.eval.ablation import PAPER_SIZES, AblationClass, plan_ablation
 
     avail = [
         AblationClass(1, "XR/chest/pneumonia", 3469, 387),

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from cbir_pg.db import identifiers
 from cbir_pg.errors import NotFoundError
-from eval import metrics, store
-from eval.retrieval import evaluate_retrieval
-from eval.topn import IndexFilter, topn
+from cbir_pg.eval import metrics, store
+from cbir_pg.eval.retrieval import evaluate_retrieval
+from cbir_pg.eval.topn import IndexFilter, topn
 
 _keys = itertools.count()
 
@@ -323,7 +323,7 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     np.testing.assert_allclose(
         [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=1e-12
     )
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     out = CliRunner().invoke(app, ["--dsn", dsn, "eval", "show"])
     assert out.exit_code == 0, out.output
@@ -338,7 +338,7 @@ def test_cli_retrieval_prints_the_stored_numbers(db):
     model, _, _ = make_benchmark(
         db, vectors, rng.integers(0, 3, 60).tolist(), ["train", "test", "train"] * 20
     )
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     out = CliRunner().invoke(
         app,

@@ -155,7 +155,7 @@ def test_help_lists_db_group_and_is_light(cli_env: dict[str, str]) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, cbir_pg.cli; print(sorted(m for m in ('torch','timm','open_clip','matplotlib') if m in sys.modules))",
+            "import sys, cbir_pg.app.cli; print(sorted(m for m in ('torch','timm','open_clip','matplotlib') if m in sys.modules))",
         ],
         capture_output=True,
         text=True,

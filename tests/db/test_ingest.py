@@ -36,7 +36,7 @@ def _image_ids(dsn: str) -> list[int]:
 
 
 def test_tiny_encoder_embeds_every_image_once_with_unit_norm(db, tmp_path):
-    from ingest import ingest_status, run_ingest
+    from cbir_pg.ingest import ingest_status, run_ingest
 
     data = require_data()
     n = seed_medmnist(db, data, tmp_path, flags=("breastmnist", "pneumoniamnist"), per_split=60)
@@ -57,7 +57,7 @@ def test_tiny_encoder_embeds_every_image_once_with_unit_norm(db, tmp_path):
 def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
     from cbir_pg.encoders import create_encoder, embed_arrays
     from cbir_pg.images import decode_file
-    from ingest import ingest_status, run_ingest
+    from cbir_pg.ingest import ingest_status, run_ingest
 
     seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist", "pneumoniamnist"), per_split=20)
     s = run_ingest(
@@ -91,7 +91,7 @@ def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
 
 def test_failed_images_are_recorded_retried_and_never_block(db, tmp_path):
     from cbir_pg.db.connect import connect
-    from ingest import ingest_status, run_ingest
+    from cbir_pg.ingest import ingest_status, run_ingest
 
     n = seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",), per_split=10)
     (tmp_path / "breastmnist" / "train" / "00003.png").write_bytes(b"not a png")
@@ -121,7 +121,7 @@ def test_failed_images_are_recorded_retried_and_never_block(db, tmp_path):
 def test_mismatched_config_hash_is_refused(db, tmp_path):
     from cbir_pg.db.connect import connect
     from cbir_pg.errors import ConfigError
-    from ingest import run_ingest
+    from cbir_pg.ingest import run_ingest
 
     seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",), per_split=5)
     run_ingest(db, "tiny_cnn", loader_workers=0, device="cpu", progress=False)
@@ -148,7 +148,7 @@ def test_mismatched_config_hash_is_refused(db, tmp_path):
 
 def test_unknown_model_and_dataset_are_clear_errors(db):
     from cbir_pg.errors import NotFoundError
-    from ingest import run_ingest
+    from cbir_pg.ingest import run_ingest
 
     with pytest.raises(NotFoundError, match="unknown encoder 'nope'"):
         run_ingest(db, "nope", progress=False)

@@ -29,7 +29,7 @@ def _state(dsn: str, key: str) -> tuple[list[int], list[int], np.ndarray]:
 
 
 def test_three_processes_embed_each_image_exactly_once(db, tmp_path):
-    from ingest import run_ingest
+    from cbir_pg.ingest import run_ingest
 
     n = seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",))
     s = run_ingest(db, "tiny_cnn", processes=3, batch_size=16, loader_workers=0, device="cpu", progress=False)

@@ -110,7 +110,7 @@ def _import_dicom_and_embed(dsn: str) -> None:
     import pydicom
 
     from cbir_pg.datasets import import_dataset
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     import_dataset(
         dsn, "dicom", Path(pydicom.__file__).parent / "data" / "test_files", name="pydicom", progress=False

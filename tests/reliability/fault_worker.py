@@ -4,7 +4,7 @@ slow-down hook, so the parent can kill it, restart the database under it, or run
     python fault_worker.py ingest DSN MODEL BATCH MARKERS DELAY BARRIER
     python fault_worker.py import DSN ROOT NAME BATCH DELAY
 
-ingest: wraps ``ingest.worker.copy_vectors``: after a batch's COPY (before its commit) it touches
+ingest: wraps ``cbir_pg.ingest.worker.copy_vectors``: after a batch's COPY (before its commit) it touches
 ``MARKERS/copied_<pid>_<n>``, waits for BARRIER processes to reach that point on their first batch
 (0: no barrier), then sleeps DELAY seconds. Prints the run's summary as JSON on stdout.
 import: wraps ``BulkLoader.load``: sleeps DELAY seconds after each committed batch.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def _ingest(dsn: str, model: str, batch: int, markers: Path, delay: float, barrier: int) -> None:
-    import ingest.worker as worker
+    import cbir_pg.ingest.worker as worker
 
     original = worker.copy_vectors
     count = {"n": 0}

@@ -256,7 +256,7 @@ def test_wrongly_encoded_manifest_is_one_clear_error(db: str, tmp_path: Path, en
 # --------------------------------------------------------------------------- 3. the ingest path
 def _run_ingest():
     try:
-        from ingest.worker import run_ingest
+        from cbir_pg.ingest.worker import run_ingest
     except ModuleNotFoundError as exc:  # until the ingest worker lands
         pytest.fail(f"pending: ingest.worker.run_ingest not available ({exc})")
     return run_ingest
@@ -299,10 +299,9 @@ def _register_bad_encoders() -> None:
     """Two test encoders with real torch modules: ``rel_nan_inf`` returns NaN for an all-white image
     and inf for an all-black one (finite vectors otherwise); ``rel_wrong_dim`` returns dim + 3 values."""
     from cbir_pg.encoders.config import HALF, EncoderConfig
-    from cbir_pg.encoders.registry import _REGISTRY, _load_families, register_encoder
+    from cbir_pg.encoders.registry import ENCODERS, register_encoder
 
-    _load_families()
-    if "rel_nan_inf" in _REGISTRY:
+    if "rel_nan_inf" in ENCODERS:
         return
 
     def build(mode):
@@ -369,7 +368,7 @@ def _stored_vectors(dsn: str, model: str) -> dict[str, tuple]:
 
 
 def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_path: Path) -> None:
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds")
@@ -396,7 +395,7 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
 
 
 def test_wrong_dimension_vectors_are_refused_and_nothing_else_is_touched(db: str, tmp_path: Path) -> None:
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "dim"), "dim_ds")

@@ -165,7 +165,7 @@ def _assert_exactly_once_and_correct(dsn: str) -> None:
 def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(
     db: str, real_images: Path, tmp_path: Path
 ) -> None:
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     _import(db, real_images)
     total = _claimable(db)
@@ -251,7 +251,7 @@ def own_server(template_db: str, pg_server_dsn: str):
 def test_database_restart_during_ingest_worker_reconnects_and_finishes(
     own_server, real_images: Path, tmp_path: Path
 ) -> None:
-    from ingest.worker import run_ingest
+    from cbir_pg.ingest.worker import run_ingest
 
     server, dsn = own_server
     _import(dsn, real_images)

@@ -60,7 +60,7 @@ def _python(code: str, timeout: float = 240) -> dict:
 def _ingest(dsn: str, timeout: float = 300) -> dict:
     return _python(
         "import json\n"
-        "from ingest.worker import run_ingest\n"
+        "from cbir_pg.ingest.worker import run_ingest\n"
         f"s = run_ingest({dsn!r}, {MODEL!r}, batch_size=8, loader_workers=0, device='cpu', progress=False)\n"
         "print(json.dumps({'embedded': s.embedded, 'failed': s.failed, 'errors': s.errors,"
         " 'remaining': s.remaining}))",
@@ -294,7 +294,7 @@ def test_manifest_paths_outside_the_root_are_refused_unless_allowed(
 def test_cli_has_allow_outside_root() -> None:
     from typer.testing import CliRunner
 
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     out = CliRunner().invoke(app, ["datasets", "import", "--help"], env={"COLUMNS": "200"})
     assert "--allow-outside-root" in out.output

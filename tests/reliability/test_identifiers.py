@@ -142,12 +142,12 @@ def _library_calls(dsn: str, tmp: Path):
     from cbir_pg.datasets.importer import import_dataset
     from cbir_pg.encoders import registry
     from cbir_pg.encoders.base import create_encoder
+    from cbir_pg.eval.ablation import run_ablation
+    from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.eval.retrieval import evaluate_retrieval
     from cbir_pg.index import build_index, drop_index, index_recall, index_status
     from cbir_pg.search import search
-    from eval.ablation import run_ablation
-    from eval.knn import evaluate_knn
-    from eval.linear import evaluate_linear
-    from eval.retrieval import evaluate_retrieval
 
     manifest = tmp / "labels.csv"
     calls = [
@@ -184,7 +184,7 @@ def _library_calls(dsn: str, tmp: Path):
         ("run_ablation model", lambda n: run_ablation(dsn, n, progress=False)),
     ]
     try:
-        from ingest.worker import run_ingest
+        from cbir_pg.ingest.worker import run_ingest
 
         calls.append(("run_ingest model", lambda n: run_ingest(dsn, n, progress=False)))
         calls.append(
@@ -275,7 +275,7 @@ EXTRA_ARGS = {("search",): ["--image-id", "1"]}
 def _commands():
     import typer
 
-    from cbir_pg.cli import app
+    from cbir_pg.app.cli import app
 
     out = []
 
@@ -315,7 +315,7 @@ def _fillers(path: tuple[str, ...], cmd, name_opt: str, tmp: Path) -> list[str]:
 
 
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:
-    from cbir_pg.cli import main
+    from cbir_pg.app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     old = sys.argv

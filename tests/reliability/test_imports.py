@@ -187,8 +187,8 @@ def _folder(root: Path, n: int) -> Path:
 
 def test_a_killed_import_is_marked_unfinished_and_kept_out_of_evaluation(db: str, tmp_path: Path) -> None:
     from cbir_pg.datasets.importer import import_dataset
-    from eval.retrieval import evaluate_retrieval
-    from ingest.worker import run_ingest
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.ingest.worker import run_ingest
 
     root = _folder(tmp_path / "src", 120)
     env = dict(os.environ)
@@ -255,7 +255,7 @@ def test_the_worker_cannot_set_its_own_attempt_count(db: str, worker_dsn: str, t
     from cbir_pg.datasets.importer import import_dataset
     from cbir_pg.db.connect import connect
     from cbir_pg.encoders import get_config
-    from ingest.worker import ensure_encoder_table
+    from cbir_pg.ingest.worker import ensure_encoder_table
 
     import_dataset(db, "imagefolder", _folder(tmp_path / "w", 4), name="wf", modality="US", region="breast",
                    progress=False)  # fmt: skip

@@ -36,7 +36,7 @@ def _seed(dsn: str) -> None:
     from cbir_pg.db.connect import connect
     from cbir_pg.encoders import get_config
     from cbir_pg.index import build_index
-    from ingest.worker import ensure_encoder_table
+    from cbir_pg.ingest.worker import ensure_encoder_table
 
     with connect(dsn) as conn:
         ensure_encoder_table(conn, get_config(MODEL))

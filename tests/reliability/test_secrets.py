@@ -73,7 +73,7 @@ def test_translate_redacts_a_driver_message_quoting_the_dsn() -> None:
 def _run_cli(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     import os
 
-    from cbir_pg.cli import main
+    from cbir_pg.app.cli import main
 
     out = io.StringIO()
     old_argv, old_env = sys.argv, dict(os.environ)
@@ -147,8 +147,8 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
     db: str, small_dataset: Path, caplog, capfd, form: str, pg_server_dsn: str
 ) -> None:
     from cbir_pg.datasets.importer import import_dataset
-    from eval.retrieval import evaluate_retrieval
-    from ingest.worker import run_ingest
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.ingest.worker import run_ingest
 
     secret_dsn = dsn_with(db, password=SECRET) if form == "kv" else _uri_with_password(db, SECRET)
     caplog.set_level(logging.DEBUG)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-from eval.classification import (
+from cbir_pg.eval.classification import (
     average_precision,
     classification_metrics,
     knn_metrics,

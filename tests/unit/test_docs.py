@@ -12,7 +12,7 @@ import pytest
 import typer
 from docs_sql import fenced_blocks, split_statements, sql_blocks
 
-from cbir_pg.cli import docgen
+from tools import docgen
 
 REPO = Path(__file__).resolve().parents[2]
 SHELL_LANGS = frozenset({"bash", "sh", "shell", "console", "shell-session", "zsh"})
@@ -25,7 +25,7 @@ DOC_FILES = sorted(
 # ------------------------------------------------------------------------- reference and help text
 def test_cli_reference_is_up_to_date() -> None:
     diff = docgen.check(docgen.DEFAULT_OUTPUT)
-    assert not diff, "docs/cli.md is stale; run: python -m cbir_pg.cli.docgen\n" + diff[:6000]
+    assert not diff, "docs/cli.md is stale; run: python -m tools.docgen\n" + diff[:6000]
 
 
 def test_reference_has_a_section_per_command() -> None:
@@ -34,7 +34,7 @@ def test_reference_has_a_section_per_command() -> None:
     assert len(infos) > 5  # root + the groups; a broken walk would find one
     for info in infos:
         assert re.search(rf"^#+ `{re.escape(info.name)}`$", text, re.M), f"no section for {info.name}"
-    assert "python -m cbir_pg.cli.docgen" in text.split("\n# ", 1)[0]
+    assert "python -m tools.docgen" in text.split("\n# ", 1)[0]
 
 
 def test_every_command_has_help() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.classification import KnnScorer, select_k
+from cbir_pg.eval.classification import KnnScorer, select_k
 
 
 def _case(best_k: int, n: int = 60, K: int = 15) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.linear import train_linear_probe
+from cbir_pg.eval.linear import train_linear_probe
 
 
 def _blobs(n: int, seed: int, classes=(4, 9, 17)) -> tuple[np.ndarray, np.ndarray]:

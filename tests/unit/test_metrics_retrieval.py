@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval import metrics
+from cbir_pg.eval import metrics
 
 
 def test_hand_computed_fewer_index_images_than_n_and_missing_class():

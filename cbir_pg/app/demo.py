@@ -86,8 +86,8 @@ def run_demo(
     on_step: Callable[[StepEvent], None] | None = None,
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
+    from cbir_pg.app.demo_data import resolve_demo_files
     from cbir_pg.db.connect import connection, resolve_dsn
-    from cbir_pg.demo_data import resolve_demo_files
 
     identifiers.check_key(model)
     settings = get_settings(dsn)
@@ -133,7 +133,7 @@ def run_demo(
         return f"{added} new images, {result.images} in the benchmark"
 
     def do_ingest() -> str:
-        from ingest.worker import run_ingest
+        from cbir_pg.ingest.worker import run_ingest
 
         s = run_ingest(
             result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
@@ -153,7 +153,7 @@ def run_demo(
         return f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
 
     def do_eval() -> str:
-        from eval.retrieval import evaluate_retrieval
+        from cbir_pg.eval.retrieval import evaluate_retrieval
 
         with connection(result.dsn) as conn:
             fresh = _latest_fresh_run(conn, model, "retrieval")
@@ -165,7 +165,7 @@ def run_demo(
         return "runs " + ", ".join(f"{m}={i}" for m, i in result.retrieval_run_ids.items())
 
     def do_knn() -> str:
-        from eval.knn import evaluate_knn
+        from cbir_pg.eval.knn import evaluate_knn
 
         with connection(result.dsn) as conn:
             fresh = _latest_fresh_run(conn, model, "knn")
@@ -177,7 +177,7 @@ def run_demo(
         return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
 
     def do_report() -> str:
-        from eval.report import write_report
+        from cbir_pg.eval.report import write_report
 
         rep = write_report(result.dsn, out, models=[model])
         result.report_index = rep.index
@@ -185,7 +185,7 @@ def run_demo(
 
     def summarise() -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
-        from eval.store import table2
+        from cbir_pg.eval.store import table2
 
         result.table2 = table2(result.dsn)
         with connection(result.dsn) as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, dsn
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
 

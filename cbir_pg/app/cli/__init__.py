@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from cbir_pg.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
-from cbir_pg.cli._common import State, err_console
+from cbir_pg.app.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
+from cbir_pg.app.cli._common import State, err_console
 
 app = typer.Typer(
     name="cbir-pg",

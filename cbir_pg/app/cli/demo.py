@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, state
+from cbir_pg.app.cli._common import console, state
 
 
 def demo(
@@ -28,8 +28,8 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
-    from cbir_pg.cli.evaluate import print_table2
-    from cbir_pg.demo import StepEvent, run_demo
+    from cbir_pg.app.cli.evaluate import print_table2
+    from cbir_pg.app.demo import StepEvent, run_demo
 
     def on_step(e: StepEvent) -> None:
         if e.status == "start":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, dsn
 
 app = typer.Typer(help="Labels: the harmonised classes <MODALITY>/<region>/<finding>.", no_args_is_help=True)
 

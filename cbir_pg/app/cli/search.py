@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, dsn
 
 
 def search(

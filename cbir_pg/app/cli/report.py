@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console
+from cbir_pg.app.cli._common import console, dsn, err_console
 
 
 def report(
@@ -22,7 +22,7 @@ def report(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Write PNG figures and an index.html with the leaderboard and the kNN/linear table."""
-    from eval.report import write_report
+    from cbir_pg.eval.report import write_report
 
     r = write_report(
         dsn(ctx), out, models=model or None, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed

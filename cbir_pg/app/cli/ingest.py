@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, split_names
+from cbir_pg.app.cli._common import console, dsn, split_names
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -42,7 +42,7 @@ def ingest(
     if ctx.invoked_subcommand is not None:
         return
     from cbir_pg.errors import ConfigError
-    from ingest import run_ingest
+    from cbir_pg.ingest import run_ingest
 
     if not model:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
@@ -77,7 +77,7 @@ def status(
     """Exact done, pending and failed image counts per encoder and dataset."""
     from rich.table import Table
 
-    from ingest import ingest_status
+    from cbir_pg.ingest import ingest_status
 
     rows = ingest_status(dsn(ctx), model)
     if not rows:

@@ -6,7 +6,7 @@ import math
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -43,7 +43,7 @@ def retrieval(
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
     from rich.table import Table
 
-    from eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
         dsn(ctx),
@@ -97,7 +97,7 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from eval.store import table2
+    from cbir_pg.eval.store import table2
 
     df = table2(dsn(ctx))
     if df.empty:
@@ -107,12 +107,12 @@ def show(ctx: typer.Context) -> None:
 
 
 def print_table2(df) -> None:
-    """Render a :func:`eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from eval.store import TABLE2_NS
+    from cbir_pg.eval.store import TABLE2_NS
 
     scopes = sorted({idx[2] for idx in df.index})
     one_scope = len(scopes) == 1
@@ -143,7 +143,7 @@ def register(root: typer.Typer) -> None:
 
 # The analysis commands (knn, linear, ablation) of eval/ join this group when present.
 try:
-    from cbir_pg.cli import analysis
+    from cbir_pg.app.cli import analysis
 
     analysis.register_eval(app)
 except ImportError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, dsn
 
 app = typer.Typer(
     help="Encoders: list the registered models and whether their weights are here.", no_args_is_help=True
@@ -39,7 +39,7 @@ def drop_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
 ) -> None:
     """Drop a model's embedding table and index (e.g. after its weights or preprocessing changed)."""
-    from ingest.worker import drop_embeddings
+    from cbir_pg.index import drop_embeddings
 
     if not yes:
         typer.confirm(f"drop every stored {model} vector?", abort=True)

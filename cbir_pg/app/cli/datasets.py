@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, dsn
 
 app = typer.Typer(
     help="Datasets: import public or own data (one adapter per source layout), list counts.",

@@ -1,13 +1,13 @@
 """``cbir-pg eval knn | linear | ablation``: the embedding-space analyses (Table 4, Fig. 3B).
 
-Registered into the ``eval`` group by :mod:`cbir_pg.cli.evaluate` through :func:`register_eval`.
+Registered into the ``eval`` group by :mod:`cbir_pg.app.cli.evaluate` through :func:`register_eval`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
@@ -37,7 +37,7 @@ def _k_range(text: str):
 def _metrics_table(title: str, rows: list[tuple[str, object]]):
     from rich.table import Table
 
-    from eval.classification import AVERAGES, METRIC_NAMES
+    from cbir_pg.eval.classification import AVERAGES, METRIC_NAMES
 
     table = Table(title=title)
     table.add_column("split")
@@ -64,7 +64,7 @@ def knn(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """kNN classification: k chosen on val by micro F1, reported on test; stored (kind knn)."""
-    from eval.knn import evaluate_knn
+    from cbir_pg.eval.knn import evaluate_knn
 
     r = evaluate_knn(
         dsn(ctx),
@@ -104,7 +104,7 @@ def linear(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Linear probe (AdamW, early stopping on val loss), reported on test; stored (kind linear)."""
-    from eval.linear import evaluate_linear
+    from cbir_pg.eval.linear import evaluate_linear
 
     r = evaluate_linear(
         dsn(ctx),
@@ -149,7 +149,7 @@ def ablation(
     from rich.table import Table
 
     from cbir_pg.errors import ConfigError
-    from eval.ablation import run_ablation
+    from cbir_pg.eval.ablation import run_ablation
 
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")

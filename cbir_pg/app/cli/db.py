@@ -7,7 +7,7 @@ import subprocess
 
 import typer
 
-from cbir_pg.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, dsn, state
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True
