@@ -322,6 +322,8 @@ class DicomFolderAdapter(Adapter):
     def _files(self) -> Iterator:
         for f in sorted(self.root.rglob("*")):
             if not f.is_file():
+                if f.suffix.lower() in (".dcm", ".dicom") and not f.is_dir():
+                    yield f  # a FIFO or device named like a DICOM file: records() reports it
                 continue
             if f.suffix.lower() in (".dcm", ".dicom"):
                 yield f
@@ -336,11 +338,16 @@ class DicomFolderAdapter(Adapter):
     def records(self) -> Iterator[Record | RowError]:
         import pydicom
 
-        from cbir_pg.images import DecodeError, decode_file, pixel_hash
+        from cbir_pg.images import DecodeError, decode_file, pixel_hash, stat_regular_file
 
         for f in self._files():
             uri = f.relative_to(self.root).as_posix()
             source = f"dicom:{self._path_key(uri)}" if self.managed else uri
+            try:
+                stat_regular_file(f)
+            except DecodeError as exc:
+                yield RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
+                continue
             try:
                 ds = pydicom.dcmread(
                     f,

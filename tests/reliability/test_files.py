@@ -345,3 +345,33 @@ def test_a_dicom_header_claiming_gigabytes_is_refused_before_decoding(tmp_path: 
     with pytest.raises(DecodeError) as info:
         decode_file(path)
     assert info.value.reason == "decompression_bomb" and "65535x65535x100 frames" in str(info.value)
+
+
+def test_folder_adapters_record_non_regular_entries(db: str, tmp_path: Path) -> None:
+    """An image folder or a DICOM folder holding a FIFO or a /dev/zero symlink named like an image: one
+    recorded error each, the rest imported."""
+    code = (
+        "import json\n"
+        "from cbir_pg.datasets.importer import import_dataset\n"
+        "out = {}\n"
+        f"s = import_dataset({db!r}, 'imagefolder', {str(tmp_path / 'f')!r}, name='nonreg_f', modality='XR',"
+        " region='chest', progress=False)\n"
+        "out['folder'] = [s.imported, s.errors]\n"
+        f"s = import_dataset({db!r}, 'dicom', {str(tmp_path / 'd')!r}, name='nonreg_d', progress=False)\n"
+        "out['dicom'] = [s.imported, s.errors]\n"
+        "print(json.dumps(out))"
+    )
+    cls = tmp_path / "f" / "normal"
+    cls.mkdir(parents=True)
+    for i in range(3):
+        (cls / f"good_{i}.png").write_bytes(good_png(900 + i))
+    os.mkfifo(cls / "fifo.png")
+    (cls / "zero.png").symlink_to("/dev/zero")
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "ct.dcm").write_bytes(pydicom_file("CT_small.dcm").read_bytes())
+    os.mkfifo(d / "fifo.dcm")
+    (d / "zero.dcm").symlink_to("/dev/zero")
+    got = _python(code, timeout=180)
+    assert got["folder"] == [3, {"not_a_regular_file": 2}], got
+    assert got["dicom"] == [1, {"not_a_regular_file": 2}], got
