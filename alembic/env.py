@@ -6,12 +6,17 @@ Run through ``cbir-pg db migrate`` (:func:`cbir_pg.db.migrate.migrate`), which p
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import psycopg
 from sqlalchemy import create_engine, pool
 
 from alembic import context
 
 config = context.config
+# revisions import their SQL reader: ``from sqlfile import read_sql`` (alembic/sqlfile.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _dsn() -> str:

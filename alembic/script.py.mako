@@ -8,6 +8,7 @@ Create Date: ${create_date}
 from __future__ import annotations
 
 from alembic import op
+from sqlfile import read_sql  # noqa: F401  # alembic/sqlfile.py: op.execute(read_sql("${up_revision}_x.sql"))
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

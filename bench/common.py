@@ -25,6 +25,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from cbir_pg.db.database import Database
+
 SYNTH_DATASET = "bench"
 
 
@@ -216,7 +218,7 @@ class BenchServer:
             with psycopg.connect(bs.admin_dsn, autocommit=True) as conn:
                 conn.execute("create database cbir_bench")
             bs.dsn = st.uri("cbir_bench")
-            migrate(bs.dsn)
+            migrate(Database(bs.dsn))
             with psycopg.connect(bs.dsn, autocommit=True) as conn:
                 conn.execute("create extension if not exists pg_prewarm")
                 bs.settings = {

@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from cbir_pg.db.database import Database
+
 TARGET = 0.90
 
 
@@ -344,7 +346,7 @@ def prepare_images(dsn: str, data_dir: Path, n_needed: int, log=print) -> tuple[
     from cbir_pg.datasets import import_medmnist_benchmark
 
     t0 = time.perf_counter()
-    import_medmnist_benchmark(dsn, data_dir, progress=False)
+    import_medmnist_benchmark(Database(dsn), data_dir, progress=False)
     with connect(dsn) as conn:
         keys = ["breastmnist", "pneumoniamnist"]
         count = "select count(*) from cbir.image i join cbir.dataset d on d.id = i.dataset_id where not i.excluded and d.key = any(%s)"

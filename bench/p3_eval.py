@@ -28,6 +28,7 @@ from bench.common import (
     prewarm,
     seed_images,
 )
+from cbir_pg.db.database import Database
 
 NS = (1, 3, 5, 10)
 TARGET_DELTA = 0.002
@@ -99,7 +100,9 @@ def run_size(
         t_copy = copy_vectors_numpy(conn, table, ids, x)
         conn.autocommit = True
         conn.execute(sql.SQL("vacuum analyze {}").format(ident(table)))
-    report = build_index(dsn, key, m=m, ef_construction=ef_construction, progress=False, recall_queries=0)
+    report = build_index(
+        Database(dsn), key, m=m, ef_construction=ef_construction, progress=False, recall_queries=0
+    )
     with connect(dsn, autocommit=True) as conn:
         blocks = prewarm(conn, table, f"{table}_hnsw_idx", "cbir.image")
     log(f"  P3 {size}: COPY {len(ids) / t_copy:,.0f} rows/s, HNSW build {report.build_seconds:.1f}s")
@@ -126,7 +129,7 @@ def run_size(
     for ef in ef_values:
         t0 = time.perf_counter()
         res = topn(
-            dsn,
+            Database(dsn),
             key,
             query_ids=qids.tolist(),
             index_filter=flt,

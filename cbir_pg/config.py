@@ -8,6 +8,7 @@
 | ``CBIR_PG_DB`` | database name on the embedded server | ``cbir`` |
 | ``CBIR_PG_SALT`` | salt for hashing patient ids (kept out of the database; at least 32 characters) | unset: ``cbir.installation`` |
 | ``CBIR_PG_SALT_FILE`` | a file whose first line is that salt | unset |
+| ``CBIR_PG_LOG_LEVEL`` | level of the ``cbir_pg`` loggers on stderr (``INFO``: a line per ingest batch) | ``WARNING`` |
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Library code raises these; the CLI's single handler turns them into one line on stderr with exit code 1
 (traceback only with ``--verbose``). Driver errors are translated into them at one boundary:
-:func:`cbir_pg.db.connect.translate`.
+:func:`cbir_pg.db.database.db_errors` (built on :func:`cbir_pg.db.connect.translate`).
 """
 
 from __future__ import annotations

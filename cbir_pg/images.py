@@ -149,30 +149,149 @@ def _pil_to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))  # P, CMYK, YCbCr, LAB, HSV
 
 
+#: the optional DICOM decoder plugins (JPEG Lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE), named in errors
+DICOM_DECODERS_HINT = 'install the DICOM decoders: pip install "cbir-pg[dicom]"'
+
+#: modalities of DICOM objects that are not images to embed (segmentations, reports, RT objects, ...)
+NON_IMAGE_MODALITIES = frozenset(
+    {
+        "SEG",
+        "SR",
+        "KO",
+        "PR",
+        "DOC",
+        "REG",
+        "FID",
+        "RWV",
+        "PLAN",
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTDOSE",
+        "RTRECORD",
+        "ECG",
+        "HD",
+        "AU",
+        "EPS",
+        "RESP",
+        "SMR",
+        "M3D",
+    }
+)
+#: words in an SOP class name that mark a non-image object whatever its modality attribute says
+NON_IMAGE_SOP_WORDS = (
+    "Segmentation",
+    " SR ",
+    "Structured Report",
+    "Waveform",
+    "Presentation State",
+    "Key Object",
+    "Encapsulated",
+    "RT Structure",
+    "RT Plan",
+    "RT Dose",
+    "Treatment Record",
+    "Raw Data",
+    "Registration",
+    "Spectroscopy",
+    "Surface",
+    "Storage Commitment",
+)
+#: photometric interpretations whose pixels pydicom hands back as RGB (``as_rgb``, the default):
+#: YBR_FULL(_422) are converted by pydicom itself, YBR_RCT/YBR_ICT by the JPEG 2000 decoder. They must
+#: not be converted again: that turned a pure red pixel into (75, 255, 27).
+COLOUR_AS_RGB = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420"})
+
+
+def _non_image_reason(ds) -> str | None:
+    """Why a DICOM object is not an image to embed (a SEG, an SR, an RT object, ...), or None."""
+    modality = str(getattr(ds, "Modality", "") or "").upper()
+    sop = getattr(ds, "SOPClassUID", None)
+    sop_name = str(getattr(sop, "name", "") or "")
+    padded = f" {sop_name} "
+    if modality in NON_IMAGE_MODALITIES or any(w in padded for w in NON_IMAGE_SOP_WORDS):
+        what = sop_name or "object"
+        return f"{what} ({modality or 'no modality'}) is not an image to embed"
+    return None
+
+
+def _infer_transfer_syntax(ds) -> None:
+    """Files without a meta header (or without its transfer syntax): take it from how pydicom read them.
+
+    Only native (uncompressed) encodings can be inferred; encapsulated pixel data stays undecodable and
+    gets its own reason.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    uid = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = uid
+
+
+def _pixel_error(ds, exc: BaseException, source: str) -> DecodeError:
+    """The real reason a DICOM's pixel data could not be decoded, as one line."""
+    text = str(exc) or type(exc).__name__
+    first = text.splitlines()[0]
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    ts_name = getattr(ts, "name", None) or (str(ts) if ts else "no transfer syntax")
+    low = text.lower()
+    if "less than" in first and "pixel data" in first.lower():
+        return DecodeError(source, "dicom_truncated", first)
+    if ts is None:
+        return DecodeError(
+            source,
+            "dicom_no_transfer_syntax",
+            "no file meta header names the transfer syntax of the pixel data",
+        )
+    if "missing dependencies" in low or "no pixel data decoders have been installed" in low:
+        plugins = "; ".join(s.strip() for s in text.splitlines()[1:] if s.strip())
+        detail = f"{ts_name} pixel data needs a decoder plugin: {DICOM_DECODERS_HINT}"
+        return DecodeError(source, "dicom_decoder_missing", detail + (f" ({plugins})" if plugins else ""))
+    bits = getattr(ds, "BitsAllocated", None)
+    if bits == 1 and getattr(ts, "name", "") == "RLE Lossless":
+        return DecodeError(
+            source, "dicom_unsupported_transfer_syntax", "RLE Lossless with 1 bit allocated is not decodable"
+        )
+    if "missing required element" in low:
+        return DecodeError(source, "dicom_incomplete_pixel_module", first)
+    if isinstance(exc, NotImplementedError) or "is not supported" in low:
+        return DecodeError(
+            source,
+            "dicom_unsupported_transfer_syntax",
+            f"no decoder exists for {ts_name} pixel data: {first}",
+        )
+    detail = " ".join(s.strip() for s in text.splitlines() if s.strip())
+    return DecodeError(source, "dicom_decode_failed", f"{ts_name}: {detail[:300]}")
+
+
 def decode_dicom(data: bytes, source: str) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise DecodeError(source, "corrupt_dicom", str(exc) or "unreadable DICOM") from None
+    why = _non_image_reason(ds)
+    if why:
+        raise DecodeError(source, "dicom_not_an_image", why)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError(source, "dicom_no_pixels", "the DICOM file has no pixel data")
     _check_dicom_size(ds, source)
+    _infer_transfer_syntax(ds)
     try:
+        ds.pixel_array_options(as_rgb=True)  # YBR_* -> RGB exactly once, by pydicom
         arr = ds.pixel_array
-    except Exception as exc:  # missing decoder plugins raise RuntimeError/NotImplementedError
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "less than" in first and "pixel data" in first.lower():
-            raise DecodeError(source, "dicom_truncated", first) from None
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(ts, "name", str(ts))
-        raise DecodeError(
-            source,
-            "dicom_unsupported_transfer_syntax",
-            f"cannot decode pixel data ({name}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-        ) from None
+    except Exception as exc:  # decoder plugins raise RuntimeError/NotImplementedError/ValueError/...
+        raise _pixel_error(ds, exc, source) from None
     return dicom_pixels_to_rgb(ds, arr, source)
 
 
@@ -189,7 +308,11 @@ def _check_dicom_size(ds, source: str) -> None:
 
 
 def dicom_pixels_to_rgb(ds, arr: np.ndarray, source: str) -> np.ndarray:
-    """Rescale (modality LUT), window (VOI LUT), invert MONOCHROME1, then scale to 8-bit RGB."""
+    """Rescale (modality LUT), window (VOI LUT), invert MONOCHROME1, then scale to 8-bit RGB.
+
+    ``arr`` comes from pydicom with ``as_rgb=True``: colour images are already RGB whatever their
+    stored photometric interpretation (see :data:`COLOUR_AS_RGB`); a palette is applied here.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -204,16 +327,12 @@ def dicom_pixels_to_rgb(ds, arr: np.ndarray, source: str) -> np.ndarray:
         if photometric == "MONOCHROME1":
             out = 255 - out
         return _to_rgb(out)
-    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR"):
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
-        if photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
-            arr = apply_color_lut(arr, ds)
+    if photometric in COLOUR_AS_RGB:
         return _to_rgb(np.asarray(arr))
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        return _to_rgb(np.asarray(apply_color_lut(arr, ds)))
     raise DecodeError(source, "unsupported_photometric", f"photometric interpretation {photometric}")
 
 

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.errors import ConfigError, NotFoundError
+from cbir_pg.rules import MAX_HALFVEC_INDEX_DIM
 
 QUANTIZE = (None, "binary")
 MIN_MAINTENANCE_MB = 64
@@ -99,6 +101,12 @@ class IndexStatus:
     progress: BuildProgress | None = None
 
 
+def _progress(row: dict, **extra) -> BuildProgress:
+    """A ``pg_stat_progress_create_index`` row (by name) as :class:`BuildProgress`."""
+    counts = ("blocks_done", "blocks_total", "tuples_done", "tuples_total")
+    return BuildProgress(row["phase"], **{c: int(row[c] or 0) for c in counts}, **extra)
+
+
 @dataclass(frozen=True)
 class _Space:
     table_name: str
@@ -112,10 +120,10 @@ class _Space:
 def _space(conn: psycopg.Connection, model: str) -> _Space:
     identifiers.check_key(model)
     try:
-        row = conn.execute(queries.get("index", "vector_space"), {"model": model}).fetchone()
+        with conn.cursor(row_factory=class_row(_Space)) as cur:
+            return cur.execute(queries.get("index", "vector_space"), {"model": model}).fetchone()
     except psycopg.errors.NoDataFound as exc:
         raise NotFoundError(str(exc).splitlines()[0]) from None
-    return _Space(*row)
 
 
 def estimate_graph_mb(
@@ -145,28 +153,31 @@ def _memory_cap_mb(dsn: str) -> int:
 
 
 def _setting_mb(conn: psycopg.Connection, name: str) -> int:
-    value, unit = conn.execute(
-        "select setting::bigint, unit from pg_settings where name = %s", (name,)
-    ).fetchone()
+    row = (
+        dict_cursor(conn)
+        .execute("select setting::bigint as value, unit from pg_settings where name = %s", (name,))
+        .fetchone()
+    )
+    value, unit = row["value"], row["unit"]
     factor = {"kB": 1 / 1024, "8kB": 8 / 1024, "MB": 1, "GB": 1024}.get(unit or "kB", 1 / 1024)
     return int(value * factor)
 
 
 def _poll_progress(
-    dsn: str,
+    db: Database,
     pid: int,
     stop: threading.Event,
     seen: list[str],
     callback: Callable[[BuildProgress], None] | None,
 ) -> None:
     try:
-        with connect(dsn, autocommit=True, vector=False) as conn:
+        with db.connect(autocommit=True, vector=False) as conn:
             q = queries.get("index", "progress")
             while not stop.wait(0.5):
                 row = conn.execute(q, {"pid": pid}).fetchone()
                 if not row:
                     continue
-                p = BuildProgress(row[0], *(int(x or 0) for x in row[1:]), pid=pid)
+                p = _progress(row, pid=pid)
                 if not seen or seen[-1] != p.phase:
                     seen.append(p.phase)
                 if callback:
@@ -176,7 +187,7 @@ def _poll_progress(
 
 
 def build_index(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     m: int = 16,
@@ -195,6 +206,56 @@ def build_index(
     (``report.phases``); ``False`` does not poll. ``recall_queries`` stored vectors (0: none) are searched
     through the new index and exactly, for ``report.recall_at_10``.
     """
+    _check_build_args(model, quantize, m, ef_construction)
+    conn = db.connect(autocommit=True)
+    with db_errors(), conn:
+        space = _space(conn, model)
+        rows = int(scalar(conn, queries.get("index", "row_count", table=identifiers.embedding_table(model))))
+        server = _ServerFacts(
+            maintenance_work_mem_mb=_setting_mb(conn, "maintenance_work_mem"),
+            memory_cap_mb=_memory_cap_mb(db.dsn),
+            max_worker_processes=int(scalar(conn, "select current_setting('max_worker_processes')::int")),
+            cpu_count=os.cpu_count() or 2,
+        )
+        plan = plan_index(
+            model,
+            space,
+            rows,
+            server,
+            m=m,
+            ef_construction=ef_construction,
+            quantize=quantize,
+            concurrently=concurrently,
+            maintenance_work_mem_mb=maintenance_work_mem_mb,
+            parallel_workers=parallel_workers,
+        )
+        seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
+
+    report = IndexReport(
+        model=model,
+        index_name=plan.index_name,
+        kind=plan.kind,
+        opclass=plan.opclass,
+        rows=rows,
+        dim=space.dim,
+        m=m,
+        ef_construction=ef_construction,
+        concurrently=concurrently,
+        maintenance_work_mem_mb=plan.maintenance_work_mem_mb,
+        parallel_workers=plan.parallel_workers,
+        build_seconds=seconds,
+        size_bytes=size,
+        dropped=dropped,
+        phases=phases,
+    )
+    if recall_queries and rows > 1:
+        report.recall_at_10, report.recall_queries = index_recall(
+            db, model, method="binary" if plan.kind == "hnsw_bq" else "hnsw", queries_n=recall_queries
+        )
+    return report
+
+
+def _check_build_args(model: str, quantize: str | None, m: int, ef_construction: int) -> None:
     identifiers.check_key(model)
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation {quantize!r}: use binary, or leave it out")
@@ -204,138 +265,170 @@ def build_index(
         raise ConfigError(
             f"ef_construction must be between 4 and 1000 and at least 2*m, got {ef_construction}"
         )
+
+
+@dataclass(frozen=True)
+class _ServerFacts:
+    """What the plan needs to know about the server and this machine."""
+
+    maintenance_work_mem_mb: int
+    memory_cap_mb: int
+    max_worker_processes: int
+    cpu_count: int
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """Everything a build will do, decided before it starts (:func:`plan_index`, no database)."""
+
+    model: str
+    kind: str  # "hnsw" | "hnsw_bq"
+    index_name: str
+    expr: sql.Composable  # the indexed expression
+    opclass: str
+    m: int
+    ef_construction: int
+    concurrently: bool
+    maintenance_work_mem_mb: int
+    parallel_workers: int
+    drop_other: str | None  # the other kind's index, dropped once the new one is ready
+
+
+def plan_index(
+    model: str,
+    space: _Space,
+    rows: int,
+    server: _ServerFacts,
+    *,
+    m: int,
+    ef_construction: int,
+    quantize: str | None,
+    concurrently: bool,
+    maintenance_work_mem_mb: int | None,
+    parallel_workers: int | None,
+) -> IndexPlan:
+    """The build plan: index kind and expression, operator class (from ``cbir.model_vector_space``),
+    ``maintenance_work_mem`` sized to the graph, parallel workers."""
+    if quantize is None and space.dim > MAX_HALFVEC_INDEX_DIM:
+        raise ConfigError(
+            f"{model} has {space.dim} dims: HNSW indexes at most 4,000 (halfvec); use --quantize binary"
+        )
     kind = "hnsw_bq" if quantize == "binary" else "hnsw"
+    is_half = space.opclass == "halfvec_cosine_ops"  # cbir.model_vector_space decides
+    column: sql.Composable = sql.Identifier("embedding")
+    if is_half and space.column_type == "vector":
+        column = sql.SQL("({}::halfvec({}))").format(column, sql.Literal(space.dim))
+    if quantize == "binary":
+        expr: sql.Composable = sql.SQL("(binary_quantize({})::bit({}))").format(
+            column, sql.Literal(space.dim)
+        )
+        opclass = "bit_hamming_ops"
+    else:
+        expr, opclass = column, space.opclass
+    need = estimate_graph_mb(rows, space.dim, m, quantize=quantize, halfvec=is_half)
+    mwm = maintenance_work_mem_mb or max(
+        server.maintenance_work_mem_mb, min(max(need, MIN_MAINTENANCE_MB), server.memory_cap_mb)
+    )
+    if parallel_workers is None:
+        parallel_workers = max(0, min(server.cpu_count - 1, 7, server.max_worker_processes - 1))
     other = "hnsw" if kind == "hnsw_bq" else "hnsw_bq"
-    table = identifiers.embedding_table(model)
-    index = identifiers.index_identifier(model, kind)
-
-    conn = connect(dsn, autocommit=True)
-    try:
-        space = _space(conn, model)
-        if quantize is None and space.dim > 4000:
-            raise ConfigError(
-                f"{model} has {space.dim} dims: HNSW indexes at most 4,000 (halfvec); use --quantize binary"
-            )
-        rows = int(conn.execute(queries.get("index", "row_count", table=table)).fetchone()[0])
-        is_half = space.column_type == "halfvec" or space.dim > identifiers.MAX_VECTOR_INDEX_DIM
-        column = sql.Identifier("embedding")
-        if is_half and space.column_type == "vector":
-            column = sql.SQL("({}::halfvec({}))").format(column, sql.Literal(space.dim))
-        if quantize == "binary":
-            expr = sql.SQL("(binary_quantize({})::bit({}))").format(column, sql.Literal(space.dim))
-            opclass = "bit_hamming_ops"
-        else:
-            expr = column
-            opclass = "halfvec_cosine_ops" if is_half else "vector_cosine_ops"
-
-        need = estimate_graph_mb(rows, space.dim, m, quantize=quantize, halfvec=is_half)
-        current = _setting_mb(conn, "maintenance_work_mem")
-        mwm = maintenance_work_mem_mb or max(current, min(max(need, MIN_MAINTENANCE_MB), _memory_cap_mb(dsn)))
-        conn.execute(queries.get("index", "set_maintenance_work_mem"), {"value": f"{int(mwm)}MB"})
-        if parallel_workers is None:
-            max_workers = int(
-                conn.execute("select current_setting('max_worker_processes')::int").fetchone()[0]
-            )
-            parallel_workers = max(0, min((os.cpu_count() or 2) - 1, 7, max_workers - 1))
-        conn.execute(queries.get("index", "set_parallel_workers"), {"value": str(int(parallel_workers))})
-
-        conc = sql.SQL("concurrently") if concurrently else sql.SQL("")
-        staging = identifiers.staging_index_name(model, kind)
-        staging_id = sql.Identifier(identifiers.SCHEMA, staging)
-        create = queries.get(
-            "index",
-            "create_hnsw",
-            concurrently=conc,
-            index=sql.Identifier(staging),  # created in the table's schema
-            table=table,
-            expr=expr,
-            opclass=sql.SQL(opclass),
-            m=sql.Literal(int(m)),
-            ef_construction=sql.Literal(int(ef_construction)),
-        )
-        # a staging index left by a crashed or failed build (invalid, or never swapped in) goes first;
-        # the live index stays until the new one is complete
-        conn.execute(queries.get("index", "drop_index", concurrently=conc, index=staging_id))
-
-        seen: list[str] = []
-        stop = threading.Event()
-        poller = None
-        if progress:
-            poller = threading.Thread(
-                target=_poll_progress,
-                args=(dsn, conn.info.backend_pid, stop, seen, progress if callable(progress) else None),
-                daemon=True,
-            )
-            poller.start()
-        t0 = time.perf_counter()
-        try:
-            conn.execute(create)
-        finally:
-            stop.set()
-            if poller:
-                poller.join(timeout=5)
-        seconds = time.perf_counter() - t0
-
-        # the swap: one transaction drops the old index (and the other kind's) and renames the new one
-        no_conc = sql.SQL("")
-        dropped = []
-        with conn.transaction():
-            conn.execute(queries.get("index", "drop_index", concurrently=no_conc, index=index))
-            if (space.binary_index if kind == "hnsw" else space.ann_index) is not None:
-                conn.execute(
-                    queries.get(
-                        "index",
-                        "drop_index",
-                        concurrently=no_conc,
-                        index=identifiers.index_identifier(model, other),
-                    )
-                )
-                dropped.append(identifiers.index_name(model, other))
-            conn.execute(
-                queries.get(
-                    "index",
-                    "rename_index",
-                    index=staging_id,
-                    new_name=sql.Identifier(identifiers.index_name(model, kind)),
-                )
-            )
-        conn.execute(queries.get("index", "analyze", table=table))
-        size = int(
-            conn.execute(
-                "select pg_relation_size(to_regclass(%s))", (f"cbir.{identifiers.index_name(model, kind)}",)
-            ).fetchone()[0]
-        )
-    except psycopg.Error as exc:
-        raise translate(exc, None) from None
-    finally:
-        conn.close()
-
-    report = IndexReport(
+    other_exists = (space.binary_index if kind == "hnsw" else space.ann_index) is not None
+    return IndexPlan(
         model=model,
-        index_name=identifiers.index_name(model, kind),
         kind=kind,
+        index_name=identifiers.index_name(model, kind),
+        expr=expr,
         opclass=opclass,
-        rows=rows,
-        dim=space.dim,
-        m=m,
-        ef_construction=ef_construction,
+        m=int(m),
+        ef_construction=int(ef_construction),
         concurrently=concurrently,
         maintenance_work_mem_mb=int(mwm),
         parallel_workers=int(parallel_workers),
-        build_seconds=seconds,
-        size_bytes=size,
-        dropped=dropped,
-        phases=seen,
+        drop_other=identifiers.index_name(model, other) if other_exists else None,
     )
-    if recall_queries and rows > 1:
-        report.recall_at_10, report.recall_queries = index_recall(
-            dsn, model, method="binary" if kind == "hnsw_bq" else "hnsw", queries_n=recall_queries
+
+
+def _execute_plan(
+    db: Database, conn: psycopg.Connection, plan: IndexPlan, progress: bool | Callable[[BuildProgress], None]
+) -> tuple[float, int, list[str], list[str]]:
+    """Run a plan on ``conn`` (autocommit): settings, create under the staging name (progress polled on
+    a second connection), swap it in (dropping the old index and the other kind), ANALYZE. Returns ``(seconds, size_bytes, dropped, phases)``."""
+    table = identifiers.embedding_table(plan.model)
+    conn.execute(
+        queries.get("index", "set_maintenance_work_mem"), {"value": f"{plan.maintenance_work_mem_mb}MB"}
+    )
+    conn.execute(queries.get("index", "set_parallel_workers"), {"value": str(plan.parallel_workers)})
+    conc = sql.SQL("concurrently") if plan.concurrently else sql.SQL("")
+    staging = identifiers.staging_index_name(plan.model, plan.kind)
+    staging_id = sql.Identifier(identifiers.SCHEMA, staging)
+    create = queries.get(
+        "index",
+        "create_hnsw",
+        concurrently=conc,
+        index=sql.Identifier(staging),  # created in the table's schema
+        table=table,
+        expr=plan.expr,
+        opclass=sql.SQL(plan.opclass),
+        m=sql.Literal(plan.m),
+        ef_construction=sql.Literal(plan.ef_construction),
+    )
+    # a staging index left by a crashed or failed build (invalid, or never swapped in) goes first;
+    # the live index stays until the new one is complete
+    conn.execute(queries.get("index", "drop_index", concurrently=conc, index=staging_id))
+    seen: list[str] = []
+    stop = threading.Event()
+    poller = None
+    if progress:
+        poller = threading.Thread(
+            target=_poll_progress,
+            args=(db, conn.info.backend_pid, stop, seen, progress if callable(progress) else None),
+            daemon=True,
         )
-    return report
+        poller.start()
+    t0 = time.perf_counter()
+    try:
+        conn.execute(create)
+    finally:
+        stop.set()
+        if poller:
+            poller.join(timeout=5)
+    seconds = time.perf_counter() - t0
+    _swap_in(conn, plan, staging_id)
+    dropped = [plan.drop_other] if plan.drop_other is not None else []
+    conn.execute(queries.get("index", "analyze", table=table))
+    size = int(scalar(conn, "select pg_relation_size(to_regclass(%s))", (f"cbir.{plan.index_name}",)))
+    return seconds, size, dropped, seen
+
+
+def _swap_in(conn: psycopg.Connection, plan: IndexPlan, staging_id: sql.Identifier) -> None:
+    """The swap: one transaction drops the old index (and the other kind's) and renames the new one
+    into place, so searches never see a model without its index."""
+    no_conc = sql.SQL("")
+    with conn.transaction():
+        conn.execute(
+            queries.get(
+                "index",
+                "drop_index",
+                concurrently=no_conc,
+                index=identifiers.index_identifier(plan.model, plan.kind),
+            )
+        )
+        if plan.drop_other is not None:
+            conn.execute(
+                queries.get(
+                    "index",
+                    "drop_index",
+                    concurrently=no_conc,
+                    index=sql.Identifier(identifiers.SCHEMA, plan.drop_other),
+                )
+            )
+        conn.execute(
+            queries.get("index", "rename_index", index=staging_id, new_name=sql.Identifier(plan.index_name))
+        )
 
 
 def index_recall(
-    dsn: str, model: str, *, method: str = "hnsw", k: int = 10, queries_n: int = 100, seed: int = 0
+    db: Database, model: str, *, method: str = "hnsw", k: int = 10, queries_n: int = 100, seed: int = 0
 ) -> tuple[float, int]:
     """Mean recall@k of ``cbir.knn(method)`` against exact search, over ``queries_n`` stored vectors
     (each query's own image excluded from both). Returns ``(recall, queries used)``."""
@@ -343,14 +436,11 @@ def index_recall(
     if method not in ("hnsw", "binary", "auto"):
         raise ConfigError(f"unknown search method {method!r}")
     q = queries.get("index", "recall_sample", table=identifiers.embedding_table(model))
-    with connect(dsn) as conn:
-        try:
-            rows = conn.execute(
-                q, {"model": model, "k": k, "n": queries_n, "seed": seed, "method": method}
-            ).fetchall()
-        except psycopg.Error as exc:
-            raise translate(exc) from None
-    scored = [len(set(ann) & set(exact)) / len(exact) for _, ann, exact in rows if exact]
+    with db.connection() as conn:
+        rows = conn.execute(
+            q, {"model": model, "k": k, "n": queries_n, "seed": seed, "method": method}
+        ).fetchall()
+    scored = [len(set(r["ann"]) & set(r["exact"])) / len(r["exact"]) for r in rows if r["exact"]]
     if not scored:
         return float("nan"), 0
     return sum(scored) / len(scored), len(scored)
@@ -365,111 +455,99 @@ def _parse_options(options: list[str] | None) -> dict[str, int]:
     return out
 
 
-def index_status(dsn: str, model: str | None = None) -> list[IndexStatus]:
+def index_status(db: Database, model: str | None = None) -> list[IndexStatus]:
     """Every model's HNSW index(es): kind, validity, size, m / ef_construction, and the progress of a
     build running now (``pg_stat_progress_create_index``). A model without an index has one row with
     ``index_name=None`` (and its progress, when its first build is running)."""
     if model is not None:
         identifiers.check_key(model)
     out: list[IndexStatus] = []
-    with connect(dsn, autocommit=True) as conn:
-        try:
-            encoders = conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall()
-            if model is not None and not encoders:
-                raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
-            for key, dim, table_name in encoders:
-                qualified = f"cbir.{table_name}"
-                if conn.execute("select to_regclass(%s)", (qualified,)).fetchone()[0] is None:
-                    out.append(IndexStatus(key, table_name, dim, 0))
-                    continue
-                rows = int(
-                    conn.execute(
-                        queries.get("index", "row_count", table=identifiers.embedding_table(key))
-                    ).fetchone()[0]
+    with db.connection(autocommit=True) as conn:
+        encoders = conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall()
+        if model is not None and not encoders:
+            raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
+        for enc in encoders:
+            key, dim, table_name = enc["key"], enc["dim"], enc["table_name"]
+            qualified = f"cbir.{table_name}"
+            if scalar(conn, "select to_regclass(%s)", (qualified,)) is None:
+                out.append(IndexStatus(key, table_name, dim, 0))
+                continue
+            rows = int(
+                scalar(conn, queries.get("index", "row_count", table=identifiers.embedding_table(key)))
+            )
+            prog_rows = conn.execute(queries.get("index", "table_progress"), {"table": qualified}).fetchall()
+            progress = {
+                r["index_name"]: _progress(r, pid=r["pid"], index_name=r["index_name"]) for r in prog_rows
+            }
+            idx_rows = conn.execute(queries.get("index", "hnsw_indexes"), {"table": qualified}).fetchall()
+            for ix in idx_rows:
+                name, valid, size, definition, opclass = (
+                    ix["index_name"],
+                    ix["valid"],
+                    ix["size_bytes"],
+                    ix["definition"],
+                    ix["opclass"],
                 )
-                prog_rows = conn.execute(
-                    queries.get("index", "table_progress"), {"table": qualified}
-                ).fetchall()
-                progress = {
-                    r[6]: BuildProgress(r[1], *(int(x or 0) for x in r[2:6]), pid=r[0], index_name=r[6])
-                    for r in prog_rows
-                }
-                idx_rows = conn.execute(queries.get("index", "hnsw_indexes"), {"table": qualified}).fetchall()
-                for name, valid, size, definition, opclass, options in idx_rows:
-                    opts = _parse_options(options)
-                    out.append(
-                        IndexStatus(
-                            model=key,
-                            table=table_name,
-                            dim=dim,
-                            rows=rows,
-                            index_name=name,
-                            kind="hnsw_bq" if opclass == "bit_hamming_ops" else "hnsw",
-                            valid=valid,
-                            opclass=opclass,
-                            m=opts.get("m", 16),
-                            ef_construction=opts.get("ef_construction", 64),
-                            size_bytes=int(size),
-                            definition=definition,
-                            progress=progress.pop(name, None),
-                        )
+                opts = _parse_options(ix["options"])
+                out.append(
+                    IndexStatus(
+                        model=key,
+                        table=table_name,
+                        dim=dim,
+                        rows=rows,
+                        index_name=name,
+                        kind="hnsw_bq" if opclass == "bit_hamming_ops" else "hnsw",
+                        valid=valid,
+                        opclass=opclass,
+                        m=opts.get("m", 16),
+                        ef_construction=opts.get("ef_construction", 64),
+                        size_bytes=int(size),
+                        definition=definition,
+                        progress=progress.pop(name, None),
                     )
-                if not idx_rows:
-                    first = next(iter(progress.values()), None)
-                    out.append(IndexStatus(key, table_name, dim, rows, progress=first))
-        except psycopg.Error as exc:
-            raise translate(exc) from None
+                )
+            if not idx_rows:
+                first = next(iter(progress.values()), None)
+                out.append(IndexStatus(key, table_name, dim, rows, progress=first))
     return out
 
 
-def drop_index(dsn: str, model: str, *, concurrently: bool = False) -> list[str]:
+def drop_index(db: Database, model: str, *, concurrently: bool = False) -> list[str]:
     """Drop the model's HNSW indexes (both kinds); returns the names that existed."""
     conc = sql.SQL("concurrently") if concurrently else sql.SQL("")
     dropped = []
-    with connect(dsn, autocommit=True) as conn:
+    with db.connection(autocommit=True) as conn:
         space = _space(conn, model)
-        try:
-            for kind, existing in (("hnsw", space.ann_index), ("hnsw_bq", space.binary_index)):
-                exists = (
-                    existing
-                    or conn.execute(
-                        "select to_regclass(%s)", (f"cbir.{identifiers.index_name(model, kind)}",)
-                    ).fetchone()[0]
-                )
-                if exists:
-                    conn.execute(
-                        queries.get(
-                            "index",
-                            "drop_index",
-                            concurrently=conc,
-                            index=identifiers.index_identifier(model, kind),
-                        )
+        for kind, existing in (("hnsw", space.ann_index), ("hnsw_bq", space.binary_index)):
+            exists = existing or scalar(
+                conn, "select to_regclass(%s)", (f"cbir.{identifiers.index_name(model, kind)}",)
+            )
+            if exists:
+                conn.execute(
+                    queries.get(
+                        "index",
+                        "drop_index",
+                        concurrently=conc,
+                        index=identifiers.index_identifier(model, kind),
                     )
-                    dropped.append(identifiers.index_name(model, kind))
-        except psycopg.Error as exc:
-            raise translate(exc) from None
+                )
+                dropped.append(identifiers.index_name(model, kind))
     return dropped
 
 
 # ---------------------------------------------------------------------------- model lifecycle
-def drop_embeddings(dsn: str, model: str) -> int:
+def drop_embeddings(db: Database, model: str) -> int:
     """Drop a model's embedding table (and its indexes) and forget its encoder row; returns the number
     of vectors that were stored. Use it when the encoder's config changed and the vectors must be redone."""
     identifiers.check_key(model)
     table = identifiers.embedding_table(model)
-    with connect(dsn) as conn:
-        try:
-            exists = conn.execute(
-                "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)
-            ).fetchone()[0]
-            rows = (
-                conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] if exists else 0
-            )
-            conn.execute(identifiers.drop_embedding_table(model))
-            deleted = conn.execute(queries.get("index", "encoder_delete"), {"key": model}).rowcount
-            conn.commit()
-        except psycopg.Error as exc:
-            raise translate(exc) from None
+    with db.connection() as conn:
+        exists = scalar(
+            conn, "select to_regclass(%s) is not null", (f"cbir.{identifiers.embedding_table_name(model)}",)
+        )
+        rows = scalar(conn, sql.SQL("select count(*) from {}").format(table)) if exists else 0
+        conn.execute(identifiers.drop_embedding_table(model))
+        deleted = conn.execute(queries.get("index", "encoder_delete"), {"key": model}).rowcount
     if not exists and not deleted:
         raise NotFoundError(f"no embeddings stored for model {model!r}")
     return rows

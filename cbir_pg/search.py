@@ -12,10 +12,11 @@ import numpy as np
 import psycopg
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.connect import translate
+from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+from cbir_pg.rules import SPLITS, check_ef_search
 
-SPLITS = ("train", "val", "test")
 #: frame colours of the grid (RGB): the query, a neighbour with the query's label, one without
 ORANGE = (255, 140, 0)
 GREEN = (34, 177, 76)
@@ -78,24 +79,24 @@ def _sql_error(exc: psycopg.Error) -> CbirError:
 def _rows_to_hits(rows) -> list[Hit]:
     return [
         Hit(
-            rank=int(r[0]),
-            image_id=int(r[1]),
-            similarity=float(r[2]),
-            label=r[3],
-            dataset=r[4],
-            uri=r[5],
-            split=r[6],
-            modality=r[7],
-            patient_id=r[8],
-            sex=r[9],
-            age=float(r[10]) if r[10] is not None else None,
+            rank=int(r["rank"]),
+            image_id=int(r["image_id"]),
+            similarity=float(r["similarity"]),
+            label=r["label"],
+            dataset=r["dataset"],
+            uri=r["uri"],
+            split=r["split"],
+            modality=r["modality"],
+            patient_id=r["patient_id"],
+            sex=r["sex"],
+            age=float(r["age"]) if r["age"] is not None else None,
         )
         for r in rows
     ]
 
 
 def search(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     image_id: int | None = None,
@@ -115,7 +116,7 @@ def search(
     ``ef_search`` raises ``hnsw.ef_search`` for this query (the SQL function already lifts it to ≥ k).
     """
     return search_with_query(
-        dsn,
+        db,
         model,
         image_id=image_id,
         path=path,
@@ -129,7 +130,7 @@ def search(
 
 
 def search_with_query(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     image_id: int | None = None,
@@ -146,11 +147,10 @@ def search_with_query(
     _check_filters(split, dataset, modality, k)
     if (image_id is None) == (path is None):
         raise ConfigError("give exactly one of an image id or an image file")
-    if ef_search is not None and not 1 <= ef_search <= 1000:
-        raise ConfigError(f"ef_search must be between 1 and 1000, got {ef_search}")
+    check_ef_search(ef_search)
     filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
-    conn = connect(dsn)
-    try:
+    conn = db.connect()
+    with db_errors(using=_sql_error), conn:
         if ef_search is not None:
             conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
         vec = None
@@ -167,7 +167,14 @@ def search_with_query(
             info = conn.execute(queries.get("search", "image_info"), {"image_id": image_id}).fetchone()
             if info is None:
                 raise NotFoundError(f"image {image_id} does not exist")
-            query = QueryImage(image_id, Path(path) if path else None, info[1], info[2], info[7], info[8])
+            query = QueryImage(
+                image_id,
+                Path(path) if path else None,
+                info["label"],
+                info["dataset"],
+                info["sex"],
+                info["age"],
+            )
             rows = conn.execute(
                 queries.get("search", "similar_images"),
                 {**filters, "image_id": image_id, "exclude_same_patient": exclude_same_patient},
@@ -178,10 +185,6 @@ def search_with_query(
                 queries.get("search", "similar_to_vector"), {**filters, "vec": vec}
             ).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
-    except psycopg.Error as exc:
-        raise _sql_error(exc) from None
-    finally:
-        conn.close()
     return query, _rows_to_hits(rows)
 
 
@@ -192,29 +195,29 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
     rgb = decode_file(path)
     table = identifiers.embedding_table(model)
     p = path.resolve()
-    for (root,) in conn.execute(queries.get("search", "dataset_roots")).fetchall():
+    for root in [r["root"] for r in dict_cursor(conn).execute(queries.get("search", "dataset_roots"))]:
         try:
             rel = p.relative_to(Path(root).resolve())
         except (ValueError, OSError):
             continue
-        row = conn.execute(
-            queries.get("search", "find_by_uri", table=table), {"root": root, "uri": rel.as_posix()}
-        ).fetchone()
-        if row:
-            return int(row[0]), rgb
-    row = conn.execute(
-        queries.get("search", "find_by_content_hash", table=table), {"hash": pixel_hash(rgb)}
-    ).fetchone()
-    return (int(row[0]) if row else None), rgb
+        found = scalar(
+            conn, queries.get("search", "find_by_uri", table=table), {"root": root, "uri": rel.as_posix()}
+        )
+        if found is not None:
+            return int(found), rgb
+    found = scalar(
+        conn, queries.get("search", "find_by_content_hash", table=table), {"hash": pixel_hash(rgb)}
+    )
+    return (int(found) if found is not None else None), rgb
 
 
 def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Path) -> np.ndarray:
     """Embed a new file with the encoder config the model's stored vectors were made with."""
-    row = conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
+    row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         raise NotFoundError(f"unknown model {model!r}: no row in cbir.encoder")
-    stored_hash = row[3]
-    stored_config = row[2] or {}
+    stored_hash = row["config_hash"]
+    stored_config = row["config"] or {}
     try:
         from cbir_pg.encoders import create_encoder, embed_arrays, get_config
     except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
@@ -241,24 +244,23 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     return embed_arrays(encoder, [rgb])[0]
 
 
-def load_image_rgb(dsn_or_conn: str | psycopg.Connection, image_id: int) -> np.ndarray:
+def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
     """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
     from cbir_pg.images import decode_file
 
     def fetch(conn: psycopg.Connection):
-        return conn.execute(queries.get("search", "image_info"), {"image_id": image_id}).fetchone()
+        return (
+            dict_cursor(conn).execute(queries.get("search", "image_info"), {"image_id": image_id}).fetchone()
+        )
 
-    if isinstance(dsn_or_conn, str):
-        with connect(dsn_or_conn, vector=False) as conn:
-            try:
-                row = fetch(conn)
-            except psycopg.Error as exc:
-                raise translate(exc) from None
+    if isinstance(db_or_conn, psycopg.Connection):
+        row = fetch(db_or_conn)
     else:
-        row = fetch(dsn_or_conn)
+        with db_or_conn.connection(vector=False) as conn:
+            row = fetch(conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
-    uri, root = row[3], row[9]
+    uri, root = row["uri"], row["root"]
     return decode_file(Path(root) / uri if root else Path(uri))
 
 
@@ -358,13 +360,13 @@ def hit_caption(hit: Hit) -> str:
 
 
 def write_search_grid(
-    dsn: str, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
+    db: Database, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
 ) -> Path:
     """The grid for a search result: query pixels from its file or the database, neighbours from theirs."""
     from cbir_pg.images import decode_file
 
-    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(dsn, query.image_id)
-    with connect(dsn, vector=False) as conn:
+    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(db, query.image_id)
+    with db.connection(vector=False) as conn:
         neighbours = [load_image_rgb(conn, h.image_id) for h in hits]
     matches: list[bool] = [None if query.label is None else h.label == query.label for h in hits]  # type: ignore[misc]
     qlabel = (query.label or "unknown").split("/")[-1]

@@ -22,10 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-PAPER_SIZES = (5, 10, 25, 50, 100, 250, 500, 1000, 3000)
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
+
+#: index images per class tried by default. Our choice: the paper (Fig. 3B) states only the range, 5 to
+#: 3000 images per class, not the sizes it sampled in between, so these points are not the paper's.
+DEFAULT_SIZES = (5, 10, 25, 50, 100, 250, 500, 1000, 3000)
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,10 @@ def plan_ablation(
 
 
 def run_ablation(
-    dsn: str,
+    db: Database,
     model: str,
     *,
-    sizes: Sequence[int] = PAPER_SIZES,
+    sizes: Sequence[int] = DEFAULT_SIZES,
     min_class_size: int = 3000,
     queries_per_class: int = 38,
     seeds: Sequence[int] = (0,),
@@ -144,42 +150,41 @@ def run_ablation(
     progress: bool = True,
 ) -> AblationResult:
     """Measure P@1 for each index size and seed, store the run (kind ``ablation``), return the points."""
-    from cbir_pg.eval import results
+    from cbir_pg.eval import data, runs, scope
+    from cbir_pg.eval.runs import Metric
     from cbir_pg.eval.topn import IndexFilter, topn
 
     t0 = time.perf_counter()
     ds = list(datasets) if datasets else None
     base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
-    from cbir_pg.eval import scope
-
-    with results.connection(dsn) as conn:
-        results.check_model(conn, model)
+    with db.connection() as conn:
+        data.check_model(conn, model)
         all_embedded = scope.check_scope(conn, model, ds, (*index_splits, query_split))
         available = [
-            AblationClass(int(a), b, int(c), int(d))
-            for a, b, c, d in conn.execute(results.q("ablation_classes", model), base).fetchall()
+            AblationClass(int(r["label_id"]), r["key"], int(r["n_index"]), int(r["n_query"]))
+            for r in conn.execute(data.q("ablation_classes", model), base).fetchall()
         ]
         plan = plan_ablation(available, sizes, min_class_size, queries_per_class)
         labels = [c.label_id for c in plan.classes]
         qrows = conn.execute(
-            results.q("ablation_queries", model),
+            data.q("ablation_queries", model),
             {**base, "labels": labels, "per_class": plan.queries_per_class},
         ).fetchall()
         subsets: dict[tuple[int, int], list[int]] = {}
         for seed in seeds:
             for size in plan.sizes:
                 rows = conn.execute(
-                    results.q("ablation_index_subset", model),
+                    data.q("ablation_index_subset", model),
                     {**base, "labels": labels, "seed": int(seed), "size": size},
                 ).fetchall()
-                subsets[(int(seed), size)] = [int(r[0]) for r in rows]
-    qids = np.array([r[0] for r in qrows], dtype=np.int64)
-    qlab = np.array([r[1] for r in qrows], dtype=np.int64)
+                subsets[(int(seed), size)] = [int(r["id"]) for r in rows]
+    qids = np.array([r["id"] for r in qrows], dtype=np.int64)
+    qlab = np.array([r["label_id"] for r in qrows], dtype=np.int64)
 
     points: list[AblationPoint] = []
     for (seed, size), ids in subsets.items():
         res = topn(
-            dsn,
+            db,
             model,
             query_ids=qids,
             index_filter=IndexFilter(splits=None, image_ids=tuple(ids)),
@@ -208,19 +213,25 @@ def run_ablation(
     }
     run_id = None
     if store:
-        with results.connection(dsn) as conn:
-            run_id = results.insert_run(conn, "ablation", model, mode, params)
-            scope.record_coverage(conn, run_id, all_embedded)
-            results.insert_metrics(
-                conn, run_id, [("p_at_1", 1, "micro", p.index_size, p.seed, p.p_at_1) for p in points]
+        with db.connection() as conn:
+            run_id = runs.insert_run(
+                conn, kind="ablation", model=model, mode=mode, params=params, all_embedded=all_embedded
             )
-            results.finish_run(
+            runs.write_metrics(
+                conn,
+                run_id,
+                [
+                    Metric("p_at_1", 1, "micro", p.p_at_1, index_size=p.index_size, seed=p.seed)
+                    for p in points
+                ],
+            )
+            runs.finish_run(
                 conn,
                 run_id,
                 n_queries=int(qids.size),
                 n_index=sum(c.n_index for c in plan.classes),
                 metrics={"p_at_1": {str(s): v for s, v in _mean(points).items()}},
-                seconds=seconds,
+                total_s=seconds,
             )
     return AblationResult(
         model,

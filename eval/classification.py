@@ -27,40 +27,30 @@ METRIC_NAMES = ("f1", "auprc", "auroc")
 AVERAGES = ("micro", "macro")
 
 
-# --------------------------------------------------------------------------- binary curves
-def _binary_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative true and false positives at each distinct threshold, highest score first."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(s_sorted)), y_sorted.size - 1]
-    tps = np.cumsum(y_sorted)[last]
-    fps = (last + 1) - tps
-    return tps, fps
-
-
+# --------------------------------------------------------------------------- binary metrics
+# scikit-learn computes them; these wrappers only fix the undefined cases to ``nan`` (no warning).
 def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Average precision of one binary problem; ``nan`` when there is no positive."""
+    """Average precision of one binary problem (``sklearn.metrics.average_precision_score``); ``nan``
+    when there is no positive."""
+    from sklearn.metrics import average_precision_score
+
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
     if y.size == 0 or not y.any():
         return float("nan")
-    tps, fps = _binary_counts(y, s)
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve of one binary problem; ``nan`` without both classes."""
+    """Area under the ROC curve of one binary problem (``sklearn.metrics.roc_auc_score``); ``nan``
+    without both classes."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
     if y.size == 0 or y.all() or not y.any():
         return float("nan")
-    tps, fps = _binary_counts(y, s)
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return float(roc_auc_score(y, s))
 
 
 # --------------------------------------------------------------------------- multi-class
@@ -70,21 +60,19 @@ def one_hot(y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, dict[int, float]]:
-    """``(micro, macro, per_class)`` F1 over the classes occurring in ``y_true`` or ``y_pred``."""
+    """``(micro, macro, per_class)`` F1 over the classes occurring in ``y_true`` or ``y_pred``
+    (``sklearn.metrics.f1_score``; a class never predicted nor true scores 0)."""
+    from sklearn.metrics import f1_score
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.size == 0:
         return float("nan"), float("nan"), {}
     labels = np.union1d(y_true, y_pred)
-    per: dict[int, float] = {}
-    for c in labels:
-        tp = np.sum((y_pred == c) & (y_true == c))
-        fp = np.sum((y_pred == c) & (y_true != c))
-        fn = np.sum((y_pred != c) & (y_true == c))
-        denom = 2 * tp + fp + fn
-        per[int(c)] = float(2 * tp / denom) if denom else 0.0
-    micro = float(np.mean(y_true == y_pred))
-    return micro, float(np.mean(list(per.values()))), per
+    per_values = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    per = {int(c): float(v) for c, v in zip(labels, per_values, strict=True)}
+    micro = float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0))
+    return micro, float(np.mean(per_values)), per
 
 
 def ovr_metric(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cbir_pg.db.database import Database
 from cbir_pg.eval.classification import (
     ClassificationMetrics,
     KnnScorer,
@@ -47,7 +48,7 @@ class KnnResult:
 
 
 def evaluate_knn(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     k_range: Iterable[int] = range(1, 100),
@@ -61,6 +62,7 @@ def evaluate_knn(
     connections: int = 2,
     store: bool = True,
     progress: bool = True,
+    profile: str = "default",
 ) -> KnnResult:
     """Choose ``k`` on ``val_split`` by micro F1, report micro/macro F1, AUPRC and AUROC on
     ``test_split``, and store the run (kind ``knn``).
@@ -68,19 +70,18 @@ def evaluate_knn(
     ``weighted``: class scores are similarity-weighted vote fractions instead of plain ones.
     """
     from cbir_pg.errors import ConfigError, NotFoundError
-    from cbir_pg.eval import results
+    from cbir_pg.eval import data, runs, scope
+    from cbir_pg.eval.runs import ClassMetric, Metric
     from cbir_pg.eval.topn import IndexFilter, topn
 
     ks = sorted({int(k) for k in k_range})
     if not ks or ks[0] < 1:
         raise ConfigError(f"k values must be positive, got {ks[:3]}...")
     K = ks[-1]
-    from cbir_pg.eval import scope
-
     t0 = time.perf_counter()
-    all_embedded = scope.check_scope_dsn(dsn, model, datasets, (*index_splits, val_split, test_split))
-    val = results.split_ids(dsn, model, val_split, datasets)
-    test = results.split_ids(dsn, model, test_split, datasets)
+    all_embedded = scope.check(db, model, datasets, (*index_splits, val_split, test_split))
+    val = data.split_ids(db, model, val_split, datasets)
+    test = data.split_ids(db, model, test_split, datasets)
     if test.ids.size == 0:
         raise NotFoundError(f"no labelled {test_split!r} images with {model!r} embeddings")
     if val.ids.size == 0:
@@ -88,7 +89,7 @@ def evaluate_knn(
     flt = IndexFilter(splits=tuple(index_splits), datasets=tuple(datasets) if datasets else None)
     both = np.r_[val.ids, test.ids]
     res = topn(
-        dsn,
+        db,
         model,
         query_ids=both,
         index_filter=flt,
@@ -132,6 +133,8 @@ def evaluate_knn(
         "k_max": K,
         "k_values": len(ks),
         "selection": "val micro F1, ties -> smallest k",
+        "vote_ties": "the tied class whose first neighbour is nearest",
+        "profile": profile,
         "weighted": weighted,
         "index_splits": list(index_splits),
         "val_split": val_split,
@@ -144,11 +147,11 @@ def evaluate_knn(
     sizes = {int(c): int(n) for c, n in res.index_class_sizes.items() if c >= 0}
     run_id = None
     if store:
-        curve = [("val_f1", kk, "micro", 0, 0, v) for kk, v in sel.scores.items()]
+        curve = [Metric("val_f1", kk, "micro", v) for kk, v in sel.scores.items()]
         p1_overall = float(np.mean(first == test.labels))
-        p1_rows = [(c, "p_at_1", 1, n, sizes.get(c, 0), v) for c, (n, v) in p1.items()]
-        run_id = results.store_classification_run(
-            dsn,
+        p1_rows = [ClassMetric(c, "p_at_1", 1, n, sizes.get(c, 0), v) for c, (n, v) in p1.items()]
+        run_id = runs.store_classification_run(
+            db,
             "knn",
             model,
             mode=mode,
@@ -161,12 +164,12 @@ def evaluate_knn(
             n_index=int(res.n_index),
             seconds=seconds,
             class_sizes=sizes,
-            test_class_counts=results.class_sizes(test.labels),
+            test_class_counts=data.class_sizes(test.labels),
             extra_metrics={"k": k, "val_f1_micro": sel.best_score, "p_at_1": p1_overall},
-            extra_metric_rows=[*curve, ("p_at_1", 1, "micro", 0, 0, p1_overall)],
+            extra_metric_rows=[*curve, Metric("p_at_1", 1, "micro", p1_overall)],
             extra_class_rows=p1_rows,
+            all_embedded=all_embedded,
         )
-        scope.record_coverage_dsn(dsn, run_id, all_embedded)
     return KnnResult(
         model,
         run_id,

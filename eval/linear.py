@@ -1,8 +1,15 @@
 """Linear probe on the stored embeddings (Table 4 of the paper), trained with torch.
 
 One ``nn.Linear`` layer on the frozen embeddings, cross-entropy, AdamW (lr 1e-3, weight decay 0.01),
-batches of 512, at most 100 epochs, early stopping with patience 20 on the **validation loss** (the
-weights of the best validation epoch are restored). Seeded: the same seed gives the same weights.
+batches of 512, at most 100 epochs, early stopping with patience 20; the weights of the best
+validation epoch are restored. Seeded: the same seed gives the same weights. Two stopping rules
+(``rule``, see :data:`RULES`):
+
+* ``loss`` (our default): torch's default initialisation of ``nn.Linear``; the best epoch is the one
+  with the lowest mean **validation cross-entropy** (a smooth criterion that ties rarely);
+* ``paper``: as the paper's ``src/linear_probing.py``: weights drawn from N(0, 0.01²) (``std=0.01``),
+  bias 0; the best epoch is the first with the highest **validation accuracy** (strictly better than
+  every earlier one), and training stops after ``patience`` epochs without a strictly better accuracy.
 Test scores are the softmax probabilities, so AUPRC and AUROC use a proper ranking.
 
 :func:`train_linear_probe` is pure (arrays in, probe out); :func:`evaluate_linear` reads the
@@ -17,7 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cbir_pg.db.database import Database
 from cbir_pg.eval.classification import ClassificationMetrics, classification_metrics
+
+#: early-stopping rules: ``loss`` (ours, validation loss) and ``paper`` (validation accuracy, N(0, 0.01) init)
+RULES = ("loss", "paper")
 
 
 @dataclass
@@ -32,6 +43,8 @@ class LinearProbe:
     stopped_early: bool
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    rule: str = "loss"
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(n, C)``."""
@@ -59,16 +72,21 @@ def train_linear_probe(
     patience: int = 20,
     min_delta: float = 0.0,
     device: str = "cpu",
+    rule: str = "loss",
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> LinearProbe:
-    """Train a linear classifier with early stopping on the validation loss.
+    """Train a linear classifier with early stopping on the validation set (``rule``: module docstring).
 
-    After each epoch the mean validation cross-entropy is computed; training stops once it has not
-    improved by more than ``min_delta`` for ``patience`` epochs, and the best epoch's weights are kept.
-    Without validation data it runs ``max_epochs`` and keeps the last weights.
+    After each epoch the validation criterion is computed (``loss``: mean cross-entropy, better when
+    lower by more than ``min_delta``; ``paper``: accuracy, better when strictly higher); training stops
+    once it has not improved for ``patience`` epochs, and the best epoch's weights are kept. Without
+    validation data it runs ``max_epochs`` and keeps the last weights.
     """
     import torch
     from torch import nn
+
+    if rule not in RULES:
+        raise ValueError(f"unknown linear-probe rule {rule!r}: use {' or '.join(RULES)}")
 
     classes_arr = np.asarray(sorted(set(np.asarray(y_train).tolist())) if classes is None else list(classes))
     if classes_arr.size < 2:
@@ -87,15 +105,20 @@ def train_linear_probe(
     Yv = torch.as_tensor(yv, device=dev)
 
     model = nn.Linear(Xt.shape[1], classes_arr.size).to(dev)
+    if rule == "paper":  # src/linear_probing.py: LinearClassifier.__init__
+        with torch.no_grad():
+            model.weight.normal_(mean=0.0, std=0.01)
+            model.bias.zero_()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     has_val = Xv.shape[0] > 0
 
-    best = float("inf")
+    best = float("inf") if rule == "loss" else 0.0
     best_epoch = 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train_hist: list[float] = []
     val_hist: list[float] = []
+    acc_hist: list[float] = []
     stale = 0
     epoch = 0
     stopped = False
@@ -120,12 +143,16 @@ def train_linear_probe(
             continue
         model.eval()
         with torch.no_grad():
-            vloss = float(loss_fn(model(Xv), Yv))
+            vlogits = model(Xv)
+            vloss = float(loss_fn(vlogits, Yv))
+            vacc = float((vlogits.argmax(dim=1) == Yv).float().mean())
         val_hist.append(vloss)
+        acc_hist.append(vacc)
         if on_epoch:
             on_epoch(epoch, train_hist[-1], vloss)
-        if vloss < best - min_delta:
-            best, best_epoch, stale = vloss, epoch, 0
+        better = vloss < best - min_delta if rule == "loss" else vacc > best
+        if better:
+            best, best_epoch, stale = (vloss if rule == "loss" else vacc), epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
@@ -142,6 +169,8 @@ def train_linear_probe(
         stopped_early=stopped,
         train_loss=train_hist,
         val_loss=val_hist,
+        val_accuracy=acc_hist,
+        rule=rule,
     )
 
 
@@ -166,7 +195,7 @@ class LinearResult:
 
 
 def evaluate_linear(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     seed: int = 0,
@@ -180,17 +209,23 @@ def evaluate_linear(
     test_split: str = "test",
     datasets: Sequence[str] | None = None,
     device: str = "cpu",
+    rule: str = "loss",
+    profile: str = "default",
     store: bool = True,
     progress: bool = True,
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from cbir_pg.eval import results, scope
+    from cbir_pg.eval import data, runs, scope
 
+    if rule not in RULES:
+        from cbir_pg.errors import ConfigError
+
+        raise ConfigError(f"unknown linear-probe rule {rule!r}: use {' or '.join(RULES)}")
     t0 = time.perf_counter()
-    all_embedded = scope.check_scope_dsn(dsn, model, datasets, (train_split, val_split, test_split))
-    data = {s: results.load_split(dsn, model, s, datasets) for s in (train_split, val_split, test_split)}
-    tr, va, te = data[train_split], data[val_split], data[test_split]
+    all_embedded = scope.check(db, model, datasets, (train_split, val_split, test_split))
+    splits = {s: data.load_split(db, model, s, datasets) for s in (train_split, val_split, test_split)}
+    tr, va, te = splits[train_split], splits[val_split], splits[test_split]
     if tr.ids.size == 0:
         from cbir_pg.errors import NotFoundError
 
@@ -209,6 +244,7 @@ def evaluate_linear(
         max_epochs=max_epochs,
         patience=patience,
         device=device,
+        rule=rule,
     )
 
     def metrics(split) -> ClassificationMetrics:
@@ -224,7 +260,10 @@ def evaluate_linear(
         "batch_size": batch_size,
         "max_epochs": max_epochs,
         "patience": patience,
-        "early_stopping": "val_loss",
+        "early_stopping": "val_loss" if rule == "loss" else "val_accuracy",
+        "rule": rule,
+        "init": "torch default" if rule == "loss" else "normal(0, 0.01), bias 0",
+        "profile": profile,
         "train_split": train_split,
         "val_split": val_split,
         "test_split": test_split,
@@ -237,8 +276,8 @@ def evaluate_linear(
     seconds = time.perf_counter() - t0
     run_id = None
     if store:
-        run_id = results.store_classification_run(
-            dsn,
+        run_id = runs.store_classification_run(
+            db,
             "linear",
             model,
             mode=None,
@@ -251,10 +290,10 @@ def evaluate_linear(
             n_index=int(tr.ids.size),
             seconds=seconds,
             extra_metrics={"epochs_run": probe.epochs_run, "best_epoch": probe.best_epoch},
-            class_sizes=results.class_sizes(tr.labels),
-            test_class_counts=results.class_sizes(te.labels),
+            class_sizes=data.class_sizes(tr.labels),
+            test_class_counts=data.class_sizes(te.labels),
+            all_embedded=all_embedded,
         )
-        scope.record_coverage_dsn(dsn, run_id, all_embedded)
     return LinearResult(
         model,
         run_id,

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir_pg.eval import results
+from cbir_pg.db.database import Database, scalar
+from cbir_pg.eval import data
 
 KIND_COLOURS = {"anatomical": "#1f77b4", "pathological": "#d62728"}
 GRID_NEIGHBOURS = 5
@@ -50,19 +51,21 @@ def _plt():
     return plt
 
 
-def _rows(conn, query, params=None) -> tuple[list[str], list[tuple]]:
+def _rows(conn, query, params=None) -> tuple[list[str], list[list]]:
+    """Column names and the rows' values in those columns' order (for an HTML table)."""
     cur = conn.execute(query, params or {})
-    return [d.name for d in cur.description], cur.fetchall()
+    names = [d.name for d in cur.description]
+    return names, [[r[n] for n in names] for r in cur.fetchall()]
 
 
 def _view_exists(conn, name: str) -> bool:
-    return bool(conn.execute(results.q("view_exists"), {"name": name}).fetchone()[0])
+    return bool(scalar(conn, data.q("view_exists"), {"name": name}))
 
 
 # --------------------------------------------------------------------------- Fig. 3A
-def _class_p1(dsn: str, model: str) -> tuple[list[tuple[str, str, int, float]], str]:
+def _class_p1(db: Database, model: str) -> tuple[list[tuple[str, str, int, float]], str]:
     """``[(class key, kind, index class size, P@1)]`` and where they came from."""
-    with results.connection(dsn) as conn:
+    with db.connection() as conn:
         if _view_exists(conn, "cbir_report.class_precision"):
             rows = conn.execute(
                 "select class, kind, class_index_size, p1, mode, scope from cbir_report.class_precision"
@@ -70,22 +73,26 @@ def _class_p1(dsn: str, model: str) -> tuple[list[tuple[str, str, int, float]], 
                 (model,),
             ).fetchall()
             if rows:
-                first = (rows[0][4], rows[0][5])
+                first = (rows[0]["mode"], rows[0]["scope"])
                 return [
-                    (r[0], r[1], int(r[2]), float(r[3])) for r in rows if (r[4], r[5]) == first
+                    (r["class"], r["kind"], int(r["class_index_size"]), float(r["p1"]))
+                    for r in rows
+                    if (r["mode"], r["scope"]) == first
                 ], f"latest retrieval run ({first[0]}, {first[1]})"
         if _view_exists(conn, "cbir_report.knn_results"):
-            rows = conn.execute(results.q("report_class_p1"), {"model": model}).fetchall()
+            rows = conn.execute(data.q("report_class_p1"), {"model": model}).fetchall()
             if rows:
-                return [(r[0], r[1], int(r[2]), float(r[4])) for r in rows], "latest kNN run"
-        labels = {r[0]: (r[1], r[2]) for r in conn.execute(results.q("label_keys")).fetchall()}
+                return [
+                    (r["key"], r["kind"], int(r["class_index_size"]), float(r["value"])) for r in rows
+                ], "latest kNN run"
+        labels = {r["id"]: (r["key"], r["kind"]) for r in conn.execute(data.q("label_keys")).fetchall()}
     from cbir_pg.eval.topn import IndexFilter, topn
 
-    test = results.split_ids(dsn, model, "test")
+    test = data.split_ids(db, model, "test")
     if test.ids.size == 0:
         return [], "no test images"
     res = topn(
-        dsn,
+        db,
         model,
         query_ids=test.ids,
         index_filter=IndexFilter(splits=("train",)),
@@ -145,12 +152,13 @@ def fig3a(points: list[tuple[str, str, int, float]], model: str, path: Path, sou
 
 
 # --------------------------------------------------------------------------- Fig. 3B
-def fig3b(rows: list[tuple], path: Path) -> Path:
+def fig3b(rows: list[dict], path: Path) -> Path:
+    """``rows``: ``report_ablation`` rows (model, index_size, p_at_1, sd, n_seeds)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     by_model: dict[str, list[tuple]] = {}
-    for model, size, p1, sd, _n in rows:
-        by_model.setdefault(model, []).append((int(size), float(p1), float(sd)))
+    for r in rows:
+        by_model.setdefault(r["model"], []).append((int(r["index_size"]), float(r["p_at_1"]), float(r["sd"])))
     for model, pts in sorted(by_model.items()):
         pts.sort()
         ax.errorbar(
@@ -218,24 +226,24 @@ def fig5(Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path) ->
 
 
 # --------------------------------------------------------------------------- Fig. 2
-def fig2(dsn: str, model: str, path: Path, n_queries: int, seed: int) -> Path | None:
+def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Path | None:
     """One :func:`draw_grid` row per sampled test query, stacked into one PNG; None without queries."""
     from PIL import Image
 
     from cbir_pg.eval.topn import IndexFilter, topn
     from cbir_pg.search import draw_grid, load_image_rgb
 
-    with results.connection(dsn) as conn:
+    with db.connection() as conn:
         rows = conn.execute(
-            results.q("grid_queries", model), {"split": "test", "n": n_queries, "seed": seed}
+            data.q("grid_queries", model), {"split": "test", "n": n_queries, "seed": seed}
         ).fetchall()
-        labels = {r[0]: r[1] for r in conn.execute(results.q("label_keys")).fetchall()}
+        labels = {r["id"]: r["key"] for r in conn.execute(data.q("label_keys")).fetchall()}
     if not rows:
         return None
     res = topn(
-        dsn,
+        db,
         model,
-        query_ids=[r[0] for r in rows],
+        query_ids=[r["id"] for r in rows],
         index_filter=IndexFilter(splits=("train",)),
         n=GRID_NEIGHBOURS,
         mode="exact",
@@ -245,7 +253,7 @@ def fig2(dsn: str, model: str, path: Path, n_queries: int, seed: int) -> Path | 
     tmp.mkdir(parents=True, exist_ok=True)
     parts = []
     try:
-        with results.connection(dsn) as conn:
+        with db.connection() as conn:
             for i, qid in enumerate(res.query_ids):
                 k = int(res.counts[i])
                 nids = res.neighbour_ids[i, :k]
@@ -297,12 +305,12 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence], header_rows: str = 
     return f"<table>{head}{body}</table>"
 
 
-def _table4(rows: list[tuple]) -> str:
+def _table4(rows: list[dict]) -> str:
     """Table 4 layout: one row per model, kNN and linear-probe column groups."""
     metrics = ["f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro"]
     by_model: dict[str, dict[str, tuple]] = {}
-    for method, model, k, *vals in rows:
-        by_model.setdefault(model, {})[method] = (k, *vals)
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["method"]] = (r["k"], *(r[m] for m in metrics))
     group = "<tr><th></th><th colspan='7'>kNN (k chosen on val)</th><th colspan='6'>linear probe</th></tr>"
     cols = ["model", "k"] + [m.replace("_", " ") for m in metrics] + [m.replace("_", " ") for m in metrics]
     out = []
@@ -319,7 +327,7 @@ td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3
 
 
 def write_report(
-    dsn: str,
+    db: Database,
     out_dir: str | Path,
     *,
     models: Sequence[str] | None = None,
@@ -330,27 +338,24 @@ def write_report(
     """Write the figures and ``index.html`` to ``out_dir`` and return what was written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with results.connection(dsn) as conn:
-        known = [r[0] for r in conn.execute(results.q("report_models")).fetchall()]
+    with db.connection() as conn:
+        known = [r["key"] for r in conn.execute(data.q("report_models")).fetchall()]
         if models:
             for m in models:
-                results.check_model(conn, m)
+                data.check_model(conn, m)
         models = list(models) if models else known
         leaderboard = (
-            _rows(conn, results.q("leaderboard")) if _view_exists(conn, "cbir_report.leaderboard") else None
+            _rows(conn, data.q("leaderboard")) if _view_exists(conn, "cbir_report.leaderboard") else None
         )
-        table4 = conn.execute(results.q("report_knn_linear")).fetchall()
-        ablation = conn.execute(results.q("report_ablation")).fetchall()
+        table4 = conn.execute(data.q("report_knn_linear")).fetchall()
+        ablation = conn.execute(data.q("report_ablation")).fetchall()
         ablation_notes = conn.execute(
-            "select model, params -> 'notes' from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
+            "select model, params -> 'notes' as notes"
+            " from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
             " where a.is_latest group by model, r.params -> 'notes' order by model"
         ).fetchall()
     result = ReportResult(out, out / "index.html", models=list(models))
     sections: list[str] = []
-
-    def figure(path: Path, caption: str) -> str:
-        result.figures.append(path)
-        return f"<figure><img src='{html.escape(path.name)}'><figcaption class='note'>{html.escape(caption)}</figcaption></figure>"
 
     # tables
     if leaderboard and leaderboard[1]:
@@ -369,75 +374,22 @@ def write_report(
     # Fig. 3B
     if ablation:
         p = fig3b(ablation, out / "fig3b_ablation.png")
-        notes = "; ".join(f"{m}: {'; '.join(n)}" for m, n in ablation_notes if n)
+        notes = "; ".join(f"{r['model']}: {'; '.join(r['notes'])}" for r in ablation_notes if r["notes"])
         sections.append(
             "<h2>Fig. 3B: index-size ablation</h2>"
-            + figure(p, "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else ""))
+            + _figure(
+                result, p, "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else "")
+            )
         )
     else:
         result.notes.append("no ablation results (run `cbir-pg eval ablation`)")
 
     for model in models:
-        parts = [f"<h2>{html.escape(model)}</h2>"]
-        pts, source = _class_p1(dsn, model)
-        if pts:
-            parts.append(
-                figure(
-                    fig3a(pts, model, out / f"fig3a_class_p1_vs_size_{model}.png", source),
-                    f"Fig. 3A: per-class P@1 against index class size ({source})",
-                )
+        sections.append(
+            _model_section(
+                db, model, out, result, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed
             )
-        else:
-            result.notes.append(f"{model}: no per-class P@1 ({source})")
-        with results.connection(dsn) as conn:
-            cur = conn.cursor(binary=True)
-            cur.execute(results.q("tsne_sample", model), {"n": tsne_sample, "seed": seed})
-            rows = cur.fetchall()
-        if len(rows) >= 10:
-            X = np.vstack(
-                [
-                    np.asarray(r[1].to_numpy() if hasattr(r[1], "to_numpy") else r[1], dtype=np.float32)
-                    for r in rows
-                ]
-            )
-            Y = tsne_embed(X, seed)
-            facets = {
-                "modality": [r[2] for r in rows],
-                "region": [r[3] for r in rows],
-                "class": [r[4] for r in rows],
-            }
-            parts.append(
-                figure(
-                    fig5(Y, facets, model, out / f"fig5_tsne_{model}.png"),
-                    f"Fig. 5: t-SNE of {len(rows)} sampled embeddings (seed {seed})",
-                )
-            )
-        else:
-            result.notes.append(f"{model}: too few embeddings for a t-SNE ({len(rows)})")
-        if grid_queries > 0:
-            try:
-                p = fig2(dsn, model, out / f"fig2_retrievals_{model}.png", grid_queries, seed)
-            except (OSError, ValueError) as exc:  # image files not readable here
-                p = None
-                result.notes.append(
-                    f"{model}: no retrieval grids, images not readable ({str(exc).splitlines()[0][:120]})"
-                )
-            except Exception as exc:
-                from cbir_pg.errors import CbirError
-
-                if not isinstance(exc, CbirError):
-                    raise
-                p = None
-                result.notes.append(f"{model}: no retrieval grids ({exc})")
-            if p is not None:
-                parts.append(
-                    figure(
-                        p,
-                        f"Fig. 2: {grid_queries} sampled test queries (orange) and their "
-                        f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
-                    )
-                )
-        sections.append("\n".join(parts))
+        )
 
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     page = (
@@ -450,3 +402,87 @@ def write_report(
     )
     result.index.write_text(page, encoding="utf-8")
     return result
+
+
+def _figure(result: ReportResult, path: Path, caption: str) -> str:
+    result.figures.append(path)
+    return f"<figure><img src='{html.escape(path.name)}'><figcaption class='note'>{html.escape(caption)}</figcaption></figure>"
+
+
+def _model_section(
+    db: Database,
+    model: str,
+    out: Path,
+    result: ReportResult,
+    *,
+    tsne_sample: int,
+    grid_queries: int,
+    seed: int,
+) -> str:
+    """One model's figures: Fig. 3A (per-class P@1 against class size), Fig. 5 (t-SNE), Fig. 2 (grids)."""
+    parts = [f"<h2>{html.escape(model)}</h2>"]
+    pts, source = _class_p1(db, model)
+    if pts:
+        parts.append(
+            _figure(
+                result,
+                fig3a(pts, model, out / f"fig3a_class_p1_vs_size_{model}.png", source),
+                f"Fig. 3A: per-class P@1 against index class size ({source})",
+            )
+        )
+    else:
+        result.notes.append(f"{model}: no per-class P@1 ({source})")
+    with db.connection() as conn:
+        cur = conn.cursor(binary=True)
+        cur.execute(data.q("tsne_sample", model), {"n": tsne_sample, "seed": seed})
+        rows = cur.fetchall()
+    if len(rows) >= 10:
+        X = np.vstack(
+            [
+                np.asarray(
+                    r["embedding"].to_numpy() if hasattr(r["embedding"], "to_numpy") else r["embedding"],
+                    dtype=np.float32,
+                )
+                for r in rows
+            ]
+        )
+        Y = tsne_embed(X, seed)
+        facets = {
+            "modality": [r["modality"] for r in rows],
+            "region": [r["region"] for r in rows],
+            "class": [r["label"] for r in rows],
+        }
+        parts.append(
+            _figure(
+                result,
+                fig5(Y, facets, model, out / f"fig5_tsne_{model}.png"),
+                f"Fig. 5: t-SNE of {len(rows)} sampled embeddings (seed {seed})",
+            )
+        )
+    else:
+        result.notes.append(f"{model}: too few embeddings for a t-SNE ({len(rows)})")
+    if grid_queries > 0:
+        try:
+            p = fig2(db, model, out / f"fig2_retrievals_{model}.png", grid_queries, seed)
+        except (OSError, ValueError) as exc:  # image files not readable here
+            p = None
+            result.notes.append(
+                f"{model}: no retrieval grids, images not readable ({str(exc).splitlines()[0][:120]})"
+            )
+        except Exception as exc:
+            from cbir_pg.errors import CbirError
+
+            if not isinstance(exc, CbirError):
+                raise
+            p = None
+            result.notes.append(f"{model}: no retrieval grids ({exc})")
+        if p is not None:
+            parts.append(
+                _figure(
+                    result,
+                    p,
+                    f"Fig. 2: {grid_queries} sampled test queries (orange) and their "
+                    f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
+                )
+            )
+    return "\n".join(parts)

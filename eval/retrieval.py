@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connection
+from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, NotFoundError
-from cbir_pg.eval import metrics, scope, store
+from cbir_pg.eval import metrics, runs, scope
 from cbir_pg.eval.topn import MODES, IndexFilter, TopN, encoder_table, topn
-
-SPLITS = ("train", "val", "test")
+from cbir_pg.rules import SPLITS
 
 
 @dataclass
@@ -69,9 +68,10 @@ def _index_params(conn: Any, model: str) -> dict[str, Any]:
     ).fetchall()
     indexes = []
     hnsw: dict[str, Any] | None = None
-    for name, method, options, definition in rows:
+    for r in rows:
+        name, method, definition = r["name"], r["method"], r["definition"]
         opts: dict[str, Any] = {}
-        for opt in options or []:
+        for opt in r["options"] or []:
             key, _, value = opt.partition("=")
             opts[key] = int(value) if value.isdigit() else value
         indexes.append({"name": name, "method": method, "options": opts, "definition": definition})
@@ -95,7 +95,7 @@ def _summarise(t: TopN, ns: tuple[int, ...]) -> tuple[metrics.PrecisionSummary, 
 
 
 def evaluate_retrieval(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     ns: Sequence[int] = metrics.DEFAULT_NS,
@@ -108,85 +108,49 @@ def evaluate_retrieval(
     batch_size: int = 256,
     connections: int = 2,
     progress: bool = True,
+    profile: str = "default",
 ) -> RetrievalResult:
-    """Run the retrieval benchmark for ``model`` and store it; see the module docstring."""
+    """Run the retrieval benchmark for ``model`` and store it; see the module docstring.
+
+    Steps: choose the queries, run each mode (top-N in SQL, P@N in Python), compare ann with exact,
+    store every mode as one run. ``profile`` (:mod:`cbir_pg.profiles`) is recorded in the run;
+    ``paper`` insists on the paper's protocol (test queries against the train index, exact search, no
+    ann comparison) and warns when a dataset in scope is not a ``dkfz-splits`` import made with it."""
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    _check_profile(prof, index_splits, query_splits, mode, compare_exact)
     ns = metrics.check_ns(ns)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
     index_splits = _check_splits(index_splits, "index")
     query_splits = _check_splits(query_splits, "query")
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
-    max_n = max(ns)
 
-    with connection(dsn) as conn:
-        table, _ = encoder_table(conn, model)
-        if ds is not None:
-            found = {r[0] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})}
-            unknown = [d for d in ds if d not in found]
-            if unknown:
-                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
-        all_embedded = scope.check_scope(conn, model, ds, (*index_splits, *query_splits))
-        rows = conn.execute(
-            queries.get("eval", "query_images", table=table),
-            {"splits": list(query_splits), "datasets": list(ds) if ds else None},
-        ).fetchall()
-        index_params = _index_params(conn, model)
-    query_ids = [int(r[0]) for r in rows]
-    if not query_ids:
-        raise NotFoundError(
-            f"no query images: no labelled, embedded {'/'.join(query_splits)} images for model {model!r}"
-            + (f" in {', '.join(ds)}" if ds else "")
-        )
-
+    query_ids, index_params, all_embedded = _choose_queries(
+        db, model, (*index_splits, *query_splits), query_splits, ds
+    )
     index_filter = IndexFilter(splits=index_splits, datasets=ds)
     modes = ["exact", "ann"] if compare_exact else [mode]
-    warnings: list[str] = []
-    results: dict[str, tuple[TopN, metrics.PrecisionSummary, np.ndarray, float, datetime]] = {}
-    for m in modes:
-        started = datetime.now(timezone.utc)
-        t = topn(
-            dsn,
+    done = {
+        m: _run_mode(
+            db,
             model,
-            query_ids=query_ids,
-            index_filter=index_filter,
-            n=max_n,
-            mode=m,
+            m,
+            query_ids,
+            index_filter,
+            ns,
             ef_search=ef_search,
             batch_size=batch_size,
             connections=connections,
             progress=progress,
+            index_splits=index_splits,
         )
-        if t.n_index == 0:
-            raise NotFoundError(
-                f"no index images: no embedded {'/'.join(index_splits)} images for model {model!r}"
-            )
-        t0 = time.perf_counter()
-        summary, sizes = _summarise(t, ns)
-        results[m] = (t, summary, sizes, time.perf_counter() - t0, started)
-    if "ann" in results:
-        t = results["ann"][0]
-        if index_params["hnsw"] is None:
-            warnings.append(
-                f"model {model!r} has no HNSW index: ann mode ran as an exact scan (cbir-pg index build)"
-            )
-        elif t.plan_uses_index is False:
-            warnings.append(
-                "the planner chose a sequential scan over the HNSW index for this index set: ann = exact"
-            )
-        if t.exact_fallbacks:
-            warnings.append(f"{t.exact_fallbacks} queries got a short ANN result and were re-run exactly")
-    first = next(iter(results.values()))[1]
-    if first.n_undefined:
-        warnings.append(f"{first.n_undefined} queries belong to classes with no index image: left out of P@N")
-
-    recall = d_micro = d_macro = None
-    if compare_exact:
-        ta, sa = results["ann"][0], results["ann"][1]
-        te, se = results["exact"][0], results["exact"][1]
-        recall = metrics.recall_at_n(ta.neighbour_ids, ta.similarities, te.similarities, te.counts, ns)
-        d_micro = sa.micro - se.micro
-        d_macro = sa.macro - se.macro
-
+        for m in modes
+    }
+    provenance, profile_warnings = _provenance(db, model, ds, prof)
+    warnings = profile_warnings + _warnings(model, done, index_params)
+    comparison = _compare(done["ann"], done["exact"], ns) if compare_exact else None
     base_params = {
         "ns": list(ns),
         "index_splits": list(index_splits),
@@ -199,12 +163,198 @@ def evaluate_retrieval(
         "index_filter": index_filter.describe(),
         "distance": "cosine",
         "ties": "distance, then image_id",
+        "profile": prof.name,
+        **provenance,
     }
+    stored = _store(db, model, done, ns, base_params, index_params, comparison, all_embedded)
+    recall, d_micro, d_macro = comparison if comparison is not None else (None, None, None)
+    return RetrievalResult(
+        model=model,
+        ns=ns,
+        mode="ann" if compare_exact else mode,
+        runs=stored,
+        index_filter=index_filter,
+        query_splits=query_splits,
+        recall=recall,
+        delta_micro=d_micro,
+        delta_macro=d_macro,
+        warnings=warnings,
+    )
+
+
+def _check_profile(prof: Any, index_splits, query_splits, mode: str, compare_exact: bool) -> None:
+    """The paper profile runs the paper's protocol only: a clear error for anything else."""
+    if prof.name != "paper":
+        return
+    wanted = (tuple(prof.index_splits), tuple(prof.query_splits), prof.search_mode, False)
+    given = (tuple(index_splits), tuple(query_splits), mode, compare_exact)
+    if given != wanted:
+        raise ConfigError(
+            "--profile paper evaluates test queries against the train index with exact search"
+            f" (index {'/'.join(wanted[0])}, query {'/'.join(wanted[1])}, --mode exact, no --compare-exact);"
+            f" got index {'/'.join(given[0])}, query {'/'.join(given[1])}, mode {mode}"
+            + (", --compare-exact" if compare_exact else "")
+        )
+
+
+def _provenance(
+    db: Database, model: str, ds: tuple[str, ...] | None, prof: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """Where the model's vectors come from (recorded in the run) and, for a profile that expects a
+    dataset kind, a warning naming the datasets in scope that were not imported that way."""
+    with db.connection() as conn:
+        prov = conn.execute(queries.get("eval", "encoder_provenance"), {"model": model}).fetchone()
+        scope = conn.execute(
+            queries.get("eval", "dataset_profiles"), {"datasets": list(ds) if ds else None}
+        ).fetchall()
+    imported = bool(prov) and str(prov["weights_source"] or "").startswith("import:")
+    params = {
+        "encoder_config_hash": prov["config_hash"] if prov else None,
+        "vectors": "imported" if imported else "computed",
+        "imported_files": [f.get("sha256") for f in (prov["imported_files"] if prov else [])] or None,
+    }
+    warnings: list[str] = []
+    if prof.dataset_kind:
+        off = [
+            f"{r['key']} ({r['kind']}, profile {r['profile']})"
+            for r in scope
+            if r["kind"] != prof.dataset_kind or r["profile"] != prof.name
+        ]
+        if off:
+            warnings.append(
+                f"--profile {prof.name}: not {prof.dataset_kind} imports made with --profile {prof.name}: "
+                + ", ".join(off)
+                + "; the numbers are not comparable with the paper's"
+            )
+    return params, warnings
+
+
+@dataclass
+class _ModeRun:
+    """One mode's search and its aggregation, before it is stored."""
+
+    topn: TopN
+    summary: metrics.PrecisionSummary
+    class_sizes: np.ndarray
+    aggregate_s: float
+    started: datetime
+
+
+def _choose_queries(
+    db: Database,
+    model: str,
+    scope_splits: Sequence[str],
+    query_splits: Sequence[str],
+    ds: tuple[str, ...] | None,
+) -> tuple[list[int], dict[str, Any], bool]:
+    """The query images (labelled, embedded, not excluded, of the query splits and datasets), the
+    model's index parameters and whether every image of the index and query splits has a vector;
+    clear errors for unknown or unfinished datasets (:mod:`cbir_pg.eval.scope`) or no queries."""
+    with db.connection() as conn:
+        table, _ = encoder_table(conn, model)
+        if ds is not None:
+            found = {
+                r["key"] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
+            }
+            unknown = [d for d in ds if d not in found]
+            if unknown:
+                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+        all_embedded = scope.check_scope(conn, model, ds, scope_splits)
+        rows = conn.execute(
+            queries.get("eval", "query_images", table=table),
+            {"splits": list(query_splits), "datasets": list(ds) if ds else None},
+        ).fetchall()
+        index_params = _index_params(conn, model)
+    query_ids = [int(r["id"]) for r in rows]
+    if not query_ids:
+        raise NotFoundError(
+            f"no query images: no labelled, embedded {'/'.join(query_splits)} images for model {model!r}"
+            + (f" in {', '.join(ds)}" if ds else "")
+        )
+    return query_ids, index_params, all_embedded
+
+
+def _run_mode(
+    db: Database,
+    model: str,
+    mode: str,
+    query_ids: list[int],
+    index_filter: IndexFilter,
+    ns: tuple[int, ...],
+    *,
+    ef_search: int | None,
+    batch_size: int,
+    connections: int,
+    progress: bool,
+    index_splits: Sequence[str],
+) -> _ModeRun:
+    """Top-max(N) in SQL for one mode, then P@N per query, per class and overall."""
+    started = datetime.now(timezone.utc)
+    t = topn(
+        db,
+        model,
+        query_ids=query_ids,
+        index_filter=index_filter,
+        n=max(ns),
+        mode=mode,
+        ef_search=ef_search,
+        batch_size=batch_size,
+        connections=connections,
+        progress=progress,
+    )
+    if t.n_index == 0:
+        raise NotFoundError(
+            f"no index images: no embedded {'/'.join(index_splits)} images for model {model!r}"
+        )
+    t0 = time.perf_counter()
+    summary, sizes = _summarise(t, ns)
+    return _ModeRun(t, summary, sizes, time.perf_counter() - t0, started)
+
+
+def _warnings(model: str, done: dict[str, _ModeRun], index_params: dict[str, Any]) -> list[str]:
+    warnings: list[str] = []
+    if "ann" in done:
+        t = done["ann"].topn
+        if index_params["hnsw"] is None:
+            warnings.append(
+                f"model {model!r} has no HNSW index: ann mode ran as an exact scan (cbir-pg index build)"
+            )
+        elif t.plan_uses_index is False:
+            warnings.append(
+                "the planner chose a sequential scan over the HNSW index for this index set: ann = exact"
+            )
+        if t.exact_fallbacks:
+            warnings.append(f"{t.exact_fallbacks} queries got a short ANN result and were re-run exactly")
+    first = next(iter(done.values())).summary
+    if first.n_undefined:
+        warnings.append(f"{first.n_undefined} queries belong to classes with no index image: left out of P@N")
+    return warnings
+
+
+def _compare(
+    ann: _ModeRun, exact: _ModeRun, ns: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ANN against exact: recall@N of the neighbour lists and the P@N differences (micro, macro)."""
+    ta, te = ann.topn, exact.topn
+    recall = metrics.recall_at_n(ta.neighbour_ids, ta.similarities, te.similarities, te.counts, ns)
+    return recall, ann.summary.micro - exact.summary.micro, ann.summary.macro - exact.summary.macro
+
+
+def _store(
+    db: Database,
+    model: str,
+    done: dict[str, _ModeRun],
+    ns: tuple[int, ...],
+    base_params: dict[str, Any],
+    index_params: dict[str, Any],
+    comparison: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    all_embedded: bool | None = None,
+) -> dict[str, ModeResult]:
+    """Every mode as one run (exact first, so the ann run can reference it), in one transaction."""
     stored: dict[str, ModeResult] = {}
-    code = store.code_version()
-    with connection(dsn) as conn:
-        for m in modes:  # exact first, so the ann run can reference it
-            t, summary, sizes, agg_s, started = results[m]
+    with db.connection() as conn:
+        for m, r in done.items():
+            t, summary = r.topn, r.summary
             t_store = time.perf_counter()
             params = dict(
                 base_params,
@@ -214,24 +364,23 @@ def evaluate_retrieval(
                 n_undefined_queries=summary.n_undefined,
                 missing_query_vectors=len(t.missing_query_ids),
             )
-            if m == "ann" and compare_exact:
+            if m == "ann" and comparison is not None:
                 params["exact_run_id"] = stored["exact"].run_id
-            run_id = store.insert_run(
+            run_id = runs.insert_run(
                 conn,
                 kind="retrieval",
                 model=model,
                 mode=m,
                 params=params,
                 index_params=index_params,
-                code=code,
+                all_embedded=all_embedded,
             )
-            scope.record_coverage(conn, run_id, all_embedded)
-            store.write_queries(
+            runs.write_queries(
                 conn,
                 run_id,
                 query_ids=t.query_ids,
                 labels=t.query_labels,
-                class_index_sizes=sizes,
+                class_index_sizes=r.class_sizes,
                 neighbour_ids=t.neighbour_ids,
                 relevant=t.relevant,
                 similarities=t.similarities,
@@ -241,8 +390,8 @@ def evaluate_retrieval(
             for j, n in enumerate(ns):
                 rows += [("P", n, "micro", summary.micro[j]), ("P", n, "macro", summary.macro[j])]
             run_metrics: dict[str, Any] = summary.as_dict()
-            if m == "ann" and compare_exact:
-                assert recall is not None and d_micro is not None and d_macro is not None
+            if m == "ann" and comparison is not None:
+                recall, d_micro, d_macro = comparison
                 for j, n in enumerate(ns):
                     rows += [
                         ("recall", n, "micro", recall[j]),
@@ -250,32 +399,23 @@ def evaluate_retrieval(
                         ("dP", n, "macro", d_macro[j]),
                     ]
                     run_metrics[f"P@{n}"].update(recall=recall[j], dP_micro=d_micro[j], dP_macro=d_macro[j])
-            store.write_metrics(conn, run_id, rows)
-            class_rows = []
-            for c, lab in enumerate(summary.classes):
-                if lab < 0:
-                    continue
-                size = int(t.index_class_sizes.get(int(lab), 0))
-                for j, n in enumerate(ns):
-                    class_rows.append(
-                        (int(lab), "P", n, int(summary.class_n_queries[c]), size, summary.class_means[c, j])
-                    )
-            store.write_class_metrics(conn, run_id, class_rows)
+            runs.write_metrics(conn, run_id, rows)
+            runs.write_class_metrics(conn, run_id, _class_rows(t, summary, ns))
             timings = {
                 "topn_s": t.seconds,
                 "queries_per_s": t.queries_per_second,
-                "aggregate_s": agg_s,
+                "aggregate_s": r.aggregate_s,
                 "store_s": time.perf_counter() - t_store,
             }
-            timings["total_s"] = timings["topn_s"] + timings["aggregate_s"] + timings["store_s"]
-            store.finish_run(
+            runs.finish_run(
                 conn,
                 run_id,
                 n_queries=len(t.query_ids),
                 n_index=t.n_index,
                 metrics=run_metrics,
+                total_s=timings["topn_s"] + timings["aggregate_s"] + timings["store_s"],
                 timings=timings,
-                started_at=started,
+                started_at=r.started,
             )
             stored[m] = ModeResult(
                 run_id=run_id,
@@ -290,18 +430,21 @@ def evaluate_retrieval(
                 exact_fallbacks=t.exact_fallbacks,
                 topn=t,
             )
-        if compare_exact:
-            store.finish_run_params(conn, stored["exact"].run_id, {"ann_run_id": stored["ann"].run_id})
+        if comparison is not None:
+            runs.merge_params(conn, stored["exact"].run_id, {"ann_run_id": stored["ann"].run_id})
+    return stored
 
-    return RetrievalResult(
-        model=model,
-        ns=ns,
-        mode="ann" if compare_exact else mode,
-        runs=stored,
-        index_filter=index_filter,
-        query_splits=query_splits,
-        recall=recall,
-        delta_micro=d_micro,
-        delta_macro=d_macro,
-        warnings=warnings,
-    )
+
+def _class_rows(t: TopN, summary: metrics.PrecisionSummary, ns: tuple[int, ...]) -> list[runs.ClassMetric]:
+    out = []
+    for c, lab in enumerate(summary.classes):
+        if lab < 0:
+            continue
+        size = int(t.index_class_sizes.get(int(lab), 0))
+        for j, n in enumerate(ns):
+            out.append(
+                runs.ClassMetric(
+                    int(lab), "P", n, int(summary.class_n_queries[c]), size, summary.class_means[c, j]
+                )
+            )
+    return out

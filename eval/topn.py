@@ -48,15 +48,13 @@ import psycopg
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.database import Database, dict_cursor, scalar, wrap_db_errors
 from cbir_pg.errors import ConfigError, NotFoundError
+from cbir_pg.rules import DEFAULT_EF_SEARCH, MAX_EF_SEARCH, check_ef_search
 
 MODES = ("ann", "exact")
 #: the default ``hnsw.ef_search`` per result row wanted (ef = 16 N; bench/p3_eval.py at 200k vectors)
 EF_PER_RESULT = 16
-#: pgvector's default ``hnsw.ef_search``, and its upper limit.
-DEFAULT_EF_SEARCH = 40
-MAX_EF_SEARCH = 1000
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -146,8 +144,9 @@ EXACT = {"enable_indexscan": "off", "enable_bitmapscan": "off"}
 ANN_RESET = {"enable_indexscan": "on", "enable_bitmapscan": "on"}
 
 
-def _open(dsn: str, snapshot: str | None) -> psycopg.Connection:
-    conn = connect(dsn)
+def _open(db: Database, snapshot: str | None) -> psycopg.Connection:
+    """A repeatable-read connection, joined to the coordinator's exported ``snapshot`` when given."""
+    conn = db.connect()
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     if snapshot is not None:
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
@@ -163,8 +162,8 @@ def _build_index_set(conn: psycopg.Connection, table: sql.Identifier, index_filt
 def _plan_uses_index(
     conn: psycopg.Connection, stmt: sql.Composable, params: dict[str, Any], table_name: str
 ) -> bool:
-    row = conn.execute(sql.SQL("explain (format json) ") + stmt, params).fetchone()
-    plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    plan = scalar(conn, sql.SQL("explain (format json) ") + stmt, params)
+    plan = plan if not isinstance(plan, str) else json.loads(plan)
 
     def walk(node: dict[str, Any]) -> bool:
         if (
@@ -181,60 +180,64 @@ def _plan_uses_index(
 def encoder_table(conn: psycopg.Connection, model: str) -> tuple[sql.Identifier, str]:
     """The embedding table of ``model``; a clear error when the model or its vectors are unknown."""
     identifiers.check_key(model)
-    row = conn.execute(queries.get("eval", "encoder"), {"model": model}).fetchone()
+    row = dict_cursor(conn).execute(queries.get("eval", "encoder"), {"model": model}).fetchone()
     if row is None:
         raise NotFoundError(
             f"unknown model {model!r}: no row in cbir.encoder (run `cbir-pg ingest --model {model}`)"
         )
-    if not row[4]:
+    if not row["has_table"]:
         raise NotFoundError(
             f"model {model!r} has no embedding table yet (run `cbir-pg ingest --model {model}`)"
         )
     return identifiers.embedding_table(model), identifiers.embedding_table_name(model)
 
 
-# --------------------------------------------------------------------------- progress
-class _RichProgress:
-    """A progress bar with queries per second on stderr (used only when ``progress=True``)."""
+# --------------------------------------------------------------------------- the runner's steps
+def _check_args(mode: str, n: int, ef_search: int | None, batch_size: int, connections: int) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    if batch_size < 1 or connections < 1:
+        raise ConfigError("batch_size and connections must be positive")
+    check_ef_search(ef_search)
 
-    def __init__(self, total: int, label: str):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            ProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
+
+def _index_facts(
+    coord: psycopg.Connection, table: sql.Identifier, qids: np.ndarray
+) -> tuple[dict[int, int], set[int], list[int]]:
+    """In the run's snapshot: index size per class, which queries are index images themselves, and
+    which queries have no stored vector."""
+    class_sizes = {
+        int(r["label_id"]): int(r["n"]) for r in coord.execute(queries.get("eval", "index_class_sizes"))
+    }
+    in_index = {
+        int(r["image_id"])
+        for r in coord.execute(queries.get("eval", "index_contains"), {"ids": qids.tolist()})
+    }
+    has_vec = {
+        int(r["image_id"])
+        for r in coord.execute(
+            sql.SQL("select image_id from {} where image_id = any(%s::bigint[])").format(table),
+            (qids.tolist(),),
         )
-        from rich.text import Text
+    }
+    return class_sizes, in_index, [int(i) for i in qids if int(i) not in has_vec]
 
-        class Speed(ProgressColumn):
-            def render(self, task):  # type: ignore[no-untyped-def]
-                return Text(f"{task.speed:,.0f} queries/s" if task.speed else "- queries/s")
 
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            Speed(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._task = self._progress.add_task(label, total=total)
-        self._progress.start()
-
-    def __call__(self, done: int, total: int) -> None:
-        self._progress.update(self._task, completed=done)
-
-    def close(self) -> None:
-        self._progress.stop()
+def _query_labels(coord: psycopg.Connection, qids: np.ndarray) -> list[int]:
+    rows = coord.execute(
+        "select id, coalesce(label_id, -1) as label_id from cbir.image where id = any(%s::bigint[])",
+        (qids.tolist(),),
+    ).fetchall()
+    label_of = {int(r["id"]): int(r["label_id"]) for r in rows}
+    return [label_of.get(int(i), -1) for i in qids]
 
 
 # --------------------------------------------------------------------------- the runner
+@wrap_db_errors
 def topn(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     query_ids: Sequence[int],
@@ -251,14 +254,7 @@ def topn(
     ``progress``: ``True`` shows a progress bar (queries/s) on stderr, ``False`` nothing, or a callable
     ``(done, total)``. See the module docstring for modes, ties and the snapshot.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
-    if n < 1:
-        raise ConfigError(f"n must be at least 1, got {n}")
-    if batch_size < 1 or connections < 1:
-        raise ConfigError("batch_size and connections must be positive")
-    if ef_search is not None and ef_search < 1:
-        raise ConfigError(f"ef_search must be positive, got {ef_search}")
+    _check_args(mode, n, ef_search, batch_size, connections)
     settings, ef = _settings(mode, n, ef_search)
     qids = np.asarray(list(query_ids), dtype=np.int64)
     q = len(qids)
@@ -269,37 +265,19 @@ def topn(
     counts = np.zeros(q, dtype=np.int64)
     query_labels = np.full(q, -1, dtype=np.int64)
 
-    coord = _open(dsn, None)
-    reporter: _RichProgress | None = None
+    coord = _open(db, None)
+    reporter = None
     try:
         table, table_name = encoder_table(coord, model)
         stmt = queries.get("eval", "topn_batch", table=table)
-        snapshot = coord.execute("select pg_export_snapshot()").fetchone()[0]
+        snapshot = scalar(coord, "select pg_export_snapshot()")
         _build_index_set(coord, table, index_filter)
-        class_sizes = {
-            int(lab): int(cnt) for lab, cnt in coord.execute(queries.get("eval", "index_class_sizes"))
-        }
+        class_sizes, in_index, missing = _index_facts(coord, table, qids)
         n_index = sum(class_sizes.values())
-        in_index = {
-            int(r[0]) for r in coord.execute(queries.get("eval", "index_contains"), {"ids": qids.tolist()})
-        }
         expected = np.array(
             [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
         )
-        labels_rows = coord.execute(
-            "select id, coalesce(label_id, -1) from cbir.image where id = any(%s::bigint[])", (qids.tolist(),)
-        ).fetchall()
-        label_of = {int(i): int(lab) for i, lab in labels_rows}
-        query_labels[:] = [label_of.get(int(i), -1) for i in qids]
-        has_vec = {
-            int(r[0])
-            for r in coord.execute(
-                sql.SQL("select image_id from {} where image_id = any(%s::bigint[])").format(table),
-                (qids.tolist(),),
-            )
-        }
-        missing = [int(i) for i in qids if int(i) not in has_vec]
-
+        query_labels[:] = _query_labels(coord, qids)
         plan_uses_index: bool | None = None
         if q:
             _apply(coord, settings)
@@ -310,7 +288,9 @@ def topn(
         if callable(progress):
             callback: ProgressCallback | None = progress
         elif progress and q:
-            reporter = _RichProgress(q, f"top-{n} {mode}")
+            from cbir_pg.progress import progress_bar
+
+            reporter = progress_bar(q, f"top-{n} {mode}", unit="queries")
             callback = reporter
         else:
             callback = None
@@ -327,20 +307,20 @@ def topn(
             rows = conn.execute(stmt, {"query_ids": qids[idx].tolist(), "n": n}, binary=True).fetchall()
             if not rows:
                 return
-            ords = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)) - 1
+            ords = np.fromiter((r["ord"] for r in rows), dtype=np.int64, count=len(rows)) - 1
             # rows come sorted by (ord, distance, image_id): the rank is the position within its query
             first = np.r_[0, np.flatnonzero(np.diff(ords)) + 1]
             starts = np.repeat(first, np.diff(np.r_[first, len(ords)]))
             rank = np.arange(len(ords)) - starts
             target = idx[ords]
-            neighbour_ids[target, rank] = [r[1] for r in rows]
-            neighbour_labels[target, rank] = [-1 if r[2] is None else r[2] for r in rows]
-            sims[target, rank] = [1.0 - r[3] for r in rows]
-            relevant[target, rank] = [r[4] for r in rows]
+            neighbour_ids[target, rank] = [r["image_id"] for r in rows]
+            neighbour_labels[target, rank] = [-1 if r["label_id"] is None else r["label_id"] for r in rows]
+            sims[target, rank] = [1.0 - r["distance"] for r in rows]
+            relevant[target, rank] = [r["relevant"] for r in rows]
             np.add.at(counts, target, 1)
 
         def worker() -> None:
-            conn = _open(dsn, snapshot)
+            conn = _open(db, snapshot)
             try:
                 _build_index_set(conn, table, index_filter)
                 _apply(conn, settings)
@@ -380,8 +360,6 @@ def topn(
             for fut in futures:
                 fut.result()
         seconds = time.perf_counter() - t0
-    except psycopg.Error as exc:
-        raise translate(exc) from None
     finally:
         if reporter is not None:
             reporter.close()

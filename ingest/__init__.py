@@ -2,7 +2,7 @@
 validate and L2-normalise → binary COPY, one transaction per batch (see :mod:`cbir_pg.ingest.claim`).
 
 >>> from cbir_pg.ingest import run_ingest
->>> run_ingest(dsn, "efficientnet_lite0")
+>>> run_ingest(Database(dsn), "efficientnet_lite0")
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
 
@@ -83,12 +84,19 @@ def claim_batch(conn: psycopg.Connection, flt: ClaimFilter, batch_size: int) -> 
     """Lock up to ``batch_size`` unembedded images in ``conn``'s transaction (left open; see the module
     docstring for the locking). Returns an empty batch when nothing is claimable right now."""
     table = identifiers.embedding_table(flt.encoder)
-    rows = conn.execute(
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(
         queries.get("ingest", "claim", table=table), {**flt.params(), "batch": batch_size}
     ).fetchall()
     if not rows:
         return ClaimedBatch(conn, [])
-    ids = [r[0] for r in rows]
-    done = {r[0] for r in conn.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})}
-    items = [ClaimItem(r[0], image_path(r[1], r[2]), r[3]) for r in rows if r[0] not in done]
+    ids = [r["id"] for r in rows]
+    done = {
+        r["image_id"] for r in cur.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})
+    }
+    items = [
+        ClaimItem(r["id"], image_path(r["root"], r["uri"]), r["content_hash"])
+        for r in rows
+        if r["id"] not in done
+    ]
     return ClaimedBatch(conn, items, skipped_done=len(done))

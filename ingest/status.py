@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cbir_pg.db import queries
-from cbir_pg.db.connect import connection
+from cbir_pg.db.database import Database
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,13 @@ class IngestStatusRow:
     failed: int
 
 
-def ingest_status(dsn: str, model: str | None = None) -> list[IngestStatusRow]:
+def ingest_status(db: Database, model: str | None = None) -> list[IngestStatusRow]:
     """Exact done/pending/failed counts per encoder and dataset (view ``cbir.ingest_status``)."""
     if model is not None:
         from cbir_pg.db.identifiers import check_key
 
         check_key(model)
-    with connection(dsn) as conn:
-        rows = conn.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()
-    return [IngestStatusRow(*r) for r in rows]
+    from psycopg.rows import class_row
+
+    with db.connection() as conn, conn.cursor(row_factory=class_row(IngestStatusRow)) as cur:
+        return cur.execute(queries.get("ingest", "status"), {"encoder": model}).fetchall()

@@ -8,8 +8,8 @@ PostgreSQL rolls back and unlocks; a rerun (or any other worker) picks them up.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,12 +18,17 @@ import psycopg
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.connect import translate
+from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
 from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
 from cbir_pg.ingest.copy import copy_vectors
 from cbir_pg.ingest.pipeline import ClaimSampler, Failure, make_loader
+from cbir_pg.rules import check_splits
+
+#: logger ``cbir_pg.ingest.worker``: one line per batch and per worker start/end (``CBIR_PG_LOG_LEVEL=INFO``)
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 HASH_COMMENT = "cbir-pg encoder {key} config_hash={hash}"
@@ -70,13 +75,14 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
     conn.execute(queries.get("ingest", "setup_lock"))
-    row = conn.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
-    comment = conn.execute(
+    cur = dict_cursor(conn)
+    row = cur.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
+    comment = cur.execute(
         queries.get("ingest", "table_comment"), {"regclass": f"cbir.{table_name}"}
     ).fetchone()
-    stored = row[0] if row else None
-    if stored is None and comment and comment[0] and "config_hash=" in comment[0]:
-        stored = comment[0].rsplit("config_hash=", 1)[1].strip()
+    stored = row["config_hash"] if row else None
+    if stored is None and comment and comment["comment"] and "config_hash=" in comment["comment"]:
+        stored = comment["comment"].rsplit("config_hash=", 1)[1].strip()
     if stored is not None and stored != h:
         conn.rollback()
         raise ConfigError(
@@ -85,9 +91,8 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
             f" drop the table (cbir-pg models drop {key}, or DROP TABLE cbir.{table_name} CASCADE and delete"
             f" its cbir.encoder row) or register the new config under a new key"
         )
-    table_exists = (
-        comment is not None
-        and conn.execute("select to_regclass(%s) is not null", (f"cbir.{table_name}",)).fetchone()[0]
+    table_exists = comment is not None and scalar(
+        conn, "select to_regclass(%s) is not null", (f"cbir.{table_name}",)
     )
     if not table_exists:
         conn.execute(identifiers.create_embedding_table(key, config.dim))
@@ -120,25 +125,26 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
 def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
     if flt.datasets:
         unknown = [
-            r[0] for r in conn.execute(queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets})
+            r["k"]
+            for r in dict_cursor(conn).execute(
+                queries.get("ingest", "unknown_datasets"), {"datasets": flt.datasets}
+            )
         ]
         if unknown:
             raise NotFoundError(
                 f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)"
             )
-    bad = [s for s in flt.splits or [] if s not in ("train", "val", "test")]
-    if bad:
-        raise ConfigError(f"unknown split(s) {', '.join(map(repr, bad))}: use train, val or test")
+    check_splits(flt.splits or [])
 
 
 def count_todo(conn: psycopg.Connection, flt: ClaimFilter) -> int:
     q = queries.get("ingest", "count_todo", table=identifiers.embedding_table(flt.encoder))
-    return conn.execute(q, flt.params()).fetchone()[0]
+    return scalar(conn, q, flt.params())
 
 
 def count_done(conn: psycopg.Connection, flt: ClaimFilter) -> int:
     q = queries.get("ingest", "count_done", table=identifiers.embedding_table(flt.encoder))
-    return conn.execute(q, flt.params()).fetchone()[0]
+    return scalar(conn, q, flt.params())
 
 
 # --------------------------------------------------------------------------- one batch
@@ -219,6 +225,15 @@ def process_batch(
     summary.batches += 1
     for f in failures:
         summary.errors[f.reason] = summary.errors.get(f.reason, 0) + 1
+    log.info(
+        "batch %d model=%s pid=%d claimed=%d embedded=%d failed=%d",
+        summary.batches,
+        cfg.key,
+        os.getpid(),
+        len(batch.items),
+        written,
+        len(failures),
+    )
     return written
 
 
@@ -228,8 +243,8 @@ def process_batch(
 class _Claimer:
     """Claims batches on a small pool of connections (one per open transaction)."""
 
-    def __init__(self, dsn: str, flt: ClaimFilter, batch_size: int, limit: int | None):
-        self.dsn, self.flt, self.batch_size, self.limit = dsn, flt, batch_size, limit
+    def __init__(self, db: Database, flt: ClaimFilter, batch_size: int, limit: int | None):
+        self.db, self.flt, self.batch_size, self.limit = db, flt, batch_size, limit
         self.idle: list[psycopg.Connection] = []
         self.all: list[psycopg.Connection] = []
         self.claimed = 0
@@ -238,7 +253,7 @@ class _Claimer:
     def _conn(self) -> psycopg.Connection:
         if self.idle:
             return self.idle.pop()
-        c = connect(self.dsn)
+        c = self.db.connect()
         self.all.append(c)
         return c
 
@@ -262,10 +277,11 @@ class _Claimer:
                 break
             conn = self._conn()
             try:
-                batch = claim_batch(conn, self.flt, n)
-            except psycopg.Error as exc:
+                with db_errors():
+                    batch = claim_batch(conn, self.flt, n)
+            except CbirError:
                 self.release(ClaimedBatch(conn))
-                raise translate(exc) from None
+                raise
             if batch.items:
                 self.claimed += len(batch.items)
                 return batch
@@ -284,7 +300,7 @@ class _Claimer:
 
 
 def _run_one(
-    dsn: str,
+    db: Database,
     encoder: Encoder,
     flt: ClaimFilter,
     *,
@@ -300,16 +316,15 @@ def _run_one(
     pin = encoder.device.startswith("cuda")
     while True:
         claimer = _Claimer(
-            dsn, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
+            db, flt, batch_size, None if limit is None else limit - summary.embedded - summary.failed
         )
         sampler = ClaimSampler(claimer)
         try:
             for loaded in make_loader(encoder.config, sampler, workers=loader_workers, pin_memory=pin):
                 batch = sampler.pending.popleft()
                 try:
-                    n = process_batch(batch, encoder, loaded, precision, summary)
-                except psycopg.Error as exc:
-                    raise translate(exc) from None
+                    with db_errors():
+                        n = process_batch(batch, encoder, loaded, precision, summary)
                 finally:
                     claimer.release(batch)
                 if on_batch:
@@ -322,10 +337,13 @@ def _run_one(
             return
 
 
-def _child(dsn: str, model: str, kwargs: dict[str, Any], queue) -> None:
+def _child(db: Database, model: str, kwargs: dict[str, Any], queue) -> None:
     """Entry point of a spawned worker process: the single-process loop, summary back on ``queue``."""
+    from cbir_pg.logs import configure_logging
+
+    configure_logging()  # a spawned process starts without the parent's logging setup
     try:
-        s = run_ingest(dsn, model, processes=1, progress=False, **kwargs)
+        s = run_ingest(db, model, processes=1, progress=False, **kwargs)
         queue.put(("ok", asdict(s)))
     except CbirError as exc:
         queue.put(("error", str(exc)))
@@ -335,21 +353,13 @@ def _child(dsn: str, model: str, kwargs: dict[str, Any], queue) -> None:
 
 
 def _progress_bar(total: int, enabled: bool, model: str):
-    from tqdm.auto import tqdm
+    from cbir_pg.progress import progress_bar
 
-    return tqdm(
-        total=total,
-        unit="img",
-        desc=f"ingest {model}",
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
+    return progress_bar(total, f"ingest {model}", unit="img", enabled=enabled)
 
 
 def run_ingest(
-    dsn: str,
+    db: Database,
     model: str,
     *,
     datasets: list[str] | None = None,
@@ -381,19 +391,22 @@ def run_ingest(
         model, list(datasets) if datasets else None, list(splits) if splits else None, max_attempts
     )
 
-    with connect(dsn) as conn:
-        try:
-            _check_selection(conn, flt)
-            ensure_encoder_table(conn, config)
-            conn.commit()
-            todo = count_todo(conn, flt)
-        except psycopg.Error as exc:
-            raise translate(exc) from None
+    todo = _prepare(db, flt, config)
 
     from cbir_pg.encoders import resolve_device
 
     dev = resolve_device(device)
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
+    log.info(
+        "worker start model=%s config=%s device=%s pid=%d processes=%d batch_size=%d todo=%d",
+        model,
+        summary.config_hash[:12],
+        dev,
+        os.getpid(),
+        processes,
+        batch_size,
+        todo,
+    )
     started = time.perf_counter()
     total = todo if limit is None else min(todo, limit)
     if todo == 0:  # nothing claimable: do not load the model at all
@@ -402,27 +415,22 @@ def run_ingest(
         encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
             raise ConfigError(f"encoder {model} config changed while starting")
-        bar = _progress_bar(total, progress, model)
-        try:
-            _with_reconnect(
-                lambda: _run_one(
-                    dsn,
-                    encoder,
-                    flt,
-                    batch_size=batch_size,
-                    loader_workers=loader_workers,
-                    precision=precision,
-                    limit=limit,
-                    summary=summary,
-                    on_batch=lambda ok, bad: bar.update(ok + bad),
-                ),
-                reconnect_timeout,
-            )
-        finally:
-            bar.close()
+        _run_single(
+            db,
+            encoder,
+            flt,
+            summary,
+            total,
+            progress=progress,
+            reconnect_timeout=reconnect_timeout,
+            batch_size=batch_size,
+            loader_workers=loader_workers,
+            precision=precision,
+            limit=limit,
+        )
     else:
         _run_many(
-            dsn,
+            db,
             model,
             flt,
             processes,
@@ -443,14 +451,56 @@ def run_ingest(
             ),
         )
     summary.seconds = time.perf_counter() - started
-
-    def final_counts() -> None:
-        with connect(dsn) as conn:
-            summary.done = count_done(conn, flt)
-            summary.remaining = count_todo(conn, flt)
-
-    _with_reconnect(final_counts, reconnect_timeout)
+    log.info(
+        "worker done model=%s pid=%d embedded=%d failed=%d batches=%d seconds=%.1f",
+        model,
+        os.getpid(),
+        summary.embedded,
+        summary.failed,
+        summary.batches,
+        summary.seconds,
+    )
+    _with_reconnect(lambda: _final_counts(db, flt, summary), reconnect_timeout)
     return summary
+
+
+def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:
+    """Check the selection, create the model's table and encoder row on first use; how many to do."""
+    with db.connection() as conn:
+        _check_selection(conn, flt)
+        ensure_encoder_table(conn, config)
+        conn.commit()
+        return count_todo(conn, flt)
+
+
+def _run_single(
+    db: Database,
+    encoder: Encoder,
+    flt: ClaimFilter,
+    summary: IngestSummary,
+    total: int,
+    *,
+    progress: bool,
+    reconnect_timeout: float,
+    **loop: Any,
+) -> None:
+    """The single-process loop with a progress bar, retried on a lost connection."""
+    bar = _progress_bar(total, progress, encoder.config.key)
+    try:
+        _with_reconnect(
+            lambda: _run_one(
+                db, encoder, flt, summary=summary, on_batch=lambda ok, bad: bar.advance(ok + bad), **loop
+            ),
+            reconnect_timeout,
+        )
+    finally:
+        bar.close()
+
+
+def _final_counts(db: Database, flt: ClaimFilter, summary: IngestSummary) -> None:
+    with db.connection() as conn:
+        summary.done = count_done(conn, flt)
+        summary.remaining = count_todo(conn, flt)
 
 
 def _with_reconnect(fn, timeout: float, first_delay: float = 0.5, max_delay: float = 30.0):
@@ -475,28 +525,26 @@ def _with_reconnect(fn, timeout: float, first_delay: float = 0.5, max_delay: flo
             delay = min(delay * 2, max_delay)
 
 
-def _run_many(dsn, model, flt, processes, summary, total, progress, kwargs) -> None:
+def _run_many(db: Database, model, flt, processes, summary, total, progress, kwargs) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(dsn, model, kwargs, queue), daemon=False) for _ in range(processes)
+        ctx.Process(target=_child, args=(db, model, kwargs, queue), daemon=False) for _ in range(processes)
     ]
     for p in procs:
         p.start()
     bar = _progress_bar(total, progress, model)
     results: list[tuple[str, Any]] = []
     try:
-        with connect(dsn) as conn:
-            conn.autocommit = True
+        with db.connection(autocommit=True) as conn:
             start_done = count_done(conn, flt)
             while any(p.is_alive() for p in procs) or not queue.empty():
                 while not queue.empty():
                     results.append(queue.get())
                 if progress:
-                    bar.n = min(total, count_done(conn, flt) - start_done)
-                    bar.refresh()
+                    bar.set(min(total, count_done(conn, flt) - start_done))
                 time.sleep(0.5)
     finally:
         bar.close()

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from cbir_pg.db.database import Database
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -84,7 +86,7 @@ def template_db(pg_server_dsn: str) -> Iterator[str]:
 
     name = f"cbir_tmpl_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name)
-    migrate(dsn)
+    migrate(Database(dsn))
     yield name
     drop_database(pg_server_dsn, name)
 
@@ -165,9 +167,9 @@ def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: 
 
     name = f"cbir_mm_{os.getpid()}"
     dsn = create_database(pg_server_dsn, name, template=template_db)
-    import_medmnist_benchmark(dsn, medmnist_dir, progress=False)
-    run_ingest(dsn, "efficientnet_lite0", progress=False, batch_size=64)
-    build_index(dsn, "efficientnet_lite0", progress=False, recall_queries=0)
+    import_medmnist_benchmark(Database(dsn), medmnist_dir, progress=False)
+    run_ingest(Database(dsn), "efficientnet_lite0", progress=False, batch_size=64)
+    build_index(Database(dsn), "efficientnet_lite0", progress=False, recall_queries=0)
     yield name
     drop_database(pg_server_dsn, name)
 

@@ -71,7 +71,7 @@ def _latest_fresh_run(conn, model: str, kind: str) -> int | None:
         queries.get("demo", "latest_fresh_run", table=identifiers.embedding_table(model)),
         {"model": model, "kind": kind},
     ).fetchone()
-    return row[0] if row else None
+    return row["id"] if row else None
 
 
 def run_demo(
@@ -87,7 +87,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the nine demo steps and return what they produced (see the module docstring)."""
     from cbir_pg.app.demo_data import resolve_demo_files
-    from cbir_pg.db.connect import connection, resolve_dsn
+    from cbir_pg.db.database import Database, scalar
 
     identifiers.check_key(model)
     settings = get_settings(dsn)
@@ -105,9 +105,10 @@ def run_demo(
 
     files = resolve_demo_files(settings, data_dir)  # fail fast, before anything is started
     result = DemoResult(dsn="", model=model, files=files)
+    db = Database(dsn, settings=settings)
 
     def start() -> str:
-        result.dsn = resolve_dsn(dsn, settings)
+        result.dsn = db.dsn  # resolving it starts the embedded server when no DSN is given
         from cbir_pg.db.connect import redact
 
         return redact(result.dsn)
@@ -115,7 +116,7 @@ def run_demo(
     def migrate() -> str:
         from cbir_pg.db.migrate import migrate as run_migrate
 
-        r = run_migrate(result.dsn)
+        r = run_migrate(db)
         return f"schema at revision {r.after}"
 
     def do_import() -> str:
@@ -123,12 +124,10 @@ def run_demo(
 
         added = 0
         for flag, path in files.items():
-            summary = import_dataset(result.dsn, "medmnist", path, flag=flag, progress=progress)
+            summary = import_dataset(db, "medmnist", path, flag=flag, progress=progress)
             added += summary.imported
-        with connection(result.dsn) as conn:
-            result.images = conn.execute(
-                queries.get("demo", "benchmark_images"), {"keys": list(files)}
-            ).fetchone()[0]
+        with db.connection() as conn:
+            result.images = scalar(conn, queries.get("demo", "benchmark_images"), {"keys": list(files)})
         result.imported = added
         return f"{added} new images, {result.images} in the benchmark"
 
@@ -136,7 +135,7 @@ def run_demo(
         from cbir_pg.ingest.worker import run_ingest
 
         s = run_ingest(
-            result.dsn, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
+            db, model, datasets=list(files), batch_size=batch_size, device=device, progress=progress
         )
         result.embedded, result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
@@ -145,62 +144,60 @@ def run_demo(
     def do_index() -> str:
         from cbir_pg.index import build_index, index_status
 
-        existing = [st for st in index_status(result.dsn, model) if st.kind == "hnsw" and st.valid]
+        existing = [st for st in index_status(db, model) if st.kind == "hnsw" and st.valid]
         if existing and result.embedded == 0:
             return f"reused {existing[0].index_name}"
-        rep = build_index(result.dsn, model, progress=False)
+        rep = build_index(db, model, progress=False)
         result.index_built = True
         return f"built in {rep.build_seconds:.1f} s ({rep.rows} rows, m={rep.m}, ef_construction={rep.ef_construction})"
 
     def do_eval() -> str:
         from cbir_pg.eval.retrieval import evaluate_retrieval
 
-        with connection(result.dsn) as conn:
+        with db.connection() as conn:
             fresh = _latest_fresh_run(conn, model, "retrieval")
         if fresh is not None:
             result.retrieval_reused = True
             return f"reused run {fresh} (no new embeddings since)"
-        r = evaluate_retrieval(result.dsn, model, datasets=list(files), compare_exact=True, progress=progress)
+        r = evaluate_retrieval(db, model, datasets=list(files), compare_exact=True, progress=progress)
         result.retrieval_run_ids = {mode: mr.run_id for mode, mr in r.runs.items()}
         return "runs " + ", ".join(f"{m}={i}" for m, i in result.retrieval_run_ids.items())
 
     def do_knn() -> str:
         from cbir_pg.eval.knn import evaluate_knn
 
-        with connection(result.dsn) as conn:
+        with db.connection() as conn:
             fresh = _latest_fresh_run(conn, model, "knn")
         if fresh is not None:
             result.knn_reused, result.knn_run_id = True, fresh
             return f"reused run {fresh}"
-        k = evaluate_knn(result.dsn, model, datasets=list(files), progress=progress)
+        k = evaluate_knn(db, model, datasets=list(files), progress=progress)
         result.knn_run_id, result.knn_k = k.run_id, k.k
         return f"k={k.k} chosen on val; test micro F1 {k.test.f1_micro:.3f}"
 
     def do_report() -> str:
         from cbir_pg.eval.report import write_report
 
-        rep = write_report(result.dsn, out, models=[model])
+        rep = write_report(db, out, models=[model])
         result.report_index = rep.index
         return f"{len(rep.figures)} figures, {rep.index}"
 
     def summarise() -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
-        from cbir_pg.eval.store import table2
+        from cbir_pg.eval.runs import table2
 
-        result.table2 = table2(result.dsn)
-        with connection(result.dsn) as conn:
+        result.table2 = table2(db)
+        with db.connection() as conn:
             row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": model}).fetchone()
             if row:
                 result.recall = {
-                    n: float(v) for n, v in zip((1, 3, 5, 10), row, strict=True) if v is not None
+                    n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
                 }
             knn = conn.execute(queries.get("demo", "latest_knn"), {"model": model}).fetchone()
             if knn:
-                result.knn_run_id, result.knn_k = knn[0], knn[1]
+                result.knn_run_id, result.knn_k = knn["run_id"], knn["k"]
                 names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
-                result.knn_metrics = {
-                    n: float(v) for n, v in zip(names, knn[2:], strict=True) if v is not None
-                }
+                result.knn_metrics = {n: float(knn[n]) for n in names if knn[n] is not None}
         return f"{len(result.table2)} leaderboard rows"
 
     for i, fn in enumerate(

@@ -1,7 +1,7 @@
 """Dataset import: an adapter registry (one module per source layout) and the importer.
 
 >>> from cbir_pg.datasets import import_dataset
->>> s = import_dataset(dsn, "medmnist", "data/breastmnist.npz", flag="breastmnist")  # doctest: +SKIP
+>>> s = import_dataset(Database(dsn), "medmnist", "data/breastmnist.npz", flag="breastmnist")  # doctest: +SKIP
 
 See ``docs/datasets.md`` for each adapter's layout, command and harmonisation rules.
 """
@@ -9,6 +9,7 @@ See ``docs/datasets.md`` for each adapter's layout, command and harmonisation ru
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # the adapter modules register themselves on import (one module per source layout)
 from cbir_pg.datasets import (  # noqa: F401
@@ -23,6 +24,9 @@ from cbir_pg.datasets import (  # noqa: F401
 )
 from cbir_pg.datasets.base import ADAPTERS, Adapter, Record, RowError, register_adapter
 from cbir_pg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
 
 __all__ = [
     "Adapter",
@@ -64,7 +68,7 @@ def __getattr__(name: str):
 MEDMNIST_BENCHMARK = (("breastmnist.npz", "breastmnist"), ("pneumoniamnist_subset.npz", "pneumoniamnist"))
 
 
-def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = True):
+def import_medmnist_benchmark(db: Database, data_dir: str | Path, progress: bool = True):
     """Import ``breastmnist.npz`` and ``pneumoniamnist_subset.npz`` from ``data_dir`` (datasets
     ``breastmnist`` and ``pneumoniamnist``); returns their two :class:`ImportSummary`."""
     from cbir_pg.datasets.importer import import_dataset
@@ -74,5 +78,5 @@ def import_medmnist_benchmark(dsn: str, data_dir: str | Path, progress: bool = T
     if missing:
         raise ConfigError(f"{d}: missing {', '.join(missing)}")
     return [
-        import_dataset(dsn, "medmnist", d / f, flag=flag, progress=progress) for f, flag in MEDMNIST_BENCHMARK
+        import_dataset(db, "medmnist", d / f, flag=flag, progress=progress) for f, flag in MEDMNIST_BENCHMARK
     ]

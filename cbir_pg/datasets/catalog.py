@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cbir_pg.datasets.loader import q
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
 
 
 @dataclass
@@ -40,32 +44,48 @@ class LabelOverview:
     datasets: list[str]
 
 
-def dataset_overview(dsn: str) -> list[DatasetOverview]:
+def dataset_overview(db: Database) -> list[DatasetOverview]:
     """Every dataset with its image counts by split, by benchmark label and by exclusion reason."""
-    from cbir_pg.db.connect import connection
-
-    with connection(dsn, vector=False) as conn:
+    fields = (
+        "key",
+        "kind",
+        "name",
+        "root",
+        "imported_at",
+        "images",
+        "excluded",
+        "patients",
+        "errors",
+        "import_status",
+    )
+    with db.connection(vector=False) as conn:
         out: dict[int, DatasetOverview] = {}
         for r in conn.execute(q("list_datasets")).fetchall():
-            out[r[0]] = DatasetOverview(
-                r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9]), import_status=r[10]
-            )
-        for ds, split, n, _ in conn.execute(q("dataset_split_counts")).fetchall():
-            out[ds].splits[split] = int(n)
-        for ds, label, n, _ in conn.execute(q("dataset_label_counts")).fetchall():
-            out[ds].labels[label] = int(n)
-        for ds, reason, n in conn.execute(q("dataset_exclusion_counts")).fetchall():
-            out[ds].exclusions[reason] = int(n)
+            out[r["id"]] = DatasetOverview(**{f: r[f] for f in fields})
+        for r in conn.execute(q("dataset_split_counts")).fetchall():
+            out[r["dataset_id"]].splits[r["split"]] = int(r["images"])
+        for r in conn.execute(q("dataset_label_counts")).fetchall():
+            out[r["dataset_id"]].labels[r["label"]] = int(r["images"])
+        for r in conn.execute(q("dataset_exclusion_counts")).fetchall():
+            out[r["dataset_id"]].exclusions[r["exclusion_reason"]] = int(r["images"])
     return list(out.values())
 
 
-def label_overview(dsn: str) -> list[LabelOverview]:
+def label_overview(db: Database) -> list[LabelOverview]:
     """Every harmonised class with modality, region, kind and its image counts."""
-    from cbir_pg.db.connect import connection
-
-    with connection(dsn, vector=False) as conn:
+    with db.connection(vector=False) as conn:
         rows = conn.execute(q("list_labels")).fetchall()
     return [
-        LabelOverview(r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), int(r[8]), list(r[9]))
+        LabelOverview(
+            r["key"],
+            r["modality"],
+            r["region"],
+            r["finding"],
+            r["kind"],
+            bool(r["kind_overridden"]),
+            int(r["images"]),
+            int(r["benchmark"]),
+            list(r["datasets"]),
+        )
         for r in rows
     ]

@@ -27,11 +27,19 @@ class DedupeResult:
     near: int
 
 
-def mark_duplicates(conn, dataset_id: int, near: bool = True) -> DedupeResult:
-    """Reset and recompute the duplicate flags of one dataset in one transaction."""
+def mark_duplicates(conn, dataset_id: int, near: bool = True, mode: str = "near") -> DedupeResult:
+    """Reset and recompute the duplicate flags of one dataset in one transaction.
+
+    ``mode``: ``near`` (exact, then perceptual when ``near``), ``exact`` (pixel-identical only) or
+    ``none`` (flags only cleared: the paper profile, whose published splits were deduplicated upstream).
+    """
     params = {"dataset_id": dataset_id}
+    near = near and mode == "near"
     try:
         conn.execute(q("reset_duplicates"), params)
+        if mode == "none":
+            conn.commit()
+            return DedupeResult(exact=0, near=0)
         exact = conn.execute(q("mark_exact_duplicates"), params).rowcount
         n_near = conn.execute(q("mark_near_duplicates"), params).rowcount if near else 0
         conn.commit()

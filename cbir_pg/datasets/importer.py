@@ -15,6 +15,7 @@ connection, so two imports that create the same label never deadlock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,12 @@ from cbir_pg.datasets.splits import (
     assign_split,
     hash_patient_id,
 )
+from cbir_pg.db.database import Database, scalar, wrap_db_errors
 from cbir_pg.errors import ConfigError
+from cbir_pg.progress import progress_bar, track
+
+#: logger ``cbir_pg.datasets.importer``: start and end of each import (``CBIR_PG_LOG_LEVEL=INFO``)
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 
@@ -73,7 +79,7 @@ class LabelResolver:
         self.adapter = adapter
         self.file = mapfile or LabelMapFile()
         rows = aconn.execute(q("label_map_rows"), {"dataset_id": dataset_id}).fetchall()
-        self.db_map: dict[str, str | None] = {r[0]: r[1] for r in rows}
+        self.db_map: dict[str, str | None] = {r["source_label"]: r["key"] for r in rows}
         self.cache: dict[str, Any] = {}
         self.ids: dict[str, int] = {}
         for key, kind in self.file.kinds.items():
@@ -92,7 +98,7 @@ class LabelResolver:
                 "kind": kind,
             }
             self.conn.execute(q("ensure_label"), params)
-            self.ids[key] = self.conn.execute(q("label_id"), {"key": lk.key}).fetchone()[0]
+            self.ids[key] = scalar(self.conn, q("label_id"), {"key": lk.key})
         return self.ids[key]
 
     def resolve(self, source: str) -> int | None:
@@ -129,8 +135,9 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None and v != ""}
 
 
+@wrap_db_errors
 def import_dataset(
-    dsn: str,
+    db: Database,
     kind: str,
     root: str | Path,
     *,
@@ -141,30 +148,34 @@ def import_dataset(
     hash_images: bool = True,
     batch_size: int = BATCH_SIZE,
     allow_outside_root: bool = False,
+    profile: str = "default",
+    dedupe: str | None = None,
     **options: Any,
 ) -> ImportSummary:
     """Import one dataset (see the module docstring); safe to run again, it adds nothing twice.
 
     ``kind`` is an adapter key (:func:`cbir_pg.datasets.list_adapters`); ``options`` are the adapter's
     own (e.g. ``flag`` for medmnist, ``uncertain`` for chexpert). ``hash_images=False`` skips decoding
-    (no size, pixel hash or dedupe): for very large imports. A row whose path is absolute or leaves the
-    dataset root (``../``) is a recorded ``outside_root`` error unless ``allow_outside_root``.
+    (no size, pixel hash or dedupe): for very large imports. ``profile`` (:mod:`cbir_pg.profiles`) fills
+    in the adapter options and the ``dedupe`` mode (``near``, ``exact`` or ``none``) it prescribes where
+    they are not given; both are recorded in ``cbir.dataset.params``. A row whose path is absolute or
+    leaves the dataset root (``../``) is a recorded ``outside_root`` error unless ``allow_outside_root``.
 
     The dataset is marked ``import_status = 'importing'`` (and ``imported_at`` null) until the run
     finishes; evaluation refuses a dataset in that state (a killed import leaves it so until a rerun
     completes).
     """
-    import json
-
-    from tqdm import tqdm
 
     from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
-    from cbir_pg.db.connect import connect
     from cbir_pg.db.identifiers import check_key
 
     started = time.monotonic()
+    from cbir_pg.profiles import adapter_options, check_dedupe, get_profile
+
     cls = ADAPTERS.get(kind)
-    options = _options(options)
+    prof = get_profile(profile)
+    dedupe_mode = check_dedupe(dedupe or prof.dedupe)
+    options = adapter_options(prof, cls.kind, _options(options))
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise ConfigError(f"{kind}: {root} does not exist")
@@ -176,44 +187,23 @@ def import_dataset(
         "seed": seed,
         "options": {k: str(v) for k, v in options.items()},
         "hash": hash_images,
+        "profile": prof.name,
+        "dedupe": dedupe_mode,
         "label_map": str(label_map) if label_map else None,
         # a managed copy keeps no source path (the folder names may be patients')
         "source_root": None if getattr(adapter, "managed", False) else str(root),
         "allow_outside_root": allow_outside_root,
     }
 
-    lock_conn = connect(dsn, autocommit=True, vector=False)
-    conn = connect(dsn, vector=False)
-    aconn = connect(dsn, autocommit=True, vector=False)
+    log.info("import start dataset=%s kind=%s root=%s", key, adapter.kind, root)
+    bar = progress_bar(None, f"import {key}", enabled=False)  # replaced once the adapter's total is known
+    lock_conn = db.connect(autocommit=True, vector=False)
+    conn = db.connect(vector=False)
+    aconn = db.connect(autocommit=True, vector=False)
     try:
         lock_conn.execute(q("lock_dataset"), {"key": key})
-        row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
-        if row and row[1] != adapter.kind:
-            raise ConfigError(
-                f"dataset {key!r} exists with kind {row[1]!r}, not {adapter.kind!r}; pass another --name"
-            )
-        if row is None:
-            aconn.execute(
-                q("insert_dataset"),
-                {
-                    "key": key,
-                    "kind": adapter.kind,
-                    "name": adapter.title or key,
-                    "source": adapter.source_url,
-                    "licence": adapter.licence,
-                    "citation": adapter.citation,
-                    "root": str(image_root),
-                    "params": json.dumps(params),
-                },
-            )
-            row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
-        dataset_id = row[0]
-        aconn.execute(
-            q("update_dataset"),
-            {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)},
-        )
-        aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
-        since = aconn.execute(q("now")).fetchone()[0]
+        dataset_id = _open_dataset(aconn, adapter, key, image_root, params)
+        since = scalar(aconn, q("now"))
         salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
         adapter.salt = salt
         summary = ImportSummary(
@@ -232,44 +222,29 @@ def import_dataset(
             hash_images,
             allow_outside_root,
         )
-        pending: list[Record] = []
-        bar = tqdm(
-            adapter.records(), total=adapter.total(), desc=f"import {key}", unit="img", disable=not progress
-        )
-        for item in bar:
-            summary.rows += 1
-            if isinstance(item, RowError):
-                run.error(item.source, item.reason, item.message)
-                continue
-            problem = item.problem() or run.path_problem(item.uri)
-            if problem:
-                run.error(item.uri, *problem)
-                continue
-            pending.append(item)
-            if len(pending) >= batch_size:
-                run.flush(pending)
-                pending = []
-        run.flush(pending)
+        bar = progress_bar(adapter.total(), f"import {key}", unit="img", enabled=progress)
+        _load_records(run, track(adapter.records(), bar), batch_size)
         bar.close()
         run.write_errors()
 
         from cbir_pg.datasets.dedupe import mark_duplicates
 
-        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe)
+        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe, mode=dedupe_mode)
         summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
         aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
         _fill_counts(aconn, summary)
         summary.seconds = time.monotonic() - started
+        log.info(
+            "import done dataset=%s kind=%s imported=%d errors=%d seconds=%.1f",
+            key,
+            adapter.kind,
+            summary.imported,
+            summary.error_count,
+            summary.seconds,
+        )
         return summary
-    except Exception as exc:
-        import psycopg
-
-        from cbir_pg.db.connect import translate
-
-        if isinstance(exc, psycopg.Error):
-            raise translate(exc) from None
-        raise
     finally:
+        bar.close()
         with contextlib.suppress(Exception):
             lock_conn.execute(q("unlock_dataset"), {"key": key})
         for c in (conn, aconn, lock_conn):
@@ -290,24 +265,74 @@ def _salt(aconn, dataset_id: int) -> str:
         q("update_dataset_params"),
         {"dataset_id": dataset_id, "params": json.dumps({"salt_source": source})},
     )
-    return ext[0] if ext else aconn.execute(q("patient_salt")).fetchone()[0]
+    return ext[0] if ext else scalar(aconn, q("patient_salt"))
+
+
+def _open_dataset(aconn, adapter: Adapter, key: str, image_root: Path, params: dict[str, Any]) -> int:
+    """The dataset's row (created on the first import; a clash of kinds is an error), its root and
+    parameters updated, the errors of the previous import cleared. Returns its id."""
+    import json
+
+    row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
+    if row and row["kind"] != adapter.kind:
+        raise ConfigError(
+            f"dataset {key!r} exists with kind {row['kind']!r}, not {adapter.kind!r}; pass another --name"
+        )
+    if row is None:
+        aconn.execute(
+            q("insert_dataset"),
+            {
+                "key": key,
+                "kind": adapter.kind,
+                "name": adapter.title or key,
+                "source": adapter.source_url,
+                "licence": adapter.licence,
+                "citation": adapter.citation,
+                "root": str(image_root),
+                "params": json.dumps(params),
+            },
+        )
+        row = aconn.execute(q("get_dataset"), {"key": key}).fetchone()
+    dataset_id = row["id"]
+    aconn.execute(
+        q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)}
+    )
+    aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
+    return dataset_id
+
+
+def _load_records(run: _Run, items, batch_size: int) -> None:
+    """Stream the adapter's records into the run in batches; bad rows become import errors."""
+    pending: list[Record] = []
+    for item in items:
+        run.summary.rows += 1
+        if isinstance(item, RowError):
+            run.error(item.source, item.reason, item.message)
+            continue
+        problem = item.problem() or run.path_problem(item.uri)
+        if problem:
+            run.error(item.uri, *problem)
+            continue
+        pending.append(item)
+        if len(pending) >= batch_size:
+            run.flush(pending)
+            pending = []
+    run.flush(pending)
 
 
 def _fill_counts(aconn, s: ImportSummary) -> None:
     p = {"dataset_id": s.dataset_id}
-    s.images, s.patients, _ = aconn.execute(q("dataset_counts"), p).fetchone()
-    s.splits = {
-        r[1]: int(r[2]) for r in aconn.execute(q("dataset_split_counts")).fetchall() if r[0] == s.dataset_id
-    }
-    s.labels = {
-        r[1]: int(r[2]) for r in aconn.execute(q("dataset_label_counts")).fetchall() if r[0] == s.dataset_id
-    }
-    s.excluded = {
-        r[1]: int(r[2])
-        for r in aconn.execute(q("dataset_exclusion_counts")).fetchall()
-        if r[0] == s.dataset_id
-    }
-    s.patients_crossing_splits = int(aconn.execute(q("patients_crossing_splits"), p).fetchone()[0])
+    counts = aconn.execute(q("dataset_counts"), p).fetchone()
+    s.images, s.patients = counts["images"], counts["patients"]
+
+    def by(query: str, name: str) -> dict[str, int]:
+        rows = aconn.execute(q(query)).fetchall()
+        return {r[name]: int(r["images"]) for r in rows if r["dataset_id"] == s.dataset_id}
+
+    s.splits = by("dataset_split_counts", "split")
+    s.labels = by("dataset_label_counts", "label")
+    s.excluded = by("dataset_exclusion_counts", "exclusion_reason")
+    s.patients_crossing_splits = int(scalar(aconn, q("patients_crossing_splits"), p))
 
 
 class _Run:

@@ -104,7 +104,7 @@ class BulkLoader:
             q("existing_uris"), {"dataset_id": self.dataset_id, "uris": uris, "since": since}
         ).fetchall()
         self.conn.commit()
-        return {r[0]: bool(r[1]) for r in rows}
+        return {r["uri"]: bool(r["this_run"]) for r in rows}
 
     def load(self, rows: list[StageRow]) -> int:
         """COPY ``rows`` and insert them; returns how many images were new. One transaction."""
@@ -143,7 +143,7 @@ class BulkLoader:
                         )
                 cur.execute(q("stage_patients"), params)
                 cur.execute(q("stage_studies"), params)
-                ids = [row[0] for row in cur.execute(q("stage_images"), params).fetchall()]
+                ids = [row["id"] for row in cur.execute(q("stage_images"), params).fetchall()]
                 if ids:
                     cur.execute(q("stage_image_labels"), {**params, "ids": ids})
             self.conn.commit()

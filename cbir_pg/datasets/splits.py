@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 
-SPLITS = ("train", "val", "test")
+from cbir_pg.rules import SPLITS
+
 #: ``trainval`` pool: the paper's patient-wise 90:10 train/val split of the official train data.
 TRAINVAL_FRACTIONS = (0.9, 0.1, 0.0)
 #: data without any official split (image folders, manifests, DICOM folders).

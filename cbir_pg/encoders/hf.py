@@ -1,13 +1,16 @@
 """Hugging Face transformers encoders, as in the paper's published code (``src/embeddings/models.py``):
-ResNet-50 logits, ViT-B/16 in21k CLS, SAM / MedSAM image embeddings averaged over space, MAE CLS (with
-masking switched off) and DINOv2 CLS.
+ResNet-50 logits, ViT-B/16 in21k CLS, SAM / MedSAM image embeddings averaged over space, MAE CLS and
+DINOv2 CLS. MAE comes twice: ``mae_vitb16`` with masking switched off (deterministic, our default) and
+``mae_vitb16_paper`` with the paper's 75% random masking, seeded (see :func:`_cls_paper_masked`).
 
-Preprocessing follows each model's Hugging Face image processor (the code's ``AutoImageProcessor``):
+Preprocessing follows each model's Hugging Face image processor (the code's ``AutoImageProcessor``, the
+PIL implementation of transformers 4.x) with the values of the model's ``preprocessor_config.json``:
 - resnet50 (ConvNextImageProcessor): shorter side 256 (crop_pct 0.875), centre crop 224, bicubic, ImageNet;
 - vit_b16_in21k (ViTImageProcessor): 224 x 224, bilinear, mean = std = 0.5;
-- mae_vitb16 (ViTImageProcessor): 224 x 224, bicubic, ImageNet;
+- mae_vitb16 (ViTImageProcessor, no ``resample`` in the hub config, so bilinear): 224 x 224, ImageNet;
 - dinov2_vitb14 (BitImageProcessor): shorter side 256, centre crop 224, bicubic, ImageNet;
 - sam_vitb / medsam_vitb (SamImageProcessor): longer side 1024, bilinear, ImageNet, zero-pad to 1024².
+``tests/unit/test_preprocess_equality.py`` builds each processor from those values and compares.
 """
 
 from __future__ import annotations
@@ -32,6 +35,28 @@ def _cls_unmasked(m, x):
     # increasing noise makes the shuffle the identity, so the CLS token is bit-for-bit deterministic
     n = (x.shape[-2] // m.config.patch_size) * (x.shape[-1] // m.config.patch_size)
     noise = torch_arange(n, x).expand(x.shape[0], n)
+    return m(pixel_values=x, noise=noise).last_hidden_state[:, 0, :]
+
+
+def _cls_paper_masked(m, x, seed: int = 0):
+    """MAE as the paper's code ran it: ``mask_ratio`` (0.75) of the patches dropped at random, CLS token.
+
+    The paper drew a fresh mask from the global RNG on every forward pass, so its vectors changed from run
+    to run. Here the per-patch noise that ViTMAE sorts to choose the kept patches comes from a generator
+    seeded by ``seed`` and a hash of the image's own input tensor: the same kind of uniformly random mask,
+    but the same image gets the same mask in any batch, any order, any worker and any run.
+    """
+    import hashlib
+
+    import torch
+
+    n = (x.shape[-2] // m.config.patch_size) * (x.shape[-1] // m.config.patch_size)
+    rows = []
+    for img in x.detach().float().cpu().numpy():
+        digest = hashlib.blake2b(img.tobytes(), digest_size=8, key=seed.to_bytes(8, "little")).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        rows.append(torch.rand(n, generator=g))
+    noise = torch.stack(rows).to(x.device)
     return m(pixel_values=x, noise=noise).last_hidden_state[:, 0, :]
 
 
@@ -216,18 +241,21 @@ def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
         input_size=224,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        interpolation="bicubic",
+        interpolation="bilinear",
         arch=(("mask_ratio", 0.0),),
         weights_source="hf:facebook/vit-mae-base",
         embedding_rule="CLS token of last_hidden_state, masking off (mask_ratio 0)",
         description="ViT-B/16 masked autoencoder (MAE) encoder",
         paper_note=(
             "the paper's code left ViTMAEModel's default 75% random masking on, so its MAE embeddings saw a random"
-            " quarter of the patches and changed from run to run; here mask_ratio = 0"
+            " quarter of the patches and changed from run to run; here mask_ratio = 0 (mae_vitb16_paper has"
+            " the paper's masking, seeded)"
         ),
     )
 )
 def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
+    from functools import partial
+
     from transformers import ViTMAEConfig, ViTMAEModel
 
     ratio = float(config.arch_option("mask_ratio", 0.0))
@@ -236,7 +264,36 @@ def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
         model = ViTMAEModel.from_pretrained(name, mask_ratio=ratio, **kw)
     else:
         model = ViTMAEModel(ViTMAEConfig(mask_ratio=ratio))
-    return _head(model, _cls_unmasked if ratio == 0 else _cls)
+    if ratio == 0:
+        return _head(model, _cls_unmasked)
+    return _head(model, partial(_cls_paper_masked, seed=int(config.arch_option("mask_seed", 0))))
+
+
+@register_encoder(
+    EncoderConfig(
+        key="mae_vitb16_paper",
+        family="hf",
+        dim=768,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        arch=(("mask_ratio", 0.75), ("mask_seed", 0)),
+        weights_source="hf:facebook/vit-mae-base",
+        embedding_rule=(
+            "CLS token of last_hidden_state with the paper's 75% random masking; the mask is seeded by"
+            " mask_seed and the image's input tensor"
+        ),
+        description="ViT-B/16 MAE encoder as the paper ran it (75% of patches masked, seeded)",
+        paper_note=(
+            "reproduces the paper's MAE row: ViTMAEModel's default mask_ratio 0.75; the paper's masks were"
+            " unseeded (a fresh one per forward pass), ours are seeded per image, so the numbers match the"
+            " paper's in distribution, not bit for bit"
+        ),
+    )
+)
+def build_mae_paper(config: EncoderConfig, *, weights=None, pretrained=True):
+    return build_mae(config, weights=weights, pretrained=pretrained)
 
 
 # ----------------------------------------------------------------------------- DINOv2

@@ -4,8 +4,11 @@ output projected 768 → 512 by a bias-free linear layer, then L2-normalised (``
 
 Weights: MedCLIP's released ``pytorch_model.bin`` (keys ``vision_model.model.*`` and
 ``vision_model.projection_head.weight``), from ``--weights`` (the file or its folder) or
-``$CBIR_PG_HOME/weights/medclip_swint/``. Preprocessing as the code's ``CLIPFeatureExtractor``: pad to
-square, resize 224 bicubic, centre crop 224, MedCLIP's single-channel mean/std repeated over RGB.
+``$CBIR_PG_HOME/weights/medclip_swint/``. Preprocessing as the code's ``CLIPFeatureExtractor(size=224, crop_size=224, resample=BICUBIC,
+do_pad_square=True, ...)``: that class has no ``do_pad_square`` option and ignores it, so the image is
+*not* padded: the shorter side is resized to 224 (bicubic, the longer side truncated), the centre
+224 x 224 is cropped (transformers' floor offset), and MedCLIP's single-channel mean/std
+(``medclip.constants.IMG_MEAN`` / ``IMG_STD``) is repeated over RGB.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def _make_tower():
         mean=(MEDCLIP_MEAN,) * 3,
         std=(MEDCLIP_STD,) * 3,
         interpolation="bicubic",
-        resize="pad_square",
+        resize="shortest_crop",
+        crop_pct=1.0,
         weights_source="path:pytorch_model.bin",
         embedding_rule="Swin-T pooled output → Linear 768→512 (no bias) → L2-normalised",
         description="MedCLIP vision tower (Swin-T), contrastive on MIMIC-CXR + CheXpert",

@@ -4,8 +4,9 @@ Only the vision tower is built (``encode_image(x) = visual(x)`` when not normali
 paper's code stores before its own L2 normalisation). The tower comes from open_clip's own config for
 ViT-L-14 and from BiomedCLIP's ``open_clip_config.json`` (vision part, reproduced below, so no hub call
 is needed to build it); weights are the ``visual.*`` tensors of the open_clip checkpoint from the HF
-cache or ``--weights FILE``. Preprocessing is open_clip's: shorter side 224 bicubic, centre crop 224,
-OpenAI mean/std.
+cache or ``--weights FILE``. Preprocessing is open_clip's ``image_transform`` for both models (their preprocess configs give
+OpenAI mean/std, bicubic, ``resize_mode='shortest'``): torchvision ``Resize(224)`` (shorter side 224,
+the longer truncated) and ``CenterCrop(224)`` (offset rounded, torchvision's rule), on PIL.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _CLIP = dict(
     interpolation="bicubic",
     resize="shortest_crop",
     crop_pct=1.0,
+    crop_offset="round",
     embedding_rule="encode_image (projected image features, before normalisation)",
 )
 

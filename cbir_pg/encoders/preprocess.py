@@ -1,7 +1,12 @@
 """Pixels → model input: one function of the frozen config, so DataLoader workers need only the config.
 
-Resizing uses PIL on the RGB ``uint8`` array, as the Hugging Face image processors and open_clip's
-transforms do; then scale to [0, 1] and normalise with the config's mean/std.
+Resizing uses PIL on the RGB ``uint8`` array, as the Hugging Face image processors (their PIL backend,
+the only one in transformers 4.x, which the paper's code used) and open_clip's / timm's torchvision
+transforms do; then scale to [0, 1] and normalise with the config's mean/std. Every step is a field of
+:class:`EncoderConfig` (``resize``, ``crop_pct``, ``crop_offset``, ``interpolation``, ``mean``, ``std``),
+so any other implementation (e.g. a batched one on the GPU) can follow the same rule.
+``tests/unit/test_preprocess_equality.py`` checks each registered encoder against its library's own
+processor or transform on real images.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ def _resize(img, size: tuple[int, int], interpolation: str):
     return img.resize(size, resample=_PIL_FILTERS[interpolation])
 
 
-def _center_crop(img, s: int):
+def _center_crop(img, s: int, offset: str = "floor"):
     w, h = img.size
-    left, top = max(0, (w - s) // 2), max(0, (h - s) // 2)
-    return img.crop((left, top, left + s, top + s))
+    if offset == "round":  # torchvision.transforms.functional.center_crop
+        left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))
+    else:  # transformers.image_transforms.center_crop
+        left, top = (w - s) // 2, (h - s) // 2
+    return img.crop((max(0, left), max(0, top), max(0, left) + s, max(0, top) + s))
 
 
 def resize_array(config: EncoderConfig, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -37,10 +45,12 @@ def resize_array(config: EncoderConfig, rgb: np.ndarray) -> tuple[np.ndarray, tu
     if mode == "squash":
         img = _resize(img, (s, s), config.interpolation)
     elif mode == "shortest_crop":
-        short = int(round(s / config.crop_pct))
-        scale = short / min(w, h)
-        img = _resize(img, (max(short, round(w * scale)), max(short, round(h * scale))), config.interpolation)
-        img = _center_crop(img, s)
+        # transformers' get_resize_output_image_size and torchvision's Resize(int) agree: the shorter
+        # side becomes ``short``, the longer ``int(short * long / shorter)`` (truncated, not rounded)
+        short = int(s / config.crop_pct)  # math.floor in timm, int() in transformers
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        img = _resize(img, size, config.interpolation)
+        img = _center_crop(img, s, config.crop_offset)
     elif mode == "pad_square":
         side = max(w, h)
         canvas = Image.new("RGB", (side, side), (0, 0, 0))

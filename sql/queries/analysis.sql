@@ -27,26 +27,7 @@ where i.split = %(split)s
 order by i.id
 
 -- name: encoder_exists
-select to_regclass('cbir.' || table_name) is not null from cbir.encoder where key = %(model)s
-
--- name: insert_run
-insert into cbir.eval_run (kind, encoder_key, mode, params, code_version)
-values (%(kind)s, %(model)s, %(mode)s, %(params)s, %(code_version)s)
-returning id
-
--- name: finish_run
-update cbir.eval_run
-set n_queries = %(n_queries)s, n_index = %(n_index)s, metrics = %(metrics)s, timings = %(timings)s,
-    finished_at = clock_timestamp()
-where id = %(run_id)s
-
--- name: insert_metric
-insert into cbir.eval_metric (run_id, metric, at, average, index_size, seed, value)
-values (%(run_id)s, %(metric)s, %(at)s, %(average)s, %(index_size)s, %(seed)s, %(value)s)
-
--- name: insert_class_metric
-insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)
-values (%(run_id)s, %(label_id)s, %(metric)s, %(at)s, %(n_queries)s, %(class_index_size)s, %(value)s)
+select to_regclass('cbir.' || table_name) is not null as has_table from cbir.encoder where key = %(model)s
 
 -- name: ablation_classes
 -- Per class: the number of index images (with a vector) and of candidate query images.

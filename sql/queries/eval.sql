@@ -79,47 +79,18 @@ where ix.indrelid = to_regclass(%(table_name)s)
   and am.amname in ('hnsw', 'ivfflat')
 order by c.relname
 
--- name: insert_run
-insert into cbir.eval_run (kind, encoder_key, mode, params, index_params, code_version)
-values (%(kind)s, %(model)s, %(mode)s, %(params)s, %(index_params)s, %(code_version)s)
-returning id, started_at
+-- name: encoder_provenance
+-- where the model's stored vectors come from: its config hash, weights source and imported files
+select config_hash, config ->> 'weights_source' as weights_source,
+       coalesce(config -> 'imported_files', '[]'::jsonb) as imported_files
+from cbir.encoder where key = %(model)s
 
--- name: finish_run
-update cbir.eval_run
-set n_queries = %(n_queries)s, n_index = %(n_index)s, metrics = %(metrics)s, timings = %(timings)s,
-    params = params || %(params)s, finished_at = clock_timestamp()
-where id = %(run_id)s
-
--- name: copy_eval_query
-copy cbir.eval_query (run_id, query_image_id, label_id, class_index_size, neighbours, relevant, similarities)
-from stdin (format binary)
-
--- name: insert_metric
-insert into cbir.eval_metric (run_id, metric, at, average, value)
-values (%(run_id)s, %(metric)s, %(at)s, %(average)s, %(value)s)
-
--- name: insert_class_metric
-insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)
-values (%(run_id)s, %(label_id)s, %(metric)s, %(at)s, %(n_queries)s, %(class_index_size)s, %(value)s)
-
--- name: run_queries
-select query_image_id, coalesce(label_id, -1), class_index_size, neighbours, relevant, similarities
-from cbir.eval_query
-where run_id = %(run_id)s
-order by query_image_id
-
--- name: run_metrics
-select metric, at, average, value from cbir.eval_metric where run_id = %(run_id)s order by metric, average, at
-
--- name: latest_runs
-select run_id, model, mode, ef_search, n_queries, n_index, finished_at
-from cbir_report.eval_runs r
-where kind = %(kind)s and finished_at is not null
-  and run_id in (select run_id from cbir_report.latest_retrieval_run)
-order by model, mode
-
--- name: leaderboard
-select * from cbir_report.leaderboard order by model, mode, scope
+-- name: dataset_profiles
+-- kind and import profile of the datasets in scope (all when %(datasets)s is null)
+select key, kind, coalesce(params ->> 'profile', 'default') as profile
+from cbir.dataset
+where %(datasets)s::text[] is null or key = any(%(datasets)s::text[])
+order by key
 
 -- name: unfinished_datasets
 -- Datasets in an evaluation's scope whose last import run has not finished (killed or still running).
@@ -130,13 +101,10 @@ order by key
 
 -- name: scope_without_vector
 -- Images of an evaluation's scope (datasets, splits, not excluded) that have no vector of the model.
-select count(*)
+select count(*) as missing
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
 where not i.excluded
   and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
   and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
   and not exists (select 1 from {table} e where e.image_id = i.id)
-
--- name: set_run_coverage
-update cbir.eval_run set all_embedded = %(all_embedded)s where id = %(run_id)s

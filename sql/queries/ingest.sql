@@ -10,7 +10,7 @@ values (%(key)s, %(family)s, %(dim)s, %(vector_type)s, %(config)s, %(config_hash
 on conflict (key) do nothing
 
 -- name: table_comment
-select obj_description(to_regclass(%(regclass)s), 'pg_class')
+select obj_description(to_regclass(%(regclass)s), 'pg_class') as comment
 
 -- name: comment_table
 comment on table {table} is {comment}
@@ -77,3 +77,25 @@ select encoder, dataset, total, done, pending, failed
 from cbir.ingest_status
 where %(encoder)s::text is null or encoder = %(encoder)s
 order by encoder, dataset
+
+-- name: h5_images_by_uri
+-- images of the published-split imports (dkfz-splits) whose uri is one of the HDF5 keys
+select i.id, i.uri
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where d.kind = 'dkfz-splits'
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and i.uri = any(%(uris)s::text[])
+
+-- name: h5_delete_vectors
+delete from {table} where image_id = any(%(ids)s::bigint[])
+
+-- name: h5_mark_imported
+-- record the imported file (name, sha256, count) in the encoder's config, newest last
+update cbir.encoder
+set config = jsonb_set(config, '{imported_files}',
+                       coalesce(config -> 'imported_files', '[]'::jsonb) || %(file)s::jsonb)
+where key = %(key)s
+
+-- name: h5_imported_files
+select coalesce(config -> 'imported_files', '[]'::jsonb) from cbir.encoder where key = %(key)s

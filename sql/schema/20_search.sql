@@ -58,7 +58,7 @@ begin
     distance_expr := 'e.embedding';
     query_expr := '$1::halfvec';
     opclass := 'halfvec_cosine_ops';
-  elsif dim > 2000 then
+  elsif dim > cbir.max_vector_index_dim() then
     -- HNSW indexes vector up to 2,000 dims; above that the index covers a halfvec expression
     distance_expr := format('(e.embedding::halfvec(%s))', dim);
     query_expr := format('$1::halfvec(%s)', dim);
@@ -70,10 +70,10 @@ begin
   end if;
   select c.relname into ann_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
-  where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_idx', p_model);
+  where x.indrelid = v_rel and x.indisvalid and c.relname = cbir.index_name(p_model, 'hnsw');
   select c.relname into binary_index
   from pg_index x join pg_class c on c.oid = x.indexrelid
-  where x.indrelid = v_rel and x.indisvalid and c.relname = format('embedding_%s_hnsw_bq_idx', p_model);
+  where x.indrelid = v_rel and x.indisvalid and c.relname = cbir.index_name(p_model, 'hnsw_bq');
 end
 $$;
 
@@ -130,7 +130,7 @@ begin
 
   -- filters: validated, then bound as parameters ($3 .. $7); only the filters given appear in the SQL
   if p_split is not null then
-    if p_split not in ('train', 'val', 'test') then
+    if not p_split = any(cbir.splits()) then
       raise exception 'invalid split %: use train, val or test', to_jsonb(p_split)::text
         using errcode = 'invalid_parameter_value';
     end if;
@@ -163,7 +163,7 @@ begin
   v_old_iter := current_setting('hnsw.iterative_scan', true);
   v_old_ef_int := coalesce(nullif(v_old_ef, '')::int, 40);
   v_fetch := case when v_method = 'binary' then greatest(p_k * 4, p_k + 40) else p_k end;
-  perform set_config('hnsw.ef_search', least(greatest(v_fetch, 40, v_old_ef_int), 1000)::text, true);
+  perform set_config('hnsw.ef_search', least(greatest(v_fetch, 40, v_old_ef_int), cbir.max_ef_search())::text, true);
   perform set_config('hnsw.iterative_scan', 'strict_order', true);
 
   if v_method = 'hnsw' then

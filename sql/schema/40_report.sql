@@ -18,6 +18,10 @@ select r.id as run_id,
          || '->' || coalesce((select string_agg(s, ',' order by s) from jsonb_array_elements_text(
                    case when jsonb_typeof(r.params -> 'query_splits') = 'array' then r.params -> 'query_splits' end) s), '*')
          as scope,
+       -- the methodological profile (cbir_pg/profiles.py): 'paper' rows follow the paper's published code
+       coalesce(r.params ->> 'profile', 'default') as profile,
+       -- whether the vectors were computed here or imported (embeddings import-h5)
+       coalesce(r.params ->> 'vectors', 'computed') as vectors,
        r.n_queries,
        r.n_index,
        (r.timings ->> 'queries_per_s')::double precision as queries_per_s,
@@ -32,19 +36,21 @@ select r.id as run_id,
 from cbir.eval_run r;
 comment on view cbir_report.eval_runs is 'every evaluation run: parameters, index parameters, counts, timings, code version';
 
--- The latest finished retrieval run of each model, mode (ann | exact) and scope.
+-- The latest finished retrieval run of each model, mode (ann | exact), scope, profile and vector source.
 create or replace view cbir_report.latest_retrieval_run as
-select distinct on (model, mode, scope) run_id, model, mode, scope, finished_at
+select distinct on (model, mode, scope, profile, vectors) run_id, model, mode, scope, profile, vectors, finished_at
 from cbir_report.eval_runs
 where kind = 'retrieval' and finished_at is not null
-order by model, mode, scope, finished_at desc, run_id desc;
-comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode and scope';
+order by model, mode, scope, profile, vectors, finished_at desc, run_id desc;
+comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode, scope, profile and vector source';
 
 -- model x P@N micro/macro of the latest run (the paper's Table 2).
 create or replace view cbir_report.leaderboard as
 select l.model,
        l.mode,
        l.scope,
+       l.profile,
+       l.vectors,
        l.run_id,
        r.n_queries,
        r.n_index,
@@ -61,8 +67,8 @@ select l.model,
 from cbir_report.latest_retrieval_run l
 join cbir_report.eval_runs r on r.run_id = l.run_id
 left join cbir.eval_metric m on m.run_id = l.run_id
-group by l.model, l.mode, l.scope, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
-comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode and scope';
+group by l.model, l.mode, l.scope, l.profile, l.vectors, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
+comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode, scope, profile (paper = comparable with the paper) and vector source (computed | imported)';
 
 -- Per class P@N of the latest runs: class, kind (anatomical | pathological), index class size.
 -- P is null for a class with no index image (its precision is undefined).

@@ -15,3 +15,116 @@ grant usage on sequence cbir.error_id_seq to cbir_worker;
 -- failures are written only through cbir.record_ingest_failure_v1 (30_ingest.sql), which sets the count
 revoke insert, update, delete, truncate on cbir.ingest_failure from cbir_worker;
 grant select on cbir.ingest_failure to cbir_worker;
+
+-- Resource limits (issue 13). A reader (a BI tool, a person) must never lock the workers or the owner
+-- out, run a statement forever, fill the disk with temp files or store data through large objects.
+--   * connections: the server keeps superuser_reserved_connections for the owner and
+--     reserved_connections for roles with pg_use_reserved_connections (cbir_worker members), see
+--     cbir_pg/db/server.py; each reader login is also capped by its own CONNECTION LIMIT.
+--   * per-login settings: role settings and connection limits are not inherited from a group role, so
+--     cbir.apply_reader_limits() sets them on every LOGIN member of cbir_reader (run below on every
+--     migrate and by `cbir-pg db roles add`).
+create or replace function cbir.reader_limits_v1()
+returns table (setting text, value text)
+language sql
+immutable
+set search_path = pg_catalog
+as $fn$
+  values ('connection_limit', '10'),
+         ('statement_timeout', '2min'),
+         ('temp_file_limit', '1GB'),
+         ('idle_in_transaction_session_timeout', '5min')
+$fn$;
+comment on function cbir.reader_limits_v1() is
+  'the limits every LOGIN member of cbir_reader gets (cbir.apply_reader_limits)';
+
+create or replace function cbir.apply_reader_limits(role_name text default null)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog
+as $fn$
+declare
+  r record;
+  l record;
+  n integer := 0;
+  conn_limit integer := (select value::integer from cbir.reader_limits_v1() where setting = 'connection_limit');
+begin
+  for r in
+    select m.rolname, m.rolconnlimit from pg_catalog.pg_roles m
+    where m.rolcanlogin and not m.rolsuper
+      and m.rolname <> 'cbir_reader'
+      and pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
+      and (role_name is null or m.rolname = role_name)
+  loop
+    if r.rolconnlimit < 0 or r.rolconnlimit > conn_limit then
+      execute format('alter role %I connection limit %s', r.rolname, conn_limit);
+    end if;
+    for l in select setting, value from cbir.reader_limits_v1() where setting <> 'connection_limit' loop
+      execute format('alter role %I set %I = %L', r.rolname, l.setting, l.value);
+    end loop;
+    n := n + 1;
+  end loop;
+  return n;
+end
+$fn$;
+revoke all on function cbir.apply_reader_limits(text) from public;
+comment on function cbir.apply_reader_limits(text) is
+  'set cbir.reader_limits_v1() on every LOGIN member of cbir_reader (or on role_name); returns how many';
+
+-- Needs a superuser (temp_file_limit, pg_catalog functions, predefined roles); an external server
+-- migrated by a less privileged owner keeps going with a notice.
+do $$
+begin
+  perform cbir.apply_reader_limits();
+  grant pg_use_reserved_connections to cbir_worker;
+  -- large objects: no one but the owner creates, writes, reads or removes them
+  revoke execute on function
+    pg_catalog.lo_from_bytea(oid, bytea), pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer),
+    pg_catalog.lo_put(oid, bigint, bytea), pg_catalog.lowrite(integer, bytea), pg_catalog.lo_open(oid, integer),
+    pg_catalog.loread(integer, integer), pg_catalog.lo_get(oid), pg_catalog.lo_get(oid, bigint, integer),
+    pg_catalog.lo_truncate(integer, integer), pg_catalog.lo_truncate64(integer, bigint),
+    pg_catalog.lo_unlink(oid), pg_catalog.lo_import(text), pg_catalog.lo_import(text, oid),
+    pg_catalog.lo_export(oid, text)
+  from public;
+exception when insufficient_privilege then
+  raise notice 'cbir-pg: reader limits and large-object revokes need a superuser; skipped (%)', sqlerrm;
+end
+$$;
+
+-- cbir_web: the login role `cbir-pg serve` connects as (least privilege; docs/serve.md).
+--   It runs the search functions and reads image metadata, labels, encoders and the cbir_report views.
+--   It can read neither cbir.patient.patient_key / extra, nor cbir.image.uri / source_labels / extra,
+--   nor cbir.dataset.root: a response can only ever hold what these grants let it read.
+--   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'cbir_web') then
+    create role cbir_web nologin;
+  end if;
+end
+$$;
+grant usage on schema cbir to cbir_web;
+grant cbir_reader to cbir_web;
+grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_web;
+grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_web;
+grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
+              label_id, excluded, exclusion_reason, duplicate_of)
+  on cbir.image to cbir_web;
+grant select (id, sex, age) on cbir.patient to cbir_web;
+
+-- The one way cbir_web reaches pixels: the file of one image, by id, for the server to open and decode.
+-- It never returns more than one path per call, and the server never puts it in a response.
+create or replace function cbir.image_file(p_image_id bigint)
+returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select case when d.root is null or d.root = '' then i.uri else d.root || '/' || i.uri end
+  from cbir.image i join cbir.dataset d on d.id = i.dataset_id
+  where i.id = p_image_id
+$$;
+comment on function cbir.image_file(bigint) is
+  'server-side file of one image (dataset root / uri), for cbir-pg serve to decode; executable by cbir_web only';
+revoke all on function cbir.image_file(bigint) from public;
+grant execute on function cbir.image_file(bigint) to cbir_web;

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 
 # (modality, region, finding, kind, n_train, n_val, n_test)
 CLASSES = [
@@ -125,7 +126,7 @@ def test_knn_matches_numpy_and_is_stored(db, synth):
     from cbir_pg.eval.classification import knn_metrics, select_k
     from cbir_pg.eval.knn import evaluate_knn
 
-    res = evaluate_knn(db, synth.model, k_range=range(1, 30), mode="exact", progress=False)
+    res = evaluate_knn(Database(db), synth.model, k_range=range(1, 30), mode="exact", progress=False)
     # the reference: exact neighbours by NumPy, the same selection rule
     ref_sel = select_k(
         synth.labels["val"], _numpy_neighbours(synth, "val", 29), synth.label_ids, range(1, 30)
@@ -162,20 +163,26 @@ def test_knn_matches_numpy_and_is_stored(db, synth):
 def test_knn_ann_mode_agrees_with_exact_on_small_data(db, synth):
     from cbir_pg.eval.knn import evaluate_knn
 
-    exact = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="exact", store=False, progress=False)
-    ann = evaluate_knn(db, synth.model, k_range=range(1, 20), mode="ann", store=False, progress=False)
+    exact = evaluate_knn(
+        Database(db), synth.model, k_range=range(1, 20), mode="exact", store=False, progress=False
+    )
+    ann = evaluate_knn(
+        Database(db), synth.model, k_range=range(1, 20), mode="ann", store=False, progress=False
+    )
     assert ann.k == exact.k and ann.test.f1_micro == pytest.approx(exact.test.f1_micro)
 
 
 def test_linear_probe_through_db(db, synth):
     from cbir_pg.eval.linear import evaluate_linear
 
-    res = evaluate_linear(db, synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, progress=False)
+    res = evaluate_linear(
+        Database(db), synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, progress=False
+    )
     assert res.n_train == 510 and res.n_test == 120
     assert res.test.f1_micro > 0.5
     assert 1 <= res.best_epoch <= res.epochs_run <= 40
     again = evaluate_linear(
-        db, synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, store=False, progress=False
+        Database(db), synth.model, seed=3, lr=0.05, max_epochs=40, patience=5, store=False, progress=False
     )
     assert again.test.as_dict() == res.test.as_dict()  # seeded
     with psycopg.connect(db) as conn:
@@ -189,7 +196,7 @@ def test_linear_probe_through_db(db, synth):
 def test_ablation_scales_down_and_is_stored(db, synth):
     from cbir_pg.eval.ablation import run_ablation
 
-    res = run_ablation(db, synth.model, seeds=(0, 1), progress=False)
+    res = run_ablation(Database(db), synth.model, seeds=(0, 1), progress=False)
     # no class has > 3000 index images: threshold lowered to the largest size below the second-largest
     # class (140 -> 100), so the two classes with 260 and 140 index images take part; sizes capped at 140
     assert res.scaled and res.notes
@@ -215,7 +222,7 @@ def test_ablation_without_scaling(db, synth):
     from cbir_pg.eval.ablation import run_ablation
 
     res = run_ablation(
-        db,
+        Database(db),
         synth.model,
         sizes=(5, 20, 60),
         min_class_size=60,
@@ -239,11 +246,11 @@ def test_report_writes_figures_and_tables(db, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     syn = make_clustered(db, root=images)
-    knn = evaluate_knn(db, syn.model, k_range=range(1, 16), mode="exact", progress=False)
-    evaluate_linear(db, syn.model, lr=0.05, max_epochs=10, patience=3, progress=False)
-    run_ablation(db, syn.model, progress=False)
+    knn = evaluate_knn(Database(db), syn.model, k_range=range(1, 16), mode="exact", progress=False)
+    evaluate_linear(Database(db), syn.model, lr=0.05, max_epochs=10, patience=3, progress=False)
+    run_ablation(Database(db), syn.model, progress=False)
     out = tmp_path / "report"
-    rep = write_report(db, out, tsne_sample=300, grid_queries=3, seed=1)
+    rep = write_report(Database(db), out, tsne_sample=300, grid_queries=3, seed=1)
     names = sorted(p.name for p in rep.figures)
     assert names == sorted(
         [
@@ -276,7 +283,7 @@ def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):
 
     from cbir_pg.eval.report import write_report
 
-    rep = write_report(db, tmp_path / "r", grid_queries=2, tsne_sample=200)
+    rep = write_report(Database(db), tmp_path / "r", grid_queries=2, tsne_sample=200)
     names = {p.name for p in rep.figures}
     # Fig. 3A falls back to a top-1 search; no ablation figure; no grids (image files are absent)
     assert names == {f"fig3a_class_p1_vs_size_{synth.model}.png", f"fig5_tsne_{synth.model}.png"}
@@ -299,7 +306,7 @@ def test_ablation_on_real_medmnist(medmnist_lite0_db):
     from cbir_pg.eval.ablation import run_ablation
 
     db = medmnist_lite0_db
-    res = run_ablation(db, "efficientnet_lite0", progress=False)
+    res = run_ablation(Database(db), "efficientnet_lite0", progress=False)
     with psycopg.connect(db) as conn:
         sizes = dict(
             conn.execute(
@@ -322,7 +329,7 @@ def test_ablation_on_real_medmnist(medmnist_lite0_db):
 
 def test_ablation_plan_on_medmnist_like_class_sizes():
     """The scale-down rule alone (no database), on the benchmark's train/test class sizes."""
-    from cbir_pg.eval.ablation import PAPER_SIZES, AblationClass, plan_ablation
+    from cbir_pg.eval.ablation import DEFAULT_SIZES, AblationClass, plan_ablation
 
     avail = [
         AblationClass(1, "XR/chest/pneumonia", 3469, 387),
@@ -330,7 +337,7 @@ def test_ablation_plan_on_medmnist_like_class_sizes():
         AblationClass(3, "US/breast/normal", 367, 114),
         AblationClass(4, "US/breast/malignant", 143, 42),
     ]
-    plan = plan_ablation(avail, PAPER_SIZES, 3000, 38)
+    plan = plan_ablation(avail, DEFAULT_SIZES, 3000, 38)
     assert plan.scaled and len(plan.notes) == 2
     assert plan.min_class_size == 250
     assert [c.label_id for c in plan.classes] == [1, 2, 3]
@@ -338,5 +345,76 @@ def test_ablation_plan_on_medmnist_like_class_sizes():
     assert plan.queries_per_class == 38
     # the paper's setting is left alone when enough classes are large
     big = [AblationClass(i, f"c{i}", 3500 + i, 100) for i in range(3)]
-    plan = plan_ablation(big, PAPER_SIZES, 3000, 38)
-    assert not plan.scaled and plan.sizes == list(PAPER_SIZES) and plan.min_class_size == 3000
+    plan = plan_ablation(big, DEFAULT_SIZES, 3000, 38)
+    assert not plan.scaled and plan.sizes == list(DEFAULT_SIZES) and plan.min_class_size == 3000
+
+
+def test_every_kind_of_run_fills_eval_runs_alike(db, synth):
+    """Retrieval, kNN, linear-probe and ablation runs go through the one writer (cbir_pg.eval.runs):
+    each has total_s, the same code version (with the git commit in a checkout), counts, metrics and
+    both timestamps in cbir_report.eval_runs."""
+    from cbir_pg.eval.ablation import run_ablation
+    from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.eval.runs import code_version
+
+    database = Database(db)
+    ids = {
+        "retrieval": evaluate_retrieval(database, synth.model, mode="exact", progress=False).primary.run_id,
+        "knn": evaluate_knn(database, synth.model, k_range=range(1, 6), mode="exact", progress=False).run_id,
+        "linear": evaluate_linear(database, synth.model, max_epochs=3, patience=2, progress=False).run_id,
+        "ablation": run_ablation(database, synth.model, sizes=(5, 10), progress=False).run_id,
+    }
+    with database.connection() as conn:
+        rows = {
+            r["kind"]: r
+            for r in conn.execute(
+                "select run_id, kind, total_s, code_version, n_queries, n_index, metrics,"
+                " started_at, finished_at, timings from cbir_report.eval_runs where run_id = any(%s)",
+                (list(ids.values()),),
+            ).fetchall()
+        }
+    assert set(rows) == set(ids)
+    for kind, r in rows.items():
+        assert r["run_id"] == ids[kind]
+        assert r["total_s"] is not None and r["total_s"] >= 0, kind
+        assert r["code_version"] == code_version(), kind
+        assert r["n_queries"] > 0 and r["n_index"] > 0, kind
+        assert r["metrics"], kind
+        assert r["started_at"] is not None and r["finished_at"] >= r["started_at"], kind
+    import cbir_pg
+
+    assert code_version().startswith(cbir_pg.__version__)
+    if (Path(cbir_pg.__file__).resolve().parent.parent / ".git").exists():
+        assert "+g" in code_version()
+
+
+def test_class_metric_nan_is_stored_and_shown_as_null(db, synth):
+    """One NaN policy: an undefined class value is stored as NaN in eval_class_metric, a non-finite
+    aggregate is not stored in eval_metric."""
+    from cbir_pg.eval import runs
+
+    database = Database(db)
+    with database.connection() as conn:
+        run_id = runs.insert_run(
+            conn, kind="knn", model=synth.model, mode="exact", params={"x": float("nan")}
+        )
+        runs.write_metrics(
+            conn, run_id, [runs.Metric("f1", 1, "micro", float("nan")), ("f1", 1, "macro", 0.5)]
+        )
+        runs.write_class_metrics(
+            conn, run_id, [runs.ClassMetric(synth.label_ids[0], "f1", 1, 3, 10, float("nan"))]
+        )
+        runs.finish_run(conn, run_id, n_queries=3, n_index=10, metrics={"m": float("inf")}, total_s=0.25)
+    with database.connection() as conn:
+        metrics = conn.execute(
+            "select average, value from cbir.eval_metric where run_id = %s", (run_id,)
+        ).fetchall()
+        cls = conn.execute("select value from cbir.eval_class_metric where run_id = %s", (run_id,)).fetchall()
+        run = conn.execute(
+            "select params, metrics, total_s from cbir_report.eval_runs where run_id = %s", (run_id,)
+        ).fetchone()
+    assert [(m["average"], m["value"]) for m in metrics] == [("macro", 0.5)]
+    assert len(cls) == 1 and np.isnan(cls[0]["value"])
+    assert run["params"] == {"x": None} and run["metrics"] == {"m": None} and run["total_s"] == 0.25

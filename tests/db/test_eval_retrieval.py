@@ -17,8 +17,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typer.testing import CliRunner
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 from cbir_pg.errors import NotFoundError
-from cbir_pg.eval import metrics, store
+from cbir_pg.eval import metrics, runs
 from cbir_pg.eval.retrieval import evaluate_retrieval
 from cbir_pg.eval.topn import IndexFilter, topn
 
@@ -152,7 +153,7 @@ def test_exact_mode_equals_numpy(db, seed, n_images, n_classes):
     splits[0], splits[1] = "train", "test"
     ns = (1, 3, 5, 10)
     model, ids, _ = make_benchmark(db, vectors, labels, splits, n_classes=n_classes)
-    res = evaluate_retrieval(db, model, ns=ns, mode="exact", progress=False, batch_size=7)
+    res = evaluate_retrieval(Database(db), model, ns=ns, mode="exact", progress=False, batch_size=7)
     micro, macro, per_query = numpy_reference(
         vectors, labels, ids, np.array(splits) == "train", np.array(splits) == "test", ns
     )
@@ -174,7 +175,7 @@ def test_ties_small_classes_missing_class_and_self_exclusion(db):
     labels = [1, 0, 0, 0, 1, 0, 1, 2]
     splits = ["train"] * 5 + ["test"] * 3
     model, ids, _ = make_benchmark(db, vectors, labels, splits)
-    res = evaluate_retrieval(db, model, ns=(1, 3, 5), mode="exact", progress=False)
+    res = evaluate_retrieval(Database(db), model, ns=(1, 3, 5), mode="exact", progress=False)
     t = res.runs["exact"].topn
     # ties at distance 0 are ordered by image id: the class-1 copy (lowest id) ranks first
     assert t.neighbour_ids[0, :3].tolist() == ids[:3]
@@ -192,13 +193,15 @@ def test_ties_small_classes_missing_class_and_self_exclusion(db):
     assert any("no index image" in w for w in res.warnings)
 
     # the query is never its own neighbour when it is also an index image
-    t2 = topn(db, model, query_ids=ids[:5], index_filter=IndexFilter(), n=4, mode="exact", progress=False)
+    t2 = topn(
+        Database(db), model, query_ids=ids[:5], index_filter=IndexFilter(), n=4, mode="exact", progress=False
+    )
     for qid, row in zip(ids[:5], t2.neighbour_ids, strict=True):
         assert qid not in row.tolist()
     assert t2.counts.tolist() == [4] * 5
     # an explicit id subset is the index
     t3 = topn(
-        db,
+        Database(db),
         model,
         query_ids=[ids[5]],
         index_filter=IndexFilter(splits=None, image_ids=(ids[3], ids[4])),
@@ -217,14 +220,14 @@ def test_dataset_restriction_and_errors(db):
     splits = ["train", "test"] * 20
     datasets = ["dsa"] * 20 + ["dsb"] * 20
     model, _, _ = make_benchmark(db, vectors, labels, splits, datasets)
-    both = evaluate_retrieval(db, model, mode="exact", progress=False)
-    only_a = evaluate_retrieval(db, model, datasets=["dsa"], mode="exact", progress=False)
+    both = evaluate_retrieval(Database(db), model, mode="exact", progress=False)
+    only_a = evaluate_retrieval(Database(db), model, datasets=["dsa"], mode="exact", progress=False)
     assert (both.primary.n_queries, both.primary.n_index) == (20, 20)
     assert (only_a.primary.n_queries, only_a.primary.n_index) == (10, 10)
     with pytest.raises(NotFoundError, match="unknown dataset"):
-        evaluate_retrieval(db, model, datasets=["nope"], progress=False)
+        evaluate_retrieval(Database(db), model, datasets=["nope"], progress=False)
     with pytest.raises(NotFoundError, match="unknown model"):
-        evaluate_retrieval(db, "not_a_model", progress=False)
+        evaluate_retrieval(Database(db), "not_a_model", progress=False)
 
 
 # --------------------------------------------------------------------------- ANN vs exact, storage, views
@@ -241,7 +244,7 @@ def ann_run(db):
     vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
     splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
     model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits, hnsw=True)
-    res = evaluate_retrieval(db, model, compare_exact=True, ef_search=10, progress=False)
+    res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)
     return db, model, res
 
 
@@ -308,18 +311,18 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     assert (nq, ni) == (ann.n_queries, ann.n_index)
 
     # per-query rows recompute every aggregate
-    stored = store.load_queries(dsn, exact.run_id)
+    stored = runs.load_queries(Database(dsn), exact.run_id)
     assert len(stored.query_ids) == exact.n_queries
     again = metrics.summarise(stored.relevant, stored.class_index_sizes, stored.labels, res.ns)
     np.testing.assert_allclose(again.micro, exact.summary.micro, atol=1e-12)
     np.testing.assert_allclose(again.macro, exact.summary.macro, atol=1e-12)
-    assert store.run_metrics(dsn, ann.run_id)[("recall", 10, "micro")] == pytest.approx(
+    assert runs.run_metrics(Database(dsn), ann.run_id)[("recall", 10, "micro")] == pytest.approx(
         res.recall[-1], abs=1e-12
     )
 
     # table2 and `eval show` print the leaderboard's numbers
-    t2 = store.table2(dsn)
-    row = t2.loc[(model, "ann", "all:train->test")]
+    t2 = runs.table2(Database(dsn))
+    row = t2.loc[(model, "ann", "all:train->test", "default", "computed")]
     np.testing.assert_allclose(
         [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=1e-12
     )
@@ -371,11 +374,15 @@ def test_reader_role_reads_views_but_not_patients(ann_run, pg_server_dsn):
     dsn, model, _ = ann_run
     role = f"reader_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create role {} login in role cbir_reader").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("create role {} login password {} in role cbir_reader").format(
+                sql.Identifier(role), sql.Literal(role + "-pw")
+            )
+        )
     try:
         params = conninfo_to_dict(dsn)
         params["user"] = role
-        params.pop("password", None)
+        params["password"] = role + "-pw"
         with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
             for view in ("leaderboard", "class_precision", "ann_quality", "eval_runs"):
                 n = conn.execute(

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from cbir_pg.db.connect import connect
+from cbir_pg.db.database import Database
 from cbir_pg.db.migrate import current_revision, downgrade, head_revision, migrate
 
 EXPECTED_TABLES = {
@@ -51,8 +52,8 @@ def _schema_fingerprint(dsn: str) -> list[tuple]:
 
 
 def test_empty_database_upgrades_to_expected_schema(empty_db: str) -> None:
-    assert current_revision(empty_db) is None
-    result = migrate(empty_db)
+    assert current_revision(Database(empty_db)) is None
+    result = migrate(Database(empty_db))
     assert result.after == head_revision()
     assert _tables(empty_db) >= EXPECTED_TABLES
     with connect(empty_db) as c:
@@ -65,12 +66,12 @@ def test_empty_database_upgrades_to_expected_schema(empty_db: str) -> None:
 
 
 def test_upgrade_downgrade_upgrade_round_trips(empty_db: str) -> None:
-    migrate(empty_db)
+    migrate(Database(empty_db))
     before = _schema_fingerprint(empty_db)
-    downgrade(empty_db, "base")
-    assert current_revision(empty_db) is None
+    downgrade(Database(empty_db), "base")
+    assert current_revision(Database(empty_db)) is None
     assert _tables(empty_db) == set()
-    migrate(empty_db)
+    migrate(Database(empty_db))
     assert _schema_fingerprint(empty_db) == before
 
 
@@ -79,7 +80,7 @@ def test_migrate_twice_is_a_no_op(db: str) -> None:
     with connect(db) as c:
         c.execute("insert into cbir.dataset (key, kind, name) values ('keepme', 'csv', 'Keep me')")
         c.commit()
-    result = migrate(db)
+    result = migrate(Database(db))
     assert not result.changed
     assert _schema_fingerprint(db) == before
     with connect(db) as c:

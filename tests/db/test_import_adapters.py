@@ -18,6 +18,7 @@ from datasets_fixtures import (
 )
 
 from cbir_pg.datasets import import_dataset, label_overview
+from cbir_pg.db.database import Database
 
 
 def rows(conn, sql: str, *args):
@@ -49,7 +50,7 @@ def errors(conn, key: str) -> list[tuple[str, str]]:
 
 
 def test_radimagenet(db, conn, tmp_path):
-    s = import_dataset(db, "radimagenet", write_radimagenet(tmp_path), progress=False)
+    s = import_dataset(Database(db), "radimagenet", write_radimagenet(tmp_path), progress=False)
     assert (s.dataset, s.imported, s.errors) == ("radimagenet", 6, {"missing_file": 1})
     im = images(conn, "radimagenet")
     assert im["US/kidney/us001.png"][1] == "US/kidney/normal"
@@ -60,12 +61,12 @@ def test_radimagenet(db, conn, tmp_path):
     assert im["CT/abd/normal/abd003.png"][2] is False
     assert s.exact_duplicates == 1 and s.splits == {"train": 4, "val": 1, "test": 1}
     assert errors(conn, "radimagenet") == [("missing_file", "CT/abd/normal/missing.png")]
-    kinds = {lab.key: lab.kind for lab in label_overview(db)}
+    kinds = {lab.key: lab.kind for lab in label_overview(Database(db))}
     assert kinds["CT/abd/normal"] == "anatomical" and kinds["CT/abd/acute_pancreatitis"] == "pathological"
 
 
 def test_nih14(db, conn, tmp_path):
-    s = import_dataset(db, "nih14", write_nih14(tmp_path), seed=3, progress=False)
+    s = import_dataset(Database(db), "nih14", write_nih14(tmp_path), seed=3, progress=False)
     assert s.imported == 24 and s.patients == 12
     assert s.errors == {"missing_file": 1, "unknown_label": 1}
     im = images(conn, "nih14")
@@ -88,7 +89,7 @@ def test_nih14(db, conn, tmp_path):
 
 @pytest.mark.parametrize("policy", ["zeros", "exclude"])
 def test_chexpert(db, conn, tmp_path, policy):
-    s = import_dataset(db, "chexpert", write_chexpert(tmp_path), uncertain=policy, progress=False)
+    s = import_dataset(Database(db), "chexpert", write_chexpert(tmp_path), uncertain=policy, progress=False)
     assert s.imported == 8 and s.patients == 5 and s.error_count == 0
     im = images(conn, "chexpert")
     p = "CheXpert-v1.0/train/"
@@ -112,7 +113,7 @@ def test_chexpert(db, conn, tmp_path, policy):
 
 
 def test_mimic_cxr(db, conn, tmp_path):
-    s = import_dataset(db, "mimic-cxr", write_mimic_cxr(tmp_path), progress=False)
+    s = import_dataset(Database(db), "mimic-cxr", write_mimic_cxr(tmp_path), progress=False)
     assert (s.dataset, s.imported, s.error_count) == ("mimic_cxr", 5, 0)
     assert s.splits == {"train": 3, "val": 1, "test": 1}
     im = images(conn, "mimic_cxr")
@@ -124,7 +125,7 @@ def test_mimic_cxr(db, conn, tmp_path):
 
 
 def test_covidx(db, conn, tmp_path):
-    s = import_dataset(db, "covidx", write_covidx(tmp_path), progress=False)
+    s = import_dataset(Database(db), "covidx", write_covidx(tmp_path), progress=False)
     assert s.imported == 9 and s.errors == {"malformed_row": 1}
     im = images(conn, "covidx")
     assert im["train/c.png"][1] == "XR/chest/covid-19" and im["test/g.png"][:2] == ("test", "XR/chest/normal")
@@ -133,20 +134,24 @@ def test_covidx(db, conn, tmp_path):
 
 def test_imagefolder(db, conn, tmp_path):
     root = write_imagefolder(tmp_path / "pneumo")
-    s = import_dataset(db, "imagefolder", root, modality="XR", region="chest", seed=1, progress=False)
+    s = import_dataset(
+        Database(db), "imagefolder", root, modality="XR", region="chest", seed=1, progress=False
+    )
     assert (s.dataset, s.imported, s.error_count) == ("pneumo", 12, 0)
     assert s.labels == {"XR/chest/normal": 6, "XR/chest/pneumonia": 6}
     assert set(s.splits) <= {"train", "val", "test"} and sum(s.splits.values()) == 12
     # without a modality and region the class names cannot be harmonised: every row is an error
-    s2 = import_dataset(db, "imagefolder", root, name="pneumo2", progress=False)
+    s2 = import_dataset(Database(db), "imagefolder", root, name="pneumo2", progress=False)
     assert s2.imported == 0 and s2.errors == {"unknown_label": 12}
     split_root = write_imagefolder(tmp_path / "split_layout", split_layout=True)
-    s3 = import_dataset(db, "imagefolder", split_root, modality="XR", region="chest", progress=False)
+    s3 = import_dataset(
+        Database(db), "imagefolder", split_root, modality="XR", region="chest", progress=False
+    )
     assert s3.splits == {"train": 4, "val": 4, "test": 4}
 
 
 def test_csv_manifest(db, conn, tmp_path):
-    s = import_dataset(db, "csv", write_csv_manifest(tmp_path), progress=False)
+    s = import_dataset(Database(db), "csv", write_csv_manifest(tmp_path), progress=False)
     assert s.dataset == "manifest" and s.imported == 5
     assert s.errors == {"malformed_row": 1, "unknown_label": 1}
     im = images(conn, "manifest")
@@ -159,7 +164,7 @@ def test_csv_manifest(db, conn, tmp_path):
 
 
 def test_dkfz_splits(db, conn, tmp_path):
-    s = import_dataset(db, "dkfz-splits", write_dkfz_splits(tmp_path), progress=False)
+    s = import_dataset(Database(db), "dkfz-splits", write_dkfz_splits(tmp_path), progress=False)
     assert (s.dataset, s.imported, s.error_count) == ("dkfz", 6, 0)
     assert s.splits == {"train": 3, "val": 1, "test": 2}
     assert s.excluded == {"multi_label": 1}
@@ -177,11 +182,11 @@ def test_label_map_file_overrides_and_kind(db, conn, tmp_path):
     root = write_covidx(tmp_path / "cx")
     lm = tmp_path / "map.yaml"
     lm.write_text("COVID-19: {label: XR/chest/covid_pneumonia, kind: anatomical}\npneumonia: null\n")
-    s = import_dataset(db, "covidx", root, label_map=lm, progress=False)
+    s = import_dataset(Database(db), "covidx", root, label_map=lm, progress=False)
     im = images(conn, "covidx")
     assert im["train/c.png"][1] == "XR/chest/covid_pneumonia"
     assert im["train/b.png"][1:4] == (None, True, "no_label")  # pneumonia dropped by the map
-    lab = {x.key: x for x in label_overview(db)}["XR/chest/covid_pneumonia"]
+    lab = {x.key: x for x in label_overview(Database(db))}["XR/chest/covid_pneumonia"]
     assert lab.kind == "anatomical" and lab.kind_overridden
     assert s.excluded == {"no_label": 3}
     maps = dict(
@@ -195,9 +200,9 @@ def test_label_map_file_overrides_and_kind(db, conn, tmp_path):
 
 def test_patients_never_cross_splits_and_splits_are_seeded(db, conn, tmp_path):
     root = write_nih14(tmp_path, n_patients=40)
-    a = import_dataset(db, "nih14", root, name="nih_a", seed=7, progress=False)
-    b = import_dataset(db, "nih14", root, name="nih_b", seed=7, progress=False)
-    c = import_dataset(db, "nih14", root, name="nih_c", seed=8, progress=False)
+    a = import_dataset(Database(db), "nih14", root, name="nih_a", seed=7, progress=False)
+    b = import_dataset(Database(db), "nih14", root, name="nih_b", seed=7, progress=False)
+    c = import_dataset(Database(db), "nih14", root, name="nih_c", seed=8, progress=False)
     assert a.patients_crossing_splits == b.patients_crossing_splits == c.patients_crossing_splits == 0
     crossing = rows(
         conn,
@@ -222,7 +227,7 @@ def test_injected_duplicates_are_excluded(db, conn, tmp_path):
     arr = np.asarray(Image.open(big)).copy()
     arr[0, 0] = arr[0, 0] ^ 1
     Image.fromarray(arr).save(root / "pneumonia" / "big_near.png")
-    s = import_dataset(db, "imagefolder", root, modality="XR", region="chest", progress=False)
+    s = import_dataset(Database(db), "imagefolder", root, modality="XR", region="chest", progress=False)
     assert s.imported == 15 and s.exact_duplicates == 1 and s.near_duplicates == 1
     got = rows(
         conn,
@@ -233,7 +238,7 @@ def test_injected_duplicates_are_excluded(db, conn, tmp_path):
     assert pair[frozenset(("normal/big.png", "pneumonia/big_near.png"))] == "near_duplicate"
     # the rows stay; a re-import adds nothing and flags the same images
     flagged = rows(conn, "select uri from cbir.image where excluded order by uri")
-    again = import_dataset(db, "imagefolder", root, modality="XR", region="chest", progress=False)
+    again = import_dataset(Database(db), "imagefolder", root, modality="XR", region="chest", progress=False)
     assert again.imported == 0 and again.skipped_existing == 15
     assert rows(conn, "select uri from cbir.image where excluded order by uri") == flagged
 

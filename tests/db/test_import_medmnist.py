@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cbir_pg.datasets import dataset_overview, import_dataset, import_medmnist_benchmark, label_overview
+from cbir_pg.db.database import Database
 
 pytestmark = pytest.mark.real_data
 
@@ -17,7 +18,7 @@ def home(tmp_path, monkeypatch):
 
 
 def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir, home):
-    summaries = import_medmnist_benchmark(db, medmnist_dir, progress=False)
+    summaries = import_medmnist_benchmark(Database(db), medmnist_dir, progress=False)
     by_key = {s.dataset: s for s in summaries}
     for key, fname in (("breastmnist", "breastmnist.npz"), ("pneumoniamnist", "pneumoniamnist_subset.npz")):
         arrays = np.load(medmnist_dir / fname)
@@ -27,7 +28,7 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
         assert s.imported == s.images == sum(s.splits.values())
     assert by_key["breastmnist"].images == 780 and by_key["pneumoniamnist"].images == 5030
 
-    labels = {lab.key: lab for lab in label_overview(db)}
+    labels = {lab.key: lab for lab in label_overview(Database(db))}
     assert set(labels) == {"US/breast/malignant", "US/breast/normal", "XR/chest/normal", "XR/chest/pneumonia"}
     assert (
         labels["XR/chest/pneumonia"].kind == "pathological"
@@ -62,18 +63,18 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
     assert kept == n_dup
 
     before = conn.execute("select count(*), count(*) filter (where excluded) from cbir.image").fetchone()
-    again = import_medmnist_benchmark(db, medmnist_dir, progress=False)
+    again = import_medmnist_benchmark(Database(db), medmnist_dir, progress=False)
     assert [s.imported for s in again] == [0, 0]
     assert [s.skipped_existing for s in again] == [780, 5030]
     after = conn.execute("select count(*), count(*) filter (where excluded) from cbir.image").fetchone()
     assert before == after
 
-    overview = {d.key: d for d in dataset_overview(db)}
+    overview = {d.key: d for d in dataset_overview(Database(db))}
     assert overview["pneumoniamnist"].splits == {"test": 624, "train": 3882, "val": 524}
     assert overview["breastmnist"].exclusions == by_key["breastmnist"].excluded
 
 
 def test_medmnist_flag_defaults_to_key(db, medmnist_dir, home):
-    s = import_dataset(db, "medmnist", medmnist_dir / "breastmnist.npz", progress=False)
+    s = import_dataset(Database(db), "medmnist", medmnist_dir / "breastmnist.npz", progress=False)
     assert s.dataset == "breastmnist" and s.images == 780
     assert len(list((home / "images" / "breastmnist" / "train").glob("000000.*.png"))) == 1

@@ -10,6 +10,7 @@ import sys
 import pytest
 from test_sql_api import make_synthetic
 
+from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, NotFoundError
 from cbir_pg.index import build_index, drop_index, estimate_graph_mb, index_recall, index_status
 
@@ -21,7 +22,9 @@ def toy(db: str):
 
 def test_build_reports_and_status_matches(db: str, toy, conn):
     seen = []
-    report = build_index(db, "toy", m=8, ef_construction=32, progress=seen.append, recall_queries=30)
+    report = build_index(
+        Database(db), "toy", m=8, ef_construction=32, progress=seen.append, recall_queries=30
+    )
     assert report.index_name == "embedding_toy_hnsw_idx"
     assert report.kind == "hnsw" and report.opclass == "vector_cosine_ops"
     assert report.rows == 600 and report.dim == 16
@@ -30,7 +33,7 @@ def test_build_reports_and_status_matches(db: str, toy, conn):
     # maintenance_work_mem was sized for the build (never lowered below the server's setting)
     assert report.maintenance_work_mem_mb >= estimate_graph_mb(600, 16, 8)
 
-    [status] = index_status(db, "toy")
+    [status] = index_status(Database(db), "toy")
     assert status.index_name == report.index_name and status.valid
     assert (status.m, status.ef_construction) == (8, 32)
     assert status.size_bytes == report.size_bytes and status.rows == 600
@@ -46,59 +49,59 @@ def test_build_reports_and_status_matches(db: str, toy, conn):
 
 
 def test_rebuild_replaces_and_binary_replaces_full(db: str, toy):
-    build_index(db, "toy", recall_queries=0, progress=False)
-    again = build_index(db, "toy", m=12, recall_queries=0, progress=False)
-    assert [s.m for s in index_status(db, "toy")] == [12]
+    build_index(Database(db), "toy", recall_queries=0, progress=False)
+    again = build_index(Database(db), "toy", m=12, recall_queries=0, progress=False)
+    assert [s.m for s in index_status(Database(db), "toy")] == [12]
     assert again.dropped == []
 
-    binary = build_index(db, "toy", quantize="binary", recall_queries=50, progress=False)
+    binary = build_index(Database(db), "toy", quantize="binary", recall_queries=50, progress=False)
     assert binary.kind == "hnsw_bq" and binary.opclass == "bit_hamming_ops"
     assert binary.dropped == ["embedding_toy_hnsw_idx"]
     assert 0.0 < binary.recall_at_10 <= 1.0
-    [status] = index_status(db, "toy")
+    [status] = index_status(Database(db), "toy")
     assert status.kind == "hnsw_bq" and "binary_quantize" in status.definition
 
-    assert drop_index(db, "toy") == ["embedding_toy_hnsw_bq_idx"]
-    [status] = index_status(db, "toy")
+    assert drop_index(Database(db), "toy") == ["embedding_toy_hnsw_bq_idx"]
+    [status] = index_status(Database(db), "toy")
     assert status.index_name is None and status.rows == 600
-    assert drop_index(db, "toy") == []
+    assert drop_index(Database(db), "toy") == []
 
 
 def test_concurrent_build(db: str, toy):
-    report = build_index(db, "toy", concurrently=True, recall_queries=20, progress=False)
-    [status] = index_status(db, "toy")
+    report = build_index(Database(db), "toy", concurrently=True, recall_queries=20, progress=False)
+    [status] = index_status(Database(db), "toy")
     assert status.valid and status.index_name == report.index_name
     assert report.recall_at_10 >= 0.9
 
 
 def test_recall_is_one_against_itself_without_index(db: str, toy):
     # no index: the "hnsw" query shape runs as an exact scan, so it must agree with exact search fully
-    recall, n = index_recall(db, "toy", method="hnsw", queries_n=15)
+    recall, n = index_recall(Database(db), "toy", method="hnsw", queries_n=15)
     assert n == 15 and recall == 1.0
 
 
 @pytest.mark.parametrize("model", ["toy'; drop table cbir.image; --", "Toy", "toy;select"])
 def test_bad_model_names_rejected(db: str, toy, conn, model: str):
     with pytest.raises(ConfigError):
-        build_index(db, model)
+        build_index(Database(db), model)
     with pytest.raises(ConfigError):
-        index_status(db, model)
+        index_status(Database(db), model)
     with pytest.raises(ConfigError):
-        drop_index(db, model)
+        drop_index(Database(db), model)
     assert conn.execute("select count(*) from cbir.image").fetchone()[0] == 600
 
 
 def test_unknown_model_and_bad_parameters(db: str, toy):
     with pytest.raises(NotFoundError):
-        build_index(db, "nope")
+        build_index(Database(db), "nope")
     with pytest.raises(NotFoundError):
-        index_status(db, "nope")
+        index_status(Database(db), "nope")
     with pytest.raises(ConfigError):
-        build_index(db, "toy", m=1)
+        build_index(Database(db), "toy", m=1)
     with pytest.raises(ConfigError):
-        build_index(db, "toy", m=16, ef_construction=16)
+        build_index(Database(db), "toy", m=16, ef_construction=16)
     with pytest.raises(ConfigError):
-        build_index(db, "toy", quantize="pq")
+        build_index(Database(db), "toy", quantize="pq")
 
 
 def test_index_cli(db: str, toy):

@@ -11,6 +11,8 @@ import pytest
 from conftest import require_data
 from ingest_seed import seed_medmnist
 
+from cbir_pg.db.database import Database
+
 pytestmark = pytest.mark.real_data
 
 
@@ -35,21 +37,32 @@ def _image_ids(dsn: str) -> list[int]:
         return [r[0] for r in conn.execute("select id from cbir.image where not excluded order by id")]
 
 
-def test_tiny_encoder_embeds_every_image_once_with_unit_norm(db, tmp_path):
+def test_tiny_encoder_embeds_every_image_once_with_unit_norm(db, tmp_path, caplog):
+    import logging
+
     from cbir_pg.ingest import ingest_status, run_ingest
 
     data = require_data()
     n = seed_medmnist(db, data, tmp_path, flags=("breastmnist", "pneumoniamnist"), per_split=60)
-    s = run_ingest(db, "tiny_cnn", batch_size=32, device="cpu", loader_workers=2, progress=False)
+    with caplog.at_level(logging.INFO, logger="cbir_pg"):
+        s = run_ingest(
+            Database(db), "tiny_cnn", batch_size=32, device="cpu", loader_workers=2, progress=False
+        )
     assert s.embedded == n and s.failed == 0 and s.remaining == 0 and s.done == n
+    # standard logging: a start line, one line per batch (model, worker pid, counts), an end line
+    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    assert len(batch_lines) == s.batches and "model=tiny_cnn" in batch_lines[0]
+    assert any(r.getMessage().startswith("worker done model=tiny_cnn") for r in caplog.records)
     ids, vecs = _vectors(db, "tiny_cnn")
     assert sorted(ids.tolist()) == _image_ids(db)  # every image, exactly once (primary key + equality)
     assert vecs.shape == (n, 16)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     # a rerun finds nothing to do
-    again = run_ingest(db, "tiny_cnn", batch_size=32, device="cpu", loader_workers=0, progress=False)
+    again = run_ingest(
+        Database(db), "tiny_cnn", batch_size=32, device="cpu", loader_workers=0, progress=False
+    )
     assert again.embedded == 0 and again.done == n
-    rows = {(r.encoder, r.dataset): r for r in ingest_status(db)}
+    rows = {(r.encoder, r.dataset): r for r in ingest_status(Database(db))}
     assert rows[("tiny_cnn", "breastmnist")].done == 180 and rows[("tiny_cnn", "breastmnist")].pending == 0
     assert rows[("tiny_cnn", "pneumoniamnist")].total == 180
 
@@ -61,7 +74,7 @@ def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
 
     seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist", "pneumoniamnist"), per_split=20)
     s = run_ingest(
-        db,
+        Database(db),
         "tiny_vit",
         datasets=["breastmnist"],
         splits=["test"],
@@ -71,7 +84,7 @@ def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
         progress=False,
     )
     assert s.embedded == 20 and s.done == 20
-    status = {r.dataset: r for r in ingest_status(db, "tiny_vit")}
+    status = {r.dataset: r for r in ingest_status(Database(db), "tiny_vit")}
     assert status["pneumoniamnist"].done == 0 and status["pneumoniamnist"].pending == 60
     assert status["breastmnist"].done == 20 and status["breastmnist"].pending == 40
     # the stored vector equals the library's embedding of the decoded file
@@ -85,7 +98,9 @@ def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
         ).fetchone()
     ref = embed_arrays(create_encoder("tiny_vit"), [decode_file(f"{root}/{uri}")])[0]
     assert np.allclose(vecs[3], ref, atol=1e-5)
-    lim = run_ingest(db, "tiny_vit", limit=25, batch_size=10, loader_workers=0, device="cpu", progress=False)
+    lim = run_ingest(
+        Database(db), "tiny_vit", limit=25, batch_size=10, loader_workers=0, device="cpu", progress=False
+    )
     assert lim.embedded == 25 and lim.done == 45
 
 
@@ -97,7 +112,7 @@ def test_failed_images_are_recorded_retried_and_never_block(db, tmp_path):
     (tmp_path / "breastmnist" / "train" / "00003.png").write_bytes(b"not a png")
     (tmp_path / "breastmnist" / "val" / "00001.png").unlink()
     s = run_ingest(
-        db, "tiny_cnn", batch_size=4, loader_workers=1, device="cpu", max_attempts=2, progress=False
+        Database(db), "tiny_cnn", batch_size=4, loader_workers=1, device="cpu", max_attempts=2, progress=False
     )
     assert s.embedded == n - 2 and s.remaining == 0
     assert s.failed == 4  # two bad images x two attempts
@@ -110,11 +125,14 @@ def test_failed_images_are_recorded_retried_and_never_block(db, tmp_path):
     assert {r for _, r in errors} == {"not_an_image", "missing_file"} and all(
         st == "decode" for st, _ in errors
     )
-    row = ingest_status(db, "tiny_cnn")[0]
+    row = ingest_status(Database(db), "tiny_cnn")[0]
     assert (row.total, row.done, row.failed, row.pending) == (n, n - 2, 2, 0)
     # over the limit: a rerun does not try again
     assert (
-        run_ingest(db, "tiny_cnn", max_attempts=2, loader_workers=0, device="cpu", progress=False).failed == 0
+        run_ingest(
+            Database(db), "tiny_cnn", max_attempts=2, loader_workers=0, device="cpu", progress=False
+        ).failed
+        == 0
     )
 
 
@@ -124,7 +142,7 @@ def test_mismatched_config_hash_is_refused(db, tmp_path):
     from cbir_pg.ingest import run_ingest
 
     seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",), per_split=5)
-    run_ingest(db, "tiny_cnn", loader_workers=0, device="cpu", progress=False)
+    run_ingest(Database(db), "tiny_cnn", loader_workers=0, device="cpu", progress=False)
     with connect(db) as conn:
         stored = conn.execute("select config_hash from cbir.encoder where key = 'tiny_cnn'").fetchone()[0]
         comment = conn.execute(
@@ -134,7 +152,7 @@ def test_mismatched_config_hash_is_refused(db, tmp_path):
         conn.execute("update cbir.encoder set config_hash = 'deadbeef' || config_hash where key = 'tiny_cnn'")
         conn.commit()
     with pytest.raises(ConfigError, match="deadbeef"):
-        run_ingest(db, "tiny_cnn", loader_workers=0, device="cpu", progress=False)
+        run_ingest(Database(db), "tiny_cnn", loader_workers=0, device="cpu", progress=False)
     # the encoder row gone, the table's comment still guards it
     with connect(db) as conn:
         conn.execute(
@@ -143,7 +161,7 @@ def test_mismatched_config_hash_is_refused(db, tmp_path):
         conn.execute("delete from cbir.encoder where key = 'tiny_cnn'")
         conn.commit()
     with pytest.raises(ConfigError, match="0123abcd"):
-        run_ingest(db, "tiny_cnn", loader_workers=0, device="cpu", progress=False)
+        run_ingest(Database(db), "tiny_cnn", loader_workers=0, device="cpu", progress=False)
 
 
 def test_unknown_model_and_dataset_are_clear_errors(db):
@@ -151,9 +169,9 @@ def test_unknown_model_and_dataset_are_clear_errors(db):
     from cbir_pg.ingest import run_ingest
 
     with pytest.raises(NotFoundError, match="unknown encoder 'nope'"):
-        run_ingest(db, "nope", progress=False)
+        run_ingest(Database(db), "nope", progress=False)
     with pytest.raises(NotFoundError, match="unknown dataset"):
-        run_ingest(db, "tiny_cnn", datasets=["missing"], progress=False)
+        run_ingest(Database(db), "tiny_cnn", datasets=["missing"], progress=False)
 
 
 def test_cli_ingest_and_status(db, tmp_path):

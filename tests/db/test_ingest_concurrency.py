@@ -13,6 +13,8 @@ import pytest
 from conftest import require_data
 from ingest_seed import seed_medmnist
 
+from cbir_pg.db.database import Database
+
 pytestmark = pytest.mark.real_data
 
 
@@ -32,7 +34,9 @@ def test_three_processes_embed_each_image_exactly_once(db, tmp_path):
     from cbir_pg.ingest import run_ingest
 
     n = seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",))
-    s = run_ingest(db, "tiny_cnn", processes=3, batch_size=16, loader_workers=0, device="cpu", progress=False)
+    s = run_ingest(
+        Database(db), "tiny_cnn", processes=3, batch_size=16, loader_workers=0, device="cpu", progress=False
+    )
     images, embedded, norms = _state(db, "tiny_cnn")
     assert s.processes == 3 and s.embedded == n == len(images) and s.done == n and s.remaining == 0
     assert embedded == images  # no gaps, no duplicates (ordered, compared whole)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from cbir_pg.db.connect import connect
+from cbir_pg.db.database import Database
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -113,9 +114,13 @@ def _import_dicom_and_embed(dsn: str) -> None:
     from cbir_pg.ingest.worker import run_ingest
 
     import_dataset(
-        dsn, "dicom", Path(pydicom.__file__).parent / "data" / "test_files", name="pydicom", progress=False
+        Database(dsn),
+        "dicom",
+        Path(pydicom.__file__).parent / "data" / "test_files",
+        name="pydicom",
+        progress=False,
     )
-    run_ingest(dsn, MODEL, datasets=["pydicom"], progress=False)
+    run_ingest(Database(dsn), MODEL, datasets=["pydicom"], progress=False)
 
 
 def test_readme_sql_examples_run_as_written(medmnist_lite0_db: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from test_sql_api import build, make_synthetic
 
+from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, NotFoundError
 from cbir_pg.search import (
     GREEN,
@@ -57,7 +58,7 @@ def test_search_by_image_id_joins_label_dataset_patient(db: str, stored, conn):
     syn, _ = stored
     build(db)
     q = syn.ids[4]
-    hits = search(db, "toy", image_id=q, k=12)
+    hits = search(Database(db), "toy", image_id=q, k=12)
     assert [h.rank for h in hits] == list(range(1, 13))
     assert q not in [h.image_id for h in hits]
     for h in hits:
@@ -77,21 +78,30 @@ def test_search_filters(db: str, stored, conn):
     syn, _ = stored
     q = syn.ids[9]
     hits = search(
-        db, "toy", image_id=q, k=20, split="train", dataset="alpha", exclude_same_patient=True, ef_search=100
+        Database(db),
+        "toy",
+        image_id=q,
+        k=20,
+        split="train",
+        dataset="alpha",
+        exclude_same_patient=True,
+        ef_search=100,
     )
     assert len(hits) == 20
     assert all(h.split == "train" and h.dataset == "alpha" for h in hits)
     assert all(h.patient_id != syn.patients[9] for h in hits)
-    mr = search(db, "toy", image_id=q, k=5, modality="MR")
+    mr = search(Database(db), "toy", image_id=q, k=5, modality="MR")
     assert len(mr) == 5 and {h.modality for h in mr} == {"MR"}
 
 
 def test_search_by_path_of_a_stored_file_uses_its_vector(db: str, stored):
     syn, root = stored
-    query, hits = search_with_query(db, "toy", path=root / "img" / "7.png", k=5)
+    query, hits = search_with_query(Database(db), "toy", path=root / "img" / "7.png", k=5)
     assert query.image_id == syn.ids[7] and not query.embedded_on_the_fly
     assert query.label is not None and query.sex in ("F", "M")
-    assert [h.image_id for h in hits] == [h.image_id for h in search(db, "toy", image_id=syn.ids[7], k=5)]
+    assert [h.image_id for h in hits] == [
+        h.image_id for h in search(Database(db), "toy", image_id=syn.ids[7], k=5)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,20 +121,20 @@ def test_search_rejects_bad_input(db: str, stored, conn, kwargs: dict, error: ty
     args = {"model": "toy", "image_id": syn.ids[0], **kwargs}
     model = args.pop("model")
     with pytest.raises(error):
-        search(db, model, **args)
+        search(Database(db), model, **args)
     assert conn.execute("select count(*) from cbir.image").fetchone()[0] == 300
 
 
 def test_search_unknown_image(db: str, stored):
     with pytest.raises(NotFoundError):
-        search(db, "toy", image_id=10**9)
+        search(Database(db), "toy", image_id=10**9)
     with pytest.raises(ConfigError):
-        search(db, "toy")  # neither an id nor a file
+        search(Database(db), "toy")  # neither an id nor a file
 
 
 def test_load_image_rgb_resolves_root_and_uri(db: str, stored):
     syn, root = stored
-    rgb = load_image_rgb(db, syn.ids[3])
+    rgb = load_image_rgb(Database(db), syn.ids[3])
     assert rgb.shape == (32, 32, 3)
     assert np.array_equal(rgb[:, :, 0], np.asarray(Image.open(root / "img" / "3.png")))
 
@@ -179,7 +189,7 @@ def test_cli_search_prints_neighbours_and_writes_grid(db: str, stored, tmp_path:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stderr
-    hits = search(db, "toy", image_id=syn.ids[0], k=4, exclude_same_patient=True)
+    hits = search(Database(db), "toy", image_id=syn.ids[0], k=4, exclude_same_patient=True)
     for h in hits:
         assert h.uri in out.stdout and h.label in out.stdout and f"{h.similarity:.4f}" in out.stdout
     assert Image.open(png).size == grid_size(4, tile=128, captions=3)
@@ -241,7 +251,7 @@ def test_new_file_is_embedded_with_the_same_encoder(db: str, tiny, tmp_path: Pat
     syn, _, encoder = tiny
     new = np.clip(np.mgrid[0:40, 0:40][1] * 6 + 7, 0, 255).astype(np.uint8)
     Image.fromarray(new, "L").save(tmp_path / "new.png")
-    query, hits = search_with_query(db, "tiny_cnn", path=tmp_path / "new.png", k=6)
+    query, hits = search_with_query(Database(db), "tiny_cnn", path=tmp_path / "new.png", k=6)
     assert query.embedded_on_the_fly and query.image_id is None
     vec = embed_arrays(encoder, [np.repeat(new[:, :, None], 3, axis=2)])[0]
     expected = conn.execute(
@@ -251,7 +261,7 @@ def test_new_file_is_embedded_with_the_same_encoder(db: str, tiny, tmp_path: Pat
 
     # a copy of a stored image elsewhere is recognised by its pixels and uses the stored vector
     shutil.copy(tiny[1] / "img" / "5.png", tmp_path / "copy.png")
-    query, hits = search_with_query(db, "tiny_cnn", path=tmp_path / "copy.png", k=3)
+    query, hits = search_with_query(Database(db), "tiny_cnn", path=tmp_path / "copy.png", k=3)
     assert query.image_id == syn.ids[5] and not query.embedded_on_the_fly
     assert syn.ids[5] not in [h.image_id for h in hits]
 
@@ -261,4 +271,4 @@ def test_new_file_refused_when_config_hash_differs(db: str, tiny, tmp_path: Path
     conn.commit()
     Image.fromarray(np.full((32, 32), 99, np.uint8), "L").save(tmp_path / "new.png")
     with pytest.raises(ConfigError, match="config"):
-        search(db, "tiny_cnn", path=tmp_path / "new.png", k=3)
+        search(Database(db), "tiny_cnn", path=tmp_path / "new.png", k=3)

@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +143,7 @@ def build(dsn: str, model: str = "toy", **kw) -> None:
 
     kw.setdefault("recall_queries", 0)
     kw.setdefault("progress", False)
-    build_index(dsn, model, **kw)
+    build_index(Database(dsn), model, **kw)
 
 
 def similar(conn, image_id: int, k: int, model: str = "toy", **filters) -> list[tuple[int, int, float]]:

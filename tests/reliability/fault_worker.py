@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from cbir_pg.db.database import Database
+
 
 def _ingest(dsn: str, model: str, batch: int, markers: Path, delay: float, barrier: int) -> None:
     import cbir_pg.ingest.worker as worker
@@ -38,7 +40,9 @@ def _ingest(dsn: str, model: str, batch: int, markers: Path, delay: float, barri
         return n
 
     worker.copy_vectors = slow_copy
-    s = worker.run_ingest(dsn, model, batch_size=batch, loader_workers=0, device="cpu", progress=False)
+    s = worker.run_ingest(
+        Database(dsn), model, batch_size=batch, loader_workers=0, device="cpu", progress=False
+    )
     print(
         json.dumps(
             {
@@ -66,7 +70,14 @@ def _import(dsn: str, root: str, name: str, batch: int, delay: float) -> None:
 
     loader.BulkLoader.load = slow_load
     s = import_dataset(
-        dsn, "imagefolder", root, name=name, modality="US", region="breast", batch_size=batch, progress=False
+        Database(dsn),
+        "imagefolder",
+        root,
+        name=name,
+        modality="US",
+        region="breast",
+        batch_size=batch,
+        progress=False,
     )
     print(json.dumps({"imported": s.imported, "errors": s.errors}))
 

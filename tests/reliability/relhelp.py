@@ -224,6 +224,19 @@ def good_png(seed: int, side: int = 32) -> bytes:
     return _png(Image.fromarray(grey(seed, side)))
 
 
+def jpip_dicom() -> bytes:
+    """A real DICOM whose transfer syntax (JPIP Referenced) no decoder plugin can decode."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.94"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def pydicom_file(name: str) -> Path:
     import pydicom
 
@@ -274,13 +287,15 @@ def bad_image_files() -> list[Bad]:
         Bad("non_image", "notes.png", b"Patient notes, not an image.\n" * 20, ("not_an_image",)),
         Bad("decompression_bomb", "bomb.png", bomb_png(), ("decompression_bomb",)),
         Bad("tiny_1x1", "tiny.png", _png(Image.new("L", (1, 1), 128)), ("image_too_small",)),
+        Bad("dicom_no_decoder_exists", "jpip.dcm", jpip_dicom(), ("dicom_unsupported_transfer_syntax",)),
         Bad(
-            "dicom_compressed_no_decoder",
-            "jpegls.dcm",
-            pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes(),
-            ("dicom_unsupported_transfer_syntax",),
+            "dicom_segmentation",
+            "seg.dcm",
+            pydicom_file("liver_1frame.dcm").read_bytes(),
+            ("dicom_not_an_image",),
         ),
-        Bad("dicom_no_pixels", "rtplan.dcm", pydicom_file("rtplan.dcm").read_bytes(), ("dicom_no_pixels",)),
+        Bad("dicom_no_pixels", "nopix.dcm", pydicom_file("priv_SQ.dcm").read_bytes(), ("dicom_no_pixels",)),
+        Bad("dicom_rt_plan", "rtplan.dcm", pydicom_file("rtplan.dcm").read_bytes(), ("dicom_not_an_image",)),
         Bad("missing_file", "missing.png", None, ("missing_file",)),
     ]
 

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from relhelp import Bad, bad_image_files, bomb_png, good_png, pydicom_file, tricky_image_files, write_files
 
+from cbir_pg.db.database import Database
 from cbir_pg.images import DecodeError, decode_bytes, decode_file
 
 BAD = bad_image_files()
@@ -86,7 +87,7 @@ def _import(dsn: str, manifest: Path, name: str, **kw):
     from cbir_pg.datasets.importer import import_dataset
 
     return import_dataset(
-        dsn, "csv", manifest, name=name, modality="XR", region="chest", progress=False, **kw
+        Database(dsn), "csv", manifest, name=name, modality="XR", region="chest", progress=False, **kw
     )
 
 
@@ -271,7 +272,7 @@ def test_ingest_records_decode_errors_and_embeds_the_rest(db: str, tmp_path: Pat
     (root / "good_3.png").write_bytes(b"")  # emptied after import
     (root / "good_4.png").unlink()  # deleted after import
     (root / "good_5.png").write_bytes(bomb_png())  # replaced by a bomb
-    run_ingest(db, "tiny_cnn", datasets=["ing_ds"], batch_size=2, progress=False)
+    run_ingest(Database(db), "tiny_cnn", datasets=["ing_ds"], batch_size=2, progress=False)
     with psycopg.connect(db) as c:
         done = {
             r[0]
@@ -373,7 +374,13 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds")
     s = run_ingest(
-        db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+        Database(db),
+        "rel_nan_inf",
+        batch_size=4,
+        loader_workers=0,
+        device="cpu",
+        progress=False,
+        max_attempts=1,
     )
     stored = _stored_vectors(db, "rel_nan_inf")
     assert set(stored) == {f"good_{i}.png" for i in range(6)}, (
@@ -389,7 +396,13 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
         )
     # a rerun changes nothing: stored vectors stay, refused images are not retried past max_attempts
     run_ingest(
-        db, "rel_nan_inf", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+        Database(db),
+        "rel_nan_inf",
+        batch_size=4,
+        loader_workers=0,
+        device="cpu",
+        progress=False,
+        max_attempts=1,
     )
     assert _stored_vectors(db, "rel_nan_inf") == stored
 
@@ -399,11 +412,17 @@ def test_wrong_dimension_vectors_are_refused_and_nothing_else_is_touched(db: str
 
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "dim"), "dim_ds")
-    run_ingest(db, "tiny_cnn", batch_size=4, loader_workers=0, device="cpu", progress=False)
+    run_ingest(Database(db), "tiny_cnn", batch_size=4, loader_workers=0, device="cpu", progress=False)
     before = _stored_vectors(db, "tiny_cnn")
     assert len(before) == 8
     s = run_ingest(
-        db, "rel_wrong_dim", batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+        Database(db),
+        "rel_wrong_dim",
+        batch_size=4,
+        loader_workers=0,
+        device="cpu",
+        progress=False,
+        max_attempts=1,
     )
     assert s.embedded == 0 and _stored_vectors(db, "rel_wrong_dim") == {}
     errors = _vector_errors(db, "rel_wrong_dim")

@@ -31,6 +31,7 @@ from psycopg import sql
 from relhelp import canonical_dump, good_png
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -90,7 +91,7 @@ def _import(dsn: str, root: Path, name: str = "breast", **kw):
     from cbir_pg.datasets.importer import import_dataset
 
     return import_dataset(
-        dsn, "imagefolder", root, name=name, modality="US", region="breast", progress=False, **kw
+        Database(dsn), "imagefolder", root, name=name, modality="US", region="breast", progress=False, **kw
     )
 
 
@@ -191,7 +192,7 @@ def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(
     assert stored == (copied - 1) * batch, f"{stored} rows after {copied} copied batches of {batch}"
     assert 0 < stored < total
 
-    summary = run_ingest(db, MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
+    summary = run_ingest(Database(db), MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
     assert summary.embedded == total - stored
     assert summary.remaining == 0 and summary.failed == 0
     assert _stored(db) == total
@@ -240,7 +241,7 @@ def own_server(template_db: str, pg_server_dsn: str):
     with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
         c.execute("create database cbir")
     dsn = st.uri("cbir")
-    migrate(dsn)
+    migrate(Database(dsn))
     try:
         yield server, dsn
     finally:
@@ -277,7 +278,7 @@ def test_database_restart_during_ingest_worker_reconnects_and_finishes(
 
     # nothing committed before the restart was lost, and a rerun completes exactly once
     assert after_worker >= 16
-    run_ingest(dsn, MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
+    run_ingest(Database(dsn), MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
     assert _stored(dsn) == total
     _assert_exactly_once_and_correct(dsn)
 

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from relhelp import deep_png, good_png, pydicom_file
 
+from cbir_pg.db.database import Database
 from cbir_pg.images import DecodeError, decode_bytes, decode_file, pixel_hash
 
 HERE = Path(__file__).resolve().parent
@@ -60,8 +61,9 @@ def _python(code: str, timeout: float = 240) -> dict:
 def _ingest(dsn: str, timeout: float = 300) -> dict:
     return _python(
         "import json\n"
+        "from cbir_pg.db.database import Database\n"
         "from cbir_pg.ingest.worker import run_ingest\n"
-        f"s = run_ingest({dsn!r}, {MODEL!r}, batch_size=8, loader_workers=0, device='cpu', progress=False)\n"
+        f"s = run_ingest(Database({dsn!r}), {MODEL!r}, batch_size=8, loader_workers=0, device='cpu', progress=False)\n"
         "print(json.dumps({'embedded': s.embedded, 'failed': s.failed, 'errors': s.errors,"
         " 'remaining': s.remaining}))",
         timeout,
@@ -72,8 +74,9 @@ def _import_csv(dsn: str, manifest: Path, name: str, timeout: float = 240, **kw)
     opts = ", ".join(f"{k}={v!r}" for k, v in kw.items())
     return _python(
         "import json\n"
+        "from cbir_pg.db.database import Database\n"
         "from cbir_pg.datasets.importer import import_dataset\n"
-        f"s = import_dataset({dsn!r}, 'csv', {str(manifest)!r}, name={name!r}, modality='XR', region='chest',"
+        f"s = import_dataset(Database({dsn!r}), 'csv', {str(manifest)!r}, name={name!r}, modality='XR', region='chest',"
         f" progress=False{', ' + opts if opts else ''})\n"
         "print(json.dumps({'imported': s.imported, 'errors': s.errors}))",
         timeout,
@@ -137,7 +140,9 @@ def test_two_databases_sharing_a_home_never_embed_each_others_pixels(
     dbs = {}
     for tag, npz in (("a", a), ("b", b)):
         dsn = clone_db(template_db)
-        import_dataset(dsn, "medmnist", npz, name="shared_key", flag="pneumoniamnist", progress=False)
+        import_dataset(
+            Database(dsn), "medmnist", npz, name="shared_key", flag="pneumoniamnist", progress=False
+        )
         dbs[tag], arrays[tag] = dsn, np.load(npz)["train_images"]
 
     for tag, dsn in dbs.items():
@@ -165,7 +170,7 @@ def test_ingest_refuses_a_managed_file_whose_pixels_changed(
 
     src = np.load(medmnist_dir / "breastmnist.npz")
     npz = _medmnist_npz(tmp_path / "breastmnist_t.npz", src["train_images"][:16], src["train_labels"][:16])
-    import_dataset(db, "medmnist", npz, name="tampered", flag="breastmnist", progress=False)
+    import_dataset(Database(db), "medmnist", npz, name="tampered", flag="breastmnist", progress=False)
     rows = _stored_rows(db)
     root, uri, _, _ = rows[3]
     Image.fromarray(np.asarray(src["train_images"][100])).save(Path(root) / uri, format="PNG")
@@ -352,12 +357,13 @@ def test_folder_adapters_record_non_regular_entries(db: str, tmp_path: Path) -> 
     recorded error each, the rest imported."""
     code = (
         "import json\n"
+        "from cbir_pg.db.database import Database\n"
         "from cbir_pg.datasets.importer import import_dataset\n"
         "out = {}\n"
-        f"s = import_dataset({db!r}, 'imagefolder', {str(tmp_path / 'f')!r}, name='nonreg_f', modality='XR',"
+        f"s = import_dataset(Database({db!r}), 'imagefolder', {str(tmp_path / 'f')!r}, name='nonreg_f', modality='XR',"
         " region='chest', progress=False)\n"
         "out['folder'] = [s.imported, s.errors]\n"
-        f"s = import_dataset({db!r}, 'dicom', {str(tmp_path / 'd')!r}, name='nonreg_d', progress=False)\n"
+        f"s = import_dataset(Database({db!r}), 'dicom', {str(tmp_path / 'd')!r}, name='nonreg_d', progress=False)\n"
         "out['dicom'] = [s.imported, s.errors]\n"
         "print(json.dumps(out))"
     )

@@ -23,6 +23,7 @@ from psycopg import sql
 from relhelp import good_png, relation_snapshot, row_counts
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 from cbir_pg.db.identifiers import KEY_PATTERN
 from cbir_pg.errors import CbirError
 
@@ -163,32 +164,41 @@ def _library_calls(dsn: str, tmp: Path):
         # an empty --name means "the adapter's default key", so it is not a hostile name there
         (
             "import_dataset name",
-            lambda n: import_dataset(dsn, "csv", manifest, name=n or "x;", progress=False),
+            lambda n: import_dataset(Database(dsn), "csv", manifest, name=n or "x;", progress=False),
         ),
-        ("import_dataset kind", lambda n: import_dataset(dsn, n, manifest, name="ok_name", progress=False)),
-        ("build_index", lambda n: build_index(dsn, n, progress=False)),
-        ("index_status", lambda n: index_status(dsn, n)),
-        ("drop_index", lambda n: drop_index(dsn, n)),
-        ("index_recall", lambda n: index_recall(dsn, n)),
-        ("search model", lambda n: search(dsn, n, image_id=1)),
-        ("search dataset", lambda n: search(dsn, MODEL, image_id=1, dataset=n)),
-        ("evaluate_retrieval model", lambda n: evaluate_retrieval(dsn, n, progress=False)),
+        (
+            "import_dataset kind",
+            lambda n: import_dataset(Database(dsn), n, manifest, name="ok_name", progress=False),
+        ),
+        ("build_index", lambda n: build_index(Database(dsn), n, progress=False)),
+        ("index_status", lambda n: index_status(Database(dsn), n)),
+        ("drop_index", lambda n: drop_index(Database(dsn), n)),
+        ("index_recall", lambda n: index_recall(Database(dsn), n)),
+        ("search model", lambda n: search(Database(dsn), n, image_id=1)),
+        ("search dataset", lambda n: search(Database(dsn), MODEL, image_id=1, dataset=n)),
+        ("evaluate_retrieval model", lambda n: evaluate_retrieval(Database(dsn), n, progress=False)),
         (
             "evaluate_retrieval dataset",
-            lambda n: evaluate_retrieval(dsn, MODEL, datasets=[n], progress=False),
+            lambda n: evaluate_retrieval(Database(dsn), MODEL, datasets=[n], progress=False),
         ),
-        ("evaluate_knn model", lambda n: evaluate_knn(dsn, n, progress=False)),
-        ("evaluate_knn dataset", lambda n: evaluate_knn(dsn, MODEL, datasets=[n], progress=False)),
-        ("evaluate_linear model", lambda n: evaluate_linear(dsn, n, progress=False)),
-        ("evaluate_linear dataset", lambda n: evaluate_linear(dsn, MODEL, datasets=[n], progress=False)),
-        ("run_ablation model", lambda n: run_ablation(dsn, n, progress=False)),
+        ("evaluate_knn model", lambda n: evaluate_knn(Database(dsn), n, progress=False)),
+        ("evaluate_knn dataset", lambda n: evaluate_knn(Database(dsn), MODEL, datasets=[n], progress=False)),
+        ("evaluate_linear model", lambda n: evaluate_linear(Database(dsn), n, progress=False)),
+        (
+            "evaluate_linear dataset",
+            lambda n: evaluate_linear(Database(dsn), MODEL, datasets=[n], progress=False),
+        ),
+        ("run_ablation model", lambda n: run_ablation(Database(dsn), n, progress=False)),
     ]
     try:
         from cbir_pg.ingest.worker import run_ingest
 
-        calls.append(("run_ingest model", lambda n: run_ingest(dsn, n, progress=False)))
+        calls.append(("run_ingest model", lambda n: run_ingest(Database(dsn), n, progress=False)))
         calls.append(
-            ("run_ingest dataset", lambda n: run_ingest(dsn, "tiny_cnn", datasets=[n], progress=False))
+            (
+                "run_ingest dataset",
+                lambda n: run_ingest(Database(dsn), "tiny_cnn", datasets=[n], progress=False),
+            )
         )
     except ImportError:
         calls.append(("run_ingest (pending: ingest.worker missing)", _pending_ingest))

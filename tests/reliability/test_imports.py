@@ -29,6 +29,7 @@ import pytest
 from psycopg import errors, sql
 from relhelp import dsn_with, good_png
 
+from cbir_pg.db.database import Database
 from cbir_pg.errors import CbirError, ConfigError
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +87,9 @@ def test_oversized_fields_are_one_recorded_error_each_and_the_rest_imports(db: s
         w.writerow(["path", "label", "patient"])
         w.writerows(rows)
 
-    s = import_dataset(db, "csv", manifest, name="oversized", modality="XR", region="chest", progress=False)
+    s = import_dataset(
+        Database(db), "csv", manifest, name="oversized", modality="XR", region="chest", progress=False
+    )
     assert s.imported == 5 and s.errors == {"field_too_long": 3}, s.errors
     errs = _errors(db, "oversized")
     assert {e[0][:40] for e in errs} == {"long_label.png", "long_patient.png", long_path[:40]}
@@ -105,7 +108,9 @@ def test_a_file_name_that_is_not_utf8_is_one_recorded_error(db: str, tmp_path: P
     bad = os.fsdecode(b"caf\xe9_latin1.png")  # a Latin-1 name: not valid UTF-8
     (cls / bad).write_bytes(good_png(650))
 
-    s = import_dataset(db, "imagefolder", root, name="latin", modality="XR", region="chest", progress=False)
+    s = import_dataset(
+        Database(db), "imagefolder", root, name="latin", modality="XR", region="chest", progress=False
+    )
     assert s.imported == 4 and s.errors == {"bad_encoding": 1}, s.errors
     (err,) = _errors(db, "latin")
     assert err[1] == "bad_encoding" and "caf\\xe9_latin1.png" in err[0]
@@ -138,7 +143,7 @@ def test_malformed_npz_is_one_clear_line(db: str, tmp_path: Path, kind: str) -> 
 
     path = _npz(tmp_path / "breastmnist_bad.npz", **MALFORMED[kind])
     with pytest.raises(CbirError) as info:
-        import_dataset(db, "medmnist", path, name=f"npz_{kind}", progress=False)
+        import_dataset(Database(db), "medmnist", path, name=f"npz_{kind}", progress=False)
     msg = str(info.value)
     assert "\n" not in msg and path.name in msg, msg
 
@@ -149,7 +154,7 @@ def test_a_valid_small_npz_still_imports(db: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
     path = _npz(tmp_path / "breastmnist_ok.npz", train_images=imgs, train_labels=np.array([0, 1] * 3))
-    s = import_dataset(db, "medmnist", path, name="npz_ok", progress=False)
+    s = import_dataset(Database(db), "medmnist", path, name="npz_ok", progress=False)
     assert s.imported == 6 and not s.errors
 
 
@@ -217,22 +222,26 @@ def test_a_killed_import_is_marked_unfinished_and_kept_out_of_evaluation(db: str
 
     status, imported_at, images = _dataset(db, "breast")
     assert status == "importing" and imported_at is None and 32 <= images < 120
-    run_ingest(db, MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
+    run_ingest(Database(db), MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
     with pytest.raises(ConfigError) as info:
-        evaluate_retrieval(db, MODEL, index_splits=("train", "val"), query_splits=("test",), progress=False)
+        evaluate_retrieval(
+            Database(db), MODEL, index_splits=("train", "val"), query_splits=("test",), progress=False
+        )
     assert "breast" in str(info.value) and "import" in str(info.value)
     with pytest.raises(ConfigError):
-        evaluate_retrieval(db, MODEL, datasets=["breast"], progress=False)
+        evaluate_retrieval(Database(db), MODEL, datasets=["breast"], progress=False)
     with psycopg.connect(db) as c:
         assert c.execute("select count(*) from cbir.eval_run").fetchone()[0] == 0
 
     # a rerun completes the import; evaluation then runs and records that not every image has a vector
-    import_dataset(db, "imagefolder", root, name="breast", modality="US", region="breast", progress=False)
+    import_dataset(
+        Database(db), "imagefolder", root, name="breast", modality="US", region="breast", progress=False
+    )
     status, imported_at, images = _dataset(db, "breast")
     assert status == "complete" and imported_at is not None and images == 120
-    r1 = evaluate_retrieval(db, MODEL, index_splits=("train", "val"), progress=False)
-    run_ingest(db, MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
-    r2 = evaluate_retrieval(db, MODEL, index_splits=("train", "val"), progress=False)
+    r1 = evaluate_retrieval(Database(db), MODEL, index_splits=("train", "val"), progress=False)
+    run_ingest(Database(db), MODEL, batch_size=32, loader_workers=0, device="cpu", progress=False)
+    r2 = evaluate_retrieval(Database(db), MODEL, index_splits=("train", "val"), progress=False)
     with psycopg.connect(db) as c:
         cov = dict(c.execute("select id, all_embedded from cbir.eval_run").fetchall())
     assert cov[r1.primary.run_id] is False and cov[r2.primary.run_id] is True
@@ -242,9 +251,14 @@ def test_a_killed_import_is_marked_unfinished_and_kept_out_of_evaluation(db: str
 @pytest.fixture
 def worker_dsn(db: str, pg_server_dsn: str):
     name = f"t_w_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex  # every role but the superuser logs in with scram-sha-256
     with psycopg.connect(pg_server_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("create role {} login in role cbir_worker").format(sql.Identifier(name)))
-    yield dsn_with(db, user=name)
+        c.execute(
+            sql.SQL("create role {} login password {} in role cbir_worker").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+    yield dsn_with(db, user=name, password=password)
     with psycopg.connect(db, autocommit=True) as c:
         c.execute(sql.SQL("drop owned by {}").format(sql.Identifier(name)))
     with psycopg.connect(pg_server_dsn, autocommit=True) as c:
@@ -257,7 +271,7 @@ def test_the_worker_cannot_set_its_own_attempt_count(db: str, worker_dsn: str, t
     from cbir_pg.encoders import get_config
     from cbir_pg.ingest.worker import ensure_encoder_table
 
-    import_dataset(db, "imagefolder", _folder(tmp_path / "w", 4), name="wf", modality="US", region="breast",
+    import_dataset(Database(db), "imagefolder", _folder(tmp_path / "w", 4), name="wf", modality="US", region="breast",
                    progress=False)  # fmt: skip
     with connect(db) as conn:
         ensure_encoder_table(conn, get_config(MODEL))

@@ -22,6 +22,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cbir_pg.db.database import Database
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 MODEL = "tiny_cnn"
@@ -56,7 +58,7 @@ def _seed(dsn: str) -> None:
             " from cbir.image i"
         )
         conn.commit()
-    build_index(dsn, MODEL, m=4, ef_construction=16, progress=False, recall_queries=0)
+    build_index(Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0)
 
 
 def _live_index(dsn: str) -> tuple[int, bool, str] | None:
@@ -113,7 +115,7 @@ def test_searches_during_a_rebuild_use_the_old_index_and_the_new_one_is_swapped_
 
     def rebuild() -> None:
         try:
-            outcome["report"] = build_index(db, MODEL, progress=False, recall_queries=0, **SLOW)
+            outcome["report"] = build_index(Database(db), MODEL, progress=False, recall_queries=0, **SLOW)
         except BaseException as exc:  # reported below
             outcome["error"] = exc
 
@@ -148,7 +150,7 @@ def own_server():
     with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
         c.execute("create database cbir")
     dsn = st.uri("cbir")
-    migrate(dsn)
+    migrate(Database(dsn))
     try:
         yield server, dsn
     finally:
@@ -188,8 +190,9 @@ def test_a_crash_during_a_rebuild_leaves_the_old_index_valid(own_server, concurr
         [
             sys.executable,
             "-c",
+            "from cbir_pg.db.database import Database\n"
             "from cbir_pg.index import build_index\n"
-            f"build_index({dsn!r}, {MODEL!r}, concurrently={concurrently}, progress=False, recall_queries=0,"
+            f"build_index(Database({dsn!r}), {MODEL!r}, concurrently={concurrently}, progress=False, recall_queries=0,"
             f" **{SLOW!r})",
         ],
         cwd=REPO,
@@ -214,7 +217,7 @@ def test_a_crash_during_a_rebuild_leaves_the_old_index_valid(own_server, concurr
     assert ann == INDEX and INDEX in plan
 
     # the next build succeeds and swaps in a new index (a half-built staging index is dropped first)
-    report = build_index(dsn, MODEL, m=8, ef_construction=32, progress=False, recall_queries=0)
+    report = build_index(Database(dsn), MODEL, m=8, ef_construction=32, progress=False, recall_queries=0)
     assert report.index_name == INDEX
     new = _live_index(dsn)
     assert new is not None and new[1] and "m=8" in new[2]

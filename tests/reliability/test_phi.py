@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from relhelp import find_values
 
+from cbir_pg.db.database import Database
+
 MAX_BYTES = 300_000
 PLACEHOLDERS = {"anonymized", "anonymous"}
 #: name parts that are ordinary words in error messages ("First-Order Prediction" is a transfer syntax)
@@ -86,7 +88,7 @@ def phi_folder(tmp_path_factory) -> tuple[Path, dict[Path, dict[str, str]]]:
 def _import(dsn: str, root: Path):
     from cbir_pg.datasets.importer import import_dataset
 
-    return import_dataset(dsn, "dicom", root, name="phi_scans", progress=False)
+    return import_dataset(Database(dsn), "dicom", root, name="phi_scans", progress=False)
 
 
 def _salt(dsn: str) -> str:
@@ -136,7 +138,7 @@ def test_salt_differs_per_installation_and_so_do_the_keys(db: str, empty_db: str
     cannot be linked across them by key."""
     from cbir_pg.db.migrate import migrate
 
-    migrate(empty_db)
+    migrate(Database(empty_db))
     assert _salt(db) != _salt(empty_db)
     root, _ = phi_folder
     keys = []
@@ -152,7 +154,7 @@ def test_salt_is_kept_on_remigration(db: str) -> None:
     from cbir_pg.db.migrate import migrate
 
     before = _salt(db)
-    migrate(db)
+    migrate(Database(db))
     assert _salt(db) == before
 
 
@@ -189,7 +191,7 @@ def test_managed_copy_leaves_no_name_from_the_source_paths(db: str, phi_folder, 
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"DICM but not really" * 10)
 
-    s = import_dataset(db, "dicom", root, managed_copy="1", progress=False)
+    s = import_dataset(Database(db), "dicom", root, managed_copy="1", progress=False)
     assert s.dataset == "dicom_managed" and s.imported >= 8 and s.error_count >= 1
     hits = find_values(db, [*names, "DOE^JOHN", "MRN123456", "DOE_JOHN"], ignore_case=True)
     assert not hits, f"a source path name is stored: {hits[:10]}"
@@ -222,7 +224,7 @@ def test_coded_attributes_are_stored_only_when_valid(db: str, tmp_path: Path) ->
         ds.ViewPosition, ds.Modality, ds.BodyPartExamined = view, modality, part
         ds.PatientID = name
         ds.save_as(root / name)
-    import_dataset(db, "dicom", root, name="coded", progress=False)
+    import_dataset(Database(db), "dicom", root, name="coded", progress=False)
     with psycopg.connect(db) as c:
         got = dict(
             (r[0], (r[1], r[2], r[3])) for r in c.execute(

@@ -6,7 +6,8 @@ check what each can and cannot do.
 - ``cbir_worker`` claims work (``FOR UPDATE SKIP LOCKED`` on ``cbir.image``) and writes embeddings
   (insert and binary COPY); it cannot alter the schema, delete vectors or read reports or patients.
 
-The embedded server trusts local Unix-socket logins, so only ``user=`` changes in the DSN.
+Every role but the superuser logs in with its scram-sha-256 password (``pg_hba.conf``), so each test
+role gets one and the DSN carries it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from psycopg import errors, sql
 from relhelp import dsn_with
 
 from cbir_pg.db import identifiers
+from cbir_pg.db.database import Database
 
 PATIENT_KEY = "pk-7f3a-do-not-leak"
 MODEL = "roles_probe"
@@ -78,12 +80,15 @@ def login(pg_server_dsn: str) -> Iterator:
 
     def make(db: str, group: str) -> str:
         name = f"t_{group}_{uuid.uuid4().hex[:8]}"
+        password = uuid.uuid4().hex
         with psycopg.connect(pg_server_dsn, autocommit=True) as c:
             c.execute(
-                sql.SQL("create role {} login in role {}").format(sql.Identifier(name), sql.Identifier(group))
+                sql.SQL("create role {} login password {} in role {}").format(
+                    sql.Identifier(name), sql.Literal(password), sql.Identifier(group)
+                )
             )
         made.append((name, db))
-        return dsn_with(db, user=name)
+        return dsn_with(db, user=name, password=password)
 
     yield make
     with psycopg.connect(pg_server_dsn, autocommit=True) as c:
@@ -176,7 +181,7 @@ def test_reader_grants_survive_remigration(seeded: str, login) -> None:
     """``cbir-pg db migrate`` rebuilds cbir_report: the reader must still read it afterwards."""
     from cbir_pg.db.migrate import migrate
 
-    migrate(seeded)
+    migrate(Database(seeded))
     reader = login(seeded, "cbir_reader")
     with psycopg.connect(reader) as c:
         for view in _report_views(seeded):

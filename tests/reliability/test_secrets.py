@@ -1,6 +1,7 @@
-"""Secrets (issue 8): a DSN password never appears in error messages, logs, CLI output or stored run
-metadata. The embedded server trusts local socket logins and ignores the password, so a DSN that
-carries one still connects: the whole import → ingest → eval path runs with it.
+"""Secrets (issues 8 and 13): a DSN password never appears in error messages, logs, CLI output, stored
+run metadata or any process's command line. The embedded server's superuser logs in by ``peer`` over
+the socket and ignores a password, so a superuser DSN that carries one still connects: the whole
+import → ingest → eval path (and every CLI command) runs with it. Other roles need theirs (scram).
 """
 
 from __future__ import annotations
@@ -8,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from relhelp import dsn_with, find_values, good_png
 
-from cbir_pg.db.connect import connect, redact, translate
+from cbir_pg.db.connect import connect, dsn_secrets, redact, translate
+from cbir_pg.db.database import Database
 from cbir_pg.errors import CbirError
 
 SECRET = "S3cr3t-pw_7f3a"
@@ -153,14 +158,20 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
     secret_dsn = dsn_with(db, password=SECRET) if form == "kv" else _uri_with_password(db, SECRET)
     caplog.set_level(logging.DEBUG)
     import_dataset(
-        secret_dsn, "csv", small_dataset, name="small", modality="US", region="breast", progress=False
+        Database(secret_dsn),
+        "csv",
+        small_dataset,
+        name="small",
+        modality="US",
+        region="breast",
+        progress=False,
     )
-    run_ingest(secret_dsn, "tiny_cnn", batch_size=8, loader_workers=0, device="cpu", progress=False)
-    evaluate_retrieval(secret_dsn, "tiny_cnn", mode="exact", progress=False)
+    run_ingest(Database(secret_dsn), "tiny_cnn", batch_size=8, loader_workers=0, device="cpu", progress=False)
+    evaluate_retrieval(Database(secret_dsn), "tiny_cnn", mode="exact", progress=False)
     # errors raised on the way carry no password either
     for bad in (
-        lambda: run_ingest(secret_dsn, "tiny_cnn", datasets=["no_such_dataset"], progress=False),
-        lambda: evaluate_retrieval(secret_dsn, "no_such_model", progress=False),
+        lambda: run_ingest(Database(secret_dsn), "tiny_cnn", datasets=["no_such_dataset"], progress=False),
+        lambda: evaluate_retrieval(Database(secret_dsn), "no_such_model", progress=False),
         lambda: connect(dsn_with(secret_dsn, dbname="no_such_db")),
     ):
         with pytest.raises(CbirError) as info:
@@ -187,3 +198,265 @@ def test_password_dsn_leaves_no_trace_in_output_logs_or_database(
     log = Path(conninfo_to_dict(pg_server_dsn).get("host", "")) / "server.log"
     if log.is_file():
         assert SECRET not in log.read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------- round 2 (issue 13)
+#: a password with every character a DSN treats specially; pieces are long enough to grep for
+ODD = "Zq7@Kp3:Lm5/Xw9?Tr2#Bn4 Yh6'Vc8\\Gd1%Fs0&"
+ODD_PIECES = ["Zq7", "Kp3", "Lm5", "Xw9", "Tr2", "Bn4", "Yh6", "Vc8", "Gd1", "Fs0"]
+
+
+def _pieces_in(text: str, pieces: list[str] = ODD_PIECES) -> list[str]:
+    return [p for p in pieces if p in text]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://alice:p@ss-Zq7Kp3@db.example.org/cbir",  # an unencoded '@' in the password
+        "postgresql://alice:Zq7@Kp3@Lm5@h/cbir",
+        f"postgresql://alice:{quote(ODD, safe='')}@h:5432/cbir?sslmode=require",
+        "host=h user=alice password='Zq7 Kp3\\'Lm5' dbname=cbir",
+        f"host=h user=alice password={quote(ODD, safe='')} dbname=cbir",
+    ],
+)
+def test_redact_removes_odd_passwords_whole(dsn: str) -> None:
+    out = redact(dsn)
+    assert "***" in out
+    assert not _pieces_in(out) and "p@ss" not in out, out
+    assert "alice" in out  # the rest stays readable
+
+
+def test_redact_uses_the_known_password_in_free_text() -> None:
+    dsn = f"postgresql://alice:{quote(ODD, safe='')}@h/cbir"
+    message = f"server said: bad login for password {ODD} (encoded {quote(ODD, safe='')})"
+    assert not _pieces_in(redact(message, dsn_secrets(dsn)))
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=/tmp user=alice password=Zq7 Kp3Lm5 dbname=cbir",  # unquoted space: 'missing "=" after "Kp3Lm5"'
+        "host=/tmp user=alice password='Zq7Kp3Lm5 dbname=cbir",  # unterminated quote
+        "postgresql://alice:Zq7%zzKp3Lm5@h/cbir",  # bad percent-encoding: libpq quotes the token
+        "postgresql://alice:Zq7Kp3Lm5@h/cbir?Xw9Tr2=1",  # unknown URI parameter: libpq quotes its name
+        "postgresql://alice:Zq7@Kp3Lm5@h/cbir",  # libpq would read host 'Kp3Lm5@h' and echo it
+        "postgresql://alice:Zq7/Kp3Lm5@h/cbir",  # libpq would read port 'Zq7', dbname 'Kp3Lm5@h/cbir'
+        "host=/tmp port=Zq7Kp3Lm5 password=Zq7Kp3Lm5",  # invalid port
+    ],
+)
+def test_libpq_parse_errors_never_echo_the_password(dsn: str) -> None:
+    pieces = ["Zq7", "Kp3Lm5", "Xw9Tr2"]
+    with pytest.raises(CbirError) as info:
+        connect(dsn)
+    msg = str(info.value)
+    assert not _pieces_in(msg, pieces) and "\n" not in msg, msg
+    code, text = _run_cli(["--dsn", dsn, "db", "status"])
+    assert code == 1 and not _pieces_in(text, pieces), text
+
+
+def test_db_url_redacts_unless_show_password(db: str) -> None:
+    dsn = _uri_with_password(db, quote(ODD, safe=""))
+    code, text = _run_cli(["db", "url"], env={"CBIR_PG_DSN": dsn})
+    assert code == 0 and "***" in text and not _pieces_in(text), text
+    code, text = _run_cli(["db", "url", "--show-password"], env={"CBIR_PG_DSN": dsn})
+    assert code == 0 and text.strip() == dsn
+
+
+def _cmdlines() -> list[str]:
+    """Every process's command line, as ``ps -eo args`` shows them to any local user."""
+    out = subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    for f in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            out.append(f.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return out
+
+
+class _PsWatcher:
+    """Samples every process's command line in a thread while a block runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen += _cmdlines()
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> _PsWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def scram_reader(db: str, pg_server_dsn: str):
+    """DSN (with its odd password, percent-encoded) of a LOGIN member of cbir_reader: scram checks it."""
+    import uuid
+
+    from psycopg import sql
+
+    name = f"t_sec_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+        c.execute(
+            sql.SQL("create role {} login password {} in role cbir_reader").format(
+                sql.Identifier(name), sql.Literal(ODD)
+            )
+        )
+    yield _uri_with_password(dsn_with(db, user=name), quote(ODD, safe="")), name
+    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("CBIR_PG_TEST_DSN")), reason="needs the embedded server's scram logins"
+)
+def test_db_psql_gets_the_password_from_a_passfile_never_argv(scram_reader, cli_env) -> None:
+    """``cbir-pg db psql -c ...`` passes psql's own options through; scram needs the real password, so
+    a successful login proves it arrived, and no process's command line ever showed it."""
+    dsn, name = scram_reader
+    env = {**cli_env, "CBIR_PG_DSN": dsn, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with _PsWatcher() as ps:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cbir_pg",
+                "db",
+                "psql",
+                "-At",
+                "-c",
+                "select current_user, pg_sleep(1.5)",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{name}|"
+    assert any("psql" in line and "-c" in line for line in ps.seen), "the sampler never saw psql run"
+    leaked = [line for line in ps.seen if _pieces_in(line)]
+    assert not leaked, leaked[:3]
+    assert not _pieces_in(r.stdout + r.stderr)
+    # a wrong password fails: the passfile is what logged in above
+    env["CBIR_PG_DSN"] = _uri_with_password(dsn_with(dsn, password=""), "wrong-password")
+    r = subprocess.run(
+        [sys.executable, "-m", "cbir_pg", "db", "psql", "-c", "select 1"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "password authentication failed" in r.stderr
+
+
+def _leaf_commands() -> set[tuple[str, ...]]:
+    import typer
+
+    from cbir_pg.app.cli import app
+
+    out: set[tuple[str, ...]] = set()
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for n, sub in cmd.commands.items():
+                walk(sub, (*path, n))
+            if path and cmd.invoke_without_command:  # a group that runs itself: ``cbir-pg ingest``
+                out.add(path)
+            return
+        out.add(path)
+
+    walk(typer.main.get_command(app), ())
+    return out
+
+
+def test_every_cli_command_with_a_password_dsn_leaks_nothing(
+    db: str, small_dataset: Path, tmp_path: Path, capfd, pg_server_dsn: str
+) -> None:
+    """Every command of the CLI, run with ``CBIR_PG_DSN`` carrying an odd password (the superuser logs in
+    by peer, so the commands really work): the password is in no output, no process's command line
+    and not the server's log."""
+    dsn = _uri_with_password(db, quote(ODD, safe=""))
+    report, empty = tmp_path / "report", tmp_path / "empty"
+    empty.mkdir()
+    runs: list[list[str]] = [
+        ["db", "start"],
+        ["db", "status"],
+        ["db", "url"],
+        ["db", "migrate"],
+        ["db", "psql", "-c", "select 1"],
+        ["db", "roles", "add", "t_sec_every", "--reader"],
+        ["db", "roles", "list"],
+        ["db", "roles", "drop", "t_sec_every"],
+        [
+            "datasets",
+            "import",
+            "csv",
+            str(small_dataset),
+            "--name",
+            "small",
+            "--modality",
+            "US",
+            "--region",
+            "breast",
+            "-q",
+        ],
+        ["datasets", "list"],
+        ["labels", "list"],
+        ["models", "list"],
+        ["ingest", "--model", "tiny_cnn", "--loader-workers", "0", "--device", "cpu", "--no-progress"],
+        ["ingest", "status"],
+        ["index", "build", "--model", "tiny_cnn", "--recall-queries", "5"],
+        ["index", "status"],
+        ["search", "--model", "tiny_cnn", "--image-id", "1", "--k", "3"],
+        ["eval", "retrieval", "--model", "tiny_cnn", "--compare-exact", "--no-progress"],
+        ["eval", "show"],
+        ["eval", "knn", "--model", "tiny_cnn", "--k", "1,3", "--no-progress"],
+        ["eval", "linear", "--model", "tiny_cnn", "--max-epochs", "2", "--no-progress"],
+        [
+            "eval",
+            "ablation",
+            "--model",
+            "tiny_cnn",
+            "--sizes",
+            "2",
+            "--min-class-size",
+            "2",
+            "--queries-per-class",
+            "2",
+            "--no-progress",
+        ],
+        ["report", "--out", str(report), "--tsne-sample", "20", "--grid-queries", "1"],
+        ["index", "drop", "--model", "tiny_cnn"],
+        ["models", "drop", "tiny_cnn", "--yes"],
+        ["demo", "--model", "no_such_model", "--data-dir", str(empty), "--out", str(report), "--no-progress"],
+        ["db", "stop"],
+    ]
+    missing = {c for c in _leaf_commands() if not any(r[: len(c)] == list(c) for r in runs)}
+    assert not missing, f"commands not exercised: {sorted(missing)}"
+
+    codes = {}
+    with _PsWatcher() as ps:
+        for argv in runs:
+            code, text = _run_cli(argv, env={"CBIR_PG_DSN": dsn})
+            out, err = capfd.readouterr()  # what child processes (psql) wrote
+            codes[" ".join(argv[:3])] = code
+            assert not _pieces_in(text + out + err), (argv, text[-1500:])
+    assert not [line for line in ps.seen if _pieces_in(line)]
+    # the commands really ran against the database (not just failed to connect)
+    worked = [c for c, v in codes.items() if v == 0]
+    assert len(worked) >= len(runs) - 2, codes
+    from psycopg.conninfo import conninfo_to_dict
+
+    log = Path(conninfo_to_dict(pg_server_dsn).get("host", "")) / "server.log"
+    if log.is_file():
+        assert not _pieces_in(log.read_text(errors="replace"))

@@ -158,9 +158,34 @@ def test_config_hash_is_stable_and_sensitive():
     ).stdout.strip()
     assert other == cfg.config_hash() and len(other) == 64
     assert replace(cfg, description="other words").config_hash() == cfg.config_hash()
-    assert replace(cfg, interpolation="bicubic").config_hash() != cfg.config_hash()
+    assert replace(cfg, interpolation="bilinear").config_hash() != cfg.config_hash()
+    assert replace(cfg, crop_offset="floor").config_hash() != cfg.config_hash()
     assert replace(cfg, mean=(0.4, 0.5, 0.5)).config_hash() != cfg.config_hash()
     assert cfg.to_json()["config_hash"] == cfg.config_hash()
+
+
+def test_mae_paper_masking_is_seeded_per_image(real_image):
+    """``mae_vitb16_paper``: 75% of the patches masked, the mask a function of (seed, image) only."""
+    paper = create_encoder("mae_vitb16_paper", pretrained=False)
+    plain = create_encoder("mae_vitb16", pretrained=False)
+    assert paper.module.backbone.config.mask_ratio == 0.75
+    assert paper.config.config_hash() != plain.config.config_hash()
+    a = paper.preprocess(real_image)
+    b = paper.preprocess(np.ascontiguousarray(real_image[::-1]))
+    ab = paper.forward(torch.stack([a, b]))
+    ba = paper.forward(torch.stack([b, a]))
+    assert torch.equal(ab[0], ba[1]) and torch.equal(ab[1], ba[0])  # any batch, any order
+    assert torch.equal(ab, paper.forward(torch.stack([a, b])))  # any run
+    assert not torch.allclose(ab[0], plain.forward(a[None])[0], atol=1e-3)  # masked is not unmasked
+    from dataclasses import replace
+
+    from cbir_pg.encoders.hf import build_mae
+
+    other_seed = replace(paper.config, arch=(("mask_ratio", 0.75), ("mask_seed", 1)))
+    torch.manual_seed(0)
+    other = build_mae(other_seed, pretrained=False).eval()
+    with torch.inference_mode():
+        assert not torch.allclose(other(a[None])[0], ab[0], atol=1e-3)  # the seed chooses the mask
 
 
 def test_unknown_key_is_a_clear_error():
@@ -186,7 +211,7 @@ def test_missing_weights_is_one_line_and_does_not_hang(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 7 and time.monotonic() - t < 60
-    assert "microsoft/resnet-50" in lines[0] and "huggingface-cli download" in lines[0]
+    assert "microsoft/resnet-50" in lines[0] and "hf download" in lines[0]
     assert "BiomedCLIP" in lines[1] and "medsam_vit_b.pth" in lines[3] and "--weights" in lines[3]
 
 

@@ -83,7 +83,9 @@ def _graph() -> dict[str, set[str]]:
 
 def test_eval_and_ingest_are_found_under_cbir_pg() -> None:
     mods = _modules()
-    assert {"cbir_pg.eval.topn", "cbir_pg.ingest.worker", "cbir_pg.app.cli", "cbir_pg.db.connect"} <= set(mods)
+    assert {"cbir_pg.eval.topn", "cbir_pg.ingest.worker", "cbir_pg.app.cli", "cbir_pg.db.connect"} <= set(
+        mods
+    )
     import cbir_pg.eval.topn
     import cbir_pg.ingest.worker
 
@@ -101,7 +103,9 @@ def test_no_module_imports_the_bare_top_level_names() -> None:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and not node.level:
                     names = [node.module or ""]
-                bad += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("eval", "ingest")]
+                bad += [
+                    f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("eval", "ingest")
+                ]
     assert not bad, "import cbir_pg.eval / cbir_pg.ingest, not eval / ingest:\n" + "\n".join(bad)
 
 
@@ -160,3 +164,19 @@ def test_no_import_cycle() -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_public_library_function_takes_a_dsn_string() -> None:
+    """Library functions take a ``Database`` (or a connection); only the driver boundary and the
+    settings resolve DSN text (``cbir_pg/db/connect.py``, ``database.py``, ``config.py``), and the app."""
+    allowed = {"cbir_pg.db.connect", "cbir_pg.db.database", "cbir_pg.config", "cbir_pg.db.server"}
+    bad = []
+    for module, path in _modules().items():
+        if module in allowed or _layer(module) == "app":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                names = [a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs]
+                if "dsn" in names:
+                    bad.append(f"{module}.{node.name}")
+    assert not bad, "public functions taking a DSN string:\n" + "\n".join(bad)

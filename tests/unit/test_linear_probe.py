@@ -58,3 +58,28 @@ def test_needs_two_classes():
     X, _ = _blobs(20, 0)
     with pytest.raises(ValueError):
         train_linear_probe(X, np.zeros(20), X, np.zeros(20))
+
+
+def test_paper_rule_initialises_normal_001_and_stops_on_val_accuracy():
+    """``rule="paper"`` (src/linear_probing.py): N(0, 0.01) weights, zero bias, best epoch = first epoch
+    with the highest val accuracy, stop ``patience`` epochs after it; the val loss plays no part."""
+    Xt, yt = _blobs(600, 0)
+    Xv, yv = _blobs(150, 1)
+    init = train_linear_probe(Xt, yt, Xv, yv, rule="paper", max_epochs=0, seed=4)
+    assert init.weight.shape == (3, 8) and np.all(init.bias == 0)
+    assert 0.005 < init.weight.std() < 0.02 and abs(init.weight.mean()) < 0.01
+    default = train_linear_probe(Xt, yt, Xv, yv, max_epochs=0, seed=4)
+    assert default.weight.std() > 0.1  # torch's default init: U(-1/sqrt(8), 1/sqrt(8))
+
+    # separable: val accuracy reaches 1.0 early and cannot improve strictly, while the loss keeps falling
+    paper = train_linear_probe(
+        Xt, yt, Xv, yv, lr=0.05, batch_size=64, max_epochs=60, patience=5, rule="paper"
+    )
+    loss = train_linear_probe(Xt, yt, Xv, yv, lr=0.05, batch_size=64, max_epochs=60, patience=5, rule="loss")
+    acc = paper.val_accuracy
+    assert paper.rule == "paper" and max(acc) == 1.0
+    assert paper.best_epoch == acc.index(max(acc)) + 1  # the first epoch reaching the best accuracy
+    assert paper.stopped_early and paper.epochs_run == paper.best_epoch + 5
+    assert loss.best_epoch > paper.best_epoch  # the loss rule keeps going while the loss still falls
+    with pytest.raises(ValueError, match="rule"):
+        train_linear_probe(Xt, yt, Xv, yv, rule="accuracy")

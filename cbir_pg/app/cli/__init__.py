@@ -10,7 +10,20 @@ import sys
 
 import typer
 
-from cbir_pg.app.cli import datasets, db, demo, evaluate, index, ingest, labels, models, report, search
+from cbir_pg.app.cli import (
+    datasets,
+    db,
+    demo,
+    embeddings,
+    evaluate,
+    index,
+    ingest,
+    labels,
+    models,
+    report,
+    search,
+    serve,
+)
 from cbir_pg.app.cli._common import State, err_console
 
 app = typer.Typer(
@@ -22,7 +35,7 @@ app = typer.Typer(
 )
 
 # The command groups, in pipeline order; each module registers itself and imports heavy libraries lazily.
-for _module in (db, datasets, labels, models, ingest, index, search, evaluate, report, demo):
+for _module in (db, datasets, labels, models, ingest, embeddings, index, search, serve, evaluate, report, demo):
     _module.register(app)
 
 
@@ -42,6 +55,9 @@ def main() -> None:
     from cbir_pg.errors import CbirError
 
     verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(verbose)
     try:
         app()
     except CbirError as exc:

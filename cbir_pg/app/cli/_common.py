@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ err_console = Console(stderr=True)
 class State:
     dsn: str | None = None
     verbose: bool = False
+    db: Any = None  # the command's one cbir_pg.db.database.Database, opened on first use
 
 
 def state(ctx: typer.Context) -> State:
@@ -24,11 +26,20 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
-def dsn(ctx: typer.Context) -> str:
-    """The DSN for this command: ``--dsn``, ``CBIR_PG_DSN`` or the embedded server (started on demand)."""
-    from cbir_pg.db.connect import resolve_dsn
+def database(ctx: typer.Context):
+    """The command's :class:`~cbir_pg.db.database.Database` (``--dsn``, ``CBIR_PG_DSN`` or the embedded
+    server, started on demand), opened once per command and handed to the library functions."""
+    from cbir_pg.db.database import Database
 
-    return resolve_dsn(state(ctx).dsn)
+    st = state(ctx)
+    if st.db is None:
+        st.db = Database(st.dsn)
+    return st.db
+
+
+def dsn(ctx: typer.Context) -> str:
+    """The resolved DSN string, for what needs the text itself (``db url``, ``psql``)."""
+    return database(ctx).dsn
 
 
 def parse_int_list(text: str) -> list[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, database, err_console, parse_int_list, split_names
 
 
 def _datasets(values: list[str] | None) -> list[str] | None:
@@ -57,17 +57,24 @@ def knn(
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
     ),
-    mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
+    mode: str = typer.Option(
+        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
+    ),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max k)"),
     weighted: bool = typer.Option(False, "--weighted", help="similarity-weighted votes"),
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    profile: str = typer.Option("default", "--profile", help="default or paper (exact search), recorded"),
 ) -> None:
     """kNN classification: k chosen on val by micro F1, reported on test; stored (kind knn)."""
     from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    mode = mode or prof.search_mode
 
     r = evaluate_knn(
-        dsn(ctx),
+        database(ctx),
         model,
         k_range=_k_range(k),
         index_splits=split_names([index_split]),
@@ -77,6 +84,7 @@ def knn(
         weighted=weighted,
         connections=connections,
         progress=progress,
+        profile=prof.name,
     )
     console.print(
         f"model {r.model}: {r.n_val} val and {r.n_test} test queries against {r.n_index} index images, "
@@ -96,18 +104,30 @@ def linear(
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     batch_size: int = typer.Option(512, "--batch-size"),
     max_epochs: int = typer.Option(100, "--max-epochs"),
-    patience: int = typer.Option(20, "--patience", help="epochs without a lower val loss before stopping"),
+    patience: int = typer.Option(
+        20, "--patience", help="epochs without a better val criterion before stopping"
+    ),
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    rule: str = typer.Option(
+        None,
+        "--rule",
+        help="loss (stop on val loss, torch init; default) or paper (stop on val accuracy, N(0, 0.01) init)",
+    ),
+    profile: str = typer.Option("default", "--profile", help="default or paper (--rule paper), recorded"),
 ) -> None:
-    """Linear probe (AdamW, early stopping on val loss), reported on test; stored (kind linear)."""
+    """Linear probe (AdamW, early stopping on the validation set), reported on test; stored (kind linear)."""
     from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    rule = rule or prof.probe_rule
 
     r = evaluate_linear(
-        dsn(ctx),
+        database(ctx),
         model,
         seed=seed,
         lr=lr,
@@ -118,10 +138,13 @@ def linear(
         datasets=_datasets(dataset),
         device=device,
         progress=progress,
+        rule=rule,
+        profile=prof.name,
     )
     stop = f"stopped early after {r.epochs_run} epochs" if r.stopped_early else f"ran {r.epochs_run} epochs"
     console.print(
-        f"model {r.model}: trained on {r.n_train}, {stop}, best epoch {r.best_epoch} (by val loss); "
+        f"model {r.model}: trained on {r.n_train}, {stop}, best epoch {r.best_epoch} "
+        f"(by val {'loss' if rule == 'loss' else 'accuracy'}); "
         f"{len(r.classes)} classes, seed {r.seed}",
         markup=False,
         highlight=False,
@@ -154,7 +177,7 @@ def ablation(
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     r = run_ablation(
-        dsn(ctx),
+        database(ctx),
         model,
         sizes=parse_int_list(sizes),
         min_class_size=min_class_size,

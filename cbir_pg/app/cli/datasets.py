@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 app = typer.Typer(
     help="Datasets: import public or own data (one adapter per source layout), list counts.",
@@ -44,7 +44,9 @@ def import_(
     seed: int = typer.Option(0, "--seed", help="seed of the patient-wise splits"),
     flag: str = typer.Option(None, "--flag", help="medmnist: the MedMNIST dataset, e.g. breastmnist"),
     uncertain: str = typer.Option(
-        None, "--uncertain", help="chexpert/mimic-cxr: zeros (default), ones or exclude"
+        None,
+        "--uncertain",
+        help="chexpert/mimic-cxr: zeros (default), ones or exclude (the paper's CheXpert rule)",
     ),
     modality: str = typer.Option(None, "--modality", help="imagefolder/csv: modality code, e.g. XR"),
     region: str = typer.Option(None, "--region", help="imagefolder/csv: anatomical region, e.g. chest"),
@@ -64,6 +66,14 @@ def import_(
         "--allow-outside-root",
         help="import manifest paths that are absolute or leave the dataset root (../); refused by default",
     ),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default, or paper: no dedupe, CheXpert uncertain excluded (see docs/reproduce.md)",
+    ),
+    dedupe: str = typer.Option(
+        None, "--dedupe", help="near (exact + perceptual; default), exact or none (paper profile: none)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
@@ -76,7 +86,7 @@ def import_(
     if managed_copy:
         opts["managed_copy"] = "1"
     s = import_dataset(
-        dsn(ctx),
+        database(ctx),
         kind,
         root,
         name=name,
@@ -85,6 +95,8 @@ def import_(
         progress=not quiet,
         hash_images=not no_hash,
         allow_outside_root=allow_outside_root,
+        profile=profile,
+        dedupe=dedupe,
         **opts,
     )
     console.print(
@@ -116,7 +128,7 @@ def list_(ctx: typer.Context) -> None:
 
     from cbir_pg.datasets import dataset_overview
 
-    rows = dataset_overview(dsn(ctx))
+    rows = dataset_overview(database(ctx))
     if not rows:
         console.print("no datasets imported yet: cbir-pg datasets import KIND ROOT")
         return

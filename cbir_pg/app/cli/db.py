@@ -1,17 +1,19 @@
-"""``cbir-pg db``: the embedded server's lifecycle, the DSN, migrations."""
+"""``cbir-pg db``: the embedded server's lifecycle, the DSN, migrations, psql and login roles."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, state
+from cbir_pg.app.cli._common import console, database, dsn, state
 
 app = typer.Typer(
-    help="Database: start/stop the embedded server, print its URL, migrate the schema.", no_args_is_help=True
+    help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
+    no_args_is_help=True,
 )
+roles_app = typer.Typer(
+    help="Login roles for people and BI tools (members of cbir_reader or cbir_worker).", no_args_is_help=True
+)
+app.add_typer(roles_app, name="roles")
 
 
 def _server():
@@ -22,12 +24,33 @@ def _server():
 
 
 @app.command()
-def start(ctx: typer.Context) -> None:
+def start(
+    ctx: typer.Context,
+    listen: str = typer.Option(
+        None,
+        "--listen",
+        metavar="HOST:PORT",
+        help="also listen on TCP (scram-sha-256 logins only; the superuser never logs in over TCP), e.g."
+        " 5433 (loopback) or 0.0.0.0:5433; a running server listening elsewhere restarts. Default: Unix"
+        " socket only (a server started by any other command never listens on TCP)",
+    ),
+) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
-    from cbir_pg.db.connect import redact
+    from cbir_pg.config import get_settings
+    from cbir_pg.db.connect import redact, start_embedded
+    from cbir_pg.db.server import parse_listen
+    from cbir_pg.errors import ConfigError
 
-    url = dsn(ctx)
-    console.print(f"database ready: {redact(url)}")
+    settings = get_settings(state(ctx).dsn)
+    if settings.dsn:
+        if listen:
+            raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
+        typer.echo(f"database ready: {redact(dsn(ctx))}")
+        return
+    st, url = start_embedded(settings, parse_listen(listen) if listen else None)
+    tcp = f"; TCP {st.listen}:{st.port} (scram-sha-256)" if st.listen else ""
+    note = f" ({st.note})" if st.note else ""
+    typer.echo(f"database ready: {redact(url)}{tcp}{note}")
 
 
 @app.command()
@@ -41,30 +64,50 @@ def stop() -> None:
 def status(ctx: typer.Context) -> None:
     """Show whether the embedded server runs, where its data lives, and the schema revision."""
     from cbir_pg.config import get_settings
-    from cbir_pg.db.connect import redact
+    from cbir_pg.db.connect import check_dsn, redact
+    from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import current_revision, head_revision
 
     settings = get_settings(state(ctx).dsn)
     if settings.dsn:
-        console.print(f"external server: {redact(settings.dsn)}")
-        console.print(f"schema revision: {current_revision(settings.dsn) or 'none'} (head {head_revision()})")
+        console.print(f"external server: {redact(check_dsn(settings.dsn))}", markup=False, highlight=False)
+        console.print(
+            f"schema revision: {current_revision(Database(settings.dsn)) or 'none'} (head {head_revision()})"
+        )
         return
     st = _server().status()
+    if st.stale_pid is not None:
+        typer.echo(
+            f"embedded server: stopped ({st.describe_stale()}; `cbir-pg db start` removes it and starts)"
+        )
+        return
     console.print(f"embedded server: {'running' if st.running else 'stopped'}")
-    console.print(f"data directory:  {st.pgdata}")
+    console.print(f"data directory:  {st.pgdata}", markup=False, highlight=False)
     if st.running:
-        console.print(f"pid {st.pid}, socket {st.socket_dir}, port {st.port}")
+        tcp = f", TCP {st.listen}:{st.port}" if st.listen else ", no TCP"
+        console.print(
+            f"pid {st.pid}, socket {st.socket_dir}, port {st.port}{tcp}", markup=False, highlight=False
+        )
         url = st.uri(settings.database)
         try:
-            console.print(f"schema revision: {current_revision(url) or 'none'} (head {head_revision()})")
+            console.print(
+                f"schema revision: {current_revision(Database(url)) or 'none'} (head {head_revision()})"
+            )
         except Exception:  # the cbir database may not exist yet
             console.print("schema revision: none")
 
 
 @app.command()
-def url(ctx: typer.Context) -> None:
-    """Print a DSN that psql and BI tools can use (starts the embedded server if needed)."""
-    typer.echo(dsn(ctx))
+def url(
+    ctx: typer.Context,
+    show_password: bool = typer.Option(False, "--show-password", help="print the password too"),
+) -> None:
+    """Print a DSN that psql and BI tools can use (starts the embedded server if needed); the password,
+    if the DSN has one, is shown as *** unless --show-password."""
+    from cbir_pg.db.connect import redact
+
+    text = dsn(ctx)
+    typer.echo(text if show_password else redact(text))
 
 
 @app.command()
@@ -72,22 +115,78 @@ def migrate(ctx: typer.Context) -> None:
     """Apply the alembic migrations, then re-apply the idempotent SQL functions and views in sql/."""
     from cbir_pg.db.migrate import migrate as run_migrate
 
-    result = run_migrate(dsn(ctx))
+    result = run_migrate(database(ctx))
     change = (
         f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
     )
     console.print(f"schema {change}; re-applied {len(result.sql_files)} SQL files")
 
 
-@app.command()
-def psql(ctx: typer.Context, args: list[str] = typer.Argument(None, help="extra arguments for psql")) -> None:
-    """Open psql (shipped with the embedded server) on the cbir database."""
-    from cbir_pg.db.server import bin_dir
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(None, help="psql's own options and arguments, e.g. -c 'select 1'"),
+) -> None:
+    """Open psql (shipped with the embedded server) on the cbir database; a DSN password reaches psql
+    through a private passfile, never its command line."""
+    from cbir_pg.db.psql import run_psql
 
-    exe = bin_dir() / "psql"
-    raise typer.Exit(
-        subprocess.call([str(exe) if exe.exists() else "psql", dsn(ctx), *(args or [])], env=os.environ)
-    )
+    raise typer.Exit(run_psql(database(ctx), [*(args or []), *ctx.args]))
+
+
+@roles_app.command("add")
+def roles_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the new login role"),
+    reader: bool = typer.Option(False, "--reader", help="member of cbir_reader: the cbir_report views only"),
+    worker: bool = typer.Option(
+        False, "--worker", help="member of cbir_worker: ingest (claim, write vectors)"
+    ),
+) -> None:
+    """Create a login role with a generated password; prints the password once and a ready DSN."""
+    from cbir_pg.db.roles import add_role, login_dsn
+    from cbir_pg.db.server import EmbeddedServer
+    from cbir_pg.errors import ConfigError
+
+    if reader == worker:
+        raise ConfigError("give exactly one of --reader or --worker")
+    db = database(ctx)
+    with db.connection(autocommit=True, vector=False) as conn:
+        role = add_role(conn, name, "reader" if reader else "worker")
+    settings = db.settings
+    tcp = None
+    if not settings.dsn:
+        st = EmbeddedServer(settings.pgdata).status()
+        if st.listen and st.port:
+            tcp = ("127.0.0.1" if st.listen in ("*", "0.0.0.0") else st.listen, st.port)
+    limits = ", ".join(f"{k} {v}" for k, v in role.limits.items())
+    typer.echo(f"created login role {role.name} in {role.group}" + (f" ({limits})" if limits else ""))
+    typer.echo(f"password (shown once, not stored in clear): {role.password}")
+    typer.echo(f"dsn: {login_dsn(db, role.name, role.password, tcp)}")
+
+
+@roles_app.command("list")
+def roles_list(ctx: typer.Context) -> None:
+    """Login roles that are members of cbir_reader or cbir_worker."""
+    from cbir_pg.db.roles import list_roles
+
+    with database(ctx).connection(vector=False) as conn:
+        rows = list_roles(conn)
+    for r in rows:
+        limit = "no limit" if r.connection_limit < 0 else f"{r.connection_limit} connections"
+        typer.echo(f"{r.name}\t{r.kind}\t{limit}")
+    if not rows:
+        console.print("no login roles (add one: cbir-pg db roles add NAME --reader)")
+
+
+@roles_app.command("drop")
+def roles_drop(ctx: typer.Context, name: str = typer.Argument(..., help="the login role")) -> None:
+    """Drop a login role (and its grants in the cbir database)."""
+    from cbir_pg.db.roles import drop_role
+
+    with database(ctx).connection(autocommit=True, vector=False) as conn:
+        drop_role(conn, name)
+    typer.echo(f"dropped role {name}")
 
 
 def register(root: typer.Typer) -> None:

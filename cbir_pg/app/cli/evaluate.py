@@ -6,7 +6,7 @@ import math
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import console, database, err_console, parse_int_list, split_names
 
 app = typer.Typer(
     help="Evaluation: retrieval P@N (SQL top-N), stored runs, the paper's Table 2.", no_args_is_help=True
@@ -24,14 +24,16 @@ def retrieval(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
-    index_split: str = typer.Option("train", "--index-split", help="split(s) searched, comma-separated"),
+    index_split: str = typer.Option(None, "--index-split", help="split(s) searched, comma-separated [train]"),
     query_split: str = typer.Option(
-        "test", "--query-split", help="split(s) of the query images, comma-separated"
+        None, "--query-split", help="split(s) of the query images, comma-separated [test]"
     ),
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all (combined)"
     ),
-    mode: str = typer.Option("ann", "--mode", help="ann (HNSW index) or exact (sequential scan)"),
+    mode: str = typer.Option(
+        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
+    ),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max N)"),
     compare_exact: bool = typer.Option(
         False, "--compare-exact", help="run ann and exact; report recall and ΔP@N"
@@ -39,14 +41,25 @@ def retrieval(
     connections: int = typer.Option(2, "--connections", help="parallel database connections"),
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar (queries/s)"),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default, or paper: the paper's protocol (test -> train, exact), recorded in the run",
+    ),
 ) -> None:
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N."""
     from rich.table import Table
 
     from cbir_pg.eval.retrieval import evaluate_retrieval
+    from cbir_pg.profiles import get_profile
+
+    prof = get_profile(profile)
+    index_split = index_split or ",".join(prof.index_splits)
+    query_split = query_split or ",".join(prof.query_splits)
+    mode = mode or prof.search_mode
 
     result = evaluate_retrieval(
-        dsn(ctx),
+        database(ctx),
         model,
         ns=parse_int_list(n),
         index_splits=split_names([index_split]),
@@ -58,6 +71,7 @@ def retrieval(
         batch_size=batch_size,
         connections=connections,
         progress=progress,
+        profile=prof.name,
     )
     for w in result.warnings:
         err_console.print(f"warning: {w}", markup=False, highlight=False)
@@ -65,7 +79,7 @@ def retrieval(
     scope = ", ".join(result.index_filter.datasets) if result.index_filter.datasets else "all datasets"
     console.print(
         f"model {result.model}: {p.n_queries} queries ({'/'.join(result.query_splits)}) against {p.n_index} index "
-        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}",
+        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}, profile {prof.name}",
         markup=False,
         highlight=False,
     )
@@ -97,9 +111,9 @@ def retrieval(
 @app.command()
 def show(ctx: typer.Context) -> None:
     """Print the paper's Table 2 (P@1/3/5/10, micro and macro) for every evaluated model."""
-    from cbir_pg.eval.store import table2
+    from cbir_pg.eval.runs import table2
 
-    df = table2(dsn(ctx))
+    df = table2(database(ctx))
     if df.empty:
         console.print("no retrieval runs yet: run `cbir-pg eval retrieval --model KEY`")
         return
@@ -107,12 +121,12 @@ def show(ctx: typer.Context) -> None:
 
 
 def print_table2(df) -> None:
-    """Render a :func:`cbir_pg.eval.store.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
+    """Render a :func:`cbir_pg.eval.runs.table2` frame as the paper's Table 2 (also used by ``cbir-pg demo``)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from cbir_pg.eval.store import TABLE2_NS
+    from cbir_pg.eval.runs import TABLE2_NS
 
     scopes = sorted({idx[2] for idx in df.index})
     one_scope = len(scopes) == 1
@@ -122,6 +136,7 @@ def print_table2(df) -> None:
     )
     table.add_column("model")
     table.add_column("mode")
+    table.add_column("profile")
     if not one_scope:
         table.add_column("scope")
     for avg in ("micro", "macro"):
@@ -129,9 +144,10 @@ def print_table2(df) -> None:
             table.add_column(f"{avg}\nP@{cut}", justify="right")
     table.add_column("run", justify="right")
     for key in df.index:
-        model, mode, scope = key
+        model, mode, scope, profile, vectors = key
         values = [df.loc[key, (avg, f"P@{cut}")] for avg in ("micro", "macro") for cut in TABLE2_NS]
-        cells = [model, mode or "-"] + ([] if one_scope else [scope])
+        prof = profile + (" (imported)" if vectors == "imported" else "")
+        cells = [model, mode or "-", prof] + ([] if one_scope else [scope])
         table.add_row(*cells, *[_fmt(v) for v in values], str(int(df.loc[key, ("run", "id")])))
     # wide enough for the whole table even when stdout is not a terminal (80 columns by default)
     Console(width=max(console.width, 140)).print(table)

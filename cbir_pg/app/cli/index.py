@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def build(
 
     from cbir_pg.index import build_index
 
-    url = dsn(ctx)
+    db = database(ctx)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -55,7 +55,7 @@ def build(
             bar.update(task, description=p.phase, completed=done, total=total)
 
         report = build_index(
-            url,
+            db,
             model,
             m=m,
             ef_construction=ef_construction,
@@ -89,7 +89,7 @@ def status(
 
     from cbir_pg.index import index_status
 
-    rows = index_status(dsn(ctx), model)
+    rows = index_status(database(ctx), model)
     if not rows:
         console.print("no models yet (cbir.encoder is empty)")
         return
@@ -134,7 +134,7 @@ def drop(
     """Drop the model's HNSW index(es); searches then fall back to exact scans."""
     from cbir_pg.index import drop_index
 
-    dropped = drop_index(dsn(ctx), model, concurrently=concurrently)
+    dropped = drop_index(database(ctx), model, concurrently=concurrently)
     console.print(f"dropped {', '.join(dropped)}" if dropped else f"{model} has no HNSW index")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, split_names
+from cbir_pg.app.cli._common import console, database, split_names
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
@@ -47,7 +47,7 @@ def ingest(
     if not model:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
     s = run_ingest(
-        dsn(ctx),
+        database(ctx),
         model,
         datasets=_split_csv(dataset),
         splits=_split_csv(split),
@@ -79,7 +79,7 @@ def status(
 
     from cbir_pg.ingest import ingest_status
 
-    rows = ingest_status(dsn(ctx), model)
+    rows = ingest_status(database(ctx), model)
     if not rows:
         console.print("no embedding tables yet (run: cbir-pg ingest --model KEY)")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 app = typer.Typer(help="Labels: the harmonised classes <MODALITY>/<region>/<finding>.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ def list_(ctx: typer.Context) -> None:
 
     from cbir_pg.datasets import label_overview
 
-    rows = label_overview(dsn(ctx))
+    rows = label_overview(database(ctx))
     if not rows:
         console.print("no labels yet: import a dataset first")
         return

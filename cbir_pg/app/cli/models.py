@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 app = typer.Typer(
     help="Encoders: list the registered models and whether their weights are here.", no_args_is_help=True
@@ -43,7 +43,7 @@ def drop_cmd(
 
     if not yes:
         typer.confirm(f"drop every stored {model} vector?", abort=True)
-    rows = drop_embeddings(dsn(ctx), model)
+    rows = drop_embeddings(database(ctx), model)
     console.print(f"dropped cbir.embedding_{model} ({rows} vectors)")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console
+from cbir_pg.app.cli._common import console, database, err_console
 
 
 def report(
@@ -25,7 +25,12 @@ def report(
     from cbir_pg.eval.report import write_report
 
     r = write_report(
-        dsn(ctx), out, models=model or None, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed
+        database(ctx),
+        out,
+        models=model or None,
+        tsne_sample=tsne_sample,
+        grid_queries=grid_queries,
+        seed=seed,
     )
     for note in r.notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn
+from cbir_pg.app.cli._common import console, database
 
 
 def search(
@@ -34,9 +34,9 @@ def search(
 
     if (path is None) == (image_id is None):
         raise ConfigError("give an image file or --image-id (one of them)")
-    url = dsn(ctx)
+    db = database(ctx)
     query, hits = search_with_query(
-        url,
+        db,
         model,
         image_id=image_id,
         path=path,
@@ -65,7 +65,7 @@ def search(
     if len(hits) < k:
         console.print(f"only {len(hits)} images match (asked for {k})")
     if png is not None:
-        out = write_search_grid(url, query, hits, png)
+        out = write_search_grid(db, query, hits, png)
         console.print(f"wrote {out}")
 
 

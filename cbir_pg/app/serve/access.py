@@ -1,0 +1,84 @@
+"""The least-privilege connection ``cbir-pg serve`` runs on.
+
+The owner's connection is used once, at start-up, to give the ``cbir_web`` role (defined with its grants
+in ``sql/schema/90_roles.sql``) LOGIN and a password, and to grant it SELECT on each embedding table.
+Everything the server does afterwards runs as ``cbir_web``: it can search and read image metadata, but
+reading a patient key, an image uri or a dataset root fails in PostgreSQL itself.
+
+The password is generated once and kept in ``$CBIR_PG_HOME/serve/web-password`` (mode 0600), so a
+restarted server, or a second server on the same cluster and home, keeps working with the same secret.
+It works under ``trust`` (the password is then not asked for) and under ``scram-sha-256``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.connect import connect, translate
+from cbir_pg.errors import ConfigError, DatabaseError
+
+ROLE = "cbir_web"
+
+
+def web_password(home: Path) -> str:
+    """The role's password: read from the home, or generated there once (0600)."""
+    path = Path(home) / "serve" / "web-password"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) >= 32:
+            return text
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(password + "\n")
+    return password
+
+
+def web_dsn(owner_dsn: str, password: str) -> str:
+    """The owner's DSN with the user and password replaced by the web role's."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(owner_dsn)
+    params["user"] = ROLE
+    params["password"] = password
+    return make_conninfo(**params)
+
+
+def prepare_web_role(owner_dsn: str, home: Path) -> str:
+    """Give ``cbir_web`` LOGIN, its password and read access to every embedding table; return its DSN.
+
+    Needs an owner that may alter roles (the embedded server's superuser does). A database that was
+    never migrated has no such role: that is one clear error, not a half-working server.
+    """
+    password = web_password(home)
+    conn = connect(owner_dsn, autocommit=True, vector=False)
+    try:
+        if not conn.execute(queries.get("serve", "web_role_exists")).fetchone()[0]:
+            raise ConfigError("the database has no cbir_web role: run `cbir-pg db migrate` first")
+        conn.execute(
+            queries.get(
+                "serve", "set_web_password", role=sql.Identifier(ROLE), password=sql.Literal(password)
+            )
+        )
+        for key, *_rest in conn.execute(queries.get("serve", "models")).fetchall():
+            table = identifiers.embedding_table(key)
+            conn.execute(queries.get("serve", "grant_embedding_read", table=table, role=sql.Identifier(ROLE)))
+    except psycopg.errors.InsufficientPrivilege:
+        raise DatabaseError(
+            "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "
+            "to run `alter role cbir_web login password ...` and pass that role's DSN with --web-dsn"
+        ) from None
+    except psycopg.Error as exc:
+        raise translate(exc) from None
+    finally:
+        conn.close()
+    return web_dsn(owner_dsn, password)

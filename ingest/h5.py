@@ -1,0 +1,202 @@
+"""``cbir-pg embeddings import-h5``: load the paper's published embeddings into a model's table.
+
+The authors published their vectors (Zenodo record 11196400) as one HDF5 file per model and dataset,
+written by ``src/embeddings/create_embeddings.py``: for every image, ``h5f.create_dataset(path, data=v)``
+where ``path`` is the image's ``filepath`` from the split CSVs (so ``CheXpert-v1.0/train/patient1/...``
+becomes nested groups) and ``v`` is the model's embedding divided by its L2 norm (float32, 1-d).
+
+:func:`import_h5` walks every ``*.h5`` / ``*.hdf5`` file under a folder (or one file), maps each
+dataset's path to the image of a ``dkfz-splits`` import with that ``uri``, checks the dimension
+against the model's config and the norm against 1, and writes the vectors with binary COPY into
+``cbir.embedding_<key>``, one transaction per file (a re-import of the same images replaces them).
+
+**Never mixed.** Imported vectors are not the vectors this project computes: the encoder row gets the
+config :func:`imported_config` (the registered config with ``weights_source = import:h5:...``), whose hash
+differs. So ``ingest`` refuses to add computed vectors to an imported table and ``import-h5`` refuses a
+table of computed vectors, each with the usual one-line error. Every imported file's name, sha256 and
+vector count is appended to ``cbir.encoder.config -> 'imported_files'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.database import Database
+from cbir_pg.encoders import EncoderConfig, get_config
+from cbir_pg.errors import ConfigError, InputError, NotFoundError
+
+#: largest allowed | ||v|| - 1 | of a published vector (they were normalised in float32)
+NORM_TOLERANCE = 1e-3
+SUFFIXES = (".h5", ".hdf5")
+
+
+def imported_config(config: EncoderConfig) -> EncoderConfig:
+    """The config recorded for vectors imported from the published HDF5 files (its own hash)."""
+    if config.weights_source.startswith("import:h5:"):
+        return config
+    return replace(
+        config,
+        weights_source=f"import:h5:{config.weights_source}",
+        embedding_rule=f"{config.embedding_rule}; imported from the paper's published HDF5 (L2-normalised)",
+    )
+
+
+@dataclass
+class FileReport:
+    file: str
+    sha256: str
+    vectors: int  # datasets in the file
+    loaded: int  # vectors written
+    unmatched: int  # keys with no image in a dkfz-splits import
+    examples_unmatched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportH5Summary:
+    model: str
+    config_hash: str
+    files: list[FileReport]
+
+    @property
+    def loaded(self) -> int:
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def unmatched(self) -> int:
+        return sum(f.unmatched for f in self.files)
+
+
+def h5_files(path: str | Path) -> list[Path]:
+    p = Path(path).expanduser()
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise ConfigError(f"import-h5: {p} does not exist")
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+    if not files:
+        raise ConfigError(f"import-h5: no .h5 / .hdf5 file under {p}")
+    return files
+
+
+def read_h5(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """``(filepath, vector)`` for every dataset in the file, in the file's order (groups nest the path)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path.name}: not an HDF5 file ({str(exc).splitlines()[0]})") from None
+    with f:
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in names:
+            yield name, np.asarray(f[name][()], dtype=np.float32)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_vectors(name: str, keys: Sequence[str], vectors: np.ndarray, dim: int) -> None:
+    """One-line :class:`InputError` on a wrong dimension, a non-finite value or a norm far from 1."""
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        bad = next((k for k, v in zip(keys, vectors, strict=False) if v.shape != (dim,)), keys[0])
+        raise InputError(
+            f"{name}: {bad!r} has shape {tuple(np.shape(vectors[0]))}, the model's dimension is {dim}"
+        )
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0), axis=1)
+    bad_rows = np.flatnonzero(~finite | (np.abs(norms - 1.0) > NORM_TOLERANCE))
+    if bad_rows.size:
+        i = int(bad_rows[0])
+        raise InputError(
+            f"{name}: {bad_rows.size} vectors are not unit length (first: {keys[i]!r}, norm {norms[i]:.6g});"
+            " the published files hold L2-normalised vectors"
+        )
+
+
+def import_h5(
+    db: Database,
+    path: str | Path,
+    model: str,
+    *,
+    datasets: Sequence[str] | None = None,
+    batch_size: int = 20_000,
+) -> ImportH5Summary:
+    """Import every HDF5 file under ``path`` as vectors of ``model`` (see the module docstring)."""
+    from cbir_pg.ingest.copy import copy_vectors
+    from cbir_pg.ingest.worker import ensure_encoder_table
+
+    config = imported_config(get_config(model))
+    files = h5_files(path)
+    table = identifiers.embedding_table(model)
+    vtype = identifiers.vector_type_for(config.dim)
+    reports: list[FileReport] = []
+    with db.connection() as conn:
+        ensure_encoder_table(conn, config)  # refuses a table of vectors computed under another config
+        for f in files:
+            keys, vecs = [], []
+            for k, v in read_h5(f):
+                keys.append(k)
+                vecs.append(v)
+            if not keys:
+                raise InputError(f"{f.name}: no datasets in the file")
+            try:
+                vectors = np.stack(vecs)
+            except ValueError:
+                bad = next(k for k, v in zip(keys, vecs, strict=True) if v.shape != (config.dim,))
+                raise InputError(
+                    f"{f.name}: {bad!r} has shape {vecs[keys.index(bad)].shape}, the model's dimension is"
+                    f" {config.dim}"
+                ) from None
+            check_vectors(f.name, keys, vectors, config.dim)
+            rows = conn.execute(
+                queries.get("ingest", "h5_images_by_uri"),
+                {"datasets": list(datasets) if datasets else None, "uris": keys},
+            ).fetchall()
+            by_uri: dict[str, int] = {}
+            for r in rows:
+                image_id, uri = r["id"], r["uri"]
+                if uri in by_uri and by_uri[uri] != image_id:
+                    raise ConfigError(
+                        f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset"
+                    )
+                by_uri[uri] = int(image_id)
+            pos = [i for i, k in enumerate(keys) if k in by_uri]
+            unmatched = [k for k in keys if k not in by_uri]
+            ids = [by_uri[keys[i]] for i in pos]
+            sha = sha256_file(f)
+            conn.execute(queries.get("ingest", "h5_delete_vectors", table=table), {"ids": ids})
+            for start in range(0, len(ids), batch_size):
+                sel = pos[start : start + batch_size]
+                copy_vectors(conn, model, ids[start : start + batch_size], vectors[sel], vtype)
+            record = {
+                "file": f.name,
+                "sha256": sha,
+                "vectors": len(keys),
+                "loaded": len(ids),
+                "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            conn.execute(
+                queries.get("ingest", "h5_mark_imported"), {"key": model, "file": json.dumps([record])}
+            )
+            conn.commit()
+            reports.append(FileReport(f.name, sha, len(keys), len(ids), len(unmatched), unmatched[:3]))
+    if not any(r.loaded for r in reports):
+        raise NotFoundError(
+            f"none of the {sum(r.vectors for r in reports)} HDF5 keys is the filepath of an image of a"
+            " dkfz-splits import (cbir-pg datasets import dkfz-splits CSV --option images=DIR)"
+        )
+    return ImportH5Summary(model=model, config_hash=config.config_hash(), files=reports)

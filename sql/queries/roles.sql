@@ -1,0 +1,33 @@
+-- Queries cbir_pg.db.roles runs. {role} and {member_of} are psycopg.sql identifiers, never strings.
+
+-- name: schema_ready
+select to_regprocedure('cbir.apply_reader_limits(text)') is not null
+   and exists (select from pg_roles where rolname = 'cbir_reader')
+   and exists (select from pg_roles where rolname = 'cbir_worker') as ready
+
+-- name: role_exists
+select exists (select from pg_roles where rolname = %(name)s) as exists
+
+-- name: create_login
+create role {role} login password {verifier} in role {member_of}
+
+-- name: apply_reader_limits
+select cbir.apply_reader_limits(%(name)s) as n
+
+-- name: drop_owned
+drop owned by {role}
+
+-- name: drop_role
+drop role {role}
+
+-- name: list
+select m.rolname as name,
+       case when pg_has_role(m.oid, 'cbir_worker', 'MEMBER') then 'worker' else 'reader' end as kind,
+       m.rolconnlimit as connection_limit
+from pg_roles m
+where m.rolcanlogin and not m.rolsuper
+  and (pg_has_role(m.oid, 'cbir_reader', 'MEMBER') or pg_has_role(m.oid, 'cbir_worker', 'MEMBER'))
+order by m.rolname
+
+-- name: reader_limits
+select setting, value from cbir.reader_limits_v1()

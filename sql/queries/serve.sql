@@ -1,0 +1,119 @@
+-- Queries `cbir-pg serve` runs. Setup queries run on the owner's connection; every other query runs as
+-- cbir_web and reads only the columns 90_roles.sql grants it (never a patient key, a uri or a root).
+
+-- name: web_role_exists
+-- a migrated database: the schema and the role 90_roles.sql makes
+select exists (select from pg_roles where rolname = 'cbir_web') and to_regclass('cbir.image') is not null as ok
+
+-- name: set_web_password
+alter role {role} with login password {password}
+
+-- name: grant_embedding_read
+grant select on {table} to {role}
+
+-- name: models
+-- the models with vectors, for the model picker
+select e.key as model, e.family, e.dim, e.table_name
+from cbir.encoder e
+where to_regclass(format('%I.%I', 'cbir', e.table_name)) is not null
+order by e.key
+
+-- name: model_count
+select count(*)::bigint as n from {table}
+
+-- name: has_vector
+select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
+
+-- name: image
+select i.id as image_id, d.key as dataset, d.name as dataset_name, i.split, i.modality, i.body_region,
+       i.view, l.key as label, l.kind as label_kind, i.width, i.height, i.excluded, i.exclusion_reason,
+       i.duplicate_of, i.content_hash, p.sex, p.age
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+left join cbir.label l on l.id = i.label_id
+left join cbir.patient p on p.id = i.patient_id
+where i.id = %(image_id)s
+
+-- name: image_labels
+select l.key as label, l.kind
+from cbir.image_label il join cbir.label l on l.id = il.label_id
+where il.image_id = %(image_id)s
+order by l.key
+
+-- name: duplicates_of
+select i.id as image_id from cbir.image i where i.duplicate_of = %(image_id)s order by i.id limit 20
+
+-- name: image_file
+select cbir.image_file(%(image_id)s) as path, i.content_hash
+from cbir.image i where i.id = %(image_id)s
+
+-- name: similar_images
+-- neighbours of a stored image (cbir.similar_images), with what a page shows joined in
+select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
+       p.sex, p.age
+from cbir.similar_images(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
+                         %(exclude_same_patient)s, true) s
+join cbir.image i on i.id = s.image_id
+join cbir.dataset d on d.id = i.dataset_id
+left join cbir.label l on l.id = i.label_id
+left join cbir.patient p on p.id = i.patient_id
+order by s.rank
+
+-- name: similar_to_vector
+select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
+       p.sex, p.age
+from cbir.similar_to_vector(%(vec)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
+                            null, %(exclude_image_id)s) s
+join cbir.image i on i.id = s.image_id
+join cbir.dataset d on d.id = i.dataset_id
+left join cbir.label l on l.id = i.label_id
+left join cbir.patient p on p.id = i.patient_id
+order by s.rank
+
+-- name: filter_options
+-- the values the search form offers (distinct over the non-excluded images)
+select
+  (select coalesce(jsonb_agg(x.key order by x.key), '[]') from (select distinct d.key from cbir.dataset d
+     join cbir.image i on i.dataset_id = d.id where not i.excluded) x) as datasets,
+  (select coalesce(jsonb_agg(x.modality order by x.modality), '[]') from (select distinct i.modality
+     from cbir.image i where not i.excluded and i.modality is not null) x) as modalities,
+  (select coalesce(jsonb_agg(x.key order by x.key), '[]') from (select distinct l.key from cbir.label l
+     join cbir.image i on i.label_id = l.id where not i.excluded) x) as labels,
+  (select coalesce(jsonb_agg(x.sex order by x.sex), '[]') from (select distinct p.sex from cbir.patient p
+     join cbir.image i on i.patient_id = p.id where not i.excluded and p.sex is not null) x) as sexes,
+  (select exists (select 1 from cbir.patient p join cbir.image i on i.patient_id = p.id
+     where not i.excluded and p.age is not null)) as has_age
+
+-- name: label_exists
+select exists (select 1 from cbir.label l where l.key = %(label)s) as ok
+
+-- name: dataset_exists
+select exists (select 1 from cbir.dataset d where d.key = %(dataset)s) as ok
+
+-- name: find_by_content_hash
+-- an upload whose decoded pixels equal a stored image's, with a vector for the model
+select i.id as image_id
+from cbir.image i
+join {table} e on e.image_id = i.id
+where i.content_hash = %(hash)s
+order by i.excluded, i.id
+limit 1
+
+-- name: leaderboard
+select model, mode, scope, run_id, n_queries, n_index, ef_search, p1_micro, p3_micro, p5_micro, p10_micro,
+       p1_macro, p3_macro, p5_macro, p10_macro, finished_at
+from cbir_report.leaderboard
+order by scope, mode, p1_micro desc nulls last, model
+
+-- name: class_precision
+select model, mode, scope, class, kind, n_queries, class_index_size, p1, p10
+from cbir_report.class_precision
+where mode = 'ann' or not exists (select 1 from cbir_report.class_precision c2 where c2.mode = 'ann')
+order by model, scope, class_index_size desc, class
+
+-- name: ann_quality
+select run_id, model, scope, ef_search, hnsw_m, hnsw_ef_construction, recall1, recall10, dp1_micro, dp10_micro,
+       ann_queries_per_s, exact_queries_per_s
+from cbir_report.ann_quality
+order by finished_at desc
+limit 20

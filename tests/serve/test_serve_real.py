@@ -1,0 +1,591 @@
+"""`cbir-pg serve` on the real MedMNIST benchmark (the shared efficientnet_lite0 template, cloned once for
+this module, with a retrieval run so the results page has numbers):
+
+1. the JSON API through an HTTP client: every endpoint, every error status, `/api/images/{id}/similar`
+   equal to `cbir.similar_images`, uploads equal to the CLI's search, the bad-input catalogue survived;
+2. a real browser (Debian's headless Chromium driven by Playwright) against `cbir-pg serve` started as a
+   subprocess: upload, filter, click a neighbour, image page, results page, a bad upload; screenshots;
+3. no response body of either ever holds a patient key, an image uri or a dataset root.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
+from conftest import create_database, drop_database  # noqa: E402
+from relhelp import bad_image_files  # noqa: E402
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+MODEL = "efficientnet_lite0"
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def served_db(pg_server_dsn: str, medmnist_lite0_template: str) -> str:
+    """A clone of the real-data template with one ANN-vs-exact retrieval run stored."""
+    name = f"srv_{uuid.uuid4().hex[:10]}"
+    dsn = create_database(pg_server_dsn, name, template=medmnist_lite0_template)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            dsn,
+            "eval",
+            "retrieval",
+            "--model",
+            MODEL,
+            "--compare-exact",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    yield dsn
+    drop_database(pg_server_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def secrets_of(served_db: str) -> dict[str, list[str]]:
+    """What must never reach a client: patient keys, image uris, dataset roots, absolute file paths."""
+    with psycopg.connect(served_db) as c:
+        keys = [r[0] for r in c.execute("select patient_key from cbir.patient")]
+        uris = [r[0] for r in c.execute("select uri from cbir.image")]
+        roots = [r[0] for r in c.execute("select root from cbir.dataset where root is not null")]
+    assert keys and uris and roots
+    return {"patient keys": keys, "uris": uris, "roots": roots}
+
+
+def assert_no_secrets(bodies: list[tuple[str, bytes]], secrets: dict[str, list[str]]) -> None:
+    assert bodies
+    needles = {kind: [v.encode() for v in values] for kind, values in secrets.items()}
+    for url, body in bodies:
+        for kind, values in needles.items():
+            leaked = [v for v in values if v in body]
+            assert not leaked, f"{url} leaks {kind}: {leaked[:3]}"
+
+
+@pytest.fixture(scope="module")
+def home() -> Path:
+    return Path(os.environ["CBIR_PG_HOME"])
+
+
+@pytest.fixture(scope="module")
+def api(served_db: str, home: Path):
+    from fastapi.testclient import TestClient
+
+    from cbir_pg.app.serve import build_app
+
+    app, store = build_app(served_db, home, max_upload_bytes=2 * 1024 * 1024)
+    seen: list[tuple[str, bytes]] = []
+
+    class Recording(TestClient):
+        def request(self, method, url, *args, **kwargs):
+            r = super().request(method, url, *args, **kwargs)
+            seen.append((f"{method} {url}", r.content))
+            return r
+
+    with Recording(app, raise_server_exceptions=False) as client:
+        client.seen = seen
+        yield client
+    store.close()
+
+
+def owner_similar(dsn: str, image_id: int, k: int, split: str | None = None) -> list[tuple[int, int, float]]:
+    with psycopg.connect(dsn) as c:
+        return [
+            (r[0], r[1], r[2])
+            for r in c.execute(
+                "select rank, image_id, similarity from cbir.similar_images(%s, %s, %s, %s)",
+                (image_id, MODEL, k, split),
+            )
+        ]
+
+
+def stored_file(dsn: str, image_id: int) -> Path:
+    with psycopg.connect(dsn) as c:
+        root, uri = c.execute(
+            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
+            (image_id,),
+        ).fetchone()
+    return Path(root) / uri
+
+
+def some_images(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "select d.key, min(i.id) from cbir.image i join cbir.dataset d on d.id = i.dataset_id "
+            "where not i.excluded and i.split = 'test' group by d.key"
+        ).fetchall()
+    return dict(rows)
+
+
+def new_image_png(dsn: str, image_id: int) -> bytes:
+    """A real image that is not in the database: a stored one mirrored and enlarged."""
+    im = Image.open(stored_file(dsn, image_id)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((112, 112))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- 1. the API
+def test_models_lists_the_model_with_its_vectors(api, served_db: str) -> None:
+    r = api.get("/api/models")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    with psycopg.connect(served_db) as c:
+        n = c.execute(f"select count(*) from cbir.embedding_{MODEL}").fetchone()[0]
+    got = {m["model"]: m for m in r.json()["models"]}
+    assert got[MODEL]["vectors"] == n and got[MODEL]["dim"] > 0
+
+
+def test_image_metadata_has_no_patient_data_or_path(api, served_db: str) -> None:
+    image_id = next(iter(some_images(served_db).values()))
+    r = api.get(f"/api/images/{image_id}")
+    assert r.status_code == 200
+    info = r.json()
+    assert info["image_id"] == image_id and info["split"] == "test" and MODEL in info["models"]
+    assert info["label"] and info["dataset"] in ("breastmnist", "pneumoniamnist")
+    assert not {"uri", "root", "patient_id", "patient_key", "content_hash", "extra", "source_labels"} & set(
+        info
+    )
+    assert api.get("/api/images/999999999").status_code == 404
+    assert api.get("/api/images/999999999").json()["error"] == "image 999999999 does not exist"
+    for bad in ("abc", "0", "-3", "99999999999999999999999"):
+        r = api.get(f"/api/images/{bad}")
+        assert r.status_code == 400, bad
+        assert set(r.json()) == {"error", "status"}
+
+
+def test_thumbnail_is_cached_once_with_etag(api, served_db: str, home: Path) -> None:
+    image_id = next(iter(some_images(served_db).values()))
+    r = api.get(f"/api/images/{image_id}/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    etag = r.headers["etag"]
+    assert "max-age" in r.headers["cache-control"] and "private" in r.headers["cache-control"]
+    im = Image.open(io.BytesIO(r.content))
+    assert im.size == (28, 28)  # MedMNIST images are 28 px: never scaled up
+    cached = list((home / "cache" / "serve").rglob(etag.strip('"') + ".png"))
+    assert len(cached) == 1 and cached[0].read_bytes() == r.content
+    again = api.get(f"/api/images/{image_id}/thumbnail", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    # the full-size view comes from the same decode path and cache
+    full = api.get(f"/api/images/{image_id}/pixels")
+    assert full.status_code == 200 and Image.open(io.BytesIO(full.content)).size == (28, 28)
+    assert api.get("/api/images/999999999/thumbnail").status_code == 404
+
+
+def test_similar_equals_the_sql_function(api, served_db: str) -> None:
+    for image_id in some_images(served_db).values():
+        for k, split in ((10, None), (100, None), (7, "train")):
+            params = {"model": MODEL, "k": k} | ({"split": split} if split else {})
+            r = api.get(f"/api/images/{image_id}/similar", params=params)
+            assert r.status_code == 200, r.text
+            got = [(h["rank"], h["image_id"], h["similarity"]) for h in r.json()["neighbours"]]
+            want = owner_similar(served_db, image_id, k, split)
+            assert [g[:2] for g in got] == [w[:2] for w in want]
+            assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-9)
+            body = r.json()
+            assert body["query"]["image_id"] == image_id and len(body["neighbours"]) == k
+            assert all(h["match"] == (h["label"] == body["query"]["label"]) for h in body["neighbours"])
+            if split:
+                assert {h["split"] for h in body["neighbours"]} == {split}
+
+
+def test_label_filter_keeps_the_ranked_order_of_that_label(api, served_db: str) -> None:
+    image_id = some_images(served_db)["pneumoniamnist"]
+    label = "US/breast/malignant"  # a small class far from a chest X-ray query
+    r = api.get(f"/api/images/{image_id}/similar", params={"model": MODEL, "k": 5, "label": label})
+    assert r.status_code == 200, r.text
+    hits = r.json()["neighbours"]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5] and {h["label"] for h in hits} == {label}
+    with psycopg.connect(served_db) as c:
+        ranked = [
+            row[0]
+            for row in c.execute(
+                "select s.image_id from cbir.similar_images(%s, %s, 5000) s join cbir.image i on i.id = s.image_id "
+                "join cbir.label l on l.id = i.label_id where l.key = %s order by s.rank limit 5",
+                (image_id, MODEL, label),
+            )
+        ]
+    assert [h["image_id"] for h in hits] == ranked
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "fragment"),
+    [
+        ({"split": "holdout"}, 400, "invalid split"),
+        ({"k": "0"}, 400, "k must be between 1 and 100"),
+        ({"k": "101"}, 400, "k must be between 1 and 100"),
+        ({"k": "ten"}, 400, "k must be a number"),
+        ({"dataset": "nosuch"}, 400, "unknown dataset"),
+        ({"dataset": "Bad Name!"}, 400, "invalid dataset name"),
+        ({"label": "XR/chest/unicorn"}, 400, "unknown label"),
+        ({"sex": "X"}, 400, "invalid sex"),
+        ({"age_min": "50", "age_max": "20"}, 400, "age range is empty"),
+        ({"age_min": "old"}, 400, "must be a number"),
+        ({"exclude_same_patient": "maybe"}, 400, "true or false"),
+        ({"model": "nosuch_model"}, 404, "unknown model"),
+        ({"model": "DROP TABLE"}, 400, "invalid model name"),
+    ],
+)
+def test_similar_errors(api, served_db: str, params: dict, status: int, fragment: str) -> None:
+    image_id = next(iter(some_images(served_db).values()))
+    r = api.get(f"/api/images/{image_id}/similar", params={"model": MODEL, **params})
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"] and r.json()["status"] == status
+    assert "Traceback" not in r.text
+
+
+def test_similar_unknown_image_is_404(api) -> None:
+    r = api.get("/api/images/999999999/similar", params={"model": MODEL})
+    assert r.status_code == 404 and "does not exist" in r.json()["error"]
+
+
+def test_upload_of_a_stored_image_uses_its_vector(api, served_db: str) -> None:
+    image_id = some_images(served_db)["breastmnist"]
+    data = stored_file(served_db, image_id).read_bytes()
+    r = api.post(
+        "/api/search", files={"file": ("x.png", data, "image/png")}, data={"model": MODEL, "k": "10"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["stored"] is True and body["query"]["image_id"] == image_id
+    assert [(h["rank"], h["image_id"]) for h in body["neighbours"]] == [
+        w[:2] for w in owner_similar(served_db, image_id, 10)
+    ]
+
+
+def test_upload_of_a_new_image_is_embedded_like_the_cli_search(api, served_db: str, tmp_path: Path) -> None:
+    from cbir_pg.db.database import Database
+    from cbir_pg.search import search
+
+    image_id = some_images(served_db)["pneumoniamnist"]
+    png = new_image_png(served_db, image_id)
+    path = tmp_path / "new.png"
+    path.write_bytes(png)
+    with psycopg.connect(served_db) as c:
+        n_before = c.execute("select count(*) from cbir.image").fetchone()[0]
+    r = api.post(
+        "/api/search",
+        files={"file": ("new.png", png, "image/png")},
+        data={"model": MODEL, "k": "10", "split": "train"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == {"image_id": None, "stored": False, "label": None, "embedded_on_the_fly": True}
+    cli = search(Database(served_db), MODEL, path=path, k=10, split="train")
+    assert [h["image_id"] for h in body["neighbours"]] == [h.image_id for h in cli]
+    assert np.allclose([h["similarity"] for h in body["neighbours"]], [h.similarity for h in cli], atol=1e-5)
+    assert {h["split"] for h in body["neighbours"]} == {"train"}
+    assert all(h["match"] is None for h in body["neighbours"])  # the query's label is unknown
+    # the upload was not stored
+    with psycopg.connect(served_db) as c:
+        assert c.execute("select count(*) from cbir.image").fetchone()[0] == n_before
+    # a new image has no patient to exclude
+    r = api.post(
+        "/api/search",
+        files={"file": ("new.png", png, "image/png")},
+        data={"model": MODEL, "exclude_same_patient": "true"},
+    )
+    assert r.status_code == 400 and "patient" in r.json()["error"]
+
+
+BAD = [b for b in bad_image_files() if b.data is not None]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[b.kind for b in BAD])
+def test_bad_uploads_get_a_json_error_and_the_server_survives(api, bad) -> None:
+    from cbir_pg.images import DecodeError, decode_bytes
+
+    try:  # a catalogue item this installation can decode (e.g. JPEG-LS with pylibjpeg) is no error
+        decode_bytes(bad.data, "the upload")
+    except DecodeError:
+        pass
+    else:
+        pytest.skip(f"{bad.kind} decodes here (a decoder plugin is installed)")
+    r = api.post("/api/search", files={"file": (bad.name, bad.data, "image/png")}, data={"model": MODEL})
+    want = 413 if bad.kind == "decompression_bomb" else 415
+    assert r.status_code == want, r.text
+    err = r.json()["error"]
+    assert err.startswith("the upload: ") and "\n" not in err and "Traceback" not in r.text
+    assert any(reason in err for reason in bad.reasons)
+    assert api.get("/api/models").status_code == 200
+
+
+def test_upload_limits_and_malformed_requests(api) -> None:
+    big = b"\x89PNG\r\n\x1a\n" + os.urandom(3 * 1024 * 1024)
+    r = api.post("/api/search", files={"file": ("big.png", big, "image/png")}, data={"model": MODEL})
+    assert r.status_code == 413 and "2 MiB limit" in r.json()["error"]
+    r = api.post("/api/search", data={"model": MODEL})
+    assert r.status_code == 400 and "file" in r.json()["error"]
+    r = api.post("/api/search", content=b"{}", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]
+    r = api.post("/api/search", files={"file": ("a.png", b"x", "image/png")}, data={"model": "nosuch_model"})
+    assert r.status_code == 404
+
+
+def test_leaderboard_is_the_report_views(api, served_db: str) -> None:
+    r = api.get("/api/leaderboard")
+    assert r.status_code == 200
+    body = r.json()
+    with psycopg.connect(served_db) as c:
+        rows = c.execute("select model, mode, p1_micro from cbir_report.leaderboard").fetchall()
+    assert sorted((x["model"], x["mode"], x["p1_micro"]) for x in body["leaderboard"]) == sorted(rows)
+    assert {x["mode"] for x in body["leaderboard"]} == {"ann", "exact"}
+    assert body["class_precision"] and body["ann_quality"][0]["model"] == MODEL
+
+
+def test_openapi_describes_every_endpoint_and_unknown_paths_are_json_404(api) -> None:
+    spec = api.get("/api/openapi.json").json()
+    assert {
+        "/api/models",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/thumbnail",
+        "/api/images/{image_id}/similar",
+        "/api/search",
+        "/api/leaderboard",
+    } <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/api/search"]["post"]["requestBody"]["content"]
+    r = api.get("/api/nope")
+    assert r.status_code == 404 and r.json() == {"error": "no such page", "status": 404}
+    page = api.get("/nope")
+    assert (
+        page.status_code == 404
+        and "text/html" in page.headers["content-type"]
+        and "no such page" in page.text
+    )
+
+
+def test_pages_render_server_side(api, served_db: str) -> None:
+    image_id = some_images(served_db)["breastmnist"]
+    r = api.get("/", params={"image_id": image_id, "model": MODEL, "k": 12})
+    assert r.status_code == 200 and r.text.count('class="card ') == 12 + 1  # the query and 12 neighbours
+    assert "Show more (k = 32)" in r.text
+    r = api.get("/", params={"image_id": image_id, "model": MODEL, "split": "holdout"})
+    assert r.status_code == 400 and "invalid split" in r.text and "Traceback" not in r.text
+    r = api.get(f"/images/{image_id}")
+    assert r.status_code == 200 and f"Image {image_id}" in r.text
+    r = api.get("/results")
+    assert r.status_code == 200 and MODEL in r.text and 'id="leaderboard"' in r.text
+
+
+def test_no_api_response_leaks_patient_keys_or_paths(api, secrets_of) -> None:
+    assert_no_secrets(api.seen, secrets_of)
+
+
+# --------------------------------------------------------------------------- 2. a real browser
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_db: str, tmp_path_factory) -> str:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
+    report = tmp_path_factory.mktemp("report")
+    from cbir_pg.db.database import Database
+    from cbir_pg.search import search_with_query, write_search_grid
+
+    # a real report figure: the Fig. 2 style grid of one query, drawn by the project's own code
+    db = Database(served_db)
+    query, hits = search_with_query(db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
+    write_search_grid(db, query, hits, report / "fig2_grid.png", tile=96)
+    db.close()
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cbir_pg",
+            "--dsn",
+            served_db,
+            "serve",
+            "--port",
+            str(port),
+            "--report-dir",
+            str(report),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(base + "/api/models", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield base
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    assert "Traceback" not in log.read_text()
+
+
+def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    images = some_images(served_db)
+    upload = tmp_path / "new-chest.png"
+    upload.write_bytes(new_image_png(served_db, images["pneumoniamnist"]))
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"Patient notes, not an image.\n" * 20)
+    bodies: list[tuple[str, bytes]] = []
+
+    pending = []
+
+    def flush() -> None:
+        """Read the bodies of this page's responses while the page still holds them."""
+        while pending:
+            resp = pending.pop()
+            if resp.status in (301, 302, 303, 304, 307, 308):
+                continue
+            bodies.append((resp.url, resp.body()))
+
+    def cards(page) -> list[dict]:
+        return page.eval_on_selector_all(
+            "#grid figure.card",
+            "els => els.map(e => ({id: +e.dataset.imageId, cls: e.className, text: e.innerText,"
+            " loaded: e.querySelector('img').naturalWidth}))",
+        )
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # patience, not a timing assertion: the first upload imports torch and loads the encoder
+        page.set_default_timeout(300_000)
+        page.set_default_navigation_timeout(300_000)
+        page.on("response", lambda resp: pending.append(resp))
+
+        # the search page: a model picker with the real model
+        page.goto(server + "/")
+        assert page.title() == "search · cbir-pg"
+        assert MODEL in page.inner_text("#model")
+        page.screenshot(path=str(tmp_path / "0-search.png"))
+        flush()
+
+        # upload a real image that is not stored, with a filter: split = test
+        page.select_option("#split", "test")
+        page.set_input_files("#file", str(upload))
+        page.click("#go")
+        page.wait_for_selector("#grid")
+        assert page.inner_text("#summary") == f"10 most similar with {MODEL}"
+        assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
+        hits = cards(page)
+        assert len(hits) == 10 and all(" · test" in h["text"] for h in hits)
+        assert all(h["loaded"] > 0 for h in hits)  # every thumbnail really rendered
+        assert all("unknown" in h["cls"] for h in hits)  # no label known: grey frames
+        page.screenshot(path=str(tmp_path / "1-upload.png"), full_page=True)
+        flush()
+
+        # click the second neighbour: it becomes the query, the filter stays
+        second = hits[1]["id"]
+        page.click("#grid figure:nth-child(2) a.thumb")
+        page.wait_for_selector("#grid")
+        assert f"image {second}" in page.inner_text(".card.query")
+        hits = cards(page)
+        assert len(hits) == 10 and second not in [h["id"] for h in hits]
+        assert all(" · test" in h["text"] for h in hits)
+        assert all(("match" in h["cls"]) or ("miss" in h["cls"]) for h in hits)  # green/red frames
+        want = owner_similar(served_db, second, 10, "test")
+        assert [h["id"] for h in hits] == [w[1] for w in want]
+        flush()
+
+        # apply another filter on the page: the dataset (re-runs the query by id)
+        with page.expect_navigation():
+            page.select_option("#dataset", "breastmnist")
+        page.wait_for_selector("#grid")
+        hits = cards(page)
+        assert hits and all("breastmnist · test" in h["text"] for h in hits)
+        assert "dataset: breastmnist" in page.inner_text(".filters")
+        page.screenshot(path=str(tmp_path / "2-neighbour.png"), full_page=True)
+        flush()
+
+        # the image page of the first neighbour: metadata, full view, neighbours per model
+        first = hits[0]["id"]
+        page.click("#grid figure:nth-child(1) a.details")
+        page.wait_for_selector("#meta")
+        assert page.inner_text("#title") == f"Image {first}"
+        meta = page.inner_text("#meta")
+        assert "breastmnist" in meta and "test" in meta and "US/breast/" in meta
+        page.wait_for_function("document.getElementById('full').naturalWidth > 0")
+        assert len(page.query_selector_all(f'.model-col[data-model="{MODEL}"] figure.card')) == 8
+        page.screenshot(path=str(tmp_path / "3-image.png"), full_page=True)
+        flush()
+
+        # the results page: the leaderboard a person would read, the figure
+        page.goto(server + "/results")
+        board = page.inner_text("#leaderboard")
+        with psycopg.connect(served_db) as c:
+            p1 = c.execute(
+                "select p1_micro from cbir_report.leaderboard where model = %s and mode = 'ann'", (MODEL,)
+            ).fetchone()[0]
+        assert MODEL in board and f"{p1:.3f}" in board
+        assert page.query_selector_all("#classes tbody tr")
+        page.wait_for_function(
+            "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)"
+        )
+        page.screenshot(path=str(tmp_path / "4-results.png"), full_page=True)
+        flush()
+
+        # a bad upload: a clear message on the page, no stack trace, and the server goes on
+        page.goto(server + "/")
+        flush()
+        page.set_input_files("#file", str(notes))
+        page.click("#go")
+        page.wait_for_selector("#error")
+        assert "not a readable image format" in page.inner_text("#error")
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(tmp_path / "5-bad-upload.png"))
+        flush()
+        page.goto(server + "/")
+        assert page.title() == "search · cbir-pg"
+        flush()
+        browser.close()
+
+    assert len(bodies) > 40  # pages, assets, thumbnails, full views, figures
+    assert any(b"<html" in body for _, body in bodies) and any(body[:4] == b"\x89PNG" for _, body in bodies)
+    assert_no_secrets(bodies, secrets_of)
+    print(f"screenshots: {tmp_path}")

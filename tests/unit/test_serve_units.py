@@ -1,0 +1,104 @@
+"""Pure parts of `cbir-pg serve`: filter parsing and checks, post-filtering, HTTP status mapping, the PNG cache."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cbir_pg.app.serve.store import Filters, check_k
+from cbir_pg.app.serve.thumbs import PngCache, render_png
+from cbir_pg.app.serve.web import UploadTooLarge, parse_filters, parse_k, status_of
+from cbir_pg.errors import ConfigError, DatabaseError, NotFoundError
+from cbir_pg.images import DecodeError
+
+
+def test_empty_form_fields_mean_any() -> None:
+    f = parse_filters({"split": "", "dataset": " ", "label": "", "age_min": "", "exclude_same_patient": ""})
+    assert f == Filters() and not f.post and f.as_params() == {}
+    assert parse_k({"k": ""}) == 10 and parse_k({}) == 10 and parse_k({"k": "100"}) == 100
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"split": "holdout"}, "invalid split"),
+        ({"dataset": "No Such"}, "invalid dataset name"),
+        ({"modality": "x" * 40}, "invalid modality"),
+        ({"label": "pneumonia"}, "invalid label"),
+        ({"sex": "female"}, "invalid sex"),
+        ({"age_min": "-1"}, "between 0 and 150"),
+        ({"age_max": "abc"}, "must be a number"),
+        ({"age_min": "60", "age_max": "40"}, "age range is empty"),
+        ({"exclude_same_patient": "perhaps"}, "true or false"),
+    ],
+)
+def test_bad_filters_are_config_errors(fields: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_filters(fields)
+
+
+@pytest.mark.parametrize("k", [0, -1, 101, "5"])
+def test_k_is_bounded(k) -> None:
+    with pytest.raises(ConfigError):
+        check_k(k)
+
+
+def test_post_filters_keep_label_sex_and_age_range() -> None:
+    f = parse_filters(
+        {
+            "label": "XR/chest/normal",
+            "sex": "F",
+            "age_min": "40",
+            "age_max": "60",
+            "exclude_same_patient": "on",
+        }
+    )
+    assert f.post and f.exclude_same_patient
+    hit = {"label": "XR/chest/normal", "sex": "F", "age": 50.0}
+    assert f.keeps(hit)
+    assert not f.keeps({**hit, "label": "XR/chest/pneumonia"})
+    assert not f.keeps({**hit, "sex": "M"})
+    assert not f.keeps({**hit, "age": 39.5}) and not f.keeps({**hit, "age": 60.5})
+    assert not f.keeps({**hit, "age": None})  # unknown age never passes an age filter
+    assert f.as_params() == {
+        "label": "XR/chest/normal",
+        "sex": "F",
+        "age_min": 40.0,
+        "age_max": 60.0,
+        "exclude_same_patient": True,
+    }
+
+
+def test_status_codes() -> None:
+    assert status_of(ConfigError("x")) == 400
+    assert status_of(NotFoundError("x")) == 404
+    assert status_of(UploadTooLarge("x")) == 413
+    assert status_of(DecodeError("the upload", "decompression_bomb", "big")) == 413
+    assert status_of(DecodeError("the upload", "not_an_image", "no")) == 415
+    assert status_of(DatabaseError("x")) == 503
+    assert status_of(RuntimeError("x")) == 500
+
+
+def test_render_png_shrinks_but_never_enlarges() -> None:
+    small = np.zeros((28, 30, 3), np.uint8)
+    assert Image.open(io.BytesIO(render_png(small, 160))).size == (30, 28)
+    big = np.zeros((400, 200, 3), np.uint8)
+    assert Image.open(io.BytesIO(render_png(big, 160))).size == (80, 160)
+
+
+def test_cache_renders_once_by_content(tmp_path) -> None:
+    rgb = (np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3)
+    src = tmp_path / "a.png"
+    Image.fromarray(rgb).save(src)
+    cache = PngCache(tmp_path / "cache")
+    png, key = cache.get(src, "ab" * 32, "t32", 32)
+    assert key.startswith("abab") and (tmp_path / "cache" / key[:2] / f"{key}.png").read_bytes() == png
+    src.unlink()  # served from the cache now, without the file
+    assert cache.get(src, "ab" * 32, "t32", 32) == (png, key)
+    # without a content hash the key is the file's bytes; a missing file is a 404 that names no path
+    with pytest.raises(NotFoundError) as info:
+        cache.get(src, None, "t32", 32)
+    assert str(tmp_path) not in str(info.value)
