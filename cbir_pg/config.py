@@ -6,6 +6,8 @@
 | ``CBIR_PG_HOME`` | data directory of the embedded server, caches, managed image roots | platform user-data dir |
 | ``CBIR_PG_DATA_DIR`` | folder holding the MedMNIST ``.npz`` files for the demo and tests | unset |
 | ``CBIR_PG_DB`` | database name on the embedded server | ``cbir`` |
+| ``CBIR_PG_SALT`` | salt for hashing patient ids (kept out of the database; at least 32 characters) | unset: ``cbir.installation`` |
+| ``CBIR_PG_SALT_FILE`` | a file whose first line is that salt | unset |
 | ``CBIR_PG_LOG_LEVEL`` | level of the ``cbir_pg`` loggers on stderr (``INFO``: a line per ingest batch) | ``WARNING`` |
 """
 

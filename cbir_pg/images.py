@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -22,8 +24,19 @@ from cbir_pg.errors import InputError
 
 #: refuse images above this many pixels (decompression bombs); 16k x 16k covers any radiograph.
 MAX_PIXELS = 16384 * 16384
+#: refuse images whose decoded pixels (width x height x bytes per pixel of the mode and bit depth) would
+#: exceed this, before decoding: a 16384x16384 16-bit greyscale PNG of 0.5 MB decodes to 512 MiB (and
+#: several GB of working copies). 256 MiB covers an 8-bit 16k x 16k image and any clinical radiograph.
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+#: refuse files larger than this (a stray video or disk image); a multi-frame DICOM series file is smaller.
+MAX_FILE_BYTES = 1024 * 1024 * 1024
 #: refuse images smaller than this on either side (a 1x1 image carries no content).
 MIN_SIDE = 4
+
+#: bytes per pixel of each PIL mode once decoded
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
+               "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4,
+               "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
 
 
 class DecodeError(InputError):
@@ -76,6 +89,7 @@ def decode_pil(data: bytes, source: str) -> np.ndarray:
                 with Image.open(io.BytesIO(data)) as im:
                     if im.width * im.height > MAX_PIXELS:
                         raise DecodeError(source, "decompression_bomb", f"{im.width}x{im.height} pixels")
+                    check_decoded_size(source, im.width, im.height, _pil_bytes_per_pixel(im, data))
                     im.load()
                     return _pil_to_rgb(im)
             finally:
@@ -90,6 +104,31 @@ def decode_pil(data: bytes, source: str) -> np.ndarray:
         msg = str(exc) or type(exc).__name__
         reason = "truncated_image" if "truncated" in msg.lower() else "corrupt_image"
         raise DecodeError(source, reason, msg) from None
+
+
+def check_decoded_size(source: str, width: int, height: int, bytes_per_pixel: float, frames: int = 1) -> None:
+    """Refuse, before decoding, an image whose decoded pixels would exceed :data:`MAX_DECODED_BYTES`."""
+    need = int(width) * int(height) * max(int(frames), 1) * max(float(bytes_per_pixel), 1.0)
+    if need > MAX_DECODED_BYTES:
+        raise DecodeError(
+            source,
+            "decompression_bomb",
+            f"{width}x{height}"
+            + (f"x{frames} frames" if frames > 1 else "")
+            + f" at {bytes_per_pixel:g} bytes per pixel decodes to {need / 2**20:.0f} MiB"
+            f" (limit {MAX_DECODED_BYTES / 2**20:.0f} MiB)",
+        )
+
+
+def _pil_bytes_per_pixel(im, data: bytes) -> float:
+    """Bytes per decoded pixel: the mode's, or the PNG header's bit depth x channels when larger (Pillow
+    opens 16-bit RGB PNGs as 8-bit RGB but still inflates 6 bytes per pixel)."""
+    bpp = float(_MODE_BYTES.get(im.mode, 4))
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26 and data[12:16] == b"IHDR":
+        depth, colour = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
+        bpp = max(bpp, channels * depth / 8)
+    return bpp
 
 
 def _pil_to_rgb(im) -> np.ndarray:
@@ -246,6 +285,7 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
         raise DecodeError(source, "dicom_not_an_image", why)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError(source, "dicom_no_pixels", "the DICOM file has no pixel data")
+    _check_dicom_size(ds, source)
     _infer_transfer_syntax(ds)
     try:
         ds.pixel_array_options(as_rgb=True)  # YBR_* -> RGB exactly once, by pydicom
@@ -253,6 +293,18 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
     except Exception as exc:  # decoder plugins raise RuntimeError/NotImplementedError/ValueError/...
         raise _pixel_error(ds, exc, source) from None
     return dicom_pixels_to_rgb(ds, arr, source)
+
+
+def _check_dicom_size(ds, source: str) -> None:
+    """The decoded size from the header (rows x columns x samples x bits allocated x frames)."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise DecodeError(source, "corrupt_dicom", "unreadable image size attributes") from None
+    check_decoded_size(source, cols, rows, samples * max(bits, 8) / 8, frames)
 
 
 def dicom_pixels_to_rgb(ds, arr: np.ndarray, source: str) -> np.ndarray:
@@ -294,20 +346,75 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def decode_file(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB ``uint8``; a missing file is a :class:`DecodeError` too."""
-    p = Path(path)
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_regular(source: str, st: os.stat_result, max_bytes: int) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise DecodeError(source, "not_a_file", "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError(source, "not_a_regular_file", f"is {_file_kind(st.st_mode)}, not a regular file")
+    if st.st_size > max_bytes:
+        raise DecodeError(source, "file_too_large", f"{st.st_size} bytes (limit {max_bytes})")
+
+
+def stat_regular_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> os.stat_result:
+    """``os.stat`` of a regular file (symlinks followed) no larger than ``max_bytes``; anything else
+    (missing, a directory, a FIFO, a device, a socket, too large) is a :class:`DecodeError`."""
+    source = str(path)
     try:
-        data = p.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
-        raise DecodeError(str(p), "missing_file", "no such file") from None
-    except IsADirectoryError:
-        raise DecodeError(str(p), "not_a_file", "is a directory") from None
-    except OSError as exc:
-        raise DecodeError(str(p), "unreadable_file", exc.strerror or str(exc)) from None
+        raise DecodeError(source, "missing_file", "no such file") from None
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
-        raise DecodeError(repr(str(p)), "bad_path", str(exc)) from None
-    return decode_bytes(data, str(p))
+        raise DecodeError(repr(source), "bad_path", str(exc)) from None
+    except OSError as exc:
+        raise DecodeError(source, "unreadable_file", exc.strerror or str(exc)) from None
+    _check_regular(source, st, max_bytes)
+    return st
+
+
+def read_regular_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, read without ever blocking or reading without end.
+
+    The path is checked with ``stat`` first (a FIFO, ``/dev/zero`` or a symlink to either is refused
+    without being opened), then opened with ``O_NONBLOCK`` (opening a FIFO swapped in meanwhile cannot
+    block) and checked again with ``fstat`` on the open descriptor, and at most ``max_bytes + 1`` bytes
+    are read."""
+    source = str(path)
+    stat_regular_file(path, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DecodeError(source, "missing_file", "no such file") from None
+    except OSError as exc:
+        raise DecodeError(source, "unreadable_file", exc.strerror or str(exc)) from None
+    try:
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            _check_regular(source, os.fstat(fh.fileno()), max_bytes)
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise DecodeError(source, "unreadable_file", exc.strerror or str(exc)) from None
+    if len(data) > max_bytes:
+        raise DecodeError(source, "file_too_large", f"more than {max_bytes} bytes")
+    return data
+
+
+def decode_file(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB ``uint8``. Only regular files are read (:func:`read_regular_file`);
+    a missing file, a FIFO, a device, a directory or an oversized file is a :class:`DecodeError` too."""
+    p = Path(path)
+    return decode_bytes(read_regular_file(p), str(p))
 
 
 def pixel_hash(rgb: np.ndarray) -> str:

@@ -8,6 +8,11 @@ One ANN index per model table, named by :func:`cbir_pg.db.identifiers.index_name
   with ``bit_hamming_ops``; :func:`cbir.knn` then over-fetches by Hamming distance and re-ranks by exact
   cosine.
 
+A (re)build never leaves a model without its index: the new index is built under a staging name
+(``embedding_<key>_<kind>_new``, ``CREATE INDEX CONCURRENTLY`` when asked), and only once it is complete
+does one short transaction drop the old index (and the other kind's) and rename the new one into place.
+Searches during the build keep using the old index; a crash during the build (even a SIGKILL of the
+postmaster) leaves the old index valid, and the next build drops the half-built staging index first.
 Building one kind drops the other once the new one is ready, so the SQL functions never have to choose.
 Before building, ``maintenance_work_mem`` is sized to the graph (so it is built in memory, not spilled)
 and parallel maintenance workers are allowed; ``ANALYZE`` runs afterwards. The report carries recall@10
@@ -372,34 +377,30 @@ def plan_index(
 def _execute_plan(
     db: Database, conn: psycopg.Connection, plan: IndexPlan, progress: bool | Callable[[BuildProgress], None]
 ) -> tuple[float, int, list[str], list[str]]:
-    """Run a plan on ``conn`` (autocommit): settings, drop + create (progress polled on a second
-    connection), drop the other kind, ANALYZE. Returns ``(seconds, size_bytes, dropped, phases)``."""
+    """Run a plan on ``conn`` (autocommit): settings, create under the staging name (progress polled on
+    a second connection), swap it in (dropping the old index and the other kind), ANALYZE. Returns ``(seconds, size_bytes, dropped, phases)``."""
     table = identifiers.embedding_table(plan.model)
     conn.execute(
         queries.get("index", "set_maintenance_work_mem"), {"value": f"{plan.maintenance_work_mem_mb}MB"}
     )
     conn.execute(queries.get("index", "set_parallel_workers"), {"value": str(plan.parallel_workers)})
     conc = sql.SQL("concurrently") if plan.concurrently else sql.SQL("")
+    staging = identifiers.staging_index_name(plan.model, plan.kind)
+    staging_id = sql.Identifier(identifiers.SCHEMA, staging)
     create = queries.get(
         "index",
         "create_hnsw",
         concurrently=conc,
-        index=sql.Identifier(plan.index_name),  # created in the table's schema
+        index=sql.Identifier(staging),  # created in the table's schema
         table=table,
         expr=plan.expr,
         opclass=sql.SQL(plan.opclass),
         m=sql.Literal(plan.m),
         ef_construction=sql.Literal(plan.ef_construction),
     )
-    # a rebuild replaces the index (an invalid one left by a failed concurrent build included)
-    conn.execute(
-        queries.get(
-            "index",
-            "drop_index",
-            concurrently=conc,
-            index=identifiers.index_identifier(plan.model, plan.kind),
-        )
-    )
+    # a staging index left by a crashed or failed build (invalid, or never swapped in) goes first;
+    # the live index stays until the new one is complete
+    conn.execute(queries.get("index", "drop_index", concurrently=conc, index=staging_id))
     seen: list[str] = []
     stop = threading.Event()
     poller = None
@@ -418,17 +419,38 @@ def _execute_plan(
         if poller:
             poller.join(timeout=5)
     seconds = time.perf_counter() - t0
-    dropped = []
-    if plan.drop_other is not None:
-        conn.execute(
-            queries.get(
-                "index", "drop_index", concurrently=conc, index=sql.Identifier("cbir", plan.drop_other)
-            )
-        )
-        dropped.append(plan.drop_other)
+    _swap_in(conn, plan, staging_id)
+    dropped = [plan.drop_other] if plan.drop_other is not None else []
     conn.execute(queries.get("index", "analyze", table=table))
     size = int(scalar(conn, "select pg_relation_size(to_regclass(%s))", (f"cbir.{plan.index_name}",)))
     return seconds, size, dropped, seen
+
+
+def _swap_in(conn: psycopg.Connection, plan: IndexPlan, staging_id: sql.Identifier) -> None:
+    """The swap: one transaction drops the old index (and the other kind's) and renames the new one
+    into place, so searches never see a model without its index."""
+    no_conc = sql.SQL("")
+    with conn.transaction():
+        conn.execute(
+            queries.get(
+                "index",
+                "drop_index",
+                concurrently=no_conc,
+                index=identifiers.index_identifier(plan.model, plan.kind),
+            )
+        )
+        if plan.drop_other is not None:
+            conn.execute(
+                queries.get(
+                    "index",
+                    "drop_index",
+                    concurrently=no_conc,
+                    index=sql.Identifier(identifiers.SCHEMA, plan.drop_other),
+                )
+            )
+        conn.execute(
+            queries.get("index", "rename_index", index=staging_id, new_name=sql.Identifier(plan.index_name))
+        )
 
 
 def index_recall(

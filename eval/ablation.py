@@ -150,7 +150,7 @@ def run_ablation(
     progress: bool = True,
 ) -> AblationResult:
     """Measure P@1 for each index size and seed, store the run (kind ``ablation``), return the points."""
-    from cbir_pg.eval import data, runs
+    from cbir_pg.eval import data, runs, scope
     from cbir_pg.eval.runs import Metric
     from cbir_pg.eval.topn import IndexFilter, topn
 
@@ -159,6 +159,7 @@ def run_ablation(
     base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
     with db.connection() as conn:
         data.check_model(conn, model)
+        all_embedded = scope.check_scope(conn, model, ds, (*index_splits, query_split))
         available = [
             AblationClass(int(r["label_id"]), r["key"], int(r["n_index"]), int(r["n_query"]))
             for r in conn.execute(data.q("ablation_classes", model), base).fetchall()
@@ -213,7 +214,9 @@ def run_ablation(
     run_id = None
     if store:
         with db.connection() as conn:
-            run_id = runs.insert_run(conn, kind="ablation", model=model, mode=mode, params=params)
+            run_id = runs.insert_run(
+                conn, kind="ablation", model=model, mode=mode, params=params, all_embedded=all_embedded
+            )
             runs.write_metrics(
                 conn,
                 run_id,

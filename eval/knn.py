@@ -70,7 +70,7 @@ def evaluate_knn(
     ``weighted``: class scores are similarity-weighted vote fractions instead of plain ones.
     """
     from cbir_pg.errors import ConfigError, NotFoundError
-    from cbir_pg.eval import data, runs
+    from cbir_pg.eval import data, runs, scope
     from cbir_pg.eval.runs import ClassMetric, Metric
     from cbir_pg.eval.topn import IndexFilter, topn
 
@@ -79,6 +79,7 @@ def evaluate_knn(
         raise ConfigError(f"k values must be positive, got {ks[:3]}...")
     K = ks[-1]
     t0 = time.perf_counter()
+    all_embedded = scope.check(db, model, datasets, (*index_splits, val_split, test_split))
     val = data.split_ids(db, model, val_split, datasets)
     test = data.split_ids(db, model, test_split, datasets)
     if test.ids.size == 0:
@@ -167,6 +168,7 @@ def evaluate_knn(
             extra_metrics={"k": k, "val_f1_micro": sel.best_score, "p_at_1": p1_overall},
             extra_metric_rows=[*curve, Metric("p_at_1", 1, "micro", p1_overall)],
             extra_class_rows=p1_rows,
+            all_embedded=all_embedded,
         )
     return KnnResult(
         model,

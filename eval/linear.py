@@ -216,13 +216,14 @@ def evaluate_linear(
 ) -> LinearResult:
     """Train a linear probe on ``train_split`` embeddings, stop early on ``val_split``, report on
     ``test_split``, and store the run (kind ``linear``) with its metrics."""
-    from cbir_pg.eval import data, runs
+    from cbir_pg.eval import data, runs, scope
 
     if rule not in RULES:
         from cbir_pg.errors import ConfigError
 
         raise ConfigError(f"unknown linear-probe rule {rule!r}: use {' or '.join(RULES)}")
     t0 = time.perf_counter()
+    all_embedded = scope.check(db, model, datasets, (train_split, val_split, test_split))
     splits = {s: data.load_split(db, model, s, datasets) for s in (train_split, val_split, test_split)}
     tr, va, te = splits[train_split], splits[val_split], splits[test_split]
     if tr.ids.size == 0:
@@ -291,6 +292,7 @@ def evaluate_linear(
             extra_metrics={"epochs_run": probe.epochs_run, "best_epoch": probe.best_epoch},
             class_sizes=data.class_sizes(tr.labels),
             test_class_counts=data.class_sizes(te.labels),
+            all_embedded=all_embedded,
         )
     return LinearResult(
         model,

@@ -21,7 +21,7 @@ import numpy as np
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, NotFoundError
-from cbir_pg.eval import metrics, runs
+from cbir_pg.eval import metrics, runs, scope
 from cbir_pg.eval.topn import MODES, IndexFilter, TopN, encoder_table, topn
 from cbir_pg.rules import SPLITS
 
@@ -127,7 +127,9 @@ def evaluate_retrieval(
     query_splits = _check_splits(query_splits, "query")
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
 
-    query_ids, index_params = _choose_queries(db, model, query_splits, ds)
+    query_ids, index_params, all_embedded = _choose_queries(
+        db, model, (*index_splits, *query_splits), query_splits, ds
+    )
     index_filter = IndexFilter(splits=index_splits, datasets=ds)
     modes = ["exact", "ann"] if compare_exact else [mode]
     done = {
@@ -164,7 +166,7 @@ def evaluate_retrieval(
         "profile": prof.name,
         **provenance,
     }
-    stored = _store(db, model, done, ns, base_params, index_params, comparison)
+    stored = _store(db, model, done, ns, base_params, index_params, comparison, all_embedded)
     recall, d_micro, d_macro = comparison if comparison is not None else (None, None, None)
     return RetrievalResult(
         model=model,
@@ -239,10 +241,15 @@ class _ModeRun:
 
 
 def _choose_queries(
-    db: Database, model: str, query_splits: Sequence[str], ds: tuple[str, ...] | None
-) -> tuple[list[int], dict[str, Any]]:
-    """The query images (labelled, embedded, not excluded, of the query splits and datasets) and the
-    model's index parameters; clear errors for unknown datasets or no queries."""
+    db: Database,
+    model: str,
+    scope_splits: Sequence[str],
+    query_splits: Sequence[str],
+    ds: tuple[str, ...] | None,
+) -> tuple[list[int], dict[str, Any], bool]:
+    """The query images (labelled, embedded, not excluded, of the query splits and datasets), the
+    model's index parameters and whether every image of the index and query splits has a vector;
+    clear errors for unknown or unfinished datasets (:mod:`cbir_pg.eval.scope`) or no queries."""
     with db.connection() as conn:
         table, _ = encoder_table(conn, model)
         if ds is not None:
@@ -252,6 +259,7 @@ def _choose_queries(
             unknown = [d for d in ds if d not in found]
             if unknown:
                 raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+        all_embedded = scope.check_scope(conn, model, ds, scope_splits)
         rows = conn.execute(
             queries.get("eval", "query_images", table=table),
             {"splits": list(query_splits), "datasets": list(ds) if ds else None},
@@ -263,7 +271,7 @@ def _choose_queries(
             f"no query images: no labelled, embedded {'/'.join(query_splits)} images for model {model!r}"
             + (f" in {', '.join(ds)}" if ds else "")
         )
-    return query_ids, index_params
+    return query_ids, index_params, all_embedded
 
 
 def _run_mode(
@@ -340,6 +348,7 @@ def _store(
     base_params: dict[str, Any],
     index_params: dict[str, Any],
     comparison: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    all_embedded: bool | None = None,
 ) -> dict[str, ModeResult]:
     """Every mode as one run (exact first, so the ann run can reference it), in one transaction."""
     stored: dict[str, ModeResult] = {}
@@ -358,7 +367,13 @@ def _store(
             if m == "ann" and comparison is not None:
                 params["exact_run_id"] = stored["exact"].run_id
             run_id = runs.insert_run(
-                conn, kind="retrieval", model=model, mode=m, params=params, index_params=index_params
+                conn,
+                kind="retrieval",
+                model=model,
+                mode=m,
+                params=params,
+                index_params=index_params,
+                all_embedded=all_embedded,
             )
             runs.write_queries(
                 conn,

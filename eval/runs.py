@@ -114,8 +114,10 @@ def insert_run(
     mode: str | None,
     params: dict[str, Any],
     index_params: dict[str, Any] | None = None,
+    all_embedded: bool | None = None,
 ) -> int:
-    """A new, unfinished run; returns its id."""
+    """A new, unfinished run; returns its id. ``all_embedded``: whether every image in the run's scope
+    had a vector (:func:`cbir_pg.eval.scope.check_scope`; ``None``: not known)."""
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     row = (
@@ -129,6 +131,7 @@ def insert_run(
                 "params": Jsonb(clean_json(params)),
                 "index_params": Jsonb(clean_json(index_params or {})),
                 "code_version": code_version(),
+                "all_embedded": all_embedded,
             },
         )
         .fetchone()
@@ -257,6 +260,7 @@ def store_classification_run(
     extra_metrics: dict | None = None,
     extra_metric_rows: Iterable[Metric] = (),
     extra_class_rows: Iterable[ClassMetric] = (),
+    all_embedded: bool | None = None,
 ) -> int:
     """Store a kNN or linear-probe run in one transaction and return its id.
 
@@ -265,7 +269,7 @@ def store_classification_run(
     """
     counts = test_class_counts or {}
     with db.connection() as conn:
-        run_id = insert_run(conn, kind=kind, model=model, mode=mode, params=params)
+        run_id = insert_run(conn, kind=kind, model=model, mode=mode, params=params, all_embedded=all_embedded)
         rows = [Metric(m, at, avg, v, 0, seed) for m, avg, v in test.as_rows()]
         write_metrics(conn, run_id, [*rows, *extra_metric_rows])
         class_rows = [

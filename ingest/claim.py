@@ -49,6 +49,8 @@ from cbir_pg.db import identifiers, queries
 class ClaimItem:
     image_id: int
     path: str
+    #: the pixel hash recorded at import (``cbir.image.content_hash``); the decoded file must match it
+    content_hash: str | None = None
 
 
 @dataclass
@@ -103,5 +105,9 @@ def claim_batch(conn: psycopg.Connection, flt: ClaimFilter, batch_size: int, aft
     done = {
         r["image_id"] for r in cur.execute(queries.get("ingest", "already_done", table=table), {"ids": ids})
     }
-    items = [ClaimItem(r["id"], image_path(r["root"], r["uri"])) for r in rows if r["id"] not in done]
+    items = [
+        ClaimItem(r["id"], image_path(r["root"], r["uri"]), r["content_hash"])
+        for r in rows
+        if r["id"] not in done
+    ]
     return ClaimedBatch(conn, items, skipped_done=len(done))

@@ -14,6 +14,14 @@ The worker's ``collate`` stacks images of one size into one tensor, so a batch c
 boundary as a few ``uint8`` tensors (4x fewer bytes than float32 at the model's size for the resize-only
 path, usually far fewer for small native images).
 
+Pixel check
+-----------
+An image whose pixel hash was recorded at import (``cbir.image.content_hash``) is decoded exactly on the
+CPU and its hash compared before it is encoded: a file replaced since the import, or one that belongs to
+another import, is a ``pixel_hash_mismatch`` failure, never a vector. GPU JPEG decoding and
+``fast_decode`` give slightly different pixels, so they apply to images without a recorded hash (imports
+made with ``--no-hash``, the huge ones where their speed matters).
+
 Claiming
 --------
 The DataLoader's *batch sampler* is :class:`ClaimSampler`: iterated in the main process, it claims the
@@ -30,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cbir_pg.encoders.config import EncoderConfig
-from cbir_pg.images import DecodeError, decode_file
+from cbir_pg.images import DecodeError, decode_file, pixel_hash
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimItem
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -113,7 +121,10 @@ class DecodeDataset:
 
     def _decode(self, item: ClaimItem):
         opts = self.options
-        if opts.jpeg_on_device or opts.fast_decode:
+        # An image whose pixel hash was recorded at import is decoded exactly on the CPU, so its pixels
+        # can be checked (nvJPEG and draft mode give slightly different pixels); the batched GPU JPEG
+        # decode and --fast-decode serve the huge imports made with --no-hash.
+        if (opts.jpeg_on_device or opts.fast_decode) and item.content_hash is None:
             try:
                 with open(item.path, "rb") as fh:
                     data = fh.read()
@@ -150,6 +161,19 @@ class DecodeDataset:
                 None,
                 Failure(item.image_id, "decode", exc.reason, str(exc), item.path),
             )
+        if kind == "native" and item.content_hash is not None:
+            got = pixel_hash(payload)
+            if got != item.content_hash:  # the file is not the image the database describes
+                msg = (
+                    f"{item.path}: pixel_hash_mismatch: decoded pixels hash to {got[:16]}, the database"
+                    f" records {item.content_hash[:16]} (the file was replaced or belongs to another import)"
+                )
+                return (
+                    item.image_id,
+                    None,
+                    None,
+                    Failure(item.image_id, "decode", "pixel_hash_mismatch", msg, item.path),
+                )
         if kind == "native" and not self.options.resize_on_device:
             try:
                 import numpy as np

@@ -18,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(read_sql("zeroshot_runs.sql"))  # alembic/sql/zeroshot_runs.sql
+    op.execute(read_sql("0002_zeroshot_runs.sql"))  # alembic/sql/0002_zeroshot_runs.sql
 
 
 def downgrade() -> None:
-    op.execute(read_sql("zeroshot_runs.down.sql"))
+    op.execute(read_sql("0002_zeroshot_runs.down.sql"))

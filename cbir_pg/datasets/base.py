@@ -18,6 +18,29 @@ from typing import Any, ClassVar
 from cbir_pg.errors import ConfigError, InputError
 from cbir_pg.registry import Registry
 
+#: the longest value (UTF-8 bytes) each text field of a record may hold
+FIELD_LIMITS: dict[str, int] = {
+    "uri": 1024,
+    "patient": 256,
+    "study": 256,
+    "sex": 16,
+    "view": 64,
+    "modality": 16,
+    "region": 64,
+    "labels": 200,
+}
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe to store and print: undecodable bytes of a file name (surrogate escapes) and control
+    characters escaped, and cut to ``limit`` characters with an ellipsis."""
+    import os
+
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
 
 @dataclass
 class Record:
@@ -52,6 +75,30 @@ class Record:
                 return name
         if any("\x00" in label for label in self.labels):
             return "labels"
+        return None
+
+    def problem(self) -> tuple[str, str] | None:
+        """``(reason, message)`` when a field cannot be stored as it is: a NUL byte (``malformed_row``),
+        text that is not valid Unicode, e.g. a file name in another encoding (``bad_encoding``), or a
+        value longer than :data:`FIELD_LIMITS` (``field_too_long``; a btree index entry holds at most
+        2,704 bytes, so a longer path, patient id or label would abort the whole batch's COPY)."""
+        bad = self.nul_field()
+        if bad:
+            return "malformed_row", f"the {bad} field holds a NUL byte"
+        fields = [(name, getattr(self, name)) for name in FIELD_LIMITS if name != "labels"]
+        fields += [("labels", label) for label in self.labels]
+        for name, value in fields:
+            if not isinstance(value, str):
+                continue
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                return "bad_encoding", f"the {name} field is not valid UTF-8 text: {printable(value, 120)}"
+            if size > FIELD_LIMITS[name]:
+                return (
+                    "field_too_long",
+                    f"the {name} field is {size} bytes long (limit {FIELD_LIMITS[name]}): {printable(value, 120)}",
+                )
         return None
 
 

@@ -27,6 +27,8 @@ class DatasetOverview:
     splits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     exclusions: dict[str, int] = field(default_factory=dict)
+    #: 'importing' while an import run has not finished (a killed import stays so until a rerun completes)
+    import_status: str = "complete"
 
 
 @dataclass
@@ -44,7 +46,18 @@ class LabelOverview:
 
 def dataset_overview(db: Database) -> list[DatasetOverview]:
     """Every dataset with its image counts by split, by benchmark label and by exclusion reason."""
-    fields = ("key", "kind", "name", "root", "imported_at", "images", "excluded", "patients", "errors")
+    fields = (
+        "key",
+        "kind",
+        "name",
+        "root",
+        "imported_at",
+        "images",
+        "excluded",
+        "patients",
+        "errors",
+        "import_status",
+    )
     with db.connection(vector=False) as conn:
         out: dict[int, DatasetOverview] = {}
         for r in conn.execute(q("list_datasets")).fetchall():

@@ -9,6 +9,16 @@ Patient ids, study and series UIDs are stored only as salted hashes (the salt is
 (``fractions`` option). DICOM files carry no diagnosis: images have no label unless the ``label``
 option (one source label for all) or ``label_from=folder`` (the parent folder is the finding, with
 the modality and body part from the tags) gives one.
+
+Coded attributes (Modality, BodyPartExamined, ViewPosition) are stored only when they are valid values
+of their DICOM code set (:data:`MODALITIES`, :data:`BODY_PARTS`, :data:`VIEW_POSITIONS`); anything else,
+e.g. a ViewPosition of ``PA ANNA SMITH``, is stored as null. Free-text attributes are never read.
+
+``managed_copy`` (``cbir-pg datasets import dicom ROOT --managed-copy``): exports are often foldered and
+named by patient (``DOE^JOHN_MRN12345678/.../IM_DOE_JOHN_0001.dcm``). With this option the pixels of
+each file are decoded once and written to the managed store as a PNG named
+``<k[:2]>/<k>.<pixel sha256>.png``, where ``k`` is a salted hash of the file's path: ``cbir.image.uri``,
+``cbir.error.source`` and the dataset's root and key then carry no name from the source paths.
 """
 
 from __future__ import annotations
@@ -18,9 +28,250 @@ from collections.abc import Iterator
 from cbir_pg.datasets.base import Adapter, Record, RowError, parse_age, parse_sex, register_adapter
 from cbir_pg.datasets.harmonise import normalise_part
 from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
+from cbir_pg.datasets.store import managed_name, write_png
 from cbir_pg.errors import ConfigError
 
 MODALITY_CODES = {"CR": "XR", "DX": "XR", "RG": "XR", "MR": "MR", "CT": "CT", "US": "US"}
+#: DICOM PS3.3 C.7.3.1.1.1 Modality defined terms (current and retired image modalities)
+MODALITIES = frozenset(
+    [
+        "AR",
+        "ASMT",
+        "AU",
+        "BDUS",
+        "BI",
+        "BMD",
+        "CR",
+        "CT",
+        "CTPROTOCOL",
+        "DG",
+        "DMS",
+        "DOC",
+        "DX",
+        "ECG",
+        "EPS",
+        "ES",
+        "FID",
+        "GM",
+        "HC",
+        "HD",
+        "IO",
+        "IOL",
+        "IVOCT",
+        "IVUS",
+        "KER",
+        "KO",
+        "LEN",
+        "LS",
+        "MG",
+        "MR",
+        "M3D",
+        "NM",
+        "OAM",
+        "OCT",
+        "OP",
+        "OPM",
+        "OPT",
+        "OPTBSV",
+        "OPTENF",
+        "OPV",
+        "OSS",
+        "OT",
+        "PLAN",
+        "POS",
+        "PR",
+        "PT",
+        "PX",
+        "REG",
+        "RESP",
+        "RF",
+        "RG",
+        "RTDOSE",
+        "RTIMAGE",
+        "RTINTENT",
+        "RTPLAN",
+        "RTRAD",
+        "RTRECORD",
+        "RTSEGANN",
+        "RTSTRUCT",
+        "RWV",
+        "SEG",
+        "SM",
+        "SMR",
+        "SR",
+        "SRF",
+        "STAIN",
+        "TEXTUREMAP",
+        "TG",
+        "US",
+        "VA",
+        "XA",
+        "XAPROTOCOL",
+        "XC",
+        "DS",
+        "DF",
+        "CF",
+        "CS",
+        "EC",
+        "FA",
+        "LP",
+        "MA",
+        "MS",
+        "OPR",
+        "ST",
+        "VF",
+    ]
+)
+#: DICOM PS3.3 C.8.11.5 / C.8.19.6 ViewPosition defined terms (radiography) and the mammography views
+#: of CID 4014 that scanners write there
+VIEW_POSITIONS = frozenset(
+    [
+        "AP",
+        "PA",
+        "LL",
+        "RL",
+        "RLD",
+        "LLD",
+        "RLO",
+        "LLO",
+        "LAT",
+        "LATERAL",
+        "CC",
+        "MLO",
+        "ML",
+        "LM",
+        "LMO",
+        "SIO",
+        "XCC",
+        "XCCL",
+        "XCCM",
+        "FB",
+        "AT",
+    ]
+)
+#: DICOM PS3.16 Annex L BodyPartExamined defined terms (the common ones)
+BODY_PARTS = frozenset(
+    [
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "ACJOINT",
+        "ANKLE",
+        "AORTA",
+        "ARM",
+        "AXILLA",
+        "BACK",
+        "BLADDER",
+        "BRAIN",
+        "BREAST",
+        "BRONCHUS",
+        "BUTTOCK",
+        "CALCANEUS",
+        "CALF",
+        "CAROTID",
+        "CEREBELLUM",
+        "CERVIX",
+        "CHEST",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "CIRCLEOFWILLIS",
+        "CLAVICLE",
+        "COCCYX",
+        "COLON",
+        "CORNEA",
+        "CORONARYARTERY",
+        "CSPINE",
+        "CTSPINE",
+        "DUODENUM",
+        "EAR",
+        "ELBOW",
+        "ESOPHAGUS",
+        "EXTREMITY",
+        "EYE",
+        "EYELID",
+        "FACE",
+        "FEMUR",
+        "FINGER",
+        "FOOT",
+        "GALLBLADDER",
+        "HAND",
+        "HEAD",
+        "HEADNECK",
+        "HEART",
+        "HIP",
+        "HUMERUS",
+        "ILEUM",
+        "ILIUM",
+        "IAC",
+        "JAW",
+        "JEJUNUM",
+        "KIDNEY",
+        "KNEE",
+        "LARYNX",
+        "LEG",
+        "LIVER",
+        "LSPINE",
+        "LSSPINE",
+        "LUNG",
+        "MAXILLA",
+        "MEDIASTINUM",
+        "MOUTH",
+        "NECK",
+        "NECKCHEST",
+        "NECKCHESTABDOMEN",
+        "NECKCHESTABDPELV",
+        "NOSE",
+        "ORBIT",
+        "OVARY",
+        "PANCREAS",
+        "PAROTID",
+        "PATELLA",
+        "PELVIS",
+        "PENIS",
+        "PHARYNX",
+        "PROSTATE",
+        "RECTUM",
+        "RIB",
+        "SACRUM",
+        "SCAPULA",
+        "SCLERA",
+        "SCROTUM",
+        "SHOULDER",
+        "SKULL",
+        "SPINE",
+        "SPLEEN",
+        "SSPINE",
+        "STERNUM",
+        "STOMACH",
+        "SUBMANDIBULAR",
+        "TESTIS",
+        "THIGH",
+        "THUMB",
+        "THYMUS",
+        "THYROID",
+        "TIBIA",
+        "TOE",
+        "TONGUE",
+        "TRACHEA",
+        "TSPINE",
+        "TLSPINE",
+        "UPRGASTROINTESTINAL",
+        "URETER",
+        "URETHRA",
+        "UTERUS",
+        "VAGINA",
+        "VULVA",
+        "WHOLEBODY",
+        "WRIST",
+        "ZYGOMA",
+    ]
+)
+
+
+def coded(value: str | None, code_set: frozenset[str]) -> str | None:
+    """``value`` (stripped, upper case) when it is a valid code of ``code_set``, else ``None``: a coded
+    attribute holding free text (a name typed into ViewPosition) is never stored."""
+    v = (value or "").strip().upper()
+    return v if v in code_set else None
 
 
 @register_adapter("dicom")
@@ -33,7 +284,10 @@ class DicomFolderAdapter(Adapter):
         "label": "one source label for every image, e.g. CT/abdomen/normal",
         "label_from": "'folder': the parent folder name is the finding",
         "fractions": "train,val,test fractions for the patient-wise split (default 0.7,0.1,0.2)",
+        "managed_copy": "copy the pixels into the managed store so no stored path carries a source name",
     }
+    #: set by the importer before :meth:`records`: the salt for hashing paths (``managed_copy``)
+    salt: str = ""
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
@@ -44,15 +298,32 @@ class DicomFolderAdapter(Adapter):
         )
         if self.options.get("label_from") not in (None, "folder"):
             raise ConfigError("dicom: label_from must be 'folder'")
+        self.managed = str(self.options.get("managed_copy", "")).lower() in ("1", "true", "yes", "on")
 
     @classmethod
     def default_key(cls, root, options):
+        if str(options.get("managed_copy", "")).lower() in ("1", "true", "yes", "on"):
+            return "dicom_managed"  # the folder's name may be a patient's
         name = normalise_part(root.name).replace("-", "_")
         return name if name[:1].isalpha() else f"dicom_{name}"
+
+    def image_root(self):
+        if not self.managed:
+            return self.root
+        from cbir_pg.config import get_settings
+
+        return get_settings().image_root / self.key
+
+    def _path_key(self, uri: str) -> str:
+        from cbir_pg.datasets.splits import hash_patient_id
+
+        return hash_patient_id(f"path:{uri}", self.salt)[:32]
 
     def _files(self) -> Iterator:
         for f in sorted(self.root.rglob("*")):
             if not f.is_file():
+                if f.suffix.lower() in (".dcm", ".dicom") and not f.is_dir():
+                    yield f  # a FIFO or device named like a DICOM file: records() reports it
                 continue
             if f.suffix.lower() in (".dcm", ".dicom"):
                 yield f
@@ -67,8 +338,16 @@ class DicomFolderAdapter(Adapter):
     def records(self) -> Iterator[Record | RowError]:
         import pydicom
 
+        from cbir_pg.images import DecodeError, decode_file, pixel_hash, stat_regular_file
+
         for f in self._files():
             uri = f.relative_to(self.root).as_posix()
+            source = f"dicom:{self._path_key(uri)}" if self.managed else uri
+            try:
+                stat_regular_file(f)
+            except DecodeError as exc:
+                yield RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
+                continue
             try:
                 ds = pydicom.dcmread(
                     f,
@@ -88,9 +367,8 @@ class DicomFolderAdapter(Adapter):
                     ],
                 )
             except Exception as exc:  # pydicom raises many types on broken files
-                yield RowError(
-                    uri, "corrupt_dicom", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                )
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                yield RowError(source, "corrupt_dicom", type(exc).__name__ if self.managed else detail)
                 continue
 
             def tag(name: str, ds=ds) -> str | None:
@@ -98,15 +376,25 @@ class DicomFolderAdapter(Adapter):
                 s = str(v).strip() if v is not None else ""
                 return s or None
 
-            raw_mod = (tag("Modality") or "").upper()
+            raw_mod = coded(tag("Modality"), MODALITIES) or ""
             modality = MODALITY_CODES.get(raw_mod, raw_mod or None)
-            region = normalise_part(tag("BodyPartExamined") or "") or None
+            part = coded(tag("BodyPartExamined"), BODY_PARTS)
+            region = normalise_part(part) if part else None
             labels: list[str] = []
             if self.options.get("label"):
                 labels = [str(self.options["label"])]
             elif self.options.get("label_from") == "folder" and modality and region and f.parent != self.root:
                 labels = [f"{modality}/{region}/{f.parent.name}"]
             series = tag("SeriesInstanceUID")
+            pixels = write = None
+            if self.managed:
+                try:
+                    pixels = decode_file(f)
+                except DecodeError as exc:  # the message names the file: record the path key only
+                    yield RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
+                    continue
+                uri = managed_name(f"{source[6:8]}/{source[6:]}", pixel_hash(pixels))
+                write = _writer(self.image_root() / uri, pixels)
             yield Record(
                 uri=uri,
                 labels=labels,
@@ -115,8 +403,17 @@ class DicomFolderAdapter(Adapter):
                 sex=parse_sex(tag("PatientSex")),
                 age=parse_age(tag("PatientAge")),
                 study=tag("StudyInstanceUID"),
-                view=tag("ViewPosition"),
+                view=coded(tag("ViewPosition"), VIEW_POSITIONS),
                 modality=modality,
                 region=region,
-                extra={"dicom_modality": raw_mod} | ({"series": series} if series else {}),
+                extra={"dicom_modality": raw_mod or None} | ({"series": series} if series else {}),
+                pixels=pixels,
+                write=write,
             )
+
+
+def _writer(path, pixels):
+    def write() -> None:
+        write_png(path, pixels)
+
+    return write

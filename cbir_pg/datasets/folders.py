@@ -77,9 +77,12 @@ class ImageFolderAdapter(Adapter):
         for split, base in groups:
             for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
                 for f in sorted(cls_dir.rglob("*")):
-                    if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
+                    if f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir():
                         continue
                     uri = f.relative_to(self.root).as_posix()
+                    if not f.is_file():  # a FIFO, a device, a socket or a dangling symlink
+                        yield RowError(uri, "not_a_regular_file", f"{uri}: not a regular file")
+                        continue
                     yield Record(
                         uri=uri,
                         labels=[cls_dir.name],

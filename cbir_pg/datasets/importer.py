@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel
+from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel, printable
 from cbir_pg.datasets.harmonise import LabelMapFile, derive_kind, load_label_map, parse_label_key
 from cbir_pg.datasets.loader import BulkLoader, StageRow, q
 from cbir_pg.datasets.splits import (
@@ -147,6 +147,7 @@ def import_dataset(
     progress: bool = True,
     hash_images: bool = True,
     batch_size: int = BATCH_SIZE,
+    allow_outside_root: bool = False,
     profile: str = "default",
     dedupe: str | None = None,
     **options: Any,
@@ -157,7 +158,12 @@ def import_dataset(
     own (e.g. ``flag`` for medmnist, ``uncertain`` for chexpert). ``hash_images=False`` skips decoding
     (no size, pixel hash or dedupe): for very large imports. ``profile`` (:mod:`cbir_pg.profiles`) fills
     in the adapter options and the ``dedupe`` mode (``near``, ``exact`` or ``none``) it prescribes where
-    they are not given; both are recorded in ``cbir.dataset.params``.
+    they are not given; both are recorded in ``cbir.dataset.params``. A row whose path is absolute or
+    leaves the dataset root (``../``) is a recorded ``outside_root`` error unless ``allow_outside_root``.
+
+    The dataset is marked ``import_status = 'importing'`` (and ``imported_at`` null) until the run
+    finishes; evaluation refuses a dataset in that state (a killed import leaves it so until a rerun
+    completes).
     """
 
     from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
@@ -184,7 +190,9 @@ def import_dataset(
         "profile": prof.name,
         "dedupe": dedupe_mode,
         "label_map": str(label_map) if label_map else None,
-        "source_root": str(root),
+        # a managed copy keeps no source path (the folder names may be patients')
+        "source_root": None if getattr(adapter, "managed", False) else str(root),
+        "allow_outside_root": allow_outside_root,
     }
 
     log.info("import start dataset=%s kind=%s root=%s", key, adapter.kind, root)
@@ -196,7 +204,8 @@ def import_dataset(
         lock_conn.execute(q("lock_dataset"), {"key": key})
         dataset_id = _open_dataset(aconn, adapter, key, image_root, params)
         since = scalar(aconn, q("now"))
-        salt = scalar(aconn, q("patient_salt")) if adapter.identifying_ids else ""
+        salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
+        adapter.salt = salt
         summary = ImportSummary(
             dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
         )
@@ -211,6 +220,7 @@ def import_dataset(
             salt,
             since,
             hash_images,
+            allow_outside_root,
         )
         bar = progress_bar(adapter.total(), f"import {key}", unit="img", enabled=progress)
         _load_records(run, track(adapter.records(), bar), batch_size)
@@ -239,6 +249,23 @@ def import_dataset(
             lock_conn.execute(q("unlock_dataset"), {"key": key})
         for c in (conn, aconn, lock_conn):
             c.close()
+
+
+def _salt(aconn, dataset_id: int) -> str:
+    """The salt for hashing identifying ids: from ``CBIR_PG_SALT`` / ``CBIR_PG_SALT_FILE`` when set (kept
+    out of the database, so a dump cannot be brute-forced), else ``cbir.installation``. Only the source
+    is recorded (``dataset.params.salt_source``), never the salt."""
+    import json
+
+    from cbir_pg.datasets.splits import external_salt
+
+    ext = external_salt()
+    source = "external" if ext else "database"
+    aconn.execute(
+        q("update_dataset_params"),
+        {"dataset_id": dataset_id, "params": json.dumps({"salt_source": source})},
+    )
+    return ext[0] if ext else scalar(aconn, q("patient_salt"))
 
 
 def _open_dataset(aconn, adapter: Adapter, key: str, image_root: Path, params: dict[str, Any]) -> int:
@@ -282,9 +309,9 @@ def _load_records(run: _Run, items, batch_size: int) -> None:
         if isinstance(item, RowError):
             run.error(item.source, item.reason, item.message)
             continue
-        bad_field = item.nul_field()
-        if bad_field:
-            run.error(repr(item.uri)[:200], "malformed_row", f"the {bad_field} field holds a NUL byte")
+        problem = item.problem() or run.path_problem(item.uri)
+        if problem:
+            run.error(item.uri, *problem)
             continue
         pending.append(item)
         if len(pending) >= batch_size:
@@ -311,20 +338,25 @@ def _fill_counts(aconn, s: ImportSummary) -> None:
 class _Run:
     """The state of one import run: turns records into stage rows, batch by batch."""
 
-    def __init__(self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images):
+    def __init__(
+        self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images, outside
+    ):
         self.adapter, self.summary, self.labels, self.loader = adapter, summary, labels, loader
         self.aconn, self.image_root, self.seed, self.salt, self.since = aconn, image_root, seed, salt, since
         self.hash_images = hash_images
+        self.allow_outside_root = outside
         self.errors: list[dict[str, Any]] = []
 
     def error(self, source: str, reason: str, message: str) -> None:
+        """Record one row's error; source and message are escaped (file names in another encoding,
+        control characters) and cut, so recording an error can never fail itself."""
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
         self.errors.append(
             {
                 "dataset_id": self.summary.dataset_id,
-                "source": source[:1000],
+                "source": printable(source, 300),
                 "reason": reason,
-                "message": message[:2000],
+                "message": printable(message, 2000),
             }
         )
         if len(self.errors) >= 1000:
@@ -335,6 +367,23 @@ class _Run:
             with self.aconn.cursor() as cur:
                 cur.executemany(q("insert_error"), self.errors)
             self.errors = []
+
+    def path_problem(self, uri: str) -> tuple[str, str] | None:
+        """``('outside_root', message)`` for an absolute path or one that leaves the dataset root with
+        ``..`` (checked on the text, so a dataset folder that is itself a symlink still works), unless
+        the import allows it."""
+        import posixpath
+
+        if self.allow_outside_root:
+            return None
+        norm = posixpath.normpath(uri.replace("\\", "/"))
+        if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or uri[1:3] in (":/", ":\\"):
+            return (
+                "outside_root",
+                f"{printable(uri)}: the path is outside the dataset root {self.image_root}"
+                " (pass --allow-outside-root to import it anyway)",
+            )
+        return None
 
     def split_of(self, rec: Record) -> str:
         if rec.split in SPLITS:
@@ -373,7 +422,7 @@ class _Run:
         self.summary.imported += self.loader.load(rows)
 
     def stage_row(self, rec: Record) -> StageRow | None:
-        from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash
+        from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash, stat_regular_file
 
         try:
             ids = [self.labels.resolve(s) for s in rec.labels]
@@ -392,9 +441,7 @@ class _Run:
                 row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
             elif rec.pixels is not None:
                 row.height, row.width = int(rec.pixels.shape[0]), int(rec.pixels.shape[1])
-            elif not path.is_file():
-                raise DecodeError(str(path), "missing_file", "no such file")
-            row.size_bytes = path.stat().st_size if path.is_file() else None
+            row.size_bytes = stat_regular_file(path).st_size
         except DecodeError as exc:
             self.error(rec.uri, exc.reason, str(exc))
             return None

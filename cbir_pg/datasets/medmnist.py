@@ -2,8 +2,10 @@
 
 ROOT is the ``.npz`` file (arrays ``{train,val,test}_{images,labels}``); ``flag`` names the
 MedMNIST dataset (``breastmnist``, ``pneumoniamnist``, ...; default: guessed from the file name).
-Each image is written once as a PNG under ``<image root>/<dataset key>/<split>/<index>.png``
-(``CBIR_PG_HOME/images``), which becomes ``cbir.dataset.root``. The official splits are kept.
+Each image is written once as a PNG ``<image root>/<dataset key>/<split>/<index>.<pixel sha256>.png``
+(``CBIR_PG_HOME/images``; the managed store, :mod:`cbir_pg.datasets.store`: the pixel hash names the
+file, so another ``.npz`` imported under the same key never reuses these files), and
+``<image root>/<dataset key>`` becomes ``cbir.dataset.root``. The official splits are kept.
 MedMNIST has no patient ids: every image is its own patient (key ``<split>/<index>``).
 
 Source labels are MedMNIST's own class names; the default harmonisation is
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel, register_adapter
+from cbir_pg.datasets.store import managed_name, write_png
 from cbir_pg.errors import ConfigError
 
 #: flag → (modality, region, class names by index, {class name: harmonised finding})
@@ -131,15 +134,22 @@ class MedMNISTAdapter(Adapter):
     def _arrays(self):
         import numpy as np
 
+        from cbir_pg.images import stat_regular_file
+
+        stat_regular_file(self.root)
         try:
-            return np.load(self.root)
-        except Exception as exc:  # zipfile / pickle errors
-            raise ConfigError(f"medmnist: cannot read {self.root}: {exc}") from None
+            data = np.load(self.root)
+            return _checked(self.root, {k: data[k] for k in data.files})
+        except ConfigError:
+            raise
+        except Exception as exc:  # zipfile / pickle / format errors
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"medmnist: cannot read {self.root}: {first}") from None
 
     def total(self) -> int | None:
         data = self._arrays()
         return sum(
-            int(data[f"{s}_labels"].shape[0]) for s in ("train", "val", "test") if f"{s}_labels" in data.files
+            int(data[f"{s}_labels"].shape[0]) for s in ("train", "val", "test") if f"{s}_labels" in data
         )
 
     def default_label(self, source_label: str) -> str | None:
@@ -151,15 +161,19 @@ class MedMNISTAdapter(Adapter):
     def records(self) -> Iterator[Record | RowError]:
         import numpy as np
 
+        from cbir_pg.images import pixel_hash
+
         data = self._arrays()
         out_dir = self.image_root()
         for split in ("train", "val", "test"):
-            if f"{split}_images" not in data.files:
+            if f"{split}_images" not in data:
                 continue
             images, labels = data[f"{split}_images"], data[f"{split}_labels"]
             labels = labels.reshape(labels.shape[0], -1)
             for i in range(images.shape[0]):
                 img = images[i]
+                if img.ndim == 3 and img.shape[2] == 1:
+                    img = img[:, :, 0]
                 rgb = (
                     np.repeat(img[:, :, None], 3, axis=2)
                     if img.ndim == 2
@@ -178,7 +192,7 @@ class MedMNISTAdapter(Adapter):
                     names = [self.classes[idx]]
                 else:
                     names = [self.classes[j] for j in np.flatnonzero(row)]
-                uri = f"{split}/{i:06d}.png"
+                uri = managed_name(f"{split}/{i:06d}", pixel_hash(rgb))
                 yield Record(
                     uri=uri,
                     labels=names,
@@ -192,15 +206,48 @@ class MedMNISTAdapter(Adapter):
                 )
 
 
+def _checked(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The arrays of a MedMNIST file, or one clear :class:`ConfigError` saying what is wrong with them:
+    ``{split}_images`` (uint8, ``(n, h, w)`` or ``(n, h, w, 1|3)``, h and w >= 4) with ``{split}_labels``
+    (integers, ``(n,)`` or ``(n, k)``, the same n), for at least one of train, val, test."""
+    import numpy as np
+
+    where = f"medmnist: {path.name}"
+    found = [s for s in ("train", "val", "test") if f"{s}_images" in data or f"{s}_labels" in data]
+    if not found:
+        raise ConfigError(
+            f"{where}: no train/val/test arrays (has: {', '.join(sorted(data)) or 'nothing'});"
+            " expected train_images and train_labels, ..."
+        )
+    for split in found:
+        ik, lk = f"{split}_images", f"{split}_labels"
+        missing = [k for k in (ik, lk) if k not in data]
+        if missing:
+            raise ConfigError(f"{where}: {missing[0]} is missing (it has {ik if ik in data else lk})")
+        images, labels = data[ik], data[lk]
+        if images.dtype != np.uint8:
+            raise ConfigError(f"{where}: {ik} has dtype {images.dtype}, expected uint8")
+        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+        if not shape_ok or images.shape[1] < 4 or images.shape[2] < 4:
+            raise ConfigError(
+                f"{where}: {ik} has shape {images.shape}, expected (n, h, w) or (n, h, w, 1|3), h, w >= 4"
+            )
+        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
+            raise ConfigError(f"{where}: {lk} has dtype {labels.dtype}, expected integers")
+        if (
+            labels.ndim not in (1, 2)
+            or labels.shape[0] != images.shape[0]
+            or labels.size == 0
+            and len(images)
+        ):
+            raise ConfigError(
+                f"{where}: {lk} has shape {labels.shape}, expected ({images.shape[0]},) or ({images.shape[0]}, k)"
+            )
+    return data
+
+
 def _png_writer(path: Path, img):
     def write() -> None:
-        if path.exists():
-            return
-        from PIL import Image
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.png")
-        Image.fromarray(img).save(tmp, format="PNG")
-        tmp.replace(path)
+        write_png(path, img)
 
     return write

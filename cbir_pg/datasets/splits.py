@@ -29,10 +29,22 @@ def unit_hash(key: str, seed: int) -> float:
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Three finite, non-negative numbers summing to 1 (``nan`` compares false with everything, so it is
+    refused explicitly: it would otherwise pass and send every patient to the last split)."""
+    import math
+
     from cbir_pg.errors import ConfigError
 
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(f"split fractions {fractions!r} must be three non-negative numbers summing to 1")
+    ok = (
+        len(fractions) == 3
+        and all(isinstance(f, int | float) and math.isfinite(f) and f >= 0 for f in fractions)
+        and abs(sum(fractions) - 1.0) <= 1e-6
+    )
+    if not ok:
+        raise ConfigError(
+            f"split fractions {','.join(map(str, fractions))} must be three finite, non-negative numbers"
+            " summing to 1, e.g. 0.7,0.1,0.2"
+        )
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 
@@ -64,3 +76,38 @@ def assign_split(
 def hash_patient_id(raw: str, salt: str) -> str:
     """Salted sha256 of a source patient id (what is stored where an id identifies a person)."""
     return hashlib.sha256(f"{salt}:{raw}".encode()).hexdigest()
+
+
+#: environment variables that give the installation's salt from outside the database
+SALT_ENV = "CBIR_PG_SALT"
+SALT_FILE_ENV = "CBIR_PG_SALT_FILE"
+MIN_SALT_CHARS = 32
+
+
+def external_salt() -> tuple[str, str] | None:
+    """``(salt, source)`` from ``CBIR_PG_SALT`` or the file named by ``CBIR_PG_SALT_FILE`` (first line,
+    stripped), or ``None``: then the salt in ``cbir.installation`` is used.
+
+    A salt kept outside the database is not in a dump of it, so a short numeric patient id cannot be
+    recovered from its stored hash by trying every id with the dumped salt."""
+    import os
+    from pathlib import Path
+
+    from cbir_pg.errors import ConfigError
+
+    value, source = os.environ.get(SALT_ENV), SALT_ENV
+    if not value and os.environ.get(SALT_FILE_ENV):
+        path = Path(os.environ[SALT_FILE_ENV]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise ConfigError(f"{SALT_FILE_ENV}: cannot read the salt file {path}: {exc}") from None
+        source = f"{SALT_FILE_ENV} ({path})"
+    if not value:
+        return None
+    value = value.strip()
+    if len(value) < MIN_SALT_CHARS:
+        raise ConfigError(
+            f"{source}: the salt must have at least {MIN_SALT_CHARS} characters (e.g. openssl rand -hex 32)"
+        )
+    return value, source

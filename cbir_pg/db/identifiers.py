@@ -50,6 +50,11 @@ def index_identifier(key: str, kind: str = "hnsw") -> sql.Identifier:
     return sql.Identifier(SCHEMA, index_name(key, kind))
 
 
+def staging_index_name(key: str, kind: str = "hnsw") -> str:
+    """The name a rebuilt index has until it is swapped in: ``embedding_<key>_<kind>_new``."""
+    return index_name(key, kind)[: -len("_idx")] + "_new"
+
+
 def create_embedding_table(key: str, dim: int) -> sql.Composed:
     """The statement that creates a model's embedding table: a call of the SQL function
     ``cbir.create_embedding_table`` (``sql/schema/15_models.sql``, the one home of per-model DDL and its

@@ -17,16 +17,22 @@ select value from cbir.installation where key = 'patient_salt';
 select id, kind from cbir.dataset where key = %(key)s;
 
 -- name: insert_dataset
-insert into cbir.dataset (key, kind, name, source, licence, citation, root, params)
-values (%(key)s, %(kind)s, %(name)s, %(source)s, %(licence)s, %(citation)s, %(root)s, %(params)s)
+insert into cbir.dataset (key, kind, name, source, licence, citation, root, params, import_status)
+values (%(key)s, %(kind)s, %(name)s, %(source)s, %(licence)s, %(citation)s, %(root)s, %(params)s, 'importing')
 on conflict (key) do nothing
 returning id;
 
 -- name: update_dataset
-update cbir.dataset set root = %(root)s, params = %(params)s where id = %(dataset_id)s;
+-- an import run starts: the dataset is unfinished (kept out of evaluation) until finish_dataset
+update cbir.dataset
+set root = %(root)s, params = %(params)s, import_status = 'importing', imported_at = null
+where id = %(dataset_id)s;
+
+-- name: update_dataset_params
+update cbir.dataset set params = params || %(params)s::jsonb where id = %(dataset_id)s;
 
 -- name: finish_dataset
-update cbir.dataset set imported_at = now() where id = %(dataset_id)s;
+update cbir.dataset set imported_at = now(), import_status = 'complete' where id = %(dataset_id)s;
 
 -- name: clear_import_errors
 delete from cbir.error where stage = 'import' and dataset_id = %(dataset_id)s;
@@ -187,7 +193,8 @@ select d.id, d.key, d.kind, d.name, d.root, d.imported_at,
        count(i.id) as images,
        count(i.id) filter (where i.excluded) as excluded,
        (select count(*) from cbir.patient p where p.dataset_id = d.id) as patients,
-       (select count(*) from cbir.error e where e.dataset_id = d.id and e.stage = 'import') as errors
+       (select count(*) from cbir.error e where e.dataset_id = d.id and e.stage = 'import') as errors,
+       d.import_status
 from cbir.dataset d left join cbir.image i on i.dataset_id = d.id
 group by d.id order by d.key;
 

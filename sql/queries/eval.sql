@@ -179,3 +179,20 @@ select key from cbir.dataset
 -- name: set_ef_search
 -- hnsw.ef_search for the rest of the transaction (eval/fusion.py: one read-only transaction)
 select set_config('hnsw.ef_search', %(value)s, true)
+
+-- name: unfinished_datasets
+-- Datasets in an evaluation's scope whose last import run has not finished (killed or still running).
+select key from cbir.dataset
+where import_status <> 'complete'
+  and (%(datasets)s::text[] is null or key = any(%(datasets)s::text[]))
+order by key
+
+-- name: scope_without_vector
+-- Images of an evaluation's scope (datasets, splits, not excluded) that have no vector of the model.
+select count(*) as missing
+from cbir.image i
+join cbir.dataset d on d.id = i.dataset_id
+where not i.excluded
+  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
+  and not exists (select 1 from {table} e where e.image_id = i.id)

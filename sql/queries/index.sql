@@ -15,6 +15,9 @@ create index {concurrently} {index} on {table} using hnsw ({expr} {opclass})
 -- name: drop_index
 drop index {concurrently} if exists {index}
 
+-- name: rename_index
+alter index {index} rename to {new_name}
+
 -- name: analyze
 analyze {table}
 

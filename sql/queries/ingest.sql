@@ -25,7 +25,7 @@ select k from unnest(%(datasets)s::text[]) k where not exists (select 1 from cbi
 -- Images without a vector for this encoder, below the retry limit, locked so no other worker takes them.
 -- Keyset: only ids above %(after)s (the highest this process claimed), so a claim does not walk past
 -- and lock-check the rows of this process's own batches still in flight.
-select i.id, coalesce(d.root, '') as root, i.uri
+select i.id, coalesce(d.root, '') as root, i.uri, i.content_hash
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
 where not i.excluded
@@ -67,10 +67,8 @@ where (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
 copy {table} (image_id, embedding) from stdin (format binary)
 
 -- name: record_failure
-insert into cbir.ingest_failure (encoder_key, image_id, attempts, last_error)
-values (%(encoder)s, %(image_id)s, 1, %(error)s)
-on conflict (encoder_key, image_id) do update
-set attempts = cbir.ingest_failure.attempts + 1, last_error = excluded.last_error, updated_at = now()
+-- the function sets the attempt count itself (the worker role cannot write cbir.ingest_failure)
+select cbir.record_ingest_failure_v1(%(encoder)s, %(image_id)s, %(error)s)
 
 -- name: record_error
 insert into cbir.error (stage, dataset_id, image_id, encoder_key, source, reason, message)

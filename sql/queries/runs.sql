@@ -2,8 +2,9 @@
 -- run: retrieval, knn, linear, ablation, zeroshot.
 
 -- name: insert_run
-insert into cbir.eval_run (kind, encoder_key, mode, params, index_params, code_version)
-values (%(kind)s, %(model)s, %(mode)s, %(params)s, %(index_params)s, %(code_version)s)
+-- all_embedded: every image of the run's datasets and splits had a vector (cbir_pg.eval.scope; null: not known)
+insert into cbir.eval_run (kind, encoder_key, mode, params, index_params, code_version, all_embedded)
+values (%(kind)s, %(model)s, %(mode)s, %(params)s, %(index_params)s, %(code_version)s, %(all_embedded)s)
 returning id, started_at
 
 -- name: finish_run

@@ -46,3 +46,32 @@ comment on view cbir.ingest_status is 'exact done / pending / failed image count
 grant update (created_at) on cbir.image to cbir_worker;
 grant select on cbir.ingest_status to cbir_worker;
 grant execute on function cbir.ingest_status_v1() to cbir_worker;
+
+-- Failed ingest attempts are recorded only through this function: the caller gives the encoder, the
+-- image and the error; the function sets the attempt count itself (one more per transaction, never a
+-- caller's number), so a worker cannot mark chosen images as failed max_attempts times to keep them from
+-- ever being embedded. SECURITY DEFINER: cbir_worker has no INSERT or UPDATE on cbir.ingest_failure.
+create or replace function cbir.record_ingest_failure_v1(p_encoder text, p_image_id bigint, p_error text)
+returns int
+language plpgsql
+security definer
+set search_path = pg_catalog, cbir
+as $fn$
+declare
+  n int;
+begin
+  if p_encoder is null or p_image_id is null or coalesce(p_error, '') = '' then
+    raise exception 'record_ingest_failure_v1: encoder, image and error are required'
+      using errcode = 'invalid_parameter_value';
+  end if;
+  insert into cbir.ingest_failure as f (encoder_key, image_id, attempts, last_error, last_xact)
+  values (p_encoder, p_image_id, 1, left(p_error, 2000), pg_current_xact_id())
+  on conflict (encoder_key, image_id) do update
+  set attempts = f.attempts + case when f.last_xact = pg_current_xact_id() then 0 else 1 end,
+      last_error = excluded.last_error, last_xact = excluded.last_xact, updated_at = now()
+  returning f.attempts into n;
+  return n;
+end
+$fn$;
+revoke all on function cbir.record_ingest_failure_v1(text, bigint, text) from public;
+grant execute on function cbir.record_ingest_failure_v1(text, bigint, text) to cbir_worker;

@@ -12,7 +12,9 @@ grant usage on schema cbir to cbir_worker;
 grant select on cbir.dataset, cbir.image, cbir.encoder, cbir.label to cbir_worker;
 grant insert on cbir.error to cbir_worker;
 grant usage on sequence cbir.error_id_seq to cbir_worker;
-grant select, insert, update on cbir.ingest_failure to cbir_worker;
+-- failures are written only through cbir.record_ingest_failure_v1 (30_ingest.sql), which sets the count
+revoke insert, update, delete, truncate on cbir.ingest_failure from cbir_worker;
+grant select on cbir.ingest_failure to cbir_worker;
 
 -- Resource limits (issue 13). A reader (a BI tool, a person) must never lock the workers or the owner
 -- out, run a statement forever, fill the disk with temp files or store data through large objects.

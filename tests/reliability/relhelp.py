@@ -373,3 +373,19 @@ def write_files(folder: Path, items) -> dict[str, Path]:
             p.write_bytes(item.data)
         paths[item.kind] = p
     return paths
+
+
+def deep_png(side: int = 16384, bit_depth: int = 16) -> bytes:
+    """A real, valid greyscale PNG of side x side pixels at ``bit_depth`` bits, all black: about 0.5 MB on
+    disk at 16384 x 16384 x 16 bits, 512 MiB once decoded (a decompression bomb by bytes, not pixels)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, bit_depth, 0, 0, 0, 0)
+    row = b"\x00" * (1 + side * bit_depth // 8)
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row) for _ in range(side)]
+    parts.append(comp.flush())
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )

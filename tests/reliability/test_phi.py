@@ -165,3 +165,106 @@ def test_a_salt_change_would_change_every_key() -> None:
     assert hash_patient_id("1CT1", "a" * 64) != hash_patient_id("1CT1", "b" * 64)
     assert hash_patient_id("1CT1", "a" * 64) != hash_patient_id("1CT2", "a" * 64)
     assert "1CT1" not in hash_patient_id("1CT1", "a" * 64)
+
+
+# --------------------------------------------------------------------------- issue 13: paths, coded tags, salt
+def _patient_foldered(root: Path, files: dict[Path, dict[str, str]]) -> tuple[Path, list[str]]:
+    """The PHI files in the layout hospital exports use: a folder per patient named by name and MRN, the
+    file named by the patient too (``DOE^JOHN_MRN12345678/series_1/IM_DOE_JOHN_0001.dcm``)."""
+    names = []
+    for i, (f, _phi) in enumerate(sorted(files.items())[:12]):
+        person = f"DOE^JOHN{i}_MRN{12345670 + i}"
+        dest = root / person / "series_1" / f"IM_DOE_JOHN{i}_{i:04d}.dcm"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+        names += [person, f"MRN{12345670 + i}", f"IM_DOE_JOHN{i}"]
+    return root, names
+
+
+def test_managed_copy_leaves_no_name_from_the_source_paths(db: str, phi_folder, tmp_path: Path) -> None:
+    from cbir_pg.datasets.importer import import_dataset
+
+    _, files = phi_folder
+    root, names = _patient_foldered(tmp_path / "DOE^JOHN_export", files)
+    # one unreadable file, so an error row is written too
+    bad = root / "DOE^JOHN99_MRN12345699" / "IM_DOE_JOHN99_0001.dcm"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"DICM but not really" * 10)
+
+    s = import_dataset(Database(db), "dicom", root, managed_copy="1", progress=False)
+    assert s.dataset == "dicom_managed" and s.imported >= 8 and s.error_count >= 1
+    hits = find_values(db, [*names, "DOE^JOHN", "MRN123456", "DOE_JOHN"], ignore_case=True)
+    assert not hits, f"a source path name is stored: {hits[:10]}"
+    with psycopg.connect(db) as c:
+        root_db = c.execute("select root from cbir.dataset where key = 'dicom_managed'").fetchone()[0]
+        rows = c.execute("select uri, content_hash from cbir.image").fetchall()
+    from cbir_pg.images import decode_file, pixel_hash
+
+    for uri, h in rows[:5]:  # the managed copies hold the decoded pixels, named by their hash
+        assert h in uri and pixel_hash(decode_file(Path(root_db) / uri)) == h
+
+
+def test_coded_attributes_are_stored_only_when_valid(db: str, tmp_path: Path) -> None:
+    import pydicom
+    from relhelp import pydicom_file
+
+    from cbir_pg.datasets.importer import import_dataset
+
+    src = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    root = tmp_path / "coded"
+    root.mkdir()
+    cases = {
+        "ok.dcm": ("PA", "CT", "CHEST"),
+        "name_in_view.dcm": ("PA ANNA SMITH", "CT", "CHEST"),
+        "name_in_part.dcm": ("AP", "CT", "ANNA SMITH"),
+        "name_in_modality.dcm": ("LL", "SMITH", "CHEST"),
+    }
+    for name, (view, modality, part) in cases.items():
+        ds = src.copy()
+        ds.ViewPosition, ds.Modality, ds.BodyPartExamined = view, modality, part
+        ds.PatientID = name
+        ds.save_as(root / name)
+    import_dataset(Database(db), "dicom", root, name="coded", progress=False)
+    with psycopg.connect(db) as c:
+        got = dict(
+            (r[0], (r[1], r[2], r[3])) for r in c.execute(
+                "select uri, view, modality, body_region from cbir.image"
+            )
+        )  # fmt: skip
+    assert got == {
+        "ok.dcm": ("PA", "CT", "chest"),
+        "name_in_view.dcm": (None, "CT", "chest"),
+        "name_in_part.dcm": ("AP", "CT", None),
+        "name_in_modality.dcm": ("LL", None, "chest"),
+    }
+    assert not find_values(db, ["ANNA", "SMITH"], ignore_case=True)
+
+
+def test_the_salt_can_come_from_outside_the_database(db: str, phi_folder, monkeypatch, tmp_path) -> None:
+    """With ``CBIR_PG_SALT`` (or a salt file) the keys are hashed with it, not with the salt stored in
+    the database, so a dump of the database alone cannot brute-force short patient ids."""
+    root, files = phi_folder
+    outside = "f" * 16 + hashlib.sha256(b"kept outside").hexdigest()
+    monkeypatch.setenv("CBIR_PG_SALT", outside)
+    _import(db, root)
+    ids = {phi["PatientID"] for phi in files.values() if phi["PatientID"]}
+    with psycopg.connect(db) as c:
+        keys = {r[0] for r in c.execute("select patient_key from cbir.patient")}
+        params = c.execute("select params from cbir.dataset where key = 'phi_scans'").fetchone()[0]
+    stored_salt = _salt(db)
+    assert len({hashlib.sha256(f"{outside}:{i}".encode()).hexdigest() for i in ids} & keys) >= 5
+    assert not {hashlib.sha256(f"{stored_salt}:{i}".encode()).hexdigest() for i in ids} & keys
+    assert params["salt_source"] == "external" and outside not in str(params)
+    assert not find_values(db, [outside])
+
+    # a salt file works the same way; a short salt is refused with one line
+    from cbir_pg.datasets.splits import external_salt
+    from cbir_pg.errors import ConfigError
+
+    monkeypatch.delenv("CBIR_PG_SALT")
+    (tmp_path / "salt").write_text(outside + "\n")
+    monkeypatch.setenv("CBIR_PG_SALT_FILE", str(tmp_path / "salt"))
+    assert external_salt()[0] == outside
+    (tmp_path / "salt").write_text("1234\n")
+    with pytest.raises(ConfigError):
+        external_salt()

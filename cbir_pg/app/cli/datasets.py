@@ -57,6 +57,16 @@ def import_(
     hash_images: bool = typer.Option(
         True, "--hash/--no-hash", help="decode and pixel-hash for dedupe (--no-hash: huge imports)"
     ),
+    managed_copy: bool = typer.Option(
+        False,
+        "--managed-copy",
+        help="dicom: copy the pixels into the managed store (paths named by salted hashes, no source names)",
+    ),
+    allow_outside_root: bool = typer.Option(
+        False,
+        "--allow-outside-root",
+        help="import manifest paths that are absolute or leave the dataset root (../); refused by default",
+    ),
     profile: str = typer.Option(
         "default",
         "--profile",
@@ -74,6 +84,8 @@ def import_(
     for k, v in (("flag", flag), ("uncertain", uncertain), ("modality", modality), ("region", region)):
         if v is not None:
             opts[k] = v
+    if managed_copy:
+        opts["managed_copy"] = "1"
     s = import_dataset(
         database(ctx),
         kind,
@@ -83,6 +95,7 @@ def import_(
         seed=seed,
         progress=not quiet,
         hash_images=hash_images,
+        allow_outside_root=allow_outside_root,
         profile=profile,
         dedupe=dedupe,
         **opts,
@@ -137,6 +150,11 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
         print_line(
             f"{d.key} ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
             f"{d.errors} import errors; root {d.root}"
+            + (
+                " [yellow](import unfinished: rerun the import; evaluation refuses it)[/]"
+                if d.import_status != "complete"
+                else ""
+            )
         )
         emit([c for c in counts if c["dataset"] == d.key], cols[1:], fmt)
 

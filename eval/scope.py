@@ -1,0 +1,54 @@
+"""What an evaluation run may use, and what it records about it.
+
+* A dataset whose import has not finished (``cbir.dataset.import_status = 'importing'``: a killed or
+  running import, possibly partial and not yet deduplicated) is refused with an error naming it, until
+  a rerun of the import completes. Without this, a run over half a dataset silently became the latest
+  leaderboard row.
+* Each stored run records in ``cbir.eval_run.all_embedded`` whether every non-excluded image of its
+  datasets and splits had a vector of the model when it ran (images whose ingest failed or is still
+  pending are left out of the run, so its numbers describe a subset). The value is written with the
+  run by :func:`cbir_pg.eval.runs.insert_run` (``all_embedded=``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from cbir_pg.db import identifiers, queries
+from cbir_pg.db.database import dict_cursor, scalar
+from cbir_pg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cbir_pg.db.database import Database
+
+
+def check_scope(
+    conn: psycopg.Connection, model: str, datasets: Sequence[str] | None, splits: Sequence[str] | None
+) -> bool:
+    """Refuse unfinished datasets in scope (:class:`ConfigError` naming them); return whether every
+    image in scope has a vector of ``model`` (whose embeddings must exist)."""
+    from cbir_pg.eval.data import check_model
+
+    check_model(conn, model)
+    ds = list(datasets) if datasets else None
+    unfinished = [
+        r["key"]
+        for r in dict_cursor(conn).execute(queries.get("eval", "unfinished_datasets"), {"datasets": ds})
+    ]
+    if unfinished:
+        raise ConfigError(
+            f"dataset(s) {', '.join(unfinished)} not completely imported (the last import did not finish):"
+            " rerun cbir-pg datasets import for them before evaluating"
+        )
+    q = queries.get("eval", "scope_without_vector", table=identifiers.embedding_table(model))
+    missing = scalar(conn, q, {"datasets": ds, "splits": list(splits) if splits else None})
+    return int(missing) == 0
+
+
+def check(db: Database, model: str, datasets: Sequence[str] | None, splits: Sequence[str] | None) -> bool:
+    """:func:`check_scope` on a connection of its own."""
+    with db.connection() as conn:
+        return check_scope(conn, model, datasets, splits)
