@@ -40,9 +40,11 @@ select r.id as run_id,
        r.timings,
        r.code_version,
        r.started_at,
-       r.finished_at
+       r.finished_at,
+       -- every non-excluded image of the run's scope had a vector when it ran (null: not recorded)
+       r.all_embedded
 from cbir.eval_run r;
-comment on view cbir_report.eval_runs is 'every evaluation run: parameters, index parameters, counts, timings, code version';
+comment on view cbir_report.eval_runs is 'every evaluation run: parameters, index parameters, counts, timings, code version, vector coverage';
 
 -- The latest finished retrieval run of each model, mode (ann | exact), scope, profile and vector source.
 create or replace view cbir_report.latest_retrieval_run as

@@ -244,7 +244,9 @@ def test_a_killed_import_is_marked_unfinished_and_kept_out_of_evaluation(db: str
     r2 = evaluate_retrieval(Database(db), MODEL, index_splits=("train", "val"), progress=False)
     with psycopg.connect(db) as c:
         cov = dict(c.execute("select id, all_embedded from cbir.eval_run").fetchall())
+        shown = dict(c.execute("select run_id, all_embedded from cbir_report.eval_runs").fetchall())
     assert cov[r1.primary.run_id] is False and cov[r2.primary.run_id] is True
+    assert shown == cov  # BI tools see the coverage too
 
 
 # --------------------------------------------------------------------------- the worker and ingest_failure
