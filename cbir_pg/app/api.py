@@ -107,6 +107,29 @@ class Client:
         columns = list(Hit.__dataclass_fields__)
         return pd.DataFrame([asdict(h) for h in hits], columns=columns)
 
+    def search_text(
+        self,
+        text: str,
+        model: str,
+        k: int = 10,
+        *,
+        split: str | None = None,
+        dataset: str | None = None,
+        modality: str | None = None,
+        ef_search: int | None = None,
+    ):
+        """Text-to-image search (models with a text tower, e.g. ``biomedclip``): the ``k`` images whose
+        vectors are nearest to the embedded ``text``, e.g. ``"chest X-ray with pneumonia"``; the same
+        columns as :meth:`search`."""
+        import pandas as pd
+
+        from cbir_pg.search import Hit, search_text
+
+        hits = search_text(
+            self.db, model, text, k=k, split=split, dataset=dataset, modality=modality, ef_search=ef_search
+        )
+        return pd.DataFrame([asdict(h) for h in hits], columns=list(Hit.__dataclass_fields__))
+
     def image_path(self, image_id: int) -> Path:
         """The file of a stored image (its dataset root joined with its uri)."""
         row = self.sql(

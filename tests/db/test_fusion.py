@@ -403,6 +403,11 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
     np.testing.assert_allclose([h.similarity for h in hits], ref_s, atol=1e-5)
     with pytest.raises(ConfigError, match="has no text tower"):
         search_text(Database(fdb), A, text)
+    # the Python façade gives the same neighbours as a DataFrame
+    import cbir_pg
+
+    df = cbir_pg.connect(fdb).search_text(text, B, k=8, split="test")
+    assert df["image_id"].tolist() == ref_ids.tolist() and df["rank"].tolist() == list(range(1, 9))
     env = dict(os.environ, COLUMNS="200")
     out = subprocess.run(
         [
