@@ -7,6 +7,7 @@ Both steps run under one advisory lock, so concurrent migrations on the same dat
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass, field
 
 from cbir_pg.db.database import Database, db_errors, scalar
@@ -30,7 +31,12 @@ def _alembic_config(dsn: str):
     from alembic.config import Config
 
     cfg = Config(stdout=io.StringIO())
-    cfg.set_main_option("script_location", str(alembic_dir()))
+    folder = str(alembic_dir())
+    # revisions import their SQL reader (``from sqlfile import read_sql``, alembic/sqlfile.py) when the
+    # script directory loads them, also outside env.py (e.g. head_revision)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    cfg.set_main_option("script_location", folder)
     cfg.attributes["dsn"] = dsn
     return cfg
 
