@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from cbir_pg.db import queries
+from cbir_pg.db import identifiers, queries
 from cbir_pg.errors import ConfigError
 
 TABLES = ("runs", "neighbours", "metrics")
@@ -74,6 +74,8 @@ def export_runs(
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use {' or '.join(FORMATS)}")
+    if model is not None:
+        identifiers.check_key(model)  # a model key, never SQL: refused before anything is written
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")

@@ -33,8 +33,8 @@ from cbir_pg.db.database import Database, dict_cursor
 from cbir_pg.errors import ConfigError, NotFoundError
 from cbir_pg.eval import metrics, runs
 from cbir_pg.eval.retrieval import _check_splits, _index_params
-from cbir_pg.eval.topn import EF_PER_RESULT, MODES, TopN, encoder_table
-from cbir_pg.rules import DEFAULT_EF_SEARCH, MAX_EF_SEARCH, check_ef_search
+from cbir_pg.eval.topn import MODES, TopN, encoder_table
+from cbir_pg.rules import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, check_ef_search
 
 FUSION_METHODS = ("rrf", "mean")
 

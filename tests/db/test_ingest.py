@@ -235,5 +235,8 @@ def test_efficientnet_lite0_retrieval_beats_majority_and_differs_from_random(lit
     arrays = [decode_file(r[2]) for r in rows[:4]]
     rand = embed_arrays(create_encoder("efficientnet_lite0", pretrained=False), arrays)
     real = embed_arrays(create_encoder("efficientnet_lite0"), arrays)
-    assert np.allclose(real, vecs[:4], atol=1e-4)
+    # ingest resizes on the device (torch), the reference with PIL: about one grey level apart
+    # (tests/unit/test_device_preprocess.py), so the vectors agree closely, not bit for bit
+    assert np.allclose(real, vecs[:4], atol=2e-3)
+    assert float((real * vecs[:4]).sum(axis=1).min()) > 0.999
     assert np.abs(rand - real).max() > 0.1

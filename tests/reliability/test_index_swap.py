@@ -29,8 +29,9 @@ REPO = HERE.parent.parent
 MODEL = "tiny_cnn"
 INDEX = "embedding_tiny_cnn_hnsw_idx"
 ROWS = 5000
-#: parameters that make the rebuild take seconds, not milliseconds, on 5k 16-d vectors
-SLOW = {"m": 16, "ef_construction": 64, "parallel_workers": 0}
+#: parameters that make the rebuild take seconds, not milliseconds, on 5k 16-d vectors; a ``vector`` graph,
+#: so the plain ``embedding <=> q`` query of the plan check can use it
+SLOW = {"m": 16, "ef_construction": 64, "parallel_workers": 0, "storage": "vector"}
 
 
 def _seed(dsn: str) -> None:
@@ -58,7 +59,7 @@ def _seed(dsn: str) -> None:
             " from cbir.image i"
         )
         conn.commit()
-    build_index(Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0)
+    build_index(Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0, storage="vector")
 
 
 def _live_index(dsn: str) -> tuple[int, bool, str] | None:
@@ -217,7 +218,9 @@ def test_a_crash_during_a_rebuild_leaves_the_old_index_valid(own_server, concurr
     assert ann == INDEX and INDEX in plan
 
     # the next build succeeds and swaps in a new index (a half-built staging index is dropped first)
-    report = build_index(Database(dsn), MODEL, m=8, ef_construction=32, progress=False, recall_queries=0)
+    report = build_index(
+        Database(dsn), MODEL, m=8, ef_construction=32, progress=False, recall_queries=0, storage="vector"
+    )
     assert report.index_name == INDEX
     new = _live_index(dsn)
     assert new is not None and new[1] and "m=8" in new[2]

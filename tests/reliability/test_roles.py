@@ -196,7 +196,7 @@ def _claim(conn: psycopg.Connection, n: int = 2) -> list[tuple]:
     from cbir_pg.db import queries
 
     q = queries.get("ingest", "claim", table=identifiers.embedding_table(MODEL))
-    params = {"encoder": MODEL, "datasets": None, "splits": None, "max_attempts": 3, "batch": n}
+    params = {"encoder": MODEL, "datasets": None, "splits": None, "max_attempts": 3, "batch": n, "after": 0}
     return conn.execute(q, params).fetchall()
 
 

@@ -477,12 +477,23 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
     pending = []
 
     def flush() -> None:
-        """Read the bodies of this page's responses while the page still holds them."""
+        """Read the bodies of this page's responses while the page still holds them. Chromium drops the
+        body of a response the page navigated away from (e.g. an image still loading when a link was
+        clicked); a GET is then fetched again with the page's own request context, so every body the
+        session received is still scanned."""
+        from playwright.sync_api import Error as PlaywrightError
+
         while pending:
             resp = pending.pop()
             if resp.status in (301, 302, 303, 304, 307, 308):
                 continue
-            bodies.append((resp.url, resp.body()))
+            try:
+                body = resp.body()
+            except PlaywrightError:
+                if resp.request.method != "GET":
+                    raise
+                body = page.context.request.get(resp.url).body()
+            bodies.append((resp.url, body))
 
     def cards(page) -> list[dict]:
         return page.eval_on_selector_all(
