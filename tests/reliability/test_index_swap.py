@@ -59,7 +59,9 @@ def _seed(dsn: str) -> None:
             " from cbir.image i"
         )
         conn.commit()
-    build_index(Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0, storage="vector")
+    build_index(
+        Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0, storage="vector"
+    )
 
 
 def _live_index(dsn: str) -> tuple[int, bool, str] | None:
