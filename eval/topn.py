@@ -320,6 +320,7 @@ class _Plan:
 
     stmt: sql.Composable
     table: sql.Composable
+    fetch: int
     index_filter: IndexFilter
     settings: dict
     snapshot: str
@@ -349,7 +350,7 @@ def _run_batches(
     stop = threading.Event()
 
     def fill(conn: psycopg.Connection, idx: np.ndarray) -> None:
-        params = {"query_ids": qids[idx].tolist(), "n": plan.n}
+        params = {"query_ids": qids[idx].tolist(), "n": plan.n, "fetch": plan.fetch}
         out.fill(conn.execute(plan.stmt, params, binary=True).fetchall(), idx)
 
     def worker() -> None:
@@ -429,6 +430,8 @@ def topn(
             else (sql.SQL("e.embedding"), sql.SQL("q.embedding"))
         )
         stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
+        # a halfvec index over full-precision vectors: over-fetch and settle the order at full precision
+        fetch = 2 * n if e_vec.as_string(coord) != "e.embedding" else n
         snapshot = scalar(coord, "select pg_export_snapshot()")
         _build_index_set(coord, table, index_filter)
         class_sizes, in_index, missing = _index_facts(coord, table, qids)
@@ -442,10 +445,10 @@ def topn(
         if q:
             _apply(coord, settings)
             plan_uses_index = _plan_uses_index(
-                coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n}, table_name
+                coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n, "fetch": fetch}, table_name
             )
         callback, reporter = _progress(progress, q, f"top-{n} {mode}")
-        plan = _Plan(stmt, table, index_filter, settings, snapshot, mode, n, batch_size)
+        plan = _Plan(stmt, table, fetch, index_filter, settings, snapshot, mode, n, batch_size)
         t0 = time.perf_counter()
         fallbacks = _run_batches(db, plan, qids, expected, out, connections, callback)
         seconds = time.perf_counter() - t0

@@ -284,13 +284,13 @@ class _Demo:
         self.result.table2 = table2(self.db)
         with self.db.connection() as conn:
             row = conn.execute(
-                queries.get("demo", "latest_ann_quality"), {"self.model": self.model}
+                queries.get("demo", "latest_ann_quality"), {"model": self.model}
             ).fetchone()
             if row:
                 self.result.recall = {
                     n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
                 }
-            knn = conn.execute(queries.get("demo", "latest_knn"), {"self.model": self.model}).fetchone()
+            knn = conn.execute(queries.get("demo", "latest_knn"), {"model": self.model}).fetchone()
             if knn:
                 self.result.knn_run_id, self.result.knn_k = knn["run_id"], knn["k"]
                 names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")

@@ -41,16 +41,24 @@ select image_id from pg_temp.eval_index_set where image_id = any(%(ids)s::bigint
 -- vector drives a LATERAL subquery ordered by the cosine distance operator (HNSW index scan in ann
 -- mode, sequential scan and top-N sort in exact mode). Ties are ordered by image_id.
 -- Relevance (same harmonised label as the query) is computed here.
+-- The index orders %(fetch)s candidates; they are ranked by the full-precision distance of the stored
+-- vectors (fetch = n, or 2n when a halfvec index covers a vector column: fp16 distances tie where the
+-- stored vectors do not, so the N-th place is settled at full precision, as in exact mode).
 select b.ord, nb.image_id, nb.label_id, nb.distance, coalesce(nb.label_id = qi.label_id, false) as relevant
 from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join {table} q on q.image_id = b.image_id
 join cbir.image qi on qi.id = b.image_id
 cross join lateral (
-  select e.image_id, x.label_id, {e_vec} <=> {q_vec} as distance
-  from {table} e
-  join pg_temp.eval_index_set x on x.image_id = e.image_id
-  where e.image_id <> q.image_id
-  order by {e_vec} <=> {q_vec}, e.image_id
+  select c.image_id, c.label_id, c.distance
+  from (
+    select e.image_id, x.label_id, e.embedding <=> q.embedding as distance
+    from {table} e
+    join pg_temp.eval_index_set x on x.image_id = e.image_id
+    where e.image_id <> q.image_id
+    order by {e_vec} <=> {q_vec}, e.image_id
+    limit %(fetch)s
+  ) c
+  order by c.distance, c.image_id
   limit %(n)s
 ) nb
 order by b.ord, nb.distance, nb.image_id

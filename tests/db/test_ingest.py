@@ -237,6 +237,6 @@ def test_efficientnet_lite0_retrieval_beats_majority_and_differs_from_random(lit
     real = embed_arrays(create_encoder("efficientnet_lite0"), arrays)
     # ingest resizes on the device (torch), the reference with PIL: about one grey level apart
     # (tests/unit/test_device_preprocess.py), so the vectors agree closely, not bit for bit
-    assert np.allclose(real, vecs[:4], atol=2e-3)
+    assert np.allclose(real, vecs[:4], atol=5e-3)
     assert float((real * vecs[:4]).sum(axis=1).min()) > 0.999
     assert np.abs(rand - real).max() > 0.1

@@ -88,7 +88,7 @@ def status(ctx: typer.Context, fmt: Format = format_option()) -> None:
         return
     record = {
         "server": "embedded",
-        "running": st.running,
+        "state": "running" if st.running else "stopped",
         "data_directory": str(st.pgdata),
         "pid": st.pid if st.running else None,
         "socket": str(st.socket_dir) if st.running else None,
