@@ -110,7 +110,7 @@ def _evaluate_fusion(db: Database, result: DemoResult, model: str, datasets: lis
     partner = result.fuse_with
     if partner is None:
         result.fusion_note = (
-            "no fused row: the demo embeds one model; `cbir-pg demo --fuse-with efficientnet_lite2` also "
+            "no fused row: the demo embeds one model; cbir-pg demo --fuse-with efficientnet_lite2 also "
             "embeds a second one and evaluates their reciprocal rank fusion"
         )
         return "no second model to fuse"
@@ -283,9 +283,7 @@ class _Demo:
 
         self.result.table2 = table2(self.db)
         with self.db.connection() as conn:
-            row = conn.execute(
-                queries.get("demo", "latest_ann_quality"), {"model": self.model}
-            ).fetchone()
+            row = conn.execute(queries.get("demo", "latest_ann_quality"), {"model": self.model}).fetchone()
             if row:
                 self.result.recall = {
                     n: float(row[f"recall{n}"]) for n in (1, 3, 5, 10) if row[f"recall{n}"] is not None
