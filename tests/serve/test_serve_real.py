@@ -524,6 +524,10 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
         page.wait_for_selector("#grid")
         assert page.inner_text("#summary") == f"10 most similar with {MODEL}"
         assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
+        # patience, not timing: on a loaded machine the thumbnails arrive after the grid
+        page.wait_for_function(
+            "[...document.querySelectorAll('#grid figure.card img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         hits = cards(page)
         assert len(hits) == 10 and all(" · test" in h["text"] for h in hits)
         assert all(h["loaded"] > 0 for h in hits)  # every thumbnail really rendered
