@@ -495,6 +495,16 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
                 body = page.context.request.get(resp.url).body()
             bodies.append((resp.url, body))
 
+    def wait_true(page, expression: str) -> None:
+        """Wait (up to 2 minutes) until ``expression`` is true in the page. Polled from here:
+        Playwright's ``wait_for_function`` polls by evaluating a string in the page, which the pages'
+        Content-Security-Policy (no unsafe-eval) rightly refuses."""
+        for _ in range(1200):
+            if page.evaluate(expression):
+                return
+            page.wait_for_timeout(100)
+        raise AssertionError(f"never true in the page: {expression}")
+
     def cards(page) -> list[dict]:
         return page.eval_on_selector_all(
             "#grid figure.card",
@@ -525,8 +535,9 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
         assert page.inner_text("#summary") == f"10 most similar with {MODEL}"
         assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
         # patience, not timing: on a loaded machine the thumbnails arrive after the grid
-        page.wait_for_function(
-            "[...document.querySelectorAll('#grid figure.card img')].every(i => i.complete && i.naturalWidth > 0)"
+        wait_true(
+            page,
+            "[...document.querySelectorAll('#grid figure.card img')].every(i => i.complete && i.naturalWidth > 0)",
         )
         hits = cards(page)
         assert len(hits) == 10 and all(" · test" in h["text"] for h in hits)
@@ -565,7 +576,7 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
         assert page.inner_text("#title") == f"Image {first}"
         meta = page.inner_text("#meta")
         assert "breastmnist" in meta and "test" in meta and "US/breast/" in meta
-        page.wait_for_function("document.getElementById('full').naturalWidth > 0")
+        wait_true(page, "document.getElementById('full').naturalWidth > 0")
         assert len(page.query_selector_all(f'.model-col[data-model="{MODEL}"] figure.card')) == 8
         page.screenshot(path=str(tmp_path / "3-image.png"), full_page=True)
         flush()
@@ -579,9 +590,7 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
             ).fetchone()[0]
         assert MODEL in board and f"{p1:.3f}" in board
         assert page.query_selector_all("#classes tbody tr")
-        page.wait_for_function(
-            "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)"
-        )
+        wait_true(page, "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)")
         page.screenshot(path=str(tmp_path / "4-results.png"), full_page=True)
         flush()
 
