@@ -12,8 +12,10 @@ alter role {role} with login password {password}
 grant select on {table} to {role}
 
 -- name: models
--- the models with vectors, for the model picker
-select e.key as model, e.family, e.dim, e.table_name
+-- the models with vectors, for the model picker; readable: whether this role may read the table (a model
+-- whose table lacks the grant is left out and logged, never an error for every search)
+select e.key as model, e.family, e.dim, e.table_name,
+       has_table_privilege(format('%I.%I', 'cbir', e.table_name), 'select') as readable
 from cbir.encoder e
 where to_regclass(format('%I.%I', 'cbir', e.table_name)) is not null
 order by e.key

@@ -112,6 +112,19 @@ grant select (id, dataset_id, patient_id, content_hash, width, height, modality,
               label_id, excluded, exclusion_reason, duplicate_of)
   on cbir.image to cbir_web;
 grant select (id, sex, age) on cbir.patient to cbir_web;
+-- every model's vectors (tables made before this grant existed; cbir.create_embedding_table grants new ones)
+do $$
+declare
+  t record;
+begin
+  for t in
+    select e.table_name from cbir.encoder e
+    where pg_catalog.to_regclass(pg_catalog.format('%I.%I', 'cbir', e.table_name)) is not null
+  loop
+    execute format('grant select on cbir.%I to cbir_web', t.table_name);
+  end loop;
+end
+$$;
 
 -- The one way cbir_web reaches pixels: the file of one image, by id, for the server to open and decode.
 -- It never returns more than one path per call, and the server never puts it in a response.

@@ -41,7 +41,7 @@ def start(
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact, start_embedded
-    from cbir_pg.db.server import parse_listen
+    from cbir_pg.db.server import DEFAULT_PORT, EmbeddedServer, parse_listen
     from cbir_pg.errors import ConfigError
 
     settings = get_settings(state(ctx).dsn)
@@ -50,7 +50,15 @@ def start(
             raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
         typer.echo(f"database ready: {redact(dsn(ctx))}")
         return
-    st, url = start_embedded(settings, parse_listen(listen) if listen else None)
+    address = parse_listen(listen) if listen else None
+    reason = EmbeddedServer(settings.pgdata).restart_reason(address)
+    if reason:
+        typer.echo(
+            f"restarting the running database {reason}: open connections drop for a moment and reconnect"
+            f" (the socket keeps answering on port {DEFAULT_PORT})",
+            err=True,
+        )
+    st, url = start_embedded(settings, address)
     tcp = f"; TCP {st.listen}:{st.port} (scram-sha-256)" if st.listen else ""
     note = f" ({st.note})" if st.note else ""
     typer.echo(f"database ready: {redact(url)}{tcp}{note}")

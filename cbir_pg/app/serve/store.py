@@ -8,6 +8,7 @@ an image uri, a dataset root or a free-text tag (the role could not read them an
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import threading
@@ -22,7 +23,9 @@ from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
-from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+from cbir_pg.errors import CbirError, ConfigError, DatabaseError, NotFoundError
+
+log = logging.getLogger("cbir_pg.serve")
 
 SPLITS = ("train", "val", "test")
 SEXES = ("F", "M", "O")
@@ -90,9 +93,17 @@ def check_k(k: int) -> int:
     return k
 
 
+class PermissionDenied(DatabaseError):
+    """The page's role lacks a grant (HTTP 503 with this message, logged): never "database unavailable"."""
+
+
 def _sql_error(exc: psycopg.Error) -> CbirError:
-    """The SQL API's own errors as the project's types: unknown thing → NotFound, bad value → Config."""
+    """The SQL API's own errors as the project's types: unknown thing → NotFound, bad value → Config,
+    a missing grant → :class:`PermissionDenied` (logged: an administrator has something to fix)."""
     msg = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        log.error("the page's role was refused: %s (run `cbir-pg db migrate` to restore its grants)", msg)
+        return PermissionDenied(f"the page's database role was refused: {msg} (run `cbir-pg db migrate`)")
     if isinstance(exc, psycopg.errors.NoDataFound):
         return NotFoundError(msg)
     if isinstance(exc, psycopg.errors.InvalidParameterValue | psycopg.errors.InvalidTextRepresentation):
@@ -115,10 +126,7 @@ class Store:
     def conn(self) -> Iterator[psycopg.Connection]:
         """A connection for one request; read-only work, so it is rolled back and returned."""
         with self._slots:
-            try:
-                c = self._idle.get_nowait()
-            except queue.Empty:
-                c = connect(self._dsn, row_factory=dict_row)
+            c = self._take()
             try:
                 yield c
             except psycopg.Error as exc:
@@ -132,6 +140,21 @@ class Store:
                         self._idle.put(c)
                     except psycopg.Error:
                         c.close()
+
+    def _take(self) -> psycopg.Connection:
+        """An idle connection that still answers, else a new one: after a database restart the pool's
+        connections are dead, and the next request reconnects instead of failing."""
+        while True:
+            try:
+                c = self._idle.get_nowait()
+            except queue.Empty:
+                return connect(self._dsn, row_factory=dict_row)
+            try:
+                c.execute("select 1")
+                c.rollback()
+                return c
+            except psycopg.Error:
+                c.close()
 
     def close(self) -> None:
         while True:
@@ -147,6 +170,13 @@ class Store:
             rows = c.execute(queries.get("serve", "models")).fetchall()
             out = []
             for r in rows:
+                if not r["readable"]:
+                    log.warning(
+                        "model %s is left out: the page's role may not read %s (run `cbir-pg db migrate`)",
+                        r["model"],
+                        r["table_name"],
+                    )
+                    continue
                 n = c.execute(
                     queries.get("serve", "model_count", table=identifiers.embedding_table(r["model"]))
                 ).fetchone()["n"]

@@ -28,6 +28,7 @@ from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
 from cbir_pg.errors import (
     CbirError,
     ConfigError,
+    ConnectionLostError,
     DatabaseError,
     InputError,
     NotFoundError,
@@ -67,6 +68,20 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, WeightsMissingError | DatabaseError):
         return 503
     return 500
+
+
+def public_message(exc: CbirError, where: str) -> str:
+    """What a client is told: the error itself below 500; for a server-side problem a line that names
+    it (an unreachable database, a refused grant) while the details go to the log."""
+    from cbir_pg.app.serve.store import PermissionDenied
+
+    if status_of(exc) < 500 or isinstance(exc, WeightsMissingError | PermissionDenied):
+        return str(exc)
+    if isinstance(exc, ConnectionLostError):
+        log.warning("database unreachable on %s: %s", where, exc)
+        return "the database is unavailable"
+    log.error("database error on %s: %s", where, exc)
+    return "database error: the server log has the details"
 
 
 # --------------------------------------------------------------------------- request parsing
@@ -231,13 +246,7 @@ def _add_error_handlers(app: FastAPI, w: _App) -> None:
 
     @app.exception_handler(CbirError)
     async def _cbir_error(request: Request, exc: CbirError) -> Response:
-        status = status_of(exc)
-        message = (
-            str(exc)
-            if status < 500 or isinstance(exc, WeightsMissingError)
-            else "the database is unavailable"
-        )
-        return error_response(request, status, message)
+        return error_response(request, status_of(exc), public_message(exc, request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -416,7 +425,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                 ctx["hits"] = with_frames(store.similar(image_id, model, k, f), info["label"])
                 ctx["filters"] = f
         except CbirError as exc:
-            ctx["error"] = str(exc)
+            ctx["error"] = public_message(exc, request.url.path)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
         return templates.TemplateResponse(request, "search.html", ctx)
 
@@ -426,7 +435,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         try:
             query, hits, model, k, f = await upload_search(request, w)
         except CbirError as exc:
-            ctx["error"] = str(exc)
+            ctx["error"] = public_message(exc, request.url.path)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
         thumb = "data:image/png;base64," + base64.b64encode(render_png(query.pop("rgb"), THUMB_SIDE)).decode()
         ctx.update(
