@@ -223,3 +223,7 @@ select l.id, l.key, l.modality, l.region, l.finding, l.kind, l.kind_overridden,
                  join cbir.dataset d on d.id = i.dataset_id
                  where il.label_id = l.id), '{}') as datasets
 from cbir.label l order by l.key;
+
+-- name: dataset_keys
+-- every dataset key, for the error that lists the valid ones
+select key from cbir.dataset order by key

@@ -6,8 +6,8 @@ import contextlib
 
 import typer
 
-from cbir_pg.app.cli._common import console, database, dsn, state
-from cbir_pg.app.cli.output import Format, emit_record, format_option, print_line
+from cbir_pg.app.cli._common import console, database, dsn, say_first_use, state
+from cbir_pg.app.cli.output import Col, Format, emit, emit_record, format_option, print_line
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
@@ -50,6 +50,7 @@ def start(
             raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
         typer.echo(f"database ready: {redact(dsn(ctx))}")
         return
+    say_first_use(None)
     address = parse_listen(listen) if listen else None
     reason = EmbeddedServer(settings.pgdata).restart_reason(address)
     if reason:
@@ -181,17 +182,23 @@ def roles_add(
 
 
 @roles_app.command("list")
-def roles_list(ctx: typer.Context) -> None:
+def roles_list(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Login roles that are members of cbir_reader or cbir_worker."""
     from cbir_pg.db.roles import list_roles
 
     with database(ctx).connection(vector=False) as conn:
         rows = list_roles(conn)
-    for r in rows:
-        limit = "no limit" if r.connection_limit < 0 else f"{r.connection_limit} connections"
-        typer.echo(f"{r.name}\t{r.kind}\t{limit}")
-    if not rows:
-        console.print("no login roles (add one: cbir-pg db roles add NAME --reader)")
+    cols = [
+        Col("name", header="role"),
+        Col("kind"),
+        Col(
+            "connection_limit",
+            fmt=lambda n: "no limit" if n < 0 else f"{n} connections",
+            right=True,
+            header="connection limit",
+        ),
+    ]
+    emit(rows, cols, fmt, empty="no login roles (add one: cbir-pg db roles add NAME --reader)")
 
 
 @roles_app.command("drop")

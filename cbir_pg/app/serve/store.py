@@ -87,6 +87,25 @@ class Filters:
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
 
 
+def duplicate_note(image: dict[str, Any], dup: dict[str, Any]) -> dict[str, Any]:
+    """A pixel duplicate of ``image`` and what differs: a duplicate with another label or in another split
+    is what a reader must notice (the same pixels, two answers; or a test image also in train)."""
+    differs = []
+    if dup["label"] != image["label"]:
+        differs.append(f"another label: {dup['label'] or 'none'}")
+    if dup["split"] != image["split"]:
+        differs.append(f"another split: {dup['split'] or 'none'}")
+    if dup["dataset"] != image["dataset"]:
+        differs.append(f"another dataset: {dup['dataset']}")
+    return {
+        "image_id": int(dup["image_id"]),
+        "original": bool(dup["original"]),
+        "label": dup["label"],
+        "split": dup["split"],
+        "differs": differs,
+    }
+
+
 def check_k(k: int) -> int:
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise ConfigError(f"k must be between 1 and {MAX_K}, got {k!r}")
@@ -221,10 +240,9 @@ class Store:
             info["labels"] = c.execute(
                 queries.get("serve", "image_labels"), {"image_id": image_id}
             ).fetchall()
-            info["duplicates"] = [
-                r["image_id"]
-                for r in c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
-            ]
+            dups = c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
+            info["duplicates"] = [int(r["image_id"]) for r in dups if not r["original"]][:20]
+            info["duplicate_details"] = [duplicate_note(info, r) for r in dups]
         models = [m["model"] for m in self.models()]
         with self.conn() as c:
             info["models"] = [
@@ -306,27 +324,40 @@ class Store:
         return out
 
     def search_upload(self, data: bytes, model: str, k: int, f: Filters) -> tuple[dict[str, Any], list]:
-        """Neighbours of uploaded bytes: decoded by the guarded decoder, looked up by pixel hash (a stored
-        image uses its stored vector and is left out of its own results), else embedded on the fly with
-        the model's stored encoder config. The bytes are never written anywhere."""
-        from cbir_pg.images import decode_bytes, pixel_hash
+        """Neighbours of uploaded bytes: decoded by the guarded decoder, then :meth:`search_pixels`.
+        The bytes are never written anywhere."""
+        from cbir_pg.app.serve.uploads import Upload
+        from cbir_pg.images import decode_bytes
 
-        rgb = decode_bytes(data, "the upload")
-        with self.conn() as c:
-            row = c.execute(
-                queries.get("serve", "find_by_content_hash", table=identifiers.embedding_table(model)),
-                {"hash": pixel_hash(rgb)},
-            ).fetchone()
-        if row is not None:
-            found = int(row["image_id"])
-            return {"image_id": found, "stored": True, "rgb": rgb}, self.similar(found, model, k, f)
+        up = Upload(decode_bytes(data, "the upload"), b"")
+        query, hits = self.search_pixels(up, model, k, f)
+        return {**query, "rgb": up.rgb}, hits
+
+    def search_pixels(self, up, model: str, k: int, f: Filters) -> tuple[dict[str, Any], list]:
+        """Neighbours of an upload (:class:`~cbir_pg.app.serve.uploads.Upload`): looked up by pixel hash (a
+        stored image uses its stored vector and is left out of its own results), else embedded on the fly
+        with the model's stored encoder config. The lookup and the vector are kept on ``up`` per model, so
+        a re-run with other filters embeds nothing again."""
+        from cbir_pg.images import pixel_hash
+
+        if model not in up.stored_image_ids:
+            with self.conn() as c:
+                row = c.execute(
+                    queries.get("serve", "find_by_content_hash", table=identifiers.embedding_table(model)),
+                    {"hash": pixel_hash(up.rgb)},
+                ).fetchone()
+            up.stored_image_ids[model] = int(row["image_id"]) if row is not None else None
+        found = up.stored_image_ids[model]
+        if found is not None:
+            return {"image_id": found, "stored": True}, self.similar(found, model, k, f)
         if f.exclude_same_patient:
             raise ConfigError("excluding the query's patient needs a stored query image; an upload has none")
-        from cbir_pg.search import _embed_file
+        if model not in up.vectors:
+            from cbir_pg.search import _embed_file
 
-        with self._embed_lock, self.conn() as c:
-            vec = _embed_file(c, model, rgb, Path("the upload"))
-        return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(vec, model, k, f)
+            with self._embed_lock, self.conn() as c:
+                up.vectors[model] = _embed_file(c, model, up.rgb, Path("the upload"))
+        return {"image_id": None, "stored": False}, self.similar_to_vector(up.vectors[model], model, k, f)
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict[str, list[dict[str, Any]]]:

@@ -25,6 +25,7 @@ from starlette.formparsers import MultiPartParser
 
 from cbir_pg.app.serve.store import MAX_K, Filters, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
+from cbir_pg.app.serve.uploads import Upload, UploadStore
 from cbir_pg.errors import (
     CbirError,
     ConfigError,
@@ -172,15 +173,25 @@ async def read_upload(request: Request, cap: int) -> tuple[bytes, Any]:
     return data, form
 
 
-def search_href(image_id: int, model: str, k: int | None = None, filters: Filters | None = None) -> str:
-    """The search page's URL for a query by id, keeping the model, k and filters."""
+def search_href(
+    image_id: int | None,
+    model: str | None,
+    k: int | None = None,
+    filters: Filters | None = None,
+    upload: str | None = None,
+    **extra: Any,
+) -> str:
+    """The search page's URL for a query by id (or a kept upload), keeping the model, k and filters."""
     from urllib.parse import urlencode
 
-    params: dict[str, Any] = {"image_id": image_id, "model": model}
+    params: dict[str, Any] = {"upload": upload} if upload else {"image_id": image_id}
+    if model:
+        params["model"] = model
     if k is not None:
         params["k"] = k
     if filters is not None:
         params.update({key: ("true" if v is True else v) for key, v in filters.as_params().items()})
+    params.update({key: v for key, v in extra.items() if v is not None})
     return "/?" + urlencode(params)
 
 
@@ -193,6 +204,7 @@ class _App:
     config: ServeConfig
     cache: PngCache
     templates: Jinja2Templates
+    uploads: UploadStore
 
 
 def png_response(request: Request, png: bytes, etag: str) -> Response:
@@ -210,6 +222,26 @@ def with_frames(hits: list[dict], query_label: str | None) -> list[dict]:
     for h in hits:
         h["match"] = None if query_label is None else h["label"] == query_label
     return hits
+
+
+#: neighbours per model in a side-by-side comparison
+COMPARE_K = 8
+
+
+def compare_columns(columns: list[dict]) -> list[dict]:
+    """Side-by-side columns, one per model: each neighbour also gets its rank in the other columns
+    (``also``), because similarity values are not comparable between models, ranks are."""
+    if len(columns) < 2:
+        return columns
+    ranks = {c["model"]: {h["image_id"]: h["rank"] for h in c["hits"]} for c in columns}
+    for c in columns:
+        for h in c["hits"]:
+            h["also"] = [
+                {"model": m, "rank": r[h["image_id"]]}
+                for m, r in ranks.items()
+                if m != c["model"] and h["image_id"] in r
+            ]
+    return columns
 
 
 async def upload_search(request: Request, w: _App) -> tuple[dict, list[dict], str, int, Filters]:
@@ -395,9 +427,33 @@ def _add_pages(app: FastAPI, w: _App) -> None:
             "query": None,
             "hits": None,
             "error": None,
+            "upload": None,
+            "columns": None,
         }
         ctx.update(extra)
         return ctx
+
+    def run_upload(ctx: dict, token: str, model: str, k: int, f: Filters, compare: bool) -> None:
+        """A kept upload (item 4: a new filter, model or k re-runs the same uploaded image)."""
+        up = w.uploads.get(token)
+        query, hits = store.search_pixels(up, model, k, f)
+        label = store.image(query["image_id"])["label"] if query["stored"] else None
+        ctx["hits"] = with_frames(hits, label)
+        ctx["filters"] = f
+        ctx["upload"] = token
+        ctx["query"] = {
+            "image_id": query["image_id"],
+            "label": label,
+            "thumb": "data:image/png;base64," + base64.b64encode(up.thumb_png).decode(),
+            "uploaded": True,
+            "stored": query["stored"],
+        }
+        if compare:
+            columns = []
+            for m in [m["model"] for m in store.models()]:
+                q, h = store.search_pixels(up, m, COMPARE_K, f)
+                columns.append({"model": m, "hits": with_frames(h, label), "stored": q["stored"]})
+            ctx["columns"] = compare_columns(columns)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page_search(request: Request) -> Response:
@@ -409,11 +465,15 @@ def _add_pages(app: FastAPI, w: _App) -> None:
             model = _opt(p, "model") or ctx["model"]
             ctx["model"] = model
             image_id = parse_image_id(p)
-            if image_id is not None:
+            token = _opt(p, "upload")
+            if image_id is not None or token is not None:
                 if model is None:
                     raise NotFoundError("no model has stored vectors yet")
                 store.check_model(model)
                 store.check_filters(f)
+            if token is not None:
+                run_upload(ctx, token, model, k, f, compare=_opt(p, "compare") is not None)
+            elif image_id is not None:
                 info = store.image(image_id)
                 ctx["query"] = {
                     "image_id": image_id,
@@ -431,51 +491,44 @@ def _add_pages(app: FastAPI, w: _App) -> None:
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
     async def page_upload(request: Request) -> Response:
-        ctx = await run_in_threadpool(search_context, request)
+        """An upload is decoded, kept for the session under a token, and the browser is sent to the GET
+        page of that token (so a new filter, model or k, or a reload, re-runs the same upload)."""
+        from starlette.responses import RedirectResponse
+
+        from cbir_pg.images import decode_bytes
+
         try:
-            query, hits, model, k, f = await upload_search(request, w)
+            data, form = await read_upload(request, w.config.max_upload_bytes)
+            f, k = parse_filters(form), parse_k(form)
+            rgb = await run_in_threadpool(decode_bytes, data, "the upload")
         except CbirError as exc:
+            ctx = await run_in_threadpool(search_context, request)
             ctx["error"] = public_message(exc, request.url.path)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
-        thumb = "data:image/png;base64," + base64.b64encode(render_png(query.pop("rgb"), THUMB_SIDE)).decode()
-        ctx.update(
-            model=model,
-            k=k,
-            hits=hits,
-            filters=f,
-            form={
-                **f.as_params(),
-                "model": model,
-                "k": str(k),
-                "image_id": str(query["image_id"]) if query["stored"] else "",
-            },
-        )
-        ctx["query"] = {
-            "image_id": query["image_id"],
-            "label": query["label"],
-            "thumb": thumb,
-            "uploaded": True,
-            "stored": query["stored"],
-        }
-        return templates.TemplateResponse(request, "search.html", ctx)
+        token = w.uploads.put(Upload(rgb, render_png(rgb, THUMB_SIDE)))
+        return RedirectResponse(search_href(None, _opt(form, "model"), k, f, upload=token), status_code=303)
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
     def page_image(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         info = store.image(image_id)
-        k = 8
-        columns = [
-            {"model": m, "hits": with_frames(store.similar(image_id, m, k, Filters()), info["label"])}
-            for m in info["models"]
-        ]
+        columns = compare_columns(
+            [
+                {
+                    "model": m,
+                    "hits": with_frames(store.similar(image_id, m, COMPARE_K, Filters()), info["label"]),
+                }
+                for m in info["models"]
+            ]
+        )
         return templates.TemplateResponse(
-            request, "image.html", {"page": "image", "info": info, "columns": columns, "k": k}
+            request, "image.html", {"page": "image", "info": info, "columns": columns, "k": COMPARE_K}
         )
 
     @app.get("/results", response_class=HTMLResponse, include_in_schema=False)
     def page_results(request: Request) -> Response:
-        figures = []
-        if config.report_dir is not None and config.report_dir.is_dir():
-            figures = sorted(p.name for p in config.report_dir.glob("*.png"))
+        from cbir_pg.app.serve.figures import report_figures
+
+        figures = report_figures(config.report_dir)
         return templates.TemplateResponse(
             request, "results.html", {"page": "results", **store.results(), "figures": figures}
         )
@@ -490,6 +543,15 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         except OSError:
             raise NotFoundError(f"no report figure {name[:60]!r}") from None
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+def _add_favicon(app: FastAPI) -> None:
+    """Browsers ask for /favicon.ico on every page: answer with the page's icon, not a 404."""
+    icon = (HERE / "static" / "favicon.svg").read_bytes()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(icon, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
@@ -510,8 +572,9 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     )
     app.state.store = store
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    w = _App(store, config, cache, templates)
+    w = _App(store, config, cache, templates, UploadStore())
     _add_error_handlers(app, w)
     _add_api_routes(app, w)
     _add_pages(app, w)
+    _add_favicon(app)
     return app
