@@ -187,3 +187,34 @@ def test_make_says_why_it_installs_the_big_torch_build(tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "use auto, cpu or pypi" in bad.stderr
+
+
+# item 11
+def test_breastmnist_class_1_is_named_benign_or_normal_also_in_an_old_database(db: str) -> None:
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import downgrade, migrate
+
+    downgrade(Database(db), "0003")
+    with psycopg.connect(db, autocommit=True) as c:  # what an import before this revision stored
+        c.execute("insert into cbir.dataset (key, kind, name) values ('breastmnist', 'medmnist', 'B')")
+        c.execute(
+            "insert into cbir.label (key, modality, region, finding, kind) "
+            "values ('US/breast/normal', 'US', 'breast', 'normal', 'anatomical'), "
+            "('XR/chest/normal', 'XR', 'chest', 'normal', 'anatomical')"
+        )
+        c.execute(
+            "insert into cbir.label_map (dataset_id, source_label, label_id) select d.id, 'normal, benign', l.id "
+            "from cbir.dataset d, cbir.label l where l.key = 'US/breast/normal'"
+        )
+    migrate(Database(db))
+    with psycopg.connect(db) as c:
+        keys = [r[0] for r in c.execute("select key from cbir.label order by key")]
+    assert keys == ["US/breast/benign_or_normal", "XR/chest/normal"]  # the chest class keeps its name
+    from cbir_pg.datasets.harmonise import derive_kind
+    from cbir_pg.datasets.medmnist import FLAGS
+
+    assert FLAGS["breastmnist"][3]["normal, benign"] == "benign_or_normal"
+    assert derive_kind("US/breast/benign_or_normal") == "anatomical"
+    downgrade(Database(db), "0003")
+    with psycopg.connect(db) as c:
+        assert [r[0] for r in c.execute("select key from cbir.label order by key")][0] == "US/breast/normal"

@@ -39,7 +39,12 @@ def test_fig5_colours_mean_one_thing_across_panels() -> None:
     facets = {
         "modality": ["US", "XR", "US"],
         "region": ["breast", "chest", "breast"],
-        "class": ["US/breast/malignant", "US/breast/normal", "XR/chest/normal", "XR/chest/pneumonia"],
+        "class": [
+            "US/breast/malignant",
+            "US/breast/benign_or_normal",
+            "XR/chest/normal",
+            "XR/chest/pneumonia",
+        ],
     }
     colours = facet_colours(facets)
     assert len(colours) == 2 + 2 + 4
