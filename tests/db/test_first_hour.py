@@ -218,3 +218,54 @@ def test_breastmnist_class_1_is_named_benign_or_normal_also_in_an_old_database(d
     downgrade(Database(db), "0003")
     with psycopg.connect(db) as c:
         assert [r[0] for r in c.execute("select key from cbir.label order by key")][0] == "US/breast/normal"
+
+
+# item 12
+def test_the_demos_report_draws_every_model_and_compares_them(db: str, tmp_path: Path) -> None:
+    import numpy as np
+    from psycopg import sql
+    from test_sql_api import make_synthetic
+
+    from cbir_pg.app.demo import DemoResult, _Demo
+    from cbir_pg.db import identifiers
+    from cbir_pg.db.database import Database
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+
+    syn = make_synthetic(db, model="tiny_cnn", dim=16, n=300)
+    rng = np.random.default_rng(5)  # a second model over the same images: noisier vectors
+    second = syn.vectors + 0.5 * rng.normal(size=syn.vectors.shape).astype(np.float32)
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
+            " values ('tiny_vit', 'synthetic', 16, 'vector', '{}', 'synthetic', 'embedding_tiny_vit')"
+        )
+        conn.execute(identifiers.create_embedding_table("tiny_vit", 16))
+        with conn.cursor().copy(
+            sql.SQL("copy {} (image_id, embedding) from stdin").format(
+                identifiers.embedding_table("tiny_vit")
+            )
+        ) as cp:
+            for img, v in zip(syn.ids, second, strict=True):
+                cp.write_row((img, "[" + ",".join(f"{x:.8g}" for x in v) + "]"))
+    for model in ("tiny_cnn", "tiny_vit"):
+        evaluate_retrieval(Database(db), model, mode="exact", progress=False)
+    result = DemoResult(dsn=db, model="tiny_cnn", files={}, fuse_with="tiny_vit")
+    demo = _Demo(
+        db=Database(db),
+        files={},
+        model="tiny_cnn",
+        fuse_with="tiny_vit",
+        out=tmp_path / "report",
+        batch_size=64,
+        device="cpu",
+        progress=False,
+        result=result,
+    )
+    demo.do_report()
+    names = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert "fig1_models.png" in names
+    for model in ("tiny_cnn", "tiny_vit"):
+        assert f"fig3a_class_p1_vs_size_{model}.png" in names and f"fig5_tsne_{model}.png" in names
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>tiny_cnn</h2>" in page and "<h2>tiny_vit</h2>" in page and "Models compared" in page
+    assert "<th>P@1 micro</th>" in page and "p1_micro" not in page
