@@ -58,7 +58,7 @@ def fig_compare_models(columns: Sequence[str], rows: Sequence[Sequence], path: P
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("precision")
     ax.set_title(f"Models compared ({mode}, {scope})", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -10,8 +10,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-#: (order, file-name pattern, caption template): the report's own order, Fig. 2, 3A, 3B, 5
+#: (order, file-name pattern, caption template): the report's own order, the comparison, Fig. 2, 3A, 3B, 5
 KINDS: tuple[tuple[int, re.Pattern[str], str], ...] = (
+    (
+        1,
+        re.compile(r"fig1_models\.png"),
+        "Models compared: P@1 and P@10, micro and macro, of every model (and fused row) of one scope",
+    ),
     (
         2,
         re.compile(r"fig2_retrievals_(?P<model>[a-z0-9_]+)\.png"),
