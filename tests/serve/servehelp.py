@@ -77,7 +77,7 @@ def two_dataset_template(
     pg_server_dsn: str, template_db: str, medmnist_dir: Path, tmp_path_factory
 ) -> Iterator[str]:
     """Name of a template database holding two real datasets (BreastMNIST and PneumoniaMNIST, 20
-    images per split each, as PNG files) and their ``tiny_cnn`` vectors. No dataset is granted to anyone."""
+    images per split each, as PNG files, with their pixel hashes) and their ``tiny_cnn`` vectors. No dataset is granted to anyone."""
     from ingest_seed import seed_medmnist
 
     from cbir_pg.db.database import Database
@@ -87,6 +87,16 @@ def two_dataset_template(
     dsn = create_database(pg_server_dsn, name, template=template_db)
     root = tmp_path_factory.mktemp("two-datasets")
     seed_medmnist(dsn, medmnist_dir, root, flags=("breastmnist", "pneumoniamnist"), per_split=20)
+    # the pixel hash an import records (an upload of a stored image is recognised by it)
+    from cbir_pg.images import decode_bytes, pixel_hash
+
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "select i.id, d.root || '/' || i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id"
+        ).fetchall()
+        for image_id, path in rows:
+            h = pixel_hash(decode_bytes(Path(path).read_bytes(), path))
+            c.execute("update cbir.image set content_hash = %s where id = %s", (h, image_id))
     run_ingest(Database(dsn), "tiny_cnn", batch_size=64, device="cpu", loader_workers=0, progress=False)
     yield name
     drop_database(pg_server_dsn, name)
