@@ -71,16 +71,6 @@ create policy web_all on cbir.image_label for select to cbir_web using (true);
 create policy worker_all on cbir.dataset for all to cbir_worker using (true) with check (true);
 create policy worker_all on cbir.image for all to cbir_worker using (true) with check (true);
 
--- The datasets the caller sees (as the caller: row-level security decides), for views owned by the
--- owner, which would otherwise see every row (cbir_report.*, 40_report.sql and 45_bi.sql).
-create or replace function cbir.visible_dataset_ids() returns setof int
-language sql stable security invoker
-set search_path = pg_catalog, pg_temp
-as $$ select d.id from cbir.dataset d $$;
-comment on function cbir.visible_dataset_ids() is
-  'ids of the datasets the calling role may see (row-level security on cbir.dataset decides)';
-grant execute on function cbir.visible_dataset_ids() to cbir_reader;
-
 -- cbir-pg serve runs a logged-in person's queries under `set local role NAME`: cbir_web needs the SET
 -- option (not the privileges: inherit false) on every reader login. Run on every migrate and by
 -- `cbir-pg db roles add`.
