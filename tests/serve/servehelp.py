@@ -215,5 +215,6 @@ def browser_login(page, base: str, who: Login) -> None:
     page.goto(base + "/login")
     page.fill("#user", who.name)
     page.fill("#password", who.password)
-    page.click("#go")
-    page.wait_for_selector("#who")
+    with page.expect_navigation():
+        page.click("#go")
+    assert page.query_selector("#who") is not None, f"login failed: {page.url} {page.content()[:600]}"

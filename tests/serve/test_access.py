@@ -168,3 +168,66 @@ def test_revoking_a_grant_takes_effect_on_the_next_request(
         with psycopg.connect(two_dataset_db, autocommit=True) as c:
             assert grant_dataset(c, "cbir_reader", "breastmnist")
         assert client.get(f"/api/images/{q}").status_code == 200
+
+
+def test_in_a_browser_each_reader_sees_only_its_dataset(
+    two_readers, two_dataset_db: str, tmp_path: Path
+) -> None:
+    """`cbir-pg serve` as a subprocess and Debian's Chromium: alice and bob log in through the form, each
+    sees only its dataset in the search form and the grid, then logs out."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+
+    from servehelp import browser_login, read_login_link
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbir_pg", "--dsn", two_dataset_db, "serve", "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        read_login_link(log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+            for who, ds in OWN.items():
+                other = OWN["bob" if who == "alice" else "alice"]
+                page = browser.new_page()
+                page.set_default_timeout(120_000)
+                page.goto(base + "/")
+                assert page.url.startswith(base + "/login")
+                browser_login(page, base, two_readers[who])
+                assert page.inner_text("#who") == two_readers[who].name
+                assert page.eval_on_selector_all("#dataset option", "os => os.map(o => o.value)") == ["", ds]
+                q = min(ids_of(two_dataset_db, ds))
+                page.goto(f"{base}/?image_id={q}&model={MODEL}&k=20")
+                texts = page.eval_on_selector_all("#grid figure.card", "els => els.map(e => e.innerText)")
+                assert len(texts) == 20 and all(other not in t for t in texts)
+                assert sum(ds in t for t in texts) == 20
+                page.screenshot(path=str(tmp_path / f"{who}.png"), full_page=True)
+                page.click("#logout")
+                page.wait_for_url(base + "/login")
+                page.goto(base + "/api/models")
+                assert "log in first" in page.content()
+                page.close()
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Traceback" not in log.read_text()

@@ -261,6 +261,7 @@ def test_state_changing_requests_must_come_from_this_origin(
             {"Origin": "http://evil.example"},
             {"Origin": "null"},
             {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": BASE},
         ):
             r = client.post("/api/search", files={"file": ("a.png", b"x", "image/png")}, headers=headers)
             assert r.status_code == 403 and "cross-origin" in r.json()["error"]
@@ -269,6 +270,13 @@ def test_state_changing_requests_must_come_from_this_origin(
         assert client.get("/api/models").status_code == 200  # still logged in
         r = client.post("/api/search", files={"file": ("a.png", b"x", "image/png")}, headers={"Origin": BASE})
         assert r.status_code == 415  # same origin: the request reached the decoder
+        # a browser's own form post (the pages' no-referrer policy makes its Origin null)
+        r = client.post(
+            "/api/search",
+            files={"file": ("a.png", b"x", "image/png")},
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert r.status_code == 415
 
 
 def test_cli_refuses_remote_without_authentication_or_tls(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -345,14 +345,18 @@ def ip_or_none(address: str | None) -> str | None:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether a state-changing request comes from this server's own pages (CSRF): its ``Origin`` (or,
-    without one, ``Sec-Fetch-Site``) must name this host; a client that sends neither (curl, scripts) is
-    no browser and cannot be made to send the session cookie by another site."""
+    """Whether a state-changing request comes from this server's own pages (CSRF).
+
+    A browser says so in ``Sec-Fetch-Site`` (a header no page can set): ``same-origin``, or ``none`` for
+    the user's own action. Without it, the ``Origin`` must name this host (the pages' ``no-referrer``
+    policy makes a browser send ``Origin: null`` for its own form posts, hence the order); a client that
+    sends neither (curl, scripts) is no browser and cannot be made to send the session cookie by another
+    site."""
     from urllib.parse import urlsplit
 
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None:
         return True
