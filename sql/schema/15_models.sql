@@ -26,15 +26,12 @@ begin
     execute format('alter table cbir.%I alter column embedding set storage plain', v_table);
   end if;
   execute format('grant select, insert on cbir.%I to cbir_worker', v_table);
-  -- the page's role reads every model's vectors: a model added while `cbir-pg serve` runs just appears
-  if exists (select from pg_catalog.pg_roles where rolname = 'cbir_web') then
-    execute format('grant select on cbir.%I to cbir_web', v_table);
-  end if;
+  -- readers search it as themselves (row-level security on cbir.image decides what they find)
+  execute format('grant select on cbir.%I to cbir_reader', v_table);
   return v_table;
 end
 $$;
-comment on function cbir.create_embedding_table(text, int) is
-  'create a model''s embedding table (with its worker grant and the page role''s read grant)';
+comment on function cbir.create_embedding_table(text, int) is 'create a model''s embedding table (with its worker grant)';
 
 create or replace function cbir.drop_embedding_table(p_model text) returns void
 language plpgsql as $$

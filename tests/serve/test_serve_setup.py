@@ -75,10 +75,20 @@ def test_loopback_needs_no_flag(host: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.org"])
-def test_other_hosts_need_the_flag_and_get_a_warning(host: str) -> None:
+def test_other_hosts_need_the_flag_authentication_and_get_a_warning(host: str) -> None:
     with pytest.raises(ConfigError, match="--allow-remote"):
         check_host(host, allow_remote=False)
-    assert "medical images" in check_host(host, allow_remote=True)
+    # the one-time link is for loopback; passwords need TLS; a wildcard address needs its host names
+    with pytest.raises(ConfigError, match="needs authentication"):
+        check_host(host, allow_remote=True, auth="local", tls=True, allowed_hosts=("cbir.example",))
+    with pytest.raises(ConfigError, match="--certfile"):
+        check_host(host, allow_remote=True, auth="password", tls=False, allowed_hosts=("cbir.example",))
+    if host in ("0.0.0.0", "::"):
+        with pytest.raises(ConfigError, match="--allowed-host"):
+            check_host(host, allow_remote=True, auth="proxy")
+    for auth, tls in (("password", True), ("proxy", False)):
+        warning = check_host(host, allow_remote=True, auth=auth, tls=tls, allowed_hosts=("cbir.example",))
+        assert "medical images" in warning
 
 
 def test_cli_refuses_a_public_host_in_one_line(cli_env: dict[str, str]) -> None:
@@ -143,9 +153,9 @@ def test_a_model_added_while_serving_just_appears(db: str, tmp_path: Path) -> No
     _new_model(db, "first_model")
     store = Store(prepare_web_role(db, tmp_path))
     try:
-        assert [m["model"] for m in store.models()] == ["first_model"]
+        assert [m["model"] for m in store.models(None)] == ["first_model"]
         _new_model(db, "added_later")  # e.g. `cbir-pg demo --fuse-with` while the page runs
-        assert [(m["model"], m["vectors"]) for m in store.models()] == [
+        assert [(m["model"], m["vectors"]) for m in store.models(None)] == [
             ("added_later", 1),
             ("first_model", 1),
         ]
@@ -160,7 +170,7 @@ def test_migrate_restores_the_page_roles_read_grant(db: str, tmp_path: Path) -> 
     _new_model(db, "revoked_model")
     web = prepare_web_role(db, tmp_path)
     with psycopg.connect(db, autocommit=True) as owner:
-        owner.execute("revoke select on cbir.embedding_revoked_model from cbir_web")
+        owner.execute("revoke select on cbir.embedding_revoked_model from cbir_reader")
     migrate(Database(db))
     with psycopg.connect(web) as conn:
         assert conn.execute("select count(*) from cbir.embedding_revoked_model").fetchone()[0] == 1
@@ -169,18 +179,24 @@ def test_migrate_restores_the_page_roles_read_grant(db: str, tmp_path: Path) -> 
 def test_a_missing_grant_is_said_and_logged_never_database_unavailable(
     db: str, tmp_path: Path, caplog
 ) -> None:
-    from fastapi.testclient import TestClient
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from servehelp import http_client, login_owner
 
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
     from cbir_pg.app.serve.store import Store
-    from cbir_pg.app.serve.web import create_app
+    from cbir_pg.app.serve.web import ServeConfig, create_app
 
     _new_model(db, "good_model")
     _new_model(db, "bad_model")
     store = Store(prepare_web_role(db, tmp_path))
     with psycopg.connect(db, autocommit=True) as owner:
-        owner.execute("revoke select on cbir.embedding_bad_model from cbir_web")
+        owner.execute("revoke select on cbir.embedding_bad_model from cbir_reader")
     try:
-        client = TestClient(create_app(store), raise_server_exceptions=False)
+        auth = AuthConfig(login_token=new_login_token())
+        app = create_app(store, ServeConfig(auth=auth))
+        app.state.login_token = auth.login_token
+        client = http_client(app)
+        login_owner(client, app)
         with caplog.at_level("WARNING", logger="cbir_pg.serve"):
             r = client.get("/api/models")
         # the readable model still works; the other is left out and the log says why
@@ -192,7 +208,7 @@ def test_a_missing_grant_is_said_and_logged_never_database_unavailable(
         with (
             caplog.at_level("ERROR", logger="cbir_pg.serve"),
             pytest.raises(Exception) as info,
-            store.conn() as c,
+            store.conn(None) as c,
         ):
             c.execute("select * from cbir.embedding_bad_model")
         assert "refused" in str(info.value) and "permission denied" in str(info.value)
@@ -224,7 +240,7 @@ def test_the_page_reconnects_after_a_database_restart(cli_env: dict[str, str], t
     assert "port=5432" in owner
     store = Store(prepare_web_role(owner, Path(env["CBIR_PG_HOME"])), size=2)
     try:
-        assert store.models() == []
+        assert store.models(None) == []
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -235,8 +251,8 @@ def test_the_page_reconnects_after_a_database_restart(cli_env: dict[str, str], t
         # the socket DSN from before still works, and the pool's dead connections were replaced
         with psycopg.connect(owner) as c:
             assert c.execute("select 1").fetchone()[0] == 1
-        assert store.models() == []
-        assert store.filter_options()["datasets"] == []
+        assert store.models(None) == []
+        assert store.filter_options(None)["datasets"] == []
         out = cli("db", "start", "--listen", str(port))  # nothing to restart: nothing said
         assert out.returncode == 0 and "restarting" not in out.stderr
     finally:

@@ -2,7 +2,8 @@
 upload instead of silently showing the old results (issue 26, item 4).
 
 Only the decoded pixels and the vectors computed from them are kept, in this process's memory, under an
-unguessable token that the page carries in its form and links; never on disk, never in the database. The
+unguessable token that the page carries in its form and links, for the user who uploaded it only; never
+on disk, never in the database. The
 store is small and forgets: at most :data:`MAX_UPLOADS` uploads, each for :data:`TTL_S` seconds after its
 last use. A forgotten token is one clear message ("upload it again").
 """
@@ -30,8 +31,11 @@ class Upload:
 
     rgb: Any
     thumb_png: bytes
+    #: the user who uploaded it (:attr:`cbir_pg.app.serve.auth.Actor.name`): nobody else gets it back
+    owner: str | None = None
     vectors: dict[str, Any] = field(default_factory=dict)
-    stored_image_ids: dict[str, int | None] = field(default_factory=dict)
+    #: (model, role the lookup ran as) → the stored image with the same pixels, if that role sees one
+    stored_image_ids: dict[tuple[str, str | None], int | None] = field(default_factory=dict)
     used: float = field(default_factory=time.monotonic)
 
 
@@ -52,13 +56,15 @@ class UploadStore:
                 self._items.popitem(last=False)
         return token
 
-    def get(self, token: str) -> Upload:
+    def get(self, token: str, owner: str | None = None) -> Upload:
+        """The upload kept under ``token`` for ``owner`` (another user's token is as unknown as a
+        forgotten one)."""
         if not isinstance(token, str) or not TOKEN.fullmatch(token):
             raise ConfigError("invalid upload reference")
         with self._lock:
             self._expire()
             item = self._items.get(token)
-            if item is None:
+            if item is None or item.owner != owner:
                 raise NotFoundError("the uploaded image is no longer kept on the server: upload it again")
             item.used = time.monotonic()
             self._items.move_to_end(token)
