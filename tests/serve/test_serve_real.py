@@ -762,7 +762,7 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
     assert not [u for u, st in statuses if st == 404], [u for u, st in statuses if st == 404]
     import httpx
 
-    icon = httpx.get(server + "/favicon.ico", timeout=30)
+    icon = httpx.get(server + "/static/favicon.svg", timeout=30)  # every page links it: no /favicon.ico
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert len(bodies) > 40  # pages, assets, thumbnails, full views, figures
     assert any(b"<html" in body for _, body in bodies) and any(body[:4] == b"\x89PNG" for _, body in bodies)

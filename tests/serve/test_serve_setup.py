@@ -116,6 +116,7 @@ def test_templates_and_assets_are_package_data() -> None:
         "templates/error.html",
         "static/app.css",
         "static/app.js",
+        "static/favicon.svg",
     ):
         assert (root / name).is_file(), name
     # nothing is fetched from outside at run time

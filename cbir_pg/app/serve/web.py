@@ -736,15 +736,6 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 
-def _add_favicon(app: FastAPI) -> None:
-    """Browsers ask for /favicon.ico on every page: answer with the page's icon, not a 404."""
-    icon = (HERE / "static" / "favicon.svg").read_bytes()
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> Response:
-        return Response(icon, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
-
-
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: a path on this server, never another site."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -842,7 +833,6 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     _add_login(app, w)
     _add_api_routes(app, w)
     _add_pages(app, w)
-    _add_favicon(app)
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi(actor: Actor = Depends(current_actor)) -> dict:
