@@ -436,6 +436,8 @@ def server(served_db: str, tmp_path_factory) -> str:
             str(port),
             "--report-dir",
             str(report),
+            "--preload",
+            MODEL,
         ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=log.open("w"),
@@ -461,7 +463,10 @@ def server(served_db: str, tmp_path_factory) -> str:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # --preload built the encoder before the first request; the session's uploads reused it
+    assert text.count(f"loaded encoder {MODEL} (config ") == 1, text[-2000:]
 
 
 def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console
+from cbir_pg.app.cli._common import console, dsn, err_console, state
 
 
 def serve(
@@ -27,6 +27,9 @@ def serve(
         "--web-dsn",
         envvar="CBIR_PG_WEB_DSN",
         help="connect as this least-privilege login instead of preparing cbir_web with the owner's DSN",
+    ),
+    preload: list[str] = typer.Option(
+        None, "--preload", help="build this model's encoder before serving (repeatable); else on first upload"
     ),
 ) -> None:
     """Serve the search, image and results pages and the JSON API under /api/ (as role cbir_web)."""
@@ -50,6 +53,11 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         report_dir=report_dir,
     )
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(state(ctx).verbose, default="INFO")  # a server says when it loads a model
+    for model in preload or ():
+        store.preload(model)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"cbir-pg serve: http://{shown}:{port}/  (as role cbir_web; Ctrl-C stops)", markup=False)
     try:

@@ -294,9 +294,18 @@ class Store:
             raise ConfigError("excluding the query's patient needs a stored query image; an upload has none")
         from cbir_pg.search import _embed_file
 
-        with self._embed_lock, self.conn() as c:
+        with self._embed_lock, self.conn() as c:  # the encoder is built on first use, then kept
             vec = _embed_file(c, model, rgb, Path("the upload"))
         return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(vec, model, k, f)
+
+    def preload(self, model: str) -> None:
+        """Build the encoder of ``model``'s stored vectors now (``serve --preload``), so the first upload
+        does not wait for it; later uploads reuse it (:mod:`cbir_pg.encoders.loaded`)."""
+        from cbir_pg.search import stored_encoder
+
+        self.check_model(model)
+        with self._embed_lock, self.conn() as c:
+            stored_encoder(c, model)
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict[str, list[dict[str, Any]]]:
