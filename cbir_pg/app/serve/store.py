@@ -209,6 +209,14 @@ class Store:
             info["age"] = float(info["age"])
         return info
 
+    def label_of(self, image_id: int) -> str | None:
+        """The label of a stored image (one query: what a search by id needs to frame its hits)."""
+        with self.conn() as c:
+            row = c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"image {image_id} does not exist")
+        return row["label"]
+
     def image_file(self, image_id: int) -> tuple[Path, str | None]:
         """Where the server reads an image's pixels (never sent to a client), and its content hash."""
         with self.conn() as c:

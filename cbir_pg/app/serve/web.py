@@ -311,10 +311,10 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
             raise NotFoundError("no model has stored vectors yet")
         store.check_model(model)
         store.check_filters(f)
-        info = store.image(image_id)
-        hits = with_frames(store.similar(image_id, model, k, f), info["label"])
+        label = store.label_of(image_id)  # not store.image(): one query instead of six
+        hits = with_frames(store.similar(image_id, model, k, f), label)
         return {
-            "query": {"image_id": image_id, "label": info["label"]},
+            "query": {"image_id": image_id, "label": label},
             "model": model,
             "k": k,
             "filters": f.as_params(),

@@ -1,0 +1,343 @@
+"""What a user of the product waits for (issue 25): the page's searches, ``cbir-pg search FILE`` from a
+cold process, and a second ``cbir-pg demo``.
+
+- ``page``: ``cbir-pg serve``'s app in this process (``build_app``, role ``cbir_web``, the real
+  encoder), driven by Starlette's test client; an ASGI wrapper times each request inside the server
+  (from the app receiving it to its last byte sent), so the figures are server-side. Searches by id
+  (``GET /api/images/{id}/similar``) are compared with the SQL function they call,
+  ``cbir.similar_images`` alone, prepared, same k and ef_search; uploads (``POST /api/search`` with a
+  new PNG, embedded on the fly) with one image's preprocessing + forward pass on the same, already
+  loaded encoder. The encoder is loaded before the timed uploads (``serve --preload``).
+- ``coldstart``: ``cbir-pg search FILE --model KEY`` as a fresh process (the wall time a user waits),
+  repeated, and ``python -X importtime`` of the same command: the modules that cost the most.
+- ``demo``: ``cbir.app.demo.run_demo`` twice on one fresh database (model ``tiny_cnn`` in quick mode:
+  the first run's embedding is not what is measured; the second run embeds nothing and redraws nothing
+  whatever the model). Target: the second run under 10 s.
+
+``page`` and ``coldstart`` share one database: the MedMNIST benchmark imported by the real importer,
+``images`` of it embedded with ``efficientnet_lite0`` (real weights) and indexed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_DEMO_S = 10.0
+TARGET_BY_ID_RATIO = 1.2
+TARGET_UPLOAD_EXTRA_MS = 50.0
+PRODUCT_DB = "cbir_product"
+
+
+# --------------------------------------------------------------------------- the shared database
+def _dsn_for(dsn: str, dbname: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": dbname})
+
+
+def product_db(ctx) -> dict[str, Any] | None:
+    """The real-image database ``page`` and ``coldstart`` share (built once per run), or None without
+    the MedMNIST files."""
+    if "product_db" in ctx.shared:
+        return ctx.shared["product_db"]
+    data = ctx.data_dir()
+    if data is None:
+        ctx.log("  product parts skipped: MedMNIST files not found (set CBIR_PG_DATA_DIR or --data-dir)")
+        ctx.shared["product_db"] = None
+        return None
+    import psycopg
+
+    from cbir_pg.datasets import import_medmnist_benchmark
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import migrate
+    from cbir_pg.index import build_index
+    from cbir_pg.ingest.worker import run_ingest
+
+    cfg = ctx.size("page")
+    os.environ.setdefault("CBIR_PG_HOME", str(ctx.bs.root / "home"))
+    with psycopg.connect(ctx.bs.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"create database {PRODUCT_DB}")
+    dsn = _dsn_for(ctx.bs.dsn, PRODUCT_DB)
+    db = Database(dsn)
+    migrate(db)
+    t0 = time.perf_counter()
+    import_medmnist_benchmark(db, data, progress=False)
+    model = cfg["model"]
+    s = run_ingest(db, model, limit=cfg["images"], progress=False)
+    build_index(db, model, progress=False, recall_queries=0)
+    ctx.log(f"  product db: {s.done} {model} vectors in {time.perf_counter() - t0:.0f}s")
+    ctx.shared["product_db"] = {"dsn": dsn, "model": model, "vectors": s.done, "data_dir": data}
+    return ctx.shared["product_db"]
+
+
+class _Timed:
+    """An ASGI wrapper that records each HTTP request's server-side seconds (receive to last byte)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.seconds: list[float] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.seconds.append(time.perf_counter() - t0)
+
+
+def _new_pngs(dsn: str, n: int, seed: int = 0) -> list[bytes]:
+    """``n`` PNGs that are not in the database: stored images with a seeded pixel change (new content
+    hash, so each upload is embedded on the fly)."""
+    from PIL import Image
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.search import load_image_rgb
+
+    rng = np.random.default_rng(seed)
+    db = Database(dsn)
+    with db.connection() as conn:
+        ids = [r["id"] for r in conn.execute("select id from cbir.image order by id limit %s", (n,))]
+    out = []
+    for i in ids:
+        rgb = load_image_rgb(db, i).astype(np.int16)
+        rgb += rng.integers(-3, 4, rgb.shape, dtype=np.int16)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    db.close()
+    return out
+
+
+# --------------------------------------------------------------------------- page
+def run_page(ctx) -> dict[str, Any]:
+    pdb = product_db(ctx)
+    if pdb is None:
+        return {"skipped": "MedMNIST files not found"}
+    from fastapi.testclient import TestClient
+
+    from bench.common import latency_summary
+    from cbir_pg.app.serve import build_app
+
+    cfg = ctx.size("page")
+    model, k = pdb["model"], cfg["k"]
+    ids = _query_ids(pdb["dsn"], model, cfg["queries"])
+    sql_lat = _sql_function_latency(pdb["dsn"], model, ids, k)
+    home = ctx.bs.root / "home"
+    app, store = build_app(pdb["dsn"], home, report_dir=None)
+    timed = _Timed(app)
+    try:
+        t0 = time.perf_counter()
+        store.preload(model)
+        load_s = time.perf_counter() - t0
+        with TestClient(timed) as client:
+            by_id = _by_id(client, timed, model, ids, k)
+            pngs = _new_pngs(pdb["dsn"], cfg["uploads"] + 3, seed=1)
+            uploads = _uploads(client, timed, model, pngs, k)
+        forward = _forward_latency(pdb["dsn"], model, pngs)
+    finally:
+        store.close()
+    s_id, s_sql = latency_summary(by_id), latency_summary(sql_lat)
+    s_up, s_fw = latency_summary(uploads), latency_summary(forward)
+    ratio = s_id["p50_ms"] / s_sql["p50_ms"]
+    extra = s_up["p50_ms"] - s_fw["p50_ms"]
+    ctx.log(
+        f"  page: by id p50 {s_id['p50_ms']:.2f} ms (SQL function {s_sql['p50_ms']:.2f} ms, {ratio:.2f}x); "
+        f"upload p50 {s_up['p50_ms']:.1f} ms (forward {s_fw['p50_ms']:.1f} ms, +{extra:.1f} ms)"
+    )
+    return {
+        "model": model,
+        "vectors": pdb["vectors"],
+        "k": k,
+        "encoder_load_s": round(load_s, 2),
+        "by_id": s_id,
+        "sql_function": s_sql,
+        "upload": s_up,
+        "forward": s_fw,
+        "by_id_ratio": round(ratio, 3),
+        "upload_extra_ms": round(extra, 2),
+        "by_id_passed": ratio <= TARGET_BY_ID_RATIO,
+        "upload_passed": extra <= TARGET_UPLOAD_EXTRA_MS,
+    }
+
+
+def _query_ids(dsn: str, model: str, n: int) -> list[int]:
+    from cbir_pg.db import identifiers
+    from cbir_pg.db.database import Database
+
+    db = Database(dsn)
+    with db.connection() as conn:
+        from psycopg import sql
+
+        q = sql.SQL("select image_id from {} order by image_id limit %s").format(
+            identifiers.embedding_table(model)
+        )
+        ids = [r["image_id"] for r in conn.execute(q, (n,))]
+    db.close()
+    return ids
+
+
+def _sql_function_latency(dsn: str, model: str, ids: list[int], k: int, warmup: int = 20) -> list[float]:
+    """``cbir.similar_images(id, model, k)`` alone, prepared, binary, one connection."""
+    from bench.common import connect
+
+    q = "select image_id from cbir.similar_images(%s, %s, %s)"
+    lat = []
+    with connect(dsn, autocommit=True) as conn:
+        for i in ids[:warmup]:
+            conn.execute(q, (i, model, k), prepare=True, binary=True).fetchall()
+        for i in ids:
+            t0 = time.perf_counter()
+            conn.execute(q, (i, model, k), prepare=True, binary=True).fetchall()
+            lat.append(time.perf_counter() - t0)
+    return lat
+
+
+def _by_id(client, timed: _Timed, model: str, ids: list[int], k: int, warmup: int = 20) -> list[float]:
+    for i in ids[:warmup]:
+        client.get(f"/api/images/{i}/similar", params={"model": model, "k": k}).raise_for_status()
+    timed.seconds.clear()
+    for i in ids:
+        r = client.get(f"/api/images/{i}/similar", params={"model": model, "k": k})
+        r.raise_for_status()
+        if len(r.json()["neighbours"]) != k:
+            raise RuntimeError(f"search by id {i}: {len(r.json()['neighbours'])} neighbours, expected {k}")
+    return list(timed.seconds)
+
+
+def _uploads(client, timed: _Timed, model: str, pngs: list[bytes], k: int, warmup: int = 3) -> list[float]:
+    def post(png: bytes):
+        r = client.post(
+            "/api/search",
+            data={"model": model, "k": str(k)},
+            files={"file": ("new.png", png, "image/png")},
+        )
+        r.raise_for_status()
+        if not r.json()["query"]["embedded_on_the_fly"]:
+            raise RuntimeError("an upload meant to be new was found in the database")
+        return r
+
+    for png in pngs[:warmup]:
+        post(png)
+    timed.seconds.clear()
+    for png in pngs[warmup:]:
+        post(png)
+    return list(timed.seconds)
+
+
+def _forward_latency(dsn: str, model: str, pngs: list[bytes]) -> list[float]:
+    """One image's preprocessing + forward pass on the same loaded encoder the server used."""
+    from cbir_pg.db.database import Database
+    from cbir_pg.encoders import embed_arrays
+    from cbir_pg.images import decode_bytes
+    from cbir_pg.search import stored_encoder
+
+    db = Database(dsn)
+    with db.connection() as conn:
+        enc = stored_encoder(conn, model)
+    db.close()
+    rgbs = [decode_bytes(p, "bench") for p in pngs]
+    for rgb in rgbs[:3]:
+        embed_arrays(enc, [rgb])
+    lat = []
+    for rgb in rgbs[3:]:
+        t0 = time.perf_counter()
+        embed_arrays(enc, [rgb])
+        lat.append(time.perf_counter() - t0)
+    return lat
+
+
+# --------------------------------------------------------------------------- cold start
+#: the modules whose cumulative import time the coldstart part reports
+IMPORT_ROOTS = ("torch", "timm", "torchvision", "cbir_pg.app.cli", "psycopg", "numpy", "PIL", "typer")
+
+
+def run_coldstart(ctx) -> dict[str, Any]:
+    pdb = product_db(ctx)
+    if pdb is None:
+        return {"skipped": "MedMNIST files not found"}
+    cfg = ctx.size("coldstart")
+    png = ctx.bs.root / "coldstart.png"
+    png.write_bytes(_new_pngs(pdb["dsn"], 1, seed=7)[0])
+    cmd = [sys.executable, "-m", "cbir_pg", "--dsn", pdb["dsn"], "search", str(png), "--model", pdb["model"]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    walls = []
+    for _ in range(cfg["runs"]):
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        walls.append(time.perf_counter() - t0)
+        if r.returncode != 0 or "embedded on the fly" not in r.stdout:
+            raise RuntimeError(f"cbir-pg search failed: {r.stderr[-1500:]}")
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", *cmd[1:]], capture_output=True, text=True, env=env, timeout=600
+    )
+    imports = import_times(r.stderr)
+    help_t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cbir_pg", "--help"], capture_output=True, env=env, timeout=120)
+    help_s = time.perf_counter() - help_t0
+    wall = float(np.median(walls))
+    ctx.log(f"  coldstart: cbir-pg search FILE {wall:.1f} s (median of {len(walls)}), --help {help_s:.2f} s")
+    return {
+        "model": pdb["model"],
+        "runs": [round(w, 2) for w in walls],
+        "wall_s": round(wall, 2),
+        "help_s": round(help_s, 2),
+        "import_s": {k: round(v, 2) for k, v in imports.items()},
+    }
+
+
+def import_times(stderr: str, roots: tuple[str, ...] = IMPORT_ROOTS) -> dict[str, float]:
+    """Cumulative seconds of each of ``roots`` from ``python -X importtime`` output (the first time
+    each is imported, which is the one that costs)."""
+    out: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        _self, cumulative, name = line[len("import time:") :].split("|")
+        name = name.strip()
+        if name in roots and name not in out and cumulative.strip().isdigit():
+            out[name] = int(cumulative) / 1e6
+    return out
+
+
+# --------------------------------------------------------------------------- demo
+def run_demo_twice(ctx) -> dict[str, Any]:
+    data = ctx.data_dir()
+    if data is None:
+        return {"skipped": "MedMNIST files not found"}
+    import psycopg
+
+    from cbir_pg.app.demo import run_demo
+
+    cfg = ctx.size("demo")
+    with psycopg.connect(ctx.bs.admin_dsn, autocommit=True) as conn:
+        conn.execute("create database cbir_demo")
+    dsn = _dsn_for(ctx.bs.dsn, "cbir_demo")
+    out = ctx.bs.root / "demo-report"
+    runs = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = run_demo(dsn=dsn, data_dir=data, model=cfg["model"], out_dir=out, progress=False, fuse_with=None)
+        runs.append(
+            {
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "steps": {k: round(v, 2) for k, v in r.seconds.items()},
+            }
+        )
+    second = runs[1]["wall_s"]
+    ctx.log(f"  demo ({cfg['model']}): first {runs[0]['wall_s']:.1f} s, second {second:.1f} s")
+    return {
+        "model": cfg["model"],
+        "first": runs[0],
+        "second": runs[1],
+        "passed": second < TARGET_DEMO_S,
+    }
