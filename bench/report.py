@@ -19,7 +19,9 @@ def _p1_target(c: dict[str, Any]) -> float:
 
 
 def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = round2_rows(r)
+    from bench import product
+
+    rows: list[dict[str, Any]] = product.rows(r) + round2_rows(r)
     p1 = r.get("p1")
     if p1 and "cases" in p1:
         for c in p1["cases"]:
