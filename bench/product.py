@@ -393,7 +393,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "status": "PASS" if dm["passed"] else "FAIL",
             }
         )
-    if r.get("meta", {}).get("device") == "cpu" and not r.get("meta", {}).get("machine", {}).get("gpu"):
+    gpu = r.get("meta", {}).get("machine", {}).get("gpu")
+    if (pg or cs or dm) and not gpu:  # a round 3 run on a machine without a GPU
         for name in (
             "P1 on a GPU (bf16, batch 256): ViT-B/16-sized >= 0.90, EfficientNet-Lite0 >= 0.50",
             "bench --scale at 1M vectors (768-d) on the GPU machine",
@@ -407,3 +408,54 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def section(r: dict[str, Any], path: Path | None = None) -> list[str]:
+    """Detail tables of the page, coldstart and demo parts of one result."""
+    L: list[str] = []
+    src = f" (`bench/results/{path.name}`)" if path else ""
+    m = r["meta"]
+    pg, cs, dm = r.get("page"), r.get("coldstart"), r.get("demo")
+    if not any(x and "skipped" not in x for x in (pg, cs, dm)):
+        return L
+    L += [f"## What a user waits for: the page, a cold search, a second demo{src}", ""]
+    L.append(
+        f"{m['date']}, `{m['mode']}` mode, {m['machine'].get('cpu')}, {m['machine'].get('cores')} cores; load "
+        f"average at start / end {m['machine'].get('load_avg_at_start')} / {m.get('load_avg_at_end')}."
+    )
+    L.append("")
+    if pg and "by_id" in pg:
+        L.append(
+            f"The page's app in process (`build_app`, role `cbir_web`), {pg['vectors']:,} {pg['model']} vectors of "
+            f"real MedMNIST images, k = {pg['k']}; times measured inside the server (ASGI receive to last byte)."
+        )
+        L.append("")
+        L.append("| what | p50 ms | p95 ms | p99 ms |")
+        L.append("|---|---:|---:|---:|")
+        for name, key in (
+            ("GET /api/images/{id}/similar", "by_id"),
+            ("cbir.similar_images alone (prepared, one connection)", "sql_function"),
+            ("POST /api/search, a new PNG embedded on the fly", "upload"),
+            ("one image's preprocessing + forward pass (the loaded encoder)", "forward"),
+        ):
+            s = pg[key]
+            L.append(f"| {name} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} |")
+        L.append("")
+    if cs and "wall_s" in cs:
+        L.append(
+            f"`cbir-pg search FILE --model {cs['model']}` from a fresh process: {', '.join(f'{w:.1f}' for w in cs['runs'])} s; "
+            "cumulative import time of the heaviest modules (`python -X importtime`, same command): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(cs["import_s"].items(), key=lambda x: -x[1]))
+            + f"; `cbir-pg --help` {cs['help_s']:.2f} s."
+        )
+        L.append("")
+    if dm and "second" in dm:
+        L.append(f"`cbir-pg demo` twice on one database ({dm['model']}), seconds per step:")
+        L.append("")
+        L.append("| step | first run | second run |")
+        L.append("|---|---:|---:|")
+        for step, secs in dm["first"]["steps"].items():
+            L.append(f"| {step} | {secs:.2f} | {dm['second']['steps'].get(step, float('nan')):.2f} |")
+        L.append(f"| **total (wall)** | {dm['first']['wall_s']:.1f} | {dm['second']['wall_s']:.1f} |")
+        L.append("")
+    return L

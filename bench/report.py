@@ -19,9 +19,7 @@ def _p1_target(c: dict[str, Any]) -> float:
 
 
 def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    from bench import product
-
-    rows: list[dict[str, Any]] = product.rows(r) + round2_rows(r)
+    rows: list[dict[str, Any]] = round2_rows(r)
     p1 = r.get("p1")
     if p1 and "cases" in p1:
         for c in p1["cases"]:
@@ -444,8 +442,11 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
 
 # --------------------------------------------------------------------------- round 2 parts
 def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Target rows of the null-encoder ceiling, the storage comparison and the SQL API overhead."""
-    rows: list[dict[str, Any]] = []
+    """Target rows of the later rounds' parts: the page, cold start, demo and test suite (round 3), the
+    null-encoder ceiling, the storage comparison and the SQL API overhead (round 2)."""
+    from bench import product, suite
+
+    rows: list[dict[str, Any]] = product.rows(r) + suite.rows(r)
     if r.get("scale"):
         rows += scale_rows(r["scale"])
     ce = r.get("ceiling")
@@ -501,7 +502,9 @@ def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def round2_sections(r: dict[str, Any], path: Path | None = None) -> list[str]:
     """Detail tables of the round 2 parts of one result."""
-    L: list[str] = []
+    from bench import product, suite
+
+    L: list[str] = product.section(r, path) + suite.section(r, path)
     src = f" (`bench/results/{path.name}`)" if path else ""
     ce = r.get("ceiling")
     if ce:

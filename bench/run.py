@@ -108,6 +108,8 @@ SCALE_SIZES = {
     },
     "smoke": {"sizes": [1000, 2000], "queries": 100, "dim": 64, "ef": [40, 80]},
 }
+#: parts whose latest stored result the page shows whichever run it is rendered from
+ROUND3_PARTS = ("page", "coldstart", "demo", "suite")
 SCALE_PLOT = REPO / "docs" / "img" / "scale.png"
 SCALE_DOC = REPO / "docs" / "scaling.md"
 
@@ -356,6 +358,7 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
         seen.add("storage")
     if cur.get("scale"):
         seen.add("scale")
+    seen.update(t for t in ROUND3_PARTS if cur.get(t))
     for f in sorted(out_dir.glob("*.json"), reverse=True):
         if f == current:
             continue
@@ -370,6 +373,8 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
             tags.append("storage")
         if x.get("scale") and x["meta"].get("mode") == "scale":
             tags.append("scale")
+        if x["meta"].get("mode") != "smoke":
+            tags += [t for t in ROUND3_PARTS if x.get(t) and "skipped" not in x[t]]
         new = [t for t in tags if t not in seen]
         if new:
             seen.update(new)
@@ -380,6 +385,7 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
                 part["storage"] = x["storage"]
             if "scale" in new:
                 part["scale"] = x["scale"]
+            part.update({t: x[t] for t in ROUND3_PARTS if t in new})
             found.append((f, part))
     return found
 
