@@ -29,7 +29,7 @@ def serve(
         help="connect as this least-privilege login instead of preparing cbir_web with the owner's DSN",
     ),
     preload: list[str] = typer.Option(
-        None, "--preload", help="build this model's encoder before serving (repeatable); else on first upload"
+        None, "--preload", help="build this model's encoder before serving; else on the first upload"
     ),
 ) -> None:
     """Serve the search, image and results pages and the JSON API under /api/ (as role cbir_web)."""
