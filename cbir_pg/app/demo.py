@@ -275,7 +275,8 @@ class _Demo:
 
         rep = write_report(self.db, self.out, models=[self.model])
         self.result.report_index = rep.index
-        return f"{len(rep.figures)} figures, {rep.index}"
+        kept = f" ({len(rep.reused)} unchanged, not redrawn)" if rep.reused else ""
+        return f"{len(rep.figures)} figures{kept}, {rep.index}"
 
     def summarise(self) -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
