@@ -275,10 +275,11 @@ def render(
                 f"| {row['name']} [`{path.name}`] | {row['value']} | {row['target']} | {row['status']} |"
             )
     L.append("")
-    notes = Path(__file__).resolve().parent / "notes.md"
-    if notes.exists():  # the analysis of the latest round's targets, written from its results
-        L.append(notes.read_text().rstrip())
-        L.append("")
+    for name in ("notes_round3.md", "notes.md"):  # each round's analysis of its targets, newest first
+        notes = Path(__file__).resolve().parent / name
+        if notes.exists():
+            L.append(notes.read_text().rstrip())
+            L.append("")
     expl = _explanations(r)
     if expl:
         L.append("## Why a target was not reached (measured)")
