@@ -21,6 +21,10 @@ order by e.key
 -- name: model_count
 select count(*)::bigint as n from {table}
 
+-- name: model_has_vectors
+-- whether a model's table holds any vector (cheap at any size, unlike count(*))
+select exists (select 1 from {table}) as ok
+
 -- name: has_vector
 select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
 

@@ -156,7 +156,16 @@ class Store:
     def check_model(self, model: str) -> str:
         if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
             raise ConfigError(f"invalid model name {model!r}")
-        if model not in {m["model"] for m in self.models()}:
+        # on every search: the catalogue and one exists() (not models(): it counts every model's vectors)
+        with self.conn() as c:
+            known = {r["model"] for r in c.execute(queries.get("serve", "models")).fetchall()}
+            has = (
+                model in known
+                and c.execute(
+                    queries.get("serve", "model_has_vectors", table=identifiers.embedding_table(model))
+                ).fetchone()["ok"]
+            )
+        if not has:
             raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
         return model
 
