@@ -127,19 +127,24 @@ def run_page(ctx) -> dict[str, Any]:
 
     from bench.common import latency_summary
     from cbir_pg.app.serve import build_app
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
 
     cfg = ctx.size("page")
     model, k = pdb["model"], cfg["k"]
     ids = _query_ids(pdb["dsn"], model, cfg["queries"])
     sql_lat = _sql_function_latency(pdb["dsn"], model, ids, k)
     home = ctx.bs.root / "home"
-    app, store = build_app(pdb["dsn"], home, report_dir=None)
+    auth = AuthConfig(login_token=new_login_token())  # the owner's one-time link, as `serve` prints it
+    app, store = build_app(pdb["dsn"], home, report_dir=None, auth=auth)
     timed = _Timed(app)
     try:
         t0 = time.perf_counter()
         store.preload(model)
         load_s = time.perf_counter() - t0
-        with TestClient(timed) as client:
+        with TestClient(timed, base_url="http://127.0.0.1") as client:
+            r = client.get(f"/login?token={auth.login_token}", follow_redirects=False)
+            if r.status_code != 303:
+                raise RuntimeError(f"the bench could not log in: {r.status_code} {r.text[:300]}")
             by_id = _by_id(client, timed, model, ids, k)
             pngs = _new_pngs(pdb["dsn"], cfg["uploads"] + 3, seed=1)
             uploads = _uploads(client, timed, model, pngs, k)

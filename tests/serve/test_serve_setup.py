@@ -74,10 +74,20 @@ def test_loopback_needs_no_flag(host: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.org"])
-def test_other_hosts_need_the_flag_and_get_a_warning(host: str) -> None:
+def test_other_hosts_need_the_flag_authentication_and_get_a_warning(host: str) -> None:
     with pytest.raises(ConfigError, match="--allow-remote"):
         check_host(host, allow_remote=False)
-    assert "medical images" in check_host(host, allow_remote=True)
+    # the one-time link is for loopback; passwords need TLS; a wildcard address needs its host names
+    with pytest.raises(ConfigError, match="needs authentication"):
+        check_host(host, allow_remote=True, auth="local", tls=True, allowed_hosts=("cbir.example",))
+    with pytest.raises(ConfigError, match="--certfile"):
+        check_host(host, allow_remote=True, auth="password", tls=False, allowed_hosts=("cbir.example",))
+    if host in ("0.0.0.0", "::"):
+        with pytest.raises(ConfigError, match="--allowed-host"):
+            check_host(host, allow_remote=True, auth="proxy")
+    for auth, tls in (("password", True), ("proxy", False)):
+        warning = check_host(host, allow_remote=True, auth=auth, tls=tls, allowed_hosts=("cbir.example",))
+        assert "medical images" in warning
 
 
 def test_cli_refuses_a_public_host_in_one_line(cli_env: dict[str, str]) -> None:
@@ -128,13 +138,13 @@ def test_a_model_is_searchable_once_its_table_holds_a_vector(db: str, tmp_path: 
     try:
         for model in ("tiny_vit", "tiny_cnn"):  # no table; a table without vectors
             with pytest.raises(NotFoundError, match="no stored vectors"):
-                store.check_model(model)
+                store.check_model(None, model)
         with psycopg.connect(db, autocommit=True) as owner:
             owner.execute(
                 "insert into cbir.embedding_tiny_cnn (image_id, embedding) values (1, %s::vector)",
                 ("[" + ",".join(["0.25"] * 16) + "]",),
             )
-        assert store.check_model("tiny_cnn") == "tiny_cnn"
-        assert [m["model"] for m in store.models()] == ["tiny_cnn"]
+        assert store.check_model(None, "tiny_cnn") == "tiny_cnn"
+        assert [m["model"] for m in store.models(None)] == ["tiny_cnn"]
     finally:
         store.close()
