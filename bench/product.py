@@ -147,8 +147,7 @@ def run_page(ctx) -> dict[str, Any]:
                 raise RuntimeError(f"the bench could not log in: {r.status_code} {r.text[:300]}")
             by_id = _by_id(client, timed, model, ids, k)
             pngs = _new_pngs(pdb["dsn"], cfg["uploads"] + 3, seed=1)
-            uploads = _uploads(client, timed, model, pngs, k)
-        forward = _forward_latency(pdb["dsn"], model, pngs)
+            uploads, forward = _uploads(client, timed, model, pngs, k, _forward_timer(pdb["dsn"], model))
     finally:
         store.close()
     s_id, s_sql = latency_summary(by_id), latency_summary(sql_lat)
@@ -219,7 +218,12 @@ def _by_id(client, timed: _Timed, model: str, ids: list[int], k: int, warmup: in
     return list(timed.seconds)
 
 
-def _uploads(client, timed: _Timed, model: str, pngs: list[bytes], k: int, warmup: int = 3) -> list[float]:
+def _uploads(
+    client, timed: _Timed, model: str, pngs: list[bytes], k: int, forward, warmup: int = 3
+) -> tuple[list[float], list[float]]:
+    """Server-side seconds of each upload search, and of the forward pass alone on the same image,
+    measured one after the other (interleaved, so a machine's changing load touches both alike)."""
+
     def post(png: bytes):
         r = client.post(
             "/api/search",
@@ -232,15 +236,20 @@ def _uploads(client, timed: _Timed, model: str, pngs: list[bytes], k: int, warmu
         return r
 
     for png in pngs[:warmup]:
+        forward(png)
         post(png)
-    timed.seconds.clear()
+    ups, fws = [], []
     for png in pngs[warmup:]:
+        fws.append(forward(png))
+        timed.seconds.clear()
         post(png)
-    return list(timed.seconds)
+        ups.append(timed.seconds[-1])
+    return ups, fws
 
 
-def _forward_latency(dsn: str, model: str, pngs: list[bytes]) -> list[float]:
-    """One image's preprocessing + forward pass on the same loaded encoder the server used."""
+def _forward_timer(dsn: str, model: str):
+    """A function that times one image's decode-free preprocessing + forward pass on the same loaded
+    encoder the server uses (:func:`cbir_pg.search.stored_encoder` returns the kept one)."""
     from cbir_pg.db.database import Database
     from cbir_pg.encoders import embed_arrays
     from cbir_pg.images import decode_bytes
@@ -250,15 +259,14 @@ def _forward_latency(dsn: str, model: str, pngs: list[bytes]) -> list[float]:
     with db.connection() as conn:
         enc = stored_encoder(conn, model)
     db.close()
-    rgbs = [decode_bytes(p, "bench") for p in pngs]
-    for rgb in rgbs[:3]:
-        embed_arrays(enc, [rgb])
-    lat = []
-    for rgb in rgbs[3:]:
+
+    def forward(png: bytes) -> float:
+        rgb = decode_bytes(png, "bench")
         t0 = time.perf_counter()
         embed_arrays(enc, [rgb])
-        lat.append(time.perf_counter() - t0)
-    return lat
+        return time.perf_counter() - t0
+
+    return forward
 
 
 # --------------------------------------------------------------------------- cold start
