@@ -413,7 +413,11 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": f"Page: POST /api/search (new image, embedded on the fly) server-side - forward pass, p50 ({pg['model']})",
                 "value": f"+{pg['upload_extra_ms']:.1f} ms (upload {_ms(pg['upload'])}; preprocessing + forward {_ms(pg['forward'])}); encoder loaded once in {pg['encoder_load_s']} s",
                 "target": f"<= +{TARGET_UPLOAD_EXTRA_MS:.0f} ms",
-                "status": "PASS" if pg["upload_passed"] else "FAIL",
+                # an upload embeds the image itself: a forward pass measured slower than the whole upload
+                # stalled (a loaded machine), and the comparison says nothing
+                "status": "not determined (forward pass stalled)"
+                if pg["upload_extra_ms"] < 0
+                else ("PASS" if pg["upload_passed"] else "FAIL"),
             }
         )
     cs = r.get("coldstart")

@@ -373,8 +373,8 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
             tags.append("storage")
         if x.get("scale") and x["meta"].get("mode") == "scale":
             tags.append("scale")
-        if x["meta"].get("mode") != "smoke":
-            tags += [t for t in ROUND3_PARTS if x.get(t) and "skipped" not in x[t]]
+        if x.get("meta", {}).get("mode") not in (None, "smoke"):
+            tags += [t for t in ROUND3_PARTS if x.get(t) and not isinstance(x[t].get("skipped"), str)]
         new = [t for t in tags if t not in seen]
         if new:
             seen.update(new)

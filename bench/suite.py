@@ -92,9 +92,10 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": f"Test suite wall time (`{s['command'].split('pytest', 1)[-1].strip()}`, commit {s['commit']})",
             "value": f"{s['wall_s'] / 60:.1f} min ({s['tests']} tests: {s['failures']} failed, {s['errors']} errors, "
-            f"{s['skipped']} skipped; load average {r['meta']['machine'].get('load_avg_at_start')} at start)",
+            f"{s['skipped']} skipped; load average {r['meta']['machine'].get('load_avg_at_start') or r['meta'].get('load_avg_at_end')})"
+            + (f". {s['note']}" if s.get("note") else ""),
             "target": f"< {TARGET_MINUTES:.0f} min (the whole .ci/run)",
-            "status": "PASS" if s["passed"] else "FAIL",
+            "status": "not determined" if s.get("note") else ("PASS" if s["passed"] else "FAIL"),
         }
     ]
 
@@ -109,6 +110,7 @@ def section(r: dict[str, Any], path: Path | None = None) -> list[str]:
         f"{r['meta']['date']}, `{s['command']}` at commit {s['commit']}: {s['wall_s'] / 60:.1f} min wall, "
         f"{s['test_seconds_sum'] / 60:.1f} min of test time summed over the workers. Load average at start / "
         f"end {r['meta']['machine'].get('load_avg_at_start')} / {r['meta'].get('load_avg_at_end')}."
+        + (f" {s['note']}" if s.get("note") else "")
     )
     L.append("")
     L.append("| test | seconds | outcome |")
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wall", type=float, default=None, help="with --junit: the run's wall seconds")
     p.add_argument("--command", default=" ".join(COMMAND[1:]), help="with --junit: the command it ran")
     p.add_argument("--commit", default=None, help="with --junit: the commit it ran (default: HEAD)")
+    p.add_argument("--note", default="", help="with --junit: what to know about the run (e.g. interrupted)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = p.parse_args(argv)
     from bench.common import load_avg
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.wall is None:
             p.error("--junit needs --wall")
         res = record(Path(args.junit), args.wall, ["python", *args.command.split()], None, load_avg(), commit)
+        res["suite"]["note"] = args.note
+        res["suite"]["passed"] = res["suite"]["passed"] and not args.note
     else:
         junit = Path(args.out) / ".suite-junit.xml"
         start = load_avg()
