@@ -106,7 +106,7 @@ end
 $$;
 grant usage on schema cbir to cbir_web;
 grant cbir_reader to cbir_web;
-grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_web;
+grant select on cbir.encoder, cbir.label, cbir.image_label, cbir.cohort to cbir_web;
 grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_web;
 grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
               label_id, excluded, exclusion_reason, duplicate_of)
