@@ -188,11 +188,13 @@ def _parse_ids(items: Iterable[str]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def as_cohort(cohort: Cohort | None = None, **filters: Any) -> Cohort:
-    """``cohort`` with keyword filters added (the façade's and the library's keyword arguments):
-    any :class:`Cohort` field, plus ``exclude_same_patient`` / ``same_patient`` (booleans). ``None``
-    values are left out; a key set in both is an error."""
-    base = cohort or Cohort()
+def as_cohort(base: Cohort | str | None = None, /, **filters: Any) -> Cohort:
+    """``base`` (a :class:`Cohort`, or a saved cohort's name) with keyword filters added (the façade's
+    and the library's keyword arguments): any :class:`Cohort` field, plus ``exclude_same_patient`` /
+    ``same_patient`` (booleans). ``None`` values are left out; a key set in both is an error."""
+    if isinstance(base, str):
+        base = Cohort(cohort=base)
+    base = base or Cohort()
     patient = None
     if filters.pop("exclude_same_patient", False):
         patient = "other"

@@ -100,7 +100,7 @@ def search(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    cohort: Cohort | None = None,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
     **filters: Any,
 ) -> list[Hit]:
@@ -135,7 +135,7 @@ def search_with_query(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    cohort: Cohort | None = None,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
     **filters: Any,
 ) -> tuple[QueryImage, list[Hit]]:
@@ -274,7 +274,7 @@ def search_text(
     text: str,
     *,
     k: int = 10,
-    cohort: Cohort | None = None,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
     weights: str | Path | None = None,
     **filters: Any,

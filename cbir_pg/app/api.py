@@ -80,7 +80,7 @@ class Client:
         model: str,
         k: int = 10,
         *,
-        cohort: Cohort | None = None,
+        cohort: Cohort | str | None = None,
         split: str | None = None,
         dataset: str | None = None,
         modality: str | None = None,
@@ -94,8 +94,7 @@ class Client:
     ):
         """The ``k`` most similar images to ``image``: a stored image's id (``int``) or an image file
         (a stored file uses its stored vector; a new one is embedded with the model's stored encoder
-        config), among a cohort: ``cohort`` (a :class:`cbir_pg.Cohort`, e.g. ``Cohort(cohort="my
-        saved cohort")``) and/or the filters ``split``, ``dataset``, ``modality``, ``label``, ``sex``,
+        config), among a cohort: ``cohort`` (a :class:`cbir_pg.Cohort`, or a saved cohort's name) and/or the filters ``split``, ``dataset``, ``modality``, ``label``, ``sex``,
         ``age_min``, ``age_max``, ``exclude_same_patient``, ``same_patient`` (the page's and the CLI's).
         One row per neighbour: rank, image_id, similarity, label, dataset, uri, split, modality,
         patient_id, sex, age."""
@@ -131,7 +130,7 @@ class Client:
         model: str,
         k: int = 10,
         *,
-        cohort: Cohort | None = None,
+        cohort: Cohort | str | None = None,
         split: str | None = None,
         dataset: str | None = None,
         modality: str | None = None,

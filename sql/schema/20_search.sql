@@ -285,6 +285,46 @@ $$;
 comment on function cbir.resolve_cohort(jsonb, bigint, boolean) is
   'validate a cohort (jsonb) and resolve its names to ids; patient same|other is relative to p_query_image_id';
 
+-- the one SQL form of a cohort, over cbir.image i and a row e with e.image_id; %1$s stands for the
+-- cbir.cohort_filter (a variable, or ($1) in dynamic SQL). The patient table is only read when a sex or
+-- age filter is given.
+create or replace function cbir.cohort_predicate()
+returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $p$
+  select $w$not i.excluded
+      and (%1$s.split is null or i.split = %1$s.split)
+      and (%1$s.dataset_id is null or i.dataset_id = %1$s.dataset_id)
+      and (%1$s.modality is null or i.modality = %1$s.modality)
+      and (%1$s.label_id is null or i.label_id = %1$s.label_id)
+      and (%1$s.patient_id is null or i.patient_id = %1$s.patient_id)
+      and (%1$s.exclude_patient_id is null or i.patient_id is distinct from %1$s.exclude_patient_id)
+      and (%1$s.image_ids is null or e.image_id = any(%1$s.image_ids))
+      and (%1$s.exclude_image_id is null or e.image_id <> %1$s.exclude_image_id)
+      and ((%1$s.sex is null and %1$s.age_min is null and %1$s.age_max is null) or exists (
+            select 1 from cbir.patient p where p.id = i.patient_id
+              and (%1$s.sex is null or p.sex = %1$s.sex)
+              and (%1$s.age_min is null or p.age >= %1$s.age_min)
+              and (%1$s.age_max is null or p.age <= %1$s.age_max)))$w$
+$p$;
+
+-- the images of a cohort, for joins, BI and evaluation scopes: select * from cbir.cohort_images('{"cohort": "x"}')
+create or replace function cbir.cohort_images(p_cohort jsonb, p_query_image_id bigint default null)
+returns table (image_id bigint)
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  return query execute format(
+    'select i.id from cbir.image i cross join lateral (select i.id as image_id) e where %s order by i.id',
+    format(cbir.cohort_predicate(), '($1)'))
+    using cbir.resolve_cohort(p_cohort, p_query_image_id);
+end
+$$;
+comment on function cbir.cohort_images(jsonb, bigint) is
+  'the non-excluded images of a cohort (jsonb, as cbir.similar_images_v2 takes), by id';
+
 -- the generated search function of one model: static SQL over its table, written for its indexes
 create or replace function cbir.search_function_source(p_model text)
 returns text
@@ -296,22 +336,7 @@ declare
   v_exact text;
   v_auto text;
   v_from text;
-  -- the one SQL form of a cohort (f: a cbir.cohort_filter); the patient table is only read when a
-  -- sex or age filter is given
-  v_where constant text := $w$not i.excluded
-      and (f.split is null or i.split = f.split)
-      and (f.dataset_id is null or i.dataset_id = f.dataset_id)
-      and (f.modality is null or i.modality = f.modality)
-      and (f.label_id is null or i.label_id = f.label_id)
-      and (f.patient_id is null or i.patient_id = f.patient_id)
-      and (f.exclude_patient_id is null or i.patient_id is distinct from f.exclude_patient_id)
-      and (f.image_ids is null or e.image_id = any(f.image_ids))
-      and (f.exclude_image_id is null or e.image_id <> f.exclude_image_id)
-      and ((f.sex is null and f.age_min is null and f.age_max is null) or exists (
-            select 1 from cbir.patient p where p.id = i.patient_id
-              and (f.sex is null or p.sex = f.sex)
-              and (f.age_min is null or p.age >= f.age_min)
-              and (f.age_max is null or p.age <= f.age_max)))$w$;
+  v_where constant text := format(cbir.cohort_predicate(), 'f');
 begin
   select * into s from cbir.model_vector_space(p_model);
   v_exact := case when s.column_type = 'halfvec' then 'e.embedding <=> v_vec::halfvec' else 'e.embedding <=> v_vec' end;

@@ -35,7 +35,7 @@ def search(
         False, "--exclude-same-patient/--include-same-patient", help="leave out the query's patient"
     ),
     same_patient: bool = typer.Option(False, "--same-patient", help="only the query's own patient's images"),
-    cohort: str = typer.Option(None, "--cohort", help="only images of this saved cohort (cbir.cohort)"),
+    saved: str = typer.Option(None, "--cohort", help="only images of this saved cohort (cbir.cohort)"),
     ef_search: int = typer.Option(
         None, "--ef-search", help="HNSW search breadth (raised to at least k anyway)"
     ),
@@ -61,7 +61,7 @@ def search(
         age_max=age_max,
         exclude_same_patient=exclude_same_patient,
         same_patient=same_patient,
-        cohort=cohort,
+        cohort=saved,
     )
     db = database(ctx)
     if text is not None:
