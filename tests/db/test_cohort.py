@@ -289,3 +289,25 @@ def test_generated_search_function_follows_the_index(db: str, conn) -> None:
     conn.rollback()
     conn.execute("delete from cbir.encoder where key = 'toy'")
     assert conn.execute(src).fetchone() is None  # no encoder row: no search function
+
+
+def test_openapi_declares_every_search_parameter(db: str, tmp_path: Path) -> None:
+    """Generated clients can call the search endpoints: every filter is a declared parameter."""
+    from fastapi.testclient import TestClient
+
+    from cbir_pg.app.serve import build_app
+
+    make_synthetic(db, n=50)
+    app, store = build_app(db, tmp_path / "home")
+    try:
+        with TestClient(app) as api:
+            spec = api.get("/api/openapi.json").json()
+    finally:
+        store.close()
+    names = {"model", "k", "split", "dataset", "modality", "label", "sex", "age_min", "age_max"}
+    names |= {"exclude_same_patient", "same_patient", "cohort"}
+    similar = spec["paths"]["/api/images/{image_id}/similar"]["get"]["parameters"]
+    assert {p["name"] for p in similar if p["in"] == "query"} == names
+    assert {p["name"] for p in similar if p["in"] == "path"} == {"image_id"}
+    form = spec["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(form["properties"]) == names | {"file"}
