@@ -159,6 +159,7 @@ def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int)
             )
         }
         lat: dict[str, list[float]] = {name: [] for name in stmts}
+        got: dict[str, list[int]] = {name: [] for name in stmts}
         warm = 30
         for i, q in enumerate(qids.tolist()):
             for name, (stmt, kind) in stmts.items():
@@ -168,12 +169,15 @@ def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int)
                 dt = time.perf_counter() - t0
                 if i >= warm:
                     lat[name].append(dt)
-                if len(rows) != K:
+                got[name].append(len(rows))
+                if len(rows) != K and not name.startswith("bare"):
                     raise RuntimeError(f"{name}: {len(rows)} rows for image {q}, expected {K}")
     out: dict[str, Any] = {
         name: {
             "p50_ms": round(float(np.median(v)) * 1000, 4),
             "p95_ms": round(float(np.percentile(v, 95)) * 1000, 4),
+            # the bare statement with a filter (no iterative scan, ef_search rows) can come back short
+            "mean_rows": round(float(np.mean(got[name])), 2),
         }
         for name, v in lat.items()
     }
@@ -244,12 +248,12 @@ def doc_block(res: dict[str, Any], json_name: str) -> str:
         f"on one connection with prepared statements (client-side latency, warm cache); load average "
         f"{', '.join(f'{x:.1f}' for x in res['load_avg'])}.",
         "",
-        "| variant | p50 ms | p95 ms |",
-        "|---|---:|---:|",
+        "| variant | p50 ms | p95 ms | rows returned (mean, k = 10) |",
+        "|---|---:|---:|---:|",
     ]
     for name, v in res.items():
         if isinstance(v, dict) and "p50_ms" in v:
-            lines.append(f"| `{name}` | {v['p50_ms']:.3f} | {v['p95_ms']:.3f} |")
+            lines.append(f"| `{name}` | {v['p50_ms']:.3f} | {v['p95_ms']:.3f} | {v['mean_rows']:.2f} |")
     lines += ["", "| ratio (p50) | measured | target | status |", "|---|---:|---|---|"]
     targets = {"similar_images / bare": TARGET_SEARCH, "fused_v2 (2 models) / similar_images": TARGET_FUSION}
     for name, x in res["ratios"].items():
