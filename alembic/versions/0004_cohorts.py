@@ -7,7 +7,7 @@ The SQL is in ``alembic/sql/0004_cohorts.sql`` (and ``.down.sql``).
   when. ``cbir.save_cohort`` writes it; ``{"cohort": "name"}`` in any search uses it.
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-03
 """
 
@@ -18,7 +18,7 @@ from sqlfile import read_sql  # alembic/sqlfile.py
 from alembic import op
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

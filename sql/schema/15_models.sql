@@ -27,6 +27,8 @@ begin
   end if;
   execute format('grant select, insert on cbir.%I to cbir_worker', v_table);
   perform cbir.refresh_search_functions(p_model);  -- its search function, once its encoder row exists
+  -- readers search it as themselves (row-level security on cbir.image decides what they find)
+  execute format('grant select on cbir.%I to cbir_reader', v_table);
   return v_table;
 end
 $$;

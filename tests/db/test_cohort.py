@@ -23,6 +23,8 @@ from cbir_pg.errors import ConfigError
 from cbir_pg.search import search
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "serve"))
+from servehelp import http_client, login_owner, serve_app  # noqa: E402, F401
 
 
 def _meta(conn: psycopg.Connection, ids: list[int]) -> dict[str, np.ndarray]:
@@ -147,12 +149,9 @@ def _cli_rows(db: str, args: list[str]) -> list[tuple[int, int]]:
     return [(r["rank"], r["image_id"]) for r in rows]
 
 
-def test_every_interface_returns_the_same_rows(db: str, conn, tmp_path: Path) -> None:
+def test_every_interface_returns_the_same_rows(db: str, conn, serve_app) -> None:  # noqa: F811
     """SQL function, CLI, façade, API and evaluation: the same cohort gives the same ranked rows."""
-    from fastapi.testclient import TestClient
-
     import cbir_pg
-    from cbir_pg.app.serve import build_app
     from cbir_pg.eval.topn import IndexFilter, topn
 
     syn = make_synthetic(db, n=900, n_patients=40)  # no index: every interface ranks exactly
@@ -162,43 +161,41 @@ def test_every_interface_returns_the_same_rows(db: str, conn, tmp_path: Path) ->
         {"patient": "other", "dataset": "alpha", "sex": "M"},
     ]
     client = cbir_pg.connect(db)
-    app, store = build_app(db, tmp_path / "home")
-    try:
-        with TestClient(app, raise_server_exceptions=False) as api:
-            for cohort in cohorts:
-                c = Cohort(**cohort)
-                for q in syn.ids[10:13]:
-                    want = [(r[0], r[1]) for r in _sql(conn, q, 7, cohort)]
-                    assert len(want) >= 1
-                    cli_args = ["--image-id", str(q), "--model", "toy", "-k", "7"]
-                    for key, value in c.as_params().items():
-                        flag = "--" + key.replace("_", "-")
-                        cli_args += [flag] if value is True else [flag, str(value)]
-                    assert _cli_rows(db, cli_args) == want, ("cli", cohort)
-                    df = client.search(q, "toy", 7, cohort=c)
-                    assert list(zip(df["rank"], df["image_id"], strict=True)) == want, ("facade", cohort)
-                    flat = {k: ("true" if v is True else v) for k, v in c.as_params().items()}
-                    r = api.get(f"/api/images/{q}/similar", params={"model": "toy", "k": 7, **flat})
-                    assert r.status_code == 200, r.text
-                    assert [(h["rank"], h["image_id"]) for h in r.json()["neighbours"]] == want, (
-                        "api",
-                        cohort,
-                    )
-                    if c.relative_to_query:
-                        continue  # an evaluation's index set is the same for every query
-                    top = topn(
-                        Database(db),
-                        "toy",
-                        query_ids=[q],
-                        index_filter=IndexFilter(splits=None, cohort=c),
-                        n=7,
-                        mode="exact",
-                        progress=False,
-                    )
-                    got = [int(i) for i in top.neighbour_ids[0][: int(top.counts[0])]]
-                    assert got == [w[1] for w in want], ("evaluation", cohort)
-    finally:
-        store.close()
+    app = serve_app(db)
+    with http_client(app) as api:
+        login_owner(api, app)
+        for cohort in cohorts:
+            c = Cohort(**cohort)
+            for q in syn.ids[10:13]:
+                want = [(r[0], r[1]) for r in _sql(conn, q, 7, cohort)]
+                assert len(want) >= 1
+                cli_args = ["--image-id", str(q), "--model", "toy", "-k", "7"]
+                for key, value in c.as_params().items():
+                    flag = "--" + key.replace("_", "-")
+                    cli_args += [flag] if value is True else [flag, str(value)]
+                assert _cli_rows(db, cli_args) == want, ("cli", cohort)
+                df = client.search(q, "toy", 7, cohort=c)
+                assert list(zip(df["rank"], df["image_id"], strict=True)) == want, ("facade", cohort)
+                flat = {k: ("true" if v is True else v) for k, v in c.as_params().items()}
+                r = api.get(f"/api/images/{q}/similar", params={"model": "toy", "k": 7, **flat})
+                assert r.status_code == 200, r.text
+                assert [(h["rank"], h["image_id"]) for h in r.json()["neighbours"]] == want, (
+                    "api",
+                    cohort,
+                )
+                if c.relative_to_query:
+                    continue  # an evaluation's index set is the same for every query
+                top = topn(
+                    Database(db),
+                    "toy",
+                    query_ids=[q],
+                    index_filter=IndexFilter(splits=None, cohort=c),
+                    n=7,
+                    mode="exact",
+                    progress=False,
+                )
+                got = [int(i) for i in top.neighbour_ids[0][: int(top.counts[0])]]
+                assert got == [w[1] for w in want], ("evaluation", cohort)
 
 
 @pytest.mark.parametrize(
@@ -291,19 +288,13 @@ def test_generated_search_function_follows_the_index(db: str, conn) -> None:
     assert conn.execute(src).fetchone() is None  # no encoder row: no search function
 
 
-def test_openapi_declares_every_search_parameter(db: str, tmp_path: Path) -> None:
+def test_openapi_declares_every_search_parameter(db: str, serve_app) -> None:  # noqa: F811
     """Generated clients can call the search endpoints: every filter is a declared parameter."""
-    from fastapi.testclient import TestClient
-
-    from cbir_pg.app.serve import build_app
-
     make_synthetic(db, n=50)
-    app, store = build_app(db, tmp_path / "home")
-    try:
-        with TestClient(app) as api:
-            spec = api.get("/api/openapi.json").json()
-    finally:
-        store.close()
+    app = serve_app(db)
+    with http_client(app) as api:
+        login_owner(api, app)
+        spec = api.get("/api/openapi.json").json()
     names = {"model", "k", "split", "dataset", "modality", "label", "sex", "age_min", "age_max"}
     names |= {"exclude_same_patient", "same_patient", "cohort"}
     similar = spec["paths"]["/api/images/{image_id}/similar"]["get"]["parameters"]
