@@ -212,8 +212,15 @@ def run_demo(ctx: Context) -> dict[str, Any]:
     return {"demo": _timed(ctx, "demo", lambda: run_demo_twice(ctx))}
 
 
-#: every part, in the order a run measures them. Helper parts of issue 25 that measure the SQL search
-#: API's own cost and fusion against one model add their entries here.
+def run_cohort(ctx: Context) -> dict[str, Any]:
+    """Search and fusion beside the bare statement (``bench/cohort.py``, issue 25's "cohort" work)."""
+    from bench import cohort
+
+    mode = "full" if ctx.args.full else ("smoke" if ctx.args.smoke else "quick")
+    return {"cohort": _timed(ctx, "cohort", lambda: cohort.run_part(ctx.bs.dsn, cohort.SIZES[mode], ctx.log))}
+
+
+#: every part, in the order a run measures them
 PARTS: tuple[Part, ...] = (
     Part("build", "binary COPY rows/s and HNSW build time, pgvector vs FAISS", run_build_p2),
     Part("p2", "top-10 latency and QPS, pgvector vs FAISS HNSW, ef_search sweep", run_build_p2),
@@ -221,6 +228,7 @@ PARTS: tuple[Part, ...] = (
     Part("p1", "ingest images/s against the bare forward pass", run_p1),
     Part("ceiling", "the ingest loop with a null encoder", run_ceiling),
     Part("storage", "vector / halfvec / bit HNSW, and the SQL API's overhead", run_storage),
+    Part("cohort", "cbir.similar_images and fusion against the bare prepared statement", run_cohort),
     Part("page", "cbir-pg serve: server-side p50/p95 of a search by id and of an upload", run_page),
     Part("coldstart", "cbir-pg search FILE from a cold process, and its import time", run_coldstart),
     Part("demo", "cbir-pg demo twice on one database: the second run's seconds", run_demo),

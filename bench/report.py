@@ -445,9 +445,9 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
 def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Target rows of the later rounds' parts: the page, cold start, demo and test suite (round 3), the
     null-encoder ceiling, the storage comparison and the SQL API overhead (round 2)."""
-    from bench import product, suite
+    from bench import cohort, product, suite
 
-    rows: list[dict[str, Any]] = product.rows(r) + suite.rows(r)
+    rows: list[dict[str, Any]] = cohort.summary_rows(r.get("cohort")) + product.rows(r) + suite.rows(r)
     if r.get("scale"):
         rows += scale_rows(r["scale"])
     ce = r.get("ceiling")

@@ -109,7 +109,7 @@ SCALE_SIZES = {
     "smoke": {"sizes": [1000, 2000], "queries": 100, "dim": 64, "ef": [40, 80]},
 }
 #: parts whose latest stored result the page shows whichever run it is rendered from
-ROUND3_PARTS = ("page", "coldstart", "demo", "suite")
+ROUND3_PARTS = ("cohort", "page", "coldstart", "demo", "suite")
 SCALE_PLOT = REPO / "docs" / "img" / "scale.png"
 SCALE_DOC = REPO / "docs" / "scaling.md"
 
@@ -241,7 +241,26 @@ def _render_page(doc: Path, path: Path, res: dict) -> None:
             round2_extras=_round2(path.parent, path),
         )
     )
+    _cohort_block(doc, path, res)
     _log(f"bench: wrote {doc}")
+
+
+def _cohort_block(doc: Path, path: Path, res: dict) -> None:
+    """The search-and-fusion block of ``bench/cohort.py`` from this result or the latest stored one."""
+    from bench.cohort import doc_block, update_doc
+
+    found = (path, res) if res.get("cohort") else None
+    for f in sorted(path.parent.glob("*.json"), reverse=True):
+        if found:
+            break
+        try:
+            x = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if x.get("cohort") and x.get("meta", {}).get("mode") != "smoke":
+            found = (f, x)
+    if found:
+        update_doc(doc, doc_block(found[1]["cohort"], found[0].name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,12 +392,14 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
             tags.append("storage")
         if x.get("scale") and x["meta"].get("mode") == "scale":
             tags.append("scale")
-        if x.get("meta", {}).get("mode") not in (None, "smoke"):
+        if x.get("meta", {}).get("mode") != "smoke":
             tags += [t for t in ROUND3_PARTS if x.get(t) and not isinstance(x[t].get("skipped"), str)]
         new = [t for t in tags if t not in seen]
         if new:
             seen.update(new)
-            part = {"meta": x["meta"]}
+            part = {
+                "meta": x.get("meta") or {"date": f.name[:16], "mode": "?", "device": "cpu", "machine": {}}
+            }
             if any(t.startswith("ceiling") for t in new):
                 part["ceiling"] = x["ceiling"]
             if "storage" in new:
