@@ -216,6 +216,16 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
 
 def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Path) -> np.ndarray:
     """Embed a new file with the encoder config the model's stored vectors were made with."""
+    from cbir_pg.encoders import embed_arrays
+
+    return embed_arrays(stored_encoder(conn, model, path), [rgb])[0]
+
+
+def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = None):
+    """The encoder whose config the model's stored vectors were made with (the installed pretrained
+    one, or the seeded random one a test database was filled with), built once per process
+    (:func:`cbir_pg.encoders.loaded.loaded_encoder`). ``path`` names the query in error messages."""
+    what = str(path) if path is not None else "a query"
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -224,9 +234,10 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     stored_hash = row["config_hash"]
     stored_config = row["config"] or {}
     try:
-        from cbir_pg.encoders import create_encoder, embed_arrays, get_config
+        from cbir_pg.encoders import get_config
+        from cbir_pg.encoders.loaded import loaded_encoder
     except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
-        raise ConfigError(f"cannot embed {path}: encoders unavailable ({exc})") from None
+        raise ConfigError(f"cannot embed {what}: encoders unavailable ({exc})") from None
     config = get_config(model)
     kwargs: dict[str, object] = {}
     if config.config_hash() != stored_hash:
@@ -239,14 +250,14 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
                 seed = None
         if seed is None or config.as_random(seed).config_hash() != stored_hash:
             raise ConfigError(
-                f"cannot embed {path} for {model}: the stored vectors were made with encoder config "
+                f"cannot embed {what} for {model}: the stored vectors were made with encoder config "
                 f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
             )
         kwargs = {"pretrained": False, "seed": seed}
-    encoder = create_encoder(model, **kwargs)
+    encoder = loaded_encoder(model, **kwargs)
     if encoder.config.config_hash() != stored_hash:
         raise ConfigError(f"encoder config hash mismatch for {model}")
-    return embed_arrays(encoder, [rgb])[0]
+    return encoder
 
 
 def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:

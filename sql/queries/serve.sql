@@ -23,6 +23,10 @@ order by e.key
 -- the vectors of the images the caller may see (row-level security on cbir.image)
 select count(*)::bigint as n from {table} e join cbir.image i on i.id = e.image_id
 
+-- name: model_has_vectors
+-- whether a model's table holds any vector (cheap at any size, unlike count(*))
+select exists (select 1 from {table}) as ok
+
 -- name: has_vector
 select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
 
