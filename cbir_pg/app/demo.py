@@ -208,7 +208,7 @@ class _Demo:
         )
         self.result.embedded, self.result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
-        detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
+        detail = f"{s.embedded} new vectors{rate}, {s.done} stored" + (f" ({s.device})" if s.embedded else "")
         self.result.fuse_with = _fusion_partner(self.db, self.model, self.fuse_with, list(self.files))
         if self.fuse_with not in (None, "auto"):
             s2 = run_ingest(
@@ -277,7 +277,8 @@ class _Demo:
         models = [self.model] + ([self.result.fuse_with] if self.result.fuse_with else [])
         rep = write_report(self.db, self.out, models=models)
         self.result.report_index = rep.index
-        return f"{len(rep.figures)} figures, {rep.index}"
+        kept = f" ({len(rep.reused)} unchanged, not redrawn)" if rep.reused else ""
+        return f"{len(rep.figures)} figures{kept}, {rep.index}"
 
     def summarise(self) -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""

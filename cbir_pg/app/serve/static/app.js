@@ -23,8 +23,14 @@ document.addEventListener("DOMContentLoaded", () => {
         if (el.name && el.value === "" && el.type !== "file") el.disabled = true;
       }
     });
+    // "exclude the query's patient" and "same patient only" exclude each other
+    const other = document.getElementById("exclude_same_patient"), same = document.getElementById("same_patient");
+    if (other && same) {
+      other.addEventListener("change", () => { if (other.checked) same.checked = false; });
+      same.addEventListener("change", () => { if (same.checked) other.checked = false; });
+    }
     // a new choice of model or filter re-runs the current query: by id, or the kept upload
-    for (const name of ["model", "split", "dataset", "modality", "label", "sex", "exclude_same_patient", "age_min", "age_max", "k"]) {
+    for (const name of ["model", "split", "dataset", "modality", "label", "sex", "exclude_same_patient", "same_patient", "age_min", "age_max", "k"]) {
       const el = document.getElementById(name);
       if (el) el.addEventListener("change", () => { if ((id.value || kept.value) && !file.files.length) form.requestSubmit(); });
     }
