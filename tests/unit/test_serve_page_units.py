@@ -45,7 +45,7 @@ def test_kept_uploads_expire(monkeypatch) -> None:
 
 
 def test_search_href_keeps_the_upload_and_the_filters() -> None:
-    from cbir_pg.app.serve.store import Filters
+    from cbir_pg.cohort import Cohort as Filters
 
     href = search_href(None, "efficientnet_lite0", 20, Filters(split="test"), upload="tok" * 8, compare=1)
     assert href == "/?upload=" + "tok" * 8 + "&model=efficientnet_lite0&k=20&split=test&compare=1"
