@@ -280,6 +280,12 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise DecodeError(source, "corrupt_dicom", str(exc) or "unreadable DICOM") from None
+    return decode_dicom_dataset(ds, source)
+
+
+def decode_dicom_dataset(ds, source: str) -> np.ndarray:
+    """Decode a parsed pydicom ``Dataset`` (e.g. retrieved over DICOMweb or received by C-STORE) to RGB
+    ``uint8`` by the same rules as a DICOM file; a non-image object is a :class:`DecodeError`."""
     why = _non_image_reason(ds)
     if why:
         raise DecodeError(source, "dicom_not_an_image", why)

@@ -176,9 +176,7 @@ def import_dataset(
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
-        raise ConfigError(f"{kind}: {root} does not exist")
+    root = cls.resolve_root(root)
     key = check_key(name or cls.default_key(root, options), "dataset")
     adapter = cls(root, key, options)
     mapfile = load_label_map(label_map) if label_map else None
@@ -206,6 +204,8 @@ def import_dataset(
         since = scalar(aconn, q("now"))
         salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
         adapter.salt = salt
+        if adapter.wants_known:
+            adapter.known = {r["uri"] for r in aconn.execute(q("dataset_uris"), {"dataset_id": dataset_id})}
         summary = ImportSummary(
             dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
         )

@@ -1,0 +1,7 @@
+-- Revision 0007 downgrade.
+drop view if exists cbir.ingest_followers cascade;
+drop function if exists cbir.ingest_lag_v1() cascade;
+drop trigger if exists image_notify_new on cbir.image;
+drop function if exists cbir.notify_new_images();
+drop table if exists cbir.ingest_follower;
+drop table if exists cbir.dicom_source;

@@ -1,0 +1,17 @@
+-- Queries of the PACS service (cbir_pg/pacs/, ingest/follow.py).
+
+-- name: source_cursor
+-- the --since last cursor of a dataset imported over DICOMweb
+select s.last_study_date, s.url
+from cbir.dicom_source s join cbir.dataset d on d.id = s.dataset_id
+where d.key = %(key)s;
+
+-- name: finish_source
+-- a complete DICOMweb import: the URL (no credentials) and the newest StudyDate imported so far
+insert into cbir.dicom_source (dataset_id, url, last_study_date, last_run_at)
+select %(dataset_id)s, %(url)s,
+       (select max(to_date(i.extra -> 'dicom_uids' ->> 'date', 'YYYYMMDD'))
+        from cbir.image i where i.dataset_id = %(dataset_id)s),
+       now()
+on conflict (dataset_id) do update
+set url = excluded.url, last_study_date = excluded.last_study_date, last_run_at = excluded.last_run_at;

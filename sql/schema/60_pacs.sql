@@ -1,0 +1,61 @@
+-- The PACS service (docs/pacs.md): new-image notifications, follower heartbeats and lag
+-- (re-applied by `cbir-pg db migrate`; the tables are in alembic revision 0007).
+
+-- Fired once per statement that inserts into cbir.image (trigger image_notify_new, revision 0007): every
+-- `cbir-pg ingest --follow` LISTENs on cbir_new_images and embeds what is new. The payload is empty; a
+-- follower claims whatever is pending, so a notification lost while it was busy only delays until its poll.
+create or replace function cbir.notify_new_images()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, cbir
+as $fn$
+begin
+  perform pg_notify('cbir_new_images', '');
+  return null;
+end
+$fn$;
+
+-- Per encoder: images still without a vector (not excluded, below no retry limit) and the time the
+-- oldest of them was imported. lag = now() - oldest_pending: how far behind the followers are.
+create or replace function cbir.ingest_lag_v1()
+returns table (encoder text, pending bigint, oldest_pending timestamptz)
+language plpgsql
+stable
+set search_path = pg_catalog, cbir
+as $fn$
+declare
+  r record;
+begin
+  for r in
+    select e.key, e.table_name from cbir.encoder e
+    where to_regclass(format('cbir.%I', e.table_name)) is not null
+    order by e.key
+  loop
+    return query execute format(
+      $q$
+      select %L::text, count(*)::bigint, min(i.created_at)
+      from cbir.image i
+      where not i.excluded
+        and not exists (select 1 from cbir.%I emb where emb.image_id = i.id)
+      $q$, r.key, r.table_name);
+  end loop;
+end
+$fn$;
+
+-- One row per follower and model: heartbeat age, what it embedded, and the model's lag.
+create or replace view cbir.ingest_followers as
+select f.id, f.host, f.pid, m.model, f.state, f.started_at, f.heartbeat_at,
+       now() - f.heartbeat_at as heartbeat_age,
+       f.last_batch_at, f.embedded,
+       coalesce(l.pending, 0) as pending,
+       case when l.oldest_pending is null then interval '0' else now() - l.oldest_pending end as lag
+from cbir.ingest_follower f
+cross join lateral unnest(f.models) as m(model)
+left join cbir.ingest_lag_v1() l on l.encoder = m.model;
+comment on view cbir.ingest_followers is
+  'cbir-pg ingest --follow processes: heartbeat age, images embedded, pending images and lag per model';
+
+grant select, insert, update on cbir.ingest_follower to cbir_worker;
+grant usage on sequence cbir.ingest_follower_id_seq to cbir_worker;
+grant select on cbir.ingest_followers to cbir_worker;
+grant execute on function cbir.ingest_lag_v1() to cbir_worker;
