@@ -15,3 +15,27 @@ select %(dataset_id)s, %(url)s,
        now()
 on conflict (dataset_id) do update
 set url = excluded.url, last_study_date = excluded.last_study_date, last_run_at = excluded.last_run_at;
+
+-- name: follower_register
+insert into cbir.ingest_follower (host, pid, models, datasets)
+values (%(host)s, %(pid)s, %(models)s, %(datasets)s)
+returning id;
+
+-- name: follower_beat
+update cbir.ingest_follower
+set heartbeat_at = now(),
+    embedded = embedded + %(embedded)s,
+    last_batch_at = case when %(embedded)s > 0 then now() else last_batch_at end
+where id = %(id)s;
+
+-- name: follower_stop
+update cbir.ingest_follower set state = 'stopped', heartbeat_at = now() where id = %(id)s;
+
+-- name: follower_status
+select id, host, pid, model, state,
+       extract(epoch from heartbeat_age)::float8 as heartbeat_age_s,
+       embedded, pending,
+       extract(epoch from lag)::float8 as lag_s
+from cbir.ingest_followers
+where state = 'running' or heartbeat_age < make_interval(secs => %(stale)s)
+order by id, model;

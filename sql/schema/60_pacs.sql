@@ -15,8 +15,8 @@ begin
 end
 $fn$;
 
--- Per encoder: images still without a vector (not excluded, below no retry limit) and the time the
--- oldest of them was imported. lag = now() - oldest_pending: how far behind the followers are.
+-- Per encoder: images still without a vector and without a recorded failure (the `pending` of
+-- cbir.ingest_status) and the time the oldest of them was imported. lag = now() - oldest_pending: how far behind the followers are.
 create or replace function cbir.ingest_lag_v1()
 returns table (encoder text, pending bigint, oldest_pending timestamptz)
 language plpgsql
@@ -37,7 +37,8 @@ begin
       from cbir.image i
       where not i.excluded
         and not exists (select 1 from cbir.%I emb where emb.image_id = i.id)
-      $q$, r.key, r.table_name);
+        and not exists (select 1 from cbir.ingest_failure f where f.image_id = i.id and f.encoder_key = %L)
+      $q$, r.key, r.table_name, r.key);
   end loop;
 end
 $fn$;
