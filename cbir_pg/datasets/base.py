@@ -136,6 +136,9 @@ class Adapter:
     #: the importer hands the adapter the uris already in the dataset (``known``) before :meth:`records`,
     #: so a source that is slow to read (a PACS) skips them without fetching them again
     wants_known: ClassVar[bool] = False
+    #: each run imports only new material (the C-STORE listener's batches): the errors recorded by earlier
+    #: runs stay in ``cbir.error`` instead of being cleared at the start of the run
+    incremental: ClassVar[bool] = False
 
     @classmethod
     def resolve_root(cls, root: str | Path) -> Path | str:

@@ -297,7 +297,8 @@ def _open_dataset(aconn, adapter: Adapter, key: str, image_root: Path, params: d
     aconn.execute(
         q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)}
     )
-    aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
+    if not adapter.incremental:
+        aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
     return dataset_id
 
 

@@ -14,6 +14,7 @@ from cbir_pg.app.cli import (
     datasets,
     db,
     demo,
+    dicom,
     embeddings,
     evaluate,
     index,
@@ -39,6 +40,7 @@ app = typer.Typer(
 for _module in (
     db,
     datasets,
+    dicom,
     labels,
     models,
     ingest,
