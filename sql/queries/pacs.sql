@@ -39,3 +39,35 @@ select id, host, pid, model, state,
 from cbir.ingest_followers
 where state = 'running' or heartbeat_age < make_interval(secs => %(stale)s)
 order by id, model;
+
+-- name: attach_stage
+-- labels attach: the CSV's (uid, label) rows for one transaction
+create temp table attach_stage (uid text primary key, label_id int not null) on commit drop;
+
+-- name: attach_delete
+delete from cbir.image_label il
+using cbir.image i, attach_stage s
+where il.image_id = i.id and i.dataset_id = %(dataset_id)s
+  and s.uid = i.extra -> 'dicom_uids' ->> %(level)s;
+
+-- name: attach_insert
+insert into cbir.image_label (image_id, label_id)
+select i.id, s.label_id
+from cbir.image i join attach_stage s on s.uid = i.extra -> 'dicom_uids' ->> %(level)s
+where i.dataset_id = %(dataset_id)s
+on conflict do nothing;
+
+-- name: attach_update
+with u as (
+  update cbir.image i set label_id = s.label_id
+  from attach_stage s
+  where i.dataset_id = %(dataset_id)s and s.uid = i.extra -> 'dicom_uids' ->> %(level)s
+  returning i.label_id
+)
+select l.key as label, count(*)::int as images from u join cbir.label l on l.id = u.label_id group by l.key;
+
+-- name: attach_unmatched
+select count(*)::int as n from attach_stage s
+where not exists (
+  select 1 from cbir.image i
+  where i.dataset_id = %(dataset_id)s and i.extra -> 'dicom_uids' ->> %(level)s = s.uid);
