@@ -27,7 +27,7 @@ create table cbir.ingest_follower (
 comment on table cbir.ingest_follower is
   'one row per cbir-pg ingest --follow process: heartbeat_at is refreshed at least every poll interval';
 
--- The trigger needs its function at creation time; sql/schema/60_pacs.sql re-creates the same body.
+-- The trigger needs its function at creation time; sql/schema/95_pacs.sql re-creates the same body.
 create or replace function cbir.notify_new_images()
 returns trigger
 language plpgsql

@@ -71,3 +71,7 @@ select count(*)::int as n from attach_stage s
 where not exists (
   select 1 from cbir.image i
   where i.dataset_id = %(dataset_id)s and i.extra -> 'dicom_uids' ->> %(level)s = s.uid);
+
+-- name: dicom_refs
+-- the DICOM UIDs and the server of the images that came from a PACS (viewer links)
+select image_id, server, study, series, sop from cbir.dicom_ref_v1(%(ids)s::bigint[])

@@ -191,6 +191,9 @@ class Store:
             info["labels"] = c.execute(
                 queries.get("serve", "image_labels"), {"image_id": image_id}
             ).fetchall()
+            from cbir_pg.pacs.viewer import viewer_links
+
+            info["viewer_url"] = viewer_links(c, [image_id]).get(image_id)
             info["duplicates"] = [
                 r["image_id"]
                 for r in c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
@@ -273,6 +276,11 @@ class Store:
                     "age": float(r["age"]) if r["age"] is not None else None,
                 }
             )
+        from cbir_pg.pacs.viewer import viewer_links  # "open in viewer" (CBIR_PG_VIEWER_URL), docs/pacs.md
+
+        links = viewer_links(c, [h["image_id"] for h in out])
+        for h in out:
+            h["viewer_url"] = links.get(h["image_id"])
         return out
 
     def search_upload(self, data: bytes, model: str, k: int, f: Filters) -> tuple[dict[str, Any], list]:
