@@ -70,6 +70,7 @@ class ReceivedAdapter(Adapter):
         from cbir_pg.pacs.instances import instance_record, instance_uri
 
         labels = [str(self.options["label"])] if self.options.get("label") else []
+        seen: set[str] = set()  # an instance sent twice in one batch is imported once, silently
         for f in sorted(self.root.glob("*.dcm")):
             source = f"received:{f.stem[:12]}"
             try:
@@ -78,8 +79,9 @@ class ReceivedAdapter(Adapter):
             except Exception as exc:  # pydicom raises many types on broken data
                 yield RowError(source, "corrupt_dicom", f"{source}: {type(exc).__name__}")
                 continue
-            if sop and instance_uri(sop, self.salt) in self.known:
+            if sop and (instance_uri(sop, self.salt) in self.known or sop in seen):
                 continue
+            seen.add(sop)
             rec = instance_record(ds, self.salt, self.image_root(), labels=labels)
             if isinstance(rec, RowError) and rec.source == "sop:missing":
                 rec = RowError(source, rec.reason, f"{source}: {rec.message}")

@@ -86,6 +86,13 @@ def _images(dsn: str, dataset: str) -> dict[str, dict]:
     return out
 
 
+def _vectors(dsn: str, model: str = "tiny_cnn") -> int:
+    with psycopg.connect(dsn) as c:
+        if not c.execute("select to_regclass(%s) is not null", (f"cbir.embedding_{model}",)).fetchone()[0]:
+            return 0
+        return c.execute(f"select count(*) from cbir.embedding_{model}").fetchone()[0]
+
+
 def _import(dsn: str, url: str, **kw):
     from cbir_pg.pacs.dicomweb import import_dicomweb
 
@@ -252,8 +259,6 @@ def test_listener_imports_what_an_allowed_scu_sends_and_records_malformed_instan
         truncated = _pydicom("MR_small.dcm")
         truncated.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.999"
         truncated.PixelData = truncated.PixelData[:100]
-        no_sop = _pydicom("CT_small.dcm")
-        del no_sop.SOPInstanceUID
         sent = [_pydicom("CT_small.dcm"), _pydicom("MR_small.dcm"), truncated, _pydicom("CT_small.dcm")]
         assert _scu_send(lst.port, sent) == [0, 0, 0, 0]
     finally:
@@ -311,8 +316,7 @@ def test_follower_polls_when_no_notification_comes_and_stops_cleanly(db: str, or
         _import(db, orthanc.url, name="polled", study_date="20240201-20240229")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with psycopg.connect(db) as c:
-                n = c.execute("select count(*) from cbir.embedding_tiny_cnn").fetchone()[0]
+            n = _vectors(db)
             if n == 8:
                 break
             time.sleep(0.3)
@@ -354,10 +358,8 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
         wait_port(orthanc.listener_port, 60)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the follower's first pass embeds the import
-            with psycopg.connect(db) as c:
-                if c.execute("select to_regclass('cbir.embedding_tiny_cnn') is not null").fetchone()[0]:
-                    if c.execute("select count(*) from cbir.embedding_tiny_cnn").fetchone()[0] == 16:
-                        break
+            if _vectors(db) == 16:
+                break
             time.sleep(0.5)
         build_index(Database(db), "tiny_cnn", progress=False, recall_queries=0)  # HNSW online from here
         (ds,) = medmnist_studies(
