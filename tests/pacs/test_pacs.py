@@ -221,6 +221,39 @@ def test_pacs_killed_mid_import_loses_nothing_and_the_rerun_completes(
     assert set(_images(db, "pacs")) == expected and s.imported == len(expected) - len(partial)
 
 
+def test_labels_are_attached_later_by_study_or_sop_uid(db: str, orthanc, pacs_env, tmp_path: Path) -> None:
+    from cbir_pg.errors import ConfigError
+    from cbir_pg.pacs.labels import attach_labels
+
+    _import(db, orthanc.url, name="pacs", study_date="20240101-")
+    assert all(r["label_id"] is None for r in _images(db, "pacs").values())  # a PACS has no labels
+    by_study = tmp_path / "studies.csv"
+    rows = [f"{d.StudyInstanceUID},US/breast/normal" for d in orthanc.breast] + ["1.2.3.4.5,US/breast/normal"]
+    by_study.write_text("study_instance_uid,label\n" + "\n".join(rows) + "\n")
+    s = attach_labels(Database(db), "pacs", by_study)
+    assert (s.level, s.images, s.unmatched, s.labels) == ("study", 8, 1, {"US/breast/normal": 8})
+    by_sop = tmp_path / "sops.csv"
+    two = [str(d.SOPInstanceUID) for d in orthanc.breast[:2]]
+    by_sop.write_text("sop_instance_uid,label\n" + "".join(f"{u},US/breast/malignant\n" for u in two))
+    for _ in range(2):  # replacing, and idempotent
+        s = attach_labels(Database(db), "pacs", by_sop)
+        assert (s.images, s.unmatched) == (2, 0)
+    with psycopg.connect(db) as c:
+        got = dict(
+            c.execute(
+                "select i.extra -> 'dicom_uids' ->> 'sop', string_agg(l.key, ',') from cbir.image i "
+                "join cbir.image_label il on il.image_id = i.id join cbir.label l on l.id = il.label_id "
+                "where l.id = i.label_id group by 1"
+            ).fetchall()
+        )
+    assert got == {str(d.SOPInstanceUID): ("US/breast/malignant" if str(d.SOPInstanceUID) in two else "US/breast/normal")
+                   for d in orthanc.breast}  # fmt: skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"sop_instance_uid,label\n{two[0]},US/breast/normal\n{two[0]},US/breast/malignant\n")
+    with pytest.raises(ConfigError, match="two labels"):
+        attach_labels(Database(db), "pacs", bad)
+
+
 # --------------------------------------------------------------------------- the C-STORE listener
 def _scu_send(port: int, datasets: list, calling: str = "SENDER", called: str = "CBIRPG", between=None):
     from pynetdicom import AE, StoragePresentationContexts
