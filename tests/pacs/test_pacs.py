@@ -496,3 +496,76 @@ def test_pg_dump_of_default_dicom_imports_holds_no_patient_name_birth_date_or_id
     text = re.sub(r"\b[0-9a-f]{16,64}\b", "", dump)  # hashes are not plain text: a name cannot hide in one
     hits = sorted(n for n in needles if n in text)
     assert len(needles) > 60 and not hits, f"patient data in the dump: {hits}"
+
+
+# --------------------------------------------------------------------------- docs/pacs.md
+REPO = Path(__file__).resolve().parents[2]
+
+
+def walk_block() -> str:
+    text = (REPO / "docs" / "pacs.md").read_text(encoding="utf-8")
+    after = text.split("<!-- walk", 1)[1]
+    return after.split("```bash\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_documented_walk_runs_against_orthanc(db: str, orthanc, cli_env, medmnist_dir, tmp_path) -> None:
+    """docs/pacs.md's walk, run as written by bash -euo pipefail: credentials file, migrate, DICOMweb
+    import and --since last, follower and listener in the background, a modality storing a new study
+    into Orthanc (pynetdicom's storescu), waiting until it is embedded, labels, status, SIGTERM."""
+    from conftest import medmnist_file
+
+    (new,) = medmnist_studies(
+        medmnist_file(medmnist_dir, "breastmnist"), prefix=ROUTE_PREFIX, n=1, study_date="20240501",
+        first_birth_year=1991,
+    )  # fmt: skip
+    (tmp_path / "new.dcm").write_bytes(to_bytes(new))
+    (tmp_path / "labels.csv").write_text(
+        "study_instance_uid,label\n" + "".join(f"{d.StudyInstanceUID},US/breast/normal\n" for d in orthanc.breast)
+    )
+    env = {
+        **cli_env,
+        "PATH": f"{Path(sys.executable).parent}:{cli_env.get('PATH', '')}",
+        "CBIR_PG_DSN": db,
+        "DICOMWEB_URL": orthanc.url,
+        "PACS_USER": USER,
+        "PACS_PASSWORD": PASSWORD,
+        "CBIR_PG_PACS_SECRET_FILE": str(tmp_path / "pacs.secret"),
+        "MODEL": "tiny_cnn",
+        "LISTEN_PORT": str(orthanc.listener_port),
+        "PACS_HOST": "127.0.0.1",
+        "PACS_DICOM_PORT": str(orthanc.dicom),
+        "NEW_STUDY": str(tmp_path / "new.dcm"),
+        "LABELS_CSV": str(tmp_path / "labels.csv"),
+    }
+    for k in ("CBIR_PG_PACS_USER", "CBIR_PG_PACS_PASSWORD", "CBIR_PG_PACS_TOKEN"):
+        env.pop(k, None)
+    script = "set -euo pipefail\n" + walk_block()
+    r = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "pacs.secret").stat().st_mode & 0o777 == 0o600
+    assert len(_images(db, "pacs")) == 16 and set(_images(db, "received")) == {str(new.SOPInstanceUID)}
+    with psycopg.connect(db) as c:
+        labelled = c.execute("select count(*) from cbir.image where label_id is not null").fetchone()[0]
+        states = [r[0] for r in c.execute("select state from cbir.ingest_follower")]
+        embedded = c.execute(
+            "select count(*) from cbir.embedding_tiny_cnn e join cbir.image i on i.id = e.image_id"
+        ).fetchone()[0]
+    assert labelled == 8 and states == ["stopped"] and embedded == 17
+    assert "follower" in r.stdout and "heartbeat" in r.stdout and PASSWORD not in r.stdout + r.stderr
+
+
+def test_deploy_units_run_the_documented_commands() -> None:
+    import yaml
+
+    follow = (REPO / "deploy" / "pacs" / "cbir-pg-follow.service").read_text()
+    listen = (REPO / "deploy" / "pacs" / "cbir-pg-listen.service").read_text()
+    for unit, cmd in ((follow, "ingest --follow --model"), (listen, "dicom listen --port 11112")):
+        assert cmd in unit and "KillSignal=SIGTERM" in unit and "Restart=on-failure" in unit
+        assert re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M) and "PASSWORD" not in unit
+    services = yaml.safe_load((REPO / "deploy" / "pacs" / "compose.pacs.yml").read_text())["services"]
+    assert set(services) == {"follower", "listener"}
+    for name, svc in services.items():
+        assert svc["stop_signal"] == "SIGTERM" and svc["depends_on"]["db"]["condition"] == "service_healthy"
+        assert "cbir_home:/var/lib/cbir-pg" in svc["volumes"] and svc["environment"]["CBIR_PG_HOME"] == "/var/lib/cbir-pg"
+    assert "ingest --follow" in " ".join(services["follower"]["command"])
+    assert services["listener"]["ports"][0].startswith("${CBIR_LISTEN_BIND:-127.0.0.1}")
