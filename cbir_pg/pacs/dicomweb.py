@@ -71,7 +71,13 @@ def _value(item: dict, tag: str) -> str | None:
     return str(v[0]) if v else None
 
 
-STUDY_UID, SERIES_UID, SOP_UID, MODALITY, STUDY_DATE = "0020000D", "0020000E", "00080018", "00080060", "00080020"
+STUDY_UID, SERIES_UID, SOP_UID, MODALITY, STUDY_DATE = (
+    "0020000D",
+    "0020000E",
+    "00080018",
+    "00080060",
+    "00080020",
+)
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -119,7 +125,9 @@ class DicomWebAdapter(Adapter):
         if since:
             since = str(since).replace("-", "")
             if len(since) != 8 or not since.isdigit():
-                raise ConfigError(f"--since: expected a date YYYYMMDD or 'last', got {self.options['since']!r}")
+                raise ConfigError(
+                    f"--since: expected a date YYYYMMDD or 'last', got {self.options['since']!r}"
+                )
             lo, _, hi = (self.study_date or "-").partition("-")
             self.study_date = f"{max(lo, since)}-{hi}"
         self.fractions = (
@@ -199,7 +207,9 @@ class DicomWebAdapter(Adapter):
 
         labels = [str(self.options["label"])] if self.options.get("label") else []
         retrieved = 0
-        studies = sorted(self._studies(), key=lambda s: (_value(s, STUDY_DATE) or "", _value(s, STUDY_UID) or ""))
+        studies = sorted(
+            self._studies(), key=lambda s: (_value(s, STUDY_DATE) or "", _value(s, STUDY_UID) or "")
+        )
         for study in studies:
             st = _value(study, STUDY_UID)
             if not st:
@@ -228,7 +238,9 @@ class DicomWebAdapter(Adapter):
                         continue
                     if modality in NON_IMAGE_MODALITIES:
                         source = f"sop:{uri[3:-4]}"
-                        yield RowError(source, "dicom_not_an_image", f"{source}: a {modality} object is not an image")
+                        yield RowError(
+                            source, "dicom_not_an_image", f"{source}: a {modality} object is not an image"
+                        )
                         continue
                     try:
                         ds = self._call(
@@ -272,7 +284,13 @@ def import_dicomweb(
         with db.connection() as conn:
             row = conn.execute(queries.get("pacs", "source_cursor"), {"key": key}).fetchone()
         since = row["last_study_date"].strftime("%Y%m%d") if row and row["last_study_date"] else None
-    opts = {"modality": modality, "study_date": study_date, "study_uid": study_uid, "since": since, "label": label}
+    opts = {
+        "modality": modality,
+        "study_date": study_date,
+        "study_uid": study_uid,
+        "since": since,
+        "label": label,
+    }
     summary = import_dataset(
         db,
         "dicomweb",

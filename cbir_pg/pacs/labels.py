@@ -77,8 +77,13 @@ def attach_labels(db, dataset: str, path: str | Path) -> AttachSummary:
             lk = parse_label_key(key)
             conn.execute(
                 queries.get("datasets", "ensure_label"),
-                {"key": lk.key, "modality": lk.modality, "region": lk.region, "finding": lk.finding,
-                 "kind": derive_kind(lk)},
+                {
+                    "key": lk.key,
+                    "modality": lk.modality,
+                    "region": lk.region,
+                    "finding": lk.finding,
+                    "kind": derive_kind(lk),
+                },
             )
             ids[key] = conn.execute(queries.get("datasets", "label_id"), {"key": lk.key}).fetchone()["id"]
         conn.execute(queries.get("pacs", "attach_stage"))

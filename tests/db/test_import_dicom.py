@@ -52,5 +52,7 @@ def test_dicom_folder(db, conn, tmp_path):
         "where k.uri like 'MR_small%%' and d.uri like 'MR_small%%'"
     ).fetchone()[0]
     assert dup_of_mr >= 2
-    s2 = import_dataset(Database(db), "dicom", root, name="dcm_labelled", label_from="folder", keep_paths="1", progress=False)
+    s2 = import_dataset(
+        Database(db), "dicom", root, name="dcm_labelled", label_from="folder", keep_paths="1", progress=False
+    )
     assert s2.imported == s.imported

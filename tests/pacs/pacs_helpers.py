@@ -107,8 +107,10 @@ class Orthanc:
     def start(self) -> None:
         import requests
 
-        log = open(self.root / "orthanc.log", "ab")
-        self.proc = subprocess.Popen([self.binary, str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / "orthanc.log", "ab") as log:  # the child keeps its own copy of the handle
+            self.proc = subprocess.Popen(
+                [self.binary, str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -54,10 +54,18 @@ def orthanc(tmp_path_factory, medmnist_dir: Path):
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         o.headers[str(ds.SOPInstanceUID)] = ds
     o.breast = medmnist_studies(
-        medmnist_file(medmnist_dir, "breastmnist"), prefix="BREAST", n=8, study_date="20240110", first_birth_year=1931
+        medmnist_file(medmnist_dir, "breastmnist"),
+        prefix="BREAST",
+        n=8,
+        study_date="20240110",
+        first_birth_year=1931,
     )
     o.pneumonia = medmnist_studies(
-        medmnist_file(medmnist_dir, "pneumoniamnist"), prefix="PNEU", n=8, study_date="20240220", first_birth_year=1951
+        medmnist_file(medmnist_dir, "pneumoniamnist"),
+        prefix="PNEU",
+        n=8,
+        study_date="20240220",
+        first_birth_year=1951,
     )
     for ds in o.breast + o.pneumonia:
         o.upload(to_bytes(ds))
@@ -81,7 +89,9 @@ def _images(dsn: str, dataset: str) -> dict[str, dict]:
             "from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s",
             (dataset,),
         ).fetchall()
-    out = {r[0]["sop"]: {"uids": r[0], "modality": r[1], "uri": r[2], "label_id": r[3], "id": r[4]} for r in rows}
+    out = {
+        r[0]["sop"]: {"uids": r[0], "modality": r[1], "uri": r[2], "label_id": r[3], "id": r[4]} for r in rows
+    }
     assert len(out) == len(rows), "an instance was imported twice"
     return out
 
@@ -109,7 +119,9 @@ def test_import_is_keyed_by_sop_uid_and_a_rerun_imports_nothing(db: str, orthanc
     assert mm <= set(got), "every MedMNIST Secondary Capture is imported"
     for sop, row in got.items():  # the reference is the UIDs, the file a salted hash in the managed store
         h = orthanc.headers[sop]
-        assert row["uids"]["study"] == str(h.StudyInstanceUID) and row["uids"]["series"] == str(h.SeriesInstanceUID)
+        assert row["uids"]["study"] == str(h.StudyInstanceUID) and row["uids"]["series"] == str(
+            h.SeriesInstanceUID
+        )
         assert re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{32}\.png", row["uri"]) and sop not in row["uri"]
     assert s.errors.get("dicom_not_an_image", 0) >= 3  # SR, RT plan/struct/dose: skipped with their reason
     with psycopg.connect(db) as c:
@@ -139,7 +151,11 @@ def test_since_last_continues_from_the_last_complete_run(db: str, orthanc, pacs_
     _import(db, orthanc.url, name="pacs", study_date="20240101-")
     before = set(_images(db, "pacs"))
     old, new = medmnist_studies(
-        medmnist_file(medmnist_dir, "breastmnist"), prefix="LATE", n=2, study_date="20240305", first_birth_year=1971
+        medmnist_file(medmnist_dir, "breastmnist"),
+        prefix="LATE",
+        n=2,
+        study_date="20240305",
+        first_birth_year=1971,
     )
     old.StudyDate = "20000101"  # archived late: older than the cursor
     ids = [orthanc.upload(to_bytes(d))["ID"] for d in (old, new)]
@@ -147,7 +163,9 @@ def test_since_last_continues_from_the_last_complete_run(db: str, orthanc, pacs_
         s = _import(db, orthanc.url, name="pacs", since="last")
         assert s.imported == 1 and set(_images(db, "pacs")) == before | {str(new.SOPInstanceUID)}
         with psycopg.connect(db) as c:
-            assert str(c.execute("select last_study_date from cbir.dicom_source").fetchone()[0]) == "2024-03-05"
+            assert (
+                str(c.execute("select last_study_date from cbir.dicom_source").fetchone()[0]) == "2024-03-05"
+            )
     finally:
         for i in ids:
             orthanc.delete_instance(i)
@@ -216,7 +234,10 @@ def test_pacs_killed_mid_import_loses_nothing_and_the_rerun_completes(
     partial = set(_images(db, "pacs"))
     assert 2 <= len(partial) < len(expected) and partial <= expected
     with psycopg.connect(db) as c:
-        assert c.execute("select import_status from cbir.dataset where key = 'pacs'").fetchone()[0] == "importing"
+        assert (
+            c.execute("select import_status from cbir.dataset where key = 'pacs'").fetchone()[0]
+            == "importing"
+        )
     s = _import(db, orthanc.url, name="pacs")
     assert set(_images(db, "pacs")) == expected and s.imported == len(expected) - len(partial)
 
@@ -299,7 +320,10 @@ def test_listener_imports_what_an_allowed_scu_sends_and_records_malformed_instan
         t.join(timeout=120)
     assert not t.is_alive()
     got = _images(db, "received")
-    assert set(got) == {str(_pydicom("CT_small.dcm").SOPInstanceUID), str(_pydicom("MR_small.dcm").SOPInstanceUID)}
+    assert set(got) == {
+        str(_pydicom("CT_small.dcm").SOPInstanceUID),
+        str(_pydicom("MR_small.dcm").SOPInstanceUID),
+    }
     with psycopg.connect(db) as c:
         errors = c.execute(
             "select e.reason, e.source from cbir.error e join cbir.dataset d on d.id = e.dataset_id where d.key = 'received'"
@@ -409,11 +433,16 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
                     "select i.id from cbir.image i where i.extra -> 'dicom_uids' ->> 'sop' = %s", (sop,)
                 ).fetchone()
                 if row:
-                    hits = c.execute(
-                        "select image_id from cbir.similar_images(%s, 'tiny_cnn', 5)", (row[0],)
-                    ).fetchall() if c.execute(
-                        "select exists (select 1 from cbir.embedding_tiny_cnn where image_id = %s)", (row[0],)
-                    ).fetchone()[0] else []
+                    hits = (
+                        c.execute(
+                            "select image_id from cbir.similar_images(%s, 'tiny_cnn', 5)", (row[0],)
+                        ).fetchall()
+                        if c.execute(
+                            "select exists (select 1 from cbir.embedding_tiny_cnn where image_id = %s)",
+                            (row[0],),
+                        ).fetchone()[0]
+                        else []
+                    )
                     if hits:
                         found = row[0]
                         break
@@ -423,7 +452,9 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
         assert found is not None, "the routed instance never became searchable (poll interval not reached)"
         orthanc.delete_instance(orthanc_id)
         # the API links it back to the PACS's viewer
-        os.environ["CBIR_PG_VIEWER_URL"] = "http://viewer.example/ohif/viewer?StudyInstanceUIDs={study}&sop={sop}"
+        os.environ["CBIR_PG_VIEWER_URL"] = (
+            "http://viewer.example/ohif/viewer?StudyInstanceUIDs={study}&sop={sop}"
+        )
         try:
             app, store = build_app(db, Path(cli_env["CBIR_PG_HOME"]))
             with TestClient(app) as client:
@@ -520,7 +551,8 @@ def test_the_documented_walk_runs_against_orthanc(db: str, orthanc, cli_env, med
     )  # fmt: skip
     (tmp_path / "new.dcm").write_bytes(to_bytes(new))
     (tmp_path / "labels.csv").write_text(
-        "study_instance_uid,label\n" + "".join(f"{d.StudyInstanceUID},US/breast/normal\n" for d in orthanc.breast)
+        "study_instance_uid,label\n"
+        + "".join(f"{d.StudyInstanceUID},US/breast/normal\n" for d in orthanc.breast)
     )
     env = {
         **cli_env,
@@ -540,7 +572,9 @@ def test_the_documented_walk_runs_against_orthanc(db: str, orthanc, cli_env, med
     for k in ("CBIR_PG_PACS_USER", "CBIR_PG_PACS_PASSWORD", "CBIR_PG_PACS_TOKEN"):
         env.pop(k, None)
     script = "set -euo pipefail\n" + walk_block()
-    r = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=500)
+    r = subprocess.run(
+        ["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=500
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "pacs.secret").stat().st_mode & 0o777 == 0o600
     assert len(_images(db, "pacs")) == 16 and set(_images(db, "received")) == {str(new.SOPInstanceUID)}
@@ -564,8 +598,11 @@ def test_deploy_units_run_the_documented_commands() -> None:
         assert re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M) and "PASSWORD" not in unit
     services = yaml.safe_load((REPO / "deploy" / "pacs" / "compose.pacs.yml").read_text())["services"]
     assert set(services) == {"follower", "listener"}
-    for name, svc in services.items():
+    for svc in services.values():
         assert svc["stop_signal"] == "SIGTERM" and svc["depends_on"]["db"]["condition"] == "service_healthy"
-        assert "cbir_home:/var/lib/cbir-pg" in svc["volumes"] and svc["environment"]["CBIR_PG_HOME"] == "/var/lib/cbir-pg"
+        assert (
+            "cbir_home:/var/lib/cbir-pg" in svc["volumes"]
+            and svc["environment"]["CBIR_PG_HOME"] == "/var/lib/cbir-pg"
+        )
     assert "ingest --follow" in " ".join(services["follower"]["command"])
     assert services["listener"]["ports"][0].startswith("${CBIR_LISTEN_BIND:-127.0.0.1}")

@@ -15,7 +15,9 @@ from cbir_pg.pacs.viewer import viewer_template, viewer_url
 
 def test_credentials_order_and_secrets_never_in_repr(tmp_path: Path) -> None:
     assert load_credentials({}).kind == "none"
-    c = load_credentials({"CBIR_PG_PACS_TOKEN": "tok-123", "CBIR_PG_PACS_USER": "u", "CBIR_PG_PACS_PASSWORD": "p"})
+    c = load_credentials(
+        {"CBIR_PG_PACS_TOKEN": "tok-123", "CBIR_PG_PACS_USER": "u", "CBIR_PG_PACS_PASSWORD": "p"}
+    )
     assert (c.kind, c.token) == ("bearer", "tok-123") and "tok-123" not in repr(c)
     c = load_credentials({"CBIR_PG_PACS_USER": "alice", "CBIR_PG_PACS_PASSWORD": "pw-secret"})
     assert (c.kind, c.user) == ("basic", "alice") and "pw-secret" not in repr(c)
@@ -80,7 +82,10 @@ def test_viewer_template_and_links() -> None:
     assert viewer_template({}) is None
     t = viewer_template({"CBIR_PG_VIEWER_URL": "http://v/ohif/viewer?StudyInstanceUIDs={study}&s={server}"})
     ref = {"study": "1.2.3", "series": "1.2.4", "sop": "1.2.5", "server": "http://pacs:8042/dicom-web"}
-    assert viewer_url(t, ref) == "http://v/ohif/viewer?StudyInstanceUIDs=1.2.3&s=http%3A%2F%2Fpacs%3A8042%2Fdicom-web"
+    assert (
+        viewer_url(t, ref)
+        == "http://v/ohif/viewer?StudyInstanceUIDs=1.2.3&s=http%3A%2F%2Fpacs%3A8042%2Fdicom-web"
+    )
     assert viewer_url(t, {**ref, "server": None}) == "http://v/ohif/viewer?StudyInstanceUIDs=1.2.3&s="
     assert viewer_url("http://v/{sop}", {**ref, "sop": None}) is None
     for bad in ("javascript:alert(1)//{study}", "http://v/{patient}", "http://v/{study"):

@@ -52,7 +52,9 @@ def import_(
         help="chexpert/mimic-cxr: zeros (default), ones or exclude (the paper's CheXpert rule)",
     ),
     modality: str = typer.Option(
-        None, "--modality", help="imagefolder/csv: modality code, e.g. XR; dicomweb: only these, e.g. CT,CR,DX"
+        None,
+        "--modality",
+        help="imagefolder/csv: modality code, e.g. XR; dicomweb: only these, e.g. CT,CR,DX",
     ),
     study_date: str = typer.Option(
         None, "--study-date", help="dicomweb: StudyDate range FROM-TO (YYYYMMDD-YYYYMMDD, open ends allowed)"
@@ -116,7 +118,9 @@ def import_(
     elif study_date or study_uid or since:
         from cbir_pg.errors import ConfigError
 
-        raise ConfigError("--study-date, --study-uid and --since are options of: datasets import dicomweb URL")
+        raise ConfigError(
+            "--study-date, --study-uid and --since are options of: datasets import dicomweb URL"
+        )
     s = run(
         database(ctx),
         *(() if kind == "dicomweb" else (kind,)),

@@ -6,7 +6,9 @@ import typer
 
 from cbir_pg.app.cli._common import console, database, split_names
 
-app = typer.Typer(help="DICOM networking: a C-STORE listener that imports what it receives.", no_args_is_help=True)
+app = typer.Typer(
+    help="DICOM networking: a C-STORE listener that imports what it receives.", no_args_is_help=True
+)
 
 
 @app.command()

@@ -38,7 +38,9 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
 @app.command()
 def attach(
     ctx: typer.Context,
-    csv_file: Path = typer.Argument(..., help="CSV: sop_instance_uid (or series_/study_instance_uid) and label"),
+    csv_file: Path = typer.Argument(
+        ..., help="CSV: sop_instance_uid (or series_/study_instance_uid) and label"
+    ),
     dataset: str = typer.Option(..., "--dataset", "-d", help="the dataset the UIDs belong to, e.g. pacs"),
 ) -> None:
     """Attach labels to images imported from a PACS (by SOP, series or study UID), e.g. to evaluate on them."""
