@@ -420,6 +420,12 @@ def decode_file(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB ``uint8``. Only regular files are read (:func:`read_regular_file`);
     a missing file, a FIFO, a device, a directory or an oversized file is a :class:`DecodeError` too."""
     p = Path(path)
+    if (
+        p.suffix == ".dcmref"
+    ):  # imported from a PACS with --no-copy: fetched again now (cbir_pg/pacs/fetch.py)
+        from cbir_pg.pacs.fetch import fetch_reference
+
+        return fetch_reference(p)
     return decode_bytes(read_regular_file(p), str(p))
 
 

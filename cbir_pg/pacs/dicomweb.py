@@ -98,6 +98,7 @@ class DicomWebAdapter(Adapter):
         "study_uid": "only these Study Instance UIDs (comma-separated)",
         "since": "only studies from this StudyDate on (YYYYMMDD; `--since last` resolves it)",
         "label": "one source label for every image, e.g. CR/chest/normal (labels can be attached later)",
+        "no_copy": "keep only a reference to each instance (no pixels); fetched again from the PACS on use",
         "fractions": "train,val,test fractions for the patient-wise split (default 0.7,0.1,0.2)",
     }
     salt: str = ""
@@ -134,6 +135,7 @@ class DicomWebAdapter(Adapter):
             parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
         )
         self._client = None
+        self.copy = str(self.options.get("no_copy", "")).lower() not in ("1", "true", "yes", "on")
 
     def image_root(self) -> Path:
         from cbir_pg.config import get_settings
@@ -233,11 +235,11 @@ class DicomWebAdapter(Adapter):
                     sop = _value(inst, SOP_UID)
                     if not sop:
                         continue
-                    uri = instance_uri(sop, self.salt)
-                    if uri in self.known:
+                    uri = instance_uri(sop, self.salt, self.copy)
+                    if uri in self.known or instance_uri(sop, self.salt, not self.copy) in self.known:
                         continue
                     if modality in NON_IMAGE_MODALITIES:
-                        source = f"sop:{uri[3:-4]}"
+                        source = f"sop:{uri.split('/')[-1].split('.')[0]}"
                         yield RowError(
                             source, "dicom_not_an_image", f"{source}: a {modality} object is not an image"
                         )
@@ -248,12 +250,14 @@ class DicomWebAdapter(Adapter):
                             lambda st=st, se=se, sop=sop: self.client.retrieve_instance(st, se, sop),
                         )
                     except requests.exceptions.HTTPError as exc:  # 4xx: gone since the search
-                        source = f"sop:{uri[3:-4]}"
+                        source = f"sop:{uri.split('/')[-1].split('.')[0]}"
                         yield RowError(source, "pacs_http_error", f"{source}: HTTP {_http_status(exc)}")
                         continue
                     retrieved += 1
                     log.debug("retrieved instance %d", retrieved)
-                    yield instance_record(ds, self.salt, self.image_root(), labels=labels)
+                    yield instance_record(
+                        ds, self.salt, self.image_root(), labels=labels, copy=self.copy, server=self.url
+                    )
 
 
 def import_dicomweb(
@@ -266,6 +270,7 @@ def import_dicomweb(
     study_uid: str | None = None,
     since: str | None = None,
     label: str | None = None,
+    no_copy: bool = False,
     progress: bool = False,
     batch_size: int | None = None,
     **kwargs: Any,
@@ -290,6 +295,7 @@ def import_dicomweb(
         "study_uid": study_uid,
         "since": since,
         "label": label,
+        "no_copy": "1" if no_copy else None,
     }
     summary = import_dataset(
         db,
@@ -302,5 +308,8 @@ def import_dicomweb(
         **kwargs,
     )
     with db.connection() as conn:
-        conn.execute(queries.get("pacs", "finish_source"), {"dataset_id": summary.dataset_id, "url": url})
+        conn.execute(
+            queries.get("pacs", "finish_source"),
+            {"dataset_id": summary.dataset_id, "url": url, "copy": not no_copy},
+        )
     return summary

@@ -27,9 +27,10 @@ def instance_key(sop_uid: str, salt: str) -> str:
     return hash_patient_id(f"sop:{sop_uid}", salt)[:32]
 
 
-def instance_uri(sop_uid: str, salt: str) -> str:
+def instance_uri(sop_uid: str, salt: str, copy: bool = True) -> str:
+    """``<k[:2]>/<k>.png`` (a managed copy) or ``<k[:2]>/<k>.dcmref`` (``--no-copy``: a reference)."""
     k = instance_key(sop_uid, salt)
-    return f"{k[:2]}/{k}.png"
+    return f"{k[:2]}/{k}.{'png' if copy else 'dcmref'}"
 
 
 def _tag(ds, name: str) -> str | None:
@@ -39,18 +40,26 @@ def _tag(ds, name: str) -> str | None:
 
 
 def instance_record(
-    ds, salt: str, image_root: Path, *, labels: list[str] | None = None, copy: bool = True
+    ds,
+    salt: str,
+    image_root: Path,
+    *,
+    labels: list[str] | None = None,
+    copy: bool = True,
+    server: str | None = None,
 ) -> Record | RowError:
     """The record of one instance (``ds``: a pydicom ``Dataset`` with pixel data), or a
-    :class:`RowError` (source ``sop:<k>``, never a name) when it has no SOP Instance UID or no image."""
+    :class:`RowError` (source ``sop:<k>``, never a name) when it has no SOP Instance UID or no image.
+    ``copy=False`` (``--no-copy``, needs ``server``) writes a reference file instead of the pixels
+    (:mod:`cbir_pg.pacs.fetch`)."""
     from cbir_pg.datasets.store import write_png
     from cbir_pg.images import DecodeError, decode_dicom_dataset
 
     sop = _tag(ds, "SOPInstanceUID")
     if not sop:
         return RowError("sop:missing", "dicom_no_sop_uid", "the instance has no SOP Instance UID")
-    uri = instance_uri(sop, salt)
-    source = f"sop:{uri[3:-4]}"
+    uri = instance_uri(sop, salt, copy)
+    source = f"sop:{instance_key(sop, salt)}"
     try:
         pixels = decode_dicom_dataset(ds, source)
     except DecodeError as exc:
@@ -68,7 +77,12 @@ def instance_record(
     path = Path(image_root) / uri
 
     def write() -> None:
-        write_png(path, pixels)
+        if copy:
+            write_png(path, pixels)
+        else:
+            from cbir_pg.pacs.fetch import write_reference
+
+            write_reference(path, server or "", study or "", series or "", sop)
 
     return Record(
         uri=uri,
@@ -83,5 +97,5 @@ def instance_record(
         region=normalise_part(part) if part else None,
         extra={"dicom_modality": raw_mod or None, "dicom_uids": uids},
         pixels=pixels,
-        write=write if copy else None,
+        write=write,
     )

@@ -8,13 +8,14 @@ where d.key = %(key)s;
 
 -- name: finish_source
 -- a complete DICOMweb import: the URL (no credentials) and the newest StudyDate imported so far
-insert into cbir.dicom_source (dataset_id, url, last_study_date, last_run_at)
-select %(dataset_id)s, %(url)s,
+insert into cbir.dicom_source (dataset_id, url, copy_pixels, last_study_date, last_run_at)
+select %(dataset_id)s, %(url)s, %(copy)s,
        (select max(to_date(i.extra -> 'dicom_uids' ->> 'date', 'YYYYMMDD'))
         from cbir.image i where i.dataset_id = %(dataset_id)s),
        now()
 on conflict (dataset_id) do update
-set url = excluded.url, last_study_date = excluded.last_study_date, last_run_at = excluded.last_run_at;
+set url = excluded.url, copy_pixels = excluded.copy_pixels, last_study_date = excluded.last_study_date,
+    last_run_at = excluded.last_run_at;
 
 -- name: follower_register
 insert into cbir.ingest_follower (host, pid, models, datasets)

@@ -242,6 +242,28 @@ def test_pacs_killed_mid_import_loses_nothing_and_the_rerun_completes(
     assert set(_images(db, "pacs")) == expected and s.imported == len(expected) - len(partial)
 
 
+def test_no_copy_keeps_only_references_and_fetches_the_pixels_on_use(db: str, orthanc, pacs_env) -> None:
+    from cbir_pg.images import DecodeError, decode_file
+    from cbir_pg.ingest.worker import run_ingest
+
+    _import(db, orthanc.url, name="refs", study_date="20240201-20240229", no_copy=True)
+    got = _images(db, "refs")
+    assert len(got) == 8 and all(r["uri"].endswith(".dcmref") for r in got.values())
+    files = [f for f in (Path(os.environ["CBIR_PG_HOME"]) / "images" / "refs").rglob("*") if f.is_file()]
+    assert {f.suffix for f in files} == {".dcmref"} and len(files) == 8  # no pixels at rest
+    assert all(str(d.PatientName) not in f.read_text() for f in files for d in orthanc.pneumonia)
+    with psycopg.connect(db) as c:
+        assert c.execute("select copy_pixels from cbir.dicom_source").fetchone()[0] is False
+    s = run_ingest(Database(db), "tiny_cnn", device="cpu", loader_workers=0, progress=False)
+    assert s.embedded == 8 and not s.errors  # fetched from Orthanc, and their pixel hashes matched
+    orthanc.kill()
+    try:
+        with pytest.raises(DecodeError, match="cannot fetch it from"):
+            decode_file(files[0])
+    finally:
+        orthanc.start()
+
+
 def test_labels_are_attached_later_by_study_or_sop_uid(db: str, orthanc, pacs_env, tmp_path: Path) -> None:
     from cbir_pg.errors import ConfigError
     from cbir_pg.pacs.labels import attach_labels

@@ -65,6 +65,11 @@ def import_(
     since: str = typer.Option(
         None, "--since", help="dicomweb: 'last' continues from the last complete run, or a date YYYYMMDD"
     ),
+    no_copy: bool = typer.Option(
+        False,
+        "--no-copy",
+        help="dicomweb: store only a reference per instance (no pixels); fetched from the PACS when used",
+    ),
     keep_paths: bool = typer.Option(
         False,
         "--keep-paths",
@@ -115,11 +120,12 @@ def import_(
 
         run = import_dicomweb
         opts.update(study_date=study_date, study_uid=",".join(split_names(study_uid)) or None, since=since)
-    elif study_date or study_uid or since:
+        opts["no_copy"] = no_copy
+    elif study_date or study_uid or since or no_copy:
         from cbir_pg.errors import ConfigError
 
         raise ConfigError(
-            "--study-date, --study-uid and --since are options of: datasets import dicomweb URL"
+            "--study-date, --study-uid, --since and --no-copy are options of: datasets import dicomweb URL"
         )
     s = run(
         database(ctx),

@@ -1,0 +1,59 @@
+"""Images imported with ``--no-copy``: the managed store holds a small reference file instead of the pixels.
+
+``<k[:2]>/<k>.dcmref`` is JSON ``{"dicomweb": URL, "study": UID, "series": UID, "sop": UID}``: no name,
+no pixel. :func:`cbir_pg.images.decode_file` hands such a file to :func:`fetch_reference`, which retrieves
+the instance again over WADO-RS (credentials from :mod:`cbir_pg.pacs.credentials`) and decodes it like any
+DICOM, so ingest, search and the page read it as if it were a file. It needs the PACS to be up; the
+pixel hash recorded at import still guards what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SUFFIX = ".dcmref"
+
+
+def write_reference(path: Path, url: str, study: str, series: str, sop: str) -> None:
+    """Write the reference file atomically (unless it exists)."""
+    import os
+    import uuid
+
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps({"dicomweb": url, "study": study, "series": series, "sop": sop}))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_reference(path: Path) -> np.ndarray:
+    """The RGB pixels of the instance a reference file names, retrieved from its PACS now."""
+    import requests
+
+    from cbir_pg.images import DecodeError, decode_dicom_dataset, read_regular_file
+
+    source = f"sop:{Path(path).stem}"
+    try:
+        ref = json.loads(read_regular_file(path, max_bytes=64 * 1024))
+        url, study, series, sop = ref["dicomweb"], ref["study"], ref["series"], ref["sop"]
+    except (ValueError, KeyError, TypeError):
+        raise DecodeError(source, "bad_reference", "not a DICOMweb reference file") from None
+    from dicomweb_client.api import DICOMwebClient
+
+    from cbir_pg.pacs.credentials import check_url, load_credentials
+
+    try:
+        client = DICOMwebClient(check_url(url), session=load_credentials().session())
+        ds = client.retrieve_instance(study, series, sop)
+    except requests.exceptions.RequestException as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        what = f"HTTP {status}" if status else type(exc).__name__
+        raise DecodeError(source, "pacs_unavailable", f"cannot fetch it from {url} ({what})") from None
+    return decode_dicom_dataset(ds, source)
