@@ -27,6 +27,12 @@ create table cbir.ingest_follower (
 comment on table cbir.ingest_follower is
   'one row per cbir-pg ingest --follow process: heartbeat_at is refreshed at least every poll interval';
 
+-- An image's DICOM reference (Study, Series, SOP Instance UID, DICOMweb server) as its own column, so a
+-- reader's role can be granted it alone (the viewer link) and row-level security applies as to the image.
+alter table cbir.image add column dicom_uids jsonb generated always as (extra -> 'dicom_uids') stored;
+comment on column cbir.image.dicom_uids is
+  'images from a PACS: {study, series, sop, date, server}; null for every other image';
+
 -- The trigger needs its function at creation time; sql/schema/95_pacs.sql re-creates the same body.
 create or replace function cbir.notify_new_images()
 returns trigger

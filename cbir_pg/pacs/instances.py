@@ -74,6 +74,8 @@ def instance_record(
     uids: dict[str, Any] = {"study": study, "series": series, "sop": sop}
     if date and len(date) == 8 and date.isdigit():
         uids["date"] = date
+    if server:
+        uids["server"] = server
     path = Path(image_root) / uri
 
     def write() -> None:

@@ -8,7 +8,8 @@ listen``), each URL-encoded. Examples::
     CBIR_PG_VIEWER_URL='https://viewer.example.org/viewer/{study}?series={series}'        # any web viewer
 
 Images that came from no PACS (benchmarks, folders) get no link. The page and the API read the UIDs only
-through ``cbir.dicom_ref_v1`` (sql/schema/95_pacs.sql), never the image rows themselves.
+through ``cbir.dicom_ref_v1`` (sql/schema/95_pacs.sql): the column ``cbir.image.dicom_uids`` alone, under
+the same row-level security as every image read.
 """
 
 from __future__ import annotations

@@ -62,28 +62,22 @@ grant select on cbir.ingest_followers to cbir_worker;
 grant execute on function cbir.ingest_lag_v1() to cbir_worker;
 
 -- The reference of images that came from a PACS (DICOMweb import or the C-STORE listener): their UIDs
--- and the DICOMweb server, for the "open in viewer" link (cbir_pg/pacs/viewer.py). SECURITY DEFINER and
--- executable by cbir_web: the page reads these four values and nothing else of the image rows.
+-- and the DICOMweb server, for the "open in viewer" link (cbir_pg/pacs/viewer.py). SECURITY INVOKER: the
+-- caller reads cbir.image.dicom_uids, the one column of the image row it needs, under the same
+-- row-level security as every image read (a reader gets the references of its granted datasets only).
 create or replace function cbir.dicom_ref_v1(p_image_ids bigint[])
 returns table (image_id bigint, server text, study text, series text, sop text)
 language sql
 stable
-security definer
+security invoker
 set search_path = pg_catalog, cbir
 as $fn$
-  select i.id, s.url, i.extra -> 'dicom_uids' ->> 'study', i.extra -> 'dicom_uids' ->> 'series',
-         i.extra -> 'dicom_uids' ->> 'sop'
+  select i.id, i.dicom_uids ->> 'server', i.dicom_uids ->> 'study', i.dicom_uids ->> 'series',
+         i.dicom_uids ->> 'sop'
   from cbir.image i
-  left join cbir.dicom_source s on s.dataset_id = i.dataset_id
-  where i.id = any(p_image_ids) and i.extra ? 'dicom_uids'
+  where i.id = any(p_image_ids) and i.dicom_uids is not null
 $fn$;
 comment on function cbir.dicom_ref_v1(bigint[]) is
-  'DICOM UIDs and DICOMweb server of images imported from a PACS (viewer links); executable by cbir_web';
-revoke all on function cbir.dicom_ref_v1(bigint[]) from public;
-do $$
-begin
-  if exists (select from pg_roles where rolname = 'cbir_web') then
-    grant execute on function cbir.dicom_ref_v1(bigint[]) to cbir_web;
-  end if;
-end
-$$;
+  'DICOM UIDs and DICOMweb server of images imported from a PACS (viewer links), as the caller sees them';
+grant select (dicom_uids) on cbir.image to cbir_reader, cbir_web;
+grant execute on function cbir.dicom_ref_v1(bigint[]) to cbir_reader, cbir_web;

@@ -143,6 +143,27 @@ def test_modality_study_and_date_filters(db: str, orthanc, pacs_env) -> None:
     assert set(_images(db, "one_study")) == {str(orthanc.breast[3].SOPInstanceUID)}
     _import(db, orthanc.url, name="february", study_date="20240201-20240229")
     assert set(_images(db, "february")) == {str(d.SOPInstanceUID) for d in orthanc.pneumonia}
+    # a reader granted one dataset reads that dataset's DICOM references only (row-level security)
+    import uuid
+
+    role = f"r_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute(f"create role {role} nologin in role cbir_reader")
+        try:
+            c.execute(
+                "insert into cbir.dataset_grant (dataset_id, role_name) select id, %s from cbir.dataset"
+                " where key = 'one_study'",
+                (role,),
+            )
+            ids = [r[0] for r in c.execute("select id from cbir.image")]
+            assert len(c.execute("select * from cbir.dicom_ref_v1(%s)", (ids,)).fetchall()) == len(ids)
+            c.execute(f"set role {role}")
+            refs = c.execute("select sop, server from cbir.dicom_ref_v1(%s)", (ids,)).fetchall()
+            c.execute("reset role")
+        finally:
+            c.execute("delete from cbir.dataset_grant where role_name = %s", (role,))
+            c.execute(f"drop role {role}")
+    assert refs == [(str(orthanc.breast[3].SOPInstanceUID), orthanc.url)]
 
 
 def test_since_last_continues_from_the_last_complete_run(db: str, orthanc, pacs_env, medmnist_dir) -> None:
@@ -473,13 +494,19 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
         print(f"\nPACS end to end: stored into Orthanc -> returned by cbir.similar_images in {seconds:.1f} s")
         assert found is not None, "the routed instance never became searchable (poll interval not reached)"
         orthanc.delete_instance(orthanc_id)
-        # the API links it back to the PACS's viewer
+        # the API and the page (logged in with the one-time link, as `cbir-pg serve` prints it) link it
+        # back to the PACS's viewer
+        from cbir_pg.app.serve.auth import AuthConfig, new_login_token
+
         os.environ["CBIR_PG_VIEWER_URL"] = (
             "http://viewer.example/ohif/viewer?StudyInstanceUIDs={study}&sop={sop}"
         )
         try:
-            app, store = build_app(db, Path(cli_env["CBIR_PG_HOME"]))
-            with TestClient(app) as client:
+            auth = AuthConfig(login_token=new_login_token())
+            app, store = build_app(db, Path(cli_env["CBIR_PG_HOME"]), auth=auth)
+            with TestClient(app, base_url="http://127.0.0.1") as client:
+                r = client.get(f"/login?token={auth.login_token}", follow_redirects=False)
+                assert r.status_code == 303, r.text[:300]
                 info = client.get(f"/api/images/{found}").json()
                 near = client.get(f"/api/images/{found}/similar", params={"model": "tiny_cnn", "k": 3}).json()
                 page = client.get(f"/images/{found}").text
