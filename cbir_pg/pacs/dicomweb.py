@@ -150,6 +150,7 @@ class DicomWebAdapter(Adapter):
             from cbir_pg.pacs.credentials import load_credentials
 
             self._client = DICOMwebClient(self.url, session=load_credentials().session())
+            self._client.set_http_retry_params(retry=False)  # one retry policy: _call's
         return self._client
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:

@@ -51,6 +51,7 @@ def fetch_reference(path: Path) -> np.ndarray:
 
     try:
         client = DICOMwebClient(check_url(url), session=load_credentials().session())
+        client.set_http_retry_params(retry=False)  # a reader waiting on the page: fail fast
         ds = client.retrieve_instance(study, series, sop)
     except requests.exceptions.RequestException as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
