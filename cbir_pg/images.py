@@ -420,12 +420,16 @@ def decode_file(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB ``uint8``. Only regular files are read (:func:`read_regular_file`);
     a missing file, a FIFO, a device, a directory or an oversized file is a :class:`DecodeError` too."""
     p = Path(path)
-    if (
-        p.suffix == ".dcmref"
-    ):  # imported from a PACS with --no-copy: fetched again now (cbir_pg/pacs/fetch.py)
-        from cbir_pg.pacs.fetch import fetch_reference
+    # imported from a PACS with --no-copy: a reference file, the instance fetched again now (pacs/fetch.py)
+    if p.suffix == ".dcmref":
+        from cbir_pg.pacs.fetch import FetchError, retrieve_reference
 
-        return fetch_reference(p)
+        source = f"sop:{p.stem}"
+        try:
+            ds = retrieve_reference(read_regular_file(p, max_bytes=64 * 1024))
+        except FetchError as exc:
+            raise DecodeError(source, exc.reason, exc.detail) from None
+        return decode_dicom_dataset(ds, source)
     return decode_bytes(read_regular_file(p), str(p))
 
 
