@@ -306,6 +306,40 @@ def search_text(
     return _rows_to_hits(rows)
 
 
+PIXELS_NOT_AVAILABLE = "pixels not available"
+
+
+class PixelsNotAvailable(NotFoundError):
+    """The image was imported with ``--metadata-only``: its file is not on this machine."""
+
+    def __init__(self, image_id: int):
+        super().__init__(f"image {image_id}: {PIXELS_NOT_AVAILABLE} (imported with --metadata-only)")
+        self.image_id = image_id
+
+
+def placeholder_rgb(side: int = 128, text: str = PIXELS_NOT_AVAILABLE) -> np.ndarray:
+    """A grey square that says ``text``: drawn where an image has no local pixels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (side, side), (200, 200, 200))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    y = side // 2 - 12
+    for line in text.replace(" not ", "\nnot ").split("\n"):
+        w = draw.textlength(line, font=font)
+        draw.text(((side - w) / 2, y), line, fill=(60, 60, 60), font=font)
+        y += 12
+    return np.asarray(im)
+
+
+def image_rgb_or_placeholder(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
+    """:func:`load_image_rgb`, or :func:`placeholder_rgb` for an image without local pixels."""
+    try:
+        return load_image_rgb(db_or_conn, image_id)
+    except PixelsNotAvailable:
+        return placeholder_rgb()
+
+
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
     """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
     from cbir_pg.images import decode_file
@@ -322,6 +356,8 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
             row = fetch(conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
+    if not row["local_pixels"]:
+        raise PixelsNotAvailable(image_id)
     from cbir_pg.roots import local_root
 
     uri, root = row["uri"], local_root(row["root"])
@@ -426,12 +462,16 @@ def hit_caption(hit: Hit) -> str:
 def write_search_grid(
     db: Database, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
 ) -> Path:
-    """The grid for a search result: query pixels from its file or the database, neighbours from theirs."""
+    """The grid for a search result: query pixels from its file or the database, neighbours from theirs
+    (a grey "pixels not available" tile for an image imported with ``--metadata-only``)."""
     from cbir_pg.images import decode_file
 
-    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(db, query.image_id)
+    if query.path is not None:
+        query_rgb = decode_file(query.path)
+    else:
+        query_rgb = image_rgb_or_placeholder(db, query.image_id)
     with db.connection(vector=False) as conn:
-        neighbours = [load_image_rgb(conn, h.image_id) for h in hits]
+        neighbours = [image_rgb_or_placeholder(conn, h.image_id) for h in hits]
     matches: list[bool] = [None if query.label is None else h.label == query.label for h in hits]  # type: ignore[misc]
     qlabel = (query.label or "unknown").split("/")[-1]
     captions = [f"query\n{qlabel}"] + [hit_caption(h) for h in hits]

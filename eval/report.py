@@ -274,7 +274,7 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
     from PIL import Image
 
     from cbir_pg.eval.topn import IndexFilter, topn
-    from cbir_pg.search import draw_grid, load_image_rgb
+    from cbir_pg.search import draw_grid, image_rgb_or_placeholder
 
     with db.connection() as conn:
         rows = conn.execute(
@@ -306,8 +306,8 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
                 ]
                 parts.append(
                     draw_grid(
-                        load_image_rgb(conn, int(qid)),
-                        [load_image_rgb(conn, int(n)) for n in nids],
+                        image_rgb_or_placeholder(conn, int(qid)),  # "pixels not available"
+                        [image_rgb_or_placeholder(conn, int(n)) for n in nids],
                         [bool(m) for m in res.relevant[i, :k]],
                         tmp / f"q{i}.png",
                         captions=captions,
@@ -430,6 +430,10 @@ def write_report(
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
         result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
+    from cbir_pg.eval.paper import report_section  # the paper's Tables 2-4 beside ours, when a run matches
+
+    with db.connection() as conn:
+        sections += [s for s in (report_section(conn),) if s]
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"

@@ -223,3 +223,8 @@ select l.id, l.key, l.modality, l.region, l.finding, l.kind, l.kind_overridden,
                  join cbir.dataset d on d.id = i.dataset_id
                  where il.label_id = l.id), '{}') as datasets
 from cbir.label l order by l.key;
+
+-- name: mark_no_local_pixels
+-- a --metadata-only import: the images this run inserted have no file on this machine
+update cbir.image set local_pixels = false
+where dataset_id = %(dataset_id)s and created_at >= %(since)s and local_pixels

@@ -44,7 +44,7 @@ order by l.key
 select i.id as image_id from cbir.image i where i.duplicate_of = %(image_id)s order by i.id limit 20
 
 -- name: image_file
-select cbir.image_file(%(image_id)s) as path, i.content_hash
+select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels
 from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images

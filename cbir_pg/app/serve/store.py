@@ -215,6 +215,10 @@ class Store:
             row = c.execute(queries.get("serve", "image_file"), {"image_id": image_id}).fetchone()
         if row is None or row["path"] is None:
             raise NotFoundError(f"image {image_id} does not exist")
+        if not row["local_pixels"]:
+            from cbir_pg.search import PixelsNotAvailable
+
+            raise PixelsNotAvailable(image_id)
         return Path(row["path"]), row["content_hash"]
 
     # ------------------------------------------------------------------ search
