@@ -430,10 +430,10 @@ def write_report(
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
         result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
-    from cbir_pg.eval.paper import report_section  # the paper's Tables 2-4 beside ours, when a run matches
+    from cbir_pg.eval.fidelity import report_sections  # paper beside ours, cross-split near duplicates
 
     with db.connection() as conn:
-        sections += [s for s in (report_section(conn),) if s]
+        sections += report_sections(conn)
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"

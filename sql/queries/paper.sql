@@ -45,3 +45,9 @@ order by qi.uri
 
 -- name: run_kind
 select kind, encoder_key as model from cbir.eval_run where id = %(run_id)s
+
+-- name: any_phash
+select exists (select 1 from cbir.image where phash is not null)
+
+-- name: images_without_pixels
+select count(*) from cbir.image where not local_pixels

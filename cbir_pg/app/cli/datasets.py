@@ -169,3 +169,9 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
 
 def register(app_: typer.Typer) -> None:
     app_.add_typer(app, name="datasets")
+
+
+# ``datasets dedupe`` (cross-split near-duplicate pairs) joins this group.
+from cbir_pg.app.cli import dedupe as _dedupe  # noqa: E402
+
+_dedupe.register_datasets(app)
