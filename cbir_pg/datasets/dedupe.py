@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cbir_pg.datasets.loader import q
-from cbir_pg.db.database import dict_cursor
 from cbir_pg.datasets.neardup import (
     DEFAULT_THRESHOLD,
     SPLIT_RANK,
@@ -39,6 +38,7 @@ from cbir_pg.datasets.neardup import (
     keep_first,
     parse_hashes,
 )
+from cbir_pg.db.database import dict_cursor
 
 
 @dataclass
@@ -97,10 +97,14 @@ def cross_split_pairs(
     of the same dataset, among non-excluded images (all with ``include_excluded``); sorted by dataset,
     distance, then image ids. Such a pair lets a test query find its own scan in the train index."""
     t = check_threshold(threshold)
-    rows = dict_cursor(conn).execute(
-        q("cross_split_candidates"),
-        {"datasets": list(datasets) if datasets else None, "all": include_excluded},
-    ).fetchall()
+    rows = (
+        dict_cursor(conn)
+        .execute(
+            q("cross_split_candidates"),
+            {"datasets": list(datasets) if datasets else None, "all": include_excluded},
+        )
+        .fetchall()
+    )
     out: list[NearPair] = []
     by_ds: dict[str, list] = {}
     for r in rows:
