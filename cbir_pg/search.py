@@ -252,9 +252,23 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     return embed_arrays(encoder, [rgb])[0]
 
 
-def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:
+IMPORTED_TEXT_NOTE = (
+    "the {model} image vectors are imported (published HDF5) and declare this installation's {model} model"
+    " and preprocessing (config {hash}): this model's text tower queries them"
+)
+
+
+def check_stored_config(
+    conn: psycopg.Connection, model: str, weights: str | Path | None = None
+) -> str | None:
     """The model's stored image vectors must come from this installation's encoder config (the text
-    tower shares the image tower's weights, so a text vector only makes sense against those)."""
+    tower shares the image tower's weights, so a text vector only makes sense against those).
+
+    Imported vectors (``embeddings import-h5``) qualify when they declare the same model and the same
+    preprocessing: their config is this installation's config with only the import provenance added
+    (:func:`cbir_pg.ingest.h5.imported_config`), so its hash equals that config's hash. The paper's
+    preprocessing is the library processor of each model, which the registered configs follow (tested,
+    docs/models.md). Returns a note saying so for imported vectors, else ``None``."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -264,11 +278,18 @@ def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Pat
 
     config = get_config(model)
     stored_hash = row["config_hash"]
+    if weights is None:
+        from cbir_pg.ingest.h5 import imported_config
+
+        imported = imported_config(config).config_hash()
+        if stored_hash == imported and imported != config.config_hash():
+            return IMPORTED_TEXT_NOTE.format(model=model, hash=stored_hash[:12])
     if weights is None and config.config_hash() != stored_hash:
         raise ConfigError(
             f"the stored {model} vectors were made with encoder config {stored_hash[:12]}, this installation's "
             f"{model} config is {config.config_hash()[:12]}: text and image vectors would not match"
         )
+    return None
 
 
 def search_text(
@@ -284,8 +305,10 @@ def search_text(
     weights: str | Path | None = None,
 ) -> list[Hit]:
     """Text-to-image search: embed ``text`` with the model's own tokenizer and text tower
-    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors.
-    A model without a text tower is refused with one line before anything is loaded."""
+    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors
+    (computed here, or imported ones that declare the same model and preprocessing:
+    :func:`check_stored_config`; :func:`text_search_note` says which). A model without a text tower is
+    refused with one line before anything is loaded."""
     from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
 
     identifiers.check_key(model)
@@ -304,6 +327,13 @@ def search_text(
         ).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
     return _rows_to_hits(rows)
+
+
+def text_search_note(db: Database, model: str) -> str | None:
+    """What :func:`search_text` will say about the vectors it queries: a note for imported vectors
+    that declare this installation's model and preprocessing, ``None`` for computed ones."""
+    with db.connection() as conn:
+        return check_stored_config(conn, model)
 
 
 PIXELS_NOT_AVAILABLE = "pixels not available"

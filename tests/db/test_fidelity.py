@@ -343,3 +343,31 @@ def test_compare_runs_pairs_queries_and_refuses_other_query_sets(db, conn, tmp_p
     out = CliRunner().invoke(app, ["--dsn", db, "eval", "compare", str(a), str(b), "--resamples", "100"])
     assert out.exit_code == 0, out.output
     assert "paired over 30 queries" in out.output and "stratified paired bootstrap" in out.output
+
+
+def test_text_search_on_imported_vectors_of_the_same_model(db, conn, tmp_path):
+    from cbir_pg.encoders.text import create_text_encoder, embed_texts
+    from cbir_pg.ingest.h5 import import_h5
+    from cbir_pg.search import search_text, text_search_note
+
+    root = tmp_path / "splits"
+    truth = _published_csvs(root, n=40)
+    import_dataset(Database(db), "dkfz-splits", root, profile="paper", metadata_only=True, progress=False)
+    vecs = dict(zip(truth, _unit(np.random.default_rng(3), len(truth), 32), strict=True))
+    _write_h5(tmp_path / "emb" / "x.h5", vecs)
+    assert import_h5(Database(db), tmp_path / "emb", "tiny_clip").loaded == 40
+
+    note = text_search_note(Database(db), "tiny_clip")
+    assert note is not None and "imported" in note and "text tower queries them" in note
+    hits = search_text(Database(db), "tiny_clip", "pneumonia", k=5, split="train")
+    q = embed_texts(create_text_encoder("tiny_clip"), ["pneumonia"])[0].astype(np.float64)
+    train = [p for p, (s, _) in truth.items() if s == "train"]
+    order = np.argsort(-np.array([vecs[p].astype(np.float64) @ q for p in train]), kind="stable")
+    uris = dict(conn.execute("select id, uri from cbir.image").fetchall())
+    assert [uris[h.image_id] for h in hits] == [train[j] for j in order[:5]]
+
+    # vectors that declare another config (another model or preprocessing) are still refused
+    conn.execute("update cbir.encoder set config_hash = 'f00' || config_hash where key = 'tiny_clip'")
+    conn.commit()
+    with pytest.raises(ConfigError, match="would not match"):
+        search_text(Database(db), "tiny_clip", "pneumonia", k=5)
