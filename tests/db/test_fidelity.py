@@ -165,6 +165,14 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
     from PIL import Image
 
     assert Image.open(png).size[0] > 3 * 128
+    from cbir_pg.eval.report import write_report
+
+    rep = write_report(Database(db), tmp_path / "rep", models=["biomedclip"], tsne_sample=0, grid_queries=2)
+    page = rep.index.read_text()
+    assert "The paper&#x27;s published numbers beside ours" in page or "The paper's published numbers" in page
+    assert "0.594" in page and f"{micro[0] - 0.594:+.4f}" in page
+    assert "120 images were imported with --metadata-only: pixels not available" in page
+    assert any(p.name.startswith("fig2") for p in rep.figures)  # example grids drawn with grey tiles
 
 
 def _write_knn_zip(path: Path, lists: dict[str, list[str]], k: int) -> Path:
