@@ -101,9 +101,9 @@ def time_million(n: int, t: int, seed: int = 0) -> dict:
         for b in rng.choice(64, size=int(rng.integers(0, t + 1)), replace=False):
             x ^= np.uint64(1) << np.uint64(int(b))
         h[n - 1 - k] = x
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     i, j, _ = hamming_pairs(h, t)
-    secs = time.perf_counter() - start
+    secs, cpu = time.perf_counter() - start, time.process_time() - cpu
     found = {(a, b) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
     hit = sum((k, n - 1 - k) in found for k in range(planted))
     return {
@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--million", type=int, default=1_000_000, help="hashes for the timing (0: skip)")
     ap.add_argument("--t", type=int, default=6, help="threshold for the timing")
     args = ap.parse_args()
-    res = {"measurement": measure(args.data_dir, range(0, 13))}
+    res = {"measurement": measure(args.data_dir, range(0, 13)), "load_avg": os.getloadavg()}
     if args.million:
         res["timing"] = time_million(args.million, args.t)
     out = Path("bench/results") / (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-neardup.json")

@@ -7,13 +7,14 @@ another size, re-encoded or slightly cropped keeps a pHash a few bits away, whil
 cropped copy of it (``python -m bench.neardup``, docs/datasets.md).
 
 **The index: multi-index hashing** (Norouzi, Punjani & Fleet, "Fast exact search in Hamming space with
-multi-index hashing", TPAMI 2014). The 64 bits are cut into ``m = t + 1`` disjoint chunks; by the
-pigeonhole principle two hashes within distance ``t`` agree exactly on at least one chunk. So per chunk
-the hashes are sorted by that chunk's value, each run of equal values is a bucket, and only pairs inside
-a bucket are candidates; each candidate's full distance is one XOR and popcount. For ``n`` hashes the
-work is ``m`` sorts plus the candidates, about ``m * n^2 / 2^(64/m)`` for spread-out hashes (1 M hashes
-at t = 6: 7 chunks of 9-10 bits, about 0.5-1 G candidate checks in vectorised blocks; ``bench/neardup.py``
-measures it). A pair found in several chunks is kept once. Everything is NumPy, no per-pair Python.
+multi-index hashing", TPAMI 2014). The 64 bits are cut into 4 chunks of 16 bits; by the pigeonhole
+principle two hashes within distance ``t`` differ in at most ``r = t // 4`` bits in at least one chunk.
+Per chunk the hashes are sorted by that chunk's value (the table); every hash probes its own chunk value
+XOR each 16-bit mask of at most ``r`` bits (1 probe for t <= 3, 17 for t <= 7, 137 for t <= 11) with a
+binary search, and only the hashes found there are candidates; each candidate's full distance is one
+XOR and popcount. A pair found in several chunks is kept once. For ``n`` spread-out hashes there are
+about ``4 * probes * n^2 / 2^16`` candidates (1 M hashes at t = 6: about 1 G, checked in vectorised
+blocks; ``python -m bench.neardup`` measures it). Everything is NumPy, no per-pair Python.
 
 :func:`pairs_brute` is the all-pairs reference the tests compare against.
 """
@@ -46,15 +47,9 @@ def popcount64(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(b, axis=-1).sum(axis=(-1)).astype(np.int64)
 
 
-def _chunks(t: int) -> list[tuple[int, int]]:
-    """``t + 1`` disjoint (shift, width) bit ranges covering the 64 bits as evenly as possible."""
-    m = t + 1
-    widths = [64 // m + (1 if i < 64 % m else 0) for i in range(m)]
-    out, shift = [], 0
-    for w in widths:
-        out.append((shift, w))
-        shift += w
-    return out
+#: the 64 bits are cut into this many 16-bit chunks (the multi-index)
+CHUNKS = 4
+CHUNK_BITS = 16
 
 
 def check_threshold(t: int) -> int:
@@ -65,44 +60,63 @@ def check_threshold(t: int) -> int:
     return int(t)
 
 
+def _probe_masks(radius: int) -> np.ndarray:
+    """Every 16-bit mask with at most ``radius`` bits set (the substitutions probed in each chunk)."""
+    from itertools import combinations
+
+    masks = [0]
+    for r in range(1, radius + 1):
+        masks += [sum(1 << b for b in bits) for bits in combinations(range(CHUNK_BITS), r)]
+    return np.array(masks, dtype=np.uint64)
+
+
 def hamming_pairs(
     hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``(i, j)``, ``i < j``, of positions in ``hashes`` whose Hamming distance is at most
-    ``threshold``, with that distance; sorted by ``(i, j)``. Multi-index hashing (module docstring)."""
+    ``threshold``, with that distance; sorted by ``(i, j)``. Multi-index hashing (module docstring):
+    4 chunks of 16 bits, each probed within radius ``threshold // 4``."""
     t = check_threshold(threshold)
     h = np.asarray(hashes, dtype=np.uint64)
     n = len(h)
-    found_i: list[np.ndarray] = []
-    found_j: list[np.ndarray] = []
+    empty = np.zeros(0, dtype=np.int64)
     if n < 2:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e.copy(), e.copy()
-    for shift, width in _chunks(t):
-        key = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        return empty, empty.copy(), empty.copy()
+    masks = _probe_masks(t // CHUNKS)
+    found: list[np.ndarray] = []
+    idx = np.arange(n, dtype=np.int64)
+    for c in range(CHUNKS):
+        key = (h >> np.uint64(c * CHUNK_BITS)) & np.uint64((1 << CHUNK_BITS) - 1)
         order = np.argsort(key, kind="stable")
         ks = key[order]
-        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-        sizes = np.diff(np.r_[starts, n])
-        multi = sizes > 1
-        # for each bucket of size s, every (a, b) with a < b inside it; grouped by size so each group is
-        # one vectorised outer product
-        for s in np.unique(sizes[multi]):
-            bstarts = starts[sizes == s]
-            a, b = np.triu_indices(int(s), k=1)
-            per = max(1, _BLOCK // len(a))
-            for k in range(0, len(bstarts), per):
-                base = bstarts[k : k + per, None]
-                ii, jj = order[base + a[None, :]].ravel(), order[base + b[None, :]].ravel()
-                d = popcount64(h[ii] ^ h[jj])
-                ok = d <= t
-                lo, hi = np.minimum(ii[ok], jj[ok]), np.maximum(ii[ok], jj[ok])
-                found_i.append(lo)
-                found_j.append(hi)
-    if not found_i:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e.copy(), e.copy()
-    pair = np.unique(np.concatenate(found_i).astype(np.int64) * n + np.concatenate(found_j).astype(np.int64))
+        for mask in masks:
+            probe = key ^ mask
+            lo = np.searchsorted(ks, probe, side="left")
+            cnt = np.searchsorted(ks, probe, side="right") - lo
+            has = np.flatnonzero(cnt)
+            if len(has) == 0:
+                continue
+            # expand (i, every j of its probed bucket) in blocks of about _BLOCK candidates
+            csum = np.cumsum(cnt[has])
+            start = 0
+            while start < len(has):
+                stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + _BLOCK, side="right"))
+                stop = max(stop, start + 1)
+                sel = has[start:stop]
+                c_sel = cnt[sel]
+                ii = np.repeat(idx[sel], c_sel)
+                offs = np.arange(int(c_sel.sum()), dtype=np.int64) - np.repeat(
+                    np.cumsum(c_sel) - c_sel, c_sel
+                )
+                jj = order[np.repeat(lo[sel], c_sel) + offs]
+                keep = ii < jj
+                ii, jj = ii[keep], jj[keep]
+                ok = popcount64(h[ii] ^ h[jj]) <= t
+                found.append(ii[ok] * n + jj[ok])
+                start = stop
+    if not found:
+        return empty, empty.copy(), empty.copy()
+    pair = np.unique(np.concatenate(found))
     i, j = pair // n, pair % n
     return i, j, popcount64(h[i] ^ h[j])
 
