@@ -122,7 +122,7 @@ def main() -> None:
         "--data-dir", type=Path, default=Path(os.environ.get("CBIR_PG_DATA_DIR", "../shared/datasets"))
     )
     ap.add_argument("--million", type=int, default=1_000_000, help="hashes for the timing (0: skip)")
-    ap.add_argument("--t", type=int, default=6, help="threshold for the timing")
+    ap.add_argument("--t", type=int, default=4, help="threshold for the timing")
     args = ap.parse_args()
     res = {"measurement": measure(args.data_dir, range(0, 13)), "load_avg": os.getloadavg()}
     if args.million:

@@ -13,7 +13,7 @@ Per chunk the hashes are sorted by that chunk's value (the table); every hash pr
 XOR each 16-bit mask of at most ``r`` bits (1 probe for t <= 3, 17 for t <= 7, 137 for t <= 11) with a
 binary search, and only the hashes found there are candidates; each candidate's full distance is one
 XOR and popcount. A pair found in several chunks is kept once. For ``n`` spread-out hashes there are
-about ``4 * probes * n^2 / 2^16`` candidates (1 M hashes at t = 6: about 1 G, checked in vectorised
+about ``4 * probes * n^2 / 2^16`` candidates (1 M hashes at t = 4: about 1 G, checked in vectorised
 blocks; ``python -m bench.neardup`` measures it). Everything is NumPy, no per-pair Python.
 
 :func:`pairs_brute` is the all-pairs reference the tests compare against.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: pairs with Hamming distance <= this are near duplicates (measured: docs/datasets.md)
-DEFAULT_THRESHOLD = 6
+DEFAULT_THRESHOLD = 4
 #: the most bits a threshold may allow (beyond it pHash no longer tells near from similar)
 MAX_THRESHOLD = 16
 #: candidate pairs checked per vectorised block

@@ -109,7 +109,7 @@ grant cbir_reader to cbir_web;
 grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_web;
 grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_web;
 grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
-              label_id, excluded, exclusion_reason, duplicate_of)
+              label_id, excluded, exclusion_reason, duplicate_of, local_pixels)
   on cbir.image to cbir_web;
 grant select (id, sex, age) on cbir.patient to cbir_web;
 

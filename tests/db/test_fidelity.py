@@ -165,6 +165,18 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
     from PIL import Image
 
     assert Image.open(png).size[0] > 3 * 128
+    from fastapi.testclient import TestClient
+
+    from cbir_pg.app.serve import build_app
+
+    app, store = build_app(db, tmp_path / "home", max_upload_bytes=1024 * 1024)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get(f"/api/images/{qid}/thumbnail")
+        assert r.status_code == 404 and "pixels not available" in r.text, r.text
+        assert client.get(f"/api/images/{qid}").status_code == 200
+        r = client.get(f"/api/images/{qid}/similar", params={"model": "biomedclip", "k": 3})
+        assert r.status_code == 200 and len(r.json()["neighbours"]) == 3
+    store.close()
     from cbir_pg.eval.report import write_report
 
     rep = write_report(Database(db), tmp_path / "rep", models=["biomedclip"], tsne_sample=0, grid_queries=2)

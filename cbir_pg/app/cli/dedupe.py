@@ -12,7 +12,7 @@ def dedupe(
     ctx: typer.Context,
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
     threshold: int = typer.Option(
-        None, "--threshold", "-t", help="Hamming distance of the 64-bit pHashes [the import's, 6]"
+        None, "--threshold", "-t", help="Hamming distance of the 64-bit pHashes [the import's, 4]"
     ),
     include_excluded: bool = typer.Option(
         False, "--all", help="also pairs with an image already excluded (e.g. flagged as a duplicate)"
