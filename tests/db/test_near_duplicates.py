@@ -87,6 +87,20 @@ def test_resized_reencoded_copy_is_a_near_duplicate(db, conn, tmp_path):
     assert "1 cross-split near-duplicate pairs within 4 bits" in out.output and "img/1_big.jpg" in out.output
     out = CliRunner().invoke(app, ["--dsn", db, "datasets", "dedupe", "-t", str(dist - 1)])
     assert "0 cross-split near-duplicate pairs" in out.output
+    from cbir_pg.eval.fidelity import near_duplicate_section
+    from cbir_pg.eval.report import write_report
+
+    with Database(db).connection() as c:
+        section = near_duplicate_section(c)
+    assert section is not None and "<td>manifest</td><td>test</td><td>train</td><td>1</td>" in section, (
+        section
+    )
+
+    page = write_report(Database(db), tmp_path / "rep", tsne_sample=0, grid_queries=0).index.read_text()
+    assert (
+        "Near duplicates across splits" in page
+        and "<td>manifest</td><td>test</td><td>train</td><td>1</td>" in page
+    )
 
     # the paper profile flags nothing
     s = import_dataset(Database(db), "csv", manifest, profile="paper", progress=False)
