@@ -110,6 +110,8 @@ def time_million(n: int, t: int, seed: int = 0) -> dict:
         "n": n,
         "t": t,
         "seconds": round(secs, 2),
+        "cpu_seconds": round(cpu, 2),
+        "load_avg": os.getloadavg(),
         "pairs": int(len(i)),
         "planted_found": hit,
         "planted": planted,
