@@ -165,12 +165,19 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
     from PIL import Image
 
     assert Image.open(png).size[0] > 3 * 128
-    from fastapi.testclient import TestClient
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    from servehelp import http_client, login_owner
 
     from cbir_pg.app.serve import build_app
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
 
-    app, store = build_app(db, tmp_path / "home", max_upload_bytes=1024 * 1024)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    auth = AuthConfig(login_token=new_login_token())
+    app, store = build_app(db, tmp_path / "home", auth=auth)
+    app.state.login_token = auth.login_token
+    with http_client(app) as client:
+        login_owner(client, app)
         r = client.get(f"/api/images/{qid}/thumbnail")
         assert r.status_code == 404 and "pixels not available" in r.text, r.text
         assert client.get(f"/api/images/{qid}").status_code == 200
