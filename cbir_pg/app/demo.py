@@ -301,6 +301,7 @@ class _Demo:
 
     def _fusion_differences(self) -> None:
         """The fused row against each single model it fuses: a paired difference with its interval."""
+        from cbir_pg.errors import ConfigError
         from cbir_pg.eval.compare import compare_runs
 
         if self.result.fused_run_id is None or self.result.fuse_with is None:
@@ -310,7 +311,10 @@ class _Demo:
                 single = scalar(conn, queries.get("demo", "latest_ann_run"), {"model": key})
             if single is None:
                 continue
-            c = compare_runs(self.db, self.result.fused_run_id, int(single), ns=(1,))
+            try:
+                c = compare_runs(self.db, self.result.fused_run_id, int(single), ns=(1,))
+            except ConfigError:  # the single model's latest run holds other queries: nothing to pair
+                continue
             self.result.fusion_differences[key] = (c.get(1, "micro"), c.get(1, "macro"))
 
 
