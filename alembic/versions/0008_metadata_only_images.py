@@ -8,7 +8,7 @@ The SQL is in ``alembic/sql/0008_metadata_only_images.sql`` (and ``.down.sql``).
   and the report's example grids say "pixels not available" for such an image instead of failing.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0004
 Create Date: 2026-12-03
 """
 
@@ -19,7 +19,7 @@ from sqlfile import read_sql  # alembic/sqlfile.py
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
