@@ -234,6 +234,10 @@ class Store:
             path = c.execute(queries.get("serve", "image_path"), {"image_id": image_id}).fetchone()["path"]
         if path is None:
             raise NotFoundError(f"image {image_id} does not exist")
+        if not row["local_pixels"]:
+            from cbir_pg.search import PixelsNotAvailable
+
+            raise PixelsNotAvailable(image_id)
         return Path(path), row["content_hash"]
 
     # ------------------------------------------------------------------ search
