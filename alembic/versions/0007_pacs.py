@@ -11,7 +11,7 @@ The SQL is in ``alembic/sql/0007_pacs.sql`` (and ``.down.sql``).
   inserting statement, which followers LISTEN to (they also poll, so a lost notification only delays).
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-03
 """
 
@@ -22,7 +22,7 @@ from sqlfile import read_sql
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
