@@ -189,9 +189,7 @@ def import_dataset(
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
-        raise ConfigError(f"{kind}: {root} does not exist")
+    root = cls.resolve_root(root)
     key = check_key(name or cls.default_key(root, options), "dataset")
     adapter = cls(root, key, options)
     mapfile = load_label_map(label_map) if label_map else None
@@ -220,6 +218,8 @@ def import_dataset(
         since = scalar(aconn, q("now"))
         salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
         adapter.salt = salt
+        if adapter.wants_known:
+            adapter.known = {r["uri"] for r in aconn.execute(q("dataset_uris"), {"dataset_id": dataset_id})}
         summary = ImportSummary(
             dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
         )
@@ -314,7 +314,8 @@ def _open_dataset(aconn, adapter: Adapter, key: str, image_root: Path, params: d
     aconn.execute(
         q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)}
     )
-    aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
+    if not adapter.incremental:
+        aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
     return dataset_id
 
 

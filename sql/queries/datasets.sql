@@ -72,6 +72,10 @@ on conflict (dataset_id, source_label) do update set label_id = excluded.label_i
 select uri, created_at >= %(since)s as this_run
 from cbir.image where dataset_id = %(dataset_id)s and uri = any(%(uris)s);
 
+-- name: dataset_uris
+-- every uri of the dataset (adapters that read a slow source skip these before fetching)
+select uri from cbir.image where dataset_id = %(dataset_id)s;
+
 -- name: create_stage
 create temp table if not exists import_stage (
   ord              int not null,
