@@ -274,7 +274,7 @@ def check_stored_config(
 
     Imported vectors (``embeddings import-h5``) qualify when they declare the same model and the same
     preprocessing: their config is this installation's config with only the import provenance added
-    (:func:`cbir_pg.ingest.h5.imported_config`), so its hash equals that config's hash. The paper's
+    (:func:`cbir_pg.encoders.config.imported_config`), so its hash equals that config's hash. The paper's
     preprocessing is the library processor of each model, which the registered configs follow (tested,
     docs/models.md). Returns a note saying so for imported vectors, else ``None``."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
@@ -287,7 +287,7 @@ def check_stored_config(
     config = get_config(model)
     stored_hash = row["config_hash"]
     if weights is None:
-        from cbir_pg.ingest.h5 import imported_config
+        from cbir_pg.encoders.config import imported_config
 
         imported = imported_config(config).config_hash()
         if stored_hash == imported and imported != config.config_hash():
