@@ -280,6 +280,12 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise DecodeError(source, "corrupt_dicom", str(exc) or "unreadable DICOM") from None
+    return decode_dicom_dataset(ds, source)
+
+
+def decode_dicom_dataset(ds, source: str) -> np.ndarray:
+    """Decode a parsed pydicom ``Dataset`` (e.g. retrieved over DICOMweb or received by C-STORE) to RGB
+    ``uint8`` by the same rules as a DICOM file; a non-image object is a :class:`DecodeError`."""
     why = _non_image_reason(ds)
     if why:
         raise DecodeError(source, "dicom_not_an_image", why)
@@ -414,6 +420,16 @@ def decode_file(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB ``uint8``. Only regular files are read (:func:`read_regular_file`);
     a missing file, a FIFO, a device, a directory or an oversized file is a :class:`DecodeError` too."""
     p = Path(path)
+    # imported from a PACS with --no-copy: a reference file, the instance fetched again now (pacs/fetch.py)
+    if p.suffix == ".dcmref":
+        from cbir_pg.pacs.fetch import FetchError, retrieve_reference
+
+        source = f"sop:{p.stem}"
+        try:
+            ds = retrieve_reference(read_regular_file(p, max_bytes=64 * 1024))
+        except FetchError as exc:
+            raise DecodeError(source, exc.reason, exc.detail) from None
+        return decode_dicom_dataset(ds, source)
     return decode_bytes(read_regular_file(p), str(p))
 
 

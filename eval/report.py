@@ -405,7 +405,7 @@ def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None)
     """One :func:`draw_grid` row per sampled test query, stacked into one PNG."""
     from PIL import Image, PngImagePlugin
 
-    from cbir_pg.search import draw_grid, load_image_rgb
+    from cbir_pg.search import draw_grid, image_rgb_or_placeholder
 
     res, labels = grid.res, grid.labels
     tmp = path.parent / f".{path.stem}_rows"
@@ -425,8 +425,8 @@ def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None)
                 ]
                 parts.append(
                     draw_grid(
-                        load_image_rgb(conn, int(qid)),
-                        [load_image_rgb(conn, int(n)) for n in nids],
+                        image_rgb_or_placeholder(conn, int(qid)),  # "pixels not available"
+                        [image_rgb_or_placeholder(conn, int(n)) for n in nids],
                         [bool(m) for m in res.relevant[i, :k]],
                         tmp / f"q{i}.png",
                         captions=captions,
@@ -587,6 +587,10 @@ def write_report(
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
         result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
+    from cbir_pg.eval.fidelity import report_sections  # paper beside ours, cross-split near duplicates
+
+    with db.connection() as conn:
+        sections += report_sections(conn)
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,23 +30,13 @@ import numpy as np
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database
-from cbir_pg.encoders import EncoderConfig, get_config
+from cbir_pg.encoders import get_config
+from cbir_pg.encoders.config import imported_config
 from cbir_pg.errors import ConfigError, InputError, NotFoundError
 
 #: largest allowed | ||v|| - 1 | of a published vector (they were normalised in float32)
 NORM_TOLERANCE = 1e-3
 SUFFIXES = (".h5", ".hdf5")
-
-
-def imported_config(config: EncoderConfig) -> EncoderConfig:
-    """The config recorded for vectors imported from the published HDF5 files (its own hash)."""
-    if config.weights_source.startswith("import:h5:"):
-        return config
-    return replace(
-        config,
-        weights_source=f"import:h5:{config.weights_source}",
-        embedding_rule=f"{config.embedding_rule}; imported from the paper's published HDF5 (L2-normalised)",
-    )
 
 
 @dataclass

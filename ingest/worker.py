@@ -437,11 +437,13 @@ def _run_one(
     on_batch=None,
     fast_decode: bool = False,
     jpeg_on_device: bool | None = None,
+    stop=None,
 ) -> None:
     """Passes over the claimable images until a pass claims nothing (failed images are retried in the
     next pass until ``max_attempts``). Per batch: the main thread preprocesses on the device and runs the
     model while the DataLoader decodes (and claims) the next batches and the writer thread COPYs and
-    commits the previous one."""
+    commits the previous one. ``stop()`` true (a follower's SIGTERM) ends the pass after the batch in
+    hand: it is written and committed, batches claimed ahead are rolled back."""
     pin = encoder.device.startswith("cuda")
     options = decode_options(encoder, fast_decode=fast_decode, jpeg_on_device=jpeg_on_device)
     prep = BatchPreprocessor(encoder.config, encoder.device)
@@ -464,6 +466,8 @@ def _run_one(
                     claimer.release(batch)
                     raise
                 writer.put(enc)
+                if stop is not None and stop():
+                    break
             writer.close()
         finally:
             if not writer.closed:
@@ -473,6 +477,8 @@ def _run_one(
                 claimer.release(sampler.pending.popleft())
             claimer.close()
         if claimer.claimed == 0 or (limit is not None and summary.embedded + summary.failed >= limit):
+            return
+        if stop is not None and stop():
             return
 
 
@@ -516,6 +522,8 @@ def run_ingest(
     reconnect_timeout: float = 300.0,
     fast_decode: bool = False,
     jpeg_on_device: bool | None = None,
+    encoder: Encoder | None = None,
+    stop=None,
 ) -> IngestSummary:
     """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
 
@@ -526,7 +534,10 @@ def run_ingest(
 
     ``fast_decode`` (opt-in) decodes JPEGs in PIL's draft mode (DCT-domain downscaling to near the
     model's input size): several times faster on large JPEGs, with slightly different pixels than the
-    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA)."""
+    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA).
+
+    ``encoder``: an encoder already loaded (a follower keeps its model between passes); ``stop``: a
+    callable checked after every batch (single process only): true ends the run after that batch."""
     if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
         raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
     if precision not in PRECISIONS:
@@ -558,7 +569,8 @@ def run_ingest(
     if todo == 0:  # nothing claimable: do not load the model at all
         pass
     elif processes == 1:
-        encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
+        if encoder is None:
+            encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
             raise ConfigError(f"encoder {model} config changed while starting")
         _run_single(
@@ -575,6 +587,7 @@ def run_ingest(
             limit=limit,
             fast_decode=fast_decode,
             jpeg_on_device=jpeg_on_device,
+            stop=stop,
         )
     else:
         _run_many(

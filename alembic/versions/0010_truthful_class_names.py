@@ -5,7 +5,7 @@ key is ``US/breast/benign_or_normal``, not ``US/breast/normal``. New imports use
 The SQL is in ``alembic/sql/0010_truthful_class_names.sql`` (and ``.down.sql``).
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -16,7 +16,7 @@ from sqlfile import read_sql  # alembic/sqlfile.py
 from alembic import op
 
 revision = "0010"
-down_revision = "0004"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -61,7 +61,7 @@ order by (i.id = q.duplicate_of) desc, i.id
 limit 21
 
 -- name: image_file
-select cbir.image_file(%(image_id)s) as path, i.content_hash
+select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels
 from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images
@@ -154,7 +154,7 @@ select cbir.grant_logins_to_web() as n
 
 -- name: image_visible
 -- as the actor: row-level security decides
-select i.id, i.content_hash from cbir.image i where i.id = %(image_id)s
+select i.id, i.content_hash, i.local_pixels from cbir.image i where i.id = %(image_id)s
 
 -- name: image_path
 -- as cbir_web, after image_visible found the image for the actor

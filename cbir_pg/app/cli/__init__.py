@@ -15,6 +15,7 @@ from cbir_pg.app.cli import (
     datasets,
     db,
     demo,
+    dicom,
     embeddings,
     evaluate,
     index,
@@ -40,6 +41,7 @@ app = typer.Typer(
 for _module in (
     db,
     datasets,
+    dicom,
     labels,
     models,
     ingest,
