@@ -36,14 +36,15 @@ def comparable_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> tuple[s
 
 def fig_compare_models(columns: Sequence[str], rows: Sequence[Sequence], path: Path) -> Path | None:
     """Grouped horizontal bars, one group per model; ``None`` when fewer than two models are comparable."""
+    import matplotlib
     import numpy as np
 
-    from cbir_pg.eval.report import _plt
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
 
     scope, mode, recs = comparable_rows(columns, rows)
     if len(recs) < 2:
         return None
-    plt = _plt()
     height = 0.8 / len(METRICS)
     fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.75 * len(recs)), dpi=120)
     y = np.arange(len(recs))
