@@ -125,11 +125,9 @@ class DecodeDataset:
         # can be checked (nvJPEG and draft mode give slightly different pixels); the batched GPU JPEG
         # decode and --fast-decode serve the huge imports made with --no-hash.
         if (opts.jpeg_on_device or opts.fast_decode) and item.content_hash is None:
-            try:
-                with open(item.path, "rb") as fh:
-                    data = fh.read()
-            except (OSError, ValueError):
-                return "native", decode_file(item.path)  # the decoder's exact error
+            from cbir_pg.images import read_regular_file
+
+            data = read_regular_file(item.path)  # regular files only, bounded: never a FIFO or /dev/zero
             if data[:3] == _JPEG_MAGIC:
                 try:
                     im = _jpeg_header(item.path, data)

@@ -369,19 +369,31 @@ class _Run:
             self.errors = []
 
     def path_problem(self, uri: str) -> tuple[str, str] | None:
-        """``('outside_root', message)`` for an absolute path or one that leaves the dataset root with
-        ``..`` (checked on the text, so a dataset folder that is itself a symlink still works), unless
-        the import allows it."""
+        """``('outside_root', message)`` for an absolute path, one that leaves the dataset root with
+        ``..``, or one whose symlinks lead out of it, unless the import allows it. The path is resolved
+        (every symlink followed) and compared with the resolved root, so a dataset folder that is itself
+        a symlink still works but a link inside it to ``/etc/...`` does not."""
+        import os
         import posixpath
 
         if self.allow_outside_root:
             return None
         norm = posixpath.normpath(uri.replace("\\", "/"))
+        how = None
         if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or uri[1:3] in (":/", ":\\"):
+            how = "the path is outside the dataset root"
+        else:
+            root = os.path.realpath(self.image_root)
+            try:
+                real = os.path.realpath(os.path.join(root, norm))
+            except (OSError, ValueError):
+                real = ""
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                how = "the path is a symlink that leads outside the dataset root"
+        if how:
             return (
                 "outside_root",
-                f"{printable(uri)}: the path is outside the dataset root {self.image_root}"
-                " (pass --allow-outside-root to import it anyway)",
+                f"{printable(uri)}: {how} {self.image_root} (pass --allow-outside-root to import it anyway)",
             )
         return None
 

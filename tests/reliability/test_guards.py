@@ -1,0 +1,219 @@
+"""The file guards everywhere a file is read (issue 22, section 3).
+
+- every decompression bomb, not one kind: a 16384x16384 palette PNG with transparency (a few hundred
+  kB, 256 MiB decoded at one byte per pixel, GBs once expanded to RGBA) is refused from its header under
+  a 1.5 GB memory limit, and a ``MemoryError`` is a one-line ``DecodeError``;
+- a symlink inside a dataset root that points outside it is refused at import (the path is resolved);
+- the page's pixel and thumbnail reads go through the guarded reader: a FIFO does not block (every run
+  here is a subprocess with a timeout), ``/dev/zero`` behind a symlink is refused, and a file replaced
+  after import is refused rather than shown as the case, and never cached under the case's hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from relhelp import _png_chunk, good_png
+
+from cbir_pg.images import decode_bytes, pixel_hash
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+
+def _python(code: str, timeout: float = 120) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the run did not finish within {timeout:.0f} s (blocked on a file?)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def palette_bomb(side: int = 16384) -> bytes:
+    """A valid 8-bit palette PNG of side x side pixels with a tRNS chunk, all index 0."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 3, 0, 0, 0)
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + side)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"PLTE", bytes(range(256)) * 3)
+        + _png_chunk(b"tRNS", b"\x00")
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _decode_under_limit(path: Path, limit_mb: int = 1536) -> dict:
+    return _python(
+        "import json, resource\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({limit_mb} * 2**20, {limit_mb} * 2**20))\n"
+        "from cbir_pg.images import decode_bytes, DecodeError\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "try:\n"
+        "    decode_bytes(data, 'upload.png'); print(json.dumps({'reason': 'decoded'}))\n"
+        "except DecodeError as e:\n"
+        "    print(json.dumps({'reason': e.reason, 'message': str(e)}))\n"
+        "except MemoryError:\n"
+        "    print(json.dumps({'reason': 'MemoryError'}))\n"
+    )
+
+
+# --------------------------------------------------------------------------- decompression bombs
+def test_a_palette_png_with_transparency_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "palette.png"
+    path.write_bytes(palette_bomb())
+    assert path.stat().st_size < 1_000_000
+    got = _decode_under_limit(path)
+    assert got["reason"] == "decompression_bomb", got
+    assert "16384x16384" in got["message"] and "\n" not in got["message"]
+
+
+def test_a_memory_error_while_decoding_is_a_one_line_decode_error(tmp_path: Path) -> None:
+    """An ordinary image that does not fit the memory the process has left is a recorded error."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4000, 4000, 4), dtype=np.uint8), "RGBA").save(buf, "PNG")
+    path = tmp_path / "rgba.png"
+    path.write_bytes(buf.getvalue())
+    got = _python(
+        "import json, resource\n"
+        "from cbir_pg.images import decode_bytes, DecodeError\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 40 * 2**20, used + 40 * 2**20))\n"
+        "try:\n"
+        "    decode_bytes(data, 'rgba.png'); print(json.dumps({'reason': 'decoded'}))\n"
+        "except DecodeError as e:\n"
+        "    print(json.dumps({'reason': e.reason, 'message': str(e)}))\n"
+        "except MemoryError:\n"
+        "    print(json.dumps({'reason': 'MemoryError'}))\n"
+    )
+    assert got["reason"] == "out_of_memory", got
+    assert got["message"].startswith("rgba.png: out_of_memory")
+
+
+def test_ordinary_images_of_every_mode_still_decode() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for mode, arr in (
+        ("L", rng.integers(0, 255, (300, 200), dtype=np.uint8)),
+        ("RGB", rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)),
+        ("RGBA", rng.integers(0, 255, (300, 200, 4), dtype=np.uint8)),
+        ("I;16", rng.integers(0, 65535, (300, 200), dtype=np.uint16)),
+    ):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        assert decode_bytes(buf.getvalue(), f"{mode}.png").shape == (300, 200, 3), mode
+        if mode in ("L", "RGB"):
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, "TIFF")
+            assert decode_bytes(buf.getvalue(), f"{mode}.tif").shape == (300, 200, 3), mode
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8), "L").convert("P").save(
+        buf, "PNG", transparency=0
+    )
+    assert decode_bytes(buf.getvalue(), "p.png").shape == (64, 64, 3)
+
+
+# --------------------------------------------------------------------------- symlinks leaving the root
+def test_a_symlink_inside_the_root_that_leads_outside_is_refused(db: str, tmp_path: Path) -> None:
+    import csv
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.datasets.importer import import_dataset
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    secret.write_bytes(good_png(11))
+    (root / "good.png").write_bytes(good_png(12))
+    (root / "link.png").symlink_to(secret)
+    (root / "sub").mkdir()
+    (root / "sub" / "up").symlink_to(secret.parent, target_is_directory=True)
+    inside = root / "inner.png"
+    inside.write_bytes(good_png(13))
+    (root / "alias.png").symlink_to(inside)  # a link that stays inside the root is fine
+    manifest = root / "labels.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient"])
+        for i, name in enumerate(["good.png", "link.png", "sub/up/secret.png", "alias.png"]):
+            w.writerow([name, "normal", f"p{i}"])
+    s = import_dataset(
+        Database(db), "csv", str(manifest), name="linked", modality="XR", region="chest", progress=False
+    )
+    assert s.imported == 2 and s.errors == {"outside_root": 2}, (s.imported, s.errors)
+    with Database(db).connection() as conn:
+        uris = [r["uri"] for r in conn.execute("select uri from cbir.image order by uri")]
+        msgs = [
+            r["message"] for r in conn.execute("select message from cbir.error where reason = 'outside_root'")
+        ]
+    assert uris == ["alias.png", "good.png"]
+    assert all("symlink" in m for m in msgs), msgs
+
+
+# --------------------------------------------------------------------------- the page's reads
+def _cache_get(cache_dir: Path, path: Path, content_hash: str | None) -> dict:
+    return _python(
+        "import json\n"
+        "from pathlib import Path\n"
+        "from cbir_pg.app.serve.thumbs import PngCache\n"
+        "from cbir_pg.errors import NotFoundError\n"
+        "try:\n"
+        f"    png, key = PngCache(Path({str(cache_dir)!r})).get(Path({str(path)!r}), {content_hash!r}, 't160', 160)\n"
+        "    print(json.dumps({'ok': True, 'key': key, 'size': len(png)}))\n"
+        "except NotFoundError as e:\n"
+        "    print(json.dumps({'ok': False, 'message': str(e)}))\n",
+        timeout=60,
+    )
+
+
+def test_the_page_never_blocks_on_a_fifo_or_reads_dev_zero(tmp_path: Path) -> None:
+    fifo = tmp_path / "case.png"
+    os.mkfifo(fifo)
+    got = _cache_get(tmp_path / "cache", fifo, None)
+    assert not got["ok"] and "not_a_regular_file" in got["message"], got
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    got = _cache_get(tmp_path / "cache", zero, None)
+    assert not got["ok"] and "not_a_regular_file" in got["message"], got
+    assert str(tmp_path) not in json.dumps(got)  # no path reaches a client
+
+
+def test_a_replaced_file_is_refused_and_never_cached_as_the_case(tmp_path: Path) -> None:
+    case = tmp_path / "case.png"
+    original = good_png(21)
+    recorded = pixel_hash(decode_bytes(original))
+    case.write_bytes(good_png(22))  # replaced after import
+    cache = tmp_path / "cache"
+    got = _cache_get(cache, case, recorded)
+    assert not got["ok"] and "pixel_hash_mismatch" in got["message"], got
+    assert not list(cache.rglob("*.png"))  # nothing cached under the case's hash
+
+    case.write_bytes(original)  # restored: the case is shown, keyed by the verified pixels
+    got = _cache_get(cache, case, recorded)
+    assert got["ok"] and got["key"].startswith(recorded[:40]), got
