@@ -481,6 +481,14 @@ class EmbeddedServer:
 
     def _run(self, cmd: list[str]) -> None:
         user = self._run_as()
+        ids: dict = {}
+        if user is not None:
+            import pwd
+
+            # drop the group and the supplementary groups before the user id (subprocess calls setgroups,
+            # setregid, then setreuid): the postmaster and its children keep none of root's groups
+            gid = pwd.getpwnam(user).pw_gid
+            ids = {"user": user, "group": gid, "extra_groups": os.getgrouplist(user, gid)}
         try:
             subprocess.run(
                 cmd,
@@ -488,9 +496,9 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                user=user,
                 timeout=120,
                 cwd="/",
+                **ids,
             )
         except subprocess.CalledProcessError as exc:
             err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()

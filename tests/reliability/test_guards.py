@@ -142,8 +142,8 @@ def test_ordinary_images_of_every_mode_still_decode() -> None:
 def test_a_symlink_inside_the_root_that_leads_outside_is_refused(db: str, tmp_path: Path) -> None:
     import csv
 
-    from cbir_pg.db.database import Database
     from cbir_pg.datasets.importer import import_dataset
+    from cbir_pg.db.database import Database
 
     root = tmp_path / "ds"
     root.mkdir()
@@ -217,3 +217,55 @@ def test_a_replaced_file_is_refused_and_never_cached_as_the_case(tmp_path: Path)
     case.write_bytes(original)  # restored: the case is shown, keyed by the verified pixels
     got = _cache_get(cache, case, recorded)
     assert got["ok"] and got["key"].startswith(recorded[:40]), got
+
+
+# --------------------------------------------------------------------------- the embedded postmaster's ids
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server drops ids only when started as root")
+def test_the_embedded_server_keeps_none_of_roots_groups(pg_server_dsn: str) -> None:
+    import psycopg
+
+    if os.environ.get("CBIR_PG_TEST_DSN"):
+        pytest.skip("an external server: not started by cbir-pg")
+    with psycopg.connect(pg_server_dsn) as conn:
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ids = {line.split(":")[0]: line.split(":")[1].split() for line in status if ":" in line}
+    assert "0" not in ids["Uid"], ids["Uid"]
+    assert "0" not in ids["Gid"], ids["Gid"]
+    assert "0" not in ids["Groups"], ids["Groups"]
+
+
+# --------------------------------------------------------------------------- the Python façade (section 2)
+def test_facade_sql_runs_read_only_with_reader_privileges(db: str, tmp_path: Path) -> None:
+    from relhelp import relation_snapshot
+
+    import cbir_pg
+    from cbir_pg.errors import CbirError
+
+    client = cbir_pg.connect(db)
+    assert client.sql("select current_user as u").u.tolist() == ["cbir_analyst"]
+    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [0]
+    assert client.sql("select %(x)s::int + 1 as y", {"x": 1}).y.tolist() == [2]
+    before = relation_snapshot(db)
+    marker = tmp_path / "ran"
+    for statement in (
+        f"copy (select 1) to program 'touch {marker}'",
+        f"copy (select 1) to '{tmp_path / 'out.txt'}'",
+        "select pg_read_file('/etc/hostname')",
+        "create table cbir.stolen (a int)",
+        "create temp table scratch (a int)",
+        "insert into cbir.label (key, name) values ('x', 'x')",
+        "drop table cbir.image",
+        "alter role cbir_analyst superuser",
+        f"reset role; copy (select 1) to program 'touch {marker}'",
+        f"commit; copy (select 1) to program 'touch {marker}'",
+    ):
+        with pytest.raises(CbirError):
+            client.sql(statement)
+    assert not marker.exists() and not (tmp_path / "out.txt").exists()
+    assert relation_snapshot(db) == before
+
+    # writing is a separate method that says so
+    client.sql_write("create table public.notes (a int)")
+    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [0]
+    assert relation_snapshot(db) != before
