@@ -82,7 +82,9 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
     key, h = config.key, config.config_hash()
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
-    conn.execute(queries.get("ingest", "setup_lock"))
+    from cbir_pg.db.locks import key_of, wait_for_lock
+
+    wait_for_lock(conn, key_of(conn, "text_key", "cbir-pg ingest setup"), f"ingest --model {key}", xact=True)
     cur = dict_cursor(conn)
     row = cur.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
     comment = cur.execute(

@@ -201,7 +201,10 @@ def import_dataset(
     conn = db.connect(vector=False)
     aconn = db.connect(autocommit=True, vector=False)
     try:
-        lock_conn.execute(q("lock_dataset"), {"key": key})
+        from cbir_pg.db.locks import key_of, wait_for_lock
+
+        lock_key = key_of(lock_conn, "dataset_key", key)
+        wait_for_lock(lock_conn, lock_key, f"datasets import {key}")
         dataset_id = _open_dataset(aconn, adapter, key, image_root, params)
         since = scalar(aconn, q("now"))
         salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
@@ -246,7 +249,7 @@ def import_dataset(
     finally:
         bar.close()
         with contextlib.suppress(Exception):
-            lock_conn.execute(q("unlock_dataset"), {"key": key})
+            lock_conn.execute(q("unlock_dataset"), {"key": key})  # a no-op unless it was taken
         for c in (conn, aconn, lock_conn):
             c.close()
 

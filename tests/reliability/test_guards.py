@@ -269,3 +269,92 @@ def test_facade_sql_runs_read_only_with_reader_privileges(db: str, tmp_path: Pat
     client.sql_write("create table public.notes (a int)")
     assert client.sql("select count(*) as n from cbir.image").n.tolist() == [0]
     assert relation_snapshot(db) != before
+
+
+# --------------------------------------------------------------------------- a reader cannot stall the owner
+def _reader(db: str, name: str) -> str:
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.roles import add_role, login_dsn
+
+    with Database(db).connection(vector=False) as conn:
+        conn.autocommit = True
+        made = add_role(conn, name, "reader")
+    return login_dsn(Database(db), name, made.password)
+
+
+def _drop(db: str, name: str) -> None:
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.roles import drop_role
+
+    with Database(db).connection(vector=False) as conn:
+        conn.autocommit = True
+        drop_role(conn, name)
+
+
+def _migrate(db: str, lock_timeout: int = 2) -> dict:
+    return _python(
+        "import json, os\n"
+        f"os.environ['CBIR_PG_LOCK_TIMEOUT'] = '{lock_timeout}'\n"
+        "from cbir_pg.db.database import Database\n"
+        "from cbir_pg.db.migrate import migrate\n"
+        "from cbir_pg.errors import CbirError\n"
+        "try:\n"
+        f"    migrate(Database({db!r})); print(json.dumps({{'ok': True}}))\n"
+        "except CbirError as e:\n"
+        "    print(json.dumps({'ok': False, 'kind': type(e).__name__, 'message': str(e)}))\n",
+        timeout=90,
+    )
+
+
+def test_a_reader_can_take_no_advisory_lock_and_no_temp_table(db: str) -> None:
+    import psycopg
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import MIGRATION_LOCK, apply_sql
+
+    apply_sql(Database(db))  # a database's own ACL (TEMP) is not copied from the test template
+    reader = _reader(db, "guard_reader_a")
+    try:
+        for statement in (
+            f"select pg_advisory_lock({MIGRATION_LOCK})",
+            f"select pg_try_advisory_lock({MIGRATION_LOCK})",
+            "select pg_advisory_xact_lock(hashtextextended('cbir.import:x', 0))",
+            "select pg_advisory_lock_shared(1, 2)",
+            "create temp table big (a int)",
+        ):
+            with psycopg.connect(reader) as c, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(statement)
+    finally:
+        _drop(db, "guard_reader_a")
+
+
+def test_a_held_migration_lock_times_out_and_names_its_holder(db: str) -> None:
+    import psycopg
+
+    from cbir_pg.db.migrate import MIGRATION_LOCK
+
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("set application_name = 'the-holder'")
+        holder.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        pid = holder.execute("select pg_backend_pid()").fetchone()[0]
+        got = _migrate(db)
+    assert not got["ok"] and got["kind"] == "LockTimeoutError", got
+    assert f"pid {pid}" in got["message"] and "the-holder" in got["message"], got
+    assert "CBIR_PG_LOCK_TIMEOUT" in got["message"]
+    assert _migrate(db)["ok"]  # released: it goes through
+
+
+def test_a_reader_holding_a_view_open_delays_migrate_by_the_lock_timeout_only(db: str) -> None:
+    import psycopg
+
+    reader = _reader(db, "guard_reader_b")
+    try:
+        with psycopg.connect(reader) as c:
+            c.execute("select count(*) from cbir_report.leaderboard")  # idle in transaction from here
+            got = _migrate(db)
+            c.rollback()
+        assert not got["ok"] and got["kind"] == "LockTimeoutError", got
+        assert "guard_reader_b" in got["message"], got
+        assert _migrate(db)["ok"]
+    finally:
+        _drop(db, "guard_reader_b")
