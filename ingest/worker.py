@@ -76,9 +76,10 @@ def encoder_config_for(model: str, pretrained: bool = True) -> EncoderConfig:
     return cfg if pretrained else cfg.as_random()
 
 
-def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> None:
+def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig, *, commit: bool = True) -> None:
     """Create ``cbir.embedding_<key>`` and its ``cbir.encoder`` row on first use (under an advisory lock,
-    so concurrent workers do it once); refuse a different config hash with a clear error."""
+    so concurrent workers do it once); refuse a different config hash with a clear error. With
+    ``commit=False`` the caller's transaction keeps them (and the lock) until it commits or rolls back."""
     key, h = config.key, config.config_hash()
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
@@ -129,7 +130,8 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
                 "table_name": table_name,
             },
         )
-    conn.commit()
+    if commit:
+        conn.commit()
 
 
 def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:

@@ -358,3 +358,135 @@ def test_a_reader_holding_a_view_open_delays_migrate_by_the_lock_timeout_only(db
         assert _migrate(db)["ok"]
     finally:
         _drop(db, "guard_reader_b")
+
+
+# --------------------------------------------------------------------------- embeddings import-h5 (section 5)
+H5_LABELS = ["XR/chest/normal", "XR/chest/pneumonia"]
+
+
+def _dkfz_import(db: str, root: Path, n: int = 6) -> list[str]:
+    from datasets_fixtures import img, write_csv
+
+    from cbir_pg.datasets.importer import import_dataset
+    from cbir_pg.db.database import Database
+
+    rows, keys = [], []
+    for i in range(n):
+        fp = f"nih14/images_000/{i:05d}.png"
+        img(root / fp, 500 + i)
+        label = H5_LABELS[i % 2]
+        rows.append(
+            [fp, "nih14", ["train", "test"][i % 2], "XR", "chest", *[int(x == label) for x in H5_LABELS]]
+        )
+        keys.append(fp)
+    csv_path = write_csv(
+        root / "dkfz_splits.csv",
+        ["filepath", "dataset", "split", "modality", "anatomic_region", *H5_LABELS],
+        rows,
+    )
+    import_dataset(Database(db), "dkfz-splits", csv_path, profile="paper", progress=False)
+    return keys
+
+
+def _h5(path: Path, items: dict) -> Path:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for k, v in items.items():
+            if callable(v):
+                v(f, k)
+            else:
+                f.create_dataset(k, data=v)
+    return path
+
+
+def _unit_vectors(n: int, dim: int = 512, seed: int = 0):
+    import numpy as np
+
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _h5_state(db: str) -> tuple:
+    import psycopg
+
+    with psycopg.connect(db) as c:
+        table = c.execute("select to_regclass('cbir.embedding_biomedclip') is not null").fetchone()[0]
+        enc = c.execute("select count(*) from cbir.encoder where key = 'biomedclip'").fetchone()[0]
+    return table, enc
+
+
+def test_a_failed_import_h5_changes_nothing(db: str, tmp_path: Path) -> None:
+    from cbir_pg.db.database import Database
+    from cbir_pg.errors import InputError, NotFoundError
+    from cbir_pg.ingest.h5 import import_h5
+
+    keys = _dkfz_import(db, tmp_path / "data")
+    vecs = _unit_vectors(len(keys))
+    folder = tmp_path / "emb"
+    _h5(folder / "a_good.h5", dict(zip(keys, vecs, strict=True)))
+    _h5(folder / "b_bad.h5", {keys[0]: _unit_vectors(1, 256)[0]})
+    with pytest.raises(InputError, match="dimension is 512.*nothing was imported from the 2 files"):
+        import_h5(Database(db), folder, "biomedclip")
+    assert _h5_state(db) == (False, 0)  # no table, no encoder row, no recorded file: ingest stays possible
+
+    unknown = _h5(tmp_path / "unknown" / "x.h5", {"nowhere/1.png": vecs[0], "nowhere/2.png": vecs[1]})
+    with pytest.raises(NotFoundError, match="nothing was imported"):
+        import_h5(Database(db), unknown, "biomedclip")
+    assert _h5_state(db) == (False, 0)
+
+    assert import_h5(Database(db), folder / "a_good.h5", "biomedclip").loaded == len(keys)
+    assert _h5_state(db) == (True, 1)
+
+
+def test_import_h5_checks_values_and_types_before_trusting_them(db: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.errors import InputError
+    from cbir_pg.ingest.h5 import import_h5
+
+    keys = _dkfz_import(db, tmp_path / "data")
+    vecs = _unit_vectors(len(keys))
+    nan = vecs.copy()
+    nan[2, 5] = np.nan
+    with pytest.raises(InputError, match=r"NaN.*00002\.png"):
+        import_h5(
+            Database(db), _h5(tmp_path / "nan" / "n.h5", dict(zip(keys, nan, strict=True))), "biomedclip"
+        )
+    text = _h5(tmp_path / "text" / "t.h5", {keys[0]: np.array([b"a", b"b"])})
+    with pytest.raises(InputError, match="not numbers"):
+        import_h5(Database(db), text, "biomedclip")
+    assert _h5_state(db) == (False, 0)
+
+
+def test_a_small_compressed_h5_dataset_is_refused_from_its_header(db: str, tmp_path: Path) -> None:
+    """8 kB on disk, 2.4 GB once read; and a right-sized dataset stored in one huge chunk."""
+
+    def huge(f, k):
+        f.create_dataset(k, shape=(600_000_000,), dtype="f4", compression="gzip", chunks=(1_000_000,))
+
+    def huge_chunk(f, k):
+        f.create_dataset(
+            k, shape=(512,), maxshape=(None,), dtype="f4", compression="gzip", chunks=(100_000_000,)
+        )
+
+    for name, make, expect in (("bomb", huge, "shape (600000000,)"), ("chunk", huge_chunk, "chunks of")):
+        path = _h5(tmp_path / name / "x.h5", {"nih14/images_000/00000.png": make})
+        assert path.stat().st_size < 100_000
+        got = _python(
+            "import json, resource\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1536 * 2**20, 1536 * 2**20))\n"
+            "from cbir_pg.db.database import Database\n"
+            "from cbir_pg.errors import CbirError\n"
+            "from cbir_pg.ingest.h5 import import_h5\n"
+            "try:\n"
+            f"    import_h5(Database({db!r}), {str(path)!r}, 'biomedclip'); print(json.dumps({{'ok': True}}))\n"
+            "except CbirError as e:\n"
+            "    print(json.dumps({'ok': False, 'message': str(e)}))\n"
+            "except MemoryError:\n"
+            "    print(json.dumps({'ok': False, 'message': 'MemoryError'}))\n",
+            timeout=120,
+        )
+        assert not got["ok"] and expect in got["message"], got
