@@ -623,7 +623,15 @@ def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:
         _check_selection(conn, flt)
         ensure_encoder_table(conn, config)
         conn.commit()
-        return count_todo(conn, flt)
+        todo = count_todo(conn, flt)
+    import contextlib
+
+    from cbir_pg.errors import CbirError
+    from cbir_pg.index import drop_stale_staging
+
+    with contextlib.suppress(CbirError):  # a crashed index build's staging index would slow every insert
+        drop_stale_staging(db, config.key)
+    return todo
 
 
 def _run_single(

@@ -32,7 +32,7 @@ class Client:
 
     def __init__(self, db) -> None:  # noqa: ANN001
         self.db = db
-        self._reader: str | None = None  # the read-only login's DSN, prepared on the first sql()
+        self._reader = None  # the read-only login's Database, prepared on the first sql()
 
     @property
     def dsn(self) -> str:
@@ -51,10 +51,10 @@ class Client:
         ``COPY ... TO PROGRAM`` are refused by PostgreSQL itself. To change data, use :meth:`sql_write`."""
         import pandas as pd
 
-        from cbir_pg.db.readonly import reader_dsn, run_read_only
+        from cbir_pg.db.readonly import reader_database, run_read_only
 
         if self._reader is None:
-            self._reader = reader_dsn(self.db)
+            self._reader = reader_database(self.db)
         columns, rows = run_read_only(self._reader, query, params)
         return pd.DataFrame(rows, columns=columns)
 

@@ -20,11 +20,24 @@ from contextlib import contextmanager
 import psycopg
 
 from cbir_pg.db import queries
-from cbir_pg.db.database import dict_cursor, scalar
 from cbir_pg.errors import DatabaseError
 
 ENV = "CBIR_PG_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
+
+
+def scalar(conn: psycopg.Connection, query, params=None):  # noqa: ANN001
+    """One value (no import of :mod:`cbir_pg.db.database`, which imports :mod:`cbir_pg.db.connect`)."""
+    from psycopg.rows import scalar_row
+
+    with conn.cursor(row_factory=scalar_row) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def dict_cursor(conn: psycopg.Connection) -> psycopg.Cursor:
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
 
 
 class LockTimeoutError(DatabaseError):

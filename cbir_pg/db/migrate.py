@@ -108,6 +108,9 @@ def migrate(db: Database, revision: str = "head") -> MigrationResult:
                 f"db migrate: gave up after {timeout:g} s waiting for a table lock held by"
                 f" {blockers(lock_conn)} (wait longer with CBIR_PG_LOCK_TIMEOUT=SECONDS)"
             ) from None
+        from cbir_pg.index import drop_stale_staging
+
+        drop_stale_staging(db)  # a crashed index build's complete staging index
         return MigrationResult(before, current_revision(db), files)
 
 

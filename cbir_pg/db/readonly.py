@@ -46,15 +46,15 @@ def analyst_password(home: Path) -> str:
     return password
 
 
-def reader_dsn(db: Database) -> str:
-    """The DSN user SQL runs on: ``cbir_analyst``'s when ``db`` connects as a privileged role (a
-    superuser, CREATEROLE, BYPASSRLS or a server-files/program role), else ``db``'s own."""
+def reader_database(db: Database) -> Database:
+    """The database user SQL runs on: as ``cbir_analyst`` when ``db`` connects as a privileged role (a
+    superuser, CREATEROLE, BYPASSRLS or a server-files/program role), else as ``db``'s own role."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     conn = db.connect(autocommit=True, vector=False)
     try:
         if not scalar(conn, queries.get("readonly", "privileged")):
-            return db.dsn
+            return db
         if not scalar(conn, queries.get("readonly", "analyst_exists")):
             raise ConfigError("the database has no cbir_analyst role: run `cbir-pg db migrate` first")
         password = analyst_password(db.settings.home)
@@ -72,15 +72,13 @@ def reader_dsn(db: Database) -> str:
         conn.close()
     params = conninfo_to_dict(db.dsn)
     params.update(user=ROLE, password=password)
-    return make_conninfo(**params)
+    return Database(make_conninfo(**params), settings=db.settings)
 
 
-def run_read_only(dsn: str, query: str, params=None) -> tuple[list[str], list[tuple]]:  # noqa: ANN001
-    """``(column names, rows)`` of one statement run on ``dsn`` in a read-only transaction, then rolled
+def run_read_only(db: Database, query: str, params=None) -> tuple[list[str], list[tuple]]:  # noqa: ANN001
+    """``(column names, rows)`` of one statement run on ``db`` in a read-only transaction, then rolled
     back. Several statements in one string are refused by the server (one prepared statement per call)."""
-    from cbir_pg.db.connect import connect
-
-    conn = connect(dsn, autocommit=False, vector=True, row_factory=psycopg.rows.tuple_row)
+    conn = db.connect(autocommit=False, vector=True, row_factory=psycopg.rows.tuple_row)
     try:
         conn.execute("set transaction read only")
         cur = conn.execute(query, params, prepare=True)
@@ -90,5 +88,4 @@ def run_read_only(dsn: str, query: str, params=None) -> tuple[list[str], list[tu
     except psycopg.Error as exc:
         raise translate(exc) from None
     finally:
-        conn.rollback()
-        conn.close()
+        conn.close()  # never committed: closing rolls the transaction back
