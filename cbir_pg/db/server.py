@@ -134,6 +134,18 @@ def ident_conf(os_users: list[str]) -> str:
     )
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``--listen`` host is loopback only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    if host.strip("[]").lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``"5433"`` → ``("127.0.0.1", 5433)``; ``"HOST:PORT"``, ``"[::1]:5433"``, ``"0.0.0.0:5433"``."""
     text = text.strip()

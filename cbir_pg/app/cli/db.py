@@ -37,11 +37,16 @@ def start(
         " 5433 (loopback) or 0.0.0.0:5433; a running server listening elsewhere restarts. Default: Unix"
         " socket only (a server started by any other command never listens on TCP)",
     ),
+    allow_remote: bool = typer.Option(
+        False,
+        "--allow-remote",
+        help="allow a non-loopback --listen host (other machines can then try to log in)",
+    ),
 ) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact, start_embedded
-    from cbir_pg.db.server import parse_listen
+    from cbir_pg.db.server import is_loopback_host, parse_listen
     from cbir_pg.errors import ConfigError
 
     settings = get_settings(state(ctx).dsn)
@@ -50,7 +55,19 @@ def start(
             raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
         typer.echo(f"database ready: {redact(dsn(ctx))}")
         return
-    st, url = start_embedded(settings, parse_listen(listen) if listen else None)
+    address = parse_listen(listen) if listen else None
+    if address and not is_loopback_host(address[0]):
+        if not allow_remote:
+            raise ConfigError(
+                f"--listen {listen} opens the database to other machines (every interface for 0.0.0.0):"
+                " add --allow-remote to mean it (--listen PORT listens on loopback only)"
+            )
+        typer.echo(
+            f"warning: listening on {address[0]}:{address[1]}: anyone who can reach it may try to log in"
+            " (scram-sha-256; put a firewall in front)",
+            err=True,
+        )
+    st, url = start_embedded(settings, address)
     tcp = f"; TCP {st.listen}:{st.port} (scram-sha-256)" if st.listen else ""
     note = f" ({st.note})" if st.note else ""
     typer.echo(f"database ready: {redact(url)}{tcp}{note}")
