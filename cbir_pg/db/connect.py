@@ -176,7 +176,11 @@ def start_embedded(settings: Settings, listen: tuple[str, int] | None = None) ->
         pass
     except psycopg.Error as exc:
         raise translate(exc, admin) from None
-    return st, st.uri(settings.database)
+    uri = st.uri(settings.database)
+    from cbir_pg.db.server import start_watchdog
+
+    start_watchdog(uri, settings.home)  # readers' time limits hold whatever they set (docs/reliability.md)
+    return st, uri
 
 
 def resolve_dsn(dsn: str | None = None, settings: Settings | None = None) -> str:

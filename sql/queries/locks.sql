@@ -41,3 +41,10 @@ where a.datname = current_database() and a.pid <> pg_backend_pid() and a.xact_st
   and a.backend_type = 'client backend'
 order by a.xact_start
 limit 5
+
+-- name: watchdog_sweep
+select pid, role_name, action, seconds
+from cbir.reader_watchdog_v1(%(statement_limit)s::interval, %(idle_limit)s::interval)
+
+-- name: watchdog_ready
+select to_regprocedure('cbir.reader_watchdog_v1(interval, interval)') is not null as ready

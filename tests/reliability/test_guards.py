@@ -490,3 +490,59 @@ def test_a_small_compressed_h5_dataset_is_refused_from_its_header(db: str, tmp_p
             timeout=120,
         )
         assert not got["ok"] and expect in got["message"], got
+
+
+def test_the_watchdog_holds_a_readers_limits_whatever_it_sets(db: str) -> None:
+    """The reader lifts its own limits; the owner's sweep still cancels its long statement and ends its
+    transaction left idle (limits passed as 1 s here; the reader limits are minutes)."""
+    import threading
+    import time
+
+    import psycopg
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.watchdog import sweep
+
+    reader = _reader(db, "guard_reader_c")
+    try:
+        with psycopg.connect(reader, autocommit=True) as c:
+            c.execute("set statement_timeout = 0")
+            c.execute("set idle_in_transaction_session_timeout = 0")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("select cbir.reader_watchdog_v1()")  # a reader cannot call it
+        outcome: dict = {}
+
+        def long_statement() -> None:
+            with psycopg.connect(reader, autocommit=True) as c:
+                c.execute("set statement_timeout = 0")
+                try:
+                    c.execute("select pg_sleep(60)")
+                    outcome["sleep"] = "finished"
+                except psycopg.errors.QueryCanceled:
+                    outcome["sleep"] = "cancelled"
+
+        t = threading.Thread(target=long_statement)
+        t.start()
+        deadline = time.monotonic() + 30
+        acted = []
+        while not acted and time.monotonic() < deadline:
+            time.sleep(0.5)
+            acted = [a for a in sweep(Database(db), "1 s", "1 h") if a.role_name == "guard_reader_c"]
+        t.join(timeout=30)
+        assert outcome.get("sleep") == "cancelled", (outcome, acted)
+        assert acted[0].action == "cancelled a statement" and acted[0].seconds >= 1
+
+        idle = psycopg.connect(reader)
+        idle.execute("set idle_in_transaction_session_timeout = 0")
+        idle.execute("select 1")  # a transaction left open
+        deadline = time.monotonic() + 30
+        acted = []
+        while not acted and time.monotonic() < deadline:
+            time.sleep(0.5)
+            acted = [a for a in sweep(Database(db), "1 h", "1 s") if a.role_name == "guard_reader_c"]
+        assert acted and acted[0].action.startswith("ended a session"), acted
+        with pytest.raises(psycopg.OperationalError):
+            idle.execute("select 1")
+        idle.close()
+    finally:
+        _drop(db, "guard_reader_c")

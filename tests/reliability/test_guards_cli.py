@@ -197,3 +197,29 @@ def test_db_start_on_every_interface_needs_allow_remote(cli_env: dict[str, str])
         env=env, capture_output=True, text=True, timeout=180, cwd=REPO,
     )  # fmt: skip
     assert r.returncode == 0 and "warning" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_the_embedded_server_starts_its_reader_watchdog(cli_env: dict[str, str]) -> None:
+    import time
+
+    from cbir_pg.db.server import try_lock_file, watchdog_lock
+
+    env = {**cli_env, "PYTHONPATH": str(REPO) + os.pathsep + cli_env.get("PYTHONPATH", "")}
+    r = subprocess.run(
+        [sys.executable, "-m", "cbir_pg", "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    lock = watchdog_lock(Path(cli_env["CBIR_PG_HOME"]))
+    deadline = time.monotonic() + 30
+    held = False
+    while not held and time.monotonic() < deadline:
+        fh = try_lock_file(lock)
+        held = fh is None
+        if fh is not None:
+            fh.close()
+            time.sleep(0.5)
+    assert held, "no watchdog holds the home's watchdog lock"

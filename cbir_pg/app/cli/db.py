@@ -146,6 +146,27 @@ def migrate(ctx: typer.Context) -> None:
     console.print(f"schema {change}; re-applied {len(result.sql_files)} SQL files")
 
 
+@app.command()
+def watchdog(
+    ctx: typer.Context,
+    interval: float = typer.Option(5.0, "--interval", min=0.5, help="seconds between two sweeps"),
+    once: bool = typer.Option(False, "--once", help="one sweep, then exit"),
+) -> None:
+    """Enforce readers' statement and idle-transaction limits whatever a session set (the embedded
+    server runs one by itself; run this as a service for an external server)."""
+    from cbir_pg.db.watchdog import Action, sweep, watch
+
+    def show(a: Action) -> None:
+        print_line(f"{a.action}: role {a.role_name} pid {a.pid} after {a.seconds:.0f} s")
+
+    db = database(ctx)
+    if once:
+        for a in sweep(db):
+            show(a)
+        return
+    watch(db, interval, on_action=show, max_failures=10**9)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def psql(
     ctx: typer.Context,
