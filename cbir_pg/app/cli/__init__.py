@@ -11,6 +11,7 @@ import sys
 import typer
 
 from cbir_pg.app.cli import (
+    audit,
     datasets,
     db,
     demo,
@@ -46,6 +47,7 @@ for _module in (
     index,
     search,
     serve,
+    audit,
     evaluate,
     report,
     demo,
