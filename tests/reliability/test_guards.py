@@ -237,14 +237,21 @@ def test_the_embedded_server_keeps_none_of_roots_groups(pg_server_dsn: str) -> N
 
 # --------------------------------------------------------------------------- the Python façade (section 2)
 def test_facade_sql_runs_read_only_with_reader_privileges(db: str, tmp_path: Path) -> None:
+    import psycopg
     from relhelp import relation_snapshot
 
     import cbir_pg
     from cbir_pg.errors import CbirError
 
+    with psycopg.connect(db) as c:  # the owner's data: the notebook sees what the owner sees
+        ds = c.execute(
+            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
+            " values ('nb', 'csv', 'nb', 'complete', now()) returning id"
+        ).fetchone()[0]
+        c.execute("insert into cbir.image (dataset_id, uri, split) values (%s, 'a.png', 'test')", (ds,))
     client = cbir_pg.connect(db)
     assert client.sql("select current_user as u").u.tolist() == ["cbir_analyst"]
-    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [0]
+    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [1]
     assert client.sql("select %(x)s::int + 1 as y", {"x": 1}).y.tolist() == [2]
     before = relation_snapshot(db)
     marker = tmp_path / "ran"
@@ -267,7 +274,7 @@ def test_facade_sql_runs_read_only_with_reader_privileges(db: str, tmp_path: Pat
 
     # writing is a separate method that says so
     client.sql_write("create table public.notes (a int)")
-    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [0]
+    assert client.sql("select count(*) as n from cbir.image").n.tolist() == [1]
     assert relation_snapshot(db) != before
 
 
