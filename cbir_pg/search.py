@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 
+from cbir_pg.cohort import Cohort, as_cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import translate
 from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.errors import CbirError, ConfigError, NotFoundError
-from cbir_pg.rules import SPLITS, check_ef_search
+from cbir_pg.rules import check_ef_search
 
 #: frame colours of the grid (RGB): the query, a neighbour with the query's label, one without
 ORANGE = (255, 140, 0)
@@ -52,18 +54,14 @@ class QueryImage:
     embedded_on_the_fly: bool = False
 
 
-def _check_filters(split: str | None, dataset: str | None, modality: str | None, k: int) -> None:
-    if not isinstance(k, int) or k < 1:
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if split is not None and split not in SPLITS:
-        raise ConfigError(f"invalid split {split!r}: use train, val or test")
-    if dataset is not None:
-        identifiers.check_key(dataset, "dataset")
-    if modality is not None:
-        import re
 
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}", modality):
-            raise ConfigError(f"invalid modality {modality!r}")
+
+def check_cohort(conn: psycopg.Connection, cohort: Cohort, query_image_id: int | None = None) -> None:
+    """Validate ``cohort`` in the database (``cbir.resolve_cohort``, the one validation) without searching."""
+    conn.execute(queries.get("search", "check_cohort"), {"cohort": cohort.sql(), "image_id": query_image_id})
 
 
 def _sql_error(exc: psycopg.Error) -> CbirError:
@@ -71,7 +69,7 @@ def _sql_error(exc: psycopg.Error) -> CbirError:
     msg = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
     if isinstance(exc, psycopg.errors.NoDataFound):
         return NotFoundError(msg)
-    if isinstance(exc, psycopg.errors.InvalidParameterValue):
+    if isinstance(exc, psycopg.errors.InvalidParameterValue | psycopg.errors.InvalidTextRepresentation):
         return ConfigError(msg)
     return translate(exc)
 
@@ -102,13 +100,16 @@ def search(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
-    exclude_same_patient: bool = False,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
+    **filters: Any,
 ) -> list[Hit]:
-    """The k most similar images to a stored image (``image_id``) or an image file (``path``).
+    """The k most similar images of a cohort to a stored image (``image_id``) or an image file (``path``).
+
+    The cohort is ``cohort`` plus any keyword filters (:func:`cbir_pg.cohort.as_cohort`: ``split``,
+    ``dataset``, ``modality``, ``label``, ``sex``, ``age_min``, ``age_max``, ``patient``,
+    ``exclude_same_patient``, ``same_patient``, ``image_ids``, ``cohort`` ...); the SQL function filters
+    natively and returns exactly k rows when k images of the cohort exist.
 
     A file that is already in the database (same path under a dataset root, or same decoded pixels) uses
     its stored vector and is left out of its own results; any other file is embedded on the fly with
@@ -121,11 +122,9 @@ def search(
         image_id=image_id,
         path=path,
         k=k,
-        split=split,
-        dataset=dataset,
-        modality=modality,
-        exclude_same_patient=exclude_same_patient,
+        cohort=cohort,
         ef_search=ef_search,
+        **filters,
     )[1]
 
 
@@ -136,19 +135,18 @@ def search_with_query(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
-    exclude_same_patient: bool = False,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
+    **filters: Any,
 ) -> tuple[QueryImage, list[Hit]]:
     """:func:`search`, also returning what is known about the query (its label for the grid's frames)."""
     identifiers.check_key(model)
-    _check_filters(split, dataset, modality, k)
+    _check_k(k)
+    cohort = as_cohort(cohort, **filters)
     if (image_id is None) == (path is None):
         raise ConfigError("give exactly one of an image id or an image file")
     check_ef_search(ef_search)
-    filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
+    params = {"model": model, "k": k, "cohort": cohort.sql()}
     conn = db.connect()
     with db_errors(using=_sql_error), conn:
         if conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone() is None:
@@ -161,10 +159,12 @@ def search_with_query(
         if path is not None:
             found, rgb = _find_stored(conn, model, Path(path))
             if found is None:
-                if exclude_same_patient:
+                if cohort.relative_to_query:
                     raise ConfigError(
-                        "excluding the query's patient needs a stored query image; a new file has none"
+                        f"a patient filter relative to the query (patient: {cohort.patient}) needs a stored"
+                        " query image; a new file has none"
                     )
+                check_cohort(conn, cohort)  # a bad filter fails before the encoder loads
                 vec = _embed_file(conn, model, rgb, Path(path))
             image_id = found
         if image_id is not None:
@@ -180,14 +180,11 @@ def search_with_query(
                 info["age"],
             )
             rows = conn.execute(
-                queries.get("search", "similar_images"),
-                {**filters, "image_id": image_id, "exclude_same_patient": exclude_same_patient},
+                queries.get("search", "similar_images"), {**params, "image_id": image_id}
             ).fetchall()
         else:
             query = QueryImage(None, Path(path), embedded_on_the_fly=True)
-            rows = conn.execute(
-                queries.get("search", "similar_to_vector"), {**filters, "vec": vec}
-            ).fetchall()
+            rows = conn.execute(queries.get("search", "similar_to_vector"), {**params, "vec": vec}).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
     return query, _rows_to_hits(rows)
 
@@ -219,6 +216,16 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
 
 def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Path) -> np.ndarray:
     """Embed a new file with the encoder config the model's stored vectors were made with."""
+    from cbir_pg.encoders import embed_arrays
+
+    return embed_arrays(stored_encoder(conn, model, path), [rgb])[0]
+
+
+def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = None):
+    """The encoder whose config the model's stored vectors were made with (the installed pretrained
+    one, or the seeded random one a test database was filled with), built once per process
+    (:func:`cbir_pg.encoders.loaded.loaded_encoder`). ``path`` names the query in error messages."""
+    what = str(path) if path is not None else "a query"
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -227,9 +234,10 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     stored_hash = row["config_hash"]
     stored_config = row["config"] or {}
     try:
-        from cbir_pg.encoders import create_encoder, embed_arrays, get_config
+        from cbir_pg.encoders import get_config
+        from cbir_pg.encoders.loaded import loaded_encoder
     except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
-        raise ConfigError(f"cannot embed {path}: encoders unavailable ({exc})") from None
+        raise ConfigError(f"cannot embed {what}: encoders unavailable ({exc})") from None
     config = get_config(model)
     kwargs: dict[str, object] = {}
     if config.config_hash() != stored_hash:
@@ -242,19 +250,33 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
                 seed = None
         if seed is None or config.as_random(seed).config_hash() != stored_hash:
             raise ConfigError(
-                f"cannot embed {path} for {model}: the stored vectors were made with encoder config "
+                f"cannot embed {what} for {model}: the stored vectors were made with encoder config "
                 f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
             )
         kwargs = {"pretrained": False, "seed": seed}
-    encoder = create_encoder(model, **kwargs)
+    encoder = loaded_encoder(model, **kwargs)
     if encoder.config.config_hash() != stored_hash:
         raise ConfigError(f"encoder config hash mismatch for {model}")
-    return embed_arrays(encoder, [rgb])[0]
+    return encoder
 
 
-def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:
+IMPORTED_TEXT_NOTE = (
+    "the {model} image vectors are imported (published HDF5) and declare this installation's {model} model"
+    " and preprocessing (config {hash}): this model's text tower queries them"
+)
+
+
+def check_stored_config(
+    conn: psycopg.Connection, model: str, weights: str | Path | None = None
+) -> str | None:
     """The model's stored image vectors must come from this installation's encoder config (the text
-    tower shares the image tower's weights, so a text vector only makes sense against those)."""
+    tower shares the image tower's weights, so a text vector only makes sense against those).
+
+    Imported vectors (``embeddings import-h5``) qualify when they declare the same model and the same
+    preprocessing: their config is this installation's config with only the import provenance added
+    (:func:`cbir_pg.ingest.h5.imported_config`), so its hash equals that config's hash. The paper's
+    preprocessing is the library processor of each model, which the registered configs follow (tested,
+    docs/models.md). Returns a note saying so for imported vectors, else ``None``."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -264,11 +286,18 @@ def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Pat
 
     config = get_config(model)
     stored_hash = row["config_hash"]
+    if weights is None:
+        from cbir_pg.ingest.h5 import imported_config
+
+        imported = imported_config(config).config_hash()
+        if stored_hash == imported and imported != config.config_hash():
+            return IMPORTED_TEXT_NOTE.format(model=model, hash=stored_hash[:12])
     if weights is None and config.config_hash() != stored_hash:
         raise ConfigError(
             f"the stored {model} vectors were made with encoder config {stored_hash[:12]}, this installation's "
             f"{model} config is {config.config_hash()[:12]}: text and image vectors would not match"
         )
+    return None
 
 
 def search_text(
@@ -277,33 +306,77 @@ def search_text(
     text: str,
     *,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
     weights: str | Path | None = None,
+    **filters: Any,
 ) -> list[Hit]:
     """Text-to-image search: embed ``text`` with the model's own tokenizer and text tower
-    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors.
-    A model without a text tower is refused with one line before anything is loaded."""
+    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors
+    (computed here, or imported ones that declare the same model and preprocessing:
+    :func:`check_stored_config`; :func:`text_search_note` says which). A model without a text tower is
+    refused with one line before anything is loaded."""
     from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
 
     identifiers.check_key(model)
-    _check_filters(split, dataset, modality, k)
+    _check_k(k)
+    cohort = as_cohort(cohort, **filters)
     check_text_tower(model)
     check_ef_search(ef_search)
     conn = db.connect()
     with db_errors(using=_sql_error), conn:
         check_stored_config(conn, model, weights)
+        check_cohort(conn, cohort)
         vec = embed_texts(create_text_encoder(model, weights=weights), [text])[0]
         if ef_search is not None:
             conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
         rows = conn.execute(
             queries.get("search", "similar_to_vector"),
-            {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality, "vec": vec},
+            {"model": model, "k": k, "cohort": cohort.sql(), "vec": vec},
         ).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
     return _rows_to_hits(rows)
+
+
+def text_search_note(db: Database, model: str) -> str | None:
+    """What :func:`search_text` will say about the vectors it queries: a note for imported vectors
+    that declare this installation's model and preprocessing, ``None`` for computed ones."""
+    with db.connection() as conn:
+        return check_stored_config(conn, model)
+
+
+PIXELS_NOT_AVAILABLE = "pixels not available"
+
+
+class PixelsNotAvailable(NotFoundError):
+    """The image was imported with ``--metadata-only``: its file is not on this machine."""
+
+    def __init__(self, image_id: int):
+        super().__init__(f"image {image_id}: {PIXELS_NOT_AVAILABLE} (imported with --metadata-only)")
+        self.image_id = image_id
+
+
+def placeholder_rgb(side: int = 128, text: str = PIXELS_NOT_AVAILABLE) -> np.ndarray:
+    """A grey square that says ``text``: drawn where an image has no local pixels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (side, side), (200, 200, 200))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    y = side // 2 - 12
+    for line in text.replace(" not ", "\nnot ").split("\n"):
+        w = draw.textlength(line, font=font)
+        draw.text(((side - w) / 2, y), line, fill=(60, 60, 60), font=font)
+        y += 12
+    return np.asarray(im)
+
+
+def image_rgb_or_placeholder(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
+    """:func:`load_image_rgb`, or :func:`placeholder_rgb` for an image without local pixels."""
+    try:
+        return load_image_rgb(db_or_conn, image_id)
+    except PixelsNotAvailable:
+        return placeholder_rgb()
 
 
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
@@ -323,6 +396,8 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
             row = fetch(conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
+    if not row["local_pixels"]:
+        raise PixelsNotAvailable(image_id)
     from cbir_pg.roots import local_root
 
     uri, root = row["uri"], local_root(row["root"])
@@ -427,12 +502,16 @@ def hit_caption(hit: Hit) -> str:
 def write_search_grid(
     db: Database, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
 ) -> Path:
-    """The grid for a search result: query pixels from its file or the database, neighbours from theirs."""
+    """The grid for a search result: query pixels from its file or the database, neighbours from theirs
+    (a grey "pixels not available" tile for an image imported with ``--metadata-only``)."""
     from cbir_pg.images import decode_file
 
-    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(db, query.image_id)
+    if query.path is not None:
+        query_rgb = decode_file(query.path)
+    else:
+        query_rgb = image_rgb_or_placeholder(db, query.image_id)
     with db.connection(vector=False) as conn:
-        neighbours = [load_image_rgb(conn, h.image_id) for h in hits]
+        neighbours = [image_rgb_or_placeholder(conn, h.image_id) for h in hits]
     matches: list[bool] = [None if query.label is None else h.label == query.label for h in hits]  # type: ignore[misc]
     qlabel = (query.label or "unknown").split("/")[-1]
     captions = [f"query\n{qlabel}"] + [hit_caption(h) for h in hits]

@@ -23,6 +23,10 @@ order by e.key
 -- the vectors of the images the caller may see (row-level security on cbir.image)
 select count(*)::bigint as n from {table} e join cbir.image i on i.id = e.image_id
 
+-- name: model_has_vectors
+-- whether a model's table holds any vector (cheap at any size, unlike count(*))
+select exists (select 1 from {table}) as ok
+
 -- name: has_vector
 select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
 
@@ -46,15 +50,14 @@ order by l.key
 select i.id as image_id from cbir.image i where i.duplicate_of = %(image_id)s order by i.id limit 20
 
 -- name: image_file
-select cbir.image_file(%(image_id)s) as path, i.content_hash
+select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels
 from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images
--- neighbours of a stored image (cbir.similar_images), with what a page shows joined in
+-- neighbours of a stored image among a cohort (cbir.similar_images_v2), with what a page shows joined in
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
        p.sex, p.age
-from cbir.similar_images(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
-                         %(exclude_same_patient)s, true) s
+from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -64,8 +67,7 @@ order by s.rank
 -- name: similar_to_vector
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
        p.sex, p.age
-from cbir.similar_to_vector(%(vec)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
-                            null, %(exclude_image_id)s) s
+from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s, %(query_image_id)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -86,11 +88,9 @@ select
   (select exists (select 1 from cbir.patient p join cbir.image i on i.patient_id = p.id
      where not i.excluded and p.age is not null)) as has_age
 
--- name: label_exists
-select exists (select 1 from cbir.label l where l.key = %(label)s) as ok
-
--- name: dataset_exists
-select exists (select 1 from cbir.dataset d where d.key = %(dataset)s) as ok
+-- name: check_cohort
+-- the one validation of a cohort (cbir.resolve_cohort): a bad value or an unknown name raises
+select (cbir.resolve_cohort(%(cohort)s)).split is null as ok
 
 -- name: find_by_content_hash
 -- an upload whose decoded pixels equal a stored image's, with a vector for the model
@@ -143,7 +143,7 @@ select cbir.grant_logins_to_web() as n
 
 -- name: image_visible
 -- as the actor: row-level security decides
-select i.id, i.content_hash from cbir.image i where i.id = %(image_id)s
+select i.id, i.content_hash, i.local_pixels from cbir.image i where i.id = %(image_id)s
 
 -- name: image_path
 -- as cbir_web, after image_visible found the image for the actor
