@@ -397,6 +397,7 @@ def test_every_cli_command_with_a_password_dsn_leaks_nothing(
         ["db", "roles", "add", "t_sec_every", "--reader"],
         ["db", "roles", "list"],
         ["db", "roles", "drop", "t_sec_every"],
+        ["db", "watchdog", "--once"],
         [
             "datasets",
             "import",
