@@ -380,8 +380,9 @@ def image_rgb_or_placeholder(db_or_conn: Database | psycopg.Connection, image_id
 
 
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
-    """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
-    from cbir_pg.images import decode_file
+    """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``, through the guarded
+    reader: its pixels must be those recorded at import (:func:`cbir_pg.images.read_image`)."""
+    from cbir_pg.images import read_image
 
     def fetch(conn: psycopg.Connection):
         return (
@@ -400,7 +401,7 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
     from cbir_pg.roots import local_root
 
     uri, root = row["uri"], local_root(row["root"])
-    return decode_file(Path(root) / uri if root else Path(uri))
+    return read_image(Path(root) / uri if root else Path(uri), row.get("content_hash"))[0]
 
 
 def _fit_tile(rgb: np.ndarray, tile: int) -> np.ndarray:

@@ -76,13 +76,16 @@ def encoder_config_for(model: str, pretrained: bool = True) -> EncoderConfig:
     return cfg if pretrained else cfg.as_random()
 
 
-def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> None:
+def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig, *, commit: bool = True) -> None:
     """Create ``cbir.embedding_<key>`` and its ``cbir.encoder`` row on first use (under an advisory lock,
-    so concurrent workers do it once); refuse a different config hash with a clear error."""
+    so concurrent workers do it once); refuse a different config hash with a clear error. With
+    ``commit=False`` the caller's transaction keeps them (and the lock) until it commits or rolls back."""
     key, h = config.key, config.config_hash()
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
-    conn.execute(queries.get("ingest", "setup_lock"))
+    from cbir_pg.db.locks import key_of, wait_for_lock
+
+    wait_for_lock(conn, key_of(conn, "text_key", "cbir-pg ingest setup"), f"ingest --model {key}", xact=True)
     cur = dict_cursor(conn)
     row = cur.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
     comment = cur.execute(
@@ -127,7 +130,8 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
                 "table_name": table_name,
             },
         )
-    conn.commit()
+    if commit:
+        conn.commit()
 
 
 def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
@@ -633,7 +637,15 @@ def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:
         _check_selection(conn, flt)
         ensure_encoder_table(conn, config)
         conn.commit()
-        return count_todo(conn, flt)
+        todo = count_todo(conn, flt)
+    import contextlib
+
+    from cbir_pg.errors import CbirError
+    from cbir_pg.index import drop_stale_staging
+
+    with contextlib.suppress(CbirError):  # a crashed index build's staging index would slow every insert
+        drop_stale_staging(db, config.key)
+    return todo
 
 
 def _run_single(

@@ -116,7 +116,7 @@ class Listener:
         port: int = 11112,
         ae_title: str = "CBIRPG",
         allowed_aets: list[str] | None = None,
-        bind: str = "0.0.0.0",
+        bind: str = "127.0.0.1",
         label: str | None = None,
     ):
         from cbir_pg.db.identifiers import check_key

@@ -1,10 +1,8 @@
 -- Queries of dataset import (cbir_pg/datasets/) and of `cbir-pg datasets list` / `labels list`.
 
--- name: lock_dataset
--- serialises imports of the same dataset; imports of different datasets run side by side
-select pg_advisory_lock(hashtextextended('cbir.import:' || %(key)s, 0));
-
 -- name: unlock_dataset
+-- the lock (cbir_pg.db.locks, key dataset_key) serialises imports of the same dataset; imports of
+-- different datasets run side by side
 select pg_advisory_unlock(hashtextextended('cbir.import:' || %(key)s, 0));
 
 -- name: now

@@ -642,7 +642,10 @@ def test_deploy_units_run_the_documented_commands() -> None:
 
     follow = (REPO / "deploy" / "pacs" / "cbir-pg-follow.service").read_text()
     listen = (REPO / "deploy" / "pacs" / "cbir-pg-listen.service").read_text()
-    for unit, cmd in ((follow, "ingest --follow --model"), (listen, "dicom listen --port 11112")):
+    for unit, cmd in (
+        (follow, "ingest --follow --model"),
+        (listen, "dicom listen --bind 0.0.0.0 --port 11112"),
+    ):
         assert cmd in unit and "KillSignal=SIGTERM" in unit and "Restart=on-failure" in unit
         assert re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M) and "PASSWORD" not in unit
     services = yaml.safe_load((REPO / "deploy" / "pacs" / "compose.pacs.yml").read_text())["services"]

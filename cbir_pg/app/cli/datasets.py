@@ -200,7 +200,7 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
             f"{d.key} ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
             f"{d.errors} import errors; root {d.root}"
             + (
-                " [yellow](import unfinished: rerun the import; evaluation refuses it)[/]"
+                " (import unfinished: rerun the import; evaluation refuses it)"
                 if d.import_status != "complete"
                 else ""
             )

@@ -20,7 +20,9 @@ def listen(
     allow_aet: list[str] = typer.Option(
         None, "--allow-aet", help="calling AE titles allowed to send (repeatable); default: any"
     ),
-    bind: str = typer.Option("0.0.0.0", "--bind", help="address to listen on"),
+    bind: str = typer.Option(
+        "127.0.0.1", "--bind", help="address to listen on (loopback by default; 0.0.0.0 for every interface)"
+    ),
     label: str = typer.Option(None, "--label", help="one source label for every image received"),
 ) -> None:
     """Store, import and queue for embedding every instance sent here; SIGTERM finishes the associations
