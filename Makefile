@@ -23,11 +23,7 @@ export HF_HUB_OFFLINE ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@idx=""; \
-	if [ "$(TORCH_BUILD)" = cpu ] || { [ "$(TORCH_BUILD)" = auto ] && ! command -v nvidia-smi >/dev/null 2>&1 \
-	     && $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" >/dev/null 2>&1; }; then \
-	  idx="--index-url $(TORCH_CPU_INDEX)"; echo "torch: CPU build from $(TORCH_CPU_INDEX)"; \
-	else echo "torch: $(TORCH_SPEC) from the default index (TORCH_BUILD=$(TORCH_BUILD))"; fi; \
+	@idx="$$(sh tools/torch_index.sh $(PY) $(TORCH_BUILD) $(TORCH_CPU_INDEX))" || exit 2; \
 	$(PY) -m pip install -q $(TORCH_SPEC) $$idx
 	$(PY) -m pip install -q -e ".[test,bench,weights,dicom]"
 	touch $@

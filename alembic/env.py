@@ -2,8 +2,9 @@
 
 Run through ``cbir-pg db migrate`` (:func:`cbir_pg.db.migrate.migrate`), which passes the libpq DSN in
 ``config.attributes["dsn"]``. Plain ``alembic`` works from the repository root (``alembic.ini``) with
-``-x dsn=...`` or ``CBIR_PG_DSN``; its ``upgrade`` then also re-applies ``sql/schema/*.sql`` (functions,
-views, grants), as ``cbir-pg db migrate`` does.
+``-x dsn=...`` or ``CBIR_PG_DSN``, and without either on the embedded server of ``CBIR_PG_HOME`` (started
+if needed), like every ``cbir-pg`` command; its ``upgrade`` then also re-applies ``sql/schema/*.sql``
+(functions, views, grants), as ``cbir-pg db migrate`` does.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ def _dsn() -> str:
         or context.get_x_argument(as_dictionary=True).get("dsn")
         or os.environ.get("CBIR_PG_DSN")
     )
-    if not dsn:
-        raise RuntimeError(
-            "no DSN: run cbir-pg db migrate, or alembic -x dsn=... upgrade head (or set CBIR_PG_DSN)"
-        )
-    return dsn
+    if dsn:
+        return dsn
+    from cbir_pg.config import get_settings
+    from cbir_pg.db.connect import embedded_dsn
+    from cbir_pg.errors import CbirError
+
+    try:
+        return embedded_dsn(get_settings(None))
+    except CbirError as exc:  # one line, as cbir-pg says it, not a traceback
+        print(f"error: {exc} (or give alembic -x dsn=... or CBIR_PG_DSN)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _plain_alembic_upgrade() -> bool:

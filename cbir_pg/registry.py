@@ -7,12 +7,25 @@ the registry module itself imports no family, so there is no import cycle betwee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from cbir_pg.errors import CbirError, NotFoundError
 
 T = TypeVar("T")
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'efficientnet_lite0'?)`` for the closest known name, or "" when none is close
+    (the hint commands and options already give for a typo)."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(word), known, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    best = difflib.SequenceMatcher(None, str(word), close[0]).ratio()
+    tied = [c for c in close if difflib.SequenceMatcher(None, str(word), c).ratio() == best]
+    return " (did you mean " + " or ".join(repr(c) for c in sorted(tied)) + "?)"
 
 
 class Registry(Generic[T]):
@@ -42,7 +55,9 @@ class Registry(Generic[T]):
     def get(self, key: str) -> T:
         if key not in self._entries:
             known = ", ".join(sorted(self._entries))
-            raise self.error(f"unknown {self.what} {key!r}; known: {known}{self.hint}")
+            raise self.error(
+                f"unknown {self.what} {key!r}{did_you_mean(key, self._entries)}; known: {known}{self.hint}"
+            )
         return self._entries[key]
 
     def __contains__(self, key: object) -> bool:

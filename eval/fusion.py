@@ -216,7 +216,9 @@ def evaluate_ranking(
             }
             unknown = [d for d in ds if d not in found]
             if unknown:
-                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+                from cbir_pg.datasets.catalog import unknown_datasets_error
+
+                raise unknown_datasets_error(conn, unknown)
         index = _images(conn, ranking.models, [index_split], ds)
         candidates = _images(conn, ranking.models, query_splits, ds)
         qmap = {i: lab for i, lab in candidates.items() if lab >= 0}

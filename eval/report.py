@@ -137,19 +137,19 @@ def _view_exists(conn, name: str) -> bool:
 
 
 # --------------------------------------------------------------------------- Fig. 3A
-def _class_p1(db: Database, model: str) -> tuple[list[tuple[str, str, int, float]], str]:
-    """``[(class key, kind, index class size, P@1)]`` and where they came from."""
+def _class_p1(db: Database, model: str) -> tuple[list[tuple], str]:
+    """``[(class key, kind, index class size, P@1, queries)]`` and where they came from."""
     with db.connection() as conn:
         if _view_exists(conn, "cbir_report.class_precision"):
             rows = conn.execute(
-                "select class, kind, class_index_size, p1, mode, scope from cbir_report.class_precision"
+                "select class, kind, class_index_size, p1, n_queries, mode, scope from cbir_report.class_precision"
                 " where model = %s and p1 is not null order by (mode = 'exact') desc, scope, class",
                 (model,),
             ).fetchall()
             if rows:
                 first = (rows[0]["mode"], rows[0]["scope"])
                 return [
-                    (r["class"], r["kind"], int(r["class_index_size"]), float(r["p1"]))
+                    (r["class"], r["kind"], int(r["class_index_size"]), float(r["p1"]), int(r["n_queries"]))
                     for r in rows
                     if (r["mode"], r["scope"]) == first
                 ], f"latest retrieval run ({first[0]}, {first[1]})"
@@ -180,7 +180,7 @@ def _class_p1(db: Database, model: str) -> tuple[list[tuple[str, str, int, float
         size = res.index_class_sizes.get(int(c), 0)
         if size:
             key, kind = labels[int(c)]
-            out.append((key, kind, size, float(np.mean(res.neighbour_labels[sel, 0] == c))))
+            out.append((key, kind, size, float(np.mean(res.neighbour_labels[sel, 0] == c)), int(sel.sum())))
     return out, "top-1 search of test against train, computed for this report"
 
 
@@ -217,12 +217,14 @@ def _log_x(ax, values: Sequence[float]) -> None:
 
 
 def fig3a(
-    points: list[tuple[str, str, int, float]],
+    points: list[tuple],
     model: str,
     path: Path,
     source: str,
     inputs: str | None = None,
 ) -> Path:
+    """Per-class P@1 against index class size; ``points``: ``(class, kind, index size, P@1[, queries])``,
+    each class labelled with its number of queries when known (up to 25 classes)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for kind, colour in KIND_COLOURS.items():
@@ -238,14 +240,15 @@ def fig3a(
                 edgecolors="none",
             )
     if len(points) <= 25:
-        for key, _kind, size, p1 in points:
-            ax.annotate(key, (size, p1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        for key, _kind, size, p1, *queries in points:
+            text = f"{key} ({queries[0]:,} queries)" if queries and queries[0] is not None else key
+            ax.annotate(text, (size, p1), fontsize=8, xytext=(4, 3), textcoords="offset points")
     _log_x(ax, [p[2] for p in points])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("index images of the class")
     ax.set_ylabel("P@1")
     ax.set_title(f"Per-class P@1 vs index class size: {model}", fontsize=10)
-    ax.text(0.01, 0.01, source, transform=ax.transAxes, fontsize=6, color="grey")
+    ax.text(0.01, 0.01, source, transform=ax.transAxes, fontsize=7, color="grey")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -305,13 +308,15 @@ def tsne_embed(X: np.ndarray, seed: int = 0, threads: int | None = 1) -> np.ndar
 
 def facet_colours(facets: dict[str, list[str]]) -> dict[tuple[str, str], tuple]:
     """One colour per (panel, value) with no colour reused across panels, so a colour means one thing
-    in the whole figure: tab20's 20 colours while they last, then evenly spaced hues."""
+    in the whole figure: tab20's 18 non-grey colours while they last, then evenly spaced hues (grey is
+    Fig. 2's "no label")."""
     import matplotlib
 
     keys = [(name, v) for name, values in facets.items() for v in sorted(set(values))]
-    if len(keys) <= 20:
+    # tab20 without its two greys (14, 15): grey means "no label" in Fig. 2 and on the page
+    order = [i for i in range(0, 20, 2) if i != 14] + [i for i in range(1, 20, 2) if i != 15]
+    if len(keys) <= len(order):
         cmap = matplotlib.colormaps["tab20"]
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # the strong shades first
         return {k: cmap(order[i]) for i, k in enumerate(keys)}
     cmap = matplotlib.colormaps["hsv"]
     return {k: cmap(i / len(keys)) for i, k in enumerate(keys)}
@@ -412,9 +417,12 @@ def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None)
             for i, qid in enumerate(res.query_ids):
                 k = int(res.counts[i])
                 nids = res.neighbour_ids[i, :k]
-                captions = [f"query\n{labels.get(int(res.query_labels[i]), '?')}"] + [
-                    f"{labels.get(int(lab), '?')}\ncos {sim:.3f}"
-                    for lab, sim in zip(res.neighbour_labels[i, :k], res.similarities[i, :k], strict=True)
+                # image ids, so a case in the figure can be looked up (cbir-pg search --image-id, the page)
+                captions = [f"query · id {int(qid)}\n{labels.get(int(res.query_labels[i]), '?')}"] + [
+                    f"id {int(nid)}\n{labels.get(int(lab), '?')}\ncos {sim:.3f}"
+                    for nid, lab, sim in zip(
+                        nids, res.neighbour_labels[i, :k], res.similarities[i, :k], strict=True
+                    )
                 ]
                 parts.append(
                     draw_grid(
@@ -438,7 +446,7 @@ def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None)
         info = PngImagePlugin.PngInfo()
         if inputs:
             info.add_text(INPUTS_KEY, inputs)
-        frame_legend(out).save(path, pnginfo=info)
+        frame_legend(out, COS_NOTE).save(path, pnginfo=info)
     finally:
         for p in tmp.glob("*.png"):
             p.unlink()
@@ -447,15 +455,20 @@ def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None)
 
 
 FRAME_LEGEND = (("query", "ORANGE"), ("same class", "GREEN"), ("other class", "RED"), ("no label", "GREY"))
+#: what "cos" under each neighbour of Fig. 2 is
+COS_NOTE = (
+    "cos = cosine similarity of the model's embeddings (1 = same direction; scales differ between models)"
+)
 
 
-def frame_legend(image):
-    """``image`` with a strip below it that says what each frame colour of :func:`draw_grid` means."""
+def frame_legend(image, note: str | None = None):
+    """``image`` with a strip below it that says what each frame colour of :func:`draw_grid` means, and
+    ``note`` (e.g. :data:`COS_NOTE`) on a line of its own."""
     from PIL import Image, ImageDraw
 
     from cbir_pg import search
 
-    strip = 22
+    strip = 22 + (16 if note else 0)
     out = Image.new("RGB", (image.width, image.height + strip), (255, 255, 255))
     out.paste(image, (0, 0))
     draw = ImageDraw.Draw(out)
@@ -464,6 +477,8 @@ def frame_legend(image):
         draw.rectangle((x, y, x + 12, y + 12), outline=getattr(search, name), width=3)
         draw.text((x + 17, y), text, fill=(0, 0, 0))
         x += 17 + int(draw.textlength(text)) + 14
+    if note:
+        draw.text((4, image.height + 22), note, fill=(60, 60, 60))
     return out
 
 
@@ -478,8 +493,36 @@ def _fmt(v) -> str:
     return str(v)
 
 
+#: what a reader sees instead of a view's column name
+COLUMN_NAMES = {
+    "run_id": "run",
+    "n_queries": "queries",
+    "n_index": "index images",
+    "ef_search": "ef_search (HNSW)",
+    "finished_at": "finished",
+    "all_embedded": "all images embedded",
+}
+
+
+def human_column(name: str) -> str:
+    """``p1_micro`` → ``P@1 micro``, ``recall10`` → ``recall@10``, ``n_index`` → ``index images``."""
+    import re
+
+    if name in COLUMN_NAMES:
+        return COLUMN_NAMES[name]
+    m = re.fullmatch(r"p(\d+)_(micro|macro)", name)
+    if m:
+        return f"P@{m[1]} {m[2]}"
+    m = re.fullmatch(r"(recall|p|ap)(\d+)", name)
+    if m:
+        return f"{ {'p': 'P', 'ap': 'AP'}.get(m[1], m[1]) }@{m[2]}"
+    return name.replace("_", " ")
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence], header_rows: str = "") -> str:
-    head = header_rows + "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    head = (
+        header_rows + "<tr>" + "".join(f"<th>{html.escape(human_column(c))}</th>" for c in columns) + "</tr>"
+    )
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table>{head}{body}</table>"
 
@@ -580,6 +623,24 @@ def write_report(
             + (_table(*zeroshot_class) if zeroshot_class and zeroshot_class[1] else "")
         )
 
+    # one figure that compares the models (and fused rows) of one scope
+    if leaderboard and leaderboard[1]:
+        from cbir_pg.eval.report_compare import fig_compare_models
+
+        cmp = fig_compare_models(leaderboard[0], leaderboard[1], out / "fig1_models.png")
+        if cmp is not None:
+            sections.append(
+                "<h2>Models compared</h2>"
+                + _figure(
+                    result, cmp, "P@1 and P@10 (micro and macro) of every model in the leaderboard, one scope"
+                )
+            )
+    model_sections = [
+        _model_section(db, model, out, result, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed)
+        for model in models
+    ]
+    sections.extend(model_sections)
+
     # Fig. 3B
     if ablation:
         key = inputs_hash("fig3b", [tuple(r.values()) for r in ablation])
@@ -595,13 +656,6 @@ def write_report(
         )
     else:
         result.notes.append("no ablation results (run cbir-pg eval ablation)")
-
-    for model in models:
-        sections.append(
-            _model_section(
-                db, model, out, result, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed
-            )
-        )
 
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     page = (
@@ -639,9 +693,10 @@ def _model_section(
     """One model's figures: Fig. 3A (per-class P@1 against class size), Fig. 5 (t-SNE), Fig. 2 (grids)."""
     parts = [
         f"<h2>{html.escape(model)}</h2>",
+        # Fig. 2 first, as in the paper: 2, 3A, 5
+        _fig2_part(db, model, out, result, grid_queries, seed) if grid_queries > 0 else None,
         _fig3a_part(db, model, out, result),
         _fig5_part(db, model, out, result, tsne_sample, seed),
-        _fig2_part(db, model, out, result, grid_queries, seed) if grid_queries > 0 else None,
     ]
     return "\n".join(p for p in parts if p)
 
@@ -718,5 +773,6 @@ def _fig2_part(
         result,
         p,
         f"Fig. 2: {n_queries} sampled test queries (orange) and their "
-        f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
+        f"{GRID_NEIGHBOURS} nearest train images (exact search), green = same class, red = other; "
+        "each tile shows the image id, its class and the cosine similarity (cos) to the query",
     )

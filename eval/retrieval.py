@@ -261,7 +261,9 @@ def _choose_queries(
             }
             unknown = [d for d in ds if d not in found]
             if unknown:
-                raise NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}")
+                from cbir_pg.datasets.catalog import unknown_datasets_error
+
+                raise unknown_datasets_error(conn, unknown)
         all_embedded = scope.check_scope(conn, model, ds, scope_splits)
         rows = conn.execute(
             queries.get("eval", "query_images", table=table),

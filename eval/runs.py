@@ -120,6 +120,13 @@ def insert_run(
     had a vector (:func:`cbir_pg.eval.scope.check_scope`; ``None``: not known)."""
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
+    if "datasets" in params and "scope_datasets" not in params:
+        from cbir_pg.eval import scope
+
+        params = {
+            **params,
+            "scope_datasets": scope.scope_datasets(conn, params["datasets"], scope.splits_of(params)),
+        }
     row = (
         dict_cursor(conn)
         .execute(

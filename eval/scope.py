@@ -11,6 +11,11 @@
   datasets and splits had a vector of the model when it ran (images whose ingest failed or is still
   pending are left out of the run, so its numbers describe a subset). The value is written with the
   run by :func:`cbir_pg.eval.runs.insert_run` (``all_embedded=``).
+* **One scope per image set.** A run records in ``params.scope_datasets`` the datasets it really covers
+  (:func:`scope_datasets`): the requested ones, or every dataset when none was named, that have
+  non-excluded images in its splits, sorted. The ``scope`` column of ``cbir_report.eval_runs`` (and so
+  the leaderboard, ``eval show``, the page and BI) is built from it, so ``evaluate(model)`` over "all" and
+  the demo's ``breastmnist,pneumoniamnist`` over the same images are one scope, one leaderboard row.
 """
 
 from __future__ import annotations
@@ -50,6 +55,42 @@ def check_scope(
     q = queries.get("eval", "scope_without_vector", table=identifiers.embedding_table(model))
     missing = scalar(conn, q, {"datasets": ds, "splits": list(splits) if splits else None})
     return int(missing) == 0
+
+
+#: the run parameters that name splits (retrieval, fusion, ablation, kNN, linear probe, zero-shot)
+SPLIT_PARAMS = (
+    "index_splits",
+    "query_splits",
+    "query_split",
+    "split",
+    "splits",
+    "train_split",
+    "val_split",
+    "test_split",
+)
+
+
+def splits_of(params: dict) -> list[str] | None:
+    """Every split a run's parameters name (``None``: none named, i.e. all)."""
+    out: list[str] = []
+    for key in SPLIT_PARAMS:
+        v = params.get(key)
+        for s in v if isinstance(v, list | tuple) else [v]:
+            if isinstance(s, str) and s not in out:
+                out.append(s)
+    return out or None
+
+
+def scope_datasets(
+    conn: psycopg.Connection, datasets: Sequence[str] | None, splits: Sequence[str] | None
+) -> list[str]:
+    """The datasets a run covers, canonical: of ``datasets`` (all when ``None``) those with non-excluded
+    images in ``splits`` (all when ``None``), sorted, so that the same image sets give the same scope."""
+    rows = dict_cursor(conn).execute(
+        queries.get("eval", "scope_datasets"),
+        {"datasets": list(datasets) if datasets else None, "splits": list(splits) if splits else None},
+    )
+    return [r["key"] for r in rows]
 
 
 def check(db: Database, model: str, datasets: Sequence[str] | None, splits: Sequence[str] | None) -> bool:

@@ -22,7 +22,7 @@ from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import translate
 from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.encoders import Encoder, EncoderConfig, create_encoder, get_config, l2_normalise
-from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError, NotFoundError
+from cbir_pg.errors import CbirError, ConfigError, ConnectionLostError
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimFilter, claim_batch
 from cbir_pg.ingest.copy import copy_vectors
 from cbir_pg.ingest.pipeline import (
@@ -143,9 +143,9 @@ def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
             )
         ]
         if unknown:
-            raise NotFoundError(
-                f"unknown dataset(s): {', '.join(map(repr, unknown))} (see: cbir-pg datasets list)"
-            )
+            from cbir_pg.datasets.catalog import unknown_datasets_error
+
+            raise unknown_datasets_error(conn, unknown)
     check_splits(flt.splits or [])
 
 

@@ -276,7 +276,9 @@ class _Demo:
     def do_report(self) -> str:
         from cbir_pg.eval.report import write_report
 
-        rep = write_report(self.db, self.out, models=[self.model])
+        # every model of the run (the fused partner too), as `cbir-pg report` draws them
+        models = [self.model] + ([self.result.fuse_with] if self.result.fuse_with else [])
+        rep = write_report(self.db, self.out, models=models)
         self.result.report_index = rep.index
         kept = f" ({len(rep.reused)} unchanged, not redrawn)" if rep.reused else ""
         return f"{len(rep.figures)} figures{kept}, {rep.index}"

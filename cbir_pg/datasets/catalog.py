@@ -89,3 +89,18 @@ def label_overview(db: Database) -> list[LabelOverview]:
         )
         for r in rows
     ]
+
+
+def unknown_datasets_error(conn, unknown: list[str]):
+    """The error for dataset keys that are not in the database: names the ones that are, and the close
+    one for a typo (``unknown dataset(s): 'nih14'; known: breastmnist, pneumoniamnist``)."""
+    from psycopg.rows import dict_row
+
+    from cbir_pg.errors import NotFoundError
+    from cbir_pg.registry import did_you_mean
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        known = [r["key"] for r in cur.execute(q("dataset_keys")).fetchall()]
+    hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
+    names = ", ".join(known) if known else "none yet (cbir-pg datasets import, or cbir-pg demo)"
+    return NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}{hint}; known: {names}")

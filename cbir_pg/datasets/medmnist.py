@@ -14,7 +14,7 @@ Source labels are MedMNIST's own class names; the default harmonisation is
 flag            class names       harmonised
 =============== ================= =========================================
 breastmnist     malignant         ``US/breast/malignant``
-breastmnist     normal, benign    ``US/breast/normal`` (normal *or benign*)
+breastmnist     normal, benign    ``US/breast/benign_or_normal`` (one class: normal *or benign*)
 pneumoniamnist  normal            ``XR/chest/normal``
 pneumoniamnist  pneumonia         ``XR/chest/pneumonia``
 =============== ================= =========================================
@@ -36,7 +36,7 @@ FLAGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
         "US",
         "breast",
         ["malignant", "normal, benign"],
-        {"malignant": "malignant", "normal, benign": "normal"},
+        {"malignant": "malignant", "normal, benign": "benign_or_normal"},
     ),
     "pneumoniamnist": (
         "XR",

@@ -287,9 +287,31 @@ class EmbeddedServer:
             for _ in range(100):
                 st = self.status()
                 if st.running:
+                    self._alias_default_port(st)
                     return _with_note(st, note)
                 time.sleep(0.1)
         raise DatabaseError(f"embedded PostgreSQL did not start; see {self.pgdata / 'server.log'}")
+
+    def restart_reason(self, listen: tuple[str, int] | None) -> str:
+        """Why :meth:`start` with ``listen`` would restart the running server ("" when it would not), so a
+        command can say so before it happens."""
+        st = self.status()
+        return self._restart_reason(st, listen) if st.running else ""
+
+    @staticmethod
+    def _alias_default_port(st: ServerStatus) -> None:
+        """PostgreSQL has one port for its socket and TCP: a server moved to another port for ``--listen``
+        would lose every client holding the socket DSN (a running ``cbir-pg serve``). The socket therefore
+        keeps answering on the default port through a link ``.s.PGSQL.5432 -> .s.PGSQL.<port>`` in this
+        server's private socket folder (PostgreSQL itself replaces the link when it next starts on 5432)."""
+        if st.socket_dir is None or st.port in (None, DEFAULT_PORT):
+            return
+        alias = st.socket_dir / f".s.PGSQL.{DEFAULT_PORT}"
+        if alias.is_symlink():
+            alias.unlink()
+        if not alias.exists() and not (st.socket_dir / f".s.PGSQL.{DEFAULT_PORT}.lock").exists():
+            with suppress(OSError):
+                alias.symlink_to(f".s.PGSQL.{st.port}")
 
     def stop(self) -> bool:
         """Stop the server; returns False when it was not running."""
@@ -300,6 +322,9 @@ class EmbeddedServer:
                 return False
             self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
             sock = self.socket_dir()
+            alias = sock / f".s.PGSQL.{DEFAULT_PORT}"
+            if alias.is_symlink():
+                alias.unlink()
             if sock != self.pgdata:
                 with suppress(OSError):
                     sock.rmdir()  # our own empty folder; a non-empty one is left alone

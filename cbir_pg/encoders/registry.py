@@ -62,8 +62,10 @@ def model_not_stored(key: str) -> NotFoundError:
     how to make them); anything else is a typo (list the valid keys)."""
     if key in ENCODERS:
         return NotFoundError(f"no vectors for {key} yet: run cbir-pg ingest --model {key}")
+    from cbir_pg.registry import did_you_mean
+
     known = ", ".join(sorted(ENCODERS.keys()))
-    return NotFoundError(f"unknown model {key!r}; valid keys: {known}")
+    return NotFoundError(f"unknown model {key!r}{did_you_mean(key, ENCODERS.keys())}; valid keys: {known}")
 
 
 def get_config(key: str) -> EncoderConfig:

@@ -233,6 +233,10 @@ select l.id, l.key, l.modality, l.region, l.finding, l.kind, l.kind_overridden,
                  where il.label_id = l.id), '{}') as datasets
 from cbir.label l order by l.key;
 
+-- name: dataset_keys
+-- every dataset key, for the error that lists the valid ones
+select key from cbir.dataset order by key
+
 -- name: mark_no_local_pixels
 -- a --metadata-only import: the images this run inserted have no file on this machine
 update cbir.image set local_pixels = false

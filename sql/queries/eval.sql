@@ -205,3 +205,14 @@ where not i.excluded
   and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
   and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
   and not exists (select 1 from {table} e where e.image_id = i.id)
+
+-- name: scope_datasets
+-- the datasets a run covers (eval/scope.py: one scope per image set): of the named ones (all when null)
+-- those with non-excluded images in the splits (all when null), sorted
+select d.key
+from cbir.dataset d
+where (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and exists (select 1 from cbir.image i
+              where i.dataset_id = d.id and not i.excluded
+                and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[])))
+order by d.key

@@ -13,8 +13,10 @@ alter role {role} with login password {password}
 grant select on {table} to {role}
 
 -- name: models
--- the models with vectors, for the model picker
-select e.key as model, e.family, e.dim, e.table_name
+-- the models with vectors, for the model picker; readable: whether this role may read the table (a model
+-- whose table lacks the grant is left out and logged, never an error for every search)
+select e.key as model, e.family, e.dim, e.table_name,
+       has_table_privilege(format('%I.%I', 'cbir', e.table_name), 'select') as readable
 from cbir.encoder e
 where to_regclass(format('%I.%I', 'cbir', e.table_name)) is not null
 order by e.key
@@ -47,7 +49,16 @@ where il.image_id = %(image_id)s
 order by l.key
 
 -- name: duplicates_of
-select i.id as image_id from cbir.image i where i.duplicate_of = %(image_id)s order by i.id limit 20
+-- the image's pixel duplicates, either way (the one it duplicates, those that duplicate it), with the label
+-- and split a page compares with the image's own
+select i.id as image_id, (i.id = q.duplicate_of) as original, l.key as label, i.split, d.key as dataset
+from cbir.image q
+join cbir.image i on i.id = q.duplicate_of or i.duplicate_of = q.id
+join cbir.dataset d on d.id = i.dataset_id
+left join cbir.label l on l.id = i.label_id
+where q.id = %(image_id)s
+order by (i.id = q.duplicate_of) desc, i.id
+limit 21
 
 -- name: image_file
 select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels

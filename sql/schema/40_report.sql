@@ -11,15 +11,20 @@ as $$ select round(x::numeric, 4)::double precision $$;
 comment on function cbir_report.round4(double precision) is 'a metric rounded to 4 decimals for display';
 
 -- Every evaluation run (retrieval, knn, linear, ablation) with its parameters, counts and timings.
--- scope: the datasets searched ("all" or a comma list), then index split(s) -> query split(s).
+-- scope: the datasets searched (a comma list; "all" for old runs that named none), then index split(s) ->
+-- query split(s).
 create or replace view cbir_report.eval_runs as
 select r.id as run_id,
        r.kind,
        r.encoder_key as model,
        r.mode,
        (r.params ->> 'ef_search_effective')::int as ef_search,
+       -- the datasets the run covered (params.scope_datasets, eval/scope.py), so the same image sets are
+       -- one scope; runs from before it was recorded: the datasets asked for, or "all"
        coalesce((select string_agg(d, ',' order by d) from jsonb_array_elements_text(
-                   case when jsonb_typeof(r.params -> 'datasets') = 'array' then r.params -> 'datasets' end) d),
+                   case when jsonb_typeof(r.params -> 'scope_datasets') = 'array'
+                          and jsonb_array_length(r.params -> 'scope_datasets') > 0 then r.params -> 'scope_datasets'
+                        when jsonb_typeof(r.params -> 'datasets') = 'array' then r.params -> 'datasets' end) d),
                 'all')
          || ':' || coalesce((select string_agg(s, ',' order by s) from jsonb_array_elements_text(
                    case when jsonb_typeof(r.params -> 'index_splits') = 'array' then r.params -> 'index_splits' end) s), '*')

@@ -355,7 +355,7 @@ def test_ablation_plan_on_medmnist_like_class_sizes():
     avail = [
         AblationClass(1, "XR/chest/pneumonia", 3469, 387),
         AblationClass(2, "XR/chest/normal", 388, 234),
-        AblationClass(3, "US/breast/normal", 367, 114),
+        AblationClass(3, "US/breast/benign_or_normal", 367, 114),
         AblationClass(4, "US/breast/malignant", 143, 42),
     ]
     plan = plan_ablation(avail, DEFAULT_SIZES, 3000, 38)

@@ -137,7 +137,7 @@ def test_missing_vectors_and_typos_are_told_apart(db: str, listed) -> None:
     assert str(r.exception) == "no vectors for biomedclip yet: run cbir-pg ingest --model biomedclip"
     r = CliRunner().invoke(app, ["--dsn", db, "index", "status", "--model", "biomedclp"])
     msg = str(r.exception)
-    assert msg.startswith("unknown model 'biomedclp'; valid keys:") and "biomedclip" in msg
+    assert msg.startswith("unknown model 'biomedclp' (did you mean 'biomedclip'?); valid keys:")
 
 
 def _cbir(*args: str) -> subprocess.CompletedProcess:

@@ -230,6 +230,31 @@ def test_dataset_restriction_and_errors(db):
         evaluate_retrieval(Database(db), "not_a_model", progress=False)
 
 
+def test_the_same_image_sets_are_one_scope_one_leaderboard_row(db):
+    """Issue 26, item 9: "all" and the explicit list of every dataset are the same experiment."""
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    labels = rng.integers(0, 3, 40).tolist()
+    model, _, _ = make_benchmark(db, vectors, labels, ["train", "test"] * 20, ["dsa"] * 20 + ["dsb"] * 20)
+    with psycopg.connect(db, autocommit=True) as c:  # a dataset without images covers nothing
+        c.execute("insert into cbir.dataset (key, kind, name) values ('empty_ds', 'csv', 'E')")
+    evaluate_retrieval(Database(db), model, mode="exact", progress=False)
+    evaluate_retrieval(Database(db), model, datasets=["dsb", "dsa"], mode="exact", progress=False)
+    evaluate_retrieval(Database(db), model, datasets=["dsa"], mode="exact", progress=False)
+    with psycopg.connect(db) as c:
+        scopes = [
+            r[0]
+            for r in c.execute(
+                "select scope from cbir_report.eval_runs where model = %s order by run_id", (model,)
+            )
+        ]
+        board = c.execute(
+            "select scope, n_queries from cbir_report.leaderboard where model = %s order by scope", (model,)
+        ).fetchall()
+    assert scopes == ["dsa,dsb:train->test", "dsa,dsb:train->test", "dsa:train->test"]
+    assert board == [("dsa,dsb:train->test", 20), ("dsa:train->test", 10)]
+
+
 # --------------------------------------------------------------------------- ANN vs exact, storage, views
 ANN_RECALL_AT_10_MIN = 0.95  # stated tolerance (docs/evaluation.md): recall@10 >= 0.95, |ΔP@N| <= 0.02
 ANN_DELTA_P_MAX = 0.02
@@ -323,7 +348,9 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
 
     # table2 and `eval show` print the leaderboard's numbers
     t2 = runs.table2(Database(dsn))
-    row = t2.loc[(model, "ann", "all:train->test", "default", "computed")]
+    with psycopg.connect(dsn) as c:  # "all" is recorded as the datasets the run covered (eval/scope.py)
+        every = ",".join(r[0] for r in c.execute("select key from cbir.dataset order by key"))
+    row = t2.loc[(model, "ann", f"{every}:train->test", "default", "computed")]
     np.testing.assert_allclose(
         [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=5e-5
     )

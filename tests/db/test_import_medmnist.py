@@ -34,10 +34,15 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
     assert by_key["pneumoniamnist"].images in (5030, 5856)
 
     labels = {lab.key: lab for lab in label_overview(Database(db))}
-    assert set(labels) == {"US/breast/malignant", "US/breast/normal", "XR/chest/normal", "XR/chest/pneumonia"}
+    assert set(labels) == {
+        "US/breast/malignant",
+        "US/breast/benign_or_normal",
+        "XR/chest/normal",
+        "XR/chest/pneumonia",
+    }
     assert (
         labels["XR/chest/pneumonia"].kind == "pathological"
-        and labels["US/breast/normal"].kind == "anatomical"
+        and labels["US/breast/benign_or_normal"].kind == "anatomical"
     )
     b = np.load(medmnist_dir / "breastmnist.npz")
     n_malignant = sum(int((b[f"{sp}_labels"].ravel() == 0).sum()) for sp in ("train", "val", "test"))

@@ -34,6 +34,8 @@ from servehelp import http_client, login_owner, read_login_link  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "efficientnet_lite0"
+#: the second model the browser session adds while the page runs (a test encoder: fast to embed)
+SECOND = "tiny_cnn"
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -410,6 +412,34 @@ def test_no_api_response_leaks_patient_keys_or_paths(api, secrets_of) -> None:
 
 
 # --------------------------------------------------------------------------- 2. a real browser
+def duplicate_pair(dsn: str) -> tuple[int, int, bool, bool]:
+    """A pixel duplicate, the image it duplicates, and whether their labels / splits differ (one that
+    differs when the benchmark has one)."""
+    with psycopg.connect(dsn) as c:
+        row = c.execute(
+            "select i.id, o.id, i.label_id is distinct from o.label_id, i.split is distinct from o.split "
+            "from cbir.image i join cbir.image o on o.id = i.duplicate_of "
+            "order by (i.label_id is distinct from o.label_id or i.split is distinct from o.split) desc, i.id "
+            "limit 1"
+        ).fetchone()
+    assert row, "the MedMNIST benchmark has pixel duplicates"
+    return row
+
+
+def _check_side_by_side_ranks(columns: list[dict]) -> None:
+    """Under each neighbour, its rank in the other model's list (or that it is not there) is true."""
+    ranks = {c["model"]: {i: r for r, i in enumerate(c["ids"], start=1)} for c in columns}
+    for col in columns:
+        for image_id, also in zip(col["ids"], col["also"], strict=True):
+            for other, rank_of in ranks.items():
+                if other == col["model"]:
+                    continue
+                if image_id in rank_of:
+                    assert f"#{rank_of[image_id]} with {other}" in also, (image_id, also)
+                else:
+                    assert also == "in no other model's list", (image_id, also)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -428,7 +458,7 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
     # a real report figure: the Fig. 2 style grid of one query, drawn by the project's own code
     db = Database(served_db)
     query, hits = search_with_query(db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
-    write_search_grid(db, query, hits, report / "fig2_grid.png", tile=96)
+    write_search_grid(db, query, hits, report / f"fig2_retrievals_{MODEL}.png", tile=96)
     db.close()
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -467,6 +497,20 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
             proc.kill()
             pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
         time.sleep(0.5)
+    # a second model added while the page runs (issue 26, item 1: it must just appear), and a fused
+    # leaderboard row with a long model name (item 3: the per-class table must still fit)
+    for args in (
+        ["ingest", "--model", SECOND, "--device", "cpu", "--no-progress", "--loader-workers", "0"],
+        ["eval", "retrieval", "--fuse", f"{MODEL},{SECOND}", "--fusion", "mean"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "cbir_pg", "--dsn", served_db, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr
     link = read_login_link(log)
     assert link.startswith(base + "/login?token=")
     yield base, link
@@ -494,6 +538,7 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
     notes = tmp_path / "notes.png"
     notes.write_bytes(b"Patient notes, not an image.\n" * 20)
     bodies: list[tuple[str, bytes]] = []
+    statuses: list[tuple[str, int]] = []
 
     pending = []
 
@@ -540,6 +585,7 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         page.set_default_timeout(300_000)
         page.set_default_navigation_timeout(300_000)
         page.on("response", lambda resp: pending.append(resp))
+        page.on("response", lambda resp: statuses.append((resp.url, resp.status)))
 
         # not logged in: the login form; the one-time link logs in (as the owner) and lands on search
         page.goto(server + "/")
@@ -570,6 +616,40 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         assert all(h["loaded"] > 0 for h in hits)  # every thumbnail really rendered
         assert all("unknown" in h["cls"] for h in hits)  # no label known: grey frames
         page.screenshot(path=str(tmp_path / "1-upload.png"), full_page=True)
+        flush()
+
+        # issue 26, item 4: the upload is kept; a new filter re-runs it (the form and the results agree)
+        first_upload = [h["id"] for h in hits]
+        assert "upload=" in page.url and page.is_visible("#kept")
+        with page.expect_navigation():
+            page.select_option("#dataset", "breastmnist")
+        page.wait_for_selector("#grid")
+        assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
+        refiltered = cards(page)
+        assert len(refiltered) == 10 and all("breastmnist · test" in h["text"] for h in refiltered)
+        assert "dataset: breastmnist" in page.inner_text(".filters")
+        page.screenshot(path=str(tmp_path / "1b-upload-refiltered.png"), full_page=True)
+        flush()
+        with page.expect_navigation():
+            page.select_option("#dataset", "")
+        page.wait_for_selector("#grid")
+        assert [h["id"] for h in cards(page)] == first_upload
+
+        # item 5: the model comparison for an uploaded image (the model added while the page ran is there)
+        assert SECOND in page.inner_text("#model")
+        page.click("#compare-link")
+        page.wait_for_selector("#compare .model-col")
+        columns = page.eval_on_selector_all(
+            "#compare .model-col",
+            "els => els.map(e => ({model: e.dataset.model, ids: [...e.querySelectorAll('figure.card')]"
+            ".map(c => +c.dataset.imageId), also: [...e.querySelectorAll('figure.card')]"
+            ".map(c => (c.querySelector('.also') || {innerText: ''}).innerText)}))",
+        )
+        assert [c["model"] for c in columns] == [MODEL, SECOND]
+        assert columns[0]["ids"] == first_upload[:8]  # the same filters (split = test)
+        assert "own similarity scale" in page.inner_text("#scale-note")
+        _check_side_by_side_ranks(columns)
+        page.screenshot(path=str(tmp_path / "1c-upload-compare.png"), full_page=True)
         flush()
 
         # click the second neighbour: it becomes the query, the filter stays
@@ -604,7 +684,29 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         assert "breastmnist" in meta and "test" in meta and "US/breast/" in meta
         wait_true(page, "document.getElementById('full').naturalWidth > 0")
         assert len(page.query_selector_all(f'.model-col[data-model="{MODEL}"] figure.card')) == 8
+        # item 5: two models side by side, ranks compared, scales explained; item 11: the badge explained
+        columns = page.eval_on_selector_all(
+            ".model-col",
+            "els => els.map(e => ({model: e.dataset.model, ids: [...e.querySelectorAll('figure.card')]"
+            ".map(c => +c.dataset.imageId), also: [...e.querySelectorAll('figure.card')]"
+            ".map(c => (c.querySelector('.also') || {innerText: ''}).innerText)}))",
+        )
+        assert [c["model"] for c in columns] == [MODEL, SECOND]
+        _check_side_by_side_ranks(columns)
+        assert "compare ranks" in page.inner_text("#scale-note")
+        badge = page.get_attribute("#meta .chip.kind", "title")
+        assert badge.startswith(("anatomical: ", "pathological: ")) and page.inner_text("#kind-help") == badge
         page.screenshot(path=str(tmp_path / "3-image.png"), full_page=True)
+        flush()
+
+        # item 5: a pixel duplicate says when it has another label or split
+        dup, orig, other_label, other_split = duplicate_pair(served_db)
+        page.goto(f"{server}/images/{orig}")
+        note = page.inner_text("#duplicates")
+        assert f"image {dup}" in note
+        assert ("another label" in note) == other_label and ("another split" in note) == other_split
+        if not (other_label or other_split):
+            assert "same label and split" in note
         flush()
 
         # the results page: the leaderboard a person would read, the figure
@@ -618,6 +720,31 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         assert page.query_selector_all("#classes tbody tr")
         wait_true(page, "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)")
         page.screenshot(path=str(tmp_path / "4-results.png"), full_page=True)
+        flush()
+
+        # item 3: at 1400 px, with the fused model's long name, no per-class column is cut off
+        page.set_viewport_size({"width": 1400, "height": 900})
+        fused = f"mean({MODEL},{SECOND})"
+        assert fused in page.inner_text("#classes")
+        assert page.evaluate(
+            "(() => { const t = document.getElementById('classes'), p = t.closest('.panel');"
+            " return p.scrollWidth <= p.clientWidth"
+            " && t.getBoundingClientRect().right <= p.getBoundingClientRect().right; })()"
+        )
+        assert "queries" in page.inner_text("#classes thead") and page.is_visible("#kind-legend")
+        # item 7: captions say what a figure shows; a click enlarges it, Escape closes it
+        caption = page.inner_text(".figures figcaption")
+        assert caption.startswith(f"Fig. 2 · {MODEL}: sampled test queries")
+        assert page.get_attribute(".figures img", "alt") == caption
+        page.click(".figures a.enlarge")
+        wait_true(page, "document.getElementById('lightbox').open")
+        big = page.evaluate("document.querySelector('#lightbox img').getBoundingClientRect().width")
+        small = page.evaluate("document.querySelector('.figures img').getBoundingClientRect().width")
+        assert big > small and page.inner_text("#lightbox .caption") == caption
+        page.screenshot(path=str(tmp_path / "4b-figure-enlarged.png"))
+        page.keyboard.press("Escape")
+        wait_true(page, "!document.getElementById('lightbox').open")
+        page.set_viewport_size({"width": 1280, "height": 900})
         flush()
 
         # a bad upload: a clear message on the page, no stack trace, and the server goes on
@@ -635,6 +762,12 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         flush()
         browser.close()
 
+    # item 7: the favicon is served (no 404 on any page of the session)
+    assert not [u for u, st in statuses if st == 404], [u for u, st in statuses if st == 404]
+    import httpx
+
+    icon = httpx.get(server + "/static/favicon.svg", timeout=30)  # every page links it: no /favicon.ico
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert len(bodies) > 40  # pages, assets, thumbnails, full views, figures
     assert any(b"<html" in body for _, body in bodies) and any(body[:4] == b"\x89PNG" for _, body in bodies)
     assert_no_secrets(bodies, secrets_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -115,12 +116,148 @@ def test_templates_and_assets_are_package_data() -> None:
         "templates/error.html",
         "static/app.css",
         "static/app.js",
+        "static/favicon.svg",
     ):
         assert (root / name).is_file(), name
     # nothing is fetched from outside at run time
     for name in ("static/app.css", "static/app.js", "templates/base.html"):
         text = (root / name).read_text()
         assert "http://" not in text and "https://" not in text, name
+
+
+# --------------------------------------------------------------------------- issue 26, items 1 and 2
+def _new_model(owner_dsn: str, key: str, dim: int = 4) -> None:
+    """What the first ingest of a new model does: its encoder row, its table, one vector."""
+    from cbir_pg.db import identifiers
+
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        if not owner.execute("select 1 from cbir.dataset where key = 'd'").fetchone():
+            owner.execute("insert into cbir.dataset (key, kind, name) values ('d', 'csv', 'D')")
+            owner.execute("insert into cbir.image (dataset_id, uri, split) values (1, 'a.png', 'test')")
+        owner.execute(
+            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name) "
+            "values (%s, 'tiny', %s, 'vector', '{}', 'h', %s)",
+            (key, dim, f"embedding_{key}"),
+        )
+        owner.execute(identifiers.create_embedding_table(key, dim))
+        owner.execute(
+            psycopg.sql.SQL(
+                "insert into {} (image_id, embedding) select min(id), %s::vector from cbir.image"
+            ).format(identifiers.embedding_table(key)),
+            ("[" + ",".join(["1"] * dim) + "]",),
+        )
+
+
+def test_a_model_added_while_serving_just_appears(db: str, tmp_path: Path) -> None:
+    from cbir_pg.app.serve.store import Store
+
+    _new_model(db, "first_model")
+    store = Store(prepare_web_role(db, tmp_path))
+    try:
+        assert [m["model"] for m in store.models(None)] == ["first_model"]
+        _new_model(db, "added_later")  # e.g. `cbir-pg demo --fuse-with` while the page runs
+        assert [(m["model"], m["vectors"]) for m in store.models(None)] == [
+            ("added_later", 1),
+            ("first_model", 1),
+        ]
+    finally:
+        store.close()
+
+
+def test_migrate_restores_the_page_roles_read_grant(db: str, tmp_path: Path) -> None:
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import migrate
+
+    _new_model(db, "revoked_model")
+    web = prepare_web_role(db, tmp_path)
+    with psycopg.connect(db, autocommit=True) as owner:
+        owner.execute("revoke select on cbir.embedding_revoked_model from cbir_reader")
+    migrate(Database(db))
+    with psycopg.connect(web) as conn:
+        assert conn.execute("select count(*) from cbir.embedding_revoked_model").fetchone()[0] == 1
+
+
+def test_a_missing_grant_is_said_and_logged_never_database_unavailable(
+    db: str, tmp_path: Path, caplog
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from servehelp import http_client, login_owner
+
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
+    from cbir_pg.app.serve.store import Store
+    from cbir_pg.app.serve.web import ServeConfig, create_app
+
+    _new_model(db, "good_model")
+    _new_model(db, "bad_model")
+    store = Store(prepare_web_role(db, tmp_path))
+    with psycopg.connect(db, autocommit=True) as owner:
+        owner.execute("revoke select on cbir.embedding_bad_model from cbir_reader")
+    try:
+        auth = AuthConfig(login_token=new_login_token())
+        app = create_app(store, ServeConfig(auth=auth))
+        app.state.login_token = auth.login_token
+        client = http_client(app)
+        login_owner(client, app)
+        with caplog.at_level("WARNING", logger="cbir_pg.serve"):
+            r = client.get("/api/models")
+        # the readable model still works; the other is left out and the log says why
+        assert r.status_code == 200 and [m["model"] for m in r.json()["models"]] == ["good_model"]
+        assert any(
+            "bad_model" in rec.getMessage() and "db migrate" in rec.getMessage() for rec in caplog.records
+        )
+        caplog.clear()
+        with (
+            caplog.at_level("ERROR", logger="cbir_pg.serve"),
+            pytest.raises(Exception) as info,
+            store.conn(None) as c,
+        ):
+            c.execute("select * from cbir.embedding_bad_model")
+        assert "refused" in str(info.value) and "permission denied" in str(info.value)
+        assert any("permission denied" in rec.getMessage() for rec in caplog.records)
+        from cbir_pg.app.serve.web import public_message
+
+        assert public_message(info.value, "/x") != "the database is unavailable"
+    finally:
+        store.close()
+
+
+def test_the_page_reconnects_after_a_database_restart(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`db start --listen` on a running server says so first, the socket keeps its port, and a Store
+    holding connections from before the restart answers again without being restarted itself."""
+    from cbir_pg.app.serve.store import Store
+
+    env = {**cli_env, "PYTHONPATH": os.getcwd()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cbir_pg", *args], capture_output=True, text=True, env=env, timeout=300
+        )
+
+    out = cli("db", "migrate")
+    assert out.returncode == 0, out.stderr
+    url = cli("db", "url")
+    assert url.returncode == 0, url.stderr
+    owner = url.stdout.strip().splitlines()[-1]
+    assert "port=5432" in owner
+    store = Store(prepare_web_role(owner, Path(env["CBIR_PG_HOME"])), size=2)
+    try:
+        assert store.models(None) == []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        out = cli("db", "start", "--listen", str(port))
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.startswith("restarting the running database to listen on 127.0.0.1:")
+        assert "port 5432" in out.stderr
+        # the socket DSN from before still works, and the pool's dead connections were replaced
+        with psycopg.connect(owner) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+        assert store.models(None) == []
+        assert store.filter_options(None)["datasets"] == []
+        out = cli("db", "start", "--listen", str(port))  # nothing to restart: nothing said
+        assert out.returncode == 0 and "restarting" not in out.stderr
+    finally:
+        store.close()
 
 
 def test_a_model_is_searchable_once_its_table_holds_a_vector(db: str, tmp_path: Path) -> None:

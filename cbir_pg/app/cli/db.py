@@ -6,8 +6,8 @@ import contextlib
 
 import typer
 
-from cbir_pg.app.cli._common import console, database, dsn, state
-from cbir_pg.app.cli.output import Format, emit_record, format_option, print_line
+from cbir_pg.app.cli._common import console, database, dsn, say_first_use, state
+from cbir_pg.app.cli.output import Col, Format, emit, emit_record, format_option, print_line
 
 app = typer.Typer(
     help="Database: start/stop the embedded server, print its URL, migrate the schema, manage logins.",
@@ -46,7 +46,7 @@ def start(
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact, start_embedded
-    from cbir_pg.db.server import is_loopback_host, parse_listen
+    from cbir_pg.db.server import DEFAULT_PORT, EmbeddedServer, is_loopback_host, parse_listen
     from cbir_pg.errors import ConfigError
 
     settings = get_settings(state(ctx).dsn)
@@ -55,6 +55,7 @@ def start(
             raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
         typer.echo(f"database ready: {redact(dsn(ctx))}")
         return
+    say_first_use(None)
     address = parse_listen(listen) if listen else None
     if address and not is_loopback_host(address[0]):
         if not allow_remote:
@@ -65,6 +66,13 @@ def start(
         typer.echo(
             f"warning: listening on {address[0]}:{address[1]}: anyone who can reach it may try to log in"
             " (scram-sha-256; put a firewall in front)",
+            err=True,
+        )
+    reason = EmbeddedServer(settings.pgdata).restart_reason(address)
+    if reason:
+        typer.echo(
+            f"restarting the running database {reason}: open connections drop for a moment and reconnect"
+            f" (the socket keeps answering on port {DEFAULT_PORT})",
             err=True,
         )
     st, url = start_embedded(settings, address)
@@ -211,17 +219,23 @@ def roles_add(
 
 
 @roles_app.command("list")
-def roles_list(ctx: typer.Context) -> None:
+def roles_list(ctx: typer.Context, fmt: Format = format_option()) -> None:
     """Login roles that are members of cbir_reader or cbir_worker."""
     from cbir_pg.db.roles import list_roles
 
     with database(ctx).connection(vector=False) as conn:
         rows = list_roles(conn)
-    for r in rows:
-        limit = "no limit" if r.connection_limit < 0 else f"{r.connection_limit} connections"
-        typer.echo(f"{r.name}\t{r.kind}\t{limit}")
-    if not rows:
-        console.print("no login roles (add one: cbir-pg db roles add NAME --reader)")
+    cols = [
+        Col("name", header="role"),
+        Col("kind"),
+        Col(
+            "connection_limit",
+            fmt=lambda n: "no limit" if n < 0 else f"{n} connections",
+            right=True,
+            header="connection limit",
+        ),
+    ]
+    emit(rows, cols, fmt, empty="no login roles (add one: cbir-pg db roles add NAME --reader)")
 
 
 @roles_app.command("drop")

@@ -65,7 +65,7 @@ def demo(
     print_table2(r.table2)
     if r.recall:
         print_line(
-            "ANN recall of the top-N against exact: "
+            f"ANN recall of the top-N against exact ({r.model}): "
             + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items())
         )
     if r.fused_run_id is not None:

@@ -7,7 +7,7 @@ from enum import Enum
 
 import typer
 
-from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import check_split, database, err_console, parse_int_list, split_names
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
@@ -47,9 +47,14 @@ def retrieval(
         show_default=False,
     ),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
-    index_split: str = typer.Option(None, "--index-split", help="split(s) searched, comma-separated [train]"),
+    index_split: str = typer.Option(
+        None, "--index-split", callback=check_split, help="split(s) searched, comma-separated [train]"
+    ),
     query_split: str = typer.Option(
-        None, "--query-split", help="split(s) of the query images, comma-separated [test]"
+        None,
+        "--query-split",
+        callback=check_split,
+        help="split(s) of the query images, comma-separated [test]",
     ),
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all (combined)"
@@ -248,7 +253,9 @@ def zeroshot(
         help="prompt per class; fields {modality} {region} {finding} {key}",
     ),
     n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
-    split: str = typer.Option("test", "--split", help="the images searched and classified"),
+    split: str = typer.Option(
+        "test", "--split", callback=check_split, help="the images searched and classified"
+    ),
     dataset: str = typer.Option(None, "--dataset", "-d", help="one dataset key; default: all"),
     mode: str = typer.Option("exact", "--mode", help="exact (sequential scan) or ann (HNSW)"),
     weights: str = typer.Option(None, "--weights", help="checkpoint of the image-text model"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, database, split_names
+from cbir_pg.app.cli._common import check_split, console, database, split_names
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
@@ -26,7 +26,9 @@ def ingest(
         None, "--model", "-m", help="encoder key (see: cbir-pg models list); repeatable with --follow"
     ),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
-    split: list[str] = typer.Option(None, "--split", "-s", help="train, val and/or test; default: all"),
+    split: list[str] = typer.Option(
+        None, "--split", "-s", callback=check_split, help="train, val and/or test; default: all"
+    ),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     loader_workers: int = typer.Option(

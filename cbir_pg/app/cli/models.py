@@ -12,21 +12,38 @@ app = typer.Typer(
 )
 
 
+def is_test_encoder(config) -> bool:
+    """The tiny encoders with random seeded weights: for tests, never for retrieval."""
+    return str(config.weights_source or "").startswith("random:")
+
+
 @app.command("list")
 def list_cmd(
+    ctx: typer.Context,
     weights: bool = typer.Option(
         True, "--weights/--no-weights", help="check the local weights (HF cache, packages, checkpoints)"
     ),
+    vectors: bool = typer.Option(
+        True, "--vectors/--no-vectors", help="count each model's stored vectors in the database"
+    ),
     fmt: Format = format_option(),
 ) -> None:
-    """Show every encoder: key, dimension, family, input size, whether it has a text tower (text search)
-    and whether weights are available locally."""
+    """Show every encoder: key, dimension, family, input size, whether it has a text tower (text search),
+    whether weights are available locally, how many vectors the database holds for it, and which are
+    test encoders (random weights, marked *)."""
     from cbir_pg.encoders import list_encoders, weights_available
     from cbir_pg.encoders.registry import text_tower_keys
 
     texts = set(text_tower_keys())
+    stored: dict[str, int] = {}
+    if vectors:
+        from cbir_pg.index import index_status
+
+        stored = {s.model: s.rows for s in index_status(database(ctx))}
+    notes = ["* test encoder: random seeded weights, for tests only (not for retrieval)"]
     cols = [
-        Col("key"),
+        Col("key", fmt=lambda k: f"{k} *" if k in test_keys else k),
+        Col("test_encoder", lambda c: c.key in test_keys, header="test"),
         Col("dim", right=True),
         Col("family"),
         Col("input_size", fmt=lambda n: f"{n}px", right=True, header="input"),
@@ -38,7 +55,11 @@ def list_cmd(
         ),
         Col("weights_source", header="weights source"),
     ]
-    emit(list_encoders(), cols, fmt)
+    if vectors:
+        cols.insert(6, Col("stored_vectors", lambda c: stored.get(c.key, 0), right=True, header="vectors"))
+    encoders = list_encoders()
+    test_keys = {c.key for c in encoders if is_test_encoder(c)}
+    emit(encoders, cols, fmt, notes=notes)
 
 
 @app.command("drop")

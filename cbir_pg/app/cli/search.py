@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import database, err_console
+from cbir_pg.app.cli._common import check_split, database, err_console
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
@@ -21,8 +21,10 @@ def search(
         None, "--weights", help="checkpoint of the model's text tower (with --text)"
     ),
     model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
-    k: int = typer.Option(10, "-k", "--k", help="number of neighbours"),
-    split: str = typer.Option(None, "--split", help="only neighbours from this split (train, val, test)"),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="number of neighbours"),
+    split: str = typer.Option(
+        None, "--split", callback=check_split, help="only neighbours from this split (train, val, test)"
+    ),
     dataset: str = typer.Option(None, "--dataset", help="only neighbours from this dataset key"),
     modality: str = typer.Option(None, "--modality", help="only neighbours of this modality"),
     label: str = typer.Option(

@@ -10,6 +10,7 @@ an image uri, a dataset root or a free-text tag (the role could not read them an
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -25,7 +26,9 @@ from psycopg.rows import dict_row
 from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
-from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+from cbir_pg.errors import CbirError, ConfigError, DatabaseError, NotFoundError
+
+log = logging.getLogger("cbir_pg.serve")
 
 if TYPE_CHECKING:
     from cbir_pg.app.serve.auth import Actor
@@ -34,15 +37,42 @@ if TYPE_CHECKING:
 MAX_K = 100
 
 
+def duplicate_note(image: dict[str, Any], dup: dict[str, Any]) -> dict[str, Any]:
+    """A pixel duplicate of ``image`` and what differs: a duplicate with another label or in another split
+    is what a reader must notice (the same pixels, two answers; or a test image also in train)."""
+    differs = []
+    if dup["label"] != image["label"]:
+        differs.append(f"another label: {dup['label'] or 'none'}")
+    if dup["split"] != image["split"]:
+        differs.append(f"another split: {dup['split'] or 'none'}")
+    if dup["dataset"] != image["dataset"]:
+        differs.append(f"another dataset: {dup['dataset']}")
+    return {
+        "image_id": int(dup["image_id"]),
+        "original": bool(dup["original"]),
+        "label": dup["label"],
+        "split": dup["split"],
+        "differs": differs,
+    }
+
+
 def check_k(k: int) -> int:
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise ConfigError(f"k must be between 1 and {MAX_K}, got {k!r}")
     return k
 
 
+class PermissionDenied(DatabaseError):
+    """The page's role lacks a grant (HTTP 503 with this message, logged): never "database unavailable"."""
+
+
 def _sql_error(exc: psycopg.Error) -> CbirError:
-    """The SQL API's own errors as the project's types: unknown thing → NotFound, bad value → Config."""
+    """The SQL API's own errors as the project's types: unknown thing → NotFound, bad value → Config,
+    a missing grant → :class:`PermissionDenied` (logged: an administrator has something to fix)."""
     msg = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        log.error("the page's role was refused: %s (run `cbir-pg db migrate` to restore its grants)", msg)
+        return PermissionDenied(f"the page's database role was refused: {msg} (run `cbir-pg db migrate`)")
     if isinstance(exc, psycopg.errors.NoDataFound):
         return NotFoundError(msg)
     if isinstance(exc, psycopg.errors.InvalidParameterValue | psycopg.errors.InvalidTextRepresentation):
@@ -67,10 +97,7 @@ class Store:
         (``None`` or the owner's session: the server's own ``cbir_web``). Read-only work, so it is rolled
         back (which also resets the role) and returned to the pool."""
         with self._slots:
-            try:
-                c = self._idle.get_nowait()
-            except queue.Empty:
-                c = connect(self._dsn, row_factory=dict_row)
+            c = self._take()
             try:
                 if actor is not None and actor.role is not None:
                     c.execute(queries.get("serve", "set_role", role=psycopg.sql.Identifier(actor.role)))
@@ -86,6 +113,21 @@ class Store:
                         self._idle.put(c)
                     except psycopg.Error:
                         c.close()
+
+    def _take(self) -> psycopg.Connection:
+        """An idle connection that still answers, else a new one: after a database restart the pool's
+        connections are dead, and the next request reconnects instead of failing."""
+        while True:
+            try:
+                c = self._idle.get_nowait()
+            except queue.Empty:
+                return connect(self._dsn, row_factory=dict_row)
+            try:
+                c.execute("select 1")
+                c.rollback()
+                return c
+            except psycopg.Error:
+                c.close()
 
     # ------------------------------------------------------------------ identities
     def role_oid(self, name: str) -> int | None:
@@ -149,6 +191,13 @@ class Store:
             rows = c.execute(queries.get("serve", "models")).fetchall()
             out = []
             for r in rows:
+                if not r["readable"]:
+                    log.warning(
+                        "model %s is left out: the page's role may not read %s (run `cbir-pg db migrate`)",
+                        r["model"],
+                        r["table_name"],
+                    )
+                    continue
                 n = c.execute(
                     queries.get("serve", "model_count", table=identifiers.embedding_table(r["model"]))
                 ).fetchone()["n"]
@@ -197,10 +246,9 @@ class Store:
             from cbir_pg.pacs.viewer import viewer_links
 
             info["viewer_url"] = viewer_links(c, [image_id]).get(image_id)
-            info["duplicates"] = [
-                r["image_id"]
-                for r in c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
-            ]
+            dups = c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
+            info["duplicates"] = [int(r["image_id"]) for r in dups if not r["original"]][:20]
+            info["duplicate_details"] = [duplicate_note(info, r) for r in dups]
         models = [m["model"] for m in self.models(actor)]
         with self.conn(actor) as c:
             info["models"] = [
@@ -265,31 +313,48 @@ class Store:
     def search_upload(
         self, actor: Actor | None, data: bytes, model: str, k: int, f: Cohort
     ) -> tuple[dict[str, Any], list]:
-        """Neighbours of uploaded bytes: decoded by the guarded decoder, looked up by pixel hash (a stored
-        image uses its stored vector and is left out of its own results), else embedded on the fly with
-        the model's stored encoder config. The bytes are never written anywhere."""
-        from cbir_pg.images import decode_bytes, pixel_hash
+        """Neighbours of uploaded bytes: decoded by the guarded decoder, then :meth:`search_pixels`.
+        The bytes are never written anywhere."""
+        from cbir_pg.app.serve.uploads import Upload
+        from cbir_pg.images import decode_bytes
 
-        rgb = decode_bytes(data, "the upload")
-        with self.conn(actor) as c:
-            row = c.execute(
-                queries.get("serve", "find_by_content_hash", table=identifiers.embedding_table(model)),
-                {"hash": pixel_hash(rgb)},
-            ).fetchone()
-        if row is not None:
-            found = int(row["image_id"])
-            return {"image_id": found, "stored": True, "rgb": rgb}, self.similar(actor, found, model, k, f)
+        up = Upload(decode_bytes(data, "the upload"), b"")
+        query, hits = self.search_pixels(actor, up, model, k, f)
+        return {**query, "rgb": up.rgb}, hits
+
+    def search_pixels(
+        self, actor: Actor | None, up, model: str, k: int, f: Cohort
+    ) -> tuple[dict[str, Any], list]:
+        """Neighbours of an upload (:class:`~cbir_pg.app.serve.uploads.Upload`): looked up by pixel hash (a
+        stored image the actor may see uses its stored vector and is left out of its own results), else
+        embedded on the fly with the model's stored encoder config. The lookup (per actor: row-level
+        security decides which stored images they see) and the vector are kept on ``up`` per model, so a
+        re-run with other filters embeds nothing again."""
+        from cbir_pg.images import pixel_hash
+
+        seen_as = (model, actor.role if actor is not None else None)
+        if seen_as not in up.stored_image_ids:
+            with self.conn(actor) as c:
+                row = c.execute(
+                    queries.get("serve", "find_by_content_hash", table=identifiers.embedding_table(model)),
+                    {"hash": pixel_hash(up.rgb)},
+                ).fetchone()
+            up.stored_image_ids[seen_as] = int(row["image_id"]) if row is not None else None
+        found = up.stored_image_ids[seen_as]
+        if found is not None:
+            return {"image_id": found, "stored": True}, self.similar(actor, found, model, k, f)
         if f.relative_to_query:
             raise ConfigError(
                 f"a patient filter relative to the query (patient: {f.patient}) needs a stored query image;"
                 " an upload that is not stored has none"
             )
-        from cbir_pg.search import _embed_file
+        if model not in up.vectors:
+            from cbir_pg.search import _embed_file
 
-        with self._embed_lock, self.conn(actor) as c:  # the encoder is built on first use, then kept
-            vec = _embed_file(c, model, rgb, Path("the upload"))
-        return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(
-            actor, vec, model, k, f
+            with self._embed_lock, self.conn(actor) as c:  # the encoder is built on first use, then kept
+                up.vectors[model] = _embed_file(c, model, up.rgb, Path("the upload"))
+        return {"image_id": None, "stored": False}, self.similar_to_vector(
+            actor, up.vectors[model], model, k, f
         )
 
     def preload(self, model: str) -> None:

@@ -43,10 +43,12 @@ from cbir_pg.app.serve.auth import (
 )
 from cbir_pg.app.serve.store import MAX_K, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
+from cbir_pg.app.serve.uploads import Upload, UploadStore
 from cbir_pg.cohort import Cohort
 from cbir_pg.errors import (
     CbirError,
     ConfigError,
+    ConnectionLostError,
     DatabaseError,
     InputError,
     NotFoundError,
@@ -92,6 +94,20 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, WeightsMissingError | DatabaseError):
         return 503
     return 500
+
+
+def public_message(exc: CbirError, where: str) -> str:
+    """What a client is told: the error itself below 500; for a server-side problem a line that names
+    it (an unreachable database, a refused grant) while the details go to the log."""
+    from cbir_pg.app.serve.store import PermissionDenied
+
+    if status_of(exc) < 500 or isinstance(exc, WeightsMissingError | PermissionDenied):
+        return str(exc)
+    if isinstance(exc, ConnectionLostError):
+        log.warning("database unreachable on %s: %s", where, exc)
+        return "the database is unavailable"
+    log.error("database error on %s: %s", where, exc)
+    return "database error: the server log has the details"
 
 
 # --------------------------------------------------------------------------- request parsing
@@ -171,15 +187,25 @@ async def read_upload(request: Request, cap: int) -> tuple[bytes, Any]:
     return data, form
 
 
-def search_href(image_id: int, model: str, k: int | None = None, filters: Cohort | None = None) -> str:
-    """The search page's URL for a query by id, keeping the model, k and filters."""
+def search_href(
+    image_id: int | None,
+    model: str | None,
+    k: int | None = None,
+    filters: Cohort | None = None,
+    upload: str | None = None,
+    **extra: Any,
+) -> str:
+    """The search page's URL for a query by id (or a kept upload), keeping the model, k and filters."""
     from urllib.parse import urlencode
 
-    params: dict[str, Any] = {"image_id": image_id, "model": model}
+    params: dict[str, Any] = {"upload": upload} if upload else {"image_id": image_id}
+    if model:
+        params["model"] = model
     if k is not None:
         params["k"] = k
     if filters is not None:
         params.update({key: ("true" if v is True else v) for key, v in filters.as_params().items()})
+    params.update({key: v for key, v in extra.items() if v is not None})
     return "/?" + urlencode(params)
 
 
@@ -193,6 +219,7 @@ class _App:
     cache: PngCache
     templates: Jinja2Templates
     gate: Gate
+    uploads: UploadStore
 
 
 def png_response(request: Request, png: bytes, etag: str) -> Response:
@@ -210,6 +237,26 @@ def with_frames(hits: list[dict], query_label: str | None) -> list[dict]:
     for h in hits:
         h["match"] = None if query_label is None else h["label"] == query_label
     return hits
+
+
+#: neighbours per model in a side-by-side comparison
+COMPARE_K = 8
+
+
+def compare_columns(columns: list[dict]) -> list[dict]:
+    """Side-by-side columns, one per model: each neighbour also gets its rank in the other columns
+    (``also``), because similarity values are not comparable between models, ranks are."""
+    if len(columns) < 2:
+        return columns
+    ranks = {c["model"]: {h["image_id"]: h["rank"] for h in c["hits"]} for c in columns}
+    for c in columns:
+        for h in c["hits"]:
+            h["also"] = [
+                {"model": m, "rank": r[h["image_id"]]}
+                for m, r in ranks.items()
+                if m != c["model"] and h["image_id"] in r
+            ]
+    return columns
 
 
 def audit(request: Request, action: str, image_ids=(), filters: dict | None = None) -> None:
@@ -282,13 +329,7 @@ def _add_error_handlers(app: FastAPI, w: _App) -> None:
 
     @app.exception_handler(CbirError)
     async def _cbir_error(request: Request, exc: CbirError) -> Response:
-        status = status_of(exc)
-        message = (
-            str(exc)
-            if status < 500 or isinstance(exc, WeightsMissingError)
-            else "the database is unavailable"
-        )
-        return error_response(request, status, message)
+        return error_response(request, status_of(exc), public_message(exc, request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -559,9 +600,34 @@ def _add_pages(app: FastAPI, w: _App) -> None:
             "query": None,
             "hits": None,
             "error": None,
+            "upload": None,
+            "columns": None,
         }
         ctx.update(extra)
         return ctx
+
+    def run_upload(ctx: dict, actor: Actor, token: str, model: str, k: int, f: Cohort, compare: bool) -> None:
+        """A kept upload (item 4: a new filter, model or k re-runs the same uploaded image); only the
+        user who uploaded it gets it back."""
+        up = w.uploads.get(token, actor.name)
+        query, hits = store.search_pixels(actor, up, model, k, f)
+        label = store.image(actor, query["image_id"])["label"] if query["stored"] else None
+        ctx["hits"] = with_frames(hits, label)
+        ctx["filters"] = f
+        ctx["upload"] = token
+        ctx["query"] = {
+            "image_id": query["image_id"],
+            "label": label,
+            "thumb": "data:image/png;base64," + base64.b64encode(up.thumb_png).decode(),
+            "uploaded": True,
+            "stored": query["stored"],
+        }
+        if compare:
+            columns = []
+            for m in [m["model"] for m in store.models(actor)]:
+                q, h = store.search_pixels(actor, up, m, COMPARE_K, f)
+                columns.append({"model": m, "hits": with_frames(h, label), "stored": q["stored"]})
+            ctx["columns"] = compare_columns(columns)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page_search(request: Request, actor: Actor = Depends(current_actor)) -> Response:
@@ -574,12 +640,18 @@ def _add_pages(app: FastAPI, w: _App) -> None:
             model = _opt(p, "model") or ctx["model"]
             ctx["model"] = model
             image_id = parse_image_id(p)
-            if image_id is not None:
+            token = _opt(p, "upload")
+            if image_id is not None or token is not None:
                 if model is None:
                     raise NotFoundError("no model has stored vectors yet")
-                audit(request, "search", [image_id], search_filters(model, k, f))
+                audit(request, "search", [image_id], search_filters(model, k, f, upload=token is not None))
                 store.check_model(actor, model)
                 store.check_filters(actor, f)
+            if token is not None:
+                if not may(actor, "upload"):
+                    raise Forbidden("uploads are not allowed for this user")
+                run_upload(ctx, actor, token, model, k, f, compare=_opt(p, "compare") is not None)
+            elif image_id is not None:
                 info = store.image(actor, image_id)
                 ctx["query"] = {
                     "image_id": image_id,
@@ -597,39 +669,29 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                     search_filters(model, k, f),
                 )
         except CbirError as exc:
-            ctx["error"] = str(exc)
+            ctx["error"] = public_message(exc, request.url.path)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
         return templates.TemplateResponse(request, "search.html", ctx)
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
     async def page_upload(request: Request, actor: Actor = Depends(current_actor)) -> Response:
-        ctx = await run_in_threadpool(search_context, request, actor)
+        """An upload is decoded, kept for this user's session under a token, and the browser is sent to
+        the GET page of that token (so a new filter, model or k, or a reload, re-runs the same upload)."""
+        from cbir_pg.images import decode_bytes
+
+        audit(request, "upload")
         try:
-            query, hits, model, k, f = await upload_search(request, w, actor)
+            if not may(actor, "upload"):
+                raise Forbidden("uploads are not allowed for this user")
+            data, form = await read_upload(request, w.config.max_upload_bytes)
+            f, k = parse_filters(form), parse_k(form)
+            rgb = await run_in_threadpool(decode_bytes, data, "the upload")
         except CbirError as exc:
-            ctx["error"] = str(exc)
+            ctx = await run_in_threadpool(search_context, request, actor)
+            ctx["error"] = public_message(exc, request.url.path)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
-        thumb = "data:image/png;base64," + base64.b64encode(render_png(query.pop("rgb"), THUMB_SIDE)).decode()
-        ctx.update(
-            model=model,
-            k=k,
-            hits=hits,
-            filters=f,
-            form={
-                **f.as_params(),
-                "model": model,
-                "k": str(k),
-                "image_id": str(query["image_id"]) if query["stored"] else "",
-            },
-        )
-        ctx["query"] = {
-            "image_id": query["image_id"],
-            "label": query["label"],
-            "thumb": thumb,
-            "uploaded": True,
-            "stored": query["stored"],
-        }
-        return templates.TemplateResponse(request, "search.html", ctx)
+        token = w.uploads.put(Upload(rgb, render_png(rgb, THUMB_SIDE), owner=actor.name))
+        return RedirectResponse(search_href(None, _opt(form, "model"), k, f, upload=token), status_code=303)
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
     def page_image(
@@ -637,27 +699,33 @@ def _add_pages(app: FastAPI, w: _App) -> None:
     ) -> Response:
         audit(request, "page_view", [image_id])
         info = store.image(actor, image_id)
-        k = 8
-        columns = [
-            {"model": m, "hits": with_frames(store.similar(actor, image_id, m, k, Cohort()), info["label"])}
-            for m in info["models"]
-        ]
+        columns = compare_columns(
+            [
+                {
+                    "model": m,
+                    "hits": with_frames(
+                        store.similar(actor, image_id, m, COMPARE_K, Cohort()), info["label"]
+                    ),
+                }
+                for m in info["models"]
+            ]
+        )
         audit(
             request,
             "page_view",
             [image_id, *(h["image_id"] for c in columns for h in c["hits"])],
-            {"models": info["models"], "k": k},
+            {"models": info["models"], "k": COMPARE_K},
         )
         return templates.TemplateResponse(
-            request, "image.html", {"page": "image", "info": info, "columns": columns, "k": k}
+            request, "image.html", {"page": "image", "info": info, "columns": columns, "k": COMPARE_K}
         )
 
     @app.get("/results", response_class=HTMLResponse, include_in_schema=False)
     def page_results(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+        from cbir_pg.app.serve.figures import report_figures
+
         audit(request, "page_view")
-        figures = []
-        if config.report_dir is not None and config.report_dir.is_dir() and may(actor, "report_figures"):
-            figures = sorted(p.name for p in config.report_dir.glob("*.png"))
+        figures = report_figures(config.report_dir) if may(actor, "report_figures") else []
         return templates.TemplateResponse(
             request, "results.html", {"page": "results", **store.results(actor), "figures": figures}
         )
@@ -768,7 +836,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     gate = Gate(config.auth, store.check_login, store.role_oid)
     app.state.gate = gate
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    w = _App(store, config, cache, templates, gate)
+    w = _App(store, config, cache, templates, gate, UploadStore())
     _add_error_handlers(app, w)
     _add_guards(app, w)
     _add_login(app, w)
