@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	  idx="--index-url $(TORCH_CPU_INDEX)"; echo "torch: CPU build from $(TORCH_CPU_INDEX)"; \
 	else echo "torch: $(TORCH_SPEC) from the default index (TORCH_BUILD=$(TORCH_BUILD))"; fi; \
 	$(PY) -m pip install -q $(TORCH_SPEC) $$idx
-	$(PY) -m pip install -q -e ".[test,bench,weights,dicom]"
+	$(PY) -m pip install -q -e ".[test,bench,weights,dicom,explain]"
 	touch $@
 
 install: $(VENV)/.installed

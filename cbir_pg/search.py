@@ -219,6 +219,16 @@ def _find_stored(conn: psycopg.Connection, model: str, path: Path) -> tuple[int 
 
 def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Path) -> np.ndarray:
     """Embed a new file with the encoder config the model's stored vectors were made with."""
+    from cbir_pg.encoders import embed_arrays
+
+    return embed_arrays(stored_encoder(conn, model, what=f"embed {path}"), [rgb])[0]
+
+
+def stored_encoder(
+    conn: psycopg.Connection, model: str, *, what: str = "embed an image", device: str = "cpu"
+):
+    """The encoder whose config hash is the one ``model``'s stored vectors were made with (this
+    installation's config, or its seeded random twin when the vectors were made with random weights)."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -227,9 +237,9 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     stored_hash = row["config_hash"]
     stored_config = row["config"] or {}
     try:
-        from cbir_pg.encoders import create_encoder, embed_arrays, get_config
+        from cbir_pg.encoders import create_encoder, get_config
     except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
-        raise ConfigError(f"cannot embed {path}: encoders unavailable ({exc})") from None
+        raise ConfigError(f"cannot {what}: encoders unavailable ({exc})") from None
     config = get_config(model)
     kwargs: dict[str, object] = {}
     if config.config_hash() != stored_hash:
@@ -242,14 +252,14 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
                 seed = None
         if seed is None or config.as_random(seed).config_hash() != stored_hash:
             raise ConfigError(
-                f"cannot embed {path} for {model}: the stored vectors were made with encoder config "
+                f"cannot {what} for {model}: the stored vectors were made with encoder config "
                 f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
             )
         kwargs = {"pretrained": False, "seed": seed}
-    encoder = create_encoder(model, **kwargs)
+    encoder = create_encoder(model, device=device, **kwargs)
     if encoder.config.config_hash() != stored_hash:
         raise ConfigError(f"encoder config hash mismatch for {model}")
-    return embed_arrays(encoder, [rgb])[0]
+    return encoder
 
 
 def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:
