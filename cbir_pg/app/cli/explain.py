@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import database, err_console
-from cbir_pg.app.cli.output import print_line
+from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 
 def _ref(text: str) -> int | Path:
@@ -58,5 +58,69 @@ def explain(
         err_console.print(f"wrote {json_out}", markup=False, highlight=False)
 
 
+def eval_explain(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    methods: list[str] = typer.Option(
+        None, "--method", help="method(s) to measure (repeatable; default: occlusion, rise, gradients)"
+    ),
+    pairs: int = typer.Option(
+        12, "--pairs", help="(test query, top-1 train neighbour) pairs, spread over labels"
+    ),
+    grid: int = typer.Option(7, "--grid", help="cells per side of the deletion/insertion tiling"),
+    steps: int = typer.Option(12, "--steps", help="points of each deletion/insertion curve"),
+    random_orders: int = typer.Option(
+        2, "--random-orders", help="random cell orders per pair (the baseline)"
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
+    fmt: Format = format_option(),
+) -> None:
+    """Faithfulness of the similarity maps: deletion and insertion areas per method against a random
+    cell order, and the time per map; stored in cbir.explain_faithfulness (cbir_report view of that name)."""
+    from cbir_pg.app.cli._common import split_names
+    from cbir_pg.eval.explain import evaluate_explanations
+
+    r = evaluate_explanations(
+        database(ctx),
+        model,
+        methods=split_names(methods) or ("occlusion", "rise", "gradients"),
+        pairs=pairs,
+        grid=grid,
+        steps=steps,
+        random_orders=random_orders,
+        device=device,
+    )
+    say(
+        f"model {r.model}: {len(r.pairs)} pairs, {r.grid}x{r.grid} cells, {r.steps} steps, on {r.device}", fmt
+    )
+    rows = [
+        {
+            "method": m.method,
+            "deletion": m.deletion_auc,
+            "random_deletion": m.random_deletion_auc,
+            "insertion": m.insertion_auc,
+            "random_insertion": m.random_insertion_auc,
+            "seconds": m.seconds_per_map,
+            "verdict": "no better than random" if m.no_better_than_random else "better than random",
+        }
+        for m in r.methods
+    ]
+    f4 = lambda x: f"{x:.4f}"  # noqa: E731
+    cols = [
+        Col("method"),
+        Col("deletion", fmt=f4, right=True, header="deletion AUC (lower is better)"),
+        Col("random_deletion", fmt=f4, right=True, header="random"),
+        Col("insertion", fmt=f4, right=True, header="insertion AUC (higher is better)"),
+        Col("random_insertion", fmt=f4, right=True, header="random"),
+        Col("seconds", fmt=lambda x: f"{x:.2f}", right=True, header="s / map"),
+        Col("verdict"),
+    ]
+    emit(rows, cols, fmt)
+
+
 def register(app: typer.Typer) -> None:
+    """``cbir-pg explain``, and ``cbir-pg eval explain`` on the eval group (registered after this module)."""
+    from cbir_pg.app.cli.evaluate import app as eval_app
+
     app.command(name="explain")(explain)
+    eval_app.command(name="explain")(eval_explain)
