@@ -504,5 +504,8 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     w = _App(store, config, cache, templates)
     _add_error_handlers(app, w)
     _add_api_routes(app, w)
+    from cbir_pg.app.serve.explain import add_explain_routes
+
+    app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain")
     _add_pages(app, w)
     return app
