@@ -24,11 +24,14 @@ where j.username = current_user
 order by j.created_at, j.id
 
 -- name: similar_images_rocchio
-select s.rank, s.image_id, s.similarity, l.key as label
+-- the refined neighbours with what a page shows joined in (the columns of serve.sql's similar_images)
+select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality, p.sex, p.age
 from cbir.similar_images_rocchio(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
                                  %(exclude_same_patient)s, true, %(alpha)s, %(beta)s, %(gamma)s) s
 join cbir.image i on i.id = s.image_id
+join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
+left join cbir.patient p on p.id = i.patient_id
 order by s.rank
 
 -- name: judged_pairs

@@ -415,6 +415,9 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                 }
                 ctx["hits"] = with_frames(store.similar(image_id, model, k, f), info["label"])
                 ctx["filters"] = f
+                from cbir_pg.app.serve.feedback import page_context
+
+                ctx.update(page_context(request, store, image_id, model, k, f, ctx["hits"]))
         except CbirError as exc:
             ctx["error"] = str(exc)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
@@ -454,8 +457,14 @@ def _add_pages(app: FastAPI, w: _App) -> None:
     def page_image(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         info = store.image(image_id)
         k = 8
+        from cbir_pg.app.serve.feedback import method_options
+
         columns = [
-            {"model": m, "hits": with_frames(store.similar(image_id, m, k, Filters()), info["label"])}
+            {
+                "model": m,
+                "hits": with_frames(store.similar(image_id, m, k, Filters()), info["label"]),
+                "methods": method_options(request.app.state, m),
+            }
             for m in info["models"]
         ]
         return templates.TemplateResponse(
@@ -507,5 +516,8 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     from cbir_pg.app.serve.explain import add_explain_routes
 
     app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain")
+    from cbir_pg.app.serve.feedback import add_feedback_routes
+
+    add_feedback_routes(app, store)
     _add_pages(app, w)
     return app
