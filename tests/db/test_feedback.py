@@ -202,3 +202,63 @@ def test_eval_with_judgements_equals_loops_and_agreement_view(fdb: str):
         e[0] += 1
         e[1] += int(verdict == (labels[q] == labels[n]))
     assert {k: list(v) for k, v in agreement.items()} == expected
+
+
+def test_api_judge_list_refine_and_page(fdb: str, tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from cbir_pg.app.serve import build_app
+
+    q, before = some_query(fdb)
+    app, store = build_app(fdb, tmp_path)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            for n, verdict in [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]:
+                r = client.post(
+                    "/api/judgements",
+                    json={
+                        "query_image_id": q,
+                        "neighbour_id": n,
+                        "model": MODEL,
+                        "verdict": verdict,
+                        "reason": "private note",
+                    },
+                )
+                assert r.status_code == 200, r.text
+                assert r.json()["verdict"] == verdict
+            mine = client.get(f"/api/images/{q}/judgements").json()["judgements"]
+            assert sorted((j["neighbour_id"], j["verdict"]) for j in mine) == sorted(
+                [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]
+            )
+            refined = client.get(f"/api/images/{q}/refined?model={MODEL}&k=10").json()
+            assert refined["judgements"] == 3
+            after = [h["image_id"] for h in refined["neighbours"]]
+            assert after != before
+            moved = {m["image_id"]: m for m in refined["moves"]}
+            assert moved[before[4]]["after"] < 5 and moved[before[0]]["change"] in ("down", "dropped")
+            page = client.get(f"/?image_id={q}&model={MODEL}&k=10&refine=1")
+            assert page.status_code == 200 and 'id="moves"' in page.text and "Refined" in page.text
+            plain = client.get(f"/?image_id={q}&model={MODEL}&k=10")
+            assert 'id="refine"' in plain.text and 'id="moves"' not in plain.text
+            for body, words in [
+                (
+                    {"query_image_id": q, "neighbour_id": before[1], "model": MODEL, "verdict": "maybe"},
+                    "verdict",
+                ),
+                (
+                    {"query_image_id": q, "neighbour_id": 999999, "model": MODEL, "verdict": "relevant"},
+                    "999999",
+                ),
+                (
+                    {"query_image_id": q, "neighbour_id": before[1], "model": "nope", "verdict": "relevant"},
+                    "nope",
+                ),
+                ([1, 2], "JSON object"),
+            ]:
+                r = client.post("/api/judgements", json=body)
+                assert r.status_code in (400, 404) and words in r.json()["error"], r.text
+        with psycopg.connect(fdb) as c:
+            users = {r[0] for r in c.execute("select username from cbir.judgement")}
+        assert users == {"cbir_web"}  # before per-user logins, the page's own role is the acting user
+    finally:
+        store.close()
