@@ -82,7 +82,10 @@ def refined(store, image_id: int, model: str, k: int, filters) -> tuple[list[dic
     return hits, moved, n_judged
 
 
-def add_feedback_routes(app: FastAPI, store) -> None:
+def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_model) -> None:
+    """The judgement and refinement routes; the page's request parsers are handed in by
+    :func:`cbir_pg.app.serve.web.create_app` (this module does not import it)."""
+
     @app.post("/api/judgements", tags=["api"], summary="record your verdict on a neighbour (relevant or not)")
     async def api_judge(request: Request) -> dict:
         from starlette.concurrency import run_in_threadpool
@@ -137,8 +140,6 @@ def add_feedback_routes(app: FastAPI, store) -> None:
         summary="the ranking after Rocchio with your judgements, and how each case moved",
     )
     def api_refined(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict:
-        from cbir_pg.app.serve.web import default_model, parse_filters, parse_k
-
         p = request.query_params
         f, k = parse_filters(p), parse_k(p)
         model = (p.get("model") or "").strip() or default_model(store.models())
@@ -171,12 +172,12 @@ def method_options(app_state, model: str) -> list[dict[str, Any]]:
     ]
 
 
-def page_context(request: Request, store, image_id: int, model: str, k: int, filters, hits: list) -> dict:
+def page_context(
+    request: Request, store, image_id: int, model: str, k: int, filters, hits: list, with_frames
+) -> dict:
     """What the search page adds for a stored query: the overlay methods, the Refine link and, with
     ``refine=1``, the refined hits and how each case moved."""
     from urllib.parse import urlencode
-
-    from cbir_pg.app.serve.web import with_frames
 
     params = {"image_id": image_id, "model": model, "k": k, **filters.as_params(), "refine": 1}
     ctx: dict[str, Any] = {

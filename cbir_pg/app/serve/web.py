@@ -417,7 +417,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                 ctx["filters"] = f
                 from cbir_pg.app.serve.feedback import page_context
 
-                ctx.update(page_context(request, store, image_id, model, k, f, ctx["hits"]))
+                ctx.update(page_context(request, store, image_id, model, k, f, ctx["hits"], with_frames))
         except CbirError as exc:
             ctx["error"] = str(exc)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
@@ -518,6 +518,6 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain")
     from cbir_pg.app.serve.feedback import add_feedback_routes
 
-    add_feedback_routes(app, store)
+    add_feedback_routes(app, store, parse_filters=parse_filters, parse_k=parse_k, default_model=default_model)
     _add_pages(app, w)
     return app
