@@ -262,3 +262,31 @@ def test_api_judge_list_refine_and_page(fdb: str, tmp_path: Path):
         assert users == {"cbir_web"}  # before per-user logins, the page's own role is the acting user
     finally:
         store.close()
+
+
+def test_an_uploads_judgements_refine_by_its_pixel_hash(fdb: str, users: dict[str, str]):
+    """An upload has no id: its judgements are keyed by its pixel hash, and
+    cbir.similar_to_vector_rocchio refines its vector exactly like a stored query with the same verdicts."""
+    q, before = some_query(fdb)
+    with psycopg.connect(fdb) as c:
+        c.execute(f"grant select on cbir.embedding_{MODEL} to cbir_web")
+    digest = "ab" * 32
+    with as_role(fdb, users["alice"]) as c:
+        for n, verdict in [(before[3], "relevant"), (before[1], "not_relevant")]:
+            record(c, Judgement(n, MODEL, verdict, query_hash=digest))
+            record(c, Judgement(n, MODEL, verdict, query_image_id=q))
+        c.commit()
+        by_hash = c.execute(
+            "select image_id, similarity from cbir.similar_to_vector_rocchio("
+            " cbir.image_vector(%s, %s), %s, %s, 10, null, null, null, %s)",
+            (q, MODEL, digest, MODEL, q),
+        ).fetchall()
+        by_id = [(r["image_id"], r["similarity"]) for r in refine(c, q, MODEL, k=10)]
+        plain = c.execute(
+            "select image_id from cbir.similar_to_vector_rocchio(cbir.image_vector(%s, %s), %s, %s, 10,"
+            " null, null, null, %s)",
+            (q, MODEL, "cd" * 32, MODEL, q),
+        ).fetchall()
+    assert [i for i, _ in by_hash] == [i for i, _ in by_id] != before
+    assert [s for _, s in by_hash] == pytest.approx([s for _, s in by_id], abs=1e-9)
+    assert [r[0] for r in plain] == before  # an unjudged upload: the plain search
