@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
 os.environ["CBIR_PG_HOME"] = str(_SESSION_HOME)
 
 REPO = Path(__file__).resolve().parent.parent
+# serve fixtures (logged-in clients, reader roles, the two-dataset database) for every test folder
+sys.path.insert(0, str(Path(__file__).resolve().parent / "serve"))
+pytest_plugins = ["servehelp"]
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -70,6 +71,7 @@ def add_role(conn: psycopg.Connection, name: str, kind: str) -> NewRole:
     limits: dict[str, str] = {}
     if kind == "reader":
         conn.execute(queries.get("roles", "apply_reader_limits"), {"name": name})
+        conn.execute(queries.get("roles", "grant_login_to_web"), {"name": name})
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(queries.get("roles", "reader_limits")).fetchall()
         limits = {r["setting"]: r["value"] for r in rows}
@@ -81,8 +83,61 @@ def drop_role(conn: psycopg.Connection, name: str) -> None:
     identifiers.check_role_name(name)
     if not scalar(conn, queries.get("roles", "role_exists"), {"name": name}):
         raise NotFoundError(f"no role {name!r}")
+    conn.execute(queries.get("roles", "forget_grants"), {"name": name})
     conn.execute(queries.get("roles", "drop_owned", role=identifiers.role(name)))
     conn.execute(queries.get("roles", "drop_role", role=identifiers.role(name)))
+
+
+@dataclass(frozen=True)
+class DatasetGrant:
+    dataset: str
+    role: str
+    granted_at: Any
+
+
+def _dataset_id(conn: psycopg.Connection, dataset: str) -> int:
+    identifiers.check_key(dataset, "dataset")
+    found = scalar(conn, queries.get("roles", "dataset_id"), {"dataset": dataset})
+    if found is None:
+        raise NotFoundError(f"no dataset {dataset!r} (see `cbir-pg datasets list`)")
+    return found
+
+
+def _grantee(conn: psycopg.Connection, name: str) -> str:
+    if name != "cbir_reader":
+        identifiers.check_role_name(name)
+    if not scalar(conn, queries.get("roles", "role_exists"), {"name": name}):
+        raise NotFoundError(f"no role {name!r}")
+    return name
+
+
+def grant_dataset(conn: psycopg.Connection, name: str, dataset: str) -> bool:
+    """Let role ``name`` (and every role with its privileges; ``cbir_reader``: every reader) see
+    ``dataset``: its images, patients' sex and age, labels and neighbours, in psql and the page
+    (row-level security, ``sql/schema/92_access.sql``). Returns whether the grant is new."""
+    _require_schema(conn)
+    _grantee(conn, name)
+    ds = _dataset_id(conn, dataset)
+    return conn.execute(queries.get("roles", "grant_dataset"), {"dataset_id": ds, "name": name}).rowcount == 1
+
+
+def revoke_dataset(conn: psycopg.Connection, name: str, dataset: str) -> bool:
+    """Withdraw a :func:`grant_dataset`; returns whether there was one. Takes effect on the next query
+    (a logged-in person's next page shows the dataset no more)."""
+    _require_schema(conn)
+    if name != "cbir_reader":
+        identifiers.check_role_name(name)
+    ds = _dataset_id(conn, dataset)
+    return (
+        conn.execute(queries.get("roles", "revoke_dataset"), {"dataset_id": ds, "name": name}).rowcount == 1
+    )
+
+
+def list_dataset_grants(conn: psycopg.Connection) -> list[DatasetGrant]:
+    from psycopg.rows import class_row
+
+    with conn.cursor(row_factory=class_row(DatasetGrant)) as cur:
+        return cur.execute(queries.get("roles", "dataset_grants")).fetchall()
 
 
 def list_roles(conn: psycopg.Connection) -> list[LoginRole]:

@@ -31,3 +31,25 @@ order by m.rolname
 
 -- name: reader_limits
 select setting, value from cbir.reader_limits_v1()
+
+-- name: grant_login_to_web
+-- `cbir-pg serve` acts as a reader with `set local role`: cbir_web needs the SET option on it
+select cbir.grant_logins_to_web(%(name)s) as n
+
+-- name: forget_grants
+delete from cbir.dataset_grant where role_name = %(name)s
+
+-- name: dataset_id
+select d.id from cbir.dataset d where d.key = %(dataset)s
+
+-- name: grant_dataset
+insert into cbir.dataset_grant (dataset_id, role_name) values (%(dataset_id)s, %(name)s)
+on conflict do nothing
+
+-- name: revoke_dataset
+delete from cbir.dataset_grant where dataset_id = %(dataset_id)s and role_name = %(name)s
+
+-- name: dataset_grants
+select d.key as dataset, g.role_name::text as role, g.granted_at
+from cbir.dataset_grant g join cbir.dataset d on d.id = g.dataset_id
+order by d.key, g.role_name

@@ -3,7 +3,8 @@
 
 -- name: web_role_exists
 -- a migrated database: the schema and the role 90_roles.sql makes
-select exists (select from pg_roles where rolname = 'cbir_web') and to_regclass('cbir.image') is not null as ok
+select exists (select from pg_roles where rolname = 'cbir_web') and to_regclass('cbir.image') is not null
+   and to_regprocedure('cbir.grant_logins_to_web(text)') is not null as ok
 
 -- name: set_web_password
 alter role {role} with login password {password}
@@ -19,7 +20,8 @@ where to_regclass(format('%I.%I', 'cbir', e.table_name)) is not null
 order by e.key
 
 -- name: model_count
-select count(*)::bigint as n from {table}
+-- the vectors of the images the caller may see (row-level security on cbir.image)
+select count(*)::bigint as n from {table} e join cbir.image i on i.id = e.image_id
 
 -- name: has_vector
 select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
@@ -117,3 +119,37 @@ select run_id, model, scope, ef_search, hnsw_m, hnsw_ef_construction, recall1, r
 from cbir_report.ann_quality
 order by finished_at desc
 limit 20
+
+-- name: set_role
+-- a logged-in person's queries run as that person (reset by the rollback that ends each request)
+set local role {role}
+
+-- name: reader_oid
+-- the role's oid if it may use the page: a login (not a superuser) in cbir_reader that cbir_web may
+-- `set role` to (cbir.grant_logins_to_web)
+select r.oid::bigint as oid
+from pg_roles r
+where r.rolname = %(name)s and r.rolcanlogin and not r.rolsuper
+  and pg_has_role(r.oid, 'cbir_reader', 'MEMBER')
+  and pg_has_role('cbir_web', r.oid, 'SET')
+
+-- name: login_identity
+-- run on the connection opened as the person logging in
+select (select r.oid from pg_roles r where r.rolname = current_user)::bigint as oid,
+       pg_has_role(current_user, 'cbir_reader', 'MEMBER') as reader
+
+-- name: grant_logins_to_web
+select cbir.grant_logins_to_web() as n
+
+-- name: image_visible
+-- as the actor: row-level security decides
+select i.id, i.content_hash from cbir.image i where i.id = %(image_id)s
+
+-- name: image_path
+-- as cbir_web, after image_visible found the image for the actor
+select cbir.image_file(%(image_id)s) as path
+
+-- name: audit
+insert into cbir.audit_log (actor, auth, address, method, path, action, status, image_ids, filters)
+values (%(actor)s, %(auth)s, %(address)s, %(method)s, %(path)s, %(action)s, %(status)s, %(image_ids)s,
+        %(filters)s)

@@ -26,6 +26,8 @@ begin
     execute format('alter table cbir.%I alter column embedding set storage plain', v_table);
   end if;
   execute format('grant select, insert on cbir.%I to cbir_worker', v_table);
+  -- readers search it as themselves (row-level security on cbir.image decides what they find)
+  execute format('grant select on cbir.%I to cbir_reader', v_table);
   return v_table;
 end
 $$;

@@ -49,6 +49,10 @@ left join cbir.image ni on ni.id = n.image_id
 left join cbir.dataset nd on nd.id = ni.dataset_id
 left join cbir.patient np on np.id = ni.patient_id
 left join cbir.label nl on nl.id = ni.label_id
-where r.kind = 'retrieval';
+where r.kind = 'retrieval'
+  -- the caller's datasets only (row-level security, sql/schema/92_access.sql): the view is owned by the
+  -- owner and would otherwise show every dataset's images to every reader
+  and qi.dataset_id in (select cbir.visible_dataset_ids())
+  and (ni.id is null or ni.dataset_id in (select cbir.visible_dataset_ids()));
 comment on view cbir_report.neighbours is
-  'de-identified long-format neighbours of every retrieval run: query, rank, neighbour, similarity, labels, same-label flag; patients only as sex and 10-year age band';
+  'de-identified long-format neighbours of every retrieval run: query, rank, neighbour, similarity, labels, same-label flag; patients only as sex and 10-year age band; only the datasets granted to the caller';

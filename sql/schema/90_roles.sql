@@ -93,9 +93,10 @@ end
 $$;
 
 -- cbir_web: the login role `cbir-pg serve` connects as (least privilege; docs/serve.md).
---   It runs the search functions and reads image metadata, labels, encoders and the cbir_report views.
---   It can read neither cbir.patient.patient_key / extra, nor cbir.image.uri / source_labels / extra,
---   nor cbir.dataset.root: a response can only ever hold what these grants let it read.
+--   It runs the search functions and reads image metadata, labels, encoders and the cbir_report views
+--   (the reader grants of 92_access.sql). It can read neither cbir.patient.patient_key / extra, nor
+--   cbir.image.uri / source_labels / extra, nor cbir.dataset.root: a response can only ever hold what
+--   these grants let it read.
 --   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
 do $$
 begin
@@ -104,14 +105,10 @@ begin
   end if;
 end
 $$;
-grant usage on schema cbir to cbir_web;
+-- cbir_web reads what a reader reads (it is a member of cbir_reader, and its policies in 92_access.sql let
+-- it see every dataset): the page's grants are the reader's grants, so a logged-in person under
+-- `set local role` sees in the page exactly what psql shows them.
 grant cbir_reader to cbir_web;
-grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_web;
-grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_web;
-grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
-              label_id, excluded, exclusion_reason, duplicate_of)
-  on cbir.image to cbir_web;
-grant select (id, sex, age) on cbir.patient to cbir_web;
 
 -- The one way cbir_web reaches pixels: the file of one image, by id, for the server to open and decode.
 -- It never returns more than one path per call, and the server never puts it in a response.

@@ -101,6 +101,14 @@ def test_reader_reads_the_bi_views_with_rounded_metrics(db: str, evaluated, pg_s
     try:
         with psycopg.connect(db) as conn:
             conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+            # no dataset granted: the per-image neighbours show nothing (issue 22)
+            assert conn.execute("select count(*) from cbir_report.neighbours").fetchone()[0] == 0
+            conn.execute("reset role")
+            conn.execute(
+                "insert into cbir.dataset_grant (dataset_id, role_name) select id, %s from cbir.dataset",
+                (role,),
+            )
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
             n = conn.execute("select count(*) from cbir_report.neighbours").fetchone()[0]
             board = conn.execute(
                 "select p1_micro, p3_micro, p5_micro, p10_micro, p1_macro, p10_macro from cbir_report.leaderboard"

@@ -27,8 +27,10 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import create_database, drop_database  # noqa: E402
 from relhelp import bad_image_files  # noqa: E402
+from servehelp import http_client, login_owner, read_login_link  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "efficientnet_lite0"
@@ -101,20 +103,25 @@ def home() -> Path:
 
 @pytest.fixture(scope="module")
 def api(served_db: str, home: Path):
-    from fastapi.testclient import TestClient
-
+    """An HTTP client logged in with the one-time link (the server owner: every dataset)."""
     from cbir_pg.app.serve import build_app
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
 
-    app, store = build_app(served_db, home, max_upload_bytes=2 * 1024 * 1024)
+    auth = AuthConfig(login_token=new_login_token())
+    app, store = build_app(served_db, home, max_upload_bytes=2 * 1024 * 1024, auth=auth)
+    app.state.login_token = auth.login_token
     seen: list[tuple[str, bytes]] = []
 
-    class Recording(TestClient):
-        def request(self, method, url, *args, **kwargs):
-            r = super().request(method, url, *args, **kwargs)
+    with http_client(app) as client:
+        login_owner(client, app)
+        plain_request = client.request
+
+        def request(method, url, *args, **kwargs):
+            r = plain_request(method, url, *args, **kwargs)
             seen.append((f"{method} {url}", r.content))
             return r
 
-    with Recording(app, raise_server_exceptions=False) as client:
+        client.request = request
         client.seen = seen
         yield client
     store.close()
@@ -410,7 +417,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(served_db: str, tmp_path_factory) -> str:
+def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
+    """``cbir-pg serve`` as a subprocess: its base URL and the one-time login link it printed."""
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
     report = tmp_path_factory.mktemp("report")
@@ -447,7 +455,9 @@ def server(served_db: str, tmp_path_factory) -> str:
     deadline = time.monotonic() + 180
     while True:
         try:
-            if httpx.get(base + "/api/models", timeout=5).status_code == 200:
+            # up, and every route but the login form needs a login
+            if httpx.get(base + "/login", timeout=5).status_code == 200:
+                assert httpx.get(base + "/api/models", timeout=5).status_code == 401
                 break
         except httpx.HTTPError:
             pass
@@ -455,17 +465,24 @@ def server(served_db: str, tmp_path_factory) -> str:
             proc.kill()
             pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
         time.sleep(0.5)
-    yield base
+    link = read_login_link(log)
+    assert link.startswith(base + "/login?token=")
+    yield base, link
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # the one-time token was printed once, on the console, and is written nowhere else
+    assert text.count(link.split("token=")[1]) == 1
 
 
-def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path) -> None:
+def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
+
+    server, link = server
 
     images = some_images(served_db)
     upload = tmp_path / "new-chest.png"
@@ -520,8 +537,13 @@ def test_browser_session(server: str, served_db: str, secrets_of, tmp_path: Path
         page.set_default_navigation_timeout(300_000)
         page.on("response", lambda resp: pending.append(resp))
 
-        # the search page: a model picker with the real model
+        # not logged in: the login form; the one-time link logs in (as the owner) and lands on search
         page.goto(server + "/")
+        assert page.title() == "log in · cbir-pg" and page.url.startswith(server + "/login?next=")
+        page.goto(link)
+        assert page.url == server + "/" and page.inner_text("#who") == "owner"
+
+        # the search page: a model picker with the real model
         assert page.title() == "search · cbir-pg"
         assert MODEL in page.inner_text("#model")
         page.screenshot(path=str(tmp_path / "0-search.png"))

@@ -74,10 +74,20 @@ def test_loopback_needs_no_flag(host: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.org"])
-def test_other_hosts_need_the_flag_and_get_a_warning(host: str) -> None:
+def test_other_hosts_need_the_flag_authentication_and_get_a_warning(host: str) -> None:
     with pytest.raises(ConfigError, match="--allow-remote"):
         check_host(host, allow_remote=False)
-    assert "medical images" in check_host(host, allow_remote=True)
+    # the one-time link is for loopback; passwords need TLS; a wildcard address needs its host names
+    with pytest.raises(ConfigError, match="needs authentication"):
+        check_host(host, allow_remote=True, auth="local", tls=True, allowed_hosts=("cbir.example",))
+    with pytest.raises(ConfigError, match="--certfile"):
+        check_host(host, allow_remote=True, auth="password", tls=False, allowed_hosts=("cbir.example",))
+    if host in ("0.0.0.0", "::"):
+        with pytest.raises(ConfigError, match="--allowed-host"):
+            check_host(host, allow_remote=True, auth="proxy")
+    for auth, tls in (("password", True), ("proxy", False)):
+        warning = check_host(host, allow_remote=True, auth=auth, tls=tls, allowed_hosts=("cbir.example",))
+        assert "medical images" in warning
 
 
 def test_cli_refuses_a_public_host_in_one_line(cli_env: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from cbir_pg.app.cli import (
+    audit,
     datasets,
     db,
     demo,
@@ -48,6 +49,7 @@ for _module in (
     search,
     explain,
     serve,
+    audit,
     evaluate,
     report,
     demo,

@@ -196,5 +196,52 @@ def roles_drop(ctx: typer.Context, name: str = typer.Argument(..., help="the log
     typer.echo(f"dropped role {name}")
 
 
+@roles_app.command("grant-dataset")
+def roles_grant_dataset(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the login role (or cbir_reader: every reader)"),
+    dataset: str = typer.Argument(..., help="the dataset key (cbir-pg datasets list)"),
+) -> None:
+    """Let a role see a dataset (its images, neighbours, thumbnails and pixels) in psql and in
+    `cbir-pg serve`; a reader sees no dataset until one is granted (row-level security)."""
+    from cbir_pg.db.roles import grant_dataset
+
+    with database(ctx).connection(autocommit=True, vector=False) as conn:
+        new = grant_dataset(conn, name, dataset)
+    typer.echo(f"{name} sees dataset {dataset}" + ("" if new else " (already granted)"))
+
+
+@roles_app.command("revoke-dataset")
+def roles_revoke_dataset(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the login role (or cbir_reader)"),
+    dataset: str = typer.Argument(..., help="the dataset key"),
+) -> None:
+    """Withdraw a grant-dataset: from the next query on, the role sees that dataset no more."""
+    from cbir_pg.db.roles import revoke_dataset
+
+    with database(ctx).connection(autocommit=True, vector=False) as conn:
+        had = revoke_dataset(conn, name, dataset)
+    typer.echo(f"{name} no longer sees dataset {dataset}" if had else f"{name} had no grant on {dataset}")
+
+
+@roles_app.command("grants")
+def roles_grants(ctx: typer.Context, fmt: Format = format_option()) -> None:
+    """Which role sees which dataset (grant-dataset)."""
+    from dataclasses import asdict
+
+    from cbir_pg.app.cli.output import Col, emit
+    from cbir_pg.db.roles import list_dataset_grants
+
+    with database(ctx).connection(vector=False) as conn:
+        rows = [asdict(g) for g in list_dataset_grants(conn)]
+    emit(
+        rows,
+        [Col("dataset"), Col("role"), Col("granted_at")],
+        fmt,
+        empty="no dataset is granted to any role (cbir-pg db roles grant-dataset NAME DATASET)",
+    )
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="db")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, dsn, err_console
+from cbir_pg.app.cli._common import dsn, err_console
 
 
 def serve(
@@ -14,8 +14,35 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     allow_remote: bool = typer.Option(
-        False, "--allow-remote", help="allow a non-loopback --host (the pages show medical images)"
+        False,
+        "--allow-remote",
+        help="allow a non-loopback --host (the pages show medical images); needs --auth password with"
+        " --certfile/--keyfile, or --auth proxy",
     ),
+    auth: str = typer.Option(
+        "local",
+        "--auth",
+        help="local: database logins and a one-time login link printed at start (loopback only);"
+        " password: database logins only; proxy: the user name from --proxy-header, trusted only from"
+        " --trusted-proxy addresses",
+    ),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        help="a host name clients use (repeatable); other Host headers are refused (loopback names always pass)",
+    ),
+    certfile: Path = typer.Option(None, "--certfile", help="TLS certificate (PEM): serve HTTPS"),
+    keyfile: Path = typer.Option(None, "--keyfile", help="TLS private key (PEM) of --certfile"),
+    trusted_proxy: list[str] = typer.Option(
+        None, "--trusted-proxy", help="with --auth proxy: an address or network of the proxy (repeatable)"
+    ),
+    proxy_header: str = typer.Option(
+        "X-Forwarded-User", "--proxy-header", help="with --auth proxy: the header holding the user name"
+    ),
+    session_idle_minutes: int = typer.Option(
+        30, "--session-idle-minutes", help="a session ends after this long without a request"
+    ),
+    session_hours: int = typer.Option(12, "--session-hours", help="a session ends this long after login"),
     max_upload_mb: int = typer.Option(20, "--max-upload-mb", help="largest accepted upload, in MiB"),
     report_dir: Path = typer.Option(
         None,
@@ -29,16 +56,36 @@ def serve(
         help="connect as this least-privilege login instead of preparing cbir_web with the owner's DSN",
     ),
 ) -> None:
-    """Serve the search, image and results pages and the JSON API under /api/ (as role cbir_web)."""
+    """Serve the search, image and results pages and the JSON API under /api/ to logged-in database
+    roles (as role cbir_web, each person's queries under their own role)."""
     from cbir_pg.app.serve import build_app, check_host, run
+    from cbir_pg.app.serve.auth import AuthConfig, allowed_hosts, new_login_token
     from cbir_pg.config import get_settings
     from cbir_pg.errors import ConfigError
 
-    warning = check_host(host, allow_remote)
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("give both --certfile and --keyfile (or neither)")
+    for path in (certfile, keyfile):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"no such file: {path}")
+    tls = certfile is not None
+    warning = check_host(host, allow_remote, auth, tls, allowed_host or ())
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
     if not 1 <= max_upload_mb <= 1024:
         raise ConfigError(f"--max-upload-mb must be between 1 and 1024, got {max_upload_mb}")
+    if not 1 <= session_idle_minutes <= 24 * 60 or not 1 <= session_hours <= 24 * 7:
+        raise ConfigError("--session-idle-minutes must be 1-1440 and --session-hours 1-168")
+    config = AuthConfig(
+        mode=auth,
+        login_token=new_login_token() if auth == "local" else None,
+        idle_s=session_idle_minutes * 60,
+        max_age_s=session_hours * 3600,
+        secure_cookies=tls,
+        trusted_proxies=tuple(trusted_proxy or ()),
+        proxy_header=proxy_header,
+        allowed_hosts=allowed_hosts(host, allowed_host or ()),
+    )
     if warning:
         err_console.print(warning, markup=False, highlight=False)
     if report_dir is None and Path("cbir-pg-report").is_dir():
@@ -49,11 +96,18 @@ def serve(
         web_dsn=web_dsn,
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         report_dir=report_dir,
+        auth=config,
     )
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"cbir-pg serve: http://{shown}:{port}/  (as role cbir_web; Ctrl-C stops)", markup=False)
+    if host in ("0.0.0.0", "::") and allowed_host:
+        shown = allowed_host[0]
+    base = f"{'https' if tls else 'http'}://{shown}:{port}/"
+    typer.echo(f"cbir-pg serve: {base}  (as role cbir_web; Ctrl-C stops)")
+    if config.login_token:
+        # printed here only, never logged: it logs in once as the server's owner (every dataset)
+        typer.echo(f"log in as the owner (once) at: {base}login?token={config.login_token}")
     try:
-        run(app, host, port)
+        run(app, host, port, certfile, keyfile)
     finally:
         store.close()
 

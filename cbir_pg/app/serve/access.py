@@ -55,7 +55,8 @@ def web_dsn(owner_dsn: str, password: str) -> str:
 
 
 def prepare_web_role(owner_dsn: str, home: Path) -> str:
-    """Give ``cbir_web`` LOGIN, its password and read access to every embedding table; return its DSN.
+    """Give ``cbir_web`` LOGIN, its password, read access (as a reader) to every embedding table and the
+    right to act as each reader login; return its DSN.
 
     Needs an owner that may alter roles (the embedded server's superuser does). A database that was
     never migrated has no such role: that is one clear error, not a half-working server.
@@ -72,7 +73,12 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
         )
         for row in dict_cursor(conn).execute(queries.get("serve", "models")).fetchall():
             table = identifiers.embedding_table(row["model"])
-            conn.execute(queries.get("serve", "grant_embedding_read", table=table, role=sql.Identifier(ROLE)))
+            conn.execute(
+                queries.get("serve", "grant_embedding_read", table=table, role=sql.Identifier("cbir_reader"))
+            )
+        # logged-in readers: the server acts as them with `set local role` (reader logins made outside
+        # `cbir-pg db roles add` since the last migrate included)
+        conn.execute(queries.get("serve", "grant_logins_to_web"))
     except psycopg.errors.InsufficientPrivilege:
         raise DatabaseError(
             "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "

@@ -14,10 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
+from cbir_pg.app.serve.auth import Actor, current_actor
 from cbir_pg.db import queries
 from cbir_pg.errors import ConfigError, NotFoundError
 
@@ -41,44 +42,46 @@ class Explainer:
         from cbir_pg.search import stored_encoder
 
         if model not in self._encoders:
-            with self.store.conn() as c:
+            with self.store.conn(None) as c:
                 self._encoders[model] = stored_encoder(c, model, what="explain a pair")
         return self._encoders[model]
 
-    def rgb(self, image_id: int):
+    def rgb(self, actor: Actor | None, image_id: int):
         from cbir_pg.images import DecodeError, decode_file
 
-        path, _ = self.store.image_file(image_id)
+        path, _ = self.store.image_file(actor, image_id)
         try:
             return decode_file(path)
         except (DecodeError, OSError):
             raise NotFoundError(f"image {image_id} cannot be read") from None
 
-    def explain(self, query_id: int, neighbour_id: int, model: str, method: str):
+    def explain(self, actor: Actor | None, query_id: int, neighbour_id: int, model: str, method: str):
+        """The pair's maps; the pixels are read as ``actor`` (an image they may not see is not found)."""
         from cbir_pg.explain import METHODS, Explained, explain_pair, model_view
 
         METHODS.get(method)
-        q, n = self.rgb(query_id), self.rgb(neighbour_id)
+        q, n = self.rgb(actor, query_id), self.rgb(actor, neighbour_id)
         with self._lock:
             enc = self.encoder(model)
             maps = explain_pair(enc, q, n, method, cache=self.cache)
         return Explained(maps, model_view(enc, q), model_view(enc, n))
 
-    def faithfulness(self, model: str, method: str) -> dict[str, Any] | None:
-        with self.store.conn() as c:
+    def faithfulness(self, actor: Actor | None, model: str, method: str) -> dict[str, Any] | None:
+        with self.store.conn(actor) as c:
             row = c.execute(
                 queries.get("explain", "latest_faithfulness"), {"model": model, "method": method}
             ).fetchone()
         return dict(row) if row else None
 
-    def verdicts(self, model: str) -> dict[str, dict[str, Any]]:
+    def verdicts(self, actor: Actor | None, model: str) -> dict[str, dict[str, Any]]:
         """The latest faithfulness row of each method of ``model`` (for the page's labels)."""
-        with self.store.conn() as c:
+        with self.store.conn(actor) as c:
             rows = c.execute(queries.get("explain", "latest_faithfulness_all"), {"model": model}).fetchall()
         return {r["method"]: dict(r) for r in rows}
 
 
-def add_explain_routes(app: FastAPI, store, cache_root: Path) -> Explainer:
+def add_explain_routes(app: FastAPI, store, cache_root: Path, *, audit) -> Explainer:
+    """The route; ``audit`` is the app's :func:`cbir_pg.app.serve.web.audit` (handed in: no import cycle)."""
     explainer = Explainer(store, cache_root)
 
     @app.get(
@@ -88,7 +91,9 @@ def add_explain_routes(app: FastAPI, store, cache_root: Path) -> Explainer:
         description="Query parameters: neighbour (image id, required), model, method (occlusion, rise, "
         "gradients), format (png, json, npy), side (pair, query, neighbour; png only).",
     )
-    def api_explain(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
+    def api_explain(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> Response:
         from cbir_pg.explain import list_methods
 
         p = request.query_params
@@ -105,15 +110,17 @@ def add_explain_routes(app: FastAPI, store, cache_root: Path) -> Explainer:
         side = (p.get("side") or "pair").strip()
         if side not in SIDES:
             raise ConfigError(f"unknown side {side[:20]!r}: use pair, query or neighbour")
-        models = store.models()
+        audit(request, "explain", [image_id, neighbour], {"method": method})
+        models = store.models(actor)
         model = (p.get("model") or "").strip() or (models[0]["model"] if models else None)
         if model is None:
             raise NotFoundError("no model has stored vectors yet")
-        store.check_model(model)
-        store.image(image_id)
-        store.image(neighbour)
-        out = explainer.explain(image_id, neighbour, model, method)
-        faith = explainer.faithfulness(model, method)
+        audit(request, "explain", [image_id, neighbour], {"method": method, "model": model})
+        store.check_model(actor, model)
+        store.image(actor, image_id)
+        store.image(actor, neighbour)
+        out = explainer.explain(actor, image_id, neighbour, model, method)
+        faith = explainer.faithfulness(actor, model, method)
         headers = {
             "X-Explain-Cached": "true" if out.maps.cached else "false",
             "X-Explain-Seconds": f"{out.maps.seconds:.3f}",

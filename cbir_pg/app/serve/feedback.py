@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 
+from cbir_pg.app.serve.auth import Actor, current_actor
 from cbir_pg.errors import ConfigError
 
 MAX_ID = 2**63 - 1
@@ -46,14 +47,16 @@ def judgement_from(body: Any):
     )
 
 
-def refined(store, image_id: int, model: str, k: int, filters) -> tuple[list[dict], list[dict], int]:
+def refined(
+    store, actor: Actor | None, image_id: int, model: str, k: int, filters
+) -> tuple[list[dict], list[dict], int]:
     """``(refined hits, moves, number of judgements used)``: the Rocchio ranking in the page's hit shape,
     after the filters the SQL function does not take, and each case's rank before and after."""
     from cbir_pg.feedback import moves, my_judgements, refine
 
-    before = store.similar(image_id, model, k, filters)
+    before = store.similar(actor, image_id, model, k, filters)
     fetch = k if not filters.post else min(max(8 * k, 100), 20000)
-    with store.conn() as c:
+    with store.conn(actor) as c:
         rows = refine(
             c,
             image_id,
@@ -82,12 +85,13 @@ def refined(store, image_id: int, model: str, k: int, filters) -> tuple[list[dic
     return hits, moved, n_judged
 
 
-def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_model) -> None:
-    """The judgement and refinement routes; the page's request parsers are handed in by
-    :func:`cbir_pg.app.serve.web.create_app` (this module does not import it)."""
+def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_model, audit) -> None:
+    """The judgement and refinement routes; the page's request parsers and its audit note are handed
+    in by :func:`cbir_pg.app.serve.web.create_app` (this module does not import it). Every judgement is
+    one audit row (action ``judgement``, the query and neighbour ids, model and verdict; never the reason)."""
 
     @app.post("/api/judgements", tags=["api"], summary="record your verdict on a neighbour (relevant or not)")
-    async def api_judge(request: Request) -> dict:
+    async def api_judge(request: Request, actor: Actor = Depends(current_actor)) -> dict:
         from starlette.concurrency import run_in_threadpool
 
         from cbir_pg.feedback import record
@@ -96,14 +100,18 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_
             body = await request.json()
         except ValueError:
             raise ConfigError("send the judgement as a JSON object") from None
+        audit(request, "judgement")
         j = judgement_from(body)
-        store.check_model(j.model)
+        audit(
+            request, "judgement", [j.query_image_id, j.neighbour_id], {"model": j.model, "verdict": j.verdict}
+        )
+        await run_in_threadpool(store.check_model, actor, j.model)
         if j.query_image_id is not None:
-            store.image(j.query_image_id)
-        store.image(j.neighbour_id)
+            await run_in_threadpool(store.image, actor, j.query_image_id)
+        await run_in_threadpool(store.image, actor, j.neighbour_id)
 
         def write() -> dict:
-            with store.conn() as c:
+            with store.conn(actor) as c:
                 row = record(c, j)
                 c.commit()
             return row
@@ -123,11 +131,14 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_
         tags=["api"],
         summary="your judgements of this query's neighbours",
     )
-    def api_my_judgements(image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict:
+    def api_my_judgements(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> dict:
         from cbir_pg.feedback import my_judgements
 
-        store.image(image_id)
-        with store.conn() as c:
+        audit(request, "judgements", [image_id])
+        store.image(actor, image_id)
+        with store.conn(actor) as c:
             rows = my_judgements(c, query_image_id=image_id)
         return {
             "query_image_id": image_id,
@@ -139,14 +150,23 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_
         tags=["api"],
         summary="the ranking after Rocchio with your judgements, and how each case moved",
     )
-    def api_refined(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict:
+    def api_refined(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> dict:
+        audit(request, "refine", [image_id])
         p = request.query_params
         f, k = parse_filters(p), parse_k(p)
-        model = (p.get("model") or "").strip() or default_model(store.models())
-        store.check_model(model)
-        store.check_filters(f)
-        store.image(image_id)
-        hits, moved, n = refined(store, image_id, model, k, f)
+        model = (p.get("model") or "").strip() or default_model(store.models(actor))
+        store.check_model(actor, model)
+        store.check_filters(actor, f)
+        store.image(actor, image_id)
+        hits, moved, n = refined(store, actor, image_id, model, k, f)
+        audit(
+            request,
+            "refine",
+            [image_id, *(h["image_id"] for h in hits)],
+            {"model": model, "k": k, **f.as_params()},
+        )
         return {
             "query": image_id,
             "model": model,
@@ -157,11 +177,11 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_
         }
 
 
-def method_options(app_state, model: str) -> list[dict[str, Any]]:
+def method_options(app_state, actor: Actor | None, model: str) -> list[dict[str, Any]]:
     """The similarity-map methods for the page's picker, each with its faithfulness verdict."""
     from cbir_pg.explain import list_methods
 
-    verdicts = app_state.explainer.verdicts(model) if model else {}
+    verdicts = app_state.explainer.verdicts(actor, model) if model else {}
     return [
         {
             "name": m,
@@ -173,7 +193,15 @@ def method_options(app_state, model: str) -> list[dict[str, Any]]:
 
 
 def page_context(
-    request: Request, store, image_id: int, model: str, k: int, filters, hits: list, with_frames
+    request: Request,
+    store,
+    actor: Actor | None,
+    image_id: int,
+    model: str,
+    k: int,
+    filters,
+    hits: list,
+    with_frames,
 ) -> dict:
     """What the search page adds for a stored query: the overlay methods, the Refine link and, with
     ``refine=1``, the refined hits and how each case moved."""
@@ -181,14 +209,14 @@ def page_context(
 
     params = {"image_id": image_id, "model": model, "k": k, **filters.as_params(), "refine": 1}
     ctx: dict[str, Any] = {
-        "explain_methods": method_options(request.app.state, model),
+        "explain_methods": method_options(request.app.state, actor, model),
         "refine_href": "/?" + urlencode({key: ("true" if v is True else v) for key, v in params.items()}),
         "refined": None,
         "moves": [],
         "hits": hits,
     }
     if (request.query_params.get("refine") or "") in ("1", "true"):
-        new_hits, moved, n = refined(store, image_id, model, k, filters)
-        label = store.image(image_id)["label"]
+        new_hits, moved, n = refined(store, actor, image_id, model, k, filters)
+        label = store.image(actor, image_id)["label"]
         ctx.update(hits=with_frames(new_hits, label), refined=n, moves=moved)
     return ctx

@@ -1,4 +1,6 @@
-"""What the pages and the API read, on ``cbir_web`` connections: the same SQL API the CLI's search uses
+"""What the pages and the API read, on ``cbir_web`` connections, each request's queries under ``set local role``
+of its actor (:class:`~cbir_pg.app.serve.auth.Actor`), so row-level security shows a person only the
+datasets granted to them; the same SQL API the CLI's search uses
 (``cbir.similar_images`` / ``cbir.similar_to_vector``), the same decode path (:mod:`cbir_pg.images`) and
 the same on-the-fly embedding (:func:`cbir_pg.search._embed_file`, checked against the stored config hash).
 
@@ -8,6 +10,7 @@ an image uri, a dataset root or a free-text tag (the role could not read them an
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
@@ -15,14 +18,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.errors import CbirError, ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from cbir_pg.app.serve.auth import Actor
 
 SPLITS = ("train", "val", "test")
 SEXES = ("F", "M", "O")
@@ -108,18 +115,22 @@ class Store:
         self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
         self._embed_lock = threading.Lock()
-        with self.conn() as c:  # fail at start-up, not on the first request
+        with self.conn(None) as c:  # fail at start-up, not on the first request
             c.execute("select 1")
 
     @contextmanager
-    def conn(self) -> Iterator[psycopg.Connection]:
-        """A connection for one request; read-only work, so it is rolled back and returned."""
+    def conn(self, actor: Actor | None) -> Iterator[psycopg.Connection]:
+        """A connection for one request, acting as ``actor``: ``set local role`` to the actor's role
+        (``None`` or the owner's session: the server's own ``cbir_web``). Read-only work, so it is rolled
+        back (which also resets the role) and returned to the pool."""
         with self._slots:
             try:
                 c = self._idle.get_nowait()
             except queue.Empty:
                 c = connect(self._dsn, row_factory=dict_row)
             try:
+                if actor is not None and actor.role is not None:
+                    c.execute(queries.get("serve", "set_role", role=psycopg.sql.Identifier(actor.role)))
                 yield c
             except psycopg.Error as exc:
                 raise _sql_error(exc) from None
@@ -133,6 +144,54 @@ class Store:
                     except psycopg.Error:
                         c.close()
 
+    # ------------------------------------------------------------------ identities
+    def role_oid(self, name: str) -> int | None:
+        """The oid of login role ``name`` if it may use the page (a reader cbir_web may act as)."""
+        with self.conn(None) as c:
+            row = c.execute(queries.get("serve", "reader_oid"), {"name": name}).fetchone()
+        return int(row["oid"]) if row else None
+
+    def check_login(self, name: str, password: str) -> int:
+        """PostgreSQL's verdict on ``name``/``password``: a connection is opened as that role over the
+        server's own path (its scram-sha-256 ``pg_hba.conf`` line), then closed. Returns the role's oid;
+        raises :class:`~cbir_pg.app.serve.auth.LoginRefused` (one message whatever went wrong; the
+        password is never logged, shown or kept)."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        from cbir_pg.app.serve.auth import LoginRefused
+
+        refused = LoginRefused("wrong user name or password")
+        params = conninfo_to_dict(self._dsn)
+        params.update(user=name, password=password, passfile=os.devnull, connect_timeout="10")
+        params.pop("service", None)
+        try:
+            with psycopg.connect(make_conninfo(**params), autocommit=True, row_factory=dict_row) as c:
+                if not c.pgconn.used_password:
+                    # trust or peer authentication: the server never checked the password
+                    raise LoginRefused(
+                        "the database did not check the password (pg_hba.conf trusts this login): "
+                        "password login needs scram-sha-256"
+                    )
+                row = c.execute(queries.get("serve", "login_identity")).fetchone()
+        except psycopg.Error:
+            raise refused from None
+        if not row or not row["reader"] or row["oid"] is None:
+            raise refused
+        oid = self.role_oid(name)
+        if oid != int(row["oid"]):
+            raise LoginRefused(
+                f"{name} is a reader, but the page may not act as it yet: the owner runs `cbir-pg db migrate`"
+            )
+        return oid
+
+    def audit(self, entry: dict[str, Any]) -> None:
+        """Append one row to ``cbir.audit_log`` (as ``cbir_web``, the only role that may insert)."""
+        from psycopg.types.json import Jsonb
+
+        with self.conn(None) as c:
+            c.execute(queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})})
+            c.commit()
+
     def close(self) -> None:
         while True:
             try:
@@ -141,9 +200,9 @@ class Store:
                 return
 
     # ------------------------------------------------------------------ catalogue
-    def models(self) -> list[dict[str, Any]]:
+    def models(self, actor: Actor | None) -> list[dict[str, Any]]:
         """Models with an embedding table, and how many vectors each holds."""
-        with self.conn() as c:
+        with self.conn(actor) as c:
             rows = c.execute(queries.get("serve", "models")).fetchall()
             out = []
             for r in rows:
@@ -153,19 +212,19 @@ class Store:
                 out.append({"model": r["model"], "family": r["family"], "dim": r["dim"], "vectors": n})
         return [m for m in out if m["vectors"] > 0]
 
-    def check_model(self, model: str) -> str:
+    def check_model(self, actor: Actor | None, model: str) -> str:
         if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
             raise ConfigError(f"invalid model name {model!r}")
-        if model not in {m["model"] for m in self.models()}:
+        if model not in {m["model"] for m in self.models(actor)}:
             raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
         return model
 
-    def filter_options(self) -> dict[str, Any]:
-        with self.conn() as c:
+    def filter_options(self, actor: Actor | None) -> dict[str, Any]:
+        with self.conn(actor) as c:
             return dict(c.execute(queries.get("serve", "filter_options")).fetchone())
 
-    def check_filters(self, f: Filters) -> Filters:
-        with self.conn() as c:
+    def check_filters(self, actor: Actor | None, f: Filters) -> Filters:
+        with self.conn(actor) as c:
             if (
                 f.label is not None
                 and not c.execute(queries.get("serve", "label_exists"), {"label": f.label}).fetchone()["ok"]
@@ -181,9 +240,9 @@ class Store:
         return f
 
     # ------------------------------------------------------------------ one image
-    def image(self, image_id: int) -> dict[str, Any]:
+    def image(self, actor: Actor | None, image_id: int) -> dict[str, Any]:
         """An image's metadata (no uri, no patient key), its labels, duplicates and models with a vector."""
-        with self.conn() as c:
+        with self.conn(actor) as c:
             row = c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone()
             if row is None:
                 raise NotFoundError(f"image {image_id} does not exist")
@@ -195,8 +254,8 @@ class Store:
                 r["image_id"]
                 for r in c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
             ]
-        models = [m["model"] for m in self.models()]
-        with self.conn() as c:
+        models = [m["model"] for m in self.models(actor)]
+        with self.conn(actor) as c:
             info["models"] = [
                 m
                 for m in models
@@ -209,16 +268,26 @@ class Store:
             info["age"] = float(info["age"])
         return info
 
-    def image_file(self, image_id: int) -> tuple[Path, str | None]:
-        """Where the server reads an image's pixels (never sent to a client), and its content hash."""
-        with self.conn() as c:
-            row = c.execute(queries.get("serve", "image_file"), {"image_id": image_id}).fetchone()
-        if row is None or row["path"] is None:
+    def image_file(self, actor: Actor | None, image_id: int) -> tuple[Path, str | None]:
+        """Where the server reads an image's pixels (never sent to a client), and its content hash.
+
+        The image is first looked up as ``actor`` (row-level security: an image they may not see does
+        not exist for them); only then is its path read with ``cbir.image_file``, which only the server's
+        own role may call, after ``reset role`` in the same transaction."""
+        with self.conn(actor) as c:
+            row = c.execute(queries.get("serve", "image_visible"), {"image_id": image_id}).fetchone()
+            if row is None:
+                raise NotFoundError(f"image {image_id} does not exist")
+            c.execute("reset role")
+            path = c.execute(queries.get("serve", "image_path"), {"image_id": image_id}).fetchone()["path"]
+        if path is None:
             raise NotFoundError(f"image {image_id} does not exist")
-        return Path(row["path"]), row["content_hash"]
+        return Path(path), row["content_hash"]
 
     # ------------------------------------------------------------------ search
-    def similar(self, image_id: int, model: str, k: int, f: Filters) -> list[dict[str, Any]]:
+    def similar(
+        self, actor: Actor | None, image_id: int, model: str, k: int, f: Filters
+    ) -> list[dict[str, Any]]:
         """``cbir.similar_images`` for a stored image, then the filters it does not take."""
         params = {
             "image_id": image_id,
@@ -228,13 +297,13 @@ class Store:
             "modality": f.modality,
             "exclude_same_patient": f.exclude_same_patient,
         }
-        with self.conn() as c:
+        with self.conn(actor) as c:
             if c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone() is None:
                 raise NotFoundError(f"image {image_id} does not exist")
             return self._ranked(c, "similar_images", params, k, f)
 
     def similar_to_vector(
-        self, vec, model: str, k: int, f: Filters, exclude_image_id: int | None = None
+        self, actor: Actor | None, vec, model: str, k: int, f: Filters, exclude_image_id: int | None = None
     ) -> list[dict[str, Any]]:
         params = {
             "vec": vec,
@@ -244,7 +313,7 @@ class Store:
             "modality": f.modality,
             "exclude_image_id": exclude_image_id,
         }
-        with self.conn() as c:
+        with self.conn(actor) as c:
             return self._ranked(c, "similar_to_vector", params, k, f)
 
     @staticmethod
@@ -275,33 +344,37 @@ class Store:
             )
         return out
 
-    def search_upload(self, data: bytes, model: str, k: int, f: Filters) -> tuple[dict[str, Any], list]:
+    def search_upload(
+        self, actor: Actor | None, data: bytes, model: str, k: int, f: Filters
+    ) -> tuple[dict[str, Any], list]:
         """Neighbours of uploaded bytes: decoded by the guarded decoder, looked up by pixel hash (a stored
         image uses its stored vector and is left out of its own results), else embedded on the fly with
         the model's stored encoder config. The bytes are never written anywhere."""
         from cbir_pg.images import decode_bytes, pixel_hash
 
         rgb = decode_bytes(data, "the upload")
-        with self.conn() as c:
+        with self.conn(actor) as c:
             row = c.execute(
                 queries.get("serve", "find_by_content_hash", table=identifiers.embedding_table(model)),
                 {"hash": pixel_hash(rgb)},
             ).fetchone()
         if row is not None:
             found = int(row["image_id"])
-            return {"image_id": found, "stored": True, "rgb": rgb}, self.similar(found, model, k, f)
+            return {"image_id": found, "stored": True, "rgb": rgb}, self.similar(actor, found, model, k, f)
         if f.exclude_same_patient:
             raise ConfigError("excluding the query's patient needs a stored query image; an upload has none")
         from cbir_pg.search import _embed_file
 
-        with self._embed_lock, self.conn() as c:
+        with self._embed_lock, self.conn(actor) as c:
             vec = _embed_file(c, model, rgb, Path("the upload"))
-        return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(vec, model, k, f)
+        return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(
+            actor, vec, model, k, f
+        )
 
     # ------------------------------------------------------------------ results
-    def results(self) -> dict[str, list[dict[str, Any]]]:
+    def results(self, actor: Actor | None) -> dict[str, list[dict[str, Any]]]:
         """The cbir_report views a results page shows."""
-        with self.conn() as c:
+        with self.conn(actor) as c:
             return {
                 name: [dict(r) for r in c.execute(queries.get("serve", name)).fetchall()]
                 for name in ("leaderboard", "class_precision", "ann_quality")

@@ -1,4 +1,10 @@
-"""The ASGI app: server-rendered pages (search, image, results) and a JSON API under ``/api/``.
+"""The ASGI app: server-rendered pages (search, image, results, login) and a JSON API under ``/api/``.
+
+Every route but ``/login`` and the static assets takes the acting person from the one dependency
+:func:`~cbir_pg.app.serve.auth.current_actor` and passes it to the store, whose queries then run as that
+person. Middleware, the same on every request: the Host header must be one of the configured names
+(Starlette's ``TrustedHostMiddleware``: DNS rebinding), a state-changing request must come from this
+origin (CSRF), the security headers, and one ``cbir.audit_log`` row per audited request.
 
 Every route calls :class:`~cbir_pg.app.serve.store.Store` (the ``cbir_web`` role's reads) and the
 project's decode path; errors become one JSON object or one message on the page with the right status
@@ -13,16 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 
+from cbir_pg.app.serve.auth import (
+    COOKIE,
+    Actor,
+    AuthConfig,
+    Forbidden,
+    Gate,
+    LoginRefused,
+    NotAuthenticated,
+    TooManyFailures,
+    current_actor,
+    may,
+)
 from cbir_pg.app.serve.store import MAX_K, Filters, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
 from cbir_pg.errors import (
@@ -50,6 +68,7 @@ class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     report_dir: Path | None = None
     cache_dir: Path = field(default_factory=lambda: Path("cache"))
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def status_of(exc: BaseException) -> int:
@@ -58,6 +77,10 @@ def status_of(exc: BaseException) -> int:
 
     if isinstance(exc, UploadTooLarge):
         return 413
+    if isinstance(exc, NotAuthenticated | LoginRefused):
+        return 429 if isinstance(exc, TooManyFailures) else 401
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, DecodeError):
         return 413 if exc.reason == "decompression_bomb" else 415
     if isinstance(exc, NotFoundError):
@@ -178,6 +201,7 @@ class _App:
     config: ServeConfig
     cache: PngCache
     templates: Jinja2Templates
+    gate: Gate
 
 
 def png_response(request: Request, png: bytes, etag: str) -> Response:
@@ -197,20 +221,44 @@ def with_frames(hits: list[dict], query_label: str | None) -> list[dict]:
     return hits
 
 
-async def upload_search(request: Request, w: _App) -> tuple[dict, list[dict], str, int, Filters]:
+def audit(request: Request, action: str, image_ids=(), filters: dict | None = None) -> None:
+    """Say what this request did, for its ``cbir.audit_log`` row (written by the middleware once the
+    response status is known)."""
+    request.state.audit = {
+        "action": action,
+        "image_ids": [int(i) for i in image_ids if i is not None],
+        "filters": filters or {},
+    }
+
+
+def search_filters(model: str | None, k: int, f: Filters, **extra) -> dict:
+    return {"model": model, "k": k, **f.as_params(), **extra}
+
+
+async def upload_search(
+    request: Request, w: _App, actor: Actor
+) -> tuple[dict, list[dict], str, int, Filters]:
+    audit(request, "upload")
     data, form = await read_upload(request, w.config.max_upload_bytes)
     f, k = parse_filters(form), parse_k(form)
-    models = await run_in_threadpool(w.store.models)
+    models = await run_in_threadpool(w.store.models, actor)
     model = _opt(form, "model") or default_model(models)
     if model is None:
         raise NotFoundError("no model has stored vectors yet")
-    await run_in_threadpool(w.store.check_model, model)
-    await run_in_threadpool(w.store.check_filters, f)
-    query, hits = await run_in_threadpool(w.store.search_upload, data, model, k, f)
+    audit(request, "upload", filters=search_filters(model, k, f))
+    await run_in_threadpool(w.store.check_model, actor, model)
+    await run_in_threadpool(w.store.check_filters, actor, f)
+    query, hits = await run_in_threadpool(w.store.search_upload, actor, data, model, k, f)
     label = None
     if query["image_id"] is not None:
-        label = (await run_in_threadpool(w.store.image, query["image_id"]))["label"]
+        label = (await run_in_threadpool(w.store.image, actor, query["image_id"]))["label"]
     query["label"] = label
+    audit(
+        request,
+        "upload",
+        [query["image_id"], *(h["image_id"] for h in hits)],
+        search_filters(model, k, f, stored=query["stored"]),
+    )
     return query, with_frames(hits, label), model, k, f
 
 
@@ -228,6 +276,20 @@ def _add_error_handlers(app: FastAPI, w: _App) -> None:
         return templates.TemplateResponse(
             request, "error.html", {"status": status, "message": message, "page": "error"}, status_code=status
         )
+
+    @app.exception_handler(NotAuthenticated)
+    async def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+        """401 on the API; a page redirects to the login form (and comes back after it)."""
+        if is_api(request) or request.method != "GET":
+            response = error_response(request, 401, str(exc))
+        else:
+            from urllib.parse import urlencode
+
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+        if COOKIE in request.cookies:
+            response.delete_cookie(COOKIE, path="/")
+        return response
 
     @app.exception_handler(CbirError)
     async def _cbir_error(request: Request, exc: CbirError) -> Response:
@@ -270,30 +332,125 @@ def _add_error_handlers(app: FastAPI, w: _App) -> None:
         return response
 
 
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def ip_or_none(address: str | None) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address or ""))
+    except ValueError:
+        return None
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a state-changing request comes from this server's own pages (CSRF).
+
+    A browser says so in ``Sec-Fetch-Site`` (a header no page can set): ``same-origin``, or ``none`` for
+    the user's own action. Without it, the ``Origin`` must name this host (the pages' ``no-referrer``
+    policy makes a browser send ``Origin: null`` for its own form posts, hence the order); a client that
+    sends neither (curl, scripts) is no browser and cannot be made to send the session cookie by another
+    site."""
+    from urllib.parse import urlsplit
+
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == (request.headers.get("host") or "").lower()
+
+
+def _add_guards(app: FastAPI, w: _App) -> None:
+    """Middleware for what is the same on every request: the audit row, the CSRF origin check and,
+    outermost, the allowed Host names (DNS rebinding)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    log_audit = logging.getLogger("cbir_pg.serve.audit")
+
+    @app.middleware("http")
+    async def _audit(request: Request, call_next):
+        response = await call_next(request)
+        actor: Actor | None = getattr(request.state, "audit_actor", None) or getattr(
+            request.state, "actor", None
+        )
+        if actor is None:
+            return response
+        note = getattr(request.state, "audit", None) or {
+            "action": "api" if request.url.path.startswith("/api/") else "page_view",
+            "image_ids": [],
+            "filters": {},
+        }
+        entry = {
+            "actor": actor.name,
+            "auth": actor.auth,
+            "address": ip_or_none(actor.address),
+            "method": request.method,
+            "path": request.url.path[:500],
+            "status": response.status_code,
+            **note,
+        }
+        try:
+            await run_in_threadpool(w.store.audit, entry)
+        except Exception as exc:  # no response without its audit row
+            log_audit.error("cannot write the audit row of %s: %s", request.url.path, type(exc).__name__)
+            return JSONResponse(
+                {"error": "the audit trail cannot be written", "status": 503}, status_code=503
+            )
+        return response
+
+    @app.middleware("http")
+    async def _origin(request: Request, call_next):
+        if request.method in STATE_CHANGING and not same_origin(request):
+            return JSONResponse(
+                {"error": "cross-origin request refused (the Origin is not this server)", "status": 403},
+                status_code=403,
+            )
+        return await call_next(request)
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(w.config.auth.allowed_hosts))
+
+
 def _add_api_routes(app: FastAPI, w: _App) -> None:
     """The JSON API under /api/ (described at /api/openapi.json)."""
     store, cache = w.store, w.cache
 
     @app.get("/api/models", tags=["api"], summary="models with stored vectors")
-    def api_models() -> dict:
-        return {"models": store.models()}
+    def api_models(actor: Actor = Depends(current_actor)) -> dict:
+        return {"models": store.models(actor)}
 
     @app.get(
         "/api/images/{image_id}", tags=["api"], summary="one image's metadata (no patient data, no path)"
     )
-    def api_image(image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict:
-        return store.image(image_id)
+    def api_image(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> dict:
+        audit(request, "image", [image_id])
+        return store.image(actor, image_id)
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["api"], summary=f"PNG thumbnail (≤ {THUMB_SIDE} px)")
-    def api_thumbnail(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
-        path, h = store.image_file(image_id)
+    def api_thumbnail(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> Response:
+        audit(request, "thumbnail", [image_id])
+        path, h = store.image_file(actor, image_id)
         return png_response(request, *cache.get(path, h, f"t{THUMB_SIDE}", THUMB_SIDE))
 
     @app.get(
         "/api/images/{image_id}/pixels", tags=["api"], summary=f"PNG of the decoded image (≤ {FULL_SIDE} px)"
     )
-    def api_pixels(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
-        path, h = store.image_file(image_id)
+    def api_pixels(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> Response:
+        audit(request, "pixels", [image_id])
+        if not may(actor, "pixels"):
+            raise Forbidden("you may not fetch pixels")
+        path, h = store.image_file(actor, image_id)
         return png_response(request, *cache.get(path, h, f"full{FULL_SIDE}", FULL_SIDE))
 
     @app.get(
@@ -303,16 +460,21 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
         description="Query parameters: model, k (1-100), split, dataset, modality, label, sex, age_min, "
         "age_max, exclude_same_patient.",
     )
-    def api_similar(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict:
+    def api_similar(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> dict:
+        audit(request, "search", [image_id])
         p = request.query_params
         f, k = parse_filters(p), parse_k(p)
-        model = _opt(p, "model") or default_model(store.models())
+        model = _opt(p, "model") or default_model(store.models(actor))
         if model is None:
             raise NotFoundError("no model has stored vectors yet")
-        store.check_model(model)
-        store.check_filters(f)
-        info = store.image(image_id)
-        hits = with_frames(store.similar(image_id, model, k, f), info["label"])
+        audit(request, "search", [image_id], search_filters(model, k, f))
+        store.check_model(actor, model)
+        store.check_filters(actor, f)
+        info = store.image(actor, image_id)
+        hits = with_frames(store.similar(actor, image_id, model, k, f), info["label"])
+        audit(request, "search", [image_id, *(h["image_id"] for h in hits)], search_filters(model, k, f))
         return {
             "query": {"image_id": image_id, "label": info["label"]},
             "model": model,
@@ -353,8 +515,8 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
         summary="k most similar images to an uploaded image",
         openapi_extra=upload_body,
     )
-    async def api_search(request: Request) -> dict:
-        query, hits, model, k, f = await upload_search(request, w)
+    async def api_search(request: Request, actor: Actor = Depends(current_actor)) -> dict:
+        query, hits, model, k, f = await upload_search(request, w, actor)
         q = {
             "image_id": query["image_id"],
             "stored": query["stored"],
@@ -366,20 +528,20 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/leaderboard", tags=["api"], summary="the cbir_report leaderboard, per-class P@N, ANN quality"
     )
-    def api_leaderboard() -> dict:
-        return store.results()
+    def api_leaderboard(actor: Actor = Depends(current_actor)) -> dict:
+        return store.results(actor)
 
 
 def _add_pages(app: FastAPI, w: _App) -> None:
     """The server-rendered pages: search, image, results and the report figures."""
     store, config, templates = w.store, w.config, w.templates
 
-    def search_context(request: Request, **extra) -> dict:
-        models = store.models()
+    def search_context(request: Request, actor: Actor, **extra) -> dict:
+        models = store.models(actor)
         ctx = {
             "page": "search",
             "models": models,
-            "options": store.filter_options(),
+            "options": store.filter_options(actor),
             "form": {k: v for k, v in request.query_params.items()},
             "model": default_model(models),
             "k": 10,
@@ -391,8 +553,9 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         return ctx
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page_search(request: Request) -> Response:
-        ctx = search_context(request)
+    def page_search(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+        audit(request, "page_view")
+        ctx = search_context(request, actor)
         p = request.query_params
         try:
             f, k = parse_filters(p), parse_k(p)
@@ -403,9 +566,10 @@ def _add_pages(app: FastAPI, w: _App) -> None:
             if image_id is not None:
                 if model is None:
                     raise NotFoundError("no model has stored vectors yet")
-                store.check_model(model)
-                store.check_filters(f)
-                info = store.image(image_id)
+                audit(request, "search", [image_id], search_filters(model, k, f))
+                store.check_model(actor, model)
+                store.check_filters(actor, f)
+                info = store.image(actor, image_id)
                 ctx["query"] = {
                     "image_id": image_id,
                     "label": info["label"],
@@ -413,21 +577,29 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                     "split": info["split"],
                     "thumb": f"/api/images/{image_id}/thumbnail",
                 }
-                ctx["hits"] = with_frames(store.similar(image_id, model, k, f), info["label"])
+                ctx["hits"] = with_frames(store.similar(actor, image_id, model, k, f), info["label"])
                 ctx["filters"] = f
                 from cbir_pg.app.serve.feedback import page_context
 
-                ctx.update(page_context(request, store, image_id, model, k, f, ctx["hits"], with_frames))
+                ctx.update(
+                    page_context(request, store, actor, image_id, model, k, f, ctx["hits"], with_frames)
+                )
+                audit(
+                    request,
+                    "search",
+                    [image_id, *(h["image_id"] for h in ctx["hits"])],
+                    search_filters(model, k, f, refined=ctx["refined"] is not None),
+                )
         except CbirError as exc:
             ctx["error"] = str(exc)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
         return templates.TemplateResponse(request, "search.html", ctx)
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page_upload(request: Request) -> Response:
-        ctx = await run_in_threadpool(search_context, request)
+    async def page_upload(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+        ctx = await run_in_threadpool(search_context, request, actor)
         try:
-            query, hits, model, k, f = await upload_search(request, w)
+            query, hits, model, k, f = await upload_search(request, w, actor)
         except CbirError as exc:
             ctx["error"] = str(exc)
             return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
@@ -454,34 +626,47 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         return templates.TemplateResponse(request, "search.html", ctx)
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
-    def page_image(request: Request, image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
-        info = store.image(image_id)
+    def page_image(
+        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
+    ) -> Response:
+        audit(request, "page_view", [image_id])
+        info = store.image(actor, image_id)
         k = 8
         from cbir_pg.app.serve.feedback import method_options
 
         columns = [
             {
                 "model": m,
-                "hits": with_frames(store.similar(image_id, m, k, Filters()), info["label"]),
-                "methods": method_options(request.app.state, m),
+                "hits": with_frames(store.similar(actor, image_id, m, k, Filters()), info["label"]),
+                "methods": method_options(request.app.state, actor, m),
             }
             for m in info["models"]
         ]
+        audit(
+            request,
+            "page_view",
+            [image_id, *(h["image_id"] for c in columns for h in c["hits"])],
+            {"models": info["models"], "k": k},
+        )
         return templates.TemplateResponse(
             request, "image.html", {"page": "image", "info": info, "columns": columns, "k": k}
         )
 
     @app.get("/results", response_class=HTMLResponse, include_in_schema=False)
-    def page_results(request: Request) -> Response:
+    def page_results(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+        audit(request, "page_view")
         figures = []
-        if config.report_dir is not None and config.report_dir.is_dir():
+        if config.report_dir is not None and config.report_dir.is_dir() and may(actor, "report_figures"):
             figures = sorted(p.name for p in config.report_dir.glob("*.png"))
         return templates.TemplateResponse(
-            request, "results.html", {"page": "results", **store.results(), "figures": figures}
+            request, "results.html", {"page": "results", **store.results(actor), "figures": figures}
         )
 
     @app.get("/report/{name}", include_in_schema=False)
-    def report_figure(name: str) -> Response:
+    def report_figure(request: Request, name: str, actor: Actor = Depends(current_actor)) -> Response:
+        audit(request, "page_view", filters={"figure": name[:60]})
+        if not may(actor, "report_figures"):
+            raise Forbidden("the report figures cover every dataset: only the server's owner sees them")
         if config.report_dir is None or "/" in name or not name.endswith(".png") or name.startswith("."):
             raise NotFoundError(f"no report figure {name[:60]!r}")
         path = config.report_dir / name
@@ -492,8 +677,79 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this server, never another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target[:2000]
+
+
+def _add_login(app: FastAPI, w: _App) -> None:
+    """``/login`` (the form, and the one-time link ``/login?token=...``) and ``/logout``."""
+    templates, auth = w.templates, w.config.auth
+
+    def set_session(response: Response, cookie: str) -> Response:
+        response.set_cookie(
+            COOKIE, cookie, httponly=True, samesite="strict", secure=auth.secure_cookies, path="/"
+        )
+        return response
+
+    def form_page(request: Request, error: str | None, status: int, next_: str = "/") -> Response:
+        ctx = {"page": "login", "error": error, "mode": auth.mode, "next": safe_next(next_)}
+        return templates.TemplateResponse(request, "login.html", ctx, status_code=status)
+
+    def address(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is None:
+            return form_page(request, None, 200, request.query_params.get("next") or "/")
+        try:
+            cookie = w.gate.login_with_token(token, address(request))
+        except LoginRefused as exc:
+            return form_page(request, str(exc), status_of(exc))
+        request.state.audit_actor = w.gate.sessions.get(cookie).actor
+        audit(request, "login")
+        return set_session(RedirectResponse("/", status_code=303), cookie)
+
+    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_submit(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=5, max_part_size=4096)
+        name, password = str(form.get("user") or ""), str(form.get("password") or "")
+        next_ = str(form.get("next") or "/")
+        try:
+            cookie = await run_in_threadpool(w.gate.login, name, password, address(request))
+        except LoginRefused as exc:
+            from cbir_pg.db.identifiers import ROLE_PATTERN
+
+            shown = name.strip() if ROLE_PATTERN.fullmatch(name.strip()) else "(not a role name)"
+            request.state.audit_actor = Actor(shown, "password", shown, address(request))
+            audit(request, "login_failed")
+            return form_page(request, str(exc), status_of(exc), next_)
+        finally:
+            del password
+        request.state.audit_actor = w.gate.sessions.get(cookie).actor
+        audit(request, "login")
+        return set_session(RedirectResponse(safe_next(next_), status_code=303), cookie)
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        cookie = request.cookies.get(COOKIE)
+        s = w.gate.sessions.get(cookie)
+        if s is not None:
+            request.state.audit_actor = s.actor
+            audit(request, "logout")
+        w.gate.logout(cookie)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+
 def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
-    """The web app over ``store`` (a pool of ``cbir_web`` connections)."""
+    """The web app over ``store`` (a pool of ``cbir_web`` connections), authenticating as
+    ``config.auth`` says."""
     config = config or ServeConfig()
     cache = PngCache(config.cache_dir)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -504,20 +760,31 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
         description="Similar-case search over medical images (cbir-pg). JSON only; errors are "
         '`{"error": message, "status": code}`.',
         version="1",
-        openapi_url="/api/openapi.json",
+        openapi_url=None,  # served below, behind the login like every route
         docs_url=None,  # the bundled Swagger page loads from a CDN; the description is at /api/openapi.json
         redoc_url=None,
     )
     app.state.store = store
+    gate = Gate(config.auth, store.check_login, store.role_oid)
+    app.state.gate = gate
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    w = _App(store, config, cache, templates)
+    w = _App(store, config, cache, templates, gate)
     _add_error_handlers(app, w)
+    _add_guards(app, w)
+    _add_login(app, w)
     _add_api_routes(app, w)
     from cbir_pg.app.serve.explain import add_explain_routes
 
-    app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain")
+    app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain", audit=audit)
     from cbir_pg.app.serve.feedback import add_feedback_routes
 
-    add_feedback_routes(app, store, parse_filters=parse_filters, parse_k=parse_k, default_model=default_model)
+    add_feedback_routes(
+        app, store, parse_filters=parse_filters, parse_k=parse_k, default_model=default_model, audit=audit
+    )
     _add_pages(app, w)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(actor: Actor = Depends(current_actor)) -> dict:
+        return app.openapi()
+
     return app

@@ -1,0 +1,233 @@
+"""Each person sees only what they may (issue 22, section 1): two readers, two datasets, each granted
+one; in psql, in the API and in the page each sees only its own dataset, its neighbours, thumbnails and
+pixels; an upload of the other's image reveals nothing; revoking a grant takes effect at once.
+
+Real MedMNIST images (BreastMNIST for alice, PneumoniaMNIST for bob) with ``tiny_cnn`` vectors, real
+login roles, PostgreSQL's own row-level security."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servehelp import http_client, login, login_owner  # noqa: E402
+
+pytestmark = pytest.mark.real_data
+MODEL = "tiny_cnn"
+OWN = {"alice": "breastmnist", "bob": "pneumoniamnist"}
+
+
+def ids_of(db: str, dataset: str) -> set[int]:
+    with psycopg.connect(db) as c:
+        return {
+            r[0]
+            for r in c.execute(
+                "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s",
+                (dataset,),
+            )
+        }
+
+
+def stored_png(db: str, image_id: int) -> bytes:
+    with psycopg.connect(db) as c:
+        root, uri = c.execute(
+            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
+            (image_id,),
+        ).fetchone()
+    return (Path(root) / uri).read_bytes()
+
+
+@pytest.fixture
+def two_readers(reader_role, two_dataset_db: str) -> dict:
+    return {who: reader_role(two_dataset_db, datasets=[ds]) for who, ds in OWN.items()}
+
+
+def test_psql_shows_each_reader_only_its_dataset(two_readers, two_dataset_db: str) -> None:
+    for who, ds in OWN.items():
+        other = OWN["bob" if who == "alice" else "alice"]
+        mine, theirs = ids_of(two_dataset_db, ds), ids_of(two_dataset_db, other)
+        with psycopg.connect(two_readers[who].dsn) as c:
+            assert c.execute("select current_user").fetchone()[0] == two_readers[who].name
+            assert {r[0] for r in c.execute("select id from cbir.image")} == mine
+            assert [r[0] for r in c.execute("select key from cbir.dataset")] == [ds]
+            assert {r[0] for r in c.execute("select distinct image_id from cbir.image_label")} <= mine
+            # the search functions run as the reader: neighbours only from its own dataset
+            q = min(mine)
+            hits = c.execute("select image_id from cbir.similar_images(%s, %s, 30)", (q, MODEL)).fetchall()
+            assert len(hits) == 30 and {h[0] for h in hits} <= mine
+            # the other dataset's image does not exist for this reader; the dataset filter is unknown
+            with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+                c.execute("select * from cbir.similar_images(%s, %s, 5)", (min(theirs), MODEL))
+            c.rollback()
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown dataset"):
+                c.execute("select * from cbir.similar_images(%s, %s, 5, null, %s)", (q, MODEL, other))
+            c.rollback()
+            # a vector of the other dataset finds only this reader's images too
+            vec = c.execute(
+                f"select embedding from cbir.embedding_{MODEL} where image_id = %s", (min(theirs),)
+            )
+            row = vec.fetchone()
+            if row is not None:
+                near = c.execute("select image_id from cbir.similar_to_vector(%s, %s, 10)", (row[0], MODEL))
+                assert {h[0] for h in near} <= mine
+            # the path of an image: only cbir-pg serve's own role may ask
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("select cbir.image_file(%s)", (q,))
+
+
+def test_a_reader_without_grants_sees_nothing(reader_role, two_dataset_db: str) -> None:
+    carol = reader_role(two_dataset_db)
+    with psycopg.connect(carol.dsn) as c:
+        assert c.execute("select count(*) from cbir.image").fetchone()[0] == 0
+        assert c.execute("select count(*) from cbir.dataset").fetchone()[0] == 0
+
+
+def test_api_and_page_show_each_reader_only_its_dataset(two_readers, serve_app, two_dataset_db: str) -> None:
+    app = serve_app(two_dataset_db)
+    for who, ds in OWN.items():
+        other = OWN["bob" if who == "alice" else "alice"]
+        mine, theirs = ids_of(two_dataset_db, ds), ids_of(two_dataset_db, other)
+        with http_client(app) as client:
+            login(client, two_readers[who])
+            models = client.get("/api/models").json()["models"]
+            assert models == [
+                {"model": MODEL, "family": models[0]["family"], "dim": models[0]["dim"], "vectors": len(mine)}
+            ]
+            q = min(mine)
+            body = client.get(f"/api/images/{q}/similar", params={"model": MODEL, "k": 50}).json()
+            assert len(body["neighbours"]) == 50 and {h["image_id"] for h in body["neighbours"]} <= mine
+            assert {h["dataset"] for h in body["neighbours"]} == {ds}
+            for path in ("", "/thumbnail", "/pixels", "/similar"):
+                r = client.get(f"/api/images/{min(theirs)}{path}", params={"model": MODEL})
+                assert r.status_code == 404 and "does not exist" in r.json()["error"], (path, r.text)
+            assert client.get(f"/api/images/{q}/thumbnail").status_code == 200
+            assert client.get(f"/api/images/{q}/pixels").status_code == 200
+            r = client.get(f"/api/images/{q}/similar", params={"model": MODEL, "dataset": other})
+            assert r.status_code == 400 and "unknown dataset" in r.json()["error"]
+            # the pages
+            page = client.get("/", params={"image_id": q, "model": MODEL, "k": 20})
+            assert page.status_code == 200 and other not in page.text and ds in page.text
+            assert client.get(f"/images/{min(theirs)}").status_code == 404
+            image_page = client.get(f"/images/{q}")
+            assert image_page.status_code == 200 and other not in image_page.text
+            assert client.get("/", params={"image_id": min(theirs), "model": MODEL}).status_code == 404
+
+
+def test_the_owner_link_sees_every_dataset(two_readers, serve_app, two_dataset_db: str) -> None:
+    app = serve_app(two_dataset_db)
+    everything = ids_of(two_dataset_db, "breastmnist") | ids_of(two_dataset_db, "pneumoniamnist")
+    with http_client(app) as client:
+        login_owner(client, app)
+        assert client.get("/api/models").json()["models"][0]["vectors"] == len(everything)
+        page = client.get("/")
+        assert "breastmnist" in page.text and "pneumoniamnist" in page.text
+
+
+def test_upload_of_another_datasets_image_reveals_nothing(
+    two_readers, serve_app, two_dataset_db: str
+) -> None:
+    app = serve_app(two_dataset_db)
+    alice_ids, bob_ids = ids_of(two_dataset_db, "breastmnist"), ids_of(two_dataset_db, "pneumoniamnist")
+    theirs = stored_png(two_dataset_db, min(bob_ids))
+    mine = stored_png(two_dataset_db, min(alice_ids))
+    with http_client(app) as client:
+        login(client, two_readers["alice"])
+        r = client.post("/api/search", files={"file": ("x.png", theirs, "image/png")}, data={"model": MODEL})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"]["stored"] is False and body["query"]["image_id"] is None
+        assert {h["image_id"] for h in body["neighbours"]} <= alice_ids
+        # her own image is recognised as stored
+        r = client.post("/api/search", files={"file": ("y.png", mine, "image/png")}, data={"model": MODEL})
+        assert r.json()["query"] == {
+            "image_id": min(alice_ids),
+            "stored": True,
+            "label": r.json()["query"]["label"],
+            "embedded_on_the_fly": False,
+        }
+
+
+def test_revoking_a_grant_takes_effect_on_the_next_request(
+    two_readers, serve_app, two_dataset_db: str
+) -> None:
+    from cbir_pg.db.roles import grant_dataset, revoke_dataset
+
+    app = serve_app(two_dataset_db)
+    q = min(ids_of(two_dataset_db, "breastmnist"))
+    with http_client(app) as client:
+        login(client, two_readers["alice"])
+        assert client.get(f"/api/images/{q}").status_code == 200
+        with psycopg.connect(two_dataset_db, autocommit=True) as c:
+            assert revoke_dataset(c, two_readers["alice"].name, "breastmnist")
+        assert client.get(f"/api/images/{q}").status_code == 404
+        # granted to every reader through the group role
+        with psycopg.connect(two_dataset_db, autocommit=True) as c:
+            assert grant_dataset(c, "cbir_reader", "breastmnist")
+        assert client.get(f"/api/images/{q}").status_code == 200
+
+
+def test_in_a_browser_each_reader_sees_only_its_dataset(
+    two_readers, two_dataset_db: str, tmp_path: Path
+) -> None:
+    """`cbir-pg serve` as a subprocess and Debian's Chromium: alice and bob log in through the form, each
+    sees only its dataset in the search form and the grid, then logs out."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+
+    from servehelp import browser_login, read_login_link
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbir_pg", "--dsn", two_dataset_db, "serve", "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        read_login_link(log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+            for who, ds in OWN.items():
+                other = OWN["bob" if who == "alice" else "alice"]
+                page = browser.new_page()
+                page.set_default_timeout(120_000)
+                page.goto(base + "/")
+                assert page.url.startswith(base + "/login")
+                browser_login(page, base, two_readers[who])
+                assert page.inner_text("#who") == two_readers[who].name
+                assert page.eval_on_selector_all("#dataset option", "os => os.map(o => o.value)") == ["", ds]
+                q = min(ids_of(two_dataset_db, ds))
+                page.goto(f"{base}/?image_id={q}&model={MODEL}&k=20")
+                texts = page.eval_on_selector_all("#grid figure.card", "els => els.map(e => e.innerText)")
+                assert len(texts) == 20 and all(other not in t for t in texts)
+                assert sum(ds in t for t in texts) == 20
+                page.screenshot(path=str(tmp_path / f"{who}.png"), full_page=True)
+                page.click("#logout")
+                page.wait_for_url(base + "/login")
+                page.goto(base + "/api/models")
+                assert "log in first" in page.content()
+                page.close()
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Traceback" not in log.read_text()
