@@ -122,44 +122,57 @@ def test_cli_writes_png_npy_json_and_reuses_the_cache(seeded: str, tmp_path: Pat
     assert "Traceback" not in bad.stderr
 
 
-def test_api_route_png_json_npy_cache_and_errors(seeded: str, tmp_path: Path):
-    from fastapi.testclient import TestClient
-
-    from cbir_pg.app.serve import build_app
+def test_api_route_png_json_npy_cache_and_errors(seeded: str, serve_app, reader_role):
+    from servehelp import http_client, login
 
     q, n = pair(seeded, "efficientnet_lite0")
-    app, store = build_app(seeded, tmp_path)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as client:
-            url = f"/api/images/{q}/explain?neighbour={n}&model=efficientnet_lite0&method=rise"
-            r = client.get(url + "&side=neighbour")
-            assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-            assert r.headers["x-explain-cached"] == "false"
-            assert Image.open(io.BytesIO(r.content)).size == (224, 224)
-            j = client.get(url + "&format=json")
-            assert j.status_code == 200 and j.headers["x-explain-cached"] == "true"
-            body = j.json()
-            assert body["query"] == q and body["neighbour"] == n and body["size"] == 224
-            assert body["faithfulness"] is None  # nothing measured in this database yet
-            npy = client.get(url + "&format=npy")
-            assert np.load(io.BytesIO(npy.content)).shape == (2, 224, 224)
-            for bad, status, words in [
-                (f"/api/images/{q}/explain?model=tiny_cnn", 400, "neighbour"),
-                (f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&method=lime", 400, "unknown method"),
-                (f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&format=gif", 400, "unknown format"),
-                (f"/api/images/{q}/explain?neighbour=999999&model=tiny_cnn", 404, "999999"),
-                (f"/api/images/{q}/explain?neighbour={n}&model=nope", 404, "unknown model"),
-            ]:
-                r = client.get(bad)
-                assert r.status_code == status and words in r.json()["error"], (bad, r.text)
-    finally:
-        store.close()
+    app = serve_app(seeded)
+    reader = reader_role(seeded, datasets=("breastmnist", "pneumoniamnist"))
+    outsider = reader_role(seeded, datasets=("breastmnist",))
+    with http_client(app) as client:
+        url = f"/api/images/{q}/explain?neighbour={n}&model=efficientnet_lite0&method=rise"
+        assert client.get(url).status_code == 401  # a login first
+        login(client, reader)
+        r = client.get(url + "&side=neighbour")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.headers["x-explain-cached"] == "false"
+        assert Image.open(io.BytesIO(r.content)).size == (224, 224)
+        j = client.get(url + "&format=json")
+        assert j.status_code == 200 and j.headers["x-explain-cached"] == "true"
+        body = j.json()
+        assert body["query"] == q and body["neighbour"] == n and body["size"] == 224
+        assert body["faithfulness"] is None  # nothing measured in this database yet
+        npy = client.get(url + "&format=npy")
+        assert np.load(io.BytesIO(npy.content)).shape == (2, 224, 224)
+        for bad, status, words in [
+            (f"/api/images/{q}/explain?model=tiny_cnn", 400, "neighbour"),
+            (f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&method=lime", 400, "unknown method"),
+            (f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&format=gif", 400, "unknown format"),
+            (f"/api/images/{q}/explain?neighbour=999999&model=tiny_cnn", 404, "999999"),
+            (f"/api/images/{q}/explain?neighbour={n}&model=nope", 404, "unknown model"),
+        ]:
+            r = client.get(bad)
+            assert r.status_code == status and words in r.json()["error"], (bad, r.text)
+    with psycopg.connect(seeded) as c:
+        audited = c.execute(
+            "select image_ids, filters from cbir.audit_log where action = 'explain' and status = 200"
+        ).fetchall()
+        chest = c.execute(
+            "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id"
+            " where d.key = 'pneumoniamnist' order by i.id limit 1"
+        ).fetchone()[0]
+    assert audited and audited[0][0] == [q, n] and audited[0][1]["method"] == "rise"
+    # a reader who may not see the chest images cannot have their maps either
+    with http_client(app) as client:
+        login(client, outsider)
+        r = client.get(f"/api/images/{chest}/explain?neighbour={q}&model=tiny_cnn&format=json")
+        assert r.status_code == 404, r.text
+        r = client.get(f"/api/images/{q}/explain?neighbour={chest}&model=tiny_cnn&format=json")
+        assert r.status_code == 404, r.text
 
 
-def test_eval_explain_stores_faithfulness_and_the_api_reports_it(seeded: str, tmp_path: Path):
-    from fastapi.testclient import TestClient
-
-    from cbir_pg.app.serve import build_app
+def test_eval_explain_stores_faithfulness_and_the_api_reports_it(seeded: str, tmp_path: Path, serve_app):
+    from servehelp import http_client, login_owner
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "CBIR_PG_HOME": str(tmp_path / "home")}
     r = subprocess.run(
@@ -203,11 +216,12 @@ def test_eval_explain_stores_faithfulness_and_the_api_reports_it(seeded: str, tm
         assert nb == ((i - d) <= (ri - rd))
         assert (rows[m]["verdict"] == "no better than random") == nb
     q, n = pair(seeded, "tiny_cnn")
-    app, store = build_app(seeded, tmp_path)
-    try:
-        with TestClient(app) as client:
-            body = client.get(f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&format=json").json()
-            assert body["faithfulness"]["method"] == "occlusion"
-            assert body["faithfulness"]["no_better_than_random"] == view["occlusion"][4]
-    finally:
-        store.close()
+    app = serve_app(seeded)
+    with http_client(app) as client:
+        login_owner(client, app)
+        body = client.get(f"/api/images/{q}/explain?neighbour={n}&model=tiny_cnn&format=json").json()
+        assert body["faithfulness"]["method"] == "occlusion"
+        assert body["faithfulness"]["no_better_than_random"] == view["occlusion"][4]
+        page = client.get(f"/?image_id={q}&model=tiny_cnn&k=5").text
+        for m, (_, _, _, _, nb) in view.items():
+            assert (f'data-method="{m}"' in page) == nb  # the page labels a method no better than random

@@ -5,7 +5,6 @@ a plain-loop P@N with the judgements as ground truth; the label agreement view p
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +34,20 @@ def fdb(seeded_name: str, clone_db) -> str:
 
 
 @pytest.fixture
-def users(pg_server_dsn: str):
-    """Three roles as the page's users would be: alice and bob (members of cbir_web), carol also a
-    member of cbir_judgement_reader; cluster-wide, so dropped afterwards."""
-    tag = uuid.uuid4().hex[:6]
-    names = {who: f"{who}_{tag}" for who in ("alice", "bob", "carol", "bi")}
+def users(fdb: str, reader_role, pg_server_dsn: str):
+    """Four real reader logins made as `cbir-pg db roles add NAME --reader` makes them, with both datasets
+    granted (the page's users, who act under their own role): alice, bob, carol (also a member of
+    cbir_judgement_reader) and a BI reader; dropped after the test."""
+    names = {}
+    for who in ("alice", "bob", "carol", "bi"):
+        names[who] = reader_role(fdb, datasets=("breastmnist", "pneumoniamnist")).name
     with psycopg.connect(pg_server_dsn, autocommit=True) as c:
-        for who, role in names.items():
-            c.execute(f'create role "{role}" nologin')
-            c.execute(f'grant {"cbir_reader" if who == "bi" else "cbir_web"} to "{role}"')
         c.execute(f'grant cbir_judgement_reader to "{names["carol"]}"')
-    yield names
-    with psycopg.connect(pg_server_dsn, autocommit=True) as c:
-        for role in names.values():
-            c.execute(f'drop role "{role}"')
+    return names
 
 
 def as_role(dsn: str, role: str) -> psycopg.Connection:
+    """The owner's connection acting as ``role`` (what `cbir-pg serve` does with `set local role`)."""
     c = psycopg.connect(dsn)
     c.execute(f'set role "{role}"')
     return c
@@ -102,9 +98,8 @@ def test_each_user_sees_only_their_own_judgements(fdb: str, users: dict[str, str
         ]
     with psycopg.connect(fdb) as c:  # the owner reads all
         assert c.execute("select count(*) from cbir.judgement").fetchone()[0] == 2
-    with as_role(fdb, users["bi"]) as c, pytest.raises(psycopg.errors.InsufficientPrivilege):  # BI: view only
-        c.execute("select * from cbir.judgement")
-    with as_role(fdb, users["bi"]) as c:
+    with as_role(fdb, users["bi"]) as c:  # a BI reader: none of the table's rows, all of the view's
+        assert c.execute("select count(*) from cbir.judgement").fetchone()[0] == 0
         cur = c.execute("select * from cbir_report.judgements")
         cols = [d.name for d in cur.description]
         assert len(cur.fetchall()) == 2
@@ -114,8 +109,6 @@ def test_each_user_sees_only_their_own_judgements(fdb: str, users: dict[str, str
 
 def test_rocchio_in_sql_equals_numpy_and_changes_the_ranking(fdb: str, users: dict[str, str]):
     q, before = some_query(fdb)
-    with psycopg.connect(fdb) as c:  # what `cbir-pg serve` grants its role on each embedding table
-        c.execute(f"grant select on cbir.embedding_{MODEL} to cbir_web")
     relevant, not_relevant = [before[5], before[8]], [before[0]]
     with as_role(fdb, users["alice"]) as c:
         for n in relevant:
@@ -204,72 +197,77 @@ def test_eval_with_judgements_equals_loops_and_agreement_view(fdb: str):
     assert {k: list(v) for k, v in agreement.items()} == expected
 
 
-def test_api_judge_list_refine_and_page(fdb: str, tmp_path: Path):
-    from fastapi.testclient import TestClient
-
-    from cbir_pg.app.serve import build_app
+def test_api_judge_list_refine_and_page(fdb: str, serve_app, reader_role):
+    from servehelp import http_client, login
 
     q, before = some_query(fdb)
-    app, store = build_app(fdb, tmp_path)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as client:
-            for n, verdict in [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]:
-                r = client.post(
-                    "/api/judgements",
-                    json={
-                        "query_image_id": q,
-                        "neighbour_id": n,
-                        "model": MODEL,
-                        "verdict": verdict,
-                        "reason": "private note",
-                    },
-                )
-                assert r.status_code == 200, r.text
-                assert r.json()["verdict"] == verdict
-            mine = client.get(f"/api/images/{q}/judgements").json()["judgements"]
-            assert sorted((j["neighbour_id"], j["verdict"]) for j in mine) == sorted(
-                [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]
+    alice = reader_role(fdb, datasets=("breastmnist", "pneumoniamnist"))
+    app = serve_app(fdb)
+    with http_client(app) as client:
+        assert client.post("/api/judgements", json={}).status_code == 401  # a login first
+        login(client, alice)
+        for n, verdict in [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]:
+            r = client.post(
+                "/api/judgements",
+                headers={"Origin": str(client.base_url).rstrip("/")},
+                json={
+                    "query_image_id": q,
+                    "neighbour_id": n,
+                    "model": MODEL,
+                    "verdict": verdict,
+                    "reason": "private note",
+                },
             )
-            refined = client.get(f"/api/images/{q}/refined?model={MODEL}&k=10").json()
-            assert refined["judgements"] == 3
-            after = [h["image_id"] for h in refined["neighbours"]]
-            assert after != before
-            moved = {m["image_id"]: m for m in refined["moves"]}
-            assert moved[before[4]]["after"] < 5 and moved[before[0]]["change"] in ("down", "dropped")
-            page = client.get(f"/?image_id={q}&model={MODEL}&k=10&refine=1")
-            assert page.status_code == 200 and 'id="moves"' in page.text and "Refined" in page.text
-            plain = client.get(f"/?image_id={q}&model={MODEL}&k=10")
-            assert 'id="refine"' in plain.text and 'id="moves"' not in plain.text
-            for body, words in [
-                (
-                    {"query_image_id": q, "neighbour_id": before[1], "model": MODEL, "verdict": "maybe"},
-                    "verdict",
-                ),
-                (
-                    {"query_image_id": q, "neighbour_id": 999999, "model": MODEL, "verdict": "relevant"},
-                    "999999",
-                ),
-                (
-                    {"query_image_id": q, "neighbour_id": before[1], "model": "nope", "verdict": "relevant"},
-                    "nope",
-                ),
-                ([1, 2], "JSON object"),
-            ]:
-                r = client.post("/api/judgements", json=body)
-                assert r.status_code in (400, 404) and words in r.json()["error"], r.text
-        with psycopg.connect(fdb) as c:
-            users = {r[0] for r in c.execute("select username from cbir.judgement")}
-        assert users == {"cbir_web"}  # before per-user logins, the page's own role is the acting user
-    finally:
-        store.close()
+            assert r.status_code == 200, r.text
+            assert r.json()["verdict"] == verdict
+        mine = client.get(f"/api/images/{q}/judgements").json()["judgements"]
+        assert sorted((j["neighbour_id"], j["verdict"]) for j in mine) == sorted(
+            [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]
+        )
+        refined = client.get(f"/api/images/{q}/refined?model={MODEL}&k=10").json()
+        assert refined["judgements"] == 3
+        after = [h["image_id"] for h in refined["neighbours"]]
+        assert after != before
+        moved = {m["image_id"]: m for m in refined["moves"]}
+        assert moved[before[4]]["after"] < 5 and moved[before[0]]["change"] in ("down", "dropped")
+        page = client.get(f"/?image_id={q}&model={MODEL}&k=10&refine=1")
+        assert page.status_code == 200 and 'id="moves"' in page.text and "Refined" in page.text
+        plain = client.get(f"/?image_id={q}&model={MODEL}&k=10")
+        assert 'id="refine"' in plain.text and 'id="moves"' not in plain.text
+        for body, words in [
+            (
+                {"query_image_id": q, "neighbour_id": before[1], "model": MODEL, "verdict": "maybe"},
+                "verdict",
+            ),
+            (
+                {"query_image_id": q, "neighbour_id": 999999, "model": MODEL, "verdict": "relevant"},
+                "999999",
+            ),
+            (
+                {"query_image_id": q, "neighbour_id": before[1], "model": "nope", "verdict": "relevant"},
+                "nope",
+            ),
+            ([1, 2], "JSON object"),
+        ]:
+            r = client.post(
+                "/api/judgements", json=body, headers={"Origin": str(client.base_url).rstrip("/")}
+            )
+            assert r.status_code in (400, 404) and words in r.json()["error"], r.text
+    with psycopg.connect(fdb) as c:
+        users = {r[0] for r in c.execute("select username from cbir.judgement")}
+        audit = c.execute(
+            "select image_ids, filters from cbir.audit_log where action = 'judgement' and status = 200"
+            " order by id"
+        ).fetchall()
+    assert users == {alice.name}  # the logged-in user's own role wrote them
+    assert len(audit) == 3 and audit[0][0] == [q, before[4]]
+    assert audit[0][1] == {"model": MODEL, "verdict": "relevant"}  # the reason is never audited
 
 
 def test_an_uploads_judgements_refine_by_its_pixel_hash(fdb: str, users: dict[str, str]):
     """An upload has no id: its judgements are keyed by its pixel hash, and
     cbir.similar_to_vector_rocchio refines its vector exactly like a stored query with the same verdicts."""
     q, before = some_query(fdb)
-    with psycopg.connect(fdb) as c:
-        c.execute(f"grant select on cbir.embedding_{MODEL} to cbir_web")
     digest = "ab" * 32
     with as_role(fdb, users["alice"]) as c:
         for n, verdict in [(before[3], "relevant"), (before[1], "not_relevant")]:

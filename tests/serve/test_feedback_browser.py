@@ -1,6 +1,7 @@
-"""End to end in Chromium (Debian's, driven by Playwright): open a query's neighbours, show why they
-match (the overlay), judge three neighbours, refine, see the ranking change; the judgements are then in
-the de-identified BI view and in ``eval retrieval --relevance judgements``."""
+"""End to end in Chromium (Debian's, driven by Playwright): log in as a reader, open a query's
+neighbours, show why they match (the overlay), judge three neighbours, refine, see the ranking change;
+the judgements are then the reader's rows, in the de-identified BI view and in
+``eval retrieval --relevance judgements``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "db"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_seed import build_seeded_template  # noqa: E402
+from servehelp import browser_login  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "tiny_cnn"
@@ -68,7 +71,7 @@ def server(seeded: str, tmp_path_factory):
     deadline = time.monotonic() + 180
     while True:
         try:
-            if httpx.get(base + "/api/openapi.json", timeout=5).status_code in (200, 401):
+            if httpx.get(base + "/login", timeout=5).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -98,7 +101,7 @@ def card_ids(page) -> list[int]:
     return page.eval_on_selector_all("#grid figure.card", "els => els.map(e => +e.dataset.imageId)")
 
 
-def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_path: Path) -> None:
+def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_path: Path, reader_role) -> None:
     from playwright.sync_api import sync_playwright
 
     from cbir_pg.db.database import Database
@@ -106,10 +109,12 @@ def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_pat
 
     with psycopg.connect(seeded) as c:
         q = c.execute("select id from cbir.image where split = 'test' order by id limit 1").fetchone()[0]
+    reader = reader_role(seeded, datasets=("breastmnist", "pneumoniamnist"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(300_000)
+        browser_login(page, server, reader)
         page.goto(f"{server}/?image_id={q}&model={MODEL}&k=10&split=train")
         page.wait_for_selector("#grid")
         before = card_ids(page)
@@ -158,10 +163,11 @@ def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_pat
             (q,),
         ).fetchall()
         reasons = [r[0] for r in c.execute("select reason from cbir.judgement where reason is not null")]
+        judges = {r[0] for r in c.execute("select username from cbir.judgement")}
     assert sorted(view) == sorted(
         [(before[5], "relevant"), (before[8], "relevant"), (before[0], "not_relevant")]
     )
-    assert reasons == ["same opacity pattern"]
+    assert reasons == ["same opacity pattern"] and judges == {reader.name}
     r = evaluate_retrieval(
         Database(seeded), MODEL, ns=(1, 5, 10), mode="exact", progress=False, relevance="judgements"
     )
