@@ -125,11 +125,11 @@ limit 20
 set local role {role}
 
 -- name: reader_oid
--- the role's oid if it may use the page: a login (not a superuser) in cbir_reader that cbir_web may
--- `set role` to (cbir.grant_logins_to_web)
+-- the role's oid if it may use the page: a login (not a superuser, not the server's own cbir_web) in
+-- cbir_reader that cbir_web may `set role` to (cbir.grant_logins_to_web)
 select r.oid::bigint as oid
 from pg_roles r
-where r.rolname = %(name)s and r.rolcanlogin and not r.rolsuper
+where r.rolname = %(name)s and r.rolcanlogin and not r.rolsuper and r.rolname <> 'cbir_web'
   and pg_has_role(r.oid, 'cbir_reader', 'MEMBER')
   and pg_has_role('cbir_web', r.oid, 'SET')
 

@@ -155,6 +155,7 @@ def serve_app(tmp_path: Path) -> Iterator:
         auth = auth or AuthConfig(login_token=new_login_token())
         app, store = build_app(db, tmp_path / f"home{len(stores)}", auth=auth, **kwargs)
         app.state.login_token = auth.login_token
+        app.state.homes = [tmp_path / f"home{len(stores)}"]
         stores.append(store)
         return app
 

@@ -131,6 +131,9 @@ def test_a_worker_or_unknown_role_cannot_log_in(serve_app, two_dataset_db: str, 
         with http_client(app) as client:
             login(client, (w.name, w.password), expect=401)
             login(client, ("postgres", "postgres"), expect=401)
+            # the server's own role is no person, even with its password
+            web_password = (next(iter(app.state.homes)) / "serve" / "web-password").read_text().strip()
+            login(client, ("cbir_web", web_password), expect=401)
     finally:
         with psycopg.connect(two_dataset_db, autocommit=True) as c:
             drop_role(c, "auth_t_worker")
