@@ -145,3 +145,55 @@ def test_certfile_and_keyfile_serve_https_with_a_secure_cookie(two_dataset_db: s
             assert client.get(f"https://127.0.0.1:{port}/api/models").status_code == 200
         with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
             httpx.get(f"http://127.0.0.1:{port}/login", timeout=10)
+
+
+def test_a_forwarded_for_header_cannot_pose_as_the_proxy(
+    reader_role, two_dataset_db: str, tmp_path: Path
+) -> None:
+    """``--auth proxy --trusted-proxy 10.0.0.5``: a local client that claims ``X-Forwarded-For: 10.0.0.5``
+    is still 127.0.0.1 (the server reads the peer's address, not the header), so its user-name header is
+    not trusted; the real proxy address is."""
+    alice = reader_role(two_dataset_db, datasets=["breastmnist"])
+    for trusted, want in (("10.0.0.5", 401), ("127.0.0.1", 200)):
+        log = tmp_path / f"serve-{trusted}.log"
+        port = _free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cbir_pg",
+                "--dsn",
+                two_dataset_db,
+                "serve",
+                "--port",
+                str(port),
+                "--auth",
+                "proxy",
+                "--trusted-proxy",
+                trusted,
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    r = httpx.get(
+                        f"http://127.0.0.1:{port}/api/models",
+                        headers={"X-Forwarded-For": "10.0.0.5", "X-Forwarded-User": alice.name},
+                        timeout=5,
+                    )
+                    break
+                except httpx.HTTPError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
+                    time.sleep(0.3)
+            assert r.status_code == want, (trusted, r.text)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -104,6 +104,9 @@ def run(app, host: str, port: int, certfile: Path | None = None, keyfile: Path |
         log_level="warning",
         server_header=False,
         access_log=False,  # a URL may hold the one-time login token
+        # the client address is the peer's, never an X-Forwarded-For header: --trusted-proxy and the
+        # per-address login bound must not be fooled by a header any local client can send
+        proxy_headers=False,
         ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None,
     )
