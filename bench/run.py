@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("build", "p2", "p3", "p1", "ceiling", "storage")
+PARTS = ("build", "p2", "p3", "p1", "ceiling", "storage", "cohort")
 
 #: sizes per mode; the JSON records them, so the doc says which mode produced the numbers
 SIZES = {
@@ -338,11 +338,17 @@ def main(argv: list[str] | None = None) -> int:
             result["storage"]["load_avg"] = load_avg()  # type: ignore[index]
             log(f"  storage done in {time.perf_counter() - t0:.0f}s")
 
+        if "cohort" in only:  # search and fusion beside the bare statement (bench/cohort.py)
+            from bench import cohort
+
+            result["cohort"] = cohort.run_part(bs.dsn, cohort.SIZES[mode], log)
+
     result["meta"]["seconds"] = round(time.perf_counter() - started, 1)  # type: ignore[index]
     result["meta"]["load_avg_at_end"] = load_avg()  # type: ignore[index]
+    from bench.cohort import summary_rows as cohort_rows
     from bench.report import render, summary_rows
 
-    result["summary"] = summary_rows(result)
+    result["summary"] = summary_rows(result) + cohort_rows(result.get("cohort"))  # type: ignore[arg-type]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{mode}-{args.device}.json"
@@ -368,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                 round2_extras=_round2(out_dir, path),
             )
         )
+        if result.get("cohort"):
+            from bench.cohort import doc_block, update_doc
+
+            update_doc(doc, doc_block(result["cohort"], path.name))  # type: ignore[arg-type]
         log(f"bench: wrote {doc}")
     for row in result["summary"]:  # type: ignore[union-attr]
         print(f"{row['name']}: {row['value']} (target {row['target']}) {row['status']}")

@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 
 # search, evaluate and leaderboard are methods of the client that connect() returns (cbir_pg.search is
 # the search module, so a module-level function of that name would be shadowed once it is imported).
-__all__ = ["Client", "connect", "__version__"]
+__all__ = ["Client", "Cohort", "connect", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -41,6 +41,10 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module("cbir_pg.app.api"), name)  # the app layer, by name
+    if name == "Cohort":
+        from cbir_pg.cohort import Cohort
+
+        return Cohort
     raise AttributeError(f"module 'cbir_pg' has no attribute {name!r}")
 
 

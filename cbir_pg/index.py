@@ -451,6 +451,9 @@ def _swap_in(conn: psycopg.Connection, plan: IndexPlan, staging_id: sql.Identifi
         conn.execute(
             queries.get("index", "rename_index", index=staging_id, new_name=sql.Identifier(plan.index_name))
         )
+        # the model's generated search function is written for its indexes: rewrite it in the same
+        # transaction, so a search sees the new index and the function that uses it together
+        conn.execute(queries.get("index", "refresh_search_functions"), {"model": plan.model})
 
 
 def index_recall(
@@ -560,6 +563,7 @@ def drop_index(db: Database, model: str, *, concurrently: bool = False) -> list[
                     )
                 )
                 dropped.append(identifiers.index_name(model, kind))
+        conn.execute(queries.get("index", "refresh_search_functions"), {"model": model})
     return dropped
 
 

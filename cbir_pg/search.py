@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 
+from cbir_pg.cohort import Cohort, as_cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import translate
 from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
 from cbir_pg.errors import CbirError, ConfigError, NotFoundError
-from cbir_pg.rules import SPLITS, check_ef_search
+from cbir_pg.rules import check_ef_search
 
 #: frame colours of the grid (RGB): the query, a neighbour with the query's label, one without
 ORANGE = (255, 140, 0)
@@ -52,18 +54,14 @@ class QueryImage:
     embedded_on_the_fly: bool = False
 
 
-def _check_filters(split: str | None, dataset: str | None, modality: str | None, k: int) -> None:
-    if not isinstance(k, int) or k < 1:
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if split is not None and split not in SPLITS:
-        raise ConfigError(f"invalid split {split!r}: use train, val or test")
-    if dataset is not None:
-        identifiers.check_key(dataset, "dataset")
-    if modality is not None:
-        import re
 
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}", modality):
-            raise ConfigError(f"invalid modality {modality!r}")
+
+def check_cohort(conn: psycopg.Connection, cohort: Cohort, query_image_id: int | None = None) -> None:
+    """Validate ``cohort`` in the database (``cbir.resolve_cohort``, the one validation) without searching."""
+    conn.execute(queries.get("search", "check_cohort"), {"cohort": cohort.sql(), "image_id": query_image_id})
 
 
 def _sql_error(exc: psycopg.Error) -> CbirError:
@@ -71,7 +69,7 @@ def _sql_error(exc: psycopg.Error) -> CbirError:
     msg = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
     if isinstance(exc, psycopg.errors.NoDataFound):
         return NotFoundError(msg)
-    if isinstance(exc, psycopg.errors.InvalidParameterValue):
+    if isinstance(exc, psycopg.errors.InvalidParameterValue | psycopg.errors.InvalidTextRepresentation):
         return ConfigError(msg)
     return translate(exc)
 
@@ -102,13 +100,16 @@ def search(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
-    exclude_same_patient: bool = False,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
+    **filters: Any,
 ) -> list[Hit]:
-    """The k most similar images to a stored image (``image_id``) or an image file (``path``).
+    """The k most similar images of a cohort to a stored image (``image_id``) or an image file (``path``).
+
+    The cohort is ``cohort`` plus any keyword filters (:func:`cbir_pg.cohort.as_cohort`: ``split``,
+    ``dataset``, ``modality``, ``label``, ``sex``, ``age_min``, ``age_max``, ``patient``,
+    ``exclude_same_patient``, ``same_patient``, ``image_ids``, ``cohort`` ...); the SQL function filters
+    natively and returns exactly k rows when k images of the cohort exist.
 
     A file that is already in the database (same path under a dataset root, or same decoded pixels) uses
     its stored vector and is left out of its own results; any other file is embedded on the fly with
@@ -121,11 +122,9 @@ def search(
         image_id=image_id,
         path=path,
         k=k,
-        split=split,
-        dataset=dataset,
-        modality=modality,
-        exclude_same_patient=exclude_same_patient,
+        cohort=cohort,
         ef_search=ef_search,
+        **filters,
     )[1]
 
 
@@ -136,19 +135,18 @@ def search_with_query(
     image_id: int | None = None,
     path: str | Path | None = None,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
-    exclude_same_patient: bool = False,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
+    **filters: Any,
 ) -> tuple[QueryImage, list[Hit]]:
     """:func:`search`, also returning what is known about the query (its label for the grid's frames)."""
     identifiers.check_key(model)
-    _check_filters(split, dataset, modality, k)
+    _check_k(k)
+    cohort = as_cohort(cohort, **filters)
     if (image_id is None) == (path is None):
         raise ConfigError("give exactly one of an image id or an image file")
     check_ef_search(ef_search)
-    filters = {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality}
+    params = {"model": model, "k": k, "cohort": cohort.sql()}
     conn = db.connect()
     with db_errors(using=_sql_error), conn:
         if conn.execute(queries.get("search", "encoder_row"), {"model": model}).fetchone() is None:
@@ -161,10 +159,12 @@ def search_with_query(
         if path is not None:
             found, rgb = _find_stored(conn, model, Path(path))
             if found is None:
-                if exclude_same_patient:
+                if cohort.relative_to_query:
                     raise ConfigError(
-                        "excluding the query's patient needs a stored query image; a new file has none"
+                        f"a patient filter relative to the query (patient: {cohort.patient}) needs a stored"
+                        " query image; a new file has none"
                     )
+                check_cohort(conn, cohort)  # a bad filter fails before the encoder loads
                 vec = _embed_file(conn, model, rgb, Path(path))
             image_id = found
         if image_id is not None:
@@ -180,14 +180,11 @@ def search_with_query(
                 info["age"],
             )
             rows = conn.execute(
-                queries.get("search", "similar_images"),
-                {**filters, "image_id": image_id, "exclude_same_patient": exclude_same_patient},
+                queries.get("search", "similar_images"), {**params, "image_id": image_id}
             ).fetchall()
         else:
             query = QueryImage(None, Path(path), embedded_on_the_fly=True)
-            rows = conn.execute(
-                queries.get("search", "similar_to_vector"), {**filters, "vec": vec}
-            ).fetchall()
+            rows = conn.execute(queries.get("search", "similar_to_vector"), {**params, "vec": vec}).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
     return query, _rows_to_hits(rows)
 
@@ -287,11 +284,10 @@ def search_text(
     text: str,
     *,
     k: int = 10,
-    split: str | None = None,
-    dataset: str | None = None,
-    modality: str | None = None,
+    cohort: Cohort | str | None = None,
     ef_search: int | None = None,
     weights: str | Path | None = None,
+    **filters: Any,
 ) -> list[Hit]:
     """Text-to-image search: embed ``text`` with the model's own tokenizer and text tower
     (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors.
@@ -299,18 +295,20 @@ def search_text(
     from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
 
     identifiers.check_key(model)
-    _check_filters(split, dataset, modality, k)
+    _check_k(k)
+    cohort = as_cohort(cohort, **filters)
     check_text_tower(model)
     check_ef_search(ef_search)
     conn = db.connect()
     with db_errors(using=_sql_error), conn:
         check_stored_config(conn, model, weights)
+        check_cohort(conn, cohort)
         vec = embed_texts(create_text_encoder(model, weights=weights), [text])[0]
         if ef_search is not None:
             conn.execute(queries.get("search", "set_ef_search"), {"value": str(ef_search)})
         rows = conn.execute(
             queries.get("search", "similar_to_vector"),
-            {"model": model, "k": k, "split": split, "dataset": dataset, "modality": modality, "vec": vec},
+            {"model": model, "k": k, "cohort": cohort.sql(), "vec": vec},
         ).fetchall()
         conn.rollback()  # read-only; this also ends the transaction-local ef_search
     return _rows_to_hits(rows)

@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database, dict_cursor
 from cbir_pg.errors import ConfigError, NotFoundError
 from cbir_pg.eval import metrics, runs
 from cbir_pg.eval.retrieval import _check_splits, _index_params
+from cbir_pg.eval.scope import index_cohort
 from cbir_pg.eval.topn import MODES, TopN, encoder_table
 from cbir_pg.rules import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, check_ef_search
 
@@ -110,10 +112,11 @@ class Ranking:
             else None,
         }
 
-    def statement(self, n: int, split: str, dataset: str | None, search: str) -> tuple[Any, dict[str, Any]]:
-        """The named batch query and its parameters (``query_ids`` is added per batch)."""
+    def statement(self, n: int, index: Cohort, search: str) -> tuple[Any, dict[str, Any]]:
+        """The named batch query and its parameters (``query_ids`` is added per batch); ``index`` is the
+        cohort searched (:func:`cbir_pg.eval.scope.index_cohort`)."""
         m, alpha = self.expand if self.expand else (0, 3.0)
-        common = {"n": n, "split": split, "dataset": dataset, "search": search, "expand_m": m, "alpha": alpha}
+        common = {"n": n, "cohort": index.sql(), "search": search, "expand_m": m, "alpha": alpha}
         if self.rerank is not None:
             k1, lam = self.rerank
             params = dict(common, model=self.models[0], k1=k1, candidates=self.candidates)
@@ -199,7 +202,9 @@ def evaluate_ranking(
     ef = None
     if mode == "ann":
         ef = min(MAX_EF_SEARCH, max(ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n), n))
-    stmt, base = ranking.statement(n, index_split, ds[0] if ds and len(ds) == 1 else None, search)
+    stmt, base = ranking.statement(
+        n, index_cohort(index_split, ds[0] if ds and len(ds) == 1 else None), search
+    )
 
     started = datetime.now(timezone.utc)
     with db.connection() as conn:

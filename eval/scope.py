@@ -4,6 +4,9 @@
   running import, possibly partial and not yet deduplicated) is refused with an error naming it, until
   a rerun of the import completes. Without this, a run over half a dataset silently became the latest
   leaderboard row.
+* The index side of a ranking evaluated through the SQL API (fusion, expansion, re-ranking) is a
+  :class:`~cbir_pg.cohort.Cohort` (:func:`index_cohort`), the same value a search takes; a retrieval
+  run's index set can be narrowed by one too (:class:`cbir_pg.eval.topn.IndexFilter` ``cohort``).
 * Each stored run records in ``cbir.eval_run.all_embedded`` whether every non-excluded image of its
   datasets and splits had a vector of the model when it ran (images whose ingest failed or is still
   pending are left out of the run, so its numbers describe a subset). The value is written with the
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import dict_cursor, scalar
 from cbir_pg.errors import ConfigError
@@ -52,3 +56,9 @@ def check(db: Database, model: str, datasets: Sequence[str] | None, splits: Sequ
     """:func:`check_scope` on a connection of its own."""
     with db.connection() as conn:
         return check_scope(conn, model, datasets, splits)
+
+
+def index_cohort(split: str, dataset: str | None = None, base: Cohort | None = None) -> Cohort:
+    """The images an evaluated ranking searches, as a cohort: one split, one dataset or all, within
+    ``base`` (e.g. a saved cohort) when given."""
+    return (base or Cohort()).with_(split=split, dataset=dataset)

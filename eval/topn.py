@@ -48,6 +48,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database, dict_cursor, scalar, wrap_db_errors
 from cbir_pg.errors import ConfigError, NotFoundError
@@ -62,12 +63,15 @@ ProgressCallback = Callable[[int, int], None]
 class IndexFilter:
     """Which images form the index (the searchable set). ``None`` means no restriction; all the
     conditions apply together. ``image_ids`` is an explicit subset (e.g. for the index-size ablation);
-    it is intersected with the other conditions, so pass ``splits=None`` to use the ids alone."""
+    it is intersected with the other conditions, so pass ``splits=None`` to use the ids alone.
+    ``cohort`` (a :class:`cbir_pg.cohort.Cohort`, e.g. a saved one by name) restricts it further to the
+    images of that cohort (``cbir.cohort_images``), the same set a search among that cohort sees."""
 
     splits: tuple[str, ...] | None = ("train",)
     datasets: tuple[str, ...] | None = None
     include_excluded: bool = False
     image_ids: tuple[int, ...] | None = None
+    cohort: Cohort | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class IndexFilter:
             "datasets": list(self.datasets) if self.datasets is not None else None,
             "include_excluded": bool(self.include_excluded),
             "ids": [int(i) for i in self.image_ids] if self.image_ids is not None else None,
+            "cohort": self.cohort.sql() if self.cohort is not None else None,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -84,6 +89,7 @@ class IndexFilter:
             "datasets": list(self.datasets) if self.datasets is not None else None,
             "include_excluded": bool(self.include_excluded),
             "n_explicit_ids": len(self.image_ids) if self.image_ids is not None else None,
+            **({"cohort": self.cohort.as_json()} if self.cohort is not None else {}),
         }
 
 

@@ -14,7 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cbir_pg.cohort import Cohort
 
 
 def connect(dsn: str | None = None) -> Client:
@@ -77,16 +80,24 @@ class Client:
         model: str,
         k: int = 10,
         *,
+        cohort: Cohort | str | None = None,
         split: str | None = None,
         dataset: str | None = None,
         modality: str | None = None,
+        label: str | None = None,
+        sex: str | None = None,
+        age_min: float | None = None,
+        age_max: float | None = None,
         exclude_same_patient: bool = False,
+        same_patient: bool = False,
         ef_search: int | None = None,
     ):
         """The ``k`` most similar images to ``image``: a stored image's id (``int``) or an image file
         (a stored file uses its stored vector; a new one is embedded with the model's stored encoder
-        config). Filters: ``split``, ``dataset``, ``modality``, ``exclude_same_patient``. One row per
-        neighbour: rank, image_id, similarity, label, dataset, uri, split, modality, patient_id, sex, age."""
+        config), among a cohort: ``cohort`` (a :class:`cbir_pg.Cohort`, or a saved cohort's name) and/or the filters ``split``, ``dataset``, ``modality``, ``label``, ``sex``,
+        ``age_min``, ``age_max``, ``exclude_same_patient``, ``same_patient`` (the page's and the CLI's).
+        One row per neighbour: rank, image_id, similarity, label, dataset, uri, split, modality,
+        patient_id, sex, age."""
         import pandas as pd
 
         from cbir_pg.search import Hit, search_with_query
@@ -98,11 +109,17 @@ class Client:
             image_id=int(image) if by_id else None,
             path=None if by_id else Path(image),
             k=k,
+            cohort=cohort,
+            ef_search=ef_search,
             split=split,
             dataset=dataset,
             modality=modality,
+            label=label,
+            sex=sex,
+            age_min=age_min,
+            age_max=age_max,
             exclude_same_patient=exclude_same_patient,
-            ef_search=ef_search,
+            same_patient=same_patient,
         )
         columns = list(Hit.__dataclass_fields__)
         return pd.DataFrame([asdict(h) for h in hits], columns=columns)
@@ -113,9 +130,14 @@ class Client:
         model: str,
         k: int = 10,
         *,
+        cohort: Cohort | str | None = None,
         split: str | None = None,
         dataset: str | None = None,
         modality: str | None = None,
+        label: str | None = None,
+        sex: str | None = None,
+        age_min: float | None = None,
+        age_max: float | None = None,
         ef_search: int | None = None,
     ):
         """Text-to-image search (models with a text tower, e.g. ``biomedclip``): the ``k`` images whose
@@ -126,7 +148,19 @@ class Client:
         from cbir_pg.search import Hit, search_text
 
         hits = search_text(
-            self.db, model, text, k=k, split=split, dataset=dataset, modality=modality, ef_search=ef_search
+            self.db,
+            model,
+            text,
+            k=k,
+            cohort=cohort,
+            ef_search=ef_search,
+            split=split,
+            dataset=dataset,
+            modality=modality,
+            label=label,
+            sex=sex,
+            age_min=age_min,
+            age_max=age_max,
         )
         return pd.DataFrame([asdict(h) for h in hits], columns=list(Hit.__dataclass_fields__))
 

@@ -25,6 +25,7 @@ where (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
   and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
   and (%(include_excluded)s or not i.excluded)
   and (%(ids)s::bigint[] is null or i.id in (select unnest(%(ids)s::bigint[])))
+  and (%(cohort)s::jsonb is null or i.id in (select c.image_id from cbir.cohort_images(%(cohort)s::jsonb) c))
 
 -- name: index_class_sizes
 select coalesce(label_id, -1) as label_id, count(*) as n
@@ -117,8 +118,8 @@ where i.split = any(%(splits)s::text[])
 select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
 from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join cbir.image qi on qi.id = b.image_id
-cross join lateral cbir.similar_images_fused(
-  b.image_id, %(models)s::text[], %(n)s, %(split)s, %(dataset)s, null, false, true,
+cross join lateral cbir.similar_images_fused_v2(
+  b.image_id, %(models)s::text[], %(n)s, %(cohort)s, true,
   %(method)s, %(c)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
 join cbir.image i on i.id = f.image_id
 order by b.ord, f.rank
@@ -128,8 +129,8 @@ order by b.ord, f.rank
 select b.ord, f.rank, f.image_id, f.similarity as score, coalesce(i.label_id = qi.label_id, false) as relevant
 from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join cbir.image qi on qi.id = b.image_id
-cross join lateral cbir.similar_images_expanded(
-  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+cross join lateral cbir.similar_images_expanded_v2(
+  b.image_id, %(model)s, %(n)s, %(cohort)s, true,
   %(expand_m)s, %(alpha)s, %(search)s) f
 join cbir.image i on i.id = f.image_id
 order by b.ord, f.rank
@@ -139,8 +140,8 @@ order by b.ord, f.rank
 select b.ord, f.rank, f.image_id, f.score, coalesce(i.label_id = qi.label_id, false) as relevant
 from unnest(%(query_ids)s::bigint[]) with ordinality as b(image_id, ord)
 join cbir.image qi on qi.id = b.image_id
-cross join lateral cbir.similar_images_reranked(
-  b.image_id, %(model)s, %(n)s, %(split)s, %(dataset)s, null, false, true,
+cross join lateral cbir.similar_images_reranked_v2(
+  b.image_id, %(model)s, %(n)s, %(cohort)s, true,
   %(k1)s, %(lambda)s, %(candidates)s, %(expand_m)s, %(alpha)s, %(search)s) f
 join cbir.image i on i.id = f.image_id
 order by b.ord, f.rank

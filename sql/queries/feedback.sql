@@ -47,3 +47,13 @@ from (
   order by username, query_image_id, neighbour_id, created_at desc, id desc
 ) j
 group by j.query_image_id, j.neighbour_id
+
+-- name: similar_images_rocchio_v2
+-- the refined neighbours among a cohort, with what a page shows joined in (serve.sql's similar_images)
+select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality, p.sex, p.age
+from cbir.similar_images_rocchio_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
+join cbir.image i on i.id = s.image_id
+join cbir.dataset d on d.id = i.dataset_id
+left join cbir.label l on l.id = i.label_id
+left join cbir.patient p on p.id = i.patient_id
+order by s.rank

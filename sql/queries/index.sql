@@ -5,6 +5,10 @@
 select table_name, dim, column_type, opclass, ann_index, binary_index
 from cbir.model_vector_space(%(model)s)
 
+-- name: refresh_search_functions
+-- rewrite the model's generated search function (cbir.knn__<model>) for its current indexes
+select cbir.refresh_search_functions(%(model)s)
+
 -- name: row_count
 select count(*) from {table}
 

@@ -1,11 +1,10 @@
 -- Queries cbir_pg.search runs.
 
 -- name: similar_images
--- neighbours of a stored image, with label, dataset and patient joined in
+-- neighbours of a stored image among a cohort (cbir_pg.cohort.Cohort as jsonb), with label, dataset and patient joined in
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.uri, i.split, i.modality,
        i.patient_id, p.sex, p.age
-from cbir.similar_images(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
-                         %(exclude_same_patient)s, true) s
+from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -15,7 +14,7 @@ order by s.rank
 -- name: similar_to_vector
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.uri, i.split, i.modality,
        i.patient_id, p.sex, p.age
-from cbir.similar_to_vector(%(vec)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s) s
+from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -56,3 +55,7 @@ select e.key, e.dim, e.config, e.config_hash from cbir.encoder e where e.key = %
 
 -- name: set_ef_search
 select set_config('hnsw.ef_search', %(value)s, true)
+
+-- name: check_cohort
+-- validate a cohort (and resolve its names) without searching: the one validation, cbir.resolve_cohort
+select (cbir.resolve_cohort(%(cohort)s, %(image_id)s)).split is null as ok

@@ -50,11 +50,10 @@ select cbir.image_file(%(image_id)s) as path, i.content_hash
 from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images
--- neighbours of a stored image (cbir.similar_images), with what a page shows joined in
+-- neighbours of a stored image among a cohort (cbir.similar_images_v2), with what a page shows joined in
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
        p.sex, p.age
-from cbir.similar_images(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
-                         %(exclude_same_patient)s, true) s
+from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -64,8 +63,7 @@ order by s.rank
 -- name: similar_to_vector
 select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
        p.sex, p.age
-from cbir.similar_to_vector(%(vec)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
-                            null, %(exclude_image_id)s) s
+from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s, %(query_image_id)s) s
 join cbir.image i on i.id = s.image_id
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id
@@ -86,11 +84,9 @@ select
   (select exists (select 1 from cbir.patient p join cbir.image i on i.patient_id = p.id
      where not i.excluded and p.age is not null)) as has_age
 
--- name: label_exists
-select exists (select 1 from cbir.label l where l.key = %(label)s) as ok
-
--- name: dataset_exists
-select exists (select 1 from cbir.dataset d where d.key = %(dataset)s) as ok
+-- name: check_cohort
+-- the one validation of a cohort (cbir.resolve_cohort): a bad value or an unknown name raises
+select (cbir.resolve_cohort(%(cohort)s)).split is null as ok
 
 -- name: find_by_content_hash
 -- an upload whose decoded pixels equal a stored image's, with a vector for the model

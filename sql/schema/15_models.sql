@@ -26,6 +26,7 @@ begin
     execute format('alter table cbir.%I alter column embedding set storage plain', v_table);
   end if;
   execute format('grant select, insert on cbir.%I to cbir_worker', v_table);
+  perform cbir.refresh_search_functions(p_model);  -- its search function, once its encoder row exists
   -- readers search it as themselves (row-level security on cbir.image decides what they find)
   execute format('grant select on cbir.%I to cbir_reader', v_table);
   return v_table;
@@ -40,6 +41,7 @@ begin
     raise exception 'invalid model name %', to_jsonb(p_model)::text using errcode = 'invalid_parameter_value';
   end if;
   execute format('drop table if exists cbir.%I cascade', 'embedding_' || p_model);
+  perform cbir.refresh_search_functions(p_model);  -- drops cbir.knn__<model>
 end
 $$;
 comment on function cbir.drop_embedding_table(text) is 'drop a model''s embedding table and its indexes';

@@ -1,16 +1,32 @@
 -- Similar-case search: the SQL API (docs/sql-api.md has the signatures and runnable examples).
 --
+--   cbir.similar_images_v2(image_id, model, k, cohort jsonb, exclude_self)
+--   cbir.similar_to_vector_v2(vec, model, k, cohort jsonb, query_image_id)
+--   cbir.knn_v2(vec, model, k, filter cbir.cohort_filter, method, image_id)   the engine both call
+--   cbir.resolve_cohort(cohort jsonb, query_image_id, exclude_query)         the one validation of a cohort
+--   released signatures, thin wrappers over the _v2s:
 --   cbir.similar_images(image_id, model, k, split, dataset, modality, exclude_same_patient, exclude_self)
 --   cbir.similar_to_vector(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id)
---   cbir.knn(...)  the engine both call, with an explicit method ('auto' | 'hnsw' | 'binary' | 'exact')
+--   cbir.knn(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id, method)
+--
+-- A cohort ("similar cases among these images") is one jsonb object; every key is optional:
+--   split, dataset, modality, label (a cbir.label key, the image's primary label), sex (F | M | O),
+--   age_min, age_max (the patient's age, inclusive), patient ('same' | 'other': the query image's patient
+--   only, or everyone else), patient_id, exclude_patient_id (cbir.patient ids), image_ids (an array of
+--   cbir.image ids), cohort (the name of a saved cohort, cbir.cohort, whose filter and ids are added).
+-- cbir.resolve_cohort validates it once (unknown keys, bad values, unknown names: one clear error,
+-- invalid_parameter_value) and resolves names to ids, giving a cbir.cohort_filter the engine binds.
 --
 -- Guarantees:
 --   * exactly k rows when k matching rows exist: hnsw.ef_search (default 40, which silently caps an HNSW
 --     scan) is raised to at least k, filters run as pgvector 0.8 iterative index scans (strict_order),
 --     and if an index scan still comes back short while more matching rows exist, the query is re-run
---     as an exact scan;
---   * a model name is looked up in cbir.encoder before any SQL is built, and the table name then goes
---     through format('%I'); filter values are bound parameters, never spliced into SQL text;
+--     as an exact scan (an explicit image_ids list of at most 4,096 ids is searched exactly at once);
+--   * a model's search runs in its own generated function cbir.knn__<model> (static SQL, planned once
+--     per session, no catalog lookups per call), written by cbir.refresh_search_functions from the
+--     model's table and indexes whenever they change (embedding table created or dropped, encoder
+--     registered, index built or dropped by cbir-pg, every migrate); after creating an index by hand,
+--     run `select cbir.refresh_search_functions()`. Filter values are bound, never spliced into SQL text;
 --   * the GUCs changed for the scan are restored before the function returns.
 -- A released signature is never changed in place: add a _v2 instead.
 -- search_path: pgvector's types and operators live in the extension's schema (public); cbir objects are qualified.
@@ -87,7 +103,480 @@ begin
 end
 $$;
 
--- the engine: k nearest non-excluded images to p_vec by cosine similarity, with optional filters
+-- the resolved cohort the engine binds (names turned into ids); build it with cbir.resolve_cohort
+do $$
+begin
+  if to_regtype('cbir.cohort_filter') is null then
+    create type cbir.cohort_filter as (
+      split text,
+      dataset_id int,
+      modality text,
+      label_id int,
+      sex text,
+      age_min real,
+      age_max real,
+      patient_id bigint,
+      exclude_patient_id bigint,
+      image_ids bigint[],
+      exclude_image_id bigint
+    );
+  end if;
+end
+$$;
+comment on type cbir.cohort_filter is 'a validated cohort with names resolved to ids (cbir.resolve_cohort)';
+
+-- the one validation of a cohort: jsonb in, cbir.cohort_filter out (see the header for the keys)
+create or replace function cbir.resolve_cohort(
+  p_cohort jsonb,
+  p_query_image_id bigint default null,
+  p_exclude_query boolean default false
+)
+returns cbir.cohort_filter
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+declare
+  f cbir.cohort_filter;
+  c jsonb := coalesce(p_cohort, '{}');
+  saved record;
+  k text;
+  v jsonb;
+  v_patient bigint;
+  allowed constant text[] := array['split', 'dataset', 'modality', 'label', 'sex', 'age_min', 'age_max',
+                                   'patient', 'patient_id', 'exclude_patient_id', 'image_ids', 'cohort'];
+begin
+  if jsonb_typeof(c) <> 'object' then
+    raise exception 'invalid cohort: give a JSON object, got %', left(c::text, 80)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  c := jsonb_strip_nulls(c);
+  for k in select jsonb_object_keys(c) loop
+    if not k = any(allowed) then
+      raise exception 'invalid cohort: unknown key %; use %', to_jsonb(k)::text, array_to_string(allowed, ', ')
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end loop;
+  if c ? 'cohort' then  -- a saved cohort: its filter and ids are added to the other keys
+    if jsonb_typeof(c->'cohort') <> 'string' then
+      raise exception 'invalid cohort: cohort must be a saved cohort''s name' using errcode = 'invalid_parameter_value';
+    end if;
+    select s.name, s.filter, s.image_ids into saved from cbir.cohort s where s.name = c->>'cohort';
+    if not found then
+      raise exception 'unknown cohort %: no row in cbir.cohort', to_jsonb(c->>'cohort')::text
+        using errcode = 'invalid_parameter_value';
+    end if;
+    for k in select jsonb_object_keys(jsonb_strip_nulls(saved.filter)) loop
+      if c ? k then
+        raise exception 'invalid cohort: saved cohort % already sets %', to_jsonb(saved.name)::text, k
+          using errcode = 'invalid_parameter_value';
+      end if;
+    end loop;
+    c := (c - 'cohort') || jsonb_strip_nulls(saved.filter);
+    if c ? 'cohort' then
+      raise exception 'invalid cohort: saved cohort % refers to another cohort', to_jsonb(saved.name)::text
+        using errcode = 'invalid_parameter_value';
+    end if;
+    f.image_ids := saved.image_ids;
+  end if;
+  foreach k in array array['split', 'dataset', 'modality', 'label', 'sex', 'patient'] loop
+    if c ? k and jsonb_typeof(c->k) <> 'string' then
+      raise exception 'invalid cohort: % must be a string, got %', k, left((c->k)::text, 40)
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end loop;
+  foreach k in array array['age_min', 'age_max', 'patient_id', 'exclude_patient_id'] loop
+    if c ? k and jsonb_typeof(c->k) <> 'number' then
+      raise exception 'invalid cohort: % must be a number, got %', k, left((c->k)::text, 40)
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end loop;
+  f.split := c->>'split';
+  if f.split is not null and not f.split = any(cbir.splits()) then
+    raise exception 'invalid split %: use train, val or test', to_jsonb(f.split)::text
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if c ? 'dataset' then
+    if c->>'dataset' !~ '^[a-z][a-z0-9_]{0,39}$' then
+      raise exception 'invalid dataset name %: use lowercase letters, digits and _', to_jsonb(c->>'dataset')::text
+        using errcode = 'invalid_parameter_value';
+    end if;
+    select d.id into f.dataset_id from cbir.dataset d where d.key = c->>'dataset';
+    if not found then
+      raise exception 'unknown dataset %', to_jsonb(c->>'dataset')::text using errcode = 'invalid_parameter_value';
+    end if;
+  end if;
+  f.modality := c->>'modality';
+  if f.modality is not null and f.modality !~ '^[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}$' then
+    raise exception 'invalid modality %', to_jsonb(f.modality)::text using errcode = 'invalid_parameter_value';
+  end if;
+  if c ? 'label' then
+    select l.id into f.label_id from cbir.label l where l.key = c->>'label';
+    if not found then
+      raise exception 'unknown label %: use a cbir.label key like XR/chest/pneumonia', to_jsonb(c->>'label')::text
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end if;
+  f.sex := c->>'sex';
+  if f.sex is not null and f.sex not in ('F', 'M', 'O') then
+    raise exception 'invalid sex %: use F, M or O', to_jsonb(f.sex)::text using errcode = 'invalid_parameter_value';
+  end if;
+  foreach k in array array['age_min', 'age_max'] loop
+    if c ? k and not (c->>k)::numeric between 0 and 150 then
+      raise exception '% must be between 0 and 150, got %', replace(k, '_', ' '), c->>k
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end loop;
+  f.age_min := (c->>'age_min')::real;
+  f.age_max := (c->>'age_max')::real;
+  if f.age_min > f.age_max then
+    raise exception 'age range is empty: % > %', f.age_min, f.age_max using errcode = 'invalid_parameter_value';
+  end if;
+  foreach k in array array['patient_id', 'exclude_patient_id'] loop
+    if c ? k and ((c->>k)::numeric <> trunc((c->>k)::numeric) or (c->>k)::numeric < 1) then
+      raise exception 'invalid cohort: % must be a positive integer, got %', k, c->>k
+        using errcode = 'invalid_parameter_value';
+    end if;
+  end loop;
+  f.patient_id := (c->>'patient_id')::bigint;
+  f.exclude_patient_id := (c->>'exclude_patient_id')::bigint;
+  if c ? 'patient' then
+    if c->>'patient' not in ('same', 'other') then
+      raise exception 'invalid patient %: use same (the query''s patient only) or other (every other patient)',
+        to_jsonb(c->>'patient')::text using errcode = 'invalid_parameter_value';
+    end if;
+    if p_query_image_id is null then
+      raise exception 'a patient filter relative to the query (patient: %) needs a stored query image', c->>'patient'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    select i.patient_id into v_patient from cbir.image i where i.id = p_query_image_id;
+    if c->>'patient' = 'same' then
+      -- an image without a recorded patient has no "same patient": nothing matches
+      f.patient_id := coalesce(v_patient, -1);
+      if c ? 'patient_id' and (c->>'patient_id')::bigint is distinct from v_patient then
+        f.patient_id := -1;
+      end if;
+    elsif v_patient is not null then
+      if f.exclude_patient_id is not null and f.exclude_patient_id <> v_patient then
+        raise exception 'invalid cohort: patient other and exclude_patient_id % name two patients', f.exclude_patient_id
+          using errcode = 'invalid_parameter_value';
+      end if;
+      f.exclude_patient_id := v_patient;
+    end if;
+  end if;
+  if c ? 'image_ids' then
+    v := c->'image_ids';
+    if jsonb_typeof(v) <> 'array' or jsonb_array_length(v) > 1000000
+       or exists (select 1 from jsonb_array_elements(v) x
+                  where jsonb_typeof(x) <> 'number' or x::text !~ '^[0-9]{1,18}$') then
+      raise exception 'invalid cohort: image_ids must be an array of image ids (positive integers)'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    f.image_ids := case
+      when f.image_ids is null then array(select distinct x::text::bigint from jsonb_array_elements(v) x order by 1)
+      else array(select distinct x::text::bigint from jsonb_array_elements(v) x
+                 where x::text::bigint = any(f.image_ids) order by 1) end;
+  end if;
+  if p_exclude_query then
+    f.exclude_image_id := p_query_image_id;
+  end if;
+  return f;
+end
+$$;
+comment on function cbir.resolve_cohort(jsonb, bigint, boolean) is
+  'validate a cohort (jsonb) and resolve its names to ids; patient same|other is relative to p_query_image_id';
+
+-- the one SQL form of a cohort, over cbir.image i and a row e with e.image_id; %1$s stands for the
+-- cbir.cohort_filter (a variable, or ($1) in dynamic SQL). The patient table is only read when a sex or
+-- age filter is given.
+create or replace function cbir.cohort_predicate()
+returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $p$
+  select $w$not i.excluded
+      and (%1$s.split is null or i.split = %1$s.split)
+      and (%1$s.dataset_id is null or i.dataset_id = %1$s.dataset_id)
+      and (%1$s.modality is null or i.modality = %1$s.modality)
+      and (%1$s.label_id is null or i.label_id = %1$s.label_id)
+      and (%1$s.patient_id is null or i.patient_id = %1$s.patient_id)
+      and (%1$s.exclude_patient_id is null or i.patient_id is distinct from %1$s.exclude_patient_id)
+      and (%1$s.image_ids is null or e.image_id = any(%1$s.image_ids))
+      and (%1$s.exclude_image_id is null or e.image_id <> %1$s.exclude_image_id)
+      and ((%1$s.sex is null and %1$s.age_min is null and %1$s.age_max is null) or exists (
+            select 1 from cbir.patient p where p.id = i.patient_id
+              and (%1$s.sex is null or p.sex = %1$s.sex)
+              and (%1$s.age_min is null or p.age >= %1$s.age_min)
+              and (%1$s.age_max is null or p.age <= %1$s.age_max)))$w$
+$p$;
+
+-- the images of a cohort, for joins, BI and evaluation scopes: select * from cbir.cohort_images('{"cohort": "x"}')
+create or replace function cbir.cohort_images(p_cohort jsonb, p_query_image_id bigint default null)
+returns table (image_id bigint)
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  return query execute format(
+    'select i.id from cbir.image i cross join lateral (select i.id as image_id) e where %s order by i.id',
+    format(cbir.cohort_predicate(), '($1)'))
+    using cbir.resolve_cohort(p_cohort, p_query_image_id);
+end
+$$;
+comment on function cbir.cohort_images(jsonb, bigint) is
+  'the non-excluded images of a cohort (jsonb, as cbir.similar_images_v2 takes), by id';
+
+-- the generated search function of one model: static SQL over its table, written for its indexes
+create or replace function cbir.search_function_source(p_model text)
+returns text
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $gen$
+declare
+  s record;
+  v_exact text;
+  v_auto text;
+  v_from text;
+  v_where constant text := format(cbir.cohort_predicate(), 'f');
+begin
+  select * into s from cbir.model_vector_space(p_model);
+  v_exact := case when s.column_type = 'halfvec' then 'e.embedding <=> v_vec::halfvec' else 'e.embedding <=> v_vec' end;
+  v_auto := case when s.ann_index is null and s.binary_index is not null then 'binary' else 'hnsw' end;
+  v_from := format('cbir.%I e join cbir.image i on i.id = e.image_id', s.table_name);
+  return format($src$
+create or replace function cbir.%1$I(p_vec vector, p_k int, f cbir.cohort_filter, p_method text, p_image_id bigint)
+returns table (rank int, image_id bigint, similarity double precision)
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $fn$
+-- generated by cbir.refresh_search_functions for model %2$s (index %8$s, binary index %9$s); do not edit
+declare
+  v_vec vector := p_vec;
+  v_method text := coalesce(p_method, 'auto');
+  v_ids bigint[];
+  v_sims double precision[];
+  v_more int;
+  v_fetch int;
+  v_old_ef text := current_setting('hnsw.ef_search', true);
+  v_old_iter text := current_setting('hnsw.iterative_scan', true);
+  v_ef int;
+begin
+  if v_vec is null and p_image_id is not null then
+    select e.embedding::vector into v_vec from cbir.%3$I e where e.image_id = p_image_id;
+    if v_vec is null then
+      raise exception 'image %% has no embedding for model %%', p_image_id, %2$L using errcode = 'no_data_found';
+    end if;
+  end if;
+  if v_vec is null then
+    raise exception 'the query vector is null' using errcode = 'null_value_not_allowed';
+  end if;
+  if vector_dims(v_vec) <> %4$s then
+    raise exception 'the query vector has %% dimensions, model %% has %%', vector_dims(v_vec), %2$L, %4$s
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if v_method = 'auto' then
+    v_method := %5$L;
+  end if;
+  if f.image_ids is not null and cardinality(f.image_ids) <= 4096 then
+    v_method := 'exact';  -- a short explicit list: compare each of its rows
+  end if;
+  if v_method <> 'exact' then
+    -- ef_search >= the rows the index scan must return (pgvector caps it at 1,000; iterative scans go
+    -- on past it), iterative scans so filtered rows are replaced; both restored before returning
+    v_fetch := case when v_method = 'binary' then greatest(p_k * 4, p_k + 40) else p_k end;
+    v_ef := coalesce(nullif(v_old_ef, '')::int, 40);
+    if v_fetch > v_ef and v_ef < 1000 then
+      perform set_config('hnsw.ef_search', least(v_fetch, 1000)::text, true);
+    end if;
+    if v_old_iter is distinct from 'strict_order' then
+      perform set_config('hnsw.iterative_scan', 'strict_order', true);
+    end if;
+    if v_method = 'hnsw' then
+      -- the shape an HNSW index serves: order by <indexed expr> <=> <query> limit k; distances reported
+      -- at the stored precision
+      select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
+        into v_ids, v_sims
+        from (select e.image_id, %6$s as dist from %7$s
+              where %10$s
+              order by %11$s <=> %12$s limit p_k) c;
+    else
+      -- over-fetch by Hamming distance on the binary-quantised index, then re-rank by exact cosine
+      select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
+        into v_ids, v_sims
+        from (select b.image_id, b.dist from
+               (select e.image_id, %6$s as dist from %7$s
+                where %10$s
+                order by binary_quantize(%11$s)::bit(%4$s) <~> binary_quantize(%12$s)::bit(%4$s) limit v_fetch) b
+              order by b.dist, b.image_id limit p_k) c;
+    end if;
+    if v_fetch > v_ef and v_ef < 1000 then
+      perform set_config('hnsw.ef_search', coalesce(v_old_ef, '40'), true);
+    end if;
+    if v_old_iter is distinct from 'strict_order' then
+      perform set_config('hnsw.iterative_scan', coalesce(v_old_iter, 'off'), true);
+    end if;
+    if coalesce(cardinality(v_ids), 0) < p_k then
+      -- an index scan can come back short (max_scan_tuples reached on a very selective filter)
+      select count(*) into v_more from (select 1 from %7$s where %10$s limit p_k) c;
+      if v_more > coalesce(cardinality(v_ids), 0) then
+        v_method := 'exact';
+      end if;
+    end if;
+  end if;
+  if v_method = 'exact' then
+    -- "+ 0" keeps the planner off the index, so every matching row is compared
+    select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
+      into v_ids, v_sims
+      from (select e.image_id, (%6$s) + 0 as dist from %7$s
+            where %10$s
+            order by (%6$s) + 0, e.image_id limit p_k) c;
+  end if;
+  return query
+    select u.ord::int, u.id, u.sim
+    from unnest(coalesce(v_ids, '{}'), coalesce(v_sims, '{}')) with ordinality as u(id, sim, ord);
+end
+$fn$;
+$src$,
+    'knn__' || p_model, p_model, s.table_name, s.dim, v_auto, v_exact, v_from,
+    coalesce(s.ann_index, 'none'), coalesce(s.binary_index, 'none'), v_where,
+    replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'));
+end
+$gen$;
+
+-- (re)write cbir.knn__<model> for one model or every model with an embedding table; drops the functions
+-- of models without one. Returns how many functions it wrote. Serialised by an advisory lock, and a
+-- function whose source did not change is left alone (concurrent ingest workers may all call this).
+create or replace function cbir.refresh_search_functions(p_model text default null)
+returns int
+language plpgsql volatile
+set search_path = pg_catalog, public, pg_temp
+as $$
+declare
+  r record;
+  v_src text;
+  n int := 0;
+begin
+  perform pg_advisory_xact_lock(hashtext('cbir.refresh_search_functions'));
+  for r in
+    select p.oid::regprocedure as fn, substr(p.proname, 6) as model
+    from pg_proc p
+    where p.pronamespace = 'cbir'::regnamespace and p.proname like 'knn\_\_%'
+      and (p_model is null or p.proname = 'knn__' || p_model)
+      and not exists (select 1 from cbir.encoder e
+                      where e.key = substr(p.proname, 6) and to_regclass(format('cbir.%I', e.table_name)) is not null)
+  loop
+    execute format('drop function %s', r.fn);
+  end loop;
+  for r in
+    select e.key from cbir.encoder e
+    where (p_model is null or e.key = p_model) and to_regclass(format('cbir.%I', e.table_name)) is not null
+    order by e.key
+  loop
+    v_src := cbir.search_function_source(r.key);
+    if not exists (select 1 from pg_proc p
+                   where p.pronamespace = 'cbir'::regnamespace and p.proname = 'knn__' || r.key
+                     and position(p.prosrc in v_src) > 0) then
+      execute v_src;
+      n := n + 1;
+    end if;
+  end loop;
+  return n;
+end
+$$;
+comment on function cbir.refresh_search_functions(text) is
+  'write each model''s generated search function cbir.knn__<model> for its current table and indexes';
+
+-- the engine: k nearest non-excluded images of a cohort to p_vec (or to stored image p_image_id's vector)
+create or replace function cbir.knn_v2(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_filter cbir.cohort_filter default null,
+  p_method text default 'auto',
+  p_image_id bigint default null
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  if p_model is null or p_model !~ '^[a-z][a-z0-9_]{0,39}$' then
+    raise exception 'invalid model name %: use lowercase letters, digits and _', coalesce(to_jsonb(p_model)::text, 'null')
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if p_k is null or p_k < 1 or p_k > 100000 then
+    raise exception 'k must be between 1 and 100000, got %', coalesce(p_k::text, 'null')
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if p_method is null or p_method not in ('auto', 'hnsw', 'binary', 'exact') then
+    raise exception 'unknown method %: use auto, hnsw, binary or exact', coalesce(to_jsonb(p_method)::text, 'null')
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if to_regprocedure(format('cbir.%I(vector, int, cbir.cohort_filter, text, bigint)', 'knn__' || p_model)) is null then
+    perform cbir.model_vector_space(p_model);  -- an unknown model or a missing table: its own error
+    raise exception 'model % has no search function: run select cbir.refresh_search_functions()', to_jsonb(p_model)::text
+      using errcode = 'undefined_function';
+  end if;
+  return query execute format('select * from cbir.%I($1, $2, $3, $4, $5)', 'knn__' || p_model)
+    using p_vec, p_k, coalesce(p_filter, row(null, null, null, null, null, null, null, null, null, null, null)::cbir.cohort_filter),
+          p_method, p_image_id;
+end
+$$;
+comment on function cbir.knn_v2(vector, text, int, cbir.cohort_filter, text, bigint) is
+  'k nearest images of a cohort to a vector (or a stored image''s vector); method auto|hnsw|binary|exact';
+
+create or replace function cbir.similar_images_v2(
+  p_image_id bigint,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_exclude_self boolean default true
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  if not exists (select 1 from cbir.image i where i.id = p_image_id) then
+    raise exception 'image % does not exist', coalesce(p_image_id::text, 'null') using errcode = 'no_data_found';
+  end if;
+  return query
+    select k.rank, k.image_id, k.similarity
+    from cbir.knn_v2(null, p_model, p_k, cbir.resolve_cohort(p_cohort, p_image_id, coalesce(p_exclude_self, true)),
+                     'auto', p_image_id) k;
+end
+$$;
+comment on function cbir.similar_images_v2(bigint, text, int, jsonb, boolean) is
+  'k most similar images of a cohort (jsonb) to a stored image: (rank, image_id, similarity = 1 - cosine distance)';
+
+create or replace function cbir.similar_to_vector_v2(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_query_image_id bigint default null
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from cbir.knn_v2(p_vec, p_model, p_k, cbir.resolve_cohort(p_cohort, p_query_image_id, p_query_image_id is not null)) k
+$$;
+comment on function cbir.similar_to_vector_v2(vector, text, int, jsonb, bigint) is
+  'k most similar images of a cohort to a query vector; p_query_image_id: a stored query image, left out and '
+  'the reference of patient same|other';
+
+-- released signatures: thin wrappers over the _v2s
+create or replace function cbir.legacy_cohort(
+  p_split text, p_dataset text, p_modality text, p_exclude_patient_id bigint default null
+) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_strip_nulls(jsonb_build_object('split', p_split, 'dataset', p_dataset, 'modality', p_modality,
+                                              'exclude_patient_id', p_exclude_patient_id))
+$$;
+
 create or replace function cbir.knn(
   p_vec vector,
   p_model text,
@@ -100,142 +589,17 @@ create or replace function cbir.knn(
   p_method text default 'auto'
 )
 returns table (rank int, image_id bigint, similarity double precision)
-language plpgsql stable
+language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
-declare
-  s record;
-  v_dataset_id int;
-  v_where text := 'not i.excluded';
-  v_from text;
-  v_sql text;
-  v_method text := coalesce(p_method, 'auto');
-  v_fetch int;
-  v_ids bigint[];
-  v_sims double precision[];
-  v_more int;
-  v_old_ef text;
-  v_old_iter text;
-  v_old_ef_int int;
-  v_exact text;
-begin
-  select * into s from cbir.model_vector_space(p_model);
-  -- distances reported (and exact search) at the stored precision, whatever the index covers (a halfvec
-  -- index on a vector column orders the candidates; they are returned by full-precision distance)
-  v_exact := case when s.column_type = 'halfvec' then 'e.embedding <=> $1::halfvec' else 'e.embedding <=> $1' end;
-  if p_vec is null then
-    raise exception 'the query vector is null' using errcode = 'null_value_not_allowed';
-  end if;
-  if vector_dims(p_vec) <> s.dim then
-    raise exception 'the query vector has % dimensions, model % has %', vector_dims(p_vec), p_model, s.dim
-      using errcode = 'invalid_parameter_value';
-  end if;
-  if p_k is null or p_k < 1 or p_k > 100000 then
-    raise exception 'k must be between 1 and 100000, got %', coalesce(p_k::text, 'null')
-      using errcode = 'invalid_parameter_value';
-  end if;
-  if v_method not in ('auto', 'hnsw', 'binary', 'exact') then
-    raise exception 'unknown method %: use auto, hnsw, binary or exact', to_jsonb(v_method)::text
-      using errcode = 'invalid_parameter_value';
-  end if;
-  if v_method = 'auto' then
-    v_method := case when s.ann_index is null and s.binary_index is not null then 'binary' else 'hnsw' end;
-  end if;
-
-  -- filters: validated, then bound as parameters ($3 .. $7); only the filters given appear in the SQL
-  if p_split is not null then
-    if not p_split = any(cbir.splits()) then
-      raise exception 'invalid split %: use train, val or test', to_jsonb(p_split)::text
-        using errcode = 'invalid_parameter_value';
-    end if;
-    v_where := v_where || ' and i.split = $3';
-  end if;
-  if p_dataset is not null then
-    select d.id into v_dataset_id from cbir.dataset d where d.key = p_dataset;
-    if not found then
-      raise exception 'unknown dataset %', to_jsonb(p_dataset)::text using errcode = 'invalid_parameter_value';
-    end if;
-    v_where := v_where || ' and i.dataset_id = $4';
-  end if;
-  if p_modality is not null then
-    if p_modality !~ '^[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}$' then
-      raise exception 'invalid modality %', to_jsonb(p_modality)::text using errcode = 'invalid_parameter_value';
-    end if;
-    v_where := v_where || ' and i.modality = $5';
-  end if;
-  if p_exclude_patient_id is not null then
-    v_where := v_where || ' and i.patient_id is distinct from $6';
-  end if;
-  if p_exclude_image_id is not null then
-    v_where := v_where || ' and e.image_id <> $7';
-  end if;
-  v_from := format('cbir.%I e join cbir.image i on i.id = e.image_id', s.table_name);
-
-  -- ef_search >= the rows the index scan must return (pgvector caps it at 1,000; iterative scans go on
-  -- past it), iterative scans so filtered rows are replaced; both restored before returning
-  v_old_ef := current_setting('hnsw.ef_search', true);
-  v_old_iter := current_setting('hnsw.iterative_scan', true);
-  v_old_ef_int := coalesce(nullif(v_old_ef, '')::int, 40);
-  v_fetch := case when v_method = 'binary' then greatest(p_k * 4, p_k + 40) else p_k end;
-  perform set_config('hnsw.ef_search', least(greatest(v_fetch, 40, v_old_ef_int), cbir.max_ef_search())::text, true);
-  perform set_config('hnsw.iterative_scan', 'strict_order', true);
-
-  if v_method = 'hnsw' then
-    -- the shape an HNSW index serves: order by <distance expr> <=> <query> limit k
-    v_sql := format(
-      'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
-      ' from (select e.image_id, %5$s as dist from %3$s where %4$s order by %1$s <=> %2$s limit $2) c',
-      s.distance_expr, s.query_expr, v_from, v_where, v_exact);
-  elsif v_method = 'binary' then
-    -- over-fetch by Hamming distance on the binary-quantised index, then re-rank by exact cosine
-    v_sql := format(
-      'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
-      ' from (select b.image_id, b.dist from'
-      '   (select e.image_id, %6$s as dist from %3$s where %4$s'
-      '    order by binary_quantize(%1$s)::bit(%5$s) <~> binary_quantize(%2$s)::bit(%5$s) limit $8) b'
-      '  order by b.dist, b.image_id limit $2) c',
-      s.distance_expr, s.query_expr, v_from, v_where, s.dim, v_exact);
-  else
-    v_sql := null;
-  end if;
-
-  if v_sql is not null then
-    execute v_sql into v_ids, v_sims
-      using p_vec, p_k, p_split, v_dataset_id, p_modality, p_exclude_patient_id, p_exclude_image_id, v_fetch;
-    if coalesce(cardinality(v_ids), 0) < p_k then
-      -- an index scan can come back short (max_scan_tuples reached on a very selective filter)
-      execute format('select count(*) from (select 1 from %s where %s limit $2) c', v_from, v_where)
-        into v_more
-        using p_vec, p_k, p_split, v_dataset_id, p_modality, p_exclude_patient_id, p_exclude_image_id;
-      if v_more > coalesce(cardinality(v_ids), 0) then
-        v_sql := null;
-      end if;
-    end if;
-  end if;
-
-  if v_sql is null then
-    -- exact: "+ 0" keeps the planner off the index, so every matching row is compared
-    execute format(
-      'select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
-      ' from (select e.image_id, (%1$s) + 0 as dist from %2$s where %3$s'
-      '       order by (%1$s) + 0, e.image_id limit $2) c',
-      v_exact, v_from, v_where)
-      into v_ids, v_sims
-      using p_vec, p_k, p_split, v_dataset_id, p_modality, p_exclude_patient_id, p_exclude_image_id;
-  end if;
-
-  perform set_config('hnsw.ef_search', coalesce(v_old_ef, '40'), true);
-  perform set_config('hnsw.iterative_scan', coalesce(v_old_iter, 'off'), true);
-
-  return query
-    select u.ord::int, u.id, u.sim
-    from unnest(coalesce(v_ids, '{}'), coalesce(v_sims, '{}')) with ordinality as u(id, sim, ord)
-    order by u.ord;
-end
+  select k.rank, k.image_id, k.similarity
+  from cbir.knn_v2(p_vec, p_model, p_k,
+                   cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                                       p_exclude_image_id, p_exclude_image_id is not null),
+                   p_method) k
 $$;
-
 comment on function cbir.knn(vector, text, int, text, text, text, bigint, bigint, text) is
-  'k nearest images to a vector (cosine); method auto|hnsw|binary|exact. Use cbir.similar_images / cbir.similar_to_vector.';
+  'k nearest images to a vector (cosine); method auto|hnsw|binary|exact. Released signature: see cbir.knn_v2.';
 
 create or replace function cbir.similar_to_vector(
   p_vec vector,
@@ -253,11 +617,9 @@ set search_path = pg_catalog, public, pg_temp
 as $$
   select k.rank, k.image_id, k.similarity
   from cbir.knn(p_vec, p_model, p_k, p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id, 'auto') k
-  order by k.rank
 $$;
-
 comment on function cbir.similar_to_vector(vector, text, int, text, text, text, bigint, bigint) is
-  'k most similar images to a query vector: (rank, image_id, similarity = 1 - cosine distance)';
+  'k most similar images to a query vector: (rank, image_id, similarity = 1 - cosine distance). Released signature: see cbir.similar_to_vector_v2.';
 
 create or replace function cbir.similar_images(
   p_image_id bigint,
@@ -270,32 +632,76 @@ create or replace function cbir.similar_images(
   p_exclude_self boolean default true
 )
 returns table (rank int, image_id bigint, similarity double precision)
-language plpgsql stable
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from cbir.similar_images_v2(
+         p_image_id, p_model, p_k,
+         cbir.legacy_cohort(p_split, p_dataset, p_modality)
+           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_exclude_self) k
+$$;
+comment on function cbir.similar_images(bigint, text, int, text, text, text, boolean, boolean) is
+  'k most similar images to a stored image: (rank, image_id, similarity = 1 - cosine distance). Released signature: see cbir.similar_images_v2.';
+
+-- saved cohorts by name (the table is in alembic revision 0004): validated by cbir.resolve_cohort
+create or replace function cbir.save_cohort(
+  p_name text,
+  p_filter jsonb default '{}',
+  p_image_ids bigint[] default null,
+  p_description text default null
+)
+returns cbir.cohort
+language plpgsql volatile
 set search_path = pg_catalog, public, pg_temp
 as $$
 declare
-  s record;
-  v_vec vector;
-  v_patient bigint;
+  r cbir.cohort;
 begin
-  select * into s from cbir.model_vector_space(p_model);
-  select i.patient_id into v_patient from cbir.image i where i.id = p_image_id;
-  if not found then
-    raise exception 'image % does not exist', coalesce(p_image_id::text, 'null') using errcode = 'no_data_found';
+  if p_name is null or p_name !~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$' then
+    raise exception 'invalid cohort name %: letters, digits, space . _ - (at most 63)', coalesce(to_jsonb(p_name)::text, 'null')
+      using errcode = 'invalid_parameter_value';
   end if;
-  execute format('select e.embedding::vector from cbir.%I e where e.image_id = $1', s.table_name)
-    into v_vec using p_image_id;
-  if v_vec is null then
-    raise exception 'image % has no embedding for model %', p_image_id, p_model using errcode = 'no_data_found';
+  if coalesce(p_filter, '{}') ? 'cohort' or coalesce(p_filter, '{}') ? 'patient' then
+    raise exception 'invalid cohort: a saved cohort cannot refer to another cohort or to a query''s patient'
+      using errcode = 'invalid_parameter_value';
   end if;
-  return query
-    select k.rank, k.image_id, k.similarity
-    from cbir.knn(v_vec, p_model, p_k, p_split, p_dataset, p_modality,
-                  case when p_exclude_same_patient then v_patient end,
-                  case when p_exclude_self then p_image_id end, 'auto') k
-    order by k.rank;
+  perform cbir.resolve_cohort(coalesce(p_filter, '{}'));
+  if p_image_ids is not null and array_position(p_image_ids, null) is not null then
+    raise exception 'invalid cohort: image ids must not be null' using errcode = 'invalid_parameter_value';
+  end if;
+  insert into cbir.cohort as c (name, filter, image_ids, description)
+  values (p_name, jsonb_strip_nulls(coalesce(p_filter, '{}')),
+          (select array_agg(distinct x order by x) from unnest(p_image_ids) x), p_description)
+  on conflict (name) do update
+    set filter = excluded.filter, image_ids = excluded.image_ids, description = excluded.description,
+        created_by = current_user, created_at = now()
+  returning c.* into r;
+  return r;
 end
 $$;
+comment on function cbir.save_cohort(text, jsonb, bigint[], text) is
+  'save (or replace) a named cohort: a filter (jsonb, as cbir.similar_images_v2 takes) and/or an image id list';
 
-comment on function cbir.similar_images(bigint, text, int, text, text, text, boolean, boolean) is
-  'k most similar images to a stored image: (rank, image_id, similarity = 1 - cosine distance)';
+-- refresh a model's generated search function when its encoder row appears, changes or goes
+create or replace function cbir.encoder_search_function_trigger()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  perform cbir.refresh_search_functions(case when tg_op = 'DELETE' then old.key else new.key end);
+  if tg_op = 'UPDATE' and old.key <> new.key then
+    perform cbir.refresh_search_functions(old.key);
+  end if;
+  return null;
+end
+$$;
+revoke all on function cbir.encoder_search_function_trigger() from public;
+create or replace trigger encoder_search_function
+  after insert or update or delete on cbir.encoder
+  for each row execute function cbir.encoder_search_function_trigger();
+
+select cbir.refresh_search_functions();

@@ -1,6 +1,19 @@
 -- Better rankings without training: multi-model fusion, alpha query expansion and k-reciprocal
--- re-ranking, built on cbir.knn (20_search.sql). docs/sql-api.md has the signatures and examples.
+-- re-ranking, built on cbir.knn_v2 (20_search.sql). docs/sql-api.md has the signatures and examples.
+-- Every function takes a cohort (jsonb, validated once by cbir.resolve_cohort), like cbir.similar_images_v2:
 --
+--   cbir.similar_images_fused_v2(image_id, models[], k, cohort, exclude_self, method, c, candidates,
+--                                expand_m, alpha, search)
+--   cbir.similar_to_vectors_fused_v2(vecs[], models[], k, cohort, query_image_id, method, c, candidates,
+--                                    expand_m, alpha, search)
+--   cbir.similar_images_expanded_v2(image_id, model, k, cohort, exclude_self, m, alpha, search)
+--   cbir.similar_to_vector_expanded_v2(vec, model, k, cohort, query_image_id, m, alpha, search)
+--   cbir.similar_images_reranked_v2(image_id, model, k, cohort, exclude_self, k1, lambda, candidates,
+--                                   expand_m, alpha, search)
+--   cbir.rerank_to_vector_v2(vec, model, k, cohort, query_image_id, k1, lambda, candidates, search)
+--   engines over a resolved cohort (cbir.cohort_filter): cbir.fuse_v2, cbir.expand_query_v2, cbir.rerank_v2
+--
+-- The released signatures below are thin wrappers over these:
 --   cbir.similar_images_fused(image_id, models[], k, split, dataset, modality, exclude_same_patient,
 --                             exclude_self, method, c, candidates, expand_m, alpha, search)
 --   cbir.similar_to_vectors_fused(vecs[], models[], k, split, dataset, modality, exclude_patient_id,
@@ -11,8 +24,8 @@
 --   cbir.similar_images_reranked(image_id, model, k, <filters>, k1, lambda, candidates, expand_m, alpha, search)
 --   cbir.rerank_to_vector(vec, model, k, <filters>, k1, lambda, candidates, search)
 --
--- Fusion. Each model's top K' comes from its own HNSW index through cbir.knn (the same filters, the same
--- exactly-k guarantee). K' = p_candidates, default max(4 k, 40): at k <= 10 that is pgvector's default
+-- Fusion. Each model's top K' comes from its own HNSW index through cbir.knn_v2 (the same cohort, the
+-- same exactly-k guarantee), all models in one statement (one round trip). K' = p_candidates, default max(4 k, 40): at k <= 10 that is pgvector's default
 -- hnsw.ef_search, so an HNSW scan visits no more of the graph than a plain k = 10 search does. For
 -- every image in the union of the lists the exact cosine similarity is recomputed in every model
 -- (returned as similarities[], in the order of p_models). Only images with a vector in every model
@@ -36,20 +49,16 @@
 --   score(c) = (1 - lambda) J(q, c) + lambda s(q, c)   (Zhong's d* = (1 - lambda) d_J + lambda d).
 -- K' = p_candidates, default max(k, 3 k1). Ties: score descending, then image_id.
 --
--- Every parameter is validated before any SQL is built; model names go through cbir.model_vector_space
--- (a row of cbir.encoder) and format('%I'); values are bound parameters.
+-- Every parameter is validated once, in the engine that uses it (the cohort by cbir.resolve_cohort, k,
+-- models and methods by cbir.knn_v2 and cbir.fuse_v2); values are bound parameters.
 
--- the weighted-mean (alpha-QE) query vector of p_vec among the rows the filters allow
-create or replace function cbir.expand_query(
+-- the weighted-mean (alpha-QE) query vector of p_vec among the rows of a cohort
+create or replace function cbir.expand_query_v2(
   p_vec vector,
   p_model text,
   p_m int default 2,
   p_alpha double precision default 3,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_patient_id bigint default null,
-  p_exclude_image_id bigint default null,
+  p_filter cbir.cohort_filter default null,
   p_search text default 'auto'
 )
 returns vector
@@ -78,44 +87,15 @@ begin
   execute format(
     'select l2_normalize($1) + coalesce(sum(l2_normalize(e.embedding::vector)'
     '         * array_fill(power(greatest(n.similarity, 0), $2)::real, array[$3])::vector), $4)'
-    ' from cbir.knn($1, $5, $6, $7, $8, $9, $10, $11, $12) n join cbir.%I e on e.image_id = n.image_id',
+    ' from cbir.knn_v2($1, $5, $6, $7, $8) n join cbir.%I e on e.image_id = n.image_id',
     s.table_name)
     into v_out
-    using p_vec, p_alpha, s.dim, array_fill(0::real, array[s.dim])::vector, p_model, p_m,
-          p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id, p_search;
+    using p_vec, p_alpha, s.dim, array_fill(0::real, array[s.dim])::vector, p_model, p_m, p_filter, p_search;
   return v_out;
 end
 $$;
-
-comment on function cbir.expand_query(vector, text, int, double precision, text, text, text, bigint, bigint, text) is
-  'alpha-QE: the query plus its top-m neighbours weighted by similarity^alpha (unit vectors), under the same filters';
-
-create or replace function cbir.similar_to_vector_expanded(
-  p_vec vector,
-  p_model text,
-  p_k int default 10,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_patient_id bigint default null,
-  p_exclude_image_id bigint default null,
-  p_m int default 2,
-  p_alpha double precision default 3,
-  p_search text default 'auto'
-)
-returns table (rank int, image_id bigint, similarity double precision)
-language sql stable
-set search_path = pg_catalog, public, pg_temp
-as $$
-  select k.rank, k.image_id, k.similarity
-  from cbir.knn(cbir.expand_query(p_vec, p_model, p_m, p_alpha, p_split, p_dataset, p_modality,
-                                  p_exclude_patient_id, p_exclude_image_id, p_search),
-                p_model, p_k, p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id, p_search) k
-  order by k.rank
-$$;
-
-comment on function cbir.similar_to_vector_expanded(vector, text, int, text, text, text, bigint, bigint, int, double precision, text) is
-  'k most similar images to an alpha-QE expanded query vector; similarity is to the expanded query';
+comment on function cbir.expand_query_v2(vector, text, int, double precision, cbir.cohort_filter, text) is
+  'alpha-QE: the query plus its top-m neighbours of the cohort weighted by similarity^alpha (unit vectors)';
 
 -- a stored image's vector in one model, with the errors similar_images gives
 create or replace function cbir.image_vector(p_image_id bigint, p_model text)
@@ -141,14 +121,48 @@ begin
 end
 $$;
 
-create or replace function cbir.similar_images_expanded(
+-- a stored query image must exist (the one check the _v2 functions of an image share)
+create or replace function cbir.check_query_image(p_image_id bigint)
+returns bigint
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+begin
+  if not exists (select 1 from cbir.image i where i.id = p_image_id) then
+    raise exception 'image % does not exist', coalesce(p_image_id::text, 'null') using errcode = 'no_data_found';
+  end if;
+  return p_image_id;
+end
+$$;
+
+create or replace function cbir.similar_to_vector_expanded_v2(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_query_image_id bigint default null,
+  p_m int default 2,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from (select cbir.resolve_cohort(p_cohort, p_query_image_id, p_query_image_id is not null) as f) c
+  cross join lateral cbir.knn_v2(cbir.expand_query_v2(p_vec, p_model, p_m, p_alpha, c.f, p_search),
+                                 p_model, p_k, c.f, p_search) k
+  order by k.rank
+$$;
+comment on function cbir.similar_to_vector_expanded_v2(vector, text, int, jsonb, bigint, int, double precision, text) is
+  'k most similar images of a cohort to an alpha-QE expanded query vector; similarity is to the expanded query';
+
+create or replace function cbir.similar_images_expanded_v2(
   p_image_id bigint,
   p_model text,
   p_k int default 10,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_same_patient boolean default false,
+  p_cohort jsonb default '{}',
   p_exclude_self boolean default true,
   p_m int default 2,
   p_alpha double precision default 3,
@@ -158,32 +172,42 @@ returns table (rank int, image_id bigint, similarity double precision)
 language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
-  select x.rank, x.image_id, x.similarity
-  from cbir.similar_to_vector_expanded(
-         cbir.image_vector(p_image_id, p_model), p_model, p_k, p_split, p_dataset, p_modality,
-         case when p_exclude_same_patient then (select i.patient_id from cbir.image i where i.id = p_image_id) end,
-         case when p_exclude_self then p_image_id end, p_m, p_alpha, p_search) x
-  order by x.rank
+  select k.rank, k.image_id, k.similarity
+  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
+  cross join lateral cbir.knn_v2(
+    cbir.expand_query_v2(cbir.image_vector(p_image_id, p_model), p_model, p_m, p_alpha, c.f, p_search),
+    p_model, p_k, c.f, p_search) k
+  order by k.rank
+$$;
+comment on function cbir.similar_images_expanded_v2(bigint, text, int, jsonb, boolean, int, double precision, text) is
+  'k most similar images of a cohort to a stored image after alpha-QE (m neighbours, weights similarity^alpha)';
+
+-- the cohort restricted to a list of ids (the candidates fusion re-scores exactly)
+create or replace function cbir.cohort_only(p_filter cbir.cohort_filter, p_ids bigint[])
+returns cbir.cohort_filter
+language plpgsql immutable
+set search_path = pg_catalog, public, pg_temp
+as $$
+declare
+  f cbir.cohort_filter := p_filter;
+begin
+  f.image_ids := p_ids;
+  return f;
+end
 $$;
 
-comment on function cbir.similar_images_expanded(bigint, text, int, text, text, text, boolean, boolean, int, double precision, text) is
-  'k most similar images to a stored image after alpha-QE (m neighbours, weights similarity^alpha)';
-
--- fusion of several models' rankings: one query vector per model, in the order of p_models
-create or replace function cbir.similar_to_vectors_fused(
+-- fusion engine: one statement fetches every model's top K' (from its own index), unions them and
+-- re-scores every candidate exactly in every model; K' doubles only when too few images have a vector
+-- in every model. p_vecs: one query vector per model, or null to use stored image p_image_id's vectors.
+create or replace function cbir.fuse_v2(
   p_vecs vector[],
   p_models text[],
-  p_k int default 10,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_patient_id bigint default null,
-  p_exclude_image_id bigint default null,
+  p_k int,
+  p_filter cbir.cohort_filter,
+  p_image_id bigint default null,
   p_method text default 'rrf',
   p_c double precision default 60,
   p_candidates int default null,
-  p_expand_m int default 0,
-  p_alpha double precision default 3,
   p_search text default 'auto'
 )
 returns table (rank int, image_id bigint, score double precision, similarities double precision[])
@@ -192,23 +216,11 @@ set search_path = pg_catalog, public, pg_temp
 as $$
 declare
   n int := coalesce(cardinality(p_models), 0);
-  s record;
-  i int;
   v_kp int;
-  v_q vector[] := '{}';
   v_ids bigint[];
-  v_ranks int[];
+  v_scores double precision[];
   v_sims double precision[];
-  c_model int[];
-  c_ids bigint[];
-  c_rank int[];
-  s_model int[];
-  s_ids bigint[];
-  s_sims double precision[];
-  v_union bigint[];
-  v_sims_sql text[] := '{}';
   v_short boolean;
-  v_rows int;
 begin
   if n < 1 or n > 16 then
     raise exception 'give between 1 and 16 models, got %', n using errcode = 'invalid_parameter_value';
@@ -217,8 +229,8 @@ begin
     raise exception 'models must be distinct and not null: %', to_jsonb(p_models)::text
       using errcode = 'invalid_parameter_value';
   end if;
-  if coalesce(cardinality(p_vecs), 0) <> n or array_position(p_vecs, null) is not null then
-    raise exception 'give one query vector per model (% models, % vectors)', n, coalesce(cardinality(p_vecs), 0)
+  if p_vecs is not null and (cardinality(p_vecs) <> n or array_position(p_vecs, null) is not null) then
+    raise exception 'give one query vector per model (% models, % vectors)', n, cardinality(p_vecs)
       using errcode = 'invalid_parameter_value';
   end if;
   if p_method is null or p_method not in ('rrf', 'mean') then
@@ -237,86 +249,85 @@ begin
     raise exception 'candidates must be between k (%) and 100000, got %', p_k, p_candidates
       using errcode = 'invalid_parameter_value';
   end if;
-  if coalesce(p_search, '') not in ('auto', 'hnsw', 'exact') then
-    raise exception 'unknown search %: use auto, hnsw or exact', coalesce(to_jsonb(p_search)::text, 'null')
-      using errcode = 'invalid_parameter_value';
-  end if;
-  for i in 1 .. n loop  -- validates every name before any search runs
-    select * into s from cbir.model_vector_space(p_models[i]);
-    -- similarities at the stored precision, as cbir.knn reports them (whatever an index covers)
-    v_sims_sql := v_sims_sql || format(
-      'select coalesce(array_agg(e.image_id), ''{}''), coalesce(array_agg(1 - (%1$s)), ''{}'')'
-      ' from cbir.%2$I e where e.image_id = any($2)',
-      case when s.column_type = 'halfvec' then 'e.embedding <=> $1::halfvec' else 'e.embedding <=> $1' end,
-      s.table_name);
-  end loop;
-
-  for i in 1 .. n loop  -- alpha-QE per model, once (m = 0: the query as given)
-    v_q := v_q || cbir.expand_query(p_vecs[i], p_models[i], coalesce(p_expand_m, 0), p_alpha, p_split, p_dataset,
-                                    p_modality, p_exclude_patient_id, p_exclude_image_id, p_search);
-  end loop;
   v_kp := coalesce(p_candidates, greatest(4 * p_k, 40));
   loop
-    c_model := '{}'; c_ids := '{}'; c_rank := '{}';
-    s_model := '{}'; s_ids := '{}'; s_sims := '{}';
-    v_short := true;
-    for i in 1 .. n loop
-      select coalesce(array_agg(k.image_id order by k.rank), '{}'), coalesce(array_agg(k.rank order by k.rank), '{}')
-        into v_ids, v_ranks
-        from cbir.knn(v_q[i], p_models[i], v_kp, p_split, p_dataset, p_modality,
-                      p_exclude_patient_id, p_exclude_image_id, p_search) k;
-      c_model := c_model || array_fill(i, array[cardinality(v_ids)]);
-      c_ids := c_ids || v_ids;
-      c_rank := c_rank || v_ranks;
-      v_short := v_short and cardinality(v_ids) < v_kp;
-    end loop;
-    v_union := array(select distinct u from unnest(c_ids) u);
-    -- the exact cosine similarity of every candidate in every model
-    for i in 1 .. n loop
-      execute v_sims_sql[i] into v_ids, v_sims using v_q[i], v_union;
-      s_model := s_model || array_fill(i, array[cardinality(v_ids)]);
-      s_ids := s_ids || v_ids;
-      s_sims := s_sims || v_sims;
-    end loop;
-    select count(*) into v_rows
-      from (select u.id from unnest(s_ids) u(id) group by u.id having count(*) = n) f;
-    exit when v_rows >= p_k or v_short or v_kp >= 100000;
-    v_kp := least(v_kp * 2, 100000);  -- images missing in one model crowded the lists: fetch more
-  end loop;
-
-  return query
-    with cand as (
-      select x.model, x.id, x.rnk from unnest(c_model, c_ids, c_rank) as x(model, id, rnk)
-    ), sims as (
-      select x.model, x.id, x.sim from unnest(s_model, s_ids, s_sims) as x(model, id, sim)
+    with q as (
+      select m.ord::int as ord, m.model, p_vecs[m.ord] as vec
+      from unnest(p_models) with ordinality as m(model, ord)
+    ), cand as (  -- every model's top K' from its own index
+      select q.ord, c.image_id as id, c.rank as rnk
+      from q cross join lateral cbir.knn_v2(q.vec, q.model, v_kp, p_filter, p_search, p_image_id) c
+    ), lists as (
+      select coalesce(max(x.n) < v_kp, true) as short, array(select distinct c.id from cand c) as ids
+      from (select c.ord, count(*) as n from cand c group by c.ord) x
+    ), sims as (  -- the exact similarity of every candidate in every model
+      select q.ord, s.image_id as id, s.similarity as sim
+      from q cross join lists l
+      cross join lateral cbir.knn_v2(q.vec, q.model, greatest(cardinality(l.ids), 1),
+                                     cbir.cohort_only(p_filter, l.ids), 'exact', p_image_id) s
+      where cardinality(l.ids) > 0
     ), complete as (
-      select sims.id, array_agg(sims.sim order by sims.model) as sims_by_model, avg(sims.sim) as mean_sim
-      from sims group by sims.id having count(*) = n
+      select s.id, array_agg(s.sim order by s.ord) as sims_by_model, avg(s.sim) as mean_sim
+      from sims s group by s.id having count(*) = n
     ), scored as (
       select f.id, f.sims_by_model,
              case when p_method = 'rrf'
                   then (select coalesce(sum(1.0::double precision / (p_c + c.rnk)), 0) from cand c where c.id = f.id)
                   else f.mean_sim end as score
       from complete f
+    ), top as (
+      select sc.id, sc.score, sc.sims_by_model from scored sc order by sc.score desc, sc.id limit p_k
     )
-    select (row_number() over (order by sc.score desc, sc.id))::int, sc.id, sc.score, sc.sims_by_model
-    from scored sc
-    order by sc.score desc, sc.id
-    limit p_k;
+    select (select l.short from lists l),
+           array(select t.id from top t order by t.score desc, t.id),
+           array(select t.score from top t order by t.score desc, t.id),
+           array(select x from top t cross join lateral unnest(t.sims_by_model) x order by t.score desc, t.id)
+      into v_short, v_ids, v_scores, v_sims;
+    exit when cardinality(v_ids) >= p_k or coalesce(v_short, true) or v_kp >= 100000;
+    v_kp := least(v_kp * 2, 100000);  -- images missing in one model crowded the lists: fetch more
+  end loop;
+  return query
+    select u.ord::int, u.id, u.score, v_sims[(u.ord::int - 1) * n + 1 : u.ord::int * n]
+    from unnest(v_ids, v_scores) with ordinality as u(id, score, ord);
 end
 $$;
+comment on function cbir.fuse_v2(vector[], text[], int, cbir.cohort_filter, bigint, text, double precision, int, text) is
+  'fusion engine: k images of a cohort ranked by fusing several models (rrf | mean of exact cosines)';
 
-comment on function cbir.similar_to_vectors_fused(vector[], text[], int, text, text, text, bigint, bigint, text, double precision, int, int, double precision, text) is
-  'k images ranked by fusing several models (rrf | mean of exact cosines); one query vector per model';
+create or replace function cbir.similar_to_vectors_fused_v2(
+  p_vecs vector[],
+  p_models text[],
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_query_image_id bigint default null,
+  p_method text default 'rrf',
+  p_c double precision default 60,
+  p_candidates int default null,
+  p_expand_m int default 0,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarities double precision[])
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select x.rank, x.image_id, x.score, x.similarities
+  from (select cbir.resolve_cohort(p_cohort, p_query_image_id, p_query_image_id is not null) as f) c
+  cross join lateral cbir.fuse_v2(
+    case when coalesce(p_expand_m, 0) = 0 or cardinality(p_vecs) <> cardinality(p_models) then p_vecs
+         else array(select cbir.expand_query_v2(v.vec, v.model, p_expand_m, p_alpha, c.f, p_search)
+                    from unnest(p_vecs, p_models) with ordinality as v(vec, model, ord) order by v.ord) end,
+    p_models, p_k, c.f, null, p_method, p_c, p_candidates, p_search) x
+  order by x.rank
+$$;
+comment on function cbir.similar_to_vectors_fused_v2(vector[], text[], int, jsonb, bigint, text, double precision, int, int, double precision, text) is
+  'k images of a cohort ranked by fusing several models (rrf | mean of exact cosines); one query vector per model';
 
-create or replace function cbir.similar_images_fused(
+create or replace function cbir.similar_images_fused_v2(
   p_image_id bigint,
   p_models text[],
   p_k int default 10,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_same_patient boolean default false,
+  p_cohort jsonb default '{}',
   p_exclude_self boolean default true,
   p_method text default 'rrf',
   p_c double precision default 60,
@@ -326,48 +337,29 @@ create or replace function cbir.similar_images_fused(
   p_search text default 'auto'
 )
 returns table (rank int, image_id bigint, score double precision, similarities double precision[])
-language plpgsql stable
+language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
-declare
-  v_vecs vector[] := '{}';
-  v_patient bigint;
-  i int;
-begin
-  if coalesce(cardinality(p_models), 0) < 1 then
-    raise exception 'give at least one model' using errcode = 'invalid_parameter_value';
-  end if;
-  select im.patient_id into v_patient from cbir.image im where im.id = p_image_id;
-  if not found then
-    raise exception 'image % does not exist', coalesce(p_image_id::text, 'null') using errcode = 'no_data_found';
-  end if;
-  for i in 1 .. cardinality(p_models) loop
-    v_vecs := v_vecs || cbir.image_vector(p_image_id, p_models[i]);
-  end loop;
-  return query
-    select f.rank, f.image_id, f.score, f.similarities
-    from cbir.similar_to_vectors_fused(
-           v_vecs, p_models, p_k, p_split, p_dataset, p_modality,
-           case when p_exclude_same_patient then v_patient end,
-           case when p_exclude_self then p_image_id end,
-           p_method, p_c, p_candidates, p_expand_m, p_alpha, p_search) f
-    order by f.rank;
-end
+  select x.rank, x.image_id, x.score, x.similarities
+  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
+  cross join lateral cbir.fuse_v2(
+    case when coalesce(p_expand_m, 0) = 0 then null  -- the stored vectors, read by each model's search
+         else array(select cbir.expand_query_v2(cbir.image_vector(p_image_id, m.model), m.model, p_expand_m,
+                                                p_alpha, c.f, p_search)
+                    from unnest(p_models) with ordinality as m(model, ord) order by m.ord) end,
+    p_models, p_k, c.f, case when coalesce(p_expand_m, 0) = 0 then p_image_id end,
+    p_method, p_c, p_candidates, p_search) x
+  order by x.rank
 $$;
+comment on function cbir.similar_images_fused_v2(bigint, text[], int, jsonb, boolean, text, double precision, int, int, double precision, text) is
+  'k most similar images of a cohort to a stored image, fusing several models (rrf | mean of exact cosines)';
 
-comment on function cbir.similar_images_fused(bigint, text[], int, text, text, text, boolean, boolean, text, double precision, int, int, double precision, text) is
-  'k most similar images to a stored image, fusing several models (rrf | mean of exact cosines)';
-
--- k-reciprocal re-ranking of a query vector's top K' (see the header for the simplification)
-create or replace function cbir.rerank_to_vector(
+-- k-reciprocal re-ranking engine (see the header for the simplification) of a query vector's top K'
+create or replace function cbir.rerank_v2(
   p_vec vector,
   p_model text,
-  p_k int default 10,
-  p_split text default null,
-  p_dataset text default null,
-  p_modality text default null,
-  p_exclude_patient_id bigint default null,
-  p_exclude_image_id bigint default null,
+  p_k int,
+  p_filter cbir.cohort_filter,
   p_k1 int default 20,
   p_lambda double precision default 0.3,
   p_candidates int default null,
@@ -402,7 +394,7 @@ begin
   return query execute format($q$
     with cand as (
       select k.image_id as id, k.similarity as sim
-      from cbir.knn($1, $2, $3, $4, $5, $6, $7, $8, $9) k
+      from cbir.knn_v2($1, $2, $3, $4, $5) k
     ), pts as (
       select -1::bigint as id, $1 as v
       union all
@@ -413,7 +405,7 @@ begin
       select x.a, x.b from (
         select p.a, p.b, row_number() over (partition by p.a order by (p.a = p.b) desc, p.sim desc, p.b) as r
         from pair p) x
-      where x.r <= $10 + 1
+      where x.r <= $6 + 1
     ), rec as (
       select n1.a, n1.b from nn n1 join nn n2 on n2.a = n1.b and n2.b = n1.a
     ), rq as (
@@ -427,18 +419,239 @@ begin
       from cand c left join sizes z on z.a = c.id
     )
     select (row_number() over (order by sc.score desc, sc.id))::int, sc.id, sc.score, sc.sim
-    from (select c.id, c.sim, (1 - $11) * j.j + $11 * c.sim as score
+    from (select c.id, c.sim, (1 - $7) * j.j + $7 * c.sim as score
           from cand c join jac j on j.id = c.id) sc
     order by sc.score desc, sc.id
-    limit $12
+    limit $8
   $q$, s.table_name)
-  using p_vec, p_model, v_kp, p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id,
-        p_search, p_k1, p_lambda, p_k;
+  using p_vec, p_model, v_kp, p_filter, p_search, p_k1, p_lambda, p_k;
 end
 $$;
+comment on function cbir.rerank_v2(vector, text, int, cbir.cohort_filter, int, double precision, int, text) is
+  'k-reciprocal re-ranking engine (simplified Zhong et al. 2017) of a query vector''s top candidates in a cohort';
 
+create or replace function cbir.rerank_to_vector_v2(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_query_image_id bigint default null,
+  p_k1 int default 20,
+  p_lambda double precision default 0.3,
+  p_candidates int default null,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select r.rank, r.image_id, r.score, r.similarity
+  from (select cbir.resolve_cohort(p_cohort, p_query_image_id, p_query_image_id is not null) as f) c
+  cross join lateral cbir.rerank_v2(p_vec, p_model, p_k, c.f, p_k1, p_lambda, p_candidates, p_search) r
+  order by r.rank
+$$;
+comment on function cbir.rerank_to_vector_v2(vector, text, int, jsonb, bigint, int, double precision, int, text) is
+  'k-reciprocal re-ranking (simplified Zhong et al. 2017) of a query vector''s top candidates in a cohort';
+
+create or replace function cbir.similar_images_reranked_v2(
+  p_image_id bigint,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_exclude_self boolean default true,
+  p_k1 int default 20,
+  p_lambda double precision default 0.3,
+  p_candidates int default null,
+  p_expand_m int default 0,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select r.rank, r.image_id, r.score, r.similarity
+  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
+  cross join lateral cbir.rerank_v2(
+    cbir.expand_query_v2(cbir.image_vector(p_image_id, p_model), p_model, coalesce(p_expand_m, 0), p_alpha, c.f, p_search),
+    p_model, p_k, c.f, p_k1, p_lambda, p_candidates, p_search) r
+  order by r.rank
+$$;
+comment on function cbir.similar_images_reranked_v2(bigint, text, int, jsonb, boolean, int, double precision, int, int, double precision, text) is
+  'k most similar images of a cohort to a stored image after k-reciprocal re-ranking (optionally of an alpha-QE query)';
+
+-- ------------------------------------------------------------------ released signatures (wrappers)
+create or replace function cbir.expand_query(
+  p_vec vector,
+  p_model text,
+  p_m int default 2,
+  p_alpha double precision default 3,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_patient_id bigint default null,
+  p_exclude_image_id bigint default null,
+  p_search text default 'auto'
+)
+returns vector
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select cbir.expand_query_v2(p_vec, p_model, p_m, p_alpha,
+           cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                               p_exclude_image_id, p_exclude_image_id is not null),
+           p_search)
+$$;
+comment on function cbir.expand_query(vector, text, int, double precision, text, text, text, bigint, bigint, text) is
+  'alpha-QE query vector under filters. Released signature: see cbir.expand_query_v2.';
+
+create or replace function cbir.similar_to_vector_expanded(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_patient_id bigint default null,
+  p_exclude_image_id bigint default null,
+  p_m int default 2,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from (select cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                                   p_exclude_image_id, p_exclude_image_id is not null) as f) c
+  cross join lateral cbir.knn_v2(cbir.expand_query_v2(p_vec, p_model, p_m, p_alpha, c.f, p_search),
+                                 p_model, p_k, c.f, p_search) k
+  order by k.rank
+$$;
+comment on function cbir.similar_to_vector_expanded(vector, text, int, text, text, text, bigint, bigint, int, double precision, text) is
+  'alpha-QE search of a query vector. Released signature: see cbir.similar_to_vector_expanded_v2.';
+
+create or replace function cbir.similar_images_expanded(
+  p_image_id bigint,
+  p_model text,
+  p_k int default 10,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_same_patient boolean default false,
+  p_exclude_self boolean default true,
+  p_m int default 2,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select x.rank, x.image_id, x.similarity
+  from cbir.similar_images_expanded_v2(
+         p_image_id, p_model, p_k,
+         cbir.legacy_cohort(p_split, p_dataset, p_modality)
+           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_exclude_self, p_m, p_alpha, p_search) x
+  order by x.rank
+$$;
+comment on function cbir.similar_images_expanded(bigint, text, int, text, text, text, boolean, boolean, int, double precision, text) is
+  'alpha-QE search of a stored image. Released signature: see cbir.similar_images_expanded_v2.';
+
+create or replace function cbir.similar_to_vectors_fused(
+  p_vecs vector[],
+  p_models text[],
+  p_k int default 10,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_patient_id bigint default null,
+  p_exclude_image_id bigint default null,
+  p_method text default 'rrf',
+  p_c double precision default 60,
+  p_candidates int default null,
+  p_expand_m int default 0,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarities double precision[])
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select x.rank, x.image_id, x.score, x.similarities
+  from (select cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                                   p_exclude_image_id, p_exclude_image_id is not null) as f) c
+  cross join lateral cbir.fuse_v2(
+    case when coalesce(p_expand_m, 0) = 0 or coalesce(cardinality(p_vecs), 0) <> coalesce(cardinality(p_models), 0)
+              or array_position(p_vecs, null) is not null then coalesce(p_vecs, '{}')
+         else array(select cbir.expand_query_v2(v.vec, v.model, p_expand_m, p_alpha, c.f, p_search)
+                    from unnest(p_vecs, p_models) with ordinality as v(vec, model, ord) order by v.ord) end,
+    p_models, p_k, c.f, null, p_method, p_c, p_candidates, p_search) x
+  order by x.rank
+$$;
+comment on function cbir.similar_to_vectors_fused(vector[], text[], int, text, text, text, bigint, bigint, text, double precision, int, int, double precision, text) is
+  'fusion of several models for query vectors. Released signature: see cbir.similar_to_vectors_fused_v2.';
+
+create or replace function cbir.similar_images_fused(
+  p_image_id bigint,
+  p_models text[],
+  p_k int default 10,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_same_patient boolean default false,
+  p_exclude_self boolean default true,
+  p_method text default 'rrf',
+  p_c double precision default 60,
+  p_candidates int default null,
+  p_expand_m int default 0,
+  p_alpha double precision default 3,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarities double precision[])
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select f.rank, f.image_id, f.score, f.similarities
+  from cbir.similar_images_fused_v2(
+         p_image_id, p_models, p_k,
+         cbir.legacy_cohort(p_split, p_dataset, p_modality)
+           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_exclude_self, p_method, p_c, p_candidates, p_expand_m, p_alpha, p_search) f
+  order by f.rank
+$$;
+comment on function cbir.similar_images_fused(bigint, text[], int, text, text, text, boolean, boolean, text, double precision, int, int, double precision, text) is
+  'fusion of several models for a stored image. Released signature: see cbir.similar_images_fused_v2.';
+
+create or replace function cbir.rerank_to_vector(
+  p_vec vector,
+  p_model text,
+  p_k int default 10,
+  p_split text default null,
+  p_dataset text default null,
+  p_modality text default null,
+  p_exclude_patient_id bigint default null,
+  p_exclude_image_id bigint default null,
+  p_k1 int default 20,
+  p_lambda double precision default 0.3,
+  p_candidates int default null,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select r.rank, r.image_id, r.score, r.similarity
+  from cbir.rerank_v2(p_vec, p_model, p_k,
+                      cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                                          p_exclude_image_id, p_exclude_image_id is not null),
+                      p_k1, p_lambda, p_candidates, p_search) r
+  order by r.rank
+$$;
 comment on function cbir.rerank_to_vector(vector, text, int, text, text, text, bigint, bigint, int, double precision, int, text) is
-  'k-reciprocal re-ranking (simplified Zhong et al. 2017) of a query vector''s top candidates';
+  'k-reciprocal re-ranking of a query vector. Released signature: see cbir.rerank_to_vector_v2.';
 
 create or replace function cbir.similar_images_reranked(
   p_image_id bigint,
@@ -457,30 +670,16 @@ create or replace function cbir.similar_images_reranked(
   p_search text default 'auto'
 )
 returns table (rank int, image_id bigint, score double precision, similarity double precision)
-language plpgsql stable
+language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
-declare
-  v_vec vector;
-  v_patient bigint;
-  v_excl_patient bigint;
-  v_excl_image bigint;
-begin
-  v_vec := cbir.image_vector(p_image_id, p_model);
-  select im.patient_id into v_patient from cbir.image im where im.id = p_image_id;
-  v_excl_patient := case when p_exclude_same_patient then v_patient end;
-  v_excl_image := case when p_exclude_self then p_image_id end;
-  if coalesce(p_expand_m, 0) > 0 then
-    v_vec := cbir.expand_query(v_vec, p_model, p_expand_m, p_alpha, p_split, p_dataset, p_modality,
-                               v_excl_patient, v_excl_image, p_search);
-  end if;
-  return query
-    select r.rank, r.image_id, r.score, r.similarity
-    from cbir.rerank_to_vector(v_vec, p_model, p_k, p_split, p_dataset, p_modality, v_excl_patient,
-                               v_excl_image, p_k1, p_lambda, p_candidates, p_search) r
-    order by r.rank;
-end
+  select r.rank, r.image_id, r.score, r.similarity
+  from cbir.similar_images_reranked_v2(
+         p_image_id, p_model, p_k,
+         cbir.legacy_cohort(p_split, p_dataset, p_modality)
+           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_exclude_self, p_k1, p_lambda, p_candidates, p_expand_m, p_alpha, p_search) r
+  order by r.rank
 $$;
-
 comment on function cbir.similar_images_reranked(bigint, text, int, text, text, text, boolean, boolean, int, double precision, int, int, double precision, text) is
-  'k most similar images to a stored image after k-reciprocal re-ranking (optionally of an alpha-QE query)';
+  'k-reciprocal re-ranking of a stored image. Released signature: see cbir.similar_images_reranked_v2.';

@@ -141,3 +141,33 @@ $$;
 
 comment on function cbir.similar_to_vector_rocchio(vector, text, text, int, text, text, text, bigint, double precision, double precision, double precision, text) is
   'k most similar images to an uploaded image''s vector after Rocchio feedback from the acting user''s judgements of that upload (by pixel hash)';
+
+-- the cohort form (cbir.similar_images_expanded_v2's shape, 25_fusion.sql): the cohort is validated once
+-- by cbir.resolve_cohort and applied inside cbir.knn_v2's scan; the page uses this one
+create or replace function cbir.similar_images_rocchio_v2(
+  p_image_id bigint,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_exclude_self boolean default true,
+  p_alpha double precision default 1,
+  p_beta double precision default 0.75,
+  p_gamma double precision default 0.15,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
+  cross join cbir.judged_neighbours(p_image_id, null) j
+  cross join lateral cbir.knn_v2(
+    cbir.rocchio_vector(cbir.image_vector(p_image_id, p_model), p_model, j.relevant, j.not_relevant,
+                        p_alpha, p_beta, p_gamma),
+    p_model, p_k, c.f, p_search) k
+  order by k.rank
+$$;
+
+comment on function cbir.similar_images_rocchio_v2(bigint, text, int, jsonb, boolean, double precision, double precision, double precision, text) is
+  'k most similar images of a cohort to a stored image after Rocchio feedback from the acting user''s judgements';

@@ -56,3 +56,19 @@ where r.kind = 'retrieval'
   and (ni.id is null or ni.dataset_id in (select cbir.visible_dataset_ids()));
 comment on view cbir_report.neighbours is
   'de-identified long-format neighbours of every retrieval run: query, rank, neighbour, similarity, labels, same-label flag; patients only as sex and 10-year age band; only the datasets granted to the caller';
+
+-- Saved cohorts (cbir.cohort): their names, filters and sizes, and their images as ids, for dashboards
+-- that slice results by cohort. A filter may name a patient id (an internal serial, not a patient key).
+create or replace view cbir_report.cohorts as
+select c.name, c.description, c.filter, cardinality(c.image_ids) as n_listed_images, c.created_by, c.created_at
+from cbir.cohort c;
+comment on view cbir_report.cohorts is 'saved cohorts (cbir.cohort): name, filter, how many listed image ids, who saved it';
+
+create or replace view cbir_report.cohort_images as
+select c.name as cohort, x.image_id
+from cbir.cohort c cross join lateral unnest(c.image_ids) as x(image_id)
+-- the caller's datasets only, like cbir_report.neighbours
+where x.image_id in (select i.id from cbir.image i where i.dataset_id in (select cbir.visible_dataset_ids()));
+comment on view cbir_report.cohort_images is
+  'the image ids listed in each saved cohort (one row per cohort and image), of the datasets granted to the caller';
+grant select on cbir_report.cohorts, cbir_report.cohort_images to cbir_reader;

@@ -13,7 +13,7 @@
 -- every row (the server's own one-time-link owner session, and ingest).
 
 grant usage on schema cbir to cbir_reader;
-grant select on cbir.encoder, cbir.label, cbir.image_label to cbir_reader;
+grant select on cbir.encoder, cbir.label, cbir.image_label, cbir.cohort to cbir_reader;
 grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_reader;
 grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
               label_id, excluded, exclusion_reason, duplicate_of)

@@ -25,9 +25,17 @@ def search(
     split: str = typer.Option(None, "--split", help="only neighbours from this split (train, val, test)"),
     dataset: str = typer.Option(None, "--dataset", help="only neighbours from this dataset key"),
     modality: str = typer.Option(None, "--modality", help="only neighbours of this modality"),
+    label: str = typer.Option(
+        None, "--label", help="only neighbours with this label key, e.g. XR/chest/pneumonia"
+    ),
+    sex: str = typer.Option(None, "--sex", help="only neighbours of patients of this sex (F, M, O)"),
+    age_min: float = typer.Option(None, "--age-min", help="only neighbours of patients at least this old"),
+    age_max: float = typer.Option(None, "--age-max", help="only neighbours of patients at most this old"),
     exclude_same_patient: bool = typer.Option(
         False, "--exclude-same-patient/--include-same-patient", help="leave out the query's patient"
     ),
+    same_patient: bool = typer.Option(False, "--same-patient", help="only the query's own patient's images"),
+    saved: str = typer.Option(None, "--cohort", help="only images of this saved cohort (cbir.cohort)"),
     ef_search: int = typer.Option(
         None, "--ef-search", help="HNSW search breadth (raised to at least k anyway)"
     ),
@@ -37,26 +45,31 @@ def search(
     """Show the k most similar cases: rank, image, label, dataset, similarity, patient sex and age.
 
     --text "right pleural effusion" searches by a description with the model's own text tower."""
+    from cbir_pg.cohort import as_cohort
     from cbir_pg.errors import ConfigError
     from cbir_pg.search import search_text, search_with_query, write_search_grid
 
     if sum(x is not None for x in (path, image_id, text)) != 1:
         raise ConfigError("give an image file, --image-id or --text (one of them)")
+    among = as_cohort(
+        split=split,
+        dataset=dataset,
+        modality=modality,
+        label=label,
+        sex=sex,
+        age_min=age_min,
+        age_max=age_max,
+        exclude_same_patient=exclude_same_patient,
+        same_patient=same_patient,
+        cohort=saved,
+    )
     db = database(ctx)
     if text is not None:
-        if exclude_same_patient or png is not None:
-            raise ConfigError("--exclude-same-patient and --png need an image query, not --text")
-        hits = search_text(
-            db,
-            model,
-            text,
-            k=k,
-            split=split,
-            dataset=dataset,
-            modality=modality,
-            ef_search=ef_search,
-            weights=weights,
-        )
+        if among.relative_to_query or png is not None:
+            raise ConfigError(
+                "--exclude-same-patient, --same-patient and --png need an image query, not --text"
+            )
+        hits = search_text(db, model, text, k=k, cohort=among, ef_search=ef_search, weights=weights)
         if fmt == Format.table:
             print_line(f"query: text {text!r}, model {model}")
         _emit_hits(hits, k, fmt)
@@ -67,10 +80,7 @@ def search(
         image_id=image_id,
         path=path,
         k=k,
-        split=split,
-        dataset=dataset,
-        modality=modality,
-        exclude_same_patient=exclude_same_patient,
+        cohort=among,
         ef_search=ef_search,
     )
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)

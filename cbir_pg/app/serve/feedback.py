@@ -48,35 +48,28 @@ def judgement_from(body: Any):
 
 
 def refined(
-    store, actor: Actor | None, image_id: int, model: str, k: int, filters
+    store, actor: Actor | None, image_id: int, model: str, k: int, cohort
 ) -> tuple[list[dict], list[dict], int]:
-    """``(refined hits, moves, number of judgements used)``: the Rocchio ranking in the page's hit shape,
-    after the filters the SQL function does not take, and each case's rank before and after."""
-    from cbir_pg.feedback import moves, my_judgements, refine
+    """``(refined hits, moves, number of judgements used)``: the Rocchio ranking among the cohort
+    (``cbir.similar_images_rocchio_v2``) in the page's hit shape, and each case's rank before and after."""
+    from cbir_pg.db import queries
+    from cbir_pg.feedback import moves, my_judgements
 
-    before = store.similar(actor, image_id, model, k, filters)
-    fetch = k if not filters.post else min(max(8 * k, 100), 20000)
+    before = store.similar(actor, image_id, model, k, cohort)
     with store.conn(actor) as c:
-        rows = refine(
-            c,
-            image_id,
-            model,
-            fetch,
-            split=filters.split,
-            dataset=filters.dataset,
-            modality=filters.modality,
-            exclude_same_patient=filters.exclude_same_patient,
-        )
+        rows = c.execute(
+            queries.get("feedback", "similar_images_rocchio_v2"),
+            {"image_id": image_id, "model": model, "k": k, "cohort": cohort.sql()},
+        ).fetchall()
         n_judged = len(my_judgements(c, query_image_id=image_id))
-    kept = [r for r in rows if filters.keeps(r)][:k]
     hits = [
         {
             **{key: r[key] for key in ("image_id", "label", "dataset", "split", "modality", "sex")},
-            "rank": rank,
+            "rank": int(r["rank"]),
             "similarity": float(r["similarity"]),
             "age": float(r["age"]) if r["age"] is not None else None,
         }
-        for rank, r in enumerate(kept, start=1)
+        for r in rows
     ]
     moved = [
         {"image_id": m.image_id, "before": m.before, "after": m.after, "change": m.change}

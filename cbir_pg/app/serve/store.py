@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +22,7 @@ import psycopg
 import psycopg.sql
 from psycopg.rows import dict_row
 
+from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.errors import CbirError, ConfigError, NotFoundError
@@ -31,64 +30,8 @@ from cbir_pg.errors import CbirError, ConfigError, NotFoundError
 if TYPE_CHECKING:
     from cbir_pg.app.serve.auth import Actor
 
-SPLITS = ("train", "val", "test")
-SEXES = ("F", "M", "O")
 #: the most neighbours a page or an API call returns
 MAX_K = 100
-#: with a filter the SQL function does not take (label, sex, age), candidates are over-fetched in
-#: growing batches and filtered in rank order; this caps how far down the ranking that goes
-MAX_CANDIDATES = 20000
-_MODALITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._/+-]{0,31}")
-
-
-@dataclass(frozen=True)
-class Filters:
-    """A search's filters, validated; ``None`` means "any"."""
-
-    split: str | None = None
-    dataset: str | None = None
-    modality: str | None = None
-    label: str | None = None
-    sex: str | None = None
-    age_min: float | None = None
-    age_max: float | None = None
-    exclude_same_patient: bool = False
-
-    def __post_init__(self) -> None:
-        if self.split is not None and self.split not in SPLITS:
-            raise ConfigError(f"invalid split {self.split!r}: use train, val or test")
-        if self.dataset is not None:
-            identifiers.check_key(self.dataset, "dataset")
-        if self.modality is not None and not _MODALITY.fullmatch(self.modality):
-            raise ConfigError(f"invalid modality {self.modality!r}")
-        if self.label is not None and (len(self.label) > 200 or "/" not in self.label):
-            raise ConfigError(f"invalid label {self.label!r}: use a key like XR/chest/pneumonia")
-        if self.sex is not None and self.sex not in SEXES:
-            raise ConfigError(f"invalid sex {self.sex!r}: use F, M or O")
-        for name in ("age_min", "age_max"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v < 150:
-                raise ConfigError(f"{name.replace('_', ' ')} must be between 0 and 150, got {v}")
-        if self.age_min is not None and self.age_max is not None and self.age_min > self.age_max:
-            raise ConfigError(f"age range is empty: {self.age_min} > {self.age_max}")
-
-    @property
-    def post(self) -> bool:
-        """Whether a filter applies that ``cbir.similar_*`` does not take."""
-        return any(v is not None for v in (self.label, self.sex, self.age_min, self.age_max))
-
-    def keeps(self, hit: dict[str, Any]) -> bool:
-        if self.label is not None and hit["label"] != self.label:
-            return False
-        if self.sex is not None and hit["sex"] != self.sex:
-            return False
-        age = hit["age"]
-        if self.age_min is not None and (age is None or age < self.age_min):
-            return False
-        return not (self.age_max is not None and (age is None or age > self.age_max))
-
-    def as_params(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
 
 
 def check_k(k: int) -> int:
@@ -223,20 +166,12 @@ class Store:
         with self.conn(actor) as c:
             return dict(c.execute(queries.get("serve", "filter_options")).fetchone())
 
-    def check_filters(self, actor: Actor | None, f: Filters) -> Filters:
+    def check_filters(self, actor: Actor | None, f: Cohort) -> Cohort:
+        """Validate a cohort before anything is read or embedded (``cbir.resolve_cohort``, the one
+        validation, as the actor: a dataset they may not see is unknown to them; ``patient`` same/other
+        is checked with the query, which this does not know)."""
         with self.conn(actor) as c:
-            if (
-                f.label is not None
-                and not c.execute(queries.get("serve", "label_exists"), {"label": f.label}).fetchone()["ok"]
-            ):
-                raise ConfigError(f"unknown label {f.label!r}")
-            if (
-                f.dataset is not None
-                and not c.execute(queries.get("serve", "dataset_exists"), {"dataset": f.dataset}).fetchone()[
-                    "ok"
-                ]
-            ):
-                raise ConfigError(f"unknown dataset {f.dataset!r}")
+            c.execute(queries.get("serve", "check_cohort"), {"cohort": f.with_(patient=None).sql()})
         return f
 
     # ------------------------------------------------------------------ one image
@@ -286,66 +221,25 @@ class Store:
 
     # ------------------------------------------------------------------ search
     def similar(
-        self, actor: Actor | None, image_id: int, model: str, k: int, f: Filters
+        self, actor: Actor | None, image_id: int, model: str, k: int, f: Cohort
     ) -> list[dict[str, Any]]:
-        """``cbir.similar_images`` for a stored image, then the filters it does not take."""
-        params = {
-            "image_id": image_id,
-            "model": model,
-            "split": f.split,
-            "dataset": f.dataset,
-            "modality": f.modality,
-            "exclude_same_patient": f.exclude_same_patient,
-        }
+        """``cbir.similar_images_v2`` for a stored image among the cohort: every filter runs inside the
+        SQL function's index scan, which returns exactly k rows when k images of the cohort exist."""
+        params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
         with self.conn(actor) as c:
             if c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone() is None:
                 raise NotFoundError(f"image {image_id} does not exist")
-            return self._ranked(c, "similar_images", params, k, f)
+            return _hits(c.execute(queries.get("serve", "similar_images"), params).fetchall())
 
     def similar_to_vector(
-        self, actor: Actor | None, vec, model: str, k: int, f: Filters, exclude_image_id: int | None = None
+        self, actor: Actor | None, vec, model: str, k: int, f: Cohort, exclude_image_id: int | None = None
     ) -> list[dict[str, Any]]:
-        params = {
-            "vec": vec,
-            "model": model,
-            "split": f.split,
-            "dataset": f.dataset,
-            "modality": f.modality,
-            "exclude_image_id": exclude_image_id,
-        }
+        params = {"vec": vec, "model": model, "k": k, "cohort": f.sql(), "query_image_id": exclude_image_id}
         with self.conn(actor) as c:
-            return self._ranked(c, "similar_to_vector", params, k, f)
-
-    @staticmethod
-    def _ranked(c: psycopg.Connection, name: str, params: dict, k: int, f: Filters) -> list[dict[str, Any]]:
-        """Top k after all filters. Filters the SQL function takes run inside its index scan; the others
-        (label, sex, age) run on a ranked list fetched 4x deeper each round until k pass or none are left."""
-        fetch = k if not f.post else min(max(8 * k, 100), MAX_CANDIDATES)
-        while True:
-            rows = c.execute(queries.get("serve", name), {**params, "k": fetch}).fetchall()
-            kept = [r for r in rows if f.keeps(r)] if f.post else rows
-            if len(kept) >= k or len(rows) < fetch or fetch >= MAX_CANDIDATES:
-                break
-            fetch = min(fetch * 4, MAX_CANDIDATES)
-        out = []
-        for rank, r in enumerate(kept[:k], start=1):
-            out.append(
-                {
-                    "rank": rank,
-                    "image_id": int(r["image_id"]),
-                    "similarity": float(r["similarity"]),
-                    "label": r["label"],
-                    "dataset": r["dataset"],
-                    "split": r["split"],
-                    "modality": r["modality"],
-                    "sex": r["sex"],
-                    "age": float(r["age"]) if r["age"] is not None else None,
-                }
-            )
-        return out
+            return _hits(c.execute(queries.get("serve", "similar_to_vector"), params).fetchall())
 
     def search_upload(
-        self, actor: Actor | None, data: bytes, model: str, k: int, f: Filters
+        self, actor: Actor | None, data: bytes, model: str, k: int, f: Cohort
     ) -> tuple[dict[str, Any], list]:
         """Neighbours of uploaded bytes: decoded by the guarded decoder, looked up by pixel hash (a stored
         image uses its stored vector and is left out of its own results), else embedded on the fly with
@@ -361,8 +255,11 @@ class Store:
         if row is not None:
             found = int(row["image_id"])
             return {"image_id": found, "stored": True, "rgb": rgb}, self.similar(actor, found, model, k, f)
-        if f.exclude_same_patient:
-            raise ConfigError("excluding the query's patient needs a stored query image; an upload has none")
+        if f.relative_to_query:
+            raise ConfigError(
+                f"a patient filter relative to the query (patient: {f.patient}) needs a stored query image;"
+                " an upload that is not stored has none"
+            )
         from cbir_pg.search import _embed_file
 
         with self._embed_lock, self.conn(actor) as c:
@@ -379,3 +276,21 @@ class Store:
                 name: [dict(r) for r in c.execute(queries.get("serve", name)).fetchall()]
                 for name in ("leaderboard", "class_precision", "ann_quality")
             }
+
+
+def _hits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a page shows of each neighbour, in rank order."""
+    return [
+        {
+            "rank": int(r["rank"]),
+            "image_id": int(r["image_id"]),
+            "similarity": float(r["similarity"]),
+            "label": r["label"],
+            "dataset": r["dataset"],
+            "split": r["split"],
+            "modality": r["modality"],
+            "sex": r["sex"],
+            "age": float(r["age"]) if r["age"] is not None else None,
+        }
+        for r in rows
+    ]

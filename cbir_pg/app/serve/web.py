@@ -41,8 +41,9 @@ from cbir_pg.app.serve.auth import (
     current_actor,
     may,
 )
-from cbir_pg.app.serve.store import MAX_K, Filters, Store, check_k
+from cbir_pg.app.serve.store import MAX_K, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
+from cbir_pg.cohort import Cohort
 from cbir_pg.errors import (
     CbirError,
     ConfigError,
@@ -51,6 +52,7 @@ from cbir_pg.errors import (
     NotFoundError,
     WeightsMissingError,
 )
+from cbir_pg.rules import SPLITS
 
 log = logging.getLogger("cbir_pg.serve")
 HERE = Path(__file__).resolve().parent
@@ -111,21 +113,10 @@ def _number(params, name: str, kind=float):
         raise ConfigError(f"{name.replace('_', ' ')} must be a number, got {v[:40]!r}") from None
 
 
-def parse_filters(params) -> Filters:
-    """Filters from query or form parameters (empty fields mean "any")."""
-    flag = (_opt(params, "exclude_same_patient") or "").lower()
-    if flag not in ("", "1", "true", "on", "yes", "0", "false", "off", "no"):
-        raise ConfigError(f"exclude_same_patient must be true or false, got {flag[:20]!r}")
-    return Filters(
-        split=_opt(params, "split"),
-        dataset=_opt(params, "dataset"),
-        modality=_opt(params, "modality"),
-        label=_opt(params, "label"),
-        sex=_opt(params, "sex"),
-        age_min=_number(params, "age_min"),
-        age_max=_number(params, "age_max"),
-        exclude_same_patient=flag in ("1", "true", "on", "yes"),
-    )
+def parse_filters(params) -> Cohort:
+    """The cohort of query or form parameters (empty fields mean "any"); its values are validated by
+    the database (``cbir.resolve_cohort``) before the search runs."""
+    return Cohort.from_params(params)
 
 
 def parse_k(params, default: int = 10) -> int:
@@ -180,7 +171,7 @@ async def read_upload(request: Request, cap: int) -> tuple[bytes, Any]:
     return data, form
 
 
-def search_href(image_id: int, model: str, k: int | None = None, filters: Filters | None = None) -> str:
+def search_href(image_id: int, model: str, k: int | None = None, filters: Cohort | None = None) -> str:
     """The search page's URL for a query by id, keeping the model, k and filters."""
     from urllib.parse import urlencode
 
@@ -231,13 +222,11 @@ def audit(request: Request, action: str, image_ids=(), filters: dict | None = No
     }
 
 
-def search_filters(model: str | None, k: int, f: Filters, **extra) -> dict:
+def search_filters(model: str | None, k: int, f: Cohort, **extra) -> dict:
     return {"model": model, "k": k, **f.as_params(), **extra}
 
 
-async def upload_search(
-    request: Request, w: _App, actor: Actor
-) -> tuple[dict, list[dict], str, int, Filters]:
+async def upload_search(request: Request, w: _App, actor: Actor) -> tuple[dict, list[dict], str, int, Cohort]:
     audit(request, "upload")
     data, form = await read_upload(request, w.config.max_upload_bytes)
     f, k = parse_filters(form), parse_k(form)
@@ -416,6 +405,35 @@ def _add_guards(app: FastAPI, w: _App) -> None:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(w.config.auth.allowed_hosts))
 
 
+#: the search parameters of the API, declared in its OpenAPI description (the routes read them with
+#: :func:`parse_filters` and :func:`parse_k`, so the page and the API share one parser)
+SEARCH_PARAMETERS: list[tuple[str, dict[str, Any], str]] = [
+    ("model", {"type": "string"}, "encoder key (default: the first model with vectors)"),
+    ("k", {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}, "number of neighbours"),
+    ("split", {"type": "string", "enum": list(SPLITS)}, "only neighbours from this split"),
+    ("dataset", {"type": "string"}, "only neighbours from this dataset key"),
+    ("modality", {"type": "string"}, "only neighbours of this modality"),
+    ("label", {"type": "string"}, "only neighbours with this label key, e.g. XR/chest/pneumonia"),
+    ("sex", {"type": "string", "enum": ["F", "M", "O"]}, "only neighbours of patients of this sex"),
+    ("age_min", {"type": "number", "minimum": 0}, "only patients at least this old"),
+    ("age_max", {"type": "number", "maximum": 150}, "only patients at most this old"),
+    ("exclude_same_patient", {"type": "boolean", "default": False}, "leave out the query's patient"),
+    ("same_patient", {"type": "boolean", "default": False}, "only the query's own patient's images"),
+    ("cohort", {"type": "string"}, "only images of this saved cohort (cbir.cohort)"),
+]
+
+
+def _query_parameters() -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+        for name, schema, text in SEARCH_PARAMETERS
+    ]
+
+
+def _form_properties() -> dict[str, Any]:
+    return {name: {**schema, "description": text} for name, schema, text in SEARCH_PARAMETERS}
+
+
 def _add_api_routes(app: FastAPI, w: _App) -> None:
     """The JSON API under /api/ (described at /api/openapi.json)."""
     store, cache = w.store, w.cache
@@ -456,9 +474,10 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/images/{image_id}/similar",
         tags=["api"],
-        summary="k most similar images (cbir.similar_images) with filters",
-        description="Query parameters: model, k (1-100), split, dataset, modality, label, sex, age_min, "
-        "age_max, exclude_same_patient.",
+        summary="k most similar images (cbir.similar_images_v2) among a cohort",
+        description="Every filter runs inside the SQL function's index scan (exactly k rows when k "
+        "images of the cohort exist).",
+        openapi_extra={"parameters": _query_parameters()},
     )
     def api_similar(
         request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
@@ -493,15 +512,7 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
                         "required": ["file"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "model": {"type": "string"},
-                            "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
-                            "split": {"type": "string", "enum": ["train", "val", "test"]},
-                            "dataset": {"type": "string"},
-                            "modality": {"type": "string"},
-                            "label": {"type": "string"},
-                            "sex": {"type": "string", "enum": ["F", "M", "O"]},
-                            "age_min": {"type": "number"},
-                            "age_max": {"type": "number"},
+                            **_form_properties(),
                         },
                     }
                 }
@@ -637,7 +648,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         columns = [
             {
                 "model": m,
-                "hits": with_frames(store.similar(actor, image_id, m, k, Filters()), info["label"]),
+                "hits": with_frames(store.similar(actor, image_id, m, k, Cohort()), info["label"]),
                 "methods": method_options(request.app.state, actor, m),
             }
             for m in info["models"]
