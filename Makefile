@@ -14,6 +14,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_BUILD ?= auto
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
+# pytest-xdist workers for `make test` (they share one embedded server; 0 = no workers, one process)
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test demo bench bench-full bench-scale lint docs clean
@@ -33,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cbir-pg demo

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -370,3 +371,68 @@ def load_avg() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+# --------------------------------------------------------------------------- timing statements
+def _set_ef(conn: psycopg.Connection, ef: int) -> None:
+    conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
+
+
+def timed_statements(
+    dsn: str,
+    q: sql.Composable,
+    params: list[Any],
+    ef: int,
+    *,
+    warmup: int = 20,
+    prepare: bool = True,
+    binary: bool = True,
+) -> tuple[list[float], list[list[int]]]:
+    """Client-side seconds of each execution of ``q`` (send, execute, fetch) with each of ``params``,
+    one connection at ``hnsw.ef_search = ef`` after ``warmup`` untimed runs; and the first column of
+    each result."""
+    lat: list[float] = []
+    found: list[list[int]] = []
+    with connect(dsn, autocommit=True) as conn:
+        _set_ef(conn, ef)
+        for a in params[:warmup]:
+            conn.execute(q, a, prepare=prepare, binary=binary).fetchall()
+        for a in params:
+            t0 = time.perf_counter()
+            rows = conn.execute(q, a, prepare=prepare, binary=binary).fetchall()
+            lat.append(time.perf_counter() - t0)
+            found.append([r[0] for r in rows])
+    return lat, found
+
+
+def concurrent_qps(dsn: str, q: sql.Composable, params: list[Any], ef: int, clients: int) -> float:
+    """Statements per second of ``clients`` threads, each with its own warmed connection, splitting
+    ``params`` between them; timed from a common start (a barrier) to the last thread's end."""
+    import threading
+
+    conns = []
+    for _ in range(clients):
+        c = connect(dsn, autocommit=True)
+        _set_ef(c, ef)
+        for a in params[:10]:
+            c.execute(q, a, prepare=True, binary=True).fetchall()
+        conns.append(c)
+    parts = np.array_split(np.arange(len(params)), clients)
+    barrier = threading.Barrier(clients + 1)
+
+    def work(c, idx):
+        barrier.wait()
+        for i in idx:
+            c.execute(q, params[i], prepare=True, binary=True).fetchall()
+
+    threads = [threading.Thread(target=work, args=(c, p)) for c, p in zip(conns, parts, strict=True)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    return len(params) / wall

@@ -361,6 +361,74 @@ def run_case(
     return res
 
 
+def run_p1_cases(ctx, *, effnet: str, vit: str) -> dict[str, object]:
+    """P1 for the two models of this mode (or ``--models``), each variant of ``--variants``, in child
+    processes (:func:`run_case`); the part's result with its per-case target."""
+    args, cfg, log, bs = ctx.args, ctx.size("p1"), ctx.log, ctx.bs
+    data = ctx.data_dir()
+    if data is None:
+        log("  P1 skipped: MedMNIST files not found (set CBIR_PG_DATA_DIR or --data-dir)")
+        return {"skipped": "MedMNIST files not found"}
+    env = dict(os.environ)
+    env["CBIR_PG_HOME"] = str(bs.root / "home")
+    os.environ["CBIR_PG_HOME"] = env["CBIR_PG_HOME"]
+    n_max = max(cfg["effnet_n"], cfg["vit_n"])
+    available, datasets = prepare_images(bs.dsn, data, n_max, log=log)
+    cases = []
+    effnet, vit = cfg.get("models", (effnet, vit))
+    workers = args.workers if args.workers is not None else cfg["workers"]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for model, random, n, bs_, variant in (
+        (m, r, n_, args.batch_size or b_, v)
+        for m, r, n_, b_ in (
+            (
+                effnet,
+                effnet != "efficientnet_lite0" or args.random_weights,
+                cfg["effnet_n"],
+                cfg["effnet_bs"],
+            ),
+            (vit, True, cfg["vit_n"], cfg["vit_bs"]),
+        )
+        if not args.models or m in args.models.split(",")
+        for v in variants
+    ):
+        try:
+            cases.append(
+                run_case(
+                    bs.dsn,
+                    data,
+                    datasets=datasets,
+                    model=model,
+                    random=random,
+                    n=min(n, available),
+                    batch_size=bs_,
+                    device=args.device,
+                    workers=workers,
+                    precision=args.precision,
+                    variant=variant,
+                    min_fwd_s=3.0 if args.device == "cpu" else 5.0,
+                    log=log,
+                    env=env,
+                )
+            )
+        except RuntimeError as exc:
+            log(f"  P1 {model} failed: {exc}")
+            cases.append({"model": model, "variant": variant, "error": str(exc)[-1500:]})
+    products = [c for c in cases if c.get("variant", "product") == "product"]
+    ok = [c for c in products if c.get("ratio") is not None]
+    return {
+        "data_dir": str(data),
+        "images_available": available,
+        "cases": cases,
+        "target": "per case: "
+        + ", ".join(f"{c['model']} >= {target_for(c['model'], args.device)}" for c in ok),
+        "ratio": min(c["ratio"] for c in ok) if ok else None,
+        "passed": bool(products)
+        and len(ok) == len(products)
+        and all(c["ratio"] >= target_for(c["model"], args.device) for c in ok),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.p1_ingest")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -18,7 +18,16 @@ import numpy as np
 from psycopg import sql
 
 from bench.build_load import VectorSet
-from bench.common import connect, exact_topk, ident, latency_summary, prewarm, recall_at_k
+from bench.common import (
+    concurrent_qps,
+    connect,
+    exact_topk,
+    ident,
+    latency_summary,
+    prewarm,
+    recall_at_k,
+    timed_statements,
+)
 
 K = 10
 TARGET_RATIO = 3.0
@@ -42,19 +51,8 @@ def pg_single_client(
     binary: bool = True,
 ) -> tuple[list[float], list[list[int]]]:
     """Latency of each query (client side: send, execute, fetch), one connection."""
-    q = _topk_sql(table)
-    lat: list[float] = []
-    found: list[list[int]] = []
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-        for v in queries[:warmup]:
-            conn.execute(q, (v,), prepare=prepare, binary=binary).fetchall()
-        for v in queries:
-            t0 = time.perf_counter()
-            rows = conn.execute(q, (v,), prepare=prepare, binary=binary).fetchall()
-            lat.append(time.perf_counter() - t0)
-            found.append([r[0] for r in rows])
-    return lat, found
+    params = [(v,) for v in queries]
+    return timed_statements(dsn, _topk_sql(table), params, ef, warmup=warmup, prepare=prepare, binary=binary)
 
 
 def pg_text_unprepared(dsn: str, table: str, queries: np.ndarray, ef: int) -> list[float]:
@@ -77,33 +75,7 @@ def pg_text_unprepared(dsn: str, table: str, queries: np.ndarray, ef: int) -> li
 
 def pg_multi_client(dsn: str, table: str, queries: np.ndarray, ef: int, clients: int) -> float:
     """QPS of ``clients`` threads, each with its own connection, splitting the queries."""
-    q = _topk_sql(table)
-    conns = []
-    for _ in range(clients):
-        c = connect(dsn, autocommit=True)
-        c.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-        for v in queries[:10]:
-            c.execute(q, (v,), prepare=True, binary=True).fetchall()
-        conns.append(c)
-    parts = np.array_split(np.arange(len(queries)), clients)
-    barrier = threading.Barrier(clients + 1)
-
-    def work(c, idx):
-        barrier.wait()
-        for i in idx:
-            c.execute(q, (queries[i],), prepare=True, binary=True).fetchall()
-
-    threads = [threading.Thread(target=work, args=(c, p)) for c, p in zip(conns, parts, strict=False)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    for c in conns:
-        c.close()
-    return len(queries) / wall
+    return concurrent_qps(dsn, _topk_sql(table), [(v,) for v in queries], ef, clients)
 
 
 def faiss_single_client(index, queries: np.ndarray, ef: int) -> tuple[list[float], np.ndarray]:

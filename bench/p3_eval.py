@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from psycopg import sql
@@ -62,6 +64,109 @@ def _fetch_vectors(dsn: str, table: str, dim: int) -> tuple[np.ndarray, float]:
     return x, time.perf_counter() - t0
 
 
+@dataclass
+class _Loaded:
+    """One size's vectors in PostgreSQL with the product's index, and what loading them measured."""
+
+    key: str
+    table: str
+    ids: np.ndarray
+    labels: np.ndarray
+    copy_s: float
+    report: Any  # cbir_pg.index.IndexReport
+    blocks: int
+
+
+def _load(
+    dsn: str, size: int, n_queries: int, dim: int, gen: dict[str, Any], key: str, m: int, efc: int
+) -> _Loaded:
+    """Clustered vectors (``size`` train + ``n_queries`` test) COPYed in, HNSW built by the product's
+    ``build_index``, table and index prewarmed."""
+    from cbir_pg.index import build_index
+
+    x, labels = clustered_unit_vectors(size + n_queries, dim, seed=size, **gen)
+    splits = np.array(["train"] * size + ["test"] * n_queries, dtype=object)
+    with connect(dsn) as conn:
+        ids = seed_images(conn, labels, splits, dataset=key)
+        table = create_vector_table(conn, key, dim)
+        t_copy = copy_vectors_numpy(conn, table, ids, x)
+        conn.autocommit = True
+        conn.execute(sql.SQL("vacuum analyze {}").format(ident(table)))
+    report = build_index(Database(dsn), key, m=m, ef_construction=efc, progress=False, recall_queries=0)
+    with connect(dsn, autocommit=True) as conn:
+        blocks = prewarm(conn, table, f"{table}_hnsw_idx", "cbir.image")
+    return _Loaded(key, table, ids, labels, t_copy, report, blocks)
+
+
+@dataclass
+class _Exact:
+    """Exact FAISS ``IndexFlatIP`` top-N on the vectors read back from PostgreSQL (bit-identical)."""
+
+    seconds: float
+    fetch_s: float
+    neighbours: np.ndarray  # (queries, N) positions in the index
+    p_at_n: dict[int, float]
+    queries: np.ndarray  # the query vectors
+
+
+def _exact(dsn: str, ld: _Loaded, size: int, dim: int) -> _Exact:
+    import faiss
+
+    xs, t_fetch = _fetch_vectors(dsn, ld.table, dim)
+    xi, xq = xs[:size], xs[size:]
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatIP(dim)
+    flat.add(xi)
+    _, nn = flat.search(xq, max(NS))
+    t_exact = time.perf_counter() - t0
+    rel = ld.labels[:size][nn] == ld.labels[size:, None]
+    return _Exact(t_exact, t_fetch, nn, _precision(rel), xq)
+
+
+def _ann_run(
+    dsn: str, ld: _Loaded, ex: _Exact, size: int, ef: int, batch_size: int, connections: int
+) -> dict[str, Any]:
+    """SQL-HNSW evaluation (``eval.topn.topn(mode="ann")``) of every query at one ``ef_search``, against
+    the exact reference: |dP@N|, recall@10, queries/s and the speed-up."""
+    from cbir_pg.eval.topn import IndexFilter, topn
+
+    qids = ld.ids[size:]
+    n_queries, nmax = len(qids), max(NS)
+    t0 = time.perf_counter()
+    res = topn(
+        Database(dsn),
+        ld.key,
+        query_ids=qids.tolist(),
+        index_filter=IndexFilter(splits=("train",), datasets=(ld.key,)),
+        n=nmax,
+        mode="ann",
+        ef_search=ef,
+        batch_size=batch_size,
+        connections=connections,
+        progress=False,
+    )
+    wall = time.perf_counter() - t0
+    p_ann = _precision(res.relevant)
+    exact_ids = ld.ids[:size][ex.neighbours]
+    rec = float(
+        np.mean([len(set(a) & set(b)) / nmax for a, b in zip(res.neighbour_ids, exact_ids, strict=False)])
+    )
+    return {
+        "ef_search": res.ef_search,
+        "abs_delta_p": {str(n): round(abs(p_ann[n] - ex.p_at_n[n]), 5) for n in NS},
+        "sql_query_s": round(res.seconds, 3),
+        "sql_wall_s": round(wall, 3),
+        "sql_qps": round(n_queries / wall, 1),
+        "plan_uses_index": res.plan_uses_index,
+        "exact_fallbacks": res.exact_fallbacks,
+        "p_at_n": {str(n): round(p_ann[n], 5) for n in NS},
+        "max_abs_delta_p": round(max(abs(p_ann[n] - ex.p_at_n[n]) for n in NS), 5),
+        "recall@10": round(rec, 4),
+        "speedup_vs_exact": round(ex.seconds / wall, 3),
+    }
+
+
 def run_size(
     dsn: str,
     *,
@@ -82,114 +187,75 @@ def run_size(
     drop_after: bool = False,
     log=print,
 ) -> dict[str, object]:
-    """One index size. ``latency_queries`` > 0 also times that many single top-10 statements (one
-    client, prepared, binary) at each ``ef_search`` (the scale part); ``drop_after`` drops the embedding
-    table at the end (keeps a series of large sizes within memory and disk)."""
-    import faiss
-
-    from cbir_pg.eval.topn import IndexFilter, topn
-    from cbir_pg.index import build_index
-
-    key = f"{key_prefix}_{size}"
-    x, labels = clustered_unit_vectors(
-        size + n_queries,
-        dim,
-        n_clusters=n_clusters,
-        noise=noise,
-        n_classes=n_classes,
-        label_noise=label_noise,
-        seed=size,
-    )
-    splits = np.array(["train"] * size + ["test"] * n_queries, dtype=object)
-    with connect(dsn) as conn:
-        ids = seed_images(conn, labels, splits, dataset=key)
-        table = create_vector_table(conn, key, dim)
-        t_copy = copy_vectors_numpy(conn, table, ids, x)
-        conn.autocommit = True
-        conn.execute(sql.SQL("vacuum analyze {}").format(ident(table)))
-    report = build_index(
-        Database(dsn), key, m=m, ef_construction=ef_construction, progress=False, recall_queries=0
-    )
-    with connect(dsn, autocommit=True) as conn:
-        blocks = prewarm(conn, table, f"{table}_hnsw_idx", "cbir.image")
-    log(f"  P3 {size}: COPY {len(ids) / t_copy:,.0f} rows/s, HNSW build {report.build_seconds:.1f}s")
-
-    qids = ids[size:]
-    nmax = max(NS)
-    # exact FAISS on the same vectors (read back from the database, so bit-identical)
-    xs, t_fetch = _fetch_vectors(dsn, table, dim)
-    xi, xq = xs[:size], xs[size:]
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    flat = faiss.IndexFlatIP(dim)
-    flat.add(xi)
-    _, nn = flat.search(xq, nmax)
-    t_exact = time.perf_counter() - t0
-    rel_exact = labels[:size][nn] == labels[size:, None]
-    p_exact = _precision(rel_exact)
+    """One index size: load and index (:func:`_load`), the exact reference (:func:`_exact`), one SQL-HNSW
+    evaluation per ``ef_search`` (:func:`_ann_run`). ``latency_queries`` > 0 also times that many single
+    top-10 statements (one client, prepared, binary) at each ``ef_search`` (the scale part);
+    ``drop_after`` drops the embedding table at the end (keeps a series of large sizes within memory
+    and disk)."""
+    gen = {"n_clusters": n_clusters, "noise": noise, "n_classes": n_classes, "label_noise": label_noise}
+    ld = _load(dsn, size, n_queries, dim, gen, f"{key_prefix}_{size}", m, ef_construction)
+    report = ld.report
+    log(f"  P3 {size}: COPY {len(ld.ids) / ld.copy_s:,.0f} rows/s, HNSW build {report.build_seconds:.1f}s")
+    ex = _exact(dsn, ld, size, dim)
     log(
-        f"  P3 {size}: exact FAISS {t_exact:.2f}s ({n_queries / t_exact:,.0f} q/s), fetch from PG {t_fetch:.2f}s"
+        f"  P3 {size}: exact FAISS {ex.seconds:.2f}s ({n_queries / ex.seconds:,.0f} q/s), fetch from PG {ex.fetch_s:.2f}s"
     )
-
-    flt = IndexFilter(splits=("train",), datasets=(key,))
     runs = []
     for ef in ef_values:
-        t0 = time.perf_counter()
-        res = topn(
-            Database(dsn),
-            key,
-            query_ids=qids.tolist(),
-            index_filter=flt,
-            n=nmax,
-            mode="ann",
-            ef_search=ef,
-            batch_size=batch_size,
-            connections=connections,
-            progress=False,
-        )
-        wall = time.perf_counter() - t0
-        p_ann = _precision(res.relevant)
-        delta = max(abs(p_ann[n] - p_exact[n]) for n in NS)
-        # recall of the top-10 against exact (ids)
-        exact_ids = ids[:size][nn]
-        rec = float(
-            np.mean([len(set(a) & set(b)) / nmax for a, b in zip(res.neighbour_ids, exact_ids, strict=False)])
-        )
-        row = {
-            "ef_search": res.ef_search,
-            "abs_delta_p": {str(n): round(abs(p_ann[n] - p_exact[n]), 5) for n in NS},
-            "sql_query_s": round(res.seconds, 3),
-            "sql_wall_s": round(wall, 3),
-            "sql_qps": round(n_queries / wall, 1),
-            "plan_uses_index": res.plan_uses_index,
-            "exact_fallbacks": res.exact_fallbacks,
-            "p_at_n": {str(n): round(p_ann[n], 5) for n in NS},
-            "max_abs_delta_p": round(delta, 5),
-            "recall@10": round(rec, 4),
-            "speedup_vs_exact": round(t_exact / wall, 3),
-        }
+        row = _ann_run(dsn, ld, ex, size, ef, batch_size, connections)
         log(
-            f"  P3 {size} ef={res.ef_search}: SQL-HNSW {wall:.2f}s ({row['sql_qps']:,.0f} q/s)"
-            f" vs exact {t_exact:.2f}s -> {row['speedup_vs_exact']}x, |dP@N| {delta:.4f}, recall {rec:.4f}"
+            f"  P3 {size} ef={row['ef_search']}: SQL-HNSW {row['sql_wall_s']:.2f}s ({row['sql_qps']:,.0f} q/s)"
+            f" vs exact {ex.seconds:.2f}s -> {row['speedup_vs_exact']}x, |dP@N| {row['max_abs_delta_p']:.4f},"
+            f" recall {row['recall@10']:.4f}"
         )
         runs.append(row)
     if latency_queries:
-        _latency(dsn, table, dim, report.opclass, xq[:latency_queries], runs, log=log)
+        _latency(dsn, ld.table, dim, report.opclass, ex.queries[:latency_queries], runs, log=log)
     if drop_after:
         with connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop table {}").format(ident(table)))
+            conn.execute(sql.SQL("drop table {}").format(ident(ld.table)))
+    return _size_result(
+        ld,
+        ex,
+        runs,
+        size=size,
+        n_queries=n_queries,
+        dim=dim,
+        gen=gen,
+        m=m,
+        ef_construction=ef_construction,
+        connections=connections,
+        batch_size=batch_size,
+    )
+
+
+def _size_result(
+    ld: _Loaded,
+    ex: _Exact,
+    runs: list[dict[str, Any]],
+    *,
+    size: int,
+    n_queries: int,
+    dim: int,
+    gen: dict[str, Any],
+    m: int,
+    ef_construction: int,
+    connections: int,
+    batch_size: int,
+) -> dict[str, object]:
+    """One size's record: what was loaded and built, the exact reference, each ef_search's run, and the
+    best run within |dP@N| <= TARGET_DELTA (the target)."""
+    report = ld.report
     ok = [r for r in runs if r["max_abs_delta_p"] <= TARGET_DELTA]
     best = max(ok, key=lambda r: r["speedup_vs_exact"]) if ok else None
     return {
         "size": size,
         "n_queries": n_queries,
         "dim": dim,
-        "n_clusters": n_clusters,
-        "n_classes": n_classes,
-        "label_noise": label_noise,
+        **gen,
         "connections": connections,
         "batch_size": batch_size,
-        "copy_rows_per_s": round(len(ids) / t_copy),
+        "copy_rows_per_s": round(len(ld.ids) / ld.copy_s),
         "hnsw_build_s": round(report.build_seconds, 3),
         "graph_vectors": report.rows,
         "index_opclass": report.opclass,
@@ -199,11 +265,11 @@ def run_size(
         "index_mb": round(report.size_bytes / 2**20, 1),
         "build_maintenance_work_mem_mb": report.maintenance_work_mem_mb,
         "build_parallel_workers": report.parallel_workers,
-        "prewarmed_blocks": blocks,
-        "exact_faiss_s": round(t_exact, 3),
-        "exact_faiss_qps": round(n_queries / t_exact, 1),
-        "exact_fetch_from_pg_s": round(t_fetch, 3),
-        "p_at_n_exact": {str(n): round(p_exact[n], 5) for n in NS},
+        "prewarmed_blocks": ld.blocks,
+        "exact_faiss_s": round(ex.seconds, 3),
+        "exact_faiss_qps": round(n_queries / ex.seconds, 1),
+        "exact_fetch_from_pg_s": round(ex.fetch_s, 3),
+        "p_at_n_exact": {str(n): round(ex.p_at_n[n], 5) for n in NS},
         "runs": runs,
         "best_ef_within_delta": best["ef_search"] if best else None,
         "speedup_vs_exact": best["speedup_vs_exact"] if best else None,

@@ -275,10 +275,11 @@ def render(
                 f"| {row['name']} [`{path.name}`] | {row['value']} | {row['target']} | {row['status']} |"
             )
     L.append("")
-    notes = Path(__file__).resolve().parent / "notes.md"
-    if notes.exists():  # the analysis of the latest round's targets, written from its results
-        L.append(notes.read_text().rstrip())
-        L.append("")
+    for name in ("notes_round3.md", "notes.md"):  # each round's analysis of its targets, newest first
+        notes = Path(__file__).resolve().parent / name
+        if notes.exists():
+            L.append(notes.read_text().rstrip())
+            L.append("")
     expl = _explanations(r)
     if expl:
         L.append("## Why a target was not reached (measured)")
@@ -442,8 +443,11 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
 
 # --------------------------------------------------------------------------- round 2 parts
 def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Target rows of the null-encoder ceiling, the storage comparison and the SQL API overhead."""
-    rows: list[dict[str, Any]] = []
+    """Target rows of the later rounds' parts: the page, cold start, demo and test suite (round 3), the
+    null-encoder ceiling, the storage comparison and the SQL API overhead (round 2)."""
+    from bench import cohort, product, suite
+
+    rows: list[dict[str, Any]] = cohort.summary_rows(r.get("cohort")) + product.rows(r) + suite.rows(r)
     if r.get("scale"):
         rows += scale_rows(r["scale"])
     ce = r.get("ceiling")
@@ -499,7 +503,9 @@ def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def round2_sections(r: dict[str, Any], path: Path | None = None) -> list[str]:
     """Detail tables of the round 2 parts of one result."""
-    L: list[str] = []
+    from bench import product, suite
+
+    L: list[str] = product.section(r, path) + suite.section(r, path)
     src = f" (`bench/results/{path.name}`)" if path else ""
     ce = r.get("ceiling")
     if ce:

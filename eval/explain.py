@@ -91,7 +91,7 @@ def evaluate_explanations(
         raise ConfigError(f"random_orders must be between 1 and 100, got {random_orders}")
     params = ExplainParams(grid=grid)
     with db.connection() as conn:
-        encoder = stored_encoder(conn, model, what="measure similarity maps", device=device)
+        encoder = stored_encoder(conn, model, device=device)
         per_label = max(1, pairs)
         rows = conn.execute(
             queries.get("explain", "benchmark_pairs", table=identifiers.embedding_table(model)),

@@ -14,23 +14,37 @@
   (kNN and linear probe: micro/macro F1, AUPRC, AUROC).
 
 Figures that have no data are skipped; :attr:`ReportResult.notes` says which and why.
+
+A figure is redrawn only when its inputs changed: each PNG carries the hash of what it was drawn from
+(:func:`inputs_hash`: the rows or vectors it plots, its parameters, this module's source and the plotting
+libraries' versions) in a ``tEXt`` chunk, and a figure whose stored hash matches is kept as it is
+(:attr:`ReportResult.reused`). The data are still read (that is cheap); the t-SNE and the drawing, which
+are not, are skipped. A second ``cbir-pg demo`` thus rewrites only ``index.html``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cbir_pg.db.database import Database, scalar
 from cbir_pg.eval import data
 
+if TYPE_CHECKING:
+    from cbir_pg.eval.topn import TopN
+
 KIND_COLOURS = {"anatomical": "#1f77b4", "pathological": "#d62728"}
 GRID_NEIGHBOURS = 5
+#: the PNG ``tEXt`` key under which a figure stores the hash of its inputs
+INPUTS_KEY = "cbir-pg inputs"
 
 
 @dataclass
@@ -40,6 +54,65 @@ class ReportResult:
     figures: list[Path] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reused: list[Path] = field(default_factory=list)  # figures kept because their inputs had not changed
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    """What else decides a figure's pixels: this module's and the grid drawer's source, and the versions
+    of the libraries that draw (read from package metadata, so nothing heavy is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cbir_pg import search
+
+    h = hashlib.sha256()
+    for f in (Path(__file__), Path(search.__file__)):
+        h.update(f.read_bytes())
+    for dist in ("matplotlib", "pillow", "scikit-learn", "numpy"):
+        try:
+            h.update(f"{dist}={version(dist)};".encode())
+        except PackageNotFoundError:
+            h.update(f"{dist}=-;".encode())
+    return h.hexdigest()
+
+
+def inputs_hash(name: str, *parts: object) -> str:
+    """SHA-256 of a figure's name, everything it is drawn from (arrays by dtype, shape and bytes, other
+    values by ``repr``) and :func:`_code_fingerprint`."""
+    h = hashlib.sha256(_code_fingerprint().encode())
+    h.update(name.encode())
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(f"{part.dtype}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def stored_inputs_hash(path: Path) -> str | None:
+    """The inputs hash a figure was written with, or None (no file, not a PNG, drawn before hashes)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return getattr(im, "text", {}).get(INPUTS_KEY)
+    except (OSError, ValueError):
+        return None
+
+
+def _cached(result: ReportResult, path: Path, key: str, draw: Callable[[str], Path | None]) -> Path | None:
+    """``path`` as it is when it was drawn from the same inputs (``key``), else ``draw(key)``, which
+    writes the figure with ``key`` in its metadata."""
+    if stored_inputs_hash(path) == key:
+        result.reused.append(path)
+        return path
+    return draw(key)
+
+
+def _png_metadata(inputs: str | None) -> dict[str, str]:
+    return {INPUTS_KEY: inputs} if inputs else {}
 
 
 def _plt():
@@ -142,7 +215,13 @@ def _log_x(ax, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def fig3a(points: list[tuple[str, str, int, float]], model: str, path: Path, source: str) -> Path:
+def fig3a(
+    points: list[tuple[str, str, int, float]],
+    model: str,
+    path: Path,
+    source: str,
+    inputs: str | None = None,
+) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for kind, colour in KIND_COLOURS.items():
@@ -169,13 +248,13 @@ def fig3a(points: list[tuple[str, str, int, float]], model: str, path: Path, sou
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata=_png_metadata(inputs))
     plt.close(fig)
     return path
 
 
 # --------------------------------------------------------------------------- Fig. 3B
-def fig3b(rows: list[dict], path: Path) -> Path:
+def fig3b(rows: list[dict], path: Path, inputs: str | None = None) -> Path:
     """``rows``: ``report_ablation`` rows (model, index_size, p_at_1, sd, n_seeds)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
@@ -200,7 +279,7 @@ def fig3b(rows: list[dict], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata=_png_metadata(inputs))
     plt.close(fig)
     return path
 
@@ -237,7 +316,9 @@ def facet_colours(facets: dict[str, list[str]]) -> dict[tuple[str, str], tuple]:
     return {k: cmap(i / len(keys)) for i, k in enumerate(keys)}
 
 
-def fig5(Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path) -> Path:
+def fig5(
+    Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path, inputs: str | None = None
+) -> Path:
     plt = _plt()
     colours = facet_colours(facets)
     fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets), 6.2), dpi=110)
@@ -263,18 +344,38 @@ def fig5(Y: np.ndarray, facets: dict[str, list[str]], model: str, path: Path) ->
             ax.set_xlabel(f"{len(cats)} values: too many for a legend", fontsize=8)
     fig.suptitle(f"t-SNE of {Y.shape[0]} {model} embeddings")
     fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path, bbox_inches="tight", metadata=_png_metadata(inputs))
     plt.close(fig)
     return path
 
 
 # --------------------------------------------------------------------------- Fig. 2
-def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Path | None:
-    """One :func:`draw_grid` row per sampled test query, stacked into one PNG; None without queries."""
-    from PIL import Image
+@dataclass(frozen=True)
+class GridQueries:
+    """Fig. 2's inputs: the sampled test queries' exact top-N among the train images, and label names."""
 
+    res: TopN
+    labels: dict[int, str]
+
+    def inputs_hash(self, model: str) -> str:
+        r = self.res
+        return inputs_hash(
+            f"fig2 {model}",
+            np.asarray(r.query_ids),
+            np.asarray(r.query_labels),
+            np.asarray(r.counts),
+            np.asarray(r.neighbour_ids),
+            np.asarray(r.neighbour_labels),
+            np.asarray(r.similarities),
+            np.asarray(r.relevant),
+            sorted(self.labels.items()),
+        )
+
+
+def grid_queries_for(db: Database, model: str, n_queries: int, seed: int) -> GridQueries | None:
+    """Sample ``n_queries`` test images (seeded) and find their exact nearest train images; None
+    without test images."""
     from cbir_pg.eval.topn import IndexFilter, topn
-    from cbir_pg.search import draw_grid, load_image_rgb
 
     with db.connection() as conn:
         rows = conn.execute(
@@ -292,6 +393,16 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
         mode="exact",
         progress=False,
     )
+    return GridQueries(res, labels)
+
+
+def fig2(db: Database, grid: GridQueries, path: Path, inputs: str | None = None) -> Path:
+    """One :func:`draw_grid` row per sampled test query, stacked into one PNG."""
+    from PIL import Image, PngImagePlugin
+
+    from cbir_pg.search import draw_grid, image_rgb_or_placeholder
+
+    res, labels = grid.res, grid.labels
     tmp = path.parent / f".{path.stem}_rows"
     tmp.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -306,8 +417,8 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
                 ]
                 parts.append(
                     draw_grid(
-                        load_image_rgb(conn, int(qid)),
-                        [load_image_rgb(conn, int(n)) for n in nids],
+                        image_rgb_or_placeholder(conn, int(qid)),  # "pixels not available"
+                        [image_rgb_or_placeholder(conn, int(n)) for n in nids],
                         [bool(m) for m in res.relevant[i, :k]],
                         tmp / f"q{i}.png",
                         captions=captions,
@@ -323,7 +434,10 @@ def fig2(db: Database, model: str, path: Path, n_queries: int, seed: int) -> Pat
         for im in images:
             out.paste(im, (0, y))
             y += im.height + 8
-        frame_legend(out).save(path)
+        info = PngImagePlugin.PngInfo()
+        if inputs:
+            info.add_text(INPUTS_KEY, inputs)
+        frame_legend(out).save(path, pnginfo=info)
     finally:
         for p in tmp.glob("*.png"):
             p.unlink()
@@ -430,6 +544,10 @@ def write_report(
         sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
     else:
         result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
+    from cbir_pg.eval.fidelity import report_sections  # paper beside ours, cross-split near duplicates
+
+    with db.connection() as conn:
+        sections += report_sections(conn)
     if table4:
         sections.append(
             "<h2>Table 4: kNN and linear probe (test split)</h2>"
@@ -460,7 +578,10 @@ def write_report(
 
     # Fig. 3B
     if ablation:
-        p = fig3b(ablation, out / "fig3b_ablation.png")
+        key = inputs_hash("fig3b", [tuple(r.values()) for r in ablation])
+        p = _cached(
+            result, out / "fig3b_ablation.png", key, lambda k: fig3b(ablation, out / "fig3b_ablation.png", k)
+        )
         notes = "; ".join(f"{r['model']}: {'; '.join(r['notes'])}" for r in ablation_notes if r["notes"])
         sections.append(
             "<h2>Fig. 3B: index-size ablation</h2>"
@@ -512,69 +633,86 @@ def _model_section(
     seed: int,
 ) -> str:
     """One model's figures: Fig. 3A (per-class P@1 against class size), Fig. 5 (t-SNE), Fig. 2 (grids)."""
-    parts = [f"<h2>{html.escape(model)}</h2>"]
+    parts = [
+        f"<h2>{html.escape(model)}</h2>",
+        _fig3a_part(db, model, out, result),
+        _fig5_part(db, model, out, result, tsne_sample, seed),
+        _fig2_part(db, model, out, result, grid_queries, seed) if grid_queries > 0 else None,
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def _fig3a_part(db: Database, model: str, out: Path, result: ReportResult) -> str | None:
     pts, source = _class_p1(db, model)
-    if pts:
-        parts.append(
-            _figure(
-                result,
-                fig3a(pts, model, out / f"fig3a_class_p1_vs_size_{model}.png", source),
-                f"Fig. 3A: per-class P@1 against index class size ({source})",
-            )
-        )
-    else:
+    if not pts:
         result.notes.append(f"{model}: no per-class P@1 ({source})")
+        return None
+    path = out / f"fig3a_class_p1_vs_size_{model}.png"
+    key = inputs_hash(f"fig3a {model}", pts, source)
+    return _figure(
+        result,
+        _cached(result, path, key, lambda k: fig3a(pts, model, path, source, k)),
+        f"Fig. 3A: per-class P@1 against index class size ({source})",
+    )
+
+
+def _fig5_part(
+    db: Database, model: str, out: Path, result: ReportResult, tsne_sample: int, seed: int
+) -> str | None:
     with db.connection() as conn:
         cur = conn.cursor(binary=True)
         cur.execute(data.q("tsne_sample", model), {"n": tsne_sample, "seed": seed})
         rows = cur.fetchall()
-    if len(rows) >= 10:
-        X = np.vstack(
-            [
-                np.asarray(
-                    r["embedding"].to_numpy() if hasattr(r["embedding"], "to_numpy") else r["embedding"],
-                    dtype=np.float32,
-                )
-                for r in rows
-            ]
-        )
-        Y = tsne_embed(X, seed)
-        facets = {
-            "modality": [r["modality"] for r in rows],
-            "region": [r["region"] for r in rows],
-            "class": [r["label"] for r in rows],
-        }
-        parts.append(
-            _figure(
-                result,
-                fig5(Y, facets, model, out / f"fig5_tsne_{model}.png"),
-                f"Fig. 5: t-SNE of {len(rows)} sampled embeddings (seed {seed})",
-            )
-        )
-    else:
+    if len(rows) < 10:
         result.notes.append(f"{model}: too few embeddings for a t-SNE ({len(rows)})")
-    if grid_queries > 0:
-        try:
-            p = fig2(db, model, out / f"fig2_retrievals_{model}.png", grid_queries, seed)
-        except (OSError, ValueError) as exc:  # image files not readable here
-            p = None
-            result.notes.append(
-                f"{model}: no retrieval grids, images not readable ({str(exc).splitlines()[0][:120]})"
+        return None
+    X = np.vstack(
+        [
+            np.asarray(
+                r["embedding"].to_numpy() if hasattr(r["embedding"], "to_numpy") else r["embedding"],
+                dtype=np.float32,
             )
-        except Exception as exc:
-            from cbir_pg.errors import CbirError
+            for r in rows
+        ]
+    )
+    facets = {
+        "modality": [r["modality"] for r in rows],
+        "region": [r["region"] for r in rows],
+        "class": [r["label"] for r in rows],
+    }
+    path = out / f"fig5_tsne_{model}.png"
+    key = inputs_hash(f"fig5 {model}", X, facets, seed)
+    return _figure(
+        result,
+        _cached(result, path, key, lambda k: fig5(tsne_embed(X, seed), facets, model, path, k)),
+        f"Fig. 5: t-SNE of {len(rows)} sampled embeddings (seed {seed})",
+    )
 
-            if not isinstance(exc, CbirError):
-                raise
-            p = None
-            result.notes.append(f"{model}: no retrieval grids ({exc})")
-        if p is not None:
-            parts.append(
-                _figure(
-                    result,
-                    p,
-                    f"Fig. 2: {grid_queries} sampled test queries (orange) and their "
-                    f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
-                )
-            )
-    return "\n".join(parts)
+
+def _fig2_part(
+    db: Database, model: str, out: Path, result: ReportResult, n_queries: int, seed: int
+) -> str | None:
+    path = out / f"fig2_retrievals_{model}.png"
+    try:
+        grid = grid_queries_for(db, model, n_queries, seed)
+        if grid is None:
+            return None
+        p = _cached(result, path, grid.inputs_hash(model), lambda k: fig2(db, grid, path, k))
+    except (OSError, ValueError) as exc:  # image files not readable here
+        result.notes.append(
+            f"{model}: no retrieval grids, images not readable ({str(exc).splitlines()[0][:120]})"
+        )
+        return None
+    except Exception as exc:
+        from cbir_pg.errors import CbirError
+
+        if not isinstance(exc, CbirError):
+            raise
+        result.notes.append(f"{model}: no retrieval grids ({exc})")
+        return None
+    return _figure(
+        result,
+        p,
+        f"Fig. 2: {n_queries} sampled test queries (orange) and their "
+        f"{GRID_NEIGHBOURS} nearest train images, green = same class, red = other",
+    )

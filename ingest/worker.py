@@ -46,7 +46,7 @@ HASH_COMMENT = "cbir-pg encoder {key} config_hash={hash}"
 class IngestSummary:
     model: str
     config_hash: str
-    device: str
+    device: str  # the device used; the one asked for (e.g. "auto") when there was nothing to embed
     processes: int
     embedded: int = 0  # vectors written by this run
     failed: int = 0  # failed attempts recorded by this run
@@ -540,7 +540,8 @@ def run_ingest(
 
     from cbir_pg.encoders import resolve_device
 
-    dev = resolve_device(device)
+    # nothing to embed: no model is loaded, so torch is not even imported (a re-run stays fast)
+    dev = resolve_device(device) if todo else device
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
     log.info(
         "worker start model=%s config=%s device=%s pid=%d processes=%d batch_size=%d todo=%d",

@@ -1,6 +1,13 @@
 """Test fixtures: a real PostgreSQL with pgvector (the embedded server, or ``CBIR_PG_TEST_DSN``), one
 migrated template database per session, and a fresh clone (``CREATE DATABASE x TEMPLATE t``) per test.
 
+Parallel runs (``pytest -n 2``, pytest-xdist, what ``make test`` runs): the controller process starts
+one embedded server before the workers start and hands it to them as ``CBIR_PG_TEST_DSN``; each worker
+migrates its own template (named by its pid) and clones per test, so workers never share a database.
+The one expensive database, the real-MedMNIST template (:func:`medmnist_lite0_template`), is built once
+for the whole run by whichever worker asks first, under a PostgreSQL advisory lock, and cloned by all.
+``--dist loadfile`` keeps a module's tests (and its module-scoped fixtures) on one worker.
+
 Real data: ``CBIR_PG_DATA_DIR`` (default, only when the variable is unset: ``../shared/datasets`` beside
 the checkout) holding ``breastmnist.npz`` and ``pneumoniamnist.npz`` or ``pneumoniamnist_subset.npz``.
 An explicit ``CBIR_PG_DATA_DIR`` is the only place looked at. Tests that need the data
@@ -35,6 +42,47 @@ REPO = Path(__file__).resolve().parent.parent
 # serve fixtures (logged-in clients, reader roles, the two-dataset database) for every test folder
 sys.path.insert(0, str(Path(__file__).resolve().parent / "serve"))
 pytest_plugins = ["servehelp"]
+
+
+#: set by the xdist controller for its workers: the id of this run (names the databases they share)
+SHARED_RUN = "CBIR_PG_TEST_SHARED_RUN"
+
+
+def _is_xdist_controller(config) -> bool:
+    return (getattr(config.option, "numprocesses", None) or 0) > 0 and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config) -> None:
+    """The xdist controller names the run and starts the one server its workers share (unless
+    ``CBIR_PG_TEST_DSN`` names one); workers inherit both through the environment when they start."""
+    if not _is_xdist_controller(config):
+        return
+    os.environ[SHARED_RUN] = uuid.uuid4().hex[:8]
+    config._cbir_pg_shared = None
+    if os.environ.get("CBIR_PG_TEST_DSN"):
+        return
+    from cbir_pg.db.server import EmbeddedServer
+
+    root = Path(tempfile.mkdtemp(prefix="cbx", dir="/tmp"))
+    server = EmbeddedServer(root / "pg")
+    status = server.start()
+    config._cbir_pg_shared = (server, root)
+    os.environ["CBIR_PG_TEST_DSN"] = status.uri("postgres")
+
+
+def pytest_unconfigure(config) -> None:
+    """The controller ends what the workers shared: its own server, or on a given server the shared
+    real-data template."""
+    if not hasattr(config, "_cbir_pg_shared"):
+        return
+    run = os.environ.pop(SHARED_RUN)
+    if config._cbir_pg_shared is None:
+        drop_database(os.environ["CBIR_PG_TEST_DSN"], f"cbir_mm_{run}")
+        return
+    server, root = config._cbir_pg_shared
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+    os.environ.pop("CBIR_PG_TEST_DSN", None)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -183,13 +231,34 @@ def medmnist_lite0_template(pg_server_dsn: str, template_db: str, medmnist_dir: 
     from cbir_pg.index import build_index
     from cbir_pg.ingest.worker import run_ingest
 
-    name = f"cbir_mm_{os.getpid()}"
-    dsn = create_database(pg_server_dsn, name, template=template_db)
-    import_medmnist_benchmark(Database(dsn), medmnist_dir, progress=False)
-    run_ingest(Database(dsn), "efficientnet_lite0", progress=False, batch_size=64)
-    build_index(Database(dsn), "efficientnet_lite0", progress=False, recall_queries=0)
+    def build(name: str) -> None:
+        db = Database(create_database(pg_server_dsn, name, template=template_db))
+        import_medmnist_benchmark(db, medmnist_dir, progress=False)
+        run_ingest(db, "efficientnet_lite0", progress=False, batch_size=64)
+        build_index(db, "efficientnet_lite0", progress=False, recall_queries=0)
+        db.close()
+
+    run = os.environ.get(SHARED_RUN)
+    if run is None:  # this process owns the server or its databases: build, use, drop
+        name = f"cbir_mm_{os.getpid()}"
+        build(name)
+        yield name
+        drop_database(pg_server_dsn, name)
+        return
+    # xdist: one build for the whole run; the lock holder builds under a temporary name and renames it,
+    # so a worker that finds the name finds it complete; the shared server goes at the end of the run
+    name = f"cbir_mm_{run}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as lock:
+        lock.execute("select pg_advisory_lock(hashtext(%s))", (name,))
+        if lock.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is None:
+            build(name + "_b")
+            lock.execute(
+                sql.SQL("alter database {} rename to {}").format(
+                    sql.Identifier(name + "_b"), sql.Identifier(name)
+                )
+            )
+        lock.execute("select pg_advisory_unlock(hashtext(%s))", (name,))
     yield name
-    drop_database(pg_server_dsn, name)
 
 
 @pytest.fixture

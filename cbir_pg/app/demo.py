@@ -71,6 +71,9 @@ class DemoResult:
     fused_model: str | None = None  # the fused row's model column
     fused_run_id: int | None = None
     fusion_note: str = ""
+    #: the fused row minus each single model, P@1 micro and macro, paired over the test queries with a
+    #: 95% bootstrap interval (:func:`cbir_pg.eval.compare.compare_runs`): ``{model: (micro, macro)}``
+    fusion_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     table2: Any = None  # pandas.DataFrame, Table 2 layout
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -208,7 +211,7 @@ class _Demo:
         )
         self.result.embedded, self.result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
-        detail = f"{s.embedded} new vectors{rate}, {s.done} stored ({s.device})"
+        detail = f"{s.embedded} new vectors{rate}, {s.done} stored" + (f" ({s.device})" if s.embedded else "")
         self.result.fuse_with = _fusion_partner(self.db, self.model, self.fuse_with, list(self.files))
         if self.fuse_with not in (None, "auto"):
             s2 = run_ingest(
@@ -275,7 +278,8 @@ class _Demo:
 
         rep = write_report(self.db, self.out, models=[self.model])
         self.result.report_index = rep.index
-        return f"{len(rep.figures)} figures, {rep.index}"
+        kept = f" ({len(rep.reused)} unchanged, not redrawn)" if rep.reused else ""
+        return f"{len(rep.figures)} figures{kept}, {rep.index}"
 
     def summarise(self) -> str:
         """Read the printed numbers back from the cbir_report views, as a BI tool would."""
@@ -293,7 +297,26 @@ class _Demo:
                 self.result.knn_run_id, self.result.knn_k = knn["run_id"], knn["k"]
                 names = ("f1_micro", "f1_macro", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro")
                 self.result.knn_metrics = {n: float(knn[n]) for n in names if knn[n] is not None}
+        self._fusion_differences()
         return f"{len(self.result.table2)} leaderboard rows"
+
+    def _fusion_differences(self) -> None:
+        """The fused row against each single model it fuses: a paired difference with its interval."""
+        from cbir_pg.errors import ConfigError
+        from cbir_pg.eval.compare import compare_runs
+
+        if self.result.fused_run_id is None or self.result.fuse_with is None:
+            return
+        for key in (self.model, self.result.fuse_with):
+            with self.db.connection() as conn:
+                single = scalar(conn, queries.get("demo", "latest_ann_run"), {"model": key})
+            if single is None:
+                continue
+            try:
+                c = compare_runs(self.db, self.result.fused_run_id, int(single), ns=(1,))
+            except ConfigError:  # the single model's latest run holds other queries: nothing to pair
+                continue
+            self.result.fusion_differences[key] = (c.get(1, "micro"), c.get(1, "macro"))
 
 
 def _check_models(model: str, fuse_with: str | None) -> None:

@@ -133,6 +133,9 @@ class Adapter:
     #: perceptual hash to tell similar from identical (MedMNIST's 28x28 thumbnails)
     near_dedupe: ClassVar[bool] = True
     options_help: ClassVar[dict[str, str]] = {}
+    #: the source's tables alone carry labels and splits, so ``--metadata-only`` may import them without
+    #: the image files (the published DKFZ split CSVs)
+    metadata_only: ClassVar[bool] = False
 
     def __init__(self, root: Path, key: str, options: dict[str, Any]):
         self.root = Path(root).expanduser()

@@ -5,12 +5,18 @@ anatomic_region`` followed by one-hot label columns named ``<MOD>/<region>/<find
 is relative to the ``images`` option (default: the CSV's folder). The split is taken as given
 (``validate``/``valid`` → ``val``); the source dataset is kept in ``image.extra``. Rows with several
 labels are imported and excluded (``multi_label``); rows with none are excluded (``no_label``).
+
+The CSVs have no patient column; the patient is read off the ``filepath`` where the source's layout names
+one (:func:`patient_from_filepath`): CheXpert ``.../patient00001/...``, MIMIC-CXR ``.../p10000032/...``,
+NIH ChestX-ray14 ``00000001_000.png``; RadImageNet paths name none. ``--metadata-only`` imports the CSVs
+without any image file (see :func:`cbir_pg.datasets.importer.import_dataset`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, read_csv, register_adapter
 from cbir_pg.errors import ConfigError
@@ -25,6 +31,22 @@ SPLITS = {
 }
 BASE_COLUMNS = ("filepath", "dataset", "split", "modality", "anatomic_region")
 TRUE = {"1", "1.0", "true", "True", "TRUE", "yes"}
+_CHEXPERT = re.compile(r"^patient\d+$")
+_MIMIC = re.compile(r"^p\d{8}$")
+_NIH = re.compile(r"^(\d{8})_\d{3}\.png$", re.IGNORECASE)
+
+
+def patient_from_filepath(filepath: str) -> str | None:
+    """The patient a published ``filepath`` names, prefixed by its source (``chexpert:patient00001``,
+    ``mimic:p10000032``, ``nih14:00000001``), or ``None`` when the layout names none (RadImageNet)."""
+    parts = PurePosixPath(filepath.replace("\\", "/")).parts
+    for p in parts[:-1]:
+        if _CHEXPERT.match(p):
+            return f"chexpert:{p}"
+        if _MIMIC.match(p):
+            return f"mimic:{p}"
+    m = _NIH.match(parts[-1]) if parts else None
+    return f"nih14:{m.group(1)}" if m else None
 
 
 @register_adapter("dkfz-splits")
@@ -35,6 +57,7 @@ class DKFZSplitsAdapter(Adapter):
         "Denner et al., Leveraging Foundation Models for Content-Based Medical Image Retrieval in Radiology"
     )
     options_help = {"images": "folder the filepath column is relative to (default: the CSV's folder)"}
+    metadata_only = True
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
@@ -75,7 +98,7 @@ class DKFZSplitsAdapter(Adapter):
                     uri=fp,
                     labels=labels,
                     split=split,
-                    patient=None,
+                    patient=patient_from_filepath(fp),
                     modality=(row.get("modality") or "").strip().upper() or None,
                     region=(row.get("anatomic_region") or "").strip().lower() or None,
                     extra={"source_dataset": (row.get("dataset") or "").strip()},

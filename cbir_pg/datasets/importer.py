@@ -150,6 +150,7 @@ def import_dataset(
     allow_outside_root: bool = False,
     profile: str = "default",
     dedupe: str | None = None,
+    metadata_only: bool = False,
     **options: Any,
 ) -> ImportSummary:
     """Import one dataset (see the module docstring); safe to run again, it adds nothing twice.
@@ -164,6 +165,11 @@ def import_dataset(
     The dataset is marked ``import_status = 'importing'`` (and ``imported_at`` null) until the run
     finishes; evaluation refuses a dataset in that state (a killed import leaves it so until a rerun
     completes).
+
+    ``metadata_only`` (adapters with ``metadata_only = True``, i.e. ``dkfz-splits``): no file is opened
+    or even looked for; labels, splits and patients come from the source's tables alone, and every image
+    this run imports is marked ``local_pixels = false`` (search, the page and the report then say "pixels
+    not available"). P@N needs only labels, splits and vectors (e.g. the published HDF5 files).
     """
 
     from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
@@ -173,6 +179,13 @@ def import_dataset(
     from cbir_pg.profiles import adapter_options, check_dedupe, get_profile
 
     cls = ADAPTERS.get(kind)
+    if metadata_only and not cls.metadata_only:
+        raise ConfigError(
+            f"{cls.kind}: --metadata-only needs a source whose tables carry labels and splits without"
+            " the images (dkfz-splits)"
+        )
+    if metadata_only:
+        hash_images = False
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))
@@ -193,6 +206,7 @@ def import_dataset(
         # a managed copy keeps no source path (the folder names may be patients')
         "source_root": None if getattr(adapter, "managed", False) else str(root),
         "allow_outside_root": allow_outside_root,
+        "metadata_only": metadata_only,
     }
 
     log.info("import start dataset=%s kind=%s root=%s", key, adapter.kind, root)
@@ -221,11 +235,14 @@ def import_dataset(
             since,
             hash_images,
             allow_outside_root,
+            metadata_only,
         )
         bar = progress_bar(adapter.total(), f"import {key}", unit="img", enabled=progress)
         _load_records(run, track(adapter.records(), bar), batch_size)
         bar.close()
         run.write_errors()
+        if metadata_only:
+            aconn.execute(q("mark_no_local_pixels"), {"dataset_id": dataset_id, "since": since})
 
         from cbir_pg.datasets.dedupe import mark_duplicates
 
@@ -339,12 +356,25 @@ class _Run:
     """The state of one import run: turns records into stage rows, batch by batch."""
 
     def __init__(
-        self, adapter, summary, labels, loader, aconn, image_root, seed, salt, since, hash_images, outside
+        self,
+        adapter,
+        summary,
+        labels,
+        loader,
+        aconn,
+        image_root,
+        seed,
+        salt,
+        since,
+        hash_images,
+        outside,
+        metadata_only=False,
     ):
         self.adapter, self.summary, self.labels, self.loader = adapter, summary, labels, loader
         self.aconn, self.image_root, self.seed, self.salt, self.since = aconn, image_root, seed, salt, since
         self.hash_images = hash_images
         self.allow_outside_root = outside
+        self.metadata_only = metadata_only
         self.errors: list[dict[str, Any]] = []
 
     def error(self, source: str, reason: str, message: str) -> None:
@@ -421,17 +451,12 @@ class _Run:
                 rows.append(row)
         self.summary.imported += self.loader.load(rows)
 
-    def stage_row(self, rec: Record) -> StageRow | None:
+    def read_file(self, rec: Record, row: StageRow) -> bool:
+        """Fill ``row``'s size, hashes and dimensions from the file; record the error and return
+        ``False`` when it cannot be read."""
         from cbir_pg.images import DecodeError, decode_file, perceptual_hash, pixel_hash, stat_regular_file
 
-        try:
-            ids = [self.labels.resolve(s) for s in rec.labels]
-        except UnknownLabel as exc:
-            self.error(rec.uri, "unknown_label", f"{rec.uri}: unknown label: {exc}")
-            return None
-        label_ids = sorted({i for i in ids if i is not None})
         path = self.image_root / rec.uri
-        row = StageRow(uri=rec.uri)
         try:
             if rec.write is not None:
                 rec.write()
@@ -444,9 +469,21 @@ class _Run:
             row.size_bytes = stat_regular_file(path).st_size
         except DecodeError as exc:
             self.error(rec.uri, exc.reason, str(exc))
-            return None
+            return False
         except OSError as exc:
             self.error(rec.uri, "unreadable_file", f"{path}: {exc.strerror or exc}")
+            return False
+        return True
+
+    def stage_row(self, rec: Record) -> StageRow | None:
+        try:
+            ids = [self.labels.resolve(s) for s in rec.labels]
+        except UnknownLabel as exc:
+            self.error(rec.uri, "unknown_label", f"{rec.uri}: unknown label: {exc}")
+            return None
+        label_ids = sorted({i for i in ids if i is not None})
+        row = StageRow(uri=rec.uri)
+        if not self.metadata_only and not self.read_file(rec, row):  # metadata-only: no file looked for
             return None
         reason = rec.exclusion
         if reason is None and len(label_ids) > 1 and self.adapter.single_label:

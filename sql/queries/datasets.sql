@@ -160,20 +160,27 @@ update cbir.image i
 set excluded = true, exclusion_reason = 'duplicate', duplicate_of = r.keep_id
 from ranked r where i.id = r.id and r.rn > 1;
 
+-- name: near_candidates
+-- images that take part in near-duplicate detection (cbir_pg.datasets.dedupe), in a fixed order
+select id, uri, coalesce(split, '') as split, phash
+from cbir.image
+where dataset_id = %(dataset_id)s and not excluded and phash is not null
+order by id
+
 -- name: mark_near_duplicates
--- same perceptual hash (after exact duplicates are out), same keep order
-with ranked as (
-  select id,
-         first_value(id) over w as keep_id,
-         row_number() over w as rn
-  from cbir.image
-  where dataset_id = %(dataset_id)s and not excluded and phash is not null
-  window w as (partition by phash
-               order by case split when 'test' then 0 when 'val' then 1 when 'train' then 2 else 3 end, uri)
-)
+-- flag the images cbir_pg.datasets.dedupe chose (Hamming distance within the threshold)
 update cbir.image i
-set excluded = true, exclusion_reason = 'near_duplicate', duplicate_of = r.keep_id
-from ranked r where i.id = r.id and r.rn > 1;
+set excluded = true, exclusion_reason = 'near_duplicate', duplicate_of = x.keep_id
+from unnest(%(ids)s::bigint[], %(keep_ids)s::bigint[]) x(id, keep_id)
+where i.id = x.id
+
+-- name: cross_split_candidates
+-- non-excluded images with a pHash and a split, of some datasets (all when null), for cross-split pairs
+select i.id, i.uri, i.split, i.phash, d.key as dataset
+from cbir.image i join cbir.dataset d on d.id = i.dataset_id
+where (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
+  and (%(all)s or not i.excluded) and i.phash is not null and i.split is not null
+order by d.key, i.id
 
 -- name: patients_crossing_splits
 select count(*) from (
@@ -223,3 +230,8 @@ select l.id, l.key, l.modality, l.region, l.finding, l.kind, l.kind_overridden,
                  join cbir.dataset d on d.id = i.dataset_id
                  where il.label_id = l.id), '{}') as datasets
 from cbir.label l order by l.key;
+
+-- name: mark_no_local_pixels
+-- a --metadata-only import: the images this run inserted have no file on this machine
+update cbir.image set local_pixels = false
+where dataset_id = %(dataset_id)s and created_at >= %(since)s and local_pixels

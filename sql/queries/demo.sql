@@ -53,3 +53,10 @@ limit 1;
 -- name: embedding_table_exists
 -- whether a model has an embedding table (cbir.embedding_<key>)
 select to_regclass('cbir.' || quote_ident('embedding_' || %(model)s)) is not null;
+
+-- name: latest_ann_run
+-- a model's newest finished ANN retrieval run (the fused row is compared with it, query by query)
+select run_id from cbir_report.latest_retrieval_run
+where model = %(model)s and mode = 'ann'
+order by finished_at desc, run_id desc
+limit 1;

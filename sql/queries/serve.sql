@@ -23,6 +23,10 @@ order by e.key
 -- the vectors of the images the caller may see (row-level security on cbir.image)
 select count(*)::bigint as n from {table} e join cbir.image i on i.id = e.image_id
 
+-- name: model_has_vectors
+-- whether a model's table holds any vector (cheap at any size, unlike count(*))
+select exists (select 1 from {table}) as ok
+
 -- name: has_vector
 select exists (select 1 from {table} e where e.image_id = %(image_id)s) as ok
 
@@ -46,7 +50,7 @@ order by l.key
 select i.id as image_id from cbir.image i where i.duplicate_of = %(image_id)s order by i.id limit 20
 
 -- name: image_file
-select cbir.image_file(%(image_id)s) as path, i.content_hash
+select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels
 from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images
@@ -139,7 +143,7 @@ select cbir.grant_logins_to_web() as n
 
 -- name: image_visible
 -- as the actor: row-level security decides
-select i.id, i.content_hash from cbir.image i where i.id = %(image_id)s
+select i.id, i.content_hash, i.local_pixels from cbir.image i where i.id = %(image_id)s
 
 -- name: image_path
 -- as cbir_web, after image_visible found the image for the actor

@@ -16,7 +16,7 @@ grant usage on schema cbir to cbir_reader;
 grant select on cbir.encoder, cbir.label, cbir.image_label, cbir.cohort to cbir_reader;
 grant select (id, key, kind, name, source, licence, citation) on cbir.dataset to cbir_reader;
 grant select (id, dataset_id, patient_id, content_hash, width, height, modality, body_region, view, split,
-              label_id, excluded, exclusion_reason, duplicate_of)
+              label_id, excluded, exclusion_reason, duplicate_of, local_pixels)
   on cbir.image to cbir_reader;
 grant select (id, sex, age) on cbir.patient to cbir_reader;
 grant select on cbir.dataset_grant to cbir_reader;

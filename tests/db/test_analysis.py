@@ -279,6 +279,22 @@ def test_report_writes_figures_and_tables(db, tmp_path):
     assert "Table 4" in page and f"{knn.test.f1_micro:.4f}" in page
     assert "no retrieval leaderboard" in " ".join(rep.notes)
     assert not list(out.glob(".*"))  # no temporary folders left behind
+    assert rep.reused == []
+
+    # a second report from the same data redraws nothing: every figure keeps its bytes and mtime
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rep.figures}
+    again = write_report(Database(db), out, tsne_sample=300, grid_queries=3, seed=1)
+    assert sorted(p.name for p in again.reused) == names
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in again.figures} == before
+    assert (out / "index.html").read_text() == page
+    # another seed samples other t-SNE points and grid queries: only those two figures are redrawn;
+    # a deleted figure is drawn again
+    (out / "fig3b_ablation.png").unlink()
+    third = write_report(Database(db), out, tsne_sample=300, grid_queries=3, seed=2)
+    assert sorted(p.name for p in third.reused) == [f"fig3a_class_p1_vs_size_{syn.model}.png"]
+    assert (out / "fig3b_ablation.png").is_file()
+    for name in (f"fig5_tsne_{syn.model}.png", f"fig2_retrievals_{syn.model}.png"):
+        assert (out / name).read_bytes() != before[name][1]
 
 
 def test_report_without_stored_runs_and_reader_role(db, synth, tmp_path):

@@ -512,6 +512,9 @@ def test_demo_prints_a_fused_row_beside_the_single_model_rows(
     assert out.returncode == 0, out.stderr
     fused = f"rrf({A},{B})"
     assert f"fused row: {fused}" in out.stdout
+    # every comparison the demo prints is a paired difference with its interval
+    for key in (A, B):
+        assert f"fused minus {key}, P@1 (95% paired bootstrap interval): micro " in out.stdout
     with connect(medmnist_lite0_db) as c:
         rows = {r[0]: r[1] for r in c.execute("select model, p1_micro from cbir_report.leaderboard")}
     assert {A, B, fused} <= set(rows)

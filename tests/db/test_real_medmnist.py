@@ -188,6 +188,8 @@ def test_demo_end_to_end_reuses_what_exists(
     )
     assert second.returncode == 0, second.stderr
     assert "reused" in second.stdout
+    # the report's inputs did not change: no figure is redrawn (each PNG carries its inputs' hash)
+    assert "figures (3 unchanged, not redrawn)" in second.stdout, second.stdout
     with connect(medmnist_lite0_db) as c:
         assert c.execute("select count(*) from cbir.eval_run").fetchone()[0] == runs  # no duplicate runs
     # the README's sample output is this run's: same steps, same exact-search Table 2 row (ANN rows and

@@ -272,3 +272,33 @@ def test_new_file_refused_when_config_hash_differs(db: str, tiny, tmp_path: Path
     Image.fromarray(np.full((32, 32), 99, np.uint8), "L").save(tmp_path / "new.png")
     with pytest.raises(ConfigError, match="config"):
         search(Database(db), "tiny_cnn", path=tmp_path / "new.png", k=3)
+
+
+def test_encoder_is_built_once_and_kept_between_file_queries(db: str, tiny, tmp_path: Path, caplog):
+    """A process that embeds query after query (the page's uploads) builds the encoder once: one log
+    line, the same object every time; at most MAX_LOADED encoders are kept."""
+    import logging
+
+    from cbir_pg.encoders import loaded
+
+    loaded.forget_encoders()
+    for i in range(3):
+        new = np.clip(np.mgrid[0:40, 0:40][1] * (3 + i) + 7, 0, 255).astype(np.uint8)
+        Image.fromarray(new, "L").save(tmp_path / f"new{i}.png")
+    with caplog.at_level(logging.INFO, logger="cbir_pg.encoders"):
+        for i in range(3):
+            query, hits = search_with_query(Database(db), "tiny_cnn", path=tmp_path / f"new{i}.png", k=4)
+            assert query.embedded_on_the_fly and len(hits) == 4
+    built = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded encoder")]
+    assert len(built) == 1 and built[0].startswith("loaded encoder tiny_cnn (config ")
+    assert loaded.loaded_keys() == ["tiny_cnn"]
+    first = loaded.loaded_encoder("tiny_cnn")
+    assert loaded.loaded_encoder("tiny_cnn") is first
+    vit = loaded.loaded_encoder("tiny_vit")
+    assert loaded.loaded_encoder("tiny_cnn") is first  # now the most recently used
+    assert loaded.loaded_keys() == ["tiny_vit", "tiny_cnn"]
+    loaded.loaded_encoder("tiny_vit", pretrained=False, seed=3)  # a third: the least recent goes
+    assert loaded.loaded_keys() == ["tiny_cnn", "tiny_vit"] and len(loaded.loaded_keys()) == loaded.MAX_LOADED
+    assert loaded.loaded_encoder("tiny_cnn") is first and loaded.loaded_encoder("tiny_vit") is not vit
+    loaded.forget_encoders()
+    assert loaded.loaded_keys() == []

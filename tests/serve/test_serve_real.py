@@ -444,6 +444,8 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
             str(port),
             "--report-dir",
             str(report),
+            "--preload",
+            MODEL,
         ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=log.open("w"),
@@ -477,6 +479,8 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
     assert "Traceback" not in text
     # the one-time token was printed once, on the console, and is written nowhere else
     assert text.count(link.split("token=")[1]) == 1
+    # --preload built the encoder before the first request; the session's uploads reused it
+    assert text.count(f"loaded encoder {MODEL} (config ") == 1, text[-2000:]
 
 
 def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tmp_path: Path) -> None:

@@ -121,3 +121,30 @@ def test_templates_and_assets_are_package_data() -> None:
     for name in ("static/app.css", "static/app.js", "templates/base.html"):
         text = (root / name).read_text()
         assert "http://" not in text and "https://" not in text, name
+
+
+def test_a_model_is_searchable_once_its_table_holds_a_vector(db: str, tmp_path: Path) -> None:
+    """The per-request model check: unknown and empty models are a 404, one vector makes it searchable."""
+    from cbir_pg.app.serve.store import Store
+    from cbir_pg.encoders import get_config
+    from cbir_pg.errors import NotFoundError
+    from cbir_pg.ingest.worker import ensure_encoder_table
+
+    with psycopg.connect(db, autocommit=True) as owner:
+        owner.execute("insert into cbir.dataset (key, kind, name, root) values ('d', 'csv', 'D', '/r')")
+        owner.execute("insert into cbir.image (dataset_id, uri, split) values (1, 'a.png', 'test')")
+        ensure_encoder_table(owner, get_config("tiny_cnn"))
+    store = Store(prepare_web_role(db, tmp_path))
+    try:
+        for model in ("tiny_vit", "tiny_cnn"):  # no table; a table without vectors
+            with pytest.raises(NotFoundError, match="no stored vectors"):
+                store.check_model(None, model)
+        with psycopg.connect(db, autocommit=True) as owner:
+            owner.execute(
+                "insert into cbir.embedding_tiny_cnn (image_id, embedding) values (1, %s::vector)",
+                ("[" + ",".join(["0.25"] * 16) + "]",),
+            )
+        assert store.check_model(None, "tiny_cnn") == "tiny_cnn"
+        assert [m["model"] for m in store.models(None)] == ["tiny_cnn"]
+    finally:
+        store.close()

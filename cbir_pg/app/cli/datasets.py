@@ -75,6 +75,11 @@ def import_(
     dedupe: str = typer.Option(
         None, "--dedupe", help="near (exact + perceptual; default), exact or none (paper profile: none)"
     ),
+    metadata_only: bool = typer.Option(
+        False,
+        "--metadata-only",
+        help="dkfz-splits: labels, splits, patients from the CSVs only; no image file read (pixels not available)",
+    ),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
@@ -98,6 +103,7 @@ def import_(
         allow_outside_root=allow_outside_root,
         profile=profile,
         dedupe=dedupe,
+        metadata_only=metadata_only,
         **opts,
     )
     console.print(
@@ -106,6 +112,8 @@ def import_(
         f"({s.seconds:.1f} s)"
     )
     console.print("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(s.splits.items())))
+    if metadata_only:
+        console.print("metadata only: no image file read; pixels not available for these images")
     if s.hashed:
         console.print(
             f"duplicates: {s.exact_duplicates} exact, {s.near_duplicates} near (flagged, not deleted)"
@@ -161,3 +169,9 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
 
 def register(app_: typer.Typer) -> None:
     app_.add_typer(app, name="datasets")
+
+
+# ``datasets dedupe`` (cross-split near-duplicate pairs) joins this group.
+from cbir_pg.app.cli import dedupe as _dedupe  # noqa: E402
+
+_dedupe.register_datasets(app)

@@ -74,6 +74,10 @@ def demo(
             markup=False,
             highlight=False,
         )
+        for key, (mi, ma) in r.fusion_differences.items():
+            print_line(
+                f"fused minus {key}, P@1 (95% paired bootstrap interval): micro {mi.phrase()}, macro {ma.phrase()}"
+            )
     elif r.fusion_note:
         console.print(r.fusion_note, markup=False, highlight=False)
     if r.knn_metrics:

@@ -407,3 +407,8 @@ try:
     analysis.register_eval(app)
 except ImportError:
     pass
+
+# The comparison commands (compare, compare-paper, compare-neighbours) join this group too.
+from cbir_pg.app.cli import compare as _compare  # noqa: E402
+
+_compare.register_eval(app)

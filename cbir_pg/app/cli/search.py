@@ -70,8 +70,14 @@ def search(
                 "--exclude-same-patient, --same-patient and --png need an image query, not --text"
             )
         hits = search_text(db, model, text, k=k, cohort=among, ef_search=ef_search, weights=weights)
+        from cbir_pg.app.cli.output import say
+        from cbir_pg.search import text_search_note
+
         if fmt == Format.table:
             print_line(f"query: text {text!r}, model {model}")
+        note = None if weights is not None else text_search_note(db, model)
+        if note:
+            say(note, fmt)
         _emit_hits(hits, k, fmt)
         return
     query, hits = search_with_query(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import dsn, err_console
+from cbir_pg.app.cli._common import dsn, err_console, state
 
 
 def serve(
@@ -55,6 +55,9 @@ def serve(
         envvar="CBIR_PG_WEB_DSN",
         help="connect as this least-privilege login instead of preparing cbir_web with the owner's DSN",
     ),
+    preload: list[str] = typer.Option(
+        None, "--preload", help="build this model's encoder before serving; else on the first upload"
+    ),
 ) -> None:
     """Serve the search, image and results pages and the JSON API under /api/ to logged-in database
     roles (as role cbir_web, each person's queries under their own role)."""
@@ -98,6 +101,11 @@ def serve(
         report_dir=report_dir,
         auth=config,
     )
+    from cbir_pg.logs import configure_logging
+
+    configure_logging(state(ctx).verbose, default="INFO")  # a server says when it loads a model
+    for model in preload or ():
+        store.preload(model)
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::") and allowed_host:
         shown = allowed_host[0]

@@ -43,7 +43,7 @@ class Explainer:
 
         if model not in self._encoders:
             with self.store.conn(None) as c:
-                self._encoders[model] = stored_encoder(c, model, what="explain a pair")
+                self._encoders[model] = stored_encoder(c, model)
         return self._encoders[model]
 
     def rgb(self, actor: Actor | None, image_id: int):

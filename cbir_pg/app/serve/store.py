@@ -158,7 +158,16 @@ class Store:
     def check_model(self, actor: Actor | None, model: str) -> str:
         if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
             raise ConfigError(f"invalid model name {model!r}")
-        if model not in {m["model"] for m in self.models(actor)}:
+        # on every search: the catalogue and one exists() (not models(): it counts every model's vectors)
+        with self.conn(actor) as c:
+            known = {r["model"] for r in c.execute(queries.get("serve", "models")).fetchall()}
+            has = (
+                model in known
+                and c.execute(
+                    queries.get("serve", "model_has_vectors", table=identifiers.embedding_table(model))
+                ).fetchone()["ok"]
+            )
+        if not has:
             raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
         return model
 
@@ -203,6 +212,14 @@ class Store:
             info["age"] = float(info["age"])
         return info
 
+    def label_of(self, actor: Actor | None, image_id: int) -> str | None:
+        """The label of a stored image (one query: what a search by id needs to frame its hits)."""
+        with self.conn(actor) as c:
+            row = c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"image {image_id} does not exist")
+        return row["label"]
+
     def image_file(self, actor: Actor | None, image_id: int) -> tuple[Path, str | None]:
         """Where the server reads an image's pixels (never sent to a client), and its content hash.
 
@@ -217,6 +234,10 @@ class Store:
             path = c.execute(queries.get("serve", "image_path"), {"image_id": image_id}).fetchone()["path"]
         if path is None:
             raise NotFoundError(f"image {image_id} does not exist")
+        if not row["local_pixels"]:
+            from cbir_pg.search import PixelsNotAvailable
+
+            raise PixelsNotAvailable(image_id)
         return Path(path), row["content_hash"]
 
     # ------------------------------------------------------------------ search
@@ -262,11 +283,20 @@ class Store:
             )
         from cbir_pg.search import _embed_file
 
-        with self._embed_lock, self.conn(actor) as c:
+        with self._embed_lock, self.conn(actor) as c:  # the encoder is built on first use, then kept
             vec = _embed_file(c, model, rgb, Path("the upload"))
         return {"image_id": None, "stored": False, "rgb": rgb}, self.similar_to_vector(
             actor, vec, model, k, f
         )
+
+    def preload(self, model: str) -> None:
+        """Build the encoder of ``model``'s stored vectors now (``serve --preload``), so the first upload
+        does not wait for it; later uploads reuse it (:mod:`cbir_pg.encoders.loaded`)."""
+        from cbir_pg.search import stored_encoder
+
+        self.check_model(None, model)
+        with self._embed_lock, self.conn(None) as c:
+            stored_encoder(c, model)
 
     # ------------------------------------------------------------------ results
     def results(self, actor: Actor | None) -> dict[str, list[dict[str, Any]]]:

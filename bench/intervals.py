@@ -1,0 +1,74 @@
+"""Paired differences with 95% intervals for docs/evaluation.md's comparative claims:
+``python -m bench.intervals [both|breast]``.
+
+The test-split rankings of the fusion tables (queries = test, index = train, exact search; the
+configurations bench/fusion.py chose on val), each paired with both single models by
+:func:`cbir_pg.eval.compare.compare_runs`. Runs on the database of ``CBIR_PG_HOME`` (or ``CBIR_PG_DSN``)
+with the demo benchmark imported and efficientnet_lite0 and efficientnet_lite2 embedded
+(``cbir-pg demo --fuse-with efficientnet_lite2``). ``both``: BreastMNIST + PneumoniaMNIST; ``breast``:
+BreastMNIST only. Writes ``bench/results/<stamp>-intervals-<scope>.json``.
+"""
+
+import json
+import sys
+import time
+
+from cbir_pg.db.database import Database
+from cbir_pg.eval.compare import compare_runs
+from cbir_pg.eval.fusion import Ranking, evaluate_ranking
+from cbir_pg.eval.retrieval import evaluate_retrieval
+
+M = ("efficientnet_lite0", "efficientnet_lite2")
+DS = ["breastmnist", "pneumoniamnist"]
+NS = (1, 3, 5, 10)
+db = Database()
+scope = sys.argv[1] if len(sys.argv) > 1 else "both"
+ds = DS if scope == "both" else ["breastmnist"]
+runs = {}
+for m in M:
+    runs[m] = evaluate_retrieval(
+        db, m, ns=NS, query_splits=("test",), datasets=ds, mode="exact", progress=False
+    ).primary.run_id
+if scope == "both":
+    cfg = {
+        "rrf": Ranking(M, fusion="rrf", c=60.0),
+        "mean": Ranking(M, fusion="mean"),
+        "lite2+aqe(1,1)": Ranking((M[1],), expand=(1, 1.0)),
+        "lite2+krr(10,0.6)": Ranking((M[1],), rerank=(10, 0.6)),
+        "lite2+aqe+krr": Ranking((M[1],), expand=(1, 1.0), rerank=(10, 0.6)),
+        "mean+aqe(1,3)": Ranking(M, fusion="mean", expand=(1, 3.0)),
+    }
+else:
+    cfg = {
+        "rrf20": Ranking(M, fusion="rrf", c=20.0),
+        "mean": Ranking(M, fusion="mean"),
+        "lite2+aqe(3,3)": Ranking((M[1],), expand=(3, 3.0)),
+        "lite2+krr(20,0.3)": Ranking((M[1],), rerank=(20, 0.3)),
+        "lite2+aqe+krr": Ranking((M[1],), expand=(3, 3.0), rerank=(20, 0.3)),
+        "rrf20+aqe(3,3)": Ranking(M, fusion="rrf", c=20.0, expand=(3, 3.0)),
+    }
+for k, r in cfg.items():
+    runs[k] = evaluate_ranking(db, r, ns=NS, query_splits=("test",), datasets=ds, mode="exact").run_id
+    print(k, runs[k], flush=True)
+out = {"runs": runs, "cmp": {}}
+for k in runs:
+    for base in M:
+        if k == base:
+            continue
+        c = compare_runs(db, runs[k], runs[base], ns=NS)
+        out["cmp"][f"{k} - {base}"] = [
+            dict(n=d.n, avg=d.average, a=d.a, b=d.b, diff=d.diff, low=d.low, high=d.high, p=d.p_value)
+            for d in c.differences
+        ]
+        p1 = [d for d in c.differences if d.n == 1]
+        print(
+            f"{k} - {base}: " + "; ".join(f"{d.average} P@1 {d.phrase()} p={d.p_value:.3f}" for d in p1),
+            flush=True,
+        )
+        p10 = [d for d in c.differences if d.n == 10]
+        print(
+            "    P@10: " + "; ".join(f"{d.average} {d.phrase()} p={d.p_value:.3f}" for d in p10), flush=True
+        )
+stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+with open(f"bench/results/{stamp}-intervals-{scope}.json", "w") as fh:
+    json.dump(out, fh, indent=1)
