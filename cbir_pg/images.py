@@ -28,6 +28,11 @@ MAX_PIXELS = 16384 * 16384
 #: exceed this, before decoding: a 16384x16384 16-bit greyscale PNG of 0.5 MB decodes to 512 MiB (and
 #: several GB of working copies). 256 MiB covers an 8-bit 16k x 16k image and any clinical radiograph.
 MAX_DECODED_BYTES = 256 * 1024 * 1024
+#: refuse images whose decode would need more working memory than this, at its peak: the decoded pixels
+#: plus every copy the conversion to 8-bit RGB makes (a palette PNG with transparency is expanded to
+#: RGBA, composited on a second RGBA image, then copied to RGB; a 16-bit image is stretched in float64).
+#: A 261 kB 16384x16384 palette PNG with a tRNS chunk is 256 MiB decoded but 4 GiB at the peak.
+MAX_WORKING_BYTES = 2 * 1024 * 1024 * 1024
 #: refuse files larger than this (a stray video or disk image); a multi-frame DICOM series file is smaller.
 MAX_FILE_BYTES = 1024 * 1024 * 1024
 #: refuse images smaller than this on either side (a 1x1 image carries no content).
@@ -89,7 +94,9 @@ def decode_pil(data: bytes, source: str) -> np.ndarray:
                 with Image.open(io.BytesIO(data)) as im:
                     if im.width * im.height > MAX_PIXELS:
                         raise DecodeError(source, "decompression_bomb", f"{im.width}x{im.height} pixels")
-                    check_decoded_size(source, im.width, im.height, _pil_bytes_per_pixel(im, data))
+                    stored = _pil_bytes_per_pixel(im, data)
+                    check_decoded_size(source, im.width, im.height, stored)
+                    check_working_size(source, im.width, im.height, stored + _pil_conversion_bytes(im))
                     im.load()
                     return _pil_to_rgb(im)
             finally:
@@ -118,6 +125,37 @@ def check_decoded_size(source: str, width: int, height: int, bytes_per_pixel: fl
             + f" at {bytes_per_pixel:g} bytes per pixel decodes to {need / 2**20:.0f} MiB"
             f" (limit {MAX_DECODED_BYTES / 2**20:.0f} MiB)",
         )
+
+
+def check_working_size(source: str, width: int, height: int, bytes_per_pixel: float) -> None:
+    """Refuse, before decoding, an image whose decode and conversion to 8-bit RGB would need more than
+    :data:`MAX_WORKING_BYTES` at the peak (``bytes_per_pixel`` counts every copy alive at once)."""
+    need = int(width) * int(height) * float(bytes_per_pixel)
+    if need > MAX_WORKING_BYTES:
+        raise DecodeError(
+            source,
+            "decompression_bomb",
+            f"{width}x{height} needs {need / 2**20:.0f} MiB to decode and convert"
+            f" ({bytes_per_pixel:g} bytes per pixel at the peak; limit {MAX_WORKING_BYTES / 2**20:.0f} MiB)",
+        )
+
+
+#: bytes per pixel of the float64 working copies :func:`to_uint8` makes of a deeper-than-8-bit channel
+_STRETCH_BYTES = 3 * 8
+
+
+def _pil_conversion_bytes(im) -> float:
+    """Bytes per pixel that :func:`_pil_to_rgb` allocates on top of the decoded image, at its peak."""
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return 1 + 3  # the array's copy (greyscale) and the RGB result
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _STRETCH_BYTES + 1 + 3
+    if mode == "1":
+        return 1 + 3
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        return 4 + 4 + 4 + 3 + 3  # RGBA, the black background, the composite, RGB and its array
+    return 3 + 3  # P, CMYK, YCbCr, LAB, HSV -> RGB and its array
 
 
 def _pil_bytes_per_pixel(im, data: bytes) -> float:
@@ -280,6 +318,12 @@ def decode_dicom(data: bytes, source: str) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise DecodeError(source, "corrupt_dicom", str(exc) or "unreadable DICOM") from None
+    return decode_dicom_dataset(ds, source)
+
+
+def decode_dicom_dataset(ds, source: str) -> np.ndarray:
+    """Decode a parsed pydicom ``Dataset`` (e.g. retrieved over DICOMweb or received by C-STORE) to RGB
+    ``uint8`` by the same rules as a DICOM file; a non-image object is a :class:`DecodeError`."""
     why = _non_image_reason(ds)
     if why:
         raise DecodeError(source, "dicom_not_an_image", why)
@@ -304,7 +348,10 @@ def _check_dicom_size(ds, source: str) -> None:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
         raise DecodeError(source, "corrupt_dicom", "unreadable image size attributes") from None
-    check_decoded_size(source, cols, rows, samples * max(bits, 8) / 8, frames)
+    stored = samples * max(bits, 8) / 8
+    check_decoded_size(source, cols, rows, stored, frames)
+    # all frames decoded, then one frame rescaled and windowed in float64 and converted to RGB
+    check_working_size(source, cols, rows, stored * max(frames, 1) + samples * _STRETCH_BYTES + 3 + 3)
 
 
 def dicom_pixels_to_rgb(ds, arr: np.ndarray, source: str) -> np.ndarray:
@@ -340,7 +387,11 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Decode image bytes (any supported format) to RGB ``uint8``."""
     if not data:
         raise DecodeError(source, "empty_file", "the file is empty")
-    arr = decode_dicom(data, source) if _is_dicom(data[:132], source) else decode_pil(data, source)
+    try:
+        arr = decode_dicom(data, source) if _is_dicom(data[:132], source) else decode_pil(data, source)
+    except MemoryError:
+        # whatever the guards above missed: one recorded line, never a raw MemoryError
+        raise DecodeError(source, "out_of_memory", "not enough memory to decode the image") from None
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
         raise DecodeError(source, "image_too_small", f"{arr.shape[1]}x{arr.shape[0]} pixels")
     return np.ascontiguousarray(arr)
@@ -414,7 +465,48 @@ def decode_file(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB ``uint8``. Only regular files are read (:func:`read_regular_file`);
     a missing file, a FIFO, a device, a directory or an oversized file is a :class:`DecodeError` too."""
     p = Path(path)
+    # imported from a PACS with --no-copy: a reference file, the instance fetched again now (pacs/fetch.py)
+    if p.suffix == ".dcmref":
+        from cbir_pg.pacs.fetch import FetchError, retrieve_reference
+
+        source = f"sop:{p.stem}"
+        try:
+            ds = retrieve_reference(read_regular_file(p, max_bytes=64 * 1024))
+        except FetchError as exc:
+            raise DecodeError(source, exc.reason, exc.detail) from None
+        return decode_dicom_dataset(ds, source)
     return decode_bytes(read_regular_file(p), str(p))
+
+
+def verify_pixels(rgb: np.ndarray, expected_hash: str | None, source: str) -> str:
+    """The pixel hash of ``rgb``; a :class:`DecodeError` ``pixel_hash_mismatch`` when the record holds
+    another one (the file was replaced after import, or belongs to another import)."""
+    got = pixel_hash(rgb)
+    if expected_hash and got != expected_hash:
+        raise DecodeError(
+            source,
+            "pixel_hash_mismatch",
+            f"decoded pixels hash to {got[:16]}, the database records {expected_hash[:16]}"
+            " (the file was replaced or belongs to another import)",
+        )
+    return got
+
+
+def read_image(
+    path: str | Path, expected_hash: str | None = None, source: str | None = None
+) -> tuple[np.ndarray, str]:
+    """The one guarded reader of a stored image's file, for import, ingest, search, the report and the
+    page: ``(rgb, pixel hash)``. Only a regular file within :data:`MAX_FILE_BYTES` is read (a FIFO, a
+    device, ``/dev/zero`` behind a symlink are refused without blocking), the decode is bounded before
+    it starts, and the pixels must hash to ``expected_hash`` (the record's ``content_hash``) when one is
+    given. ``source`` names the file in errors (default: the path)."""
+    name = source or str(path)
+    try:
+        data = read_regular_file(path)
+    except DecodeError as exc:
+        raise DecodeError(name, exc.reason, exc.detail) from None
+    rgb = decode_bytes(data, name)
+    return rgb, verify_pixels(rgb, expected_hash, name)
 
 
 def pixel_hash(rgb: np.ndarray) -> str:

@@ -12,7 +12,9 @@ A (re)build never leaves a model without its index: the new index is built under
 (``embedding_<key>_<kind>_new``, ``CREATE INDEX CONCURRENTLY`` when asked), and only once it is complete
 does one short transaction drop the old index (and the other kind's) and rename the new one into place.
 Searches during the build keep using the old index; a crash during the build (even a SIGKILL of the
-postmaster) leaves the old index valid, and the next build drops the half-built staging index first.
+postmaster) leaves the old index valid. A build holds the model's build lock, so two builds of one model
+never race on the staging name, and a staging index whose lock is free is a crashed build's: it is
+dropped by the next ``db migrate``, ``ingest``, ``index status`` or build (:func:`drop_stale_staging`).
 Building one kind drops the other once the new one is ready, so the SQL functions never have to choose.
 Before building, ``maintenance_work_mem`` is sized to the graph (so it is built in memory, not spilled)
 and parallel maintenance workers are allowed; ``ANALYZE`` runs afterwards. The report carries recall@10
@@ -21,6 +23,7 @@ of the index path against exact search on a sample of stored vectors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -33,7 +36,7 @@ from psycopg.rows import class_row
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database, db_errors, dict_cursor, scalar
-from cbir_pg.errors import ConfigError, NotFoundError
+from cbir_pg.errors import CbirError, ConfigError, NotFoundError
 from cbir_pg.rules import MAX_HALFVEC_INDEX_DIM
 
 QUANTIZE = (None, "binary")
@@ -225,6 +228,8 @@ def build_index(
     through the new index and exactly, for ``report.recall_at_10``.
     """
     _check_build_args(model, quantize, m, ef_construction)
+    if isinstance(recall_queries, bool) or not isinstance(recall_queries, int) or recall_queries < 0:
+        raise ConfigError(f"--recall-queries must be 0 (skip) or a positive number, got {recall_queries!r}")
     if storage not in STORAGES:
         raise ConfigError(f"unknown storage {storage!r}: use {' or '.join(STORAGES)}")
     conn = db.connect(autocommit=True)
@@ -250,7 +255,16 @@ def build_index(
             maintenance_work_mem_mb=maintenance_work_mem_mb,
             parallel_workers=parallel_workers,
         )
-        seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
+        # one build per model at a time (two would race on the staging index's name); held for the
+        # whole build, so a staging index whose lock is free is a crashed build's (drop_stale_staging)
+        from cbir_pg.db.locks import key_of, wait_for_lock
+
+        lock = key_of(conn, "text_key", build_lock_name(model))
+        wait_for_lock(conn, lock, f"index build --model {model} (another build of this model is running)")
+        try:
+            seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
+        finally:
+            conn.execute(queries.get("locks", "unlock"), {"key": lock})
 
     report = IndexReport(
         model=model,
@@ -274,6 +288,57 @@ def build_index(
             db, model, method="binary" if plan.kind == "hnsw_bq" else "hnsw", queries_n=recall_queries
         )
     return report
+
+
+def build_lock_name(model: str) -> str:
+    """The text of the advisory lock a build of ``model`` holds (:func:`cbir_pg.db.locks.key_of`)."""
+    return f"cbir-pg index build {model}"
+
+
+KINDS = ("hnsw", "hnsw_bq")
+
+
+def drop_stale_staging(db: Database, model: str | None = None) -> list[str]:
+    """Drop the staging indexes (``embedding_<key>_<kind>_new``) that no running build owns: a build
+    that crashed after creating its index but before swapping it in leaves a complete index that every
+    insert would keep maintaining. A staging index is a running build's only while that build holds the
+    model's build lock, so one whose lock is free is dropped. Run by ``db migrate``, ``ingest`` and
+    ``index status``; returns the names dropped."""
+    from cbir_pg.db.locks import key_of
+
+    if model is not None:
+        identifiers.check_key(model)
+    dropped: list[str] = []
+    with db_errors(), db.connect(autocommit=True) as conn:
+        if scalar(conn, "select to_regclass('cbir.encoder') is null"):
+            return dropped
+        for enc in conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall():
+            key = enc["key"]
+            stale = [
+                k
+                for k in KINDS
+                if scalar(conn, "select to_regclass(%s)", (f"cbir.{identifiers.staging_index_name(key, k)}",))
+            ]
+            if not stale:
+                continue
+            lock = key_of(conn, "text_key", build_lock_name(key))
+            if not scalar(conn, queries.get("locks", "try_lock"), {"key": lock}):
+                continue  # a build is running: its staging index is not stale
+            try:
+                for k in stale:
+                    name = identifiers.staging_index_name(key, k)
+                    conn.execute(
+                        queries.get(
+                            "index",
+                            "drop_index",
+                            concurrently=sql.SQL(""),
+                            index=sql.Identifier(identifiers.SCHEMA, name),
+                        )
+                    )
+                    dropped.append(name)
+            finally:
+                conn.execute(queries.get("locks", "unlock"), {"key": lock})
+    return dropped
 
 
 def _check_build_args(model: str, quantize: str | None, m: int, ef_construction: int) -> None:
@@ -490,6 +555,8 @@ def index_status(db: Database, model: str | None = None) -> list[IndexStatus]:
     ``index_name=None`` (and its progress, when its first build is running)."""
     if model is not None:
         identifiers.check_key(model)
+    with contextlib.suppress(CbirError):  # opportunistic: a role that may not drop indexes still reads
+        drop_stale_staging(db, model)
     out: list[IndexStatus] = []
     with db.connection(autocommit=True) as conn:
         encoders = conn.execute(queries.get("index", "encoders"), {"model": model}).fetchall()

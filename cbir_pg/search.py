@@ -274,7 +274,7 @@ def check_stored_config(
 
     Imported vectors (``embeddings import-h5``) qualify when they declare the same model and the same
     preprocessing: their config is this installation's config with only the import provenance added
-    (:func:`cbir_pg.ingest.h5.imported_config`), so its hash equals that config's hash. The paper's
+    (:func:`cbir_pg.encoders.config.imported_config`), so its hash equals that config's hash. The paper's
     preprocessing is the library processor of each model, which the registered configs follow (tested,
     docs/models.md). Returns a note saying so for imported vectors, else ``None``."""
     row = dict_cursor(conn).execute(queries.get("search", "encoder_row"), {"model": model}).fetchone()
@@ -287,7 +287,7 @@ def check_stored_config(
     config = get_config(model)
     stored_hash = row["config_hash"]
     if weights is None:
-        from cbir_pg.ingest.h5 import imported_config
+        from cbir_pg.encoders.config import imported_config
 
         imported = imported_config(config).config_hash()
         if stored_hash == imported and imported != config.config_hash():
@@ -380,8 +380,9 @@ def image_rgb_or_placeholder(db_or_conn: Database | psycopg.Connection, image_id
 
 
 def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> np.ndarray:
-    """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``."""
-    from cbir_pg.images import decode_file
+    """Decode a stored image (``dataset.root`` / ``image.uri``) to RGB ``uint8``, through the guarded
+    reader: its pixels must be those recorded at import (:func:`cbir_pg.images.read_image`)."""
+    from cbir_pg.images import read_image
 
     def fetch(conn: psycopg.Connection):
         return (
@@ -400,7 +401,7 @@ def load_image_rgb(db_or_conn: Database | psycopg.Connection, image_id: int) -> 
     from cbir_pg.roots import local_root
 
     uri, root = row["uri"], local_root(row["root"])
-    return decode_file(Path(root) / uri if root else Path(uri))
+    return read_image(Path(root) / uri if root else Path(uri), row.get("content_hash"))[0]
 
 
 def _fit_tile(rgb: np.ndarray, tile: int) -> np.ndarray:

@@ -10,6 +10,12 @@ Three tables, one file each in the output folder (``.parquet`` or ``.csv``):
 
 Rows are streamed from a server-side cursor in chunks, so a run with millions of neighbours is written
 without holding it in memory. Parquet needs ``pyarrow`` (the ``parquet`` extra).
+
+The output folder must be a real folder: an empty name, a symlink (``/proc/self``, a link into
+``/etc``) or something that is not a folder (``/dev/null``) is a one-line error. Each file is written
+to a new temporary file in the folder and renamed over its name, so a symlink planted at
+``runs.csv`` is replaced, never followed. Runs that do not exist are an error before anything is
+written.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import psycopg
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.errors import ConfigError
+from cbir_pg.errors import ConfigError, NotFoundError
 
 TABLES = ("runs", "neighbours", "metrics")
 FORMATS = ("parquet", "csv")
@@ -70,7 +76,6 @@ def export_runs(
     tables: Sequence[str] = TABLES,
 ) -> ExportResult:
     """Write ``tables`` of the selected runs (all by default) to ``out_dir/<table>.<fmt>``."""
-    import pandas as pd
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use {' or '.join(FORMATS)}")
@@ -86,13 +91,62 @@ def export_runs(
             raise ConfigError(
                 "Parquet needs pyarrow: pip install 'cbir-pg[parquet]', or use --format csv"
             ) from None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     params = {"runs": list(run_ids) if run_ids else None, "model": model}
+    found = [r["id"] for r in conn.execute(queries.get("export", "run_ids"), params).fetchall()]
+    conn.rollback()
+    if run_ids and (missing := sorted(set(run_ids) - set(found))):
+        raise NotFoundError(
+            f"no evaluation run {', '.join(map(str, missing))} (cbir-pg eval runs lists them)"
+        )
+    if not found and model is not None:
+        raise NotFoundError(
+            "no evaluation run matches" + (f" model {model!r}" if model else "") + "; nothing written"
+        )
     result = ExportResult()
     for table in tables:
         path = out / f"{table}.{fmt}"
-        writer = _Writer(path, fmt)
+        try:
+            _export_table(conn, table, path, fmt, params, result)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return result
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """The export folder, created if needed; refused when empty, a symlink or not a folder."""
+    import os
+
+    text = os.fspath(out_dir)
+    if not str(text).strip():
+        raise ConfigError("--out: give a folder name (an empty name would write into the current folder)")
+    out = Path(text)
+    if out.is_symlink():
+        raise ConfigError(f"--out {out}: is a symlink; give the folder itself")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if out.is_symlink() or not out.is_dir():  # swapped meanwhile
+        raise ConfigError(f"--out {out}: is not a plain folder")
+    return out
+
+
+def _export_table(conn: psycopg.Connection, table: str, path: Path, fmt: str, params: dict, result) -> None:
+    """Write one table to a new temporary file beside ``path``, then rename it over ``path`` (a symlink
+    at ``path`` is replaced, never followed)."""
+    import os
+    import tempfile
+
+    import pandas as pd
+
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = _Writer(tmp, fmt)
         n = 0
         with conn.transaction(), conn.cursor(name=f"export_{table}") as cur:
             cur.itersize = CHUNK
@@ -106,5 +160,7 @@ def export_runs(
                 columns = [d.name for d in cur.description] if cur.description else []
                 writer.write(pd.DataFrame(columns=columns))
         writer.close()
-        result.files[table], result.rows[table] = path, n
-    return result
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    result.files[table], result.rows[table] = path, n

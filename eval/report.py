@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cbir_pg.db.database import Database, scalar
+from cbir_pg.errors import ConfigError
 from cbir_pg.eval import data
 
 if TYPE_CHECKING:
@@ -514,6 +515,9 @@ def write_report(
     seed: int = 0,
 ) -> ReportResult:
     """Write the figures and ``index.html`` to ``out_dir`` and return what was written."""
+    for name, value in (("--tsne-sample", tsne_sample), ("--grid-queries", grid_queries)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be 0 or a positive number, got {value!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with db.connection() as conn:

@@ -8,7 +8,10 @@ becomes nested groups) and ``v`` is the model's embedding divided by its L2 norm
 :func:`import_h5` walks every ``*.h5`` / ``*.hdf5`` file under a folder (or one file), maps each
 dataset's path to the image of a ``dkfz-splits`` import with that ``uri``, checks the dimension
 against the model's config and the norm against 1, and writes the vectors with binary COPY into
-``cbir.embedding_<key>``, one transaction per file (a re-import of the same images replaces them).
+``cbir.embedding_<key>`` (a re-import of the same images replaces them). The whole command is one
+transaction: a run that fails on any file (a wrong dimension, unknown paths, a bad value) changes
+nothing, not even the encoder row or the table. Each dataset's shape, dtype and chunk size are checked
+from its header before it is read, so a small compressed file cannot decode to gigabytes.
 
 **Never mixed.** Imported vectors are not the vectors this project computes: the encoder row gets the
 config :func:`imported_config` (the registered config with ``weights_source = import:h5:...``), whose hash
@@ -22,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,23 +33,13 @@ import numpy as np
 
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database
-from cbir_pg.encoders import EncoderConfig, get_config
+from cbir_pg.encoders import get_config
+from cbir_pg.encoders.config import imported_config
 from cbir_pg.errors import ConfigError, InputError, NotFoundError
 
 #: largest allowed | ||v|| - 1 | of a published vector (they were normalised in float32)
 NORM_TOLERANCE = 1e-3
 SUFFIXES = (".h5", ".hdf5")
-
-
-def imported_config(config: EncoderConfig) -> EncoderConfig:
-    """The config recorded for vectors imported from the published HDF5 files (its own hash)."""
-    if config.weights_source.startswith("import:h5:"):
-        return config
-    return replace(
-        config,
-        weights_source=f"import:h5:{config.weights_source}",
-        embedding_rule=f"{config.embedding_rule}; imported from the paper's published HDF5 (L2-normalised)",
-    )
 
 
 @dataclass
@@ -86,8 +79,16 @@ def h5_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_h5(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """``(filepath, vector)`` for every dataset in the file, in the file's order (groups nest the path)."""
+#: largest chunk (bytes) a dataset may be stored in: reading one element decompresses its whole chunk
+MAX_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def read_h5(path: Path, dim: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(filepath, vector)`` for every dataset in the file, in the file's order (groups nest the path).
+
+    Each dataset is checked from its header before it is read: a numeric dtype, a 1-d shape of ``dim``
+    values (when given), and a chunk no larger than :data:`MAX_CHUNK_BYTES`; anything else is a
+    one-line :class:`InputError` naming the dataset."""
     import h5py
 
     try:
@@ -98,7 +99,24 @@ def read_h5(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         names: list[str] = []
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         for name in names:
-            yield name, np.asarray(f[name][()], dtype=np.float32)
+            ds = f[name]
+            if ds.dtype.kind not in "fiu":
+                raise InputError(f"{path.name}: {name!r} holds {ds.dtype} values, not numbers")
+            if dim is not None and tuple(ds.shape) != (dim,):
+                raise InputError(
+                    f"{path.name}: {name!r} has shape {tuple(ds.shape)}, the model's dimension is {dim}"
+                )
+            chunk = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize if ds.chunks else 0
+            if chunk > MAX_CHUNK_BYTES:
+                raise InputError(
+                    f"{path.name}: {name!r} is stored in chunks of {chunk} bytes (limit {MAX_CHUNK_BYTES})"
+                )
+            try:
+                yield name, np.asarray(ds[()], dtype=np.float32)
+            except (OSError, ValueError, TypeError) as exc:
+                raise InputError(
+                    f"{path.name}: {name!r} cannot be read ({str(exc).splitlines()[0]})"
+                ) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -117,8 +135,15 @@ def check_vectors(name: str, keys: Sequence[str], vectors: np.ndarray, dim: int)
             f"{name}: {bad!r} has shape {tuple(np.shape(vectors[0]))}, the model's dimension is {dim}"
         )
     finite = np.isfinite(vectors).all(axis=1)
-    norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0), axis=1)
-    bad_rows = np.flatnonzero(~finite | (np.abs(norms - 1.0) > NORM_TOLERANCE))
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite)
+        i = int(bad_rows[0])
+        what = "NaN" if np.isnan(vectors[i]).any() else "infinite values"
+        raise InputError(
+            f"{name}: {bad_rows.size} vectors hold NaN or infinite values (first: {keys[i]!r}, {what})"
+        )
+    norms = np.linalg.norm(vectors, axis=1)
+    bad_rows = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
     if bad_rows.size:
         i = int(bad_rows[0])
         raise InputError(
@@ -144,59 +169,67 @@ def import_h5(
     table = identifiers.embedding_table(model)
     vtype = identifiers.vector_type_for(config.dim)
     reports: list[FileReport] = []
-    with db.connection() as conn:
-        ensure_encoder_table(conn, config)  # refuses a table of vectors computed under another config
-        for f in files:
-            keys, vecs = [], []
-            for k, v in read_h5(f):
-                keys.append(k)
-                vecs.append(v)
-            if not keys:
-                raise InputError(f"{f.name}: no datasets in the file")
-            try:
-                vectors = np.stack(vecs)
-            except ValueError:
-                bad = next(k for k, v in zip(keys, vecs, strict=True) if v.shape != (config.dim,))
-                raise InputError(
-                    f"{f.name}: {bad!r} has shape {vecs[keys.index(bad)].shape}, the model's dimension is"
-                    f" {config.dim}"
-                ) from None
-            check_vectors(f.name, keys, vectors, config.dim)
-            rows = conn.execute(
-                queries.get("ingest", "h5_images_by_uri"),
-                {"datasets": list(datasets) if datasets else None, "uris": keys},
-            ).fetchall()
-            by_uri: dict[str, int] = {}
-            for r in rows:
-                image_id, uri = r["id"], r["uri"]
-                if uri in by_uri and by_uri[uri] != image_id:
-                    raise ConfigError(
-                        f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset"
-                    )
-                by_uri[uri] = int(image_id)
-            pos = [i for i, k in enumerate(keys) if k in by_uri]
-            unmatched = [k for k in keys if k not in by_uri]
-            ids = [by_uri[keys[i]] for i in pos]
-            sha = sha256_file(f)
-            conn.execute(queries.get("ingest", "h5_delete_vectors", table=table), {"ids": ids})
-            for start in range(0, len(ids), batch_size):
-                sel = pos[start : start + batch_size]
-                copy_vectors(conn, model, ids[start : start + batch_size], vectors[sel], vtype)
-            record = {
-                "file": f.name,
-                "sha256": sha,
-                "vectors": len(keys),
-                "loaded": len(ids),
-                "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            conn.execute(
-                queries.get("ingest", "h5_mark_imported"), {"key": model, "file": json.dumps([record])}
-            )
-            conn.commit()
-            reports.append(FileReport(f.name, sha, len(keys), len(ids), len(unmatched), unmatched[:3]))
-    if not any(r.loaded for r in reports):
-        raise NotFoundError(
-            f"none of the {sum(r.vectors for r in reports)} HDF5 keys is the filepath of an image of a"
-            " dkfz-splits import (cbir-pg datasets import dkfz-splits CSV --option images=DIR)"
-        )
+    try:
+        with db.connection() as conn:  # one transaction: a failure anywhere changes nothing
+            # refuses a table of vectors computed under another config; created (if new) in this transaction
+            ensure_encoder_table(conn, config, commit=False)
+            for f in files:
+                keys, vecs = [], []
+                for k, v in read_h5(f, config.dim):
+                    keys.append(k)
+                    vecs.append(v)
+                if not keys:
+                    raise InputError(f"{f.name}: no datasets in the file")
+                try:
+                    vectors = np.stack(vecs)
+                except ValueError:
+                    bad = next(k for k, v in zip(keys, vecs, strict=True) if v.shape != (config.dim,))
+                    raise InputError(
+                        f"{f.name}: {bad!r} has shape {vecs[keys.index(bad)].shape}, the model's dimension is"
+                        f" {config.dim}"
+                    ) from None
+                check_vectors(f.name, keys, vectors, config.dim)
+                rows = conn.execute(
+                    queries.get("ingest", "h5_images_by_uri"),
+                    {"datasets": list(datasets) if datasets else None, "uris": keys},
+                ).fetchall()
+                by_uri: dict[str, int] = {}
+                for r in rows:
+                    image_id, uri = r["id"], r["uri"]
+                    if uri in by_uri and by_uri[uri] != image_id:
+                        raise ConfigError(
+                            f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset"
+                        )
+                    by_uri[uri] = int(image_id)
+                pos = [i for i, k in enumerate(keys) if k in by_uri]
+                unmatched = [k for k in keys if k not in by_uri]
+                ids = [by_uri[keys[i]] for i in pos]
+                sha = sha256_file(f)
+                conn.execute(queries.get("ingest", "h5_delete_vectors", table=table), {"ids": ids})
+                for start in range(0, len(ids), batch_size):
+                    sel = pos[start : start + batch_size]
+                    copy_vectors(conn, model, ids[start : start + batch_size], vectors[sel], vtype)
+                record = {
+                    "file": f.name,
+                    "sha256": sha,
+                    "vectors": len(keys),
+                    "loaded": len(ids),
+                    "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+                conn.execute(
+                    queries.get("ingest", "h5_mark_imported"), {"key": model, "file": json.dumps([record])}
+                )
+                reports.append(FileReport(f.name, sha, len(keys), len(ids), len(unmatched), unmatched[:3]))
+            if not any(r.loaded for r in reports):  # inside the transaction: rolled back with the rest
+                raise NotFoundError(
+                    f"none of the {sum(r.vectors for r in reports)} HDF5 keys is the filepath of an image of a"
+                    " dkfz-splits import (cbir-pg datasets import dkfz-splits CSV --option images=DIR);"
+                    " nothing was imported"
+                )
+    except (InputError, ConfigError) as exc:
+        if len(files) < 2:
+            raise
+        raise type(exc)(
+            f"{exc}; nothing was imported from the {len(files)} files (import-h5 is one transaction)"
+        ) from None
     return ImportH5Summary(model=model, config_hash=config.config_hash(), files=reports)

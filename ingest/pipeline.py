@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cbir_pg.encoders.config import EncoderConfig
-from cbir_pg.images import DecodeError, decode_file, pixel_hash
+from cbir_pg.images import DecodeError, decode_file, verify_pixels
 from cbir_pg.ingest.claim import ClaimedBatch, ClaimItem
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -125,11 +125,9 @@ class DecodeDataset:
         # can be checked (nvJPEG and draft mode give slightly different pixels); the batched GPU JPEG
         # decode and --fast-decode serve the huge imports made with --no-hash.
         if (opts.jpeg_on_device or opts.fast_decode) and item.content_hash is None:
-            try:
-                with open(item.path, "rb") as fh:
-                    data = fh.read()
-            except (OSError, ValueError):
-                return "native", decode_file(item.path)  # the decoder's exact error
+            from cbir_pg.images import read_regular_file
+
+            data = read_regular_file(item.path)  # regular files only, bounded: never a FIFO or /dev/zero
             if data[:3] == _JPEG_MAGIC:
                 try:
                     im = _jpeg_header(item.path, data)
@@ -162,17 +160,14 @@ class DecodeDataset:
                 Failure(item.image_id, "decode", exc.reason, str(exc), item.path),
             )
         if kind == "native" and item.content_hash is not None:
-            got = pixel_hash(payload)
-            if got != item.content_hash:  # the file is not the image the database describes
-                msg = (
-                    f"{item.path}: pixel_hash_mismatch: decoded pixels hash to {got[:16]}, the database"
-                    f" records {item.content_hash[:16]} (the file was replaced or belongs to another import)"
-                )
+            try:  # the file must be the image the database describes (the guarded reader's own check)
+                verify_pixels(payload, item.content_hash, str(item.path))
+            except DecodeError as exc:
                 return (
                     item.image_id,
                     None,
                     None,
-                    Failure(item.image_id, "decode", "pixel_hash_mismatch", msg, item.path),
+                    Failure(item.image_id, "decode", exc.reason, str(exc), item.path),
                 )
         if kind == "native" and not self.options.resize_on_device:
             try:

@@ -76,13 +76,16 @@ def encoder_config_for(model: str, pretrained: bool = True) -> EncoderConfig:
     return cfg if pretrained else cfg.as_random()
 
 
-def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> None:
+def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig, *, commit: bool = True) -> None:
     """Create ``cbir.embedding_<key>`` and its ``cbir.encoder`` row on first use (under an advisory lock,
-    so concurrent workers do it once); refuse a different config hash with a clear error."""
+    so concurrent workers do it once); refuse a different config hash with a clear error. With
+    ``commit=False`` the caller's transaction keeps them (and the lock) until it commits or rolls back."""
     key, h = config.key, config.config_hash()
     table_name = identifiers.embedding_table_name(key)
     vtype = identifiers.vector_type_for(config.dim)
-    conn.execute(queries.get("ingest", "setup_lock"))
+    from cbir_pg.db.locks import key_of, wait_for_lock
+
+    wait_for_lock(conn, key_of(conn, "text_key", "cbir-pg ingest setup"), f"ingest --model {key}", xact=True)
     cur = dict_cursor(conn)
     row = cur.execute(queries.get("ingest", "encoder_get"), {"key": key}).fetchone()
     comment = cur.execute(
@@ -127,7 +130,8 @@ def ensure_encoder_table(conn: psycopg.Connection, config: EncoderConfig) -> Non
                 "table_name": table_name,
             },
         )
-    conn.commit()
+    if commit:
+        conn.commit()
 
 
 def _check_selection(conn: psycopg.Connection, flt: ClaimFilter) -> None:
@@ -437,11 +441,13 @@ def _run_one(
     on_batch=None,
     fast_decode: bool = False,
     jpeg_on_device: bool | None = None,
+    stop=None,
 ) -> None:
     """Passes over the claimable images until a pass claims nothing (failed images are retried in the
     next pass until ``max_attempts``). Per batch: the main thread preprocesses on the device and runs the
     model while the DataLoader decodes (and claims) the next batches and the writer thread COPYs and
-    commits the previous one."""
+    commits the previous one. ``stop()`` true (a follower's SIGTERM) ends the pass after the batch in
+    hand: it is written and committed, batches claimed ahead are rolled back."""
     pin = encoder.device.startswith("cuda")
     options = decode_options(encoder, fast_decode=fast_decode, jpeg_on_device=jpeg_on_device)
     prep = BatchPreprocessor(encoder.config, encoder.device)
@@ -464,6 +470,8 @@ def _run_one(
                     claimer.release(batch)
                     raise
                 writer.put(enc)
+                if stop is not None and stop():
+                    break
             writer.close()
         finally:
             if not writer.closed:
@@ -473,6 +481,8 @@ def _run_one(
                 claimer.release(sampler.pending.popleft())
             claimer.close()
         if claimer.claimed == 0 or (limit is not None and summary.embedded + summary.failed >= limit):
+            return
+        if stop is not None and stop():
             return
 
 
@@ -516,6 +526,8 @@ def run_ingest(
     reconnect_timeout: float = 300.0,
     fast_decode: bool = False,
     jpeg_on_device: bool | None = None,
+    encoder: Encoder | None = None,
+    stop=None,
 ) -> IngestSummary:
     """Embed every claimable image of the selection with encoder ``model`` and store unit vectors.
 
@@ -526,7 +538,10 @@ def run_ingest(
 
     ``fast_decode`` (opt-in) decodes JPEGs in PIL's draft mode (DCT-domain downscaling to near the
     model's input size): several times faster on large JPEGs, with slightly different pixels than the
-    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA)."""
+    exact decoder. ``jpeg_on_device`` decodes JPEGs batched on the model's device (default: on CUDA).
+
+    ``encoder``: an encoder already loaded (a follower keeps its model between passes); ``stop``: a
+    callable checked after every batch (single process only): true ends the run after that batch."""
     if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
         raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
     if precision not in PRECISIONS:
@@ -558,7 +573,8 @@ def run_ingest(
     if todo == 0:  # nothing claimable: do not load the model at all
         pass
     elif processes == 1:
-        encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
+        if encoder is None:
+            encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
             raise ConfigError(f"encoder {model} config changed while starting")
         _run_single(
@@ -575,6 +591,7 @@ def run_ingest(
             limit=limit,
             fast_decode=fast_decode,
             jpeg_on_device=jpeg_on_device,
+            stop=stop,
         )
     else:
         _run_many(
@@ -620,7 +637,15 @@ def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:
         _check_selection(conn, flt)
         ensure_encoder_table(conn, config)
         conn.commit()
-        return count_todo(conn, flt)
+        todo = count_todo(conn, flt)
+    import contextlib
+
+    from cbir_pg.errors import CbirError
+    from cbir_pg.index import drop_stale_staging
+
+    with contextlib.suppress(CbirError):  # a crashed index build's staging index would slow every insert
+        drop_stale_staging(db, config.key)
+    return todo
 
 
 def _run_single(

@@ -35,6 +35,7 @@ class Client:
 
     def __init__(self, db) -> None:  # noqa: ANN001
         self.db = db
+        self._reader = None  # the read-only login's Database, prepared on the first sql()
 
     @property
     def dsn(self) -> str:
@@ -47,7 +48,22 @@ class Client:
 
     # ------------------------------------------------------------------ reading
     def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None):
-        """Run a read-only query (``%(name)s`` or ``%s`` parameters) and return its rows as a DataFrame."""
+        """Run one read-only statement (``%(name)s`` or ``%s`` parameters) and return its rows as a
+        DataFrame. It runs with reader privileges, not the owner's: as the ``cbir_analyst`` login
+        (SELECT on the cbir and cbir_report schemas) in a read-only transaction, so DDL, writes and
+        ``COPY ... TO PROGRAM`` are refused by PostgreSQL itself. To change data, use :meth:`sql_write`."""
+        import pandas as pd
+
+        from cbir_pg.db.readonly import reader_database, run_read_only
+
+        if self._reader is None:
+            self._reader = reader_database(self.db)
+        columns, rows = run_read_only(self._reader, query, params)
+        return pd.DataFrame(rows, columns=columns)
+
+    def sql_write(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None):
+        """Run a statement that CHANGES the database, as the connecting (owner) role, and commit it;
+        returns its rows (if any) as a DataFrame. Everything it may do, the owner may do."""
         import pandas as pd
 
         with self.db.connection() as conn:

@@ -24,6 +24,7 @@ from cbir_pg.datasets import (  # noqa: F401
 )
 from cbir_pg.datasets.base import ADAPTERS, Adapter, Record, RowError, register_adapter
 from cbir_pg.errors import ConfigError
+from cbir_pg.pacs import dicomweb, listener  # noqa: F401,E402  (the PACS adapters register themselves too)
 
 if TYPE_CHECKING:
     from cbir_pg.db.database import Database

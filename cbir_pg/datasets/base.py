@@ -136,6 +136,21 @@ class Adapter:
     #: the source's tables alone carry labels and splits, so ``--metadata-only`` may import them without
     #: the image files (the published DKFZ split CSVs)
     metadata_only: ClassVar[bool] = False
+    #: the importer hands the adapter the uris already in the dataset (``known``) before :meth:`records`,
+    #: so a source that is slow to read (a PACS) skips them without fetching them again
+    wants_known: ClassVar[bool] = False
+    #: each run imports only new material (the C-STORE listener's batches): the errors recorded by earlier
+    #: runs stay in ``cbir.error`` instead of being cleared at the start of the run
+    incremental: ClassVar[bool] = False
+
+    @classmethod
+    def resolve_root(cls, root: str | Path) -> Path | str:
+        """The source as given on the command line, checked: a folder or file that exists (a URL for the
+        network adapters)."""
+        path = Path(root).expanduser().resolve()
+        if not path.exists():
+            raise ConfigError(f"{cls.kind}: {path} does not exist")
+        return path
 
     def __init__(self, root: Path, key: str, options: dict[str, Any]):
         self.root = Path(root).expanduser()

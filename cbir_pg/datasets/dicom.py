@@ -14,11 +14,14 @@ Coded attributes (Modality, BodyPartExamined, ViewPosition) are stored only when
 of their DICOM code set (:data:`MODALITIES`, :data:`BODY_PARTS`, :data:`VIEW_POSITIONS`); anything else,
 e.g. a ViewPosition of ``PA ANNA SMITH``, is stored as null. Free-text attributes are never read.
 
-``managed_copy`` (``cbir-pg datasets import dicom ROOT --managed-copy``): exports are often foldered and
-named by patient (``DOE^JOHN_MRN12345678/.../IM_DOE_JOHN_0001.dcm``). With this option the pixels of
-each file are decoded once and written to the managed store as a PNG named
-``<k[:2]>/<k>.<pixel sha256>.png``, where ``k`` is a salted hash of the file's path: ``cbir.image.uri``,
-``cbir.error.source`` and the dataset's root and key then carry no name from the source paths.
+Managed copy, the default: exports are often foldered and named by patient
+(``DOE^JOHN_MRN12345678/.../IM_DOE_JOHN_0001.dcm``). So the pixels of each file are decoded once and
+written to the managed store as a PNG named ``<k[:2]>/<k>.<pixel sha256>.png``, where ``k`` is a salted
+hash of the file's path: ``cbir.image.uri``, ``cbir.error.source`` and the dataset's root (the managed
+store under ``CBIR_PG_HOME``) and key (``dicom_managed`` unless ``--name``) carry no name from the source
+paths, and the source folder is not recorded. ``keep_paths`` (``cbir-pg datasets import dicom ROOT
+--keep-paths``) stores the source paths and root as they are instead: only for folders whose paths hold
+no names.
 """
 
 from __future__ import annotations
@@ -284,7 +287,8 @@ class DicomFolderAdapter(Adapter):
         "label": "one source label for every image, e.g. CT/abdomen/normal",
         "label_from": "'folder': the parent folder name is the finding",
         "fractions": "train,val,test fractions for the patient-wise split (default 0.7,0.1,0.2)",
-        "managed_copy": "copy the pixels into the managed store so no stored path carries a source name",
+        "managed_copy": "copy the pixels into the managed store (the default)",
+        "keep_paths": "store the source paths and root as they are (may carry patient names)",
     }
     #: set by the importer before :meth:`records`: the salt for hashing paths (``managed_copy``)
     salt: str = ""
@@ -298,11 +302,11 @@ class DicomFolderAdapter(Adapter):
         )
         if self.options.get("label_from") not in (None, "folder"):
             raise ConfigError("dicom: label_from must be 'folder'")
-        self.managed = str(self.options.get("managed_copy", "")).lower() in ("1", "true", "yes", "on")
+        self.managed = _managed(self.options)
 
     @classmethod
     def default_key(cls, root, options):
-        if str(options.get("managed_copy", "")).lower() in ("1", "true", "yes", "on"):
+        if _managed(options):
             return "dicom_managed"  # the folder's name may be a patient's
         name = normalise_part(root.name).replace("-", "_")
         return name if name[:1].isalpha() else f"dicom_{name}"
@@ -410,6 +414,17 @@ class DicomFolderAdapter(Adapter):
                 pixels=pixels,
                 write=write,
             )
+
+
+def _on(value) -> bool:
+    return str(value or "").lower() in ("1", "true", "yes", "on")
+
+
+def _managed(options) -> bool:
+    """Managed copy unless ``keep_paths`` (asking for both is an error)."""
+    if _on(options.get("keep_paths")) and _on(options.get("managed_copy")):
+        raise ConfigError("dicom: --keep-paths and --managed-copy exclude each other")
+    return not _on(options.get("keep_paths"))
 
 
 def _writer(path, pixels):

@@ -189,9 +189,7 @@ def import_dataset(
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
-        raise ConfigError(f"{kind}: {root} does not exist")
+    root = cls.resolve_root(root)
     key = check_key(name or cls.default_key(root, options), "dataset")
     adapter = cls(root, key, options)
     mapfile = load_label_map(label_map) if label_map else None
@@ -215,11 +213,16 @@ def import_dataset(
     conn = db.connect(vector=False)
     aconn = db.connect(autocommit=True, vector=False)
     try:
-        lock_conn.execute(q("lock_dataset"), {"key": key})
+        from cbir_pg.db.locks import key_of, wait_for_lock
+
+        lock_key = key_of(lock_conn, "dataset_key", key)
+        wait_for_lock(lock_conn, lock_key, f"datasets import {key}")
         dataset_id = _open_dataset(aconn, adapter, key, image_root, params)
         since = scalar(aconn, q("now"))
         salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
         adapter.salt = salt
+        if adapter.wants_known:
+            adapter.known = {r["uri"] for r in aconn.execute(q("dataset_uris"), {"dataset_id": dataset_id})}
         summary = ImportSummary(
             dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
         )
@@ -263,7 +266,7 @@ def import_dataset(
     finally:
         bar.close()
         with contextlib.suppress(Exception):
-            lock_conn.execute(q("unlock_dataset"), {"key": key})
+            lock_conn.execute(q("unlock_dataset"), {"key": key})  # a no-op unless it was taken
         for c in (conn, aconn, lock_conn):
             c.close()
 
@@ -314,7 +317,8 @@ def _open_dataset(aconn, adapter: Adapter, key: str, image_root: Path, params: d
     aconn.execute(
         q("update_dataset"), {"dataset_id": dataset_id, "root": str(image_root), "params": json.dumps(params)}
     )
-    aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
+    if not adapter.incremental:
+        aconn.execute(q("clear_import_errors"), {"dataset_id": dataset_id})
     return dataset_id
 
 
@@ -399,19 +403,31 @@ class _Run:
             self.errors = []
 
     def path_problem(self, uri: str) -> tuple[str, str] | None:
-        """``('outside_root', message)`` for an absolute path or one that leaves the dataset root with
-        ``..`` (checked on the text, so a dataset folder that is itself a symlink still works), unless
-        the import allows it."""
+        """``('outside_root', message)`` for an absolute path, one that leaves the dataset root with
+        ``..``, or one whose symlinks lead out of it, unless the import allows it. The path is resolved
+        (every symlink followed) and compared with the resolved root, so a dataset folder that is itself
+        a symlink still works but a link inside it to ``/etc/...`` does not."""
+        import os
         import posixpath
 
         if self.allow_outside_root:
             return None
         norm = posixpath.normpath(uri.replace("\\", "/"))
+        how = None
         if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or uri[1:3] in (":/", ":\\"):
+            how = "the path is outside the dataset root"
+        else:
+            root = os.path.realpath(self.image_root)
+            try:
+                real = os.path.realpath(os.path.join(root, norm))
+            except (OSError, ValueError):
+                real = ""
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                how = "the path is a symlink that leads outside the dataset root"
+        if how:
             return (
                 "outside_root",
-                f"{printable(uri)}: the path is outside the dataset root {self.image_root}"
-                " (pass --allow-outside-root to import it anyway)",
+                f"{printable(uri)}: {how} {self.image_root} (pass --allow-outside-root to import it anyway)",
             )
         return None
 

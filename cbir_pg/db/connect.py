@@ -156,18 +156,31 @@ def start_embedded(settings: Settings, listen: tuple[str, int] | None = None) ->
     admin = st.uri("postgres")
     try:
         with psycopg.connect(admin, autocommit=True) as conn:
-            # five first commands at once: one creates the database, the others wait and find it
-            conn.execute("select pg_advisory_lock(%s)", (CREATE_DATABASE_LOCK,))
-            exists = conn.execute(
-                "select 1 from pg_database where datname = %s", (settings.database,)
-            ).fetchone()
-            if not exists:
+            # five first commands at once: one creates the database, the others wait and find it. The
+            # lock is taken only while the database is missing, and waited for with a timeout, so a
+            # session holding it later (any role may connect to `postgres`) cannot stall every command.
+            def exists() -> bool:
+                return bool(
+                    conn.execute(
+                        "select 1 from pg_database where datname = %s", (settings.database,)
+                    ).fetchone()
+                )
+
+            if not exists():
+                from cbir_pg.db.locks import wait_for_lock
+
+                wait_for_lock(conn, CREATE_DATABASE_LOCK, "creating the database")
+            if not exists():
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.database)))
     except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
         pass
     except psycopg.Error as exc:
         raise translate(exc, admin) from None
-    return st, st.uri(settings.database)
+    uri = st.uri(settings.database)
+    from cbir_pg.db.server import start_watchdog
+
+    start_watchdog(uri, settings.home)  # readers' time limits hold whatever they set (docs/reliability.md)
+    return st, uri
 
 
 def resolve_dsn(dsn: str | None = None, settings: Settings | None = None) -> str:

@@ -1,7 +1,10 @@
 """``cbir-pg db migrate``: alembic revisions (tables, columns, indexes), then the idempotent SQL in
 ``sql/schema/*.sql`` (functions, views, grants), re-applied every time in file-name order.
 
-Both steps run under one advisory lock, so concurrent migrations on the same database serialise.
+Both steps run under one advisory lock, so concurrent migrations on the same database serialise. The
+lock is waited for at most ``CBIR_PG_LOCK_TIMEOUT`` seconds, and every statement of the migration runs
+with that ``lock_timeout``: a session holding a lock (readers cannot take the advisory lock at all, see
+:mod:`cbir_pg.db.locks`) delays a migration by at most that long, and the error names it.
 """
 
 from __future__ import annotations
@@ -58,29 +61,57 @@ def schema_files() -> list[str]:
     return sorted(p.name for p in (sql_dir() / "schema").glob("*.sql"))
 
 
-def apply_sql(db: Database) -> list[str]:
+def apply_sql(db: Database, **connect_kwargs) -> list[str]:
     """Re-apply every ``sql/schema/*.sql`` file in one transaction."""
     files = schema_files()
-    with db.connection(vector=False) as conn:
+    with db.connection(vector=False, **connect_kwargs) as conn:
         for name in files:
             conn.execute((sql_dir() / "schema" / name).read_text(encoding="utf-8"))
     return files
 
 
+def _with_lock_timeout(dsn: str, seconds: float) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params["options"] = (str(params.get("options") or "") + f" -c lock_timeout={int(seconds * 1000)}").strip()
+    return make_conninfo(**params)
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    import psycopg
+
+    while exc is not None:
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return True
+        exc = exc.__cause__ or getattr(exc, "orig", None) or exc.__context__
+    return False
+
+
 def migrate(db: Database, revision: str = "head") -> MigrationResult:
     """Upgrade to ``revision`` and re-apply the SQL functions and views. Safe to run twice."""
     from alembic import command
+    from cbir_pg.db.locks import LockTimeoutError, advisory_lock, blockers, lock_timeout
 
-    with db.connect(autocommit=True, vector=False) as lock_conn:
-        lock_conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    timeout = lock_timeout()
+    lock_conn = db.connect(autocommit=True, vector=False)
+    with lock_conn, advisory_lock(lock_conn, MIGRATION_LOCK, "db migrate", timeout):
+        before = current_revision(db)
         try:
-            before = current_revision(db)
             with db_errors(catch=Exception):
-                command.upgrade(_alembic_config(db.dsn), revision)
-            files = apply_sql(db)
-            return MigrationResult(before, current_revision(db), files)
-        finally:
-            lock_conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+                command.upgrade(_alembic_config(_with_lock_timeout(db.dsn, timeout)), revision)
+            files = apply_sql(db, options=f"-c lock_timeout={int(timeout * 1000)}")
+        except Exception as exc:
+            if not _is_lock_timeout(exc) and "lock timeout" not in str(exc):
+                raise
+            raise LockTimeoutError(
+                f"db migrate: gave up after {timeout:g} s waiting for a table lock held by"
+                f" {blockers(lock_conn)} (wait longer with CBIR_PG_LOCK_TIMEOUT=SECONDS)"
+            ) from None
+        from cbir_pg.index import drop_stale_staging
+
+        drop_stale_staging(db)  # a crashed index build's complete staging index
+        return MigrationResult(before, current_revision(db), files)
 
 
 def downgrade(db: Database, revision: str = "base") -> MigrationResult:

@@ -32,6 +32,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -132,6 +133,18 @@ def ident_conf(os_users: list[str]) -> str:
         + "\n".join(lines)
         + "\n"
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``--listen`` host is loopback only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    if host.strip("[]").lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -481,6 +494,14 @@ class EmbeddedServer:
 
     def _run(self, cmd: list[str]) -> None:
         user = self._run_as()
+        ids: dict = {}
+        if user is not None:
+            import pwd
+
+            # drop the group and the supplementary groups before the user id (subprocess calls setgroups,
+            # setregid, then setreuid): the postmaster and its children keep none of root's groups
+            gid = pwd.getpwnam(user).pw_gid
+            ids = {"user": user, "group": gid, "extra_groups": os.getgrouplist(user, gid)}
         try:
             subprocess.run(
                 cmd,
@@ -488,9 +509,9 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                user=user,
                 timeout=120,
                 cwd="/",
+                **ids,
             )
         except subprocess.CalledProcessError as exc:
             err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
@@ -601,4 +622,40 @@ def _is_postmaster_of(pid: int, pgdata: Path, socket: Path) -> bool:
             s.connect(str(socket))
         except OSError:
             return False
+    return True
+
+
+# --------------------------------------------------------------------------- the reader watchdog
+def watchdog_lock(home: Path) -> Path:
+    return Path(home) / "watchdog.lock"
+
+
+def try_lock_file(path: Path):  # noqa: ANN202
+    """An open file holding an exclusive flock on ``path``, or None when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def start_watchdog(dsn: str, home: Path) -> bool:
+    """Start a detached reader watchdog (:mod:`cbir_pg.db.watchdog`) for ``dsn`` unless one runs for
+    ``home``; True when one was started."""
+    fh = try_lock_file(watchdog_lock(home))
+    if fh is None:
+        return False
+    fh.close()  # released: the child takes it (a racing second child finds it taken and exits)
+    subprocess.Popen(
+        [sys.executable, "-m", "cbir_pg.db.watchdog", "--dsn", dsn, "--home", str(home)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
     return True

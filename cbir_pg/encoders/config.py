@@ -109,3 +109,14 @@ class EncoderConfig:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["config_hash"] = self.config_hash()
         return d
+
+
+def imported_config(config: EncoderConfig) -> EncoderConfig:
+    """The config recorded for vectors imported from the published HDF5 files (its own hash)."""
+    if config.weights_source.startswith("import:h5:"):
+        return config
+    return replace(
+        config,
+        weights_source=f"import:h5:{config.weights_source}",
+        embedding_rule=f"{config.embedding_rule}; imported from the paper's published HDF5 (L2-normalised)",
+    )

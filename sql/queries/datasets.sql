@@ -1,10 +1,8 @@
 -- Queries of dataset import (cbir_pg/datasets/) and of `cbir-pg datasets list` / `labels list`.
 
--- name: lock_dataset
--- serialises imports of the same dataset; imports of different datasets run side by side
-select pg_advisory_lock(hashtextextended('cbir.import:' || %(key)s, 0));
-
 -- name: unlock_dataset
+-- the lock (cbir_pg.db.locks, key dataset_key) serialises imports of the same dataset; imports of
+-- different datasets run side by side
 select pg_advisory_unlock(hashtextextended('cbir.import:' || %(key)s, 0));
 
 -- name: now
@@ -71,6 +69,10 @@ on conflict (dataset_id, source_label) do update set label_id = excluded.label_i
 -- uris of a batch already in the dataset, and whether this run inserted them (a repeated path)
 select uri, created_at >= %(since)s as this_run
 from cbir.image where dataset_id = %(dataset_id)s and uri = any(%(uris)s);
+
+-- name: dataset_uris
+-- every uri of the dataset (adapters that read a slow source skip these before fetching)
+select uri from cbir.image where dataset_id = %(dataset_id)s;
 
 -- name: create_stage
 create temp table if not exists import_stage (

@@ -1,6 +1,12 @@
 -- Queries of eval/export.py: stored evaluation runs, per-query neighbours and metrics as flat tables.
 -- %(runs)s is null for every run, else an array of run ids; %(model)s is null for every model.
 
+-- name: run_ids
+-- the runs an export selects (checked before anything is written)
+select r.id from cbir.eval_run r
+where (%(runs)s::bigint[] is null or r.id = any(%(runs)s::bigint[]))
+  and (%(model)s::text is null or r.encoder_key = %(model)s::text)
+
 -- name: runs
 select r.id as run_id, r.kind, r.encoder_key as model, r.mode, r.n_queries, r.n_index,
        r.params::text as params, r.index_params::text as index_params, r.timings::text as timings,

@@ -15,9 +15,6 @@ select obj_description(to_regclass(%(regclass)s), 'pg_class') as comment
 -- name: comment_table
 comment on table {table} is {comment}
 
--- name: setup_lock
-select pg_advisory_xact_lock(hashtext('cbir-pg ingest setup'))
-
 -- name: unknown_datasets
 select k from unnest(%(datasets)s::text[]) k where not exists (select 1 from cbir.dataset d where d.key = k)
 

@@ -23,7 +23,7 @@ order by s.rank
 
 -- name: image_info
 select i.id as image_id, l.key as label, d.key as dataset, i.uri, i.split, i.modality, i.patient_id,
-       p.sex, p.age, d.root, i.local_pixels
+       p.sex, p.age, d.root, i.local_pixels, i.content_hash
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
 left join cbir.label l on l.id = i.label_id

@@ -24,7 +24,7 @@ def test_dicom_folder(db, conn, tmp_path):
         (root / n[:-4]).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, root / n[:-4] / n)
     (root / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
-    s = import_dataset(Database(db), "dicom", root, progress=False)
+    s = import_dataset(Database(db), "dicom", root, keep_paths="1", progress=False)
     got = dict(conn.execute("select uri, modality from cbir.image").fetchall())
     assert got["CT_small/CT_small.dcm"] == "CT" and got["MR_small/MR_small.dcm"] == "MR"
     assert len(got) == s.imported >= 20 and s.imported + s.error_count == len(files) + 1
@@ -52,5 +52,7 @@ def test_dicom_folder(db, conn, tmp_path):
         "where k.uri like 'MR_small%%' and d.uri like 'MR_small%%'"
     ).fetchone()[0]
     assert dup_of_mr >= 2
-    s2 = import_dataset(Database(db), "dicom", root, name="dcm_labelled", label_from="folder", progress=False)
+    s2 = import_dataset(
+        Database(db), "dicom", root, name="dcm_labelled", label_from="folder", keep_paths="1", progress=False
+    )
     assert s2.imported == s.imported

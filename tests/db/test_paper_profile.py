@@ -241,7 +241,8 @@ def test_import_h5_checks_dimension_norm_and_never_mixes(db, conn, tmp_path):
     not_unit = _write_h5(tmp_path / "norm" / "nih14.h5", dict(zip(keys, raw, strict=True)))
     with pytest.raises(InputError, match="not unit length.*norm 2"):
         import_h5(Database(db), not_unit, "biomedclip")
-    assert conn.execute("select count(*) from cbir.embedding_biomedclip").fetchone()[0] == 0
+    # a failed run changes nothing: not even the table or the encoder row (issue 22)
+    assert conn.execute("select to_regclass('cbir.embedding_biomedclip')").fetchone()[0] is None
 
     good = _write_h5(tmp_path / "good" / "x.h5", dict(zip(keys, _unit(rng, 12, 512), strict=True)))
     assert import_h5(Database(db), good, "biomedclip").loaded == 12

@@ -232,7 +232,9 @@ def test_import_records_non_regular_files_and_goes_on(db: str, tmp_path: Path) -
     errs = _errors(db, "import")
     for name in paths:
         hits = [e for e in errs if e[0] == name]
-        assert len(hits) == 1 and hits[0][1] in ("not_a_regular_file", "not_a_file"), (name, errs)
+        # a symlink to /dev/zero also leaves the dataset root (issue 22): refused as that, before any read
+        want = ("outside_root",) if name == "zero.png" else ("not_a_regular_file", "not_a_file")
+        assert len(hits) == 1 and hits[0][1] in want, (name, errs)
     with psycopg.connect(db) as c:
         assert (
             c.execute("select import_status from cbir.dataset where key = 'nonreg'").fetchone()[0]

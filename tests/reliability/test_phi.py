@@ -88,7 +88,7 @@ def phi_folder(tmp_path_factory) -> tuple[Path, dict[Path, dict[str, str]]]:
 def _import(dsn: str, root: Path):
     from cbir_pg.datasets.importer import import_dataset
 
-    return import_dataset(Database(dsn), "dicom", root, name="phi_scans", progress=False)
+    return import_dataset(Database(dsn), "dicom", root, name="phi_scans", keep_paths="1", progress=False)
 
 
 def _salt(dsn: str) -> str:
@@ -224,7 +224,7 @@ def test_coded_attributes_are_stored_only_when_valid(db: str, tmp_path: Path) ->
         ds.ViewPosition, ds.Modality, ds.BodyPartExamined = view, modality, part
         ds.PatientID = name
         ds.save_as(root / name)
-    import_dataset(Database(db), "dicom", root, name="coded", progress=False)
+    import_dataset(Database(db), "dicom", root, name="coded", keep_paths="1", progress=False)
     with psycopg.connect(db) as c:
         got = dict(
             (r[0], (r[1], r[2], r[3])) for r in c.execute(

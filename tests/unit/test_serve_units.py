@@ -92,12 +92,17 @@ def test_cache_renders_once_by_content(tmp_path) -> None:
     rgb = (np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3)
     src = tmp_path / "a.png"
     Image.fromarray(rgb).save(src)
+    from cbir_pg.images import decode_file, pixel_hash
+
+    h = pixel_hash(decode_file(src))
     cache = PngCache(tmp_path / "cache")
-    png, key = cache.get(src, "ab" * 32, "t32", 32)
-    assert key.startswith("abab") and (tmp_path / "cache" / key[:2] / f"{key}.png").read_bytes() == png
+    with pytest.raises(NotFoundError, match="pixel_hash_mismatch"):  # not the pixels the record holds
+        cache.get(src, "ab" * 32, "t32", 32)
+    png, key = cache.get(src, h, "t32", 32)
+    assert key.startswith(h[:40]) and (tmp_path / "cache" / key[:2] / f"{key}.png").read_bytes() == png
     src.unlink()  # served from the cache now, without the file
-    assert cache.get(src, "ab" * 32, "t32", 32) == (png, key)
-    # without a content hash the key is the file's bytes; a missing file is a 404 that names no path
+    assert cache.get(src, h, "t32", 32) == (png, key)
+    # without a content hash the file is decoded on every miss; a missing file is a 404 that names no path
     with pytest.raises(NotFoundError) as info:
         cache.get(src, None, "t32", 32)
     assert str(tmp_path) not in str(info.value)

@@ -15,6 +15,7 @@ from cbir_pg.app.cli import (
     datasets,
     db,
     demo,
+    dicom,
     embeddings,
     evaluate,
     explain,
@@ -41,6 +42,7 @@ app = typer.Typer(
 for _module in (
     db,
     datasets,
+    dicom,
     labels,
     models,
     ingest,

@@ -33,9 +33,11 @@ def import_(
     kind: str = typer.Argument(
         ...,
         help="adapter: radimagenet, nih14, chexpert, mimic-cxr, covidx, medmnist, "
-        "imagefolder, csv, dicom, dkfz-splits",
+        "imagefolder, csv, dicom, dkfz-splits, dicomweb",
     ),
-    root: Path = typer.Argument(..., help="the dataset folder or file as the provider publishes it"),
+    root: str = typer.Argument(
+        ..., help="the dataset folder or file as the provider publishes it; dicomweb: the PACS's DICOMweb URL"
+    ),
     name: str = typer.Option(
         None, "--name", help="dataset key (default: per adapter, e.g. the MedMNIST flag)"
     ),
@@ -49,7 +51,30 @@ def import_(
         "--uncertain",
         help="chexpert/mimic-cxr: zeros (default), ones or exclude (the paper's CheXpert rule)",
     ),
-    modality: str = typer.Option(None, "--modality", help="imagefolder/csv: modality code, e.g. XR"),
+    modality: str = typer.Option(
+        None,
+        "--modality",
+        help="imagefolder/csv: modality code, e.g. XR; dicomweb: only these, e.g. CT,CR,DX",
+    ),
+    study_date: str = typer.Option(
+        None, "--study-date", help="dicomweb: StudyDate range FROM-TO (YYYYMMDD-YYYYMMDD, open ends allowed)"
+    ),
+    study_uid: list[str] = typer.Option(
+        None, "--study-uid", help="dicomweb: only these Study Instance UIDs (repeatable or comma-separated)"
+    ),
+    since: str = typer.Option(
+        None, "--since", help="dicomweb: 'last' continues from the last complete run, or a date YYYYMMDD"
+    ),
+    no_copy: bool = typer.Option(
+        False,
+        "--no-copy",
+        help="dicomweb: store only a reference per instance (no pixels); fetched from the PACS when used",
+    ),
+    keep_paths: bool = typer.Option(
+        False,
+        "--keep-paths",
+        help="dicom: store the source paths and root as they are (default: a managed copy, no names stored)",
+    ),
     region: str = typer.Option(None, "--region", help="imagefolder/csv: anatomical region, e.g. chest"),
     option: list[str] = typer.Option(
         None, "--option", "-o", help="other adapter option KEY=VALUE (repeatable)"
@@ -60,7 +85,7 @@ def import_(
     managed_copy: bool = typer.Option(
         False,
         "--managed-copy",
-        help="dicom: copy the pixels into the managed store (paths named by salted hashes, no source names)",
+        help="dicom: copy the pixels into the managed store (the default; kept for compatibility)",
     ),
     allow_outside_root: bool = typer.Option(
         False,
@@ -91,9 +116,25 @@ def import_(
             opts[k] = v
     if managed_copy:
         opts["managed_copy"] = "1"
-    s = import_dataset(
+    if keep_paths:
+        opts["keep_paths"] = "1"
+    run = import_dataset
+    if kind == "dicomweb":  # the PACS import keeps its --since cursor around the importer
+        from cbir_pg.app.cli._common import split_names
+        from cbir_pg.pacs.dicomweb import import_dicomweb
+
+        run = import_dicomweb
+        opts.update(study_date=study_date, study_uid=",".join(split_names(study_uid)) or None, since=since)
+        opts["no_copy"] = no_copy
+    elif study_date or study_uid or since or no_copy:
+        from cbir_pg.errors import ConfigError
+
+        raise ConfigError(
+            "--study-date, --study-uid, --since and --no-copy are options of: datasets import dicomweb URL"
+        )
+    s = run(
         database(ctx),
-        kind,
+        *(() if kind == "dicomweb" else (kind,)),
         root,
         name=name,
         label_map=label_map,
@@ -159,7 +200,7 @@ def list_(ctx: typer.Context, fmt: Format = format_option()) -> None:
             f"{d.key} ({d.kind}): {d.images} images, {d.excluded} excluded, {d.patients} patients, "
             f"{d.errors} import errors; root {d.root}"
             + (
-                " [yellow](import unfinished: rerun the import; evaluation refuses it)[/]"
+                " (import unfinished: rerun the import; evaluation refuses it)"
                 if d.import_status != "complete"
                 else ""
             )

@@ -37,11 +37,16 @@ def start(
         " 5433 (loopback) or 0.0.0.0:5433; a running server listening elsewhere restarts. Default: Unix"
         " socket only (a server started by any other command never listens on TCP)",
     ),
+    allow_remote: bool = typer.Option(
+        False,
+        "--allow-remote",
+        help="allow a non-loopback --listen host (other machines can then try to log in)",
+    ),
 ) -> None:
     """Start the embedded PostgreSQL (initdb on first use); it keeps running between commands."""
     from cbir_pg.config import get_settings
     from cbir_pg.db.connect import redact, start_embedded
-    from cbir_pg.db.server import parse_listen
+    from cbir_pg.db.server import is_loopback_host, parse_listen
     from cbir_pg.errors import ConfigError
 
     settings = get_settings(state(ctx).dsn)
@@ -50,7 +55,19 @@ def start(
             raise ConfigError("--listen applies to the embedded server; unset --dsn/CBIR_PG_DSN to use it")
         typer.echo(f"database ready: {redact(dsn(ctx))}")
         return
-    st, url = start_embedded(settings, parse_listen(listen) if listen else None)
+    address = parse_listen(listen) if listen else None
+    if address and not is_loopback_host(address[0]):
+        if not allow_remote:
+            raise ConfigError(
+                f"--listen {listen} opens the database to other machines (every interface for 0.0.0.0):"
+                " add --allow-remote to mean it (--listen PORT listens on loopback only)"
+            )
+        typer.echo(
+            f"warning: listening on {address[0]}:{address[1]}: anyone who can reach it may try to log in"
+            " (scram-sha-256; put a firewall in front)",
+            err=True,
+        )
+    st, url = start_embedded(settings, address)
     tcp = f"; TCP {st.listen}:{st.port} (scram-sha-256)" if st.listen else ""
     note = f" ({st.note})" if st.note else ""
     typer.echo(f"database ready: {redact(url)}{tcp}{note}")
@@ -127,6 +144,27 @@ def migrate(ctx: typer.Context) -> None:
         f"{result.before or 'empty'} -> {result.after}" if result.changed else f"at {result.after}, no change"
     )
     console.print(f"schema {change}; re-applied {len(result.sql_files)} SQL files")
+
+
+@app.command()
+def watchdog(
+    ctx: typer.Context,
+    interval: float = typer.Option(5.0, "--interval", min=0.5, help="seconds between two sweeps"),
+    once: bool = typer.Option(False, "--once", help="one sweep, then exit"),
+) -> None:
+    """Enforce readers' statement and idle-transaction limits whatever a session set (the embedded
+    server runs one by itself; run this as a service for an external server)."""
+    from cbir_pg.db.watchdog import Action, sweep, watch
+
+    def show(a: Action) -> None:
+        print_line(f"{a.action}: role {a.role_name} pid {a.pid} after {a.seconds:.0f} s")
+
+    db = database(ctx)
+    if once:
+        for a in sweep(db):
+            show(a)
+        return
+    watch(db, interval, on_action=show, max_failures=10**9)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from pathlib import Path
 
 import typer
 
@@ -341,7 +340,7 @@ class ExportFormat(str, Enum):
 @app.command("export")
 def export(
     ctx: typer.Context,
-    out: Path = typer.Option(..., "--out", "-o", help="folder for runs, neighbours and metrics files"),
+    out: str = typer.Option(..., "--out", "-o", help="folder for runs, neighbours and metrics files"),
     fmt: ExportFormat = typer.Option(ExportFormat.parquet, "--format", help="parquet or csv"),
     run: list[int] = typer.Option(None, "--run", help="only this run id (repeatable); default: all"),
     model: str = typer.Option(None, "--model", "-m", help="only runs of this encoder"),

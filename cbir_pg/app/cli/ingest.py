@@ -22,7 +22,9 @@ def _split_csv(values: list[str] | None) -> list[str] | None:
 @app.callback()
 def ingest(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="encoder key (see: cbir-pg models list)"),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="encoder key (see: cbir-pg models list); repeatable with --follow"
+    ),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
     split: list[str] = typer.Option(None, "--split", "-s", help="train, val and/or test; default: all"),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
@@ -38,6 +40,15 @@ def ingest(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="retries per failing image"),
     limit: int = typer.Option(None, "--limit", min=1, help="stop after this many images"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="run as a service: embed what is pending, then new images as they arrive (LISTEN/NOTIFY and "
+        "polling); SIGTERM finishes the batch in hand and exits 0 (docs/pacs.md)",
+    ),
+    poll_interval: float = typer.Option(
+        10.0, "--poll-interval", min=0.1, help="--follow: seconds between polls when no notification comes"
+    ),
     fast_decode: bool = typer.Option(
         False,
         "--fast-decode",
@@ -50,11 +61,17 @@ def ingest(
     from cbir_pg.errors import ConfigError
     from cbir_pg.ingest import run_ingest
 
-    if not model:
+    models = split_names(model)
+    if not models:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
+    if follow:
+        _follow(ctx, models, _split_csv(dataset), batch_size, device, weights, max_attempts, poll_interval)
+        return
+    if len(models) > 1:
+        raise ConfigError("several --model options need --follow; run one cbir-pg ingest per model")
     s = run_ingest(
         database(ctx),
-        model,
+        models[0],
         datasets=_split_csv(dataset),
         splits=_split_csv(split),
         batch_size=batch_size,
@@ -76,6 +93,33 @@ def ingest(
     )
 
 
+def _follow(ctx, models, datasets, batch_size, device, weights, max_attempts, poll_interval) -> None:
+    """The follower in the foreground; SIGTERM and SIGINT set its stop event (the batch in hand is
+    finished), and the command exits 0."""
+    import signal
+    import threading
+
+    from cbir_pg.ingest.follow import follow
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"following new images for {', '.join(models)} (SIGTERM to stop)")
+    s = follow(
+        database(ctx),
+        models,
+        datasets=datasets,
+        stop=stop,
+        poll_interval=poll_interval,
+        batch_size=batch_size,
+        device=device,
+        weights=weights,
+        max_attempts=max_attempts,
+    )
+    done = ", ".join(f"{m} {n}" for m, n in s.embedded.items())
+    console.print(f"follower {s.follower_id} stopped after {s.seconds:.1f} s: embedded {done}")
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -94,6 +138,15 @@ def status(
         fmt,
         empty="no embedding tables yet (run: cbir-pg ingest --model KEY)",
     )
+    from cbir_pg.ingest.follow import follower_status
+
+    followers = [f for f in follower_status(database(ctx)) if model is None or f.model == model]
+    if followers and fmt == Format.table:
+        fcols = [Col("follower", lambda r: r.id), Col("host"), Col("pid", right=True), Col("model")]
+        fcols += [Col("state"), Col("heartbeat", lambda r: f"{r.heartbeat_age_s:.0f} s ago", right=True)]
+        fcols += [Col("embedded", right=True), Col("pending", right=True)]
+        fcols += [Col("lag", lambda r: f"{r.lag_s:.0f} s", right=True)]
+        emit(followers, fcols, fmt)
 
 
 def register(app_root: typer.Typer) -> None:

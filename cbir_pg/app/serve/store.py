@@ -194,6 +194,9 @@ class Store:
             info["labels"] = c.execute(
                 queries.get("serve", "image_labels"), {"image_id": image_id}
             ).fetchall()
+            from cbir_pg.pacs.viewer import viewer_links
+
+            info["viewer_url"] = viewer_links(c, [image_id]).get(image_id)
             info["duplicates"] = [
                 r["image_id"]
                 for r in c.execute(queries.get("serve", "duplicates_of"), {"image_id": image_id}).fetchall()
@@ -250,14 +253,14 @@ class Store:
         with self.conn(actor) as c:
             if c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone() is None:
                 raise NotFoundError(f"image {image_id} does not exist")
-            return _hits(c.execute(queries.get("serve", "similar_images"), params).fetchall())
+            return _hits(c, c.execute(queries.get("serve", "similar_images"), params).fetchall())
 
     def similar_to_vector(
         self, actor: Actor | None, vec, model: str, k: int, f: Cohort, exclude_image_id: int | None = None
     ) -> list[dict[str, Any]]:
         params = {"vec": vec, "model": model, "k": k, "cohort": f.sql(), "query_image_id": exclude_image_id}
         with self.conn(actor) as c:
-            return _hits(c.execute(queries.get("serve", "similar_to_vector"), params).fetchall())
+            return _hits(c, c.execute(queries.get("serve", "similar_to_vector"), params).fetchall())
 
     def search_upload(
         self, actor: Actor | None, data: bytes, model: str, k: int, f: Cohort
@@ -308,9 +311,12 @@ class Store:
             }
 
 
-def _hits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What a page shows of each neighbour, in rank order."""
-    return [
+def _hits(c: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a page shows of each neighbour, in rank order, with its "open in viewer" link
+    (``CBIR_PG_VIEWER_URL``, docs/pacs.md; null for images from no PACS)."""
+    from cbir_pg.pacs.viewer import viewer_links
+
+    hits = [
         {
             "rank": int(r["rank"]),
             "image_id": int(r["image_id"]),
@@ -324,3 +330,7 @@ def _hits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+    links = viewer_links(c, [h["image_id"] for h in hits])
+    for h in hits:
+        h["viewer_url"] = links.get(h["image_id"])
+    return hits

@@ -1,14 +1,14 @@
 """Content-addressed PNG cache for thumbnails and full-size views, under ``$CBIR_PG_HOME/cache/serve``.
 
-The key is the image's ``content_hash`` (sha256 of its decoded pixels, recorded at import) or, where an
-import recorded none, the sha256 of the file's bytes; plus the rendition (``t160``, ``full1024``) and a
+The key is the sha256 of the decoded pixels that were read and verified (equal to the image's
+``content_hash`` recorded at import, which the file must match; an import that recorded none is decoded
+on every miss and keyed by what was decoded); plus the rendition (``t160``, ``full1024``) and a
 version. Identical images share one entry, an entry is written once (atomically: a temporary file, then
 ``os.replace``) and its key is the HTTP ETag, so a browser revalidates with one cheap 304.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -18,7 +18,7 @@ import numpy as np
 
 from cbir_pg.errors import NotFoundError
 
-VERSION = "v1"
+VERSION = "v2"  # v2: keyed by verified pixels
 THUMB_SIDE = 160
 FULL_SIDE = 1024
 
@@ -43,25 +43,33 @@ class PngCache:
         return self.root / key[:2] / f"{key}.png"
 
     def get(self, source: Path, content_hash: str | None, rendition: str, side: int) -> tuple[bytes, str]:
-        """``(png bytes, etag)`` of ``source`` rendered at ``side``, from the cache or made once."""
-        from cbir_pg.images import DecodeError, decode_bytes
+        """``(png bytes, etag)`` of ``source`` rendered at ``side``, from the cache or made once.
 
-        data = None
-        if not content_hash:
-            data = self._read(source)
-            content_hash = hashlib.sha256(data).hexdigest()
-        key = f"{content_hash[:40]}-{rendition}-{VERSION}"
+        The file is read only through the guarded reader (:func:`cbir_pg.images.read_image`: regular
+        files only, bounded size and decode, pixels checked against the recorded ``content_hash``), and
+        an entry is keyed by the hash of the pixels that were verified: a file replaced after import is
+        refused, never rendered as the case nor cached under the case's hash."""
+        from cbir_pg.images import DecodeError, read_image
+
+        if content_hash:  # an entry under the recorded hash holds exactly the pixels verified against it
+            key = self._key(content_hash, rendition)
+            try:
+                return self._path(key).read_bytes(), key
+            except OSError:
+                pass
+        try:
+            rgb, verified = read_image(source, content_hash, "the stored image")
+        except DecodeError as exc:
+            # the message names no path: it could reach a client
+            if exc.reason in ("missing_file", "unreadable_file", "bad_path"):
+                raise NotFoundError("the stored image's file cannot be read") from None
+            raise NotFoundError(f"the stored image cannot be shown: {exc.reason}") from None
+        key = self._key(verified, rendition)
         path = self._path(key)
         try:
             return path.read_bytes(), key
         except OSError:
             pass
-        if data is None:
-            data = self._read(source)
-        try:
-            rgb = decode_bytes(data, "the stored image")
-        except DecodeError as exc:
-            raise NotFoundError(f"the stored image cannot be shown: {exc.reason}") from None
         png = render_png(rgb, side)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -74,9 +82,5 @@ class PngCache:
         return png, key
 
     @staticmethod
-    def _read(source: Path) -> bytes:
-        try:
-            return source.read_bytes()
-        except (OSError, ValueError):
-            # the message names no path: it could reach a client
-            raise NotFoundError("the stored image's file cannot be read") from None
+    def _key(pixel_hash: str, rendition: str) -> str:
+        return f"{pixel_hash[:40]}-{rendition}-{VERSION}"
