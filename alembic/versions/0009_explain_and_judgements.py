@@ -11,7 +11,7 @@ The SQL is in ``alembic/sql/0009_explain_and_judgements.sql`` (and ``.down.sql``
   role ``cbir_judgement_reader`` read all; the owner reads all; BI readers see a de-identified view.
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -22,7 +22,7 @@ from sqlfile import read_sql  # alembic/sqlfile.py
 from alembic import op
 
 revision = "0009"
-down_revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
