@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@idx="$$(sh tools/torch_index.sh $(PY) $(TORCH_BUILD) $(TORCH_CPU_INDEX))" || exit 2; \
 	$(PY) -m pip install -q $(TORCH_SPEC) $$idx
-	$(PY) -m pip install -q -e ".[test,bench,weights,dicom]"
+	$(PY) -m pip install -q -e ".[test,bench,weights,dicom,explain]"
 	touch $@
 
 install: $(VENV)/.installed

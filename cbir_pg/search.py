@@ -221,7 +221,7 @@ def _embed_file(conn: psycopg.Connection, model: str, rgb: np.ndarray, path: Pat
     return embed_arrays(stored_encoder(conn, model, path), [rgb])[0]
 
 
-def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = None):
+def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = None, *, device: str = "cpu"):
     """The encoder whose config the model's stored vectors were made with (the installed pretrained
     one, or the seeded random one a test database was filled with), built once per process
     (:func:`cbir_pg.encoders.loaded.loaded_encoder`). ``path`` names the query in error messages."""
@@ -254,7 +254,7 @@ def stored_encoder(conn: psycopg.Connection, model: str, path: Path | None = Non
                 f"{stored_hash[:12]}, this installation's {model} config is {config.config_hash()[:12]}"
             )
         kwargs = {"pretrained": False, "seed": seed}
-    encoder = loaded_encoder(model, **kwargs)
+    encoder = loaded_encoder(model, device=device, **kwargs)
     if encoder.config.config_hash() != stored_hash:
         raise ConfigError(f"encoder config hash mismatch for {model}")
     return encoder

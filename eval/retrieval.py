@@ -55,6 +55,8 @@ class RetrievalResult:
     delta_micro: np.ndarray | None = None  # P@N ann - exact
     delta_macro: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    #: with ``relevance="judgements"``: P@N with the judgements as ground truth, and how many queries have them
+    judged: Any = None
 
     @property
     def primary(self) -> ModeResult:
@@ -109,8 +111,12 @@ def evaluate_retrieval(
     connections: int = 2,
     progress: bool = True,
     profile: str = "default",
+    relevance: str = "labels",
 ) -> RetrievalResult:
     """Run the retrieval benchmark for ``model`` and store it; see the module docstring.
+
+    ``relevance="judgements"``: the radiologists' judgements (:mod:`cbir_pg.eval.judgements`) replace the
+    label rule for the pairs they cover; the run is stored under the model name ``KEY[judgements]``.
 
     Steps: choose the queries, run each mode (top-N in SQL, P@N in Python), compare ann with exact,
     store every mode as one run. ``profile`` (:mod:`cbir_pg.profiles`) is recorded in the run;
@@ -126,6 +132,10 @@ def evaluate_retrieval(
     index_splits = _check_splits(index_splits, "index")
     query_splits = _check_splits(query_splits, "query")
     ds = tuple(dict.fromkeys(datasets)) if datasets else None
+    if relevance not in ("labels", "judgements"):
+        raise ConfigError(f"unknown relevance {relevance!r}: use labels or judgements")
+    if relevance == "judgements" and compare_exact:
+        raise ConfigError("--relevance judgements runs one mode: leave out --compare-exact")
 
     query_ids, index_params, all_embedded = _choose_queries(
         db, model, (*index_splits, *query_splits), query_splits, ds
@@ -148,6 +158,9 @@ def evaluate_retrieval(
         )
         for m in modes
     }
+    judged = None
+    if relevance == "judgements":
+        judged = _apply_judgements(db, done, ns)
     provenance, profile_warnings = _provenance(db, model, ds, prof)
     warnings = profile_warnings + _warnings(model, done, index_params)
     comparison = _compare(done["ann"], done["exact"], ns) if compare_exact else None
@@ -164,9 +177,19 @@ def evaluate_retrieval(
         "distance": "cosine",
         "ties": "distance, then image_id",
         "profile": prof.name,
+        "relevance": relevance,
         **provenance,
     }
-    stored = _store(db, model, done, ns, base_params, index_params, comparison, all_embedded)
+    if judged is not None:
+        base_params.update(
+            n_judged_queries=judged.n_judged_queries,
+            n_judged_pairs=judged.n_judged_pairs,
+            n_disagreements=judged.n_disagreements,
+            judged_queries_micro=judged.judged_micro.tolist(),
+            label_micro=judged.label_micro.tolist(),
+        )
+    stored_name = f"{model}[judgements]" if judged is not None else model
+    stored = _store(db, stored_name, done, ns, base_params, index_params, comparison, all_embedded)
     recall, d_micro, d_macro = comparison if comparison is not None else (None, None, None)
     return RetrievalResult(
         model=model,
@@ -179,7 +202,24 @@ def evaluate_retrieval(
         delta_micro=d_micro,
         delta_macro=d_macro,
         warnings=warnings,
+        judged=judged,
     )
+
+
+def _apply_judgements(db: Database, done: dict[str, _ModeRun], ns: tuple[int, ...]):
+    """Replace each mode's label relevance by the judgements where they exist, and re-aggregate."""
+    from cbir_pg.eval.judgements import apply_judgements, judged_precision, load_judged
+
+    with db.connection() as conn:
+        judged = load_judged(conn)
+    out = None
+    for m, r in done.items():
+        t = r.topn
+        out = judged_precision(t.query_ids, t.neighbour_ids, t.relevant, r.class_sizes, judged, ns)
+        t.relevant = apply_judgements(t.query_ids, t.neighbour_ids, t.relevant, judged)[0]
+        r.summary, r.class_sizes = _summarise(t, ns)
+        done[m] = r
+    return out
 
 
 def _check_profile(prof: Any, index_splits, query_splits, mode: str, compare_exact: bool) -> None:

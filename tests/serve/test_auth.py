@@ -49,6 +49,10 @@ def routes(db: str) -> list[tuple[str, str]]:
         ("POST", "/api/search"),
         ("GET", "/api/leaderboard"),
         ("GET", "/api/openapi.json"),
+        ("GET", f"/api/images/{i}/explain?neighbour={i}&model={MODEL}"),
+        ("POST", "/api/judgements"),
+        ("GET", f"/api/images/{i}/judgements"),
+        ("GET", f"/api/images/{i}/refined?model={MODEL}"),
     ]
 
 

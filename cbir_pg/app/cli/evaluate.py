@@ -74,6 +74,11 @@ def retrieval(
         "--profile",
         help="default, or paper: the paper's protocol (test -> train, exact), recorded in the run",
     ),
+    relevance: str = typer.Option(
+        "labels",
+        "--relevance",
+        help="labels (same label = relevant), or judgements: the radiologists' verdicts where they exist",
+    ),
     fmt: Format = format_option(),
 ) -> None:
     """Top-N retrieval of every query image against the index images, in SQL; prints and stores P@N.
@@ -130,6 +135,7 @@ def retrieval(
         connections=connections,
         progress=progress,
         profile=prof.name,
+        relevance=relevance,
     )
     for w in result.warnings:
         err_console.print(f"warning: {w}", markup=False, highlight=False)
@@ -157,6 +163,23 @@ def retrieval(
         ):
             rows.append(
                 {"run": ann, "mode": mode, "average": avg, **dict(zip(result.ns, values, strict=True))}
+            )
+    j = result.judged
+    if j is not None:
+        say(
+            f"relevance from judgements: {j.n_judged_queries} of {j.n_queries} queries have judgements "
+            f"({j.n_judged_pairs} judged neighbours in their top {max(result.ns)}, {j.n_disagreements} "
+            "disagree with the labels); unjudged neighbours count by label",
+            fmt,
+        )
+        for label, values in (("judged queries", j.judged_micro), ("labels only", j.label_micro)):
+            rows.append(
+                {
+                    "run": p.run_id,
+                    "mode": label,
+                    "average": "micro",
+                    **dict(zip(result.ns, values, strict=True)),
+                }
             )
     cols = [Col("run", right=True), Col("mode"), Col("average")] + [
         Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in result.ns

@@ -662,11 +662,16 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                 }
                 ctx["hits"] = with_frames(store.similar(actor, image_id, model, k, f), info["label"])
                 ctx["filters"] = f
+                from cbir_pg.app.serve.feedback import page_context
+
+                ctx.update(
+                    page_context(request, store, actor, image_id, model, k, f, ctx["hits"], with_frames)
+                )
                 audit(
                     request,
                     "search",
                     [image_id, *(h["image_id"] for h in ctx["hits"])],
-                    search_filters(model, k, f),
+                    search_filters(model, k, f, refined=ctx["refined"] is not None),
                 )
         except CbirError as exc:
             ctx["error"] = public_message(exc, request.url.path)
@@ -699,6 +704,8 @@ def _add_pages(app: FastAPI, w: _App) -> None:
     ) -> Response:
         audit(request, "page_view", [image_id])
         info = store.image(actor, image_id)
+        from cbir_pg.app.serve.feedback import method_options
+
         columns = compare_columns(
             [
                 {
@@ -706,6 +713,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
                     "hits": with_frames(
                         store.similar(actor, image_id, m, COMPARE_K, Cohort()), info["label"]
                     ),
+                    "methods": method_options(request.app.state, actor, m),
                 }
                 for m in info["models"]
             ]
@@ -841,6 +849,14 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     _add_guards(app, w)
     _add_login(app, w)
     _add_api_routes(app, w)
+    from cbir_pg.app.serve.explain import add_explain_routes
+
+    app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain", audit=audit)
+    from cbir_pg.app.serve.feedback import add_feedback_routes
+
+    add_feedback_routes(
+        app, store, parse_filters=parse_filters, parse_k=parse_k, default_model=default_model, audit=audit
+    )
     _add_pages(app, w)
 
     @app.get("/api/openapi.json", include_in_schema=False)

@@ -1,0 +1,35 @@
+"""Similarity-map faithfulness and relevance judgements (issue 28).
+
+The SQL is in ``alembic/sql/0009_explain_and_judgements.sql`` (and ``.down.sql``).
+
+* ``cbir.explain_faithfulness``: one row per ``cbir-pg eval explain`` run and method: deletion and
+  insertion areas against a random cell order, time per map; the page labels a method no better than
+  random.
+* ``cbir.judgement``: a user's verdict (relevant / not relevant, optional reason) on one neighbour of a
+  query (a stored image or an upload's pixel hash) under one model; ``username`` defaults to
+  ``current_user``. Row-level security: a user reads and writes only their own rows; members of the new
+  role ``cbir_judgement_reader`` read all; the owner reads all; BI readers see a de-identified view.
+
+Revision ID: 0009
+Revises: 0010
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from sqlfile import read_sql  # alembic/sqlfile.py
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(read_sql("0009_explain_and_judgements.sql"))
+
+
+def downgrade() -> None:
+    op.execute(read_sql("0009_explain_and_judgements.down.sql"))
