@@ -31,6 +31,11 @@ from psycopg import sql
 
 from cbir_pg.db.database import Database
 
+# pytest-xdist gives its workers COLUMNS/LINES of a terminal they do not have: the CLI's piped-output
+# tests need what a plain (non-xdist) run has, no COLUMNS unless a test sets it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -212,7 +212,7 @@ def test_cli_search_prints_neighbours_and_writes_grid(db: str, stored, tmp_path:
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 1 and "invalid split" in bad.stderr
+    assert bad.returncode == 2 and "is not a split" in bad.stderr
 
 
 # --------------------------------------------------------------------------- a new file, embedded on the fly

@@ -26,6 +26,8 @@ def test_registry_lists_every_adapter_and_refuses_unknown():
         "csv",
         "dicom",
         "dkfz-splits",
+        "dicomweb",
+        "dicom-received",
     }
     with pytest.raises(ConfigError, match="unknown dataset kind"):
         get_adapter("nope")
