@@ -194,7 +194,7 @@ def test_breastmnist_class_1_is_named_benign_or_normal_also_in_an_old_database(d
     from cbir_pg.db.database import Database
     from cbir_pg.db.migrate import downgrade, migrate
 
-    downgrade(Database(db), "-1")  # to the revision before 0010
+    downgrade(Database(db), "0007")  # to the revision before 0010
     with psycopg.connect(db, autocommit=True) as c:  # what an import before this revision stored
         c.execute("insert into cbir.dataset (key, kind, name) values ('breastmnist', 'medmnist', 'B')")
         c.execute(
@@ -215,7 +215,7 @@ def test_breastmnist_class_1_is_named_benign_or_normal_also_in_an_old_database(d
 
     assert FLAGS["breastmnist"][3]["normal, benign"] == "benign_or_normal"
     assert derive_kind("US/breast/benign_or_normal") == "anatomical"
-    downgrade(Database(db), "-1")  # to the revision before 0010
+    downgrade(Database(db), "0007")  # to the revision before 0010
     with psycopg.connect(db) as c:
         assert [r[0] for r in c.execute("select key from cbir.label order by key")][0] == "US/breast/normal"
 

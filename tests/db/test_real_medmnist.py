@@ -157,12 +157,14 @@ def test_readme_sql_examples_run_as_written(medmnist_lite0_db: str) -> None:
 
 
 def test_docs_sql_api_examples_run_on_real_data(medmnist_lite0_db: str) -> None:
-    from docs_sql import sql_blocks
+    from docs_sql import SQL_LANGS, fenced_blocks, split_statements
 
-    statements = sql_blocks(REPO / "docs" / "sql-api.md")
+    blocks = fenced_blocks((REPO / "docs" / "sql-api.md").read_text(), SQL_LANGS)
+    assert blocks
     with connect(medmnist_lite0_db) as c:
-        for stmt in statements:
-            c.execute(stmt)
+        for _, body in blocks:  # one block is one session's example (e.g. save a cohort, then use it)
+            for stmt in split_statements(body):
+                c.execute(stmt)
             c.rollback()
 
 

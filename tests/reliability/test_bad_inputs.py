@@ -372,7 +372,7 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
     from cbir_pg.ingest.worker import run_ingest
 
     _register_bad_encoders()
-    _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds")
+    _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds", dedupe="exact")  # uniform images: pHash-alike
     s = run_ingest(
         Database(db),
         "rel_nan_inf",
@@ -411,7 +411,7 @@ def test_wrong_dimension_vectors_are_refused_and_nothing_else_is_touched(db: str
     from cbir_pg.ingest.worker import run_ingest
 
     _register_bad_encoders()
-    _import(db, _vectors_manifest(tmp_path / "dim"), "dim_ds")
+    _import(db, _vectors_manifest(tmp_path / "dim"), "dim_ds", dedupe="exact")  # uniform images: pHash-alike
     run_ingest(Database(db), "tiny_cnn", batch_size=4, loader_workers=0, device="cpu", progress=False)
     before = _stored_vectors(db, "tiny_cnn")
     assert len(before) == 8

@@ -428,6 +428,8 @@ def test_every_cli_command_with_a_password_dsn_leaks_nothing(
         ["eval", "retrieval", "--model", "tiny_cnn", "--compare-exact", "--no-progress"],
         ["eval", "show"],
         ["eval", "compare-paper"],
+        ["explain", "1", "2", "--model", "tiny_cnn", "--png", str(tmp_path / "explain.png"), "--no-cache"],
+        ["eval", "explain", "--model", "tiny_cnn", "--method", "occlusion", "--pairs", "2", "--grid", "3"],
         ["eval", "compare", "1", "2"],
         ["eval", "compare-neighbours", str(empty / "none.zip"), "--run", "1"],
         ["eval", "knn", "--model", "tiny_cnn", "--k", "1,3", "--no-progress"],
@@ -471,7 +473,7 @@ def test_every_cli_command_with_a_password_dsn_leaks_nothing(
     # the commands really ran against the database (not just failed to connect)
     worked = [c for c, v in codes.items() if v == 0]
     # refusals by design: zeroshot, import-h5, serve, demo, labels attach, compare-neighbours, dicom listen
-    assert len(worked) >= len(runs) - 8, codes
+    assert len(worked) >= len(runs) - 9, codes
     from psycopg.conninfo import conninfo_to_dict
 
     log = Path(conninfo_to_dict(pg_server_dsn).get("host", "")) / "server.log"
