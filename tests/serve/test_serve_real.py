@@ -675,6 +675,43 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
         page.screenshot(path=str(tmp_path / "2-neighbour.png"), full_page=True)
         flush()
 
+        # item 5: "same patient only". MedMNIST has one image per patient, so for this step another
+        # breastmnist test image is given the query's patient; the page must show exactly what the
+        # owner's own SQL returns for that cohort, and that image among them
+        from cbir_pg.cohort import Cohort
+
+        other = hits[2]["id"]
+        with psycopg.connect(served_db, autocommit=True) as c:
+            (old_patient,) = c.execute("select patient_id from cbir.image where id = %s", (other,)).fetchone()
+            c.execute(
+                "update cbir.image set patient_id = (select patient_id from cbir.image where id = %s) where id = %s",
+                (second, other),
+            )
+        try:
+            with page.expect_navigation():
+                page.check("#same_patient")
+            page.wait_for_selector("#grid")
+            assert not page.is_checked("#exclude_same_patient")
+            same = [h["id"] for h in cards(page)]
+            cohort = Cohort(split="test", dataset="breastmnist", patient="same")
+            with psycopg.connect(served_db) as c:
+                want = [
+                    r[0]
+                    for r in c.execute(
+                        "select image_id from cbir.similar_images_v2(%s, %s, 10, %s) order by rank",
+                        (second, MODEL, cohort.sql()),
+                    )
+                ]
+            assert other in same and same == want
+            with page.expect_navigation():
+                page.uncheck("#same_patient")
+            page.wait_for_selector("#grid")
+            assert [h["id"] for h in cards(page)] == [h["id"] for h in hits]
+        finally:
+            with psycopg.connect(served_db, autocommit=True) as c:
+                c.execute("update cbir.image set patient_id = %s where id = %s", (old_patient, other))
+        flush()
+
         # the image page of the first neighbour: metadata, full view, neighbours per model
         first = hits[0]["id"]
         page.click("#grid figure:nth-child(1) a.details")
