@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,19 @@ from psycopg import sql
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "db"))
 sys.path.insert(0, str(HERE.parent / "reliability"))
+
+#: Debian's Chromium and the flags every browser test starts it with (no background connections: the
+#: machine's closed network refuses them)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def create_database(admin_dsn: str, name: str, template: str) -> str:

@@ -6,7 +6,6 @@ the judgements are then the reader's rows, in the de-identified BI view and in
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,21 +19,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "db"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_seed import build_seeded_template  # noqa: E402
-from servehelp import browser_login  # noqa: E402
+from servehelp import CHROMIUM, FLAGS, browser_login  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "tiny_cnn"
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,23 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import create_database, drop_database  # noqa: E402
 from relhelp import bad_image_files  # noqa: E402
-from servehelp import http_client, login_owner, read_login_link  # noqa: E402
+from servehelp import CHROMIUM, FLAGS, http_client, login_owner, read_login_link  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "efficientnet_lite0"
 #: the second model the browser session adds while the page runs (a test encoder: fast to embed)
 SECOND = "tiny_cnn"
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 # --------------------------------------------------------------------------- fixtures
