@@ -72,11 +72,46 @@ revoke all on function cbir.apply_reader_limits(text) from public;
 comment on function cbir.apply_reader_limits(text) is
   'set cbir.reader_limits_v1() on every LOGIN member of cbir_reader (or on role_name); returns how many';
 
+-- A worker login bypasses row-level security (issue 22). Ingest writes vectors with COPY, which
+-- PostgreSQL refuses on a table with row security (every cbir.embedding_<model>, 15_models.sql) for a role
+-- that does not bypass it; and a worker sees every row of what it may read anyway (the worker_all
+-- policies of 92_access.sql), so bypassing them shows it nothing new: BYPASSRLS grants no privilege on a
+-- table, and cbir_worker has none on patients, grants, judgements or the audit trail. Like the reader
+-- limits, the attribute is not inherited from the group: it is set on every LOGIN member of cbir_worker
+-- (below on every migrate, and by `cbir-pg db roles add --worker`).
+create or replace function cbir.apply_worker_attributes(role_name text default null)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog
+as $fn$
+declare
+  r record;
+  n integer := 0;
+begin
+  for r in
+    select m.rolname from pg_catalog.pg_roles m
+    where m.rolcanlogin and not m.rolsuper and not m.rolbypassrls
+      and pg_catalog.pg_has_role(m.oid, 'cbir_worker', 'MEMBER')
+      and not pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
+      and (role_name is null or m.rolname = role_name)
+  loop
+    execute format('alter role %I bypassrls', r.rolname);
+    n := n + 1;
+  end loop;
+  return n;
+end
+$fn$;
+revoke all on function cbir.apply_worker_attributes(text) from public;
+comment on function cbir.apply_worker_attributes(text) is
+  'let every LOGIN member of cbir_worker (or role_name) bypass row-level security, so ingest may COPY vectors';
+
 -- Needs a superuser (temp_file_limit, pg_catalog functions, predefined roles); an external server
 -- migrated by a less privileged owner keeps going with a notice.
 do $$
 begin
   perform cbir.apply_reader_limits();
+  perform cbir.apply_worker_attributes();
   grant pg_use_reserved_connections to cbir_worker;
   -- large objects: no one but the owner creates, writes, reads or removes them
   revoke execute on function
@@ -88,7 +123,7 @@ begin
     pg_catalog.lo_export(oid, text)
   from public;
 exception when insufficient_privilege then
-  raise notice 'cbir-pg: reader limits and large-object revokes need a superuser; skipped (%)', sqlerrm;
+  raise notice 'cbir-pg: reader limits, worker attributes and large-object revokes need a superuser; skipped (%)', sqlerrm;
 end
 $$;
 

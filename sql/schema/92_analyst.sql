@@ -28,5 +28,11 @@ begin
       execute format('create policy analyst_all on cbir.%I for select to cbir_analyst using (true)', t);
     end if;
   end loop;
+  -- and every embedding table (its other policies: cbir.protect_embedding_table, 15_models.sql)
+  for t in select e.table_name from cbir.encoder e where to_regclass(format('cbir.%I', e.table_name)) is not null loop
+    if not exists (select from pg_policies where schemaname = 'cbir' and tablename = t and policyname = 'analyst_all') then
+      execute format('create policy analyst_all on cbir.%I for select to cbir_analyst using (true)', t);
+    end if;
+  end loop;
 end
 $$;
