@@ -38,6 +38,35 @@ $fn$;
 comment on function cbir.reader_limits_v1() is
   'the limits every LOGIN member of cbir_reader gets (cbir.apply_reader_limits)';
 
+-- The LOGIN members of a group role (or the one named p_role among them), superusers and the group
+-- itself left out: the people and tools the per-login settings below are applied to.
+create or replace function cbir.login_members(p_group text, p_role text default null)
+returns table (rolname name, rolconnlimit integer, rolbypassrls boolean, role_oid oid)
+language sql stable
+set search_path = pg_catalog
+as $fn$
+  select m.rolname, m.rolconnlimit, m.rolbypassrls, m.oid from pg_catalog.pg_roles m
+  where m.rolcanlogin and not m.rolsuper and m.rolname <> p_group
+    and pg_catalog.pg_has_role(m.oid, p_group, 'MEMBER')
+    and (p_role is null or m.rolname = p_role)
+$fn$;
+revoke all on function cbir.login_members(text, text) from public;
+comment on function cbir.login_members(text, text) is
+  'the LOGIN members of group p_group (or p_role among them), not superusers';
+
+-- A group role made once, on the first migrate that needs it (NOLOGIN: logins are its members).
+create or replace function cbir.ensure_group_role(p_name text) returns void
+language plpgsql volatile
+set search_path = pg_catalog
+as $fn$
+begin
+  if not exists (select from pg_catalog.pg_roles where rolname = p_name) then
+    execute format('create role %I nologin', p_name);
+  end if;
+end
+$fn$;
+revoke all on function cbir.ensure_group_role(text) from public;
+
 create or replace function cbir.apply_reader_limits(role_name text default null)
 returns integer
 language plpgsql
@@ -50,13 +79,7 @@ declare
   n integer := 0;
   conn_limit integer := (select value::integer from cbir.reader_limits_v1() where setting = 'connection_limit');
 begin
-  for r in
-    select m.rolname, m.rolconnlimit from pg_catalog.pg_roles m
-    where m.rolcanlogin and not m.rolsuper
-      and m.rolname <> 'cbir_reader'
-      and pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
-      and (role_name is null or m.rolname = role_name)
-  loop
+  for r in select * from cbir.login_members('cbir_reader', role_name) loop
     if r.rolconnlimit < 0 or r.rolconnlimit > conn_limit then
       execute format('alter role %I connection limit %s', r.rolname, conn_limit);
     end if;
@@ -90,11 +113,8 @@ declare
   n integer := 0;
 begin
   for r in
-    select m.rolname from pg_catalog.pg_roles m
-    where m.rolcanlogin and not m.rolsuper and not m.rolbypassrls
-      and pg_catalog.pg_has_role(m.oid, 'cbir_worker', 'MEMBER')
-      and not pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
-      and (role_name is null or m.rolname = role_name)
+    select * from cbir.login_members('cbir_worker', role_name) m
+    where not m.rolbypassrls and not pg_catalog.pg_has_role(m.role_oid, 'cbir_reader', 'MEMBER')
   loop
     execute format('alter role %I bypassrls', r.rolname);
     n := n + 1;
@@ -133,13 +153,7 @@ $$;
 --   cbir.image.uri / source_labels / extra, nor cbir.dataset.root: a response can only ever hold what
 --   these grants let it read.
 --   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
-do $$
-begin
-  if not exists (select from pg_roles where rolname = 'cbir_web') then
-    create role cbir_web nologin;
-  end if;
-end
-$$;
+select cbir.ensure_group_role('cbir_web');
 -- cbir_web reads what a reader reads (it is a member of cbir_reader, and its policies in 92_access.sql let
 -- it see every dataset): the page's grants are the reader's grants, so a logged-in person under
 -- `set local role` sees in the page exactly what psql shows them.

@@ -92,12 +92,9 @@ declare
   n integer := 0;
 begin
   for r in
-    select m.rolname from pg_catalog.pg_roles m
-    where m.rolcanlogin and not m.rolsuper
-      and m.rolname not in ('cbir_web', 'cbir_reader', 'cbir_worker')
-      and pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
-      and not pg_catalog.pg_has_role(m.oid, 'cbir_web', 'MEMBER')
-      and (role_name is null or m.rolname = role_name)
+    select * from cbir.login_members('cbir_reader', role_name) m
+    where m.rolname not in ('cbir_web', 'cbir_worker')
+      and not pg_catalog.pg_has_role(m.role_oid, 'cbir_web', 'MEMBER')
   loop
     execute format('grant %I to cbir_web with inherit false, set true', r.rolname);
     n := n + 1;
