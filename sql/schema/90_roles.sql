@@ -54,6 +54,30 @@ revoke all on function cbir.login_members(text, text) from public;
 comment on function cbir.login_members(text, text) is
   'the LOGIN members of group p_group (or p_role among them), not superusers';
 
+-- Run one statement for each LOGIN member of p_group (or p_role among them) that is not a member of
+-- p_unless_member_of: format(p_statement, login name). Returns how many. The owner's alone.
+create or replace function cbir.apply_to_logins(
+  p_group text, p_role text, p_statement text, p_unless_member_of text default null)
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog
+as $fn$
+declare
+  r record;
+  n integer := 0;
+begin
+  for r in
+    select * from cbir.login_members(p_group, p_role) m
+    where p_unless_member_of is null or not pg_catalog.pg_has_role(m.role_oid, p_unless_member_of, 'MEMBER')
+  loop
+    execute format(p_statement, r.rolname);
+    n := n + 1;
+  end loop;
+  return n;
+end
+$fn$;
+revoke all on function cbir.apply_to_logins(text, text, text, text) from public;
+
 -- A group role made once, on the first migrate that needs it (NOLOGIN: logins are its members).
 create or replace function cbir.ensure_group_role(p_name text) returns void
 language plpgsql volatile
@@ -104,23 +128,10 @@ comment on function cbir.apply_reader_limits(text) is
 -- (below on every migrate, and by `cbir-pg db roles add --worker`).
 create or replace function cbir.apply_worker_attributes(role_name text default null)
 returns integer
-language plpgsql
-volatile
+language sql volatile
 set search_path = pg_catalog
 as $fn$
-declare
-  r record;
-  n integer := 0;
-begin
-  for r in
-    select * from cbir.login_members('cbir_worker', role_name) m
-    where not m.rolbypassrls and not pg_catalog.pg_has_role(m.role_oid, 'cbir_reader', 'MEMBER')
-  loop
-    execute format('alter role %I bypassrls', r.rolname);
-    n := n + 1;
-  end loop;
-  return n;
-end
+  select cbir.apply_to_logins('cbir_worker', role_name, 'alter role %I bypassrls', 'cbir_reader')
 $fn$;
 revoke all on function cbir.apply_worker_attributes(text) from public;
 comment on function cbir.apply_worker_attributes(text) is

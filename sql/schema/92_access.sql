@@ -83,24 +83,10 @@ create policy worker_all on cbir.image for all to cbir_worker using (true) with 
 -- `cbir-pg db roles add`.
 create or replace function cbir.grant_logins_to_web(role_name text default null)
 returns integer
-language plpgsql
-volatile
+language sql volatile
 set search_path = pg_catalog
 as $fn$
-declare
-  r record;
-  n integer := 0;
-begin
-  for r in
-    select * from cbir.login_members('cbir_reader', role_name) m
-    where m.rolname not in ('cbir_web', 'cbir_worker')
-      and not pg_catalog.pg_has_role(m.role_oid, 'cbir_web', 'MEMBER')
-  loop
-    execute format('grant %I to cbir_web with inherit false, set true', r.rolname);
-    n := n + 1;
-  end loop;
-  return n;
-end
+  select cbir.apply_to_logins('cbir_reader', role_name, 'grant %I to cbir_web with inherit false, set true', 'cbir_web')
 $fn$;
 revoke all on function cbir.grant_logins_to_web(text) from public;
 comment on function cbir.grant_logins_to_web(text) is
