@@ -75,6 +75,8 @@ def add_role(conn: psycopg.Connection, name: str, kind: str) -> NewRole:
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(queries.get("roles", "reader_limits")).fetchall()
         limits = {r["setting"]: r["value"] for r in rows}
+    else:
+        conn.execute(queries.get("roles", "apply_worker_attributes"), {"name": name})
     return NewRole(name, kind, GROUPS[kind], password, limits)
 
 

@@ -14,6 +14,10 @@ create role {role} login password {verifier} in role {member_of}
 -- name: apply_reader_limits
 select cbir.apply_reader_limits(%(name)s) as n
 
+-- name: apply_worker_attributes
+-- a worker login bypasses row-level security, so ingest may COPY into the embedding tables
+select cbir.apply_worker_attributes(%(name)s) as n
+
 -- name: drop_owned
 drop owned by {role}
 

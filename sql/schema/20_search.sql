@@ -336,12 +336,19 @@ declare
   v_exact text;
   v_auto text;
   v_from text;
+  v_ann_from text;
   v_where constant text := format(cbir.cohort_predicate(), 'f');
 begin
   select * into s from cbir.model_vector_space(p_model);
   v_exact := case when s.column_type = 'halfvec' then 'e.embedding <=> v_vec::halfvec' else 'e.embedding <=> v_vec' end;
   v_auto := case when s.ann_index is null and s.binary_index is not null then 'binary' else 'hnsw' end;
   v_from := format('cbir.%I e join cbir.image i on i.id = e.image_id', s.table_name);
+  -- the index scans: each row the HNSW scan returns looks up its image (a lateral probe by primary key, so
+  -- the planner cannot turn it around). Under a reader's row-level security a plain join was planned as a
+  -- scan of every visible image, then a sort (92_access.sql).
+  -- (the columns cbir.cohort_predicate() reads; a reader may not read all of cbir.image's)
+  v_ann_from := format('cbir.%I e cross join lateral (select i.excluded, i.split, i.dataset_id, i.modality, i.label_id,'
+                       ' i.patient_id from cbir.image i where i.id = e.image_id offset 0) i', s.table_name);
   return format($src$
 create or replace function cbir.%1$I(p_vec vector, p_k int, f cbir.cohort_filter, p_method text, p_image_id bigint)
 returns table (rank int, image_id bigint, similarity double precision)
@@ -395,7 +402,7 @@ begin
       -- at the stored precision
       select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
         into v_ids, v_sims
-        from (select e.image_id, %6$s as dist from %7$s
+        from (select e.image_id, %6$s as dist from %13$s
               where %10$s
               order by %11$s <=> %12$s limit p_k) c;
     else
@@ -403,7 +410,7 @@ begin
       select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
         into v_ids, v_sims
         from (select b.image_id, b.dist from
-               (select e.image_id, %6$s as dist from %7$s
+               (select e.image_id, %6$s as dist from %13$s
                 where %10$s
                 order by binary_quantize(%11$s)::bit(%4$s) <~> binary_quantize(%12$s)::bit(%4$s) limit v_fetch) b
               order by b.dist, b.image_id limit p_k) c;
@@ -438,7 +445,7 @@ $fn$;
 $src$,
     'knn__' || p_model, p_model, s.table_name, s.dim, v_auto, v_exact, v_from,
     coalesce(s.ann_index, 'none'), coalesce(s.binary_index, 'none'), v_where,
-    replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'));
+    replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'), v_ann_from);
 end
 $gen$;
 

@@ -38,6 +38,59 @@ $fn$;
 comment on function cbir.reader_limits_v1() is
   'the limits every LOGIN member of cbir_reader gets (cbir.apply_reader_limits)';
 
+-- The LOGIN members of a group role (or the one named p_role among them), superusers and the group
+-- itself left out: the people and tools the per-login settings below are applied to.
+create or replace function cbir.login_members(p_group text, p_role text default null)
+returns table (rolname name, rolconnlimit integer, rolbypassrls boolean, role_oid oid)
+language sql stable
+set search_path = pg_catalog
+as $fn$
+  select m.rolname, m.rolconnlimit, m.rolbypassrls, m.oid from pg_catalog.pg_roles m
+  where m.rolcanlogin and not m.rolsuper and m.rolname <> p_group
+    and pg_catalog.pg_has_role(m.oid, p_group, 'MEMBER')
+    and (p_role is null or m.rolname = p_role)
+$fn$;
+revoke all on function cbir.login_members(text, text) from public;
+comment on function cbir.login_members(text, text) is
+  'the LOGIN members of group p_group (or p_role among them), not superusers';
+
+-- Run one statement for each LOGIN member of p_group (or p_role among them) that is not a member of
+-- p_unless_member_of: format(p_statement, login name). Returns how many. The owner's alone.
+create or replace function cbir.apply_to_logins(
+  p_group text, p_role text, p_statement text, p_unless_member_of text default null)
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog
+as $fn$
+declare
+  r record;
+  n integer := 0;
+begin
+  for r in
+    select * from cbir.login_members(p_group, p_role) m
+    where p_unless_member_of is null or not pg_catalog.pg_has_role(m.role_oid, p_unless_member_of, 'MEMBER')
+  loop
+    execute format(p_statement, r.rolname);
+    n := n + 1;
+  end loop;
+  return n;
+end
+$fn$;
+revoke all on function cbir.apply_to_logins(text, text, text, text) from public;
+
+-- A group role made once, on the first migrate that needs it (NOLOGIN: logins are its members).
+create or replace function cbir.ensure_group_role(p_name text) returns void
+language plpgsql volatile
+set search_path = pg_catalog
+as $fn$
+begin
+  if not exists (select from pg_catalog.pg_roles where rolname = p_name) then
+    execute format('create role %I nologin', p_name);
+  end if;
+end
+$fn$;
+revoke all on function cbir.ensure_group_role(text) from public;
+
 create or replace function cbir.apply_reader_limits(role_name text default null)
 returns integer
 language plpgsql
@@ -50,13 +103,7 @@ declare
   n integer := 0;
   conn_limit integer := (select value::integer from cbir.reader_limits_v1() where setting = 'connection_limit');
 begin
-  for r in
-    select m.rolname, m.rolconnlimit from pg_catalog.pg_roles m
-    where m.rolcanlogin and not m.rolsuper
-      and m.rolname <> 'cbir_reader'
-      and pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
-      and (role_name is null or m.rolname = role_name)
-  loop
+  for r in select * from cbir.login_members('cbir_reader', role_name) loop
     if r.rolconnlimit < 0 or r.rolconnlimit > conn_limit then
       execute format('alter role %I connection limit %s', r.rolname, conn_limit);
     end if;
@@ -72,11 +119,30 @@ revoke all on function cbir.apply_reader_limits(text) from public;
 comment on function cbir.apply_reader_limits(text) is
   'set cbir.reader_limits_v1() on every LOGIN member of cbir_reader (or on role_name); returns how many';
 
+-- A worker login bypasses row-level security (issue 22). Ingest writes vectors with COPY, which
+-- PostgreSQL refuses on a table with row security (every cbir.embedding_<model>, 15_models.sql) for a role
+-- that does not bypass it; and a worker sees every row of what it may read anyway (the worker_all
+-- policies of 92_access.sql), so bypassing them shows it nothing new: BYPASSRLS grants no privilege on a
+-- table, and cbir_worker has none on patients, grants, judgements or the audit trail. Like the reader
+-- limits, the attribute is not inherited from the group: it is set on every LOGIN member of cbir_worker
+-- (below on every migrate, and by `cbir-pg db roles add --worker`).
+create or replace function cbir.apply_worker_attributes(role_name text default null)
+returns integer
+language sql volatile
+set search_path = pg_catalog
+as $fn$
+  select cbir.apply_to_logins('cbir_worker', role_name, 'alter role %I bypassrls', 'cbir_reader')
+$fn$;
+revoke all on function cbir.apply_worker_attributes(text) from public;
+comment on function cbir.apply_worker_attributes(text) is
+  'let every LOGIN member of cbir_worker (or role_name) bypass row-level security, so ingest may COPY vectors';
+
 -- Needs a superuser (temp_file_limit, pg_catalog functions, predefined roles); an external server
 -- migrated by a less privileged owner keeps going with a notice.
 do $$
 begin
   perform cbir.apply_reader_limits();
+  perform cbir.apply_worker_attributes();
   grant pg_use_reserved_connections to cbir_worker;
   -- large objects: no one but the owner creates, writes, reads or removes them
   revoke execute on function
@@ -88,7 +154,7 @@ begin
     pg_catalog.lo_export(oid, text)
   from public;
 exception when insufficient_privilege then
-  raise notice 'cbir-pg: reader limits and large-object revokes need a superuser; skipped (%)', sqlerrm;
+  raise notice 'cbir-pg: reader limits, worker attributes and large-object revokes need a superuser; skipped (%)', sqlerrm;
 end
 $$;
 
@@ -98,13 +164,7 @@ $$;
 --   cbir.image.uri / source_labels / extra, nor cbir.dataset.root: a response can only ever hold what
 --   these grants let it read.
 --   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
-do $$
-begin
-  if not exists (select from pg_roles where rolname = 'cbir_web') then
-    create role cbir_web nologin;
-  end if;
-end
-$$;
+select cbir.ensure_group_role('cbir_web');
 -- cbir_web reads what a reader reads (it is a member of cbir_reader, and its policies in 92_access.sql let
 -- it see every dataset): the page's grants are the reader's grants, so a logged-in person under
 -- `set local role` sees in the page exactly what psql shows them.

@@ -6,7 +6,8 @@
 --     patient key, an image uri or a dataset root (column grants below);
 --   * of those rows, only the datasets granted to a role whose privileges they have
 --     (`cbir-pg db roles grant-dataset alice DATASET`, or `... cbir_reader DATASET` for every reader):
---     row-level security on cbir.dataset, cbir.image, cbir.patient, cbir.image_label. The search
+--     row-level security on cbir.dataset, cbir.image, cbir.patient, cbir.image_label and every
+--     cbir.embedding_<model> (cbir.protect_embedding_table in 15_models.sql). The search
 --     functions (20_search.sql, 25_fusion.sql) are security invoker and join cbir.image, so their
 --     neighbours are the visible images only; cbir.image_file is executable by cbir_web alone.
 -- The owner (the tables' owner, the superuser) bypasses the policies; cbir_web and cbir_worker see
@@ -22,13 +23,14 @@ grant select (id, sex, age) on cbir.patient to cbir_reader;
 grant select on cbir.dataset_grant to cbir_reader;
 revoke all on cbir.dataset_grant from cbir_worker;
 
--- every embedding table: readable by readers (the search functions read it as the caller)
+-- every embedding table: readable by readers (the search functions read it as the caller), each row only
+-- when its image is (cbir.protect_embedding_table, 15_models.sql)
 do $$
 declare r record;
 begin
   for r in select e.table_name from cbir.encoder e
            where to_regclass(format('%I.%I', 'cbir', e.table_name)) is not null loop
-    execute format('grant select on cbir.%I to cbir_reader', r.table_name);
+    perform cbir.protect_embedding_table(r.table_name);
   end loop;
 end
 $$;
@@ -53,14 +55,19 @@ $$;
 create policy reader_own_grants on cbir.dataset_grant for select to cbir_reader
   using (role_name in (select r.rolname from pg_catalog.pg_roles r
                        where pg_catalog.pg_has_role(current_user, r.oid, 'USAGE')));
+-- The granted dataset ids are read once per statement (an array sub-select is an init plan), not once per
+-- row, and never costed per row: with `in (select ...)` the planner charged the grants' scan to every probe
+-- of cbir.image and chose to scan and materialise every image under a reader's HNSW search
+-- (bench/notes_round3.md). Derived rows (labels here, vectors in 15_models.sql) are probed per row by the
+-- image's primary key, for the same reason.
 create policy reader_granted on cbir.dataset for select to cbir_reader
-  using (id in (select g.dataset_id from cbir.dataset_grant g));
+  using (id = any (array(select g.dataset_id from cbir.dataset_grant g)));
 create policy reader_granted on cbir.image for select to cbir_reader
-  using (dataset_id in (select g.dataset_id from cbir.dataset_grant g));
+  using (dataset_id = any (array(select g.dataset_id from cbir.dataset_grant g)));
 create policy reader_granted on cbir.patient for select to cbir_reader
-  using (dataset_id in (select g.dataset_id from cbir.dataset_grant g));
+  using (dataset_id = any (array(select g.dataset_id from cbir.dataset_grant g)));
 create policy reader_granted on cbir.image_label for select to cbir_reader
-  using (exists (select 1 from cbir.image i where i.id = image_id));
+  using ((select i.id from cbir.image i where i.id = image_id) is not null);
 
 create policy web_all on cbir.dataset_grant for select to cbir_web using (true);
 create policy web_all on cbir.dataset for select to cbir_web using (true);
@@ -76,27 +83,10 @@ create policy worker_all on cbir.image for all to cbir_worker using (true) with 
 -- `cbir-pg db roles add`.
 create or replace function cbir.grant_logins_to_web(role_name text default null)
 returns integer
-language plpgsql
-volatile
+language sql volatile
 set search_path = pg_catalog
 as $fn$
-declare
-  r record;
-  n integer := 0;
-begin
-  for r in
-    select m.rolname from pg_catalog.pg_roles m
-    where m.rolcanlogin and not m.rolsuper
-      and m.rolname not in ('cbir_web', 'cbir_reader', 'cbir_worker')
-      and pg_catalog.pg_has_role(m.oid, 'cbir_reader', 'MEMBER')
-      and not pg_catalog.pg_has_role(m.oid, 'cbir_web', 'MEMBER')
-      and (role_name is null or m.rolname = role_name)
-  loop
-    execute format('grant %I to cbir_web with inherit false, set true', r.rolname);
-    n := n + 1;
-  end loop;
-  return n;
-end
+  select cbir.apply_to_logins('cbir_reader', role_name, 'grant %I to cbir_web with inherit false, set true', 'cbir_web')
 $fn$;
 revoke all on function cbir.grant_logins_to_web(text) from public;
 comment on function cbir.grant_logins_to_web(text) is

@@ -89,6 +89,9 @@ def login(pg_server_dsn: str) -> Iterator:
                     sql.Identifier(name), sql.Literal(password), sql.Identifier(group)
                 )
             )
+        if group == "cbir_worker":  # what `cbir-pg db roles add --worker` (or the next migrate) sets
+            with psycopg.connect(db, autocommit=True) as c:
+                c.execute("select cbir.apply_worker_attributes(%s)", (name,))
         made.append((name, db))
         return dsn_with(db, user=name, password=password)
 
@@ -293,3 +296,37 @@ def test_group_roles_cannot_log_in(seeded: str) -> None:
         ).fetchone()[0]
     assert rows == {"cbir_reader": False, "cbir_worker": False}
     assert supers == 0
+
+
+def test_worker_logins_bypass_row_security_so_ingest_can_copy(seeded: str, pg_server_dsn: str) -> None:
+    """The embedding tables have row-level security (readers see only their datasets' vectors), and
+    PostgreSQL refuses COPY into such a table for a role that does not bypass it: `roles add --worker`
+    and every migrate give each worker login BYPASSRLS; a reader login never gets it."""
+    from cbir_pg.db.migrate import migrate
+    from cbir_pg.db.roles import add_role, drop_role
+
+    raw = f"t_raw_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(seeded, autocommit=True) as c:
+        c.execute(sql.SQL("create role {} login in role cbir_worker").format(sql.Identifier(raw)))
+        made = add_role(c, f"t_w_{uuid.uuid4().hex[:8]}", "worker")
+        reader = add_role(c, f"t_r_{uuid.uuid4().hex[:8]}", "reader")
+    try:
+
+        def bypass(name: str) -> bool:
+            with psycopg.connect(seeded) as c:
+                return c.execute("select rolbypassrls from pg_roles where rolname = %s", (name,)).fetchone()[
+                    0
+                ]
+
+        assert bypass(made.name) and not bypass(raw) and not bypass(reader.name)
+        migrate(Database(seeded))
+        assert bypass(raw) and not bypass(reader.name)
+        with psycopg.connect(seeded) as c:
+            assert c.execute(
+                "select relrowsecurity from pg_class where oid = %s::regclass",
+                (f"cbir.embedding_{MODEL}",),
+            ).fetchone()[0]
+    finally:
+        with psycopg.connect(seeded, autocommit=True) as c:
+            for name in (raw, made.name, reader.name):
+                drop_role(c, name)

@@ -66,17 +66,47 @@ def test_psql_shows_each_reader_only_its_dataset(two_readers, two_dataset_db: st
             with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown dataset"):
                 c.execute("select * from cbir.similar_images(%s, %s, 5, null, %s)", (q, MODEL, other))
             c.rollback()
-            # a vector of the other dataset finds only this reader's images too
-            vec = c.execute(
-                f"select embedding from cbir.embedding_{MODEL} where image_id = %s", (min(theirs),)
-            )
-            row = vec.fetchone()
-            if row is not None:
-                near = c.execute("select image_id from cbir.similar_to_vector(%s, %s, 10)", (row[0], MODEL))
-                assert {h[0] for h in near} <= mine
+            # the embedding table shows the vectors of this reader's images only
+            seen = {r[0] for r in c.execute(f"select image_id from cbir.embedding_{MODEL}")}
+            assert seen and seen <= mine
+            assert c.execute(
+                f"select count(*) from cbir.embedding_{MODEL} where image_id = any(%s)", (sorted(theirs),)
+            ).fetchone() == (0,)
+            # a vector of the other dataset (the owner's copy) finds only this reader's images too
+            with psycopg.connect(two_dataset_db) as owner:
+                vec = owner.execute(
+                    f"select embedding from cbir.embedding_{MODEL} where image_id = %s", (min(theirs),)
+                ).fetchone()[0]
+            near = c.execute(
+                "select image_id from cbir.similar_to_vector(%s, %s, 10)", (vec, MODEL)
+            ).fetchall()
+            assert len(near) == 10 and {h[0] for h in near} <= mine
             # the path of an image: only cbir-pg serve's own role may ask
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute("select cbir.image_file(%s)", (q,))
+
+
+def test_a_readers_search_probes_its_images_and_never_scans_them(two_readers, two_dataset_db: str) -> None:
+    """Row-level security must not change the plan's shape: the HNSW scan drives, and each neighbour's image
+    (and the policy's check of its vector) is one primary-key probe. A plain join was planned as a scan of
+    every visible image and a sort, whatever the index (this transaction's own table statistics)."""
+    from cbir_pg.db.database import Database
+    from cbir_pg.index import build_index
+
+    build_index(Database(two_dataset_db), MODEL, recall_queries=0, progress=False)
+    mine = ids_of(two_dataset_db, OWN["alice"])
+    with psycopg.connect(two_readers["alice"].dsn) as c:
+        q = min(mine)
+        hits = c.execute("select image_id from cbir.similar_images(%s, %s, 10)", (q, MODEL)).fetchall()
+        assert len(hits) == 10 and {h[0] for h in hits} <= mine
+        stats = c.execute(
+            "select relname, seq_tup_read, idx_tup_fetch from pg_stat_xact_user_tables"
+            " where schemaname = 'cbir' and (relname = 'image' or relname like 'embedding%%')"
+        ).fetchall()
+    by_table = {name: (seq, fetched) for name, seq, fetched in stats}
+    assert by_table["image"][0] == 0, by_table
+    assert by_table[f"embedding_{MODEL}"][0] == 0, by_table
+    assert 0 < by_table["image"][1] < len(mine), by_table
 
 
 def test_a_reader_without_grants_sees_nothing(reader_role, two_dataset_db: str) -> None:
