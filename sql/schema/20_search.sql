@@ -4,7 +4,8 @@
 --   cbir.similar_to_vector_v2(vec, model, k, cohort jsonb, query_image_id)
 --   cbir.knn_v2(vec, model, k, filter cbir.cohort_filter, method, image_id)   the engine both call
 --   cbir.resolve_cohort(cohort jsonb, query_image_id, exclude_query)         the one validation of a cohort
---   released signatures, thin wrappers over the _v2s:
+--   cbir.image_facts(image_id)   what a hit shows: label, dataset, split, modality, patient_id, sex, age
+--   released signatures, thin wrappers over the _v2s (their filters made a cohort by cbir.legacy_*):
 --   cbir.similar_images(image_id, model, k, split, dataset, modality, exclude_same_patient, exclude_self)
 --   cbir.similar_to_vector(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id)
 --   cbir.knn(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id, method)
