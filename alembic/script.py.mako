@@ -1,24 +1,19 @@
 """${message}
 
-Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
 
 from __future__ import annotations
 
-from alembic import op
-from sqlfile import read_sql  # noqa: F401  # alembic/sqlfile.py: op.execute(read_sql("${up_revision}_x.sql"))
+from sqlfile import sql_steps  # alembic/sqlfile.py: runs alembic/sql/<stem>.sql, <stem>.down.sql
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
+% if branch_labels:
 branch_labels = ${repr(branch_labels)}
+% endif
+% if depends_on:
 depends_on = ${repr(depends_on)}
-
-
-def upgrade() -> None:
-    ${upgrades if upgrades else "pass"}
-
-
-def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+% endif
+# write alembic/sql/${up_revision}_x.sql and ${up_revision}_x.down.sql, then name them here
+upgrade, downgrade = sql_steps("${up_revision}_x")

@@ -48,7 +48,7 @@ def split_ids(db: Database, model: str, split: str, datasets: Sequence[str] | No
     with db.connection() as conn:
         check_model(conn, model)
         rows = conn.execute(
-            q("split_ids", model), {"split": split, "datasets": _datasets(datasets)}
+            q("split_images", model), {"split": split, "datasets": _datasets(datasets), "vectors": False}
         ).fetchall()
     return SplitData(
         split,
@@ -62,7 +62,8 @@ def load_split(db: Database, model: str, split: str, datasets: Sequence[str] | N
     with db.connection() as conn:
         check_model(conn, model)
         cur = conn.cursor(binary=True)
-        cur.execute(q("split_embeddings", model), {"split": split, "datasets": _datasets(datasets)})
+        params = {"split": split, "datasets": _datasets(datasets), "vectors": True}
+        cur.execute(q("split_images", model), params)
         ids, labels, vecs = [], [], []
         for r in cur:
             ids.append(r["id"])

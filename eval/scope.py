@@ -52,8 +52,10 @@ def check_scope(
             f"dataset(s) {', '.join(unfinished)} not completely imported (the last import did not finish):"
             " rerun cbir-pg datasets import for them before evaluating"
         )
-    q = queries.get("eval", "scope_without_vector", table=identifiers.embedding_table(model))
-    missing = scalar(conn, q, {"datasets": ds, "splits": list(splits) if splits else None})
+    # the images of the scope without a vector: ingest's count of what is left, failures not counted out
+    q = queries.get("ingest", "count_todo", table=identifiers.embedding_table(model))
+    scope = {"datasets": ds, "splits": list(splits) if splits else None}
+    missing = scalar(conn, q, {**scope, "encoder": model, "max_attempts": None})
     return int(missing) == 0
 
 

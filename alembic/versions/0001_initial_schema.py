@@ -4,8 +4,6 @@ Per-encoder embedding tables (``cbir.embedding_<key>``) are created at run time 
 first used (:func:`cbir_pg.db.identifiers.create_embedding_table`); this revision holds everything else.
 Functions, views and grants live in ``sql/schema/`` and are re-applied after every migration.
 
-Revision ID: 0001
-Revises:
 Create Date: 2026-11-28
 """
 

@@ -1,7 +1,5 @@
 """Import status per dataset and vector coverage per evaluation run (issue 13, files and data integrity).
 
-The SQL is in ``alembic/sql/0003_files_and_import_status.sql`` (and ``.down.sql``).
-
 * ``cbir.dataset.import_status``: ``importing`` from the start of an import run until it finishes,
   then ``complete``. A killed import leaves ``importing`` (and ``imported_at`` null), and evaluation
   refuses the dataset until a rerun completes. The importer sets ``importing`` itself; the default
@@ -13,26 +11,13 @@ The SQL is in ``alembic/sql/0003_files_and_import_status.sql`` (and ``.down.sql`
   records failures only through ``cbir.record_ingest_failure_v1`` (sql/schema/30_ingest.sql), which
   counts at most one attempt per transaction.
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-11-30
 """
 
 from __future__ import annotations
 
-from sqlfile import read_sql  # alembic/sqlfile.py
-
-from alembic import op
+from sqlfile import sql_steps  # alembic/sqlfile.py: runs alembic/sql/<stem>.sql, <stem>.down.sql
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute(read_sql("0003_files_and_import_status.sql"))
-
-
-def downgrade() -> None:
-    op.execute(read_sql("0003_files_and_import_status.down.sql"))
+upgrade, downgrade = sql_steps("0003_files_and_import_status")

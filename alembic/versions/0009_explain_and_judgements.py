@@ -1,7 +1,5 @@
 """Similarity-map faithfulness and relevance judgements (issue 28).
 
-The SQL is in ``alembic/sql/0009_explain_and_judgements.sql`` (and ``.down.sql``).
-
 * ``cbir.explain_faithfulness``: one row per ``cbir-pg eval explain`` run and method: deletion and
   insertion areas against a random cell order, time per map; the page labels a method no better than
   random.
@@ -10,26 +8,13 @@ The SQL is in ``alembic/sql/0009_explain_and_judgements.sql`` (and ``.down.sql``
   ``current_user``. Row-level security: a user reads and writes only their own rows; members of the new
   role ``cbir_judgement_reader`` read all; the owner reads all; BI readers see a de-identified view.
 
-Revision ID: 0009
-Revises: 0010
 Create Date: 2026-12-03
 """
 
 from __future__ import annotations
 
-from sqlfile import read_sql  # alembic/sqlfile.py
-
-from alembic import op
+from sqlfile import sql_steps  # alembic/sqlfile.py: runs alembic/sql/<stem>.sql, <stem>.down.sql
 
 revision = "0009"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute(read_sql("0009_explain_and_judgements.sql"))
-
-
-def downgrade() -> None:
-    op.execute(read_sql("0009_explain_and_judgements.down.sql"))
+upgrade, downgrade = sql_steps("0009_explain_and_judgements")

@@ -2,21 +2,10 @@
 -- eval/report.py, eval/results.py). {table} is the model's embedding table, cbir.embedding_<key>,
 -- filled in by cbir_pg.db.identifiers. Images that are excluded or have no single label never count.
 
--- name: split_ids
--- The labelled, non-excluded images of one split that have a vector, in id order.
-select i.id, i.label_id
-from cbir.image i
-join {table} e on e.image_id = i.id
-join cbir.dataset d on d.id = i.dataset_id
-where i.split = %(split)s
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and not i.excluded
-  and i.label_id is not null
-order by i.id
-
--- name: split_embeddings
--- The same images with their vectors (halfvec is cast to vector), for the linear probe.
-select i.id, i.label_id, e.embedding::vector as embedding
+-- name: split_images
+-- The labelled, non-excluded images of one split that have a vector, in id order; with their vectors
+-- (halfvec is cast to vector) for the linear probe when %(vectors)s, else embedding is null.
+select i.id, i.label_id, case when %(vectors)s then e.embedding::vector end as embedding
 from cbir.image i
 join {table} e on e.image_id = i.id
 join cbir.dataset d on d.id = i.dataset_id

@@ -196,16 +196,6 @@ where import_status <> 'complete'
   and (%(datasets)s::text[] is null or key = any(%(datasets)s::text[]))
 order by key
 
--- name: scope_without_vector
--- Images of an evaluation's scope (datasets, splits, not excluded) that have no vector of the model.
-select count(*) as missing
-from cbir.image i
-join cbir.dataset d on d.id = i.dataset_id
-where not i.excluded
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
-  and not exists (select 1 from {table} e where e.image_id = i.id)
-
 -- name: scope_datasets
 -- the datasets a run covers (eval/scope.py: one scope per image set): of the named ones (all when null)
 -- those with non-excluded images in the splits (all when null), sorted

@@ -25,13 +25,10 @@ order by j.created_at, j.id
 
 -- name: similar_images_rocchio
 -- the refined neighbours with what a page shows joined in (the columns of serve.sql's similar_images)
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality, p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_images_rocchio(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
                                  %(exclude_same_patient)s, true, %(alpha)s, %(beta)s, %(gamma)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
 order by s.rank
 
 -- name: judged_pairs
@@ -50,10 +47,7 @@ group by j.query_image_id, j.neighbour_id
 
 -- name: similar_images_rocchio_v2
 -- the refined neighbours among a cohort, with what a page shows joined in (serve.sql's similar_images)
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality, p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_images_rocchio_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
 order by s.rank

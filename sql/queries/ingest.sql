@@ -41,6 +41,9 @@ for no key update of i skip locked
 select image_id from {table} where image_id = any(%(ids)s::bigint[])
 
 -- name: count_todo
+-- The images claim would still take (all of them, not a batch). With %(max_attempts)s null: every image
+-- of the scope (datasets, splits, not excluded) without a vector, failed or not (eval/scope.py: whether
+-- a run's scope is completely embedded).
 select count(*)
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
@@ -48,9 +51,9 @@ where not i.excluded
   and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
   and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
   and not exists (select 1 from {table} e where e.image_id = i.id)
-  and not exists (
+  and (%(max_attempts)s::int is null or not exists (
     select 1 from cbir.ingest_failure f
-    where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s)
+    where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s))
 
 -- name: count_done
 select count(*)

@@ -2,23 +2,17 @@
 
 -- name: similar_images
 -- neighbours of a stored image among a cohort (cbir_pg.cohort.Cohort as jsonb), with label, dataset and patient joined in
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.uri, i.split, i.modality,
-       i.patient_id, p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, i.uri, f.split, f.modality, f.patient_id, f.sex, f.age
 from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
+join cbir.image i on i.id = s.image_id  -- the file (a reader is not granted uri)
 order by s.rank
 
 -- name: similar_to_vector
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.uri, i.split, i.modality,
-       i.patient_id, p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, i.uri, f.split, f.modality, f.patient_id, f.sex, f.age
 from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
+join cbir.image i on i.id = s.image_id  -- the file (a reader is not granted uri)
 order by s.rank
 
 -- name: image_info

@@ -66,23 +66,15 @@ from cbir.image i where i.id = %(image_id)s
 
 -- name: similar_images
 -- neighbours of a stored image among a cohort (cbir.similar_images_v2), with what a page shows joined in
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
-       p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
 order by s.rank
 
 -- name: similar_to_vector
-select s.rank, s.image_id, s.similarity, l.key as label, d.key as dataset, i.split, i.modality,
-       p.sex, p.age
+select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s, %(query_image_id)s) s
-join cbir.image i on i.id = s.image_id
-join cbir.dataset d on d.id = i.dataset_id
-left join cbir.label l on l.id = i.label_id
-left join cbir.patient p on p.id = i.patient_id
+cross join lateral cbir.image_facts(s.image_id) f
 order by s.rank
 
 -- name: filter_options

@@ -4,7 +4,8 @@
 --   cbir.similar_to_vector_v2(vec, model, k, cohort jsonb, query_image_id)
 --   cbir.knn_v2(vec, model, k, filter cbir.cohort_filter, method, image_id)   the engine both call
 --   cbir.resolve_cohort(cohort jsonb, query_image_id, exclude_query)         the one validation of a cohort
---   released signatures, thin wrappers over the _v2s:
+--   cbir.image_facts(image_id)   what a hit shows: label, dataset, split, modality, patient_id, sex, age
+--   released signatures, thin wrappers over the _v2s (their filters made a cohort by cbir.legacy_*):
 --   cbir.similar_images(image_id, model, k, split, dataset, modality, exclude_same_patient, exclude_self)
 --   cbir.similar_to_vector(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id)
 --   cbir.knn(vec, model, k, split, dataset, modality, exclude_patient_id, exclude_image_id, method)
@@ -30,6 +31,18 @@
 --   * the GUCs changed for the scan are restored before the function returns.
 -- A released signature is never changed in place: add a _v2 instead.
 -- search_path: pgvector's types and operators live in the extension's schema (public); cbir objects are qualified.
+
+-- the models whose embedding table exists (made when a model stores its first vectors), by key
+create or replace function cbir.embedded_models()
+returns table (key text, table_name text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select e.key, e.table_name from cbir.encoder e
+  where to_regclass(format('cbir.%I', e.table_name)) is not null
+  order by e.key
+$$;
+comment on function cbir.embedded_models() is 'the cbir.encoder rows whose embedding table exists, by key';
 
 -- the model's embedding table and how its vectors are indexed and compared
 create or replace function cbir.model_vector_space(
@@ -325,6 +338,24 @@ $$;
 comment on function cbir.cohort_images(jsonb, bigint) is
   'the non-excluded images of a cohort (jsonb, as cbir.similar_images_v2 takes), by id';
 
+-- what a search hit shows of an image (the CLI, the façade, the page and feedback join it to a ranking):
+-- select ... from cbir.similar_images_v2(...) s cross join lateral cbir.image_facts(s.image_id) f.
+-- SECURITY INVOKER: the caller's grants and row-level security apply, as to any read of cbir.image.
+create or replace function cbir.image_facts(p_image_id bigint)
+returns table (label text, dataset text, split text, modality text, patient_id bigint, sex text, age real)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select l.key, d.key, i.split, i.modality, i.patient_id, p.sex, p.age
+  from cbir.image i
+  join cbir.dataset d on d.id = i.dataset_id
+  left join cbir.label l on l.id = i.label_id
+  left join cbir.patient p on p.id = i.patient_id
+  where i.id = p_image_id
+$$;
+comment on function cbir.image_facts(bigint) is
+  'label, dataset, split, modality, patient id, sex and age of an image: the columns a search hit shows';
+
 -- the generated search function of one model: static SQL over its table, written for its indexes
 create or replace function cbir.search_function_source(p_model text)
 returns text
@@ -468,15 +499,12 @@ begin
     from pg_proc p
     where p.pronamespace = 'cbir'::regnamespace and p.proname like 'knn\_\_%'
       and (p_model is null or p.proname = 'knn__' || p_model)
-      and not exists (select 1 from cbir.encoder e
-                      where e.key = substr(p.proname, 6) and to_regclass(format('cbir.%I', e.table_name)) is not null)
+      and not exists (select 1 from cbir.embedded_models() m where m.key = substr(p.proname, 6))
   loop
     execute format('drop function %s', r.fn);
   end loop;
   for r in
-    select e.key from cbir.encoder e
-    where (p_model is null or e.key = p_model) and to_regclass(format('cbir.%I', e.table_name)) is not null
-    order by e.key
+    select m.key from cbir.embedded_models() m where p_model is null or m.key = p_model
   loop
     v_src := cbir.search_function_source(r.key);
     if not exists (select 1 from pg_proc p
@@ -573,7 +601,9 @@ comment on function cbir.similar_to_vector_v2(vector, text, int, jsonb, bigint) 
   'k most similar images of a cohort to a query vector; p_query_image_id: a stored query image, left out and '
   'the reference of patient same|other';
 
--- released signatures: thin wrappers over the _v2s
+-- released signatures: thin wrappers over the _v2s. Their filter parameters become a cohort here, once:
+-- legacy_cohort (the jsonb of split, dataset, modality, exclude_patient_id), legacy_image_cohort (a
+-- stored image's: exclude_same_patient is patient 'other') and legacy_filter (resolved, for the engines).
 create or replace function cbir.legacy_cohort(
   p_split text, p_dataset text, p_modality text, p_exclude_patient_id bigint default null
 ) returns jsonb
@@ -582,6 +612,26 @@ set search_path = pg_catalog, pg_temp
 as $$
   select jsonb_strip_nulls(jsonb_build_object('split', p_split, 'dataset', p_dataset, 'modality', p_modality,
                                               'exclude_patient_id', p_exclude_patient_id))
+$$;
+
+create or replace function cbir.legacy_image_cohort(
+  p_split text, p_dataset text, p_modality text, p_exclude_same_patient boolean
+) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select cbir.legacy_cohort(p_split, p_dataset, p_modality)
+         || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end
+$$;
+
+create or replace function cbir.legacy_filter(
+  p_split text, p_dataset text, p_modality text, p_exclude_patient_id bigint, p_exclude_image_id bigint
+) returns cbir.cohort_filter
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+                             p_exclude_image_id, p_exclude_image_id is not null)
 $$;
 
 create or replace function cbir.knn(
@@ -601,8 +651,7 @@ set search_path = pg_catalog, public, pg_temp
 as $$
   select k.rank, k.image_id, k.similarity
   from cbir.knn_v2(p_vec, p_model, p_k,
-                   cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
-                                       p_exclude_image_id, p_exclude_image_id is not null),
+                   cbir.legacy_filter(p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id),
                    p_method) k
 $$;
 comment on function cbir.knn(vector, text, int, text, text, text, bigint, bigint, text) is
@@ -643,11 +692,9 @@ language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
   select k.rank, k.image_id, k.similarity
-  from cbir.similar_images_v2(
-         p_image_id, p_model, p_k,
-         cbir.legacy_cohort(p_split, p_dataset, p_modality)
-           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
-         p_exclude_self) k
+  from cbir.similar_images_v2(p_image_id, p_model, p_k,
+                              cbir.legacy_image_cohort(p_split, p_dataset, p_modality, p_exclude_same_patient),
+                              p_exclude_self) k
 $$;
 comment on function cbir.similar_images(bigint, text, int, text, text, text, boolean, boolean) is
   'k most similar images to a stored image: (rank, image_id, similarity = 1 - cosine distance). Released signature: see cbir.similar_images_v2.';

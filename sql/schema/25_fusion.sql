@@ -314,7 +314,9 @@ as $$
   select x.rank, x.image_id, x.score, x.similarities
   from (select cbir.resolve_cohort(p_cohort, p_query_image_id, p_query_image_id is not null) as f) c
   cross join lateral cbir.fuse_v2(
-    case when coalesce(p_expand_m, 0) = 0 or cardinality(p_vecs) <> cardinality(p_models) then p_vecs
+    -- a missing or null vector, or a count unlike the models': fuse_v2 says so before any expansion
+    case when coalesce(p_expand_m, 0) = 0 or coalesce(cardinality(p_vecs), 0) <> coalesce(cardinality(p_models), 0)
+              or array_position(p_vecs, null) is not null then coalesce(p_vecs, '{}')
          else array(select cbir.expand_query_v2(v.vec, v.model, p_expand_m, p_alpha, c.f, p_search)
                     from unnest(p_vecs, p_models) with ordinality as v(vec, model, ord) order by v.ord) end,
     p_models, p_k, c.f, null, p_method, p_c, p_candidates, p_search) x
@@ -498,9 +500,7 @@ language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
   select cbir.expand_query_v2(p_vec, p_model, p_m, p_alpha,
-           cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
-                               p_exclude_image_id, p_exclude_image_id is not null),
-           p_search)
+           cbir.legacy_filter(p_split, p_dataset, p_modality, p_exclude_patient_id, p_exclude_image_id), p_search)
 $$;
 comment on function cbir.expand_query(vector, text, int, double precision, text, text, text, bigint, bigint, text) is
   'alpha-QE query vector under filters. Released signature: see cbir.expand_query_v2.';
@@ -522,12 +522,11 @@ returns table (rank int, image_id bigint, similarity double precision)
 language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
-  select k.rank, k.image_id, k.similarity
-  from (select cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
-                                   p_exclude_image_id, p_exclude_image_id is not null) as f) c
-  cross join lateral cbir.knn_v2(cbir.expand_query_v2(p_vec, p_model, p_m, p_alpha, c.f, p_search),
-                                 p_model, p_k, c.f, p_search) k
-  order by k.rank
+  select x.rank, x.image_id, x.similarity
+  from cbir.similar_to_vector_expanded_v2(
+         p_vec, p_model, p_k, cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+         p_exclude_image_id, p_m, p_alpha, p_search) x
+  order by x.rank
 $$;
 comment on function cbir.similar_to_vector_expanded(vector, text, int, text, text, text, bigint, bigint, int, double precision, text) is
   'alpha-QE search of a query vector. Released signature: see cbir.similar_to_vector_expanded_v2.';
@@ -551,9 +550,7 @@ set search_path = pg_catalog, public, pg_temp
 as $$
   select x.rank, x.image_id, x.similarity
   from cbir.similar_images_expanded_v2(
-         p_image_id, p_model, p_k,
-         cbir.legacy_cohort(p_split, p_dataset, p_modality)
-           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_image_id, p_model, p_k, cbir.legacy_image_cohort(p_split, p_dataset, p_modality, p_exclude_same_patient),
          p_exclude_self, p_m, p_alpha, p_search) x
   order by x.rank
 $$;
@@ -581,14 +578,9 @@ language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
   select x.rank, x.image_id, x.score, x.similarities
-  from (select cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
-                                   p_exclude_image_id, p_exclude_image_id is not null) as f) c
-  cross join lateral cbir.fuse_v2(
-    case when coalesce(p_expand_m, 0) = 0 or coalesce(cardinality(p_vecs), 0) <> coalesce(cardinality(p_models), 0)
-              or array_position(p_vecs, null) is not null then coalesce(p_vecs, '{}')
-         else array(select cbir.expand_query_v2(v.vec, v.model, p_expand_m, p_alpha, c.f, p_search)
-                    from unnest(p_vecs, p_models) with ordinality as v(vec, model, ord) order by v.ord) end,
-    p_models, p_k, c.f, null, p_method, p_c, p_candidates, p_search) x
+  from cbir.similar_to_vectors_fused_v2(
+         p_vecs, p_models, p_k, cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+         p_exclude_image_id, p_method, p_c, p_candidates, p_expand_m, p_alpha, p_search) x
   order by x.rank
 $$;
 comment on function cbir.similar_to_vectors_fused(vector[], text[], int, text, text, text, bigint, bigint, text, double precision, int, int, double precision, text) is
@@ -616,9 +608,7 @@ set search_path = pg_catalog, public, pg_temp
 as $$
   select f.rank, f.image_id, f.score, f.similarities
   from cbir.similar_images_fused_v2(
-         p_image_id, p_models, p_k,
-         cbir.legacy_cohort(p_split, p_dataset, p_modality)
-           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_image_id, p_models, p_k, cbir.legacy_image_cohort(p_split, p_dataset, p_modality, p_exclude_same_patient),
          p_exclude_self, p_method, p_c, p_candidates, p_expand_m, p_alpha, p_search) f
   order by f.rank
 $$;
@@ -644,10 +634,9 @@ language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
   select r.rank, r.image_id, r.score, r.similarity
-  from cbir.rerank_v2(p_vec, p_model, p_k,
-                      cbir.resolve_cohort(cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
-                                          p_exclude_image_id, p_exclude_image_id is not null),
-                      p_k1, p_lambda, p_candidates, p_search) r
+  from cbir.rerank_to_vector_v2(
+         p_vec, p_model, p_k, cbir.legacy_cohort(p_split, p_dataset, p_modality, p_exclude_patient_id),
+         p_exclude_image_id, p_k1, p_lambda, p_candidates, p_search) r
   order by r.rank
 $$;
 comment on function cbir.rerank_to_vector(vector, text, int, text, text, text, bigint, bigint, int, double precision, int, text) is
@@ -675,9 +664,7 @@ set search_path = pg_catalog, public, pg_temp
 as $$
   select r.rank, r.image_id, r.score, r.similarity
   from cbir.similar_images_reranked_v2(
-         p_image_id, p_model, p_k,
-         cbir.legacy_cohort(p_split, p_dataset, p_modality)
-           || case when p_exclude_same_patient then '{"patient": "other"}'::jsonb else '{}'::jsonb end,
+         p_image_id, p_model, p_k, cbir.legacy_image_cohort(p_split, p_dataset, p_modality, p_exclude_same_patient),
          p_exclude_self, p_k1, p_lambda, p_candidates, p_expand_m, p_alpha, p_search) r
   order by r.rank
 $$;

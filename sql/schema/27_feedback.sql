@@ -63,12 +63,10 @@ begin
       using errcode = 'invalid_parameter_value';
   end if;
   select * into s from cbir.model_vector_space(p_model);
-  execute format('select avg(l2_normalize(e.embedding::vector)) from cbir.%I e where e.image_id = any($1)',
-                 s.table_name)
-    into v_rel using coalesce(p_relevant, '{}');
-  execute format('select avg(l2_normalize(e.embedding::vector)) from cbir.%I e where e.image_id = any($1)',
-                 s.table_name)
-    into v_non using coalesce(p_not_relevant, '{}');
+  execute format('select avg(l2_normalize(e.embedding::vector)) filter (where e.image_id = any($1)),'
+                 '       avg(l2_normalize(e.embedding::vector)) filter (where e.image_id = any($2))'
+                 ' from cbir.%I e where e.image_id = any($1 || $2)', s.table_name)
+    into v_rel, v_non using coalesce(p_relevant, '{}'), coalesce(p_not_relevant, '{}');
   v_out := l2_normalize(p_vec) * array_fill(p_alpha::real, array[s.dim])::vector;
   if v_rel is not null then
     v_out := v_out + v_rel * array_fill(p_beta::real, array[s.dim])::vector;
@@ -83,6 +81,37 @@ $$;
 comment on function cbir.rocchio_vector(vector, text, bigint[], bigint[], double precision, double precision, double precision) is
   'Rocchio: alpha q/|q| + beta mean(relevant unit vectors) - gamma mean(not-relevant unit vectors) in p_model';
 
+-- the cohort form (cbir.similar_images_expanded_v2's shape, 25_fusion.sql): the cohort is validated once
+-- by cbir.resolve_cohort and applied inside cbir.knn_v2's scan; the page uses this one
+create or replace function cbir.similar_images_rocchio_v2(
+  p_image_id bigint,
+  p_model text,
+  p_k int default 10,
+  p_cohort jsonb default '{}',
+  p_exclude_self boolean default true,
+  p_alpha double precision default 1,
+  p_beta double precision default 0.75,
+  p_gamma double precision default 0.15,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, similarity double precision)
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select k.rank, k.image_id, k.similarity
+  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
+  cross join cbir.judged_neighbours(p_image_id, null) j
+  cross join lateral cbir.knn_v2(
+    cbir.rocchio_vector(cbir.image_vector(p_image_id, p_model), p_model, j.relevant, j.not_relevant,
+                        p_alpha, p_beta, p_gamma),
+    p_model, p_k, c.f, p_search) k
+  order by k.rank
+$$;
+
+comment on function cbir.similar_images_rocchio_v2(bigint, text, int, jsonb, boolean, double precision, double precision, double precision, text) is
+  'k most similar images of a cohort to a stored image after Rocchio feedback from the acting user''s judgements';
+
+-- released signatures: thin wrappers (cbir.legacy_image_cohort, 20_search.sql)
 create or replace function cbir.similar_images_rocchio(
   p_image_id bigint,
   p_model text,
@@ -102,12 +131,9 @@ language sql stable
 set search_path = pg_catalog, public, pg_temp
 as $$
   select k.rank, k.image_id, k.similarity
-  from cbir.judged_neighbours(p_image_id, null) j,
-       cbir.knn(cbir.rocchio_vector(cbir.image_vector(p_image_id, p_model), p_model, j.relevant, j.not_relevant,
-                                    p_alpha, p_beta, p_gamma),
-                p_model, p_k, p_split, p_dataset, p_modality,
-                case when p_exclude_same_patient then (select i.patient_id from cbir.image i where i.id = p_image_id) end,
-                case when p_exclude_self then p_image_id end, p_search) k
+  from cbir.similar_images_rocchio_v2(
+         p_image_id, p_model, p_k, cbir.legacy_image_cohort(p_split, p_dataset, p_modality, p_exclude_same_patient),
+         coalesce(p_exclude_self, false), p_alpha, p_beta, p_gamma, p_search) k
   order by k.rank
 $$;
 
@@ -141,33 +167,3 @@ $$;
 
 comment on function cbir.similar_to_vector_rocchio(vector, text, text, int, text, text, text, bigint, double precision, double precision, double precision, text) is
   'k most similar images to an uploaded image''s vector after Rocchio feedback from the acting user''s judgements of that upload (by pixel hash)';
-
--- the cohort form (cbir.similar_images_expanded_v2's shape, 25_fusion.sql): the cohort is validated once
--- by cbir.resolve_cohort and applied inside cbir.knn_v2's scan; the page uses this one
-create or replace function cbir.similar_images_rocchio_v2(
-  p_image_id bigint,
-  p_model text,
-  p_k int default 10,
-  p_cohort jsonb default '{}',
-  p_exclude_self boolean default true,
-  p_alpha double precision default 1,
-  p_beta double precision default 0.75,
-  p_gamma double precision default 0.15,
-  p_search text default 'auto'
-)
-returns table (rank int, image_id bigint, similarity double precision)
-language sql stable
-set search_path = pg_catalog, public, pg_temp
-as $$
-  select k.rank, k.image_id, k.similarity
-  from (select cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)) as f) c
-  cross join cbir.judged_neighbours(p_image_id, null) j
-  cross join lateral cbir.knn_v2(
-    cbir.rocchio_vector(cbir.image_vector(p_image_id, p_model), p_model, j.relevant, j.not_relevant,
-                        p_alpha, p_beta, p_gamma),
-    p_model, p_k, c.f, p_search) k
-  order by k.rank
-$$;
-
-comment on function cbir.similar_images_rocchio_v2(bigint, text, int, jsonb, boolean, double precision, double precision, double precision, text) is
-  'k most similar images of a cohort to a stored image after Rocchio feedback from the acting user''s judgements';

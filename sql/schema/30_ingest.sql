@@ -5,8 +5,11 @@
 --   done:    images with a stored vector
 --   failed:  images without a vector that have a recorded ingest failure (cbir.ingest_failure)
 --   pending: the rest (total - done - failed)
-create or replace function cbir.ingest_status_v1()
-returns table (encoder text, dataset text, total bigint, done bigint, pending bigint, failed bigint)
+--   oldest_pending: when the oldest pending image was imported (cbir.ingest_lag_v1, 95_pacs.sql)
+-- The one definition of these counts: cbir.ingest_status_v1 and cbir.ingest_lag_v1 read them from here.
+create or replace function cbir.ingest_counts()
+returns table (encoder text, dataset text, total bigint, done bigint, pending bigint, failed bigint,
+               oldest_pending timestamptz)
 language plpgsql
 stable
 set search_path = pg_catalog, cbir
@@ -14,18 +17,15 @@ as $fn$
 declare
   r record;
 begin
-  for r in
-    select e.key, e.table_name from cbir.encoder e
-    where to_regclass(format('cbir.%I', e.table_name)) is not null
-    order by e.key
-  loop
+  for r in select m.key, m.table_name from cbir.embedded_models() m loop
     return query execute format(
       $q$
       select %L::text, d.key::text,
              count(*)::bigint,
              count(emb.image_id)::bigint,
              (count(*) - count(emb.image_id) - count(f.image_id) filter (where emb.image_id is null))::bigint,
-             (count(f.image_id) filter (where emb.image_id is null))::bigint
+             (count(f.image_id) filter (where emb.image_id is null))::bigint,
+             min(i.created_at) filter (where emb.image_id is null and f.image_id is null)
       from cbir.image i
       join cbir.dataset d on d.id = i.dataset_id
       left join cbir.%I emb on emb.image_id = i.id
@@ -37,6 +37,15 @@ begin
 end
 $fn$;
 
+create or replace function cbir.ingest_status_v1()
+returns table (encoder text, dataset text, total bigint, done bigint, pending bigint, failed bigint)
+language sql
+stable
+set search_path = pg_catalog, cbir
+as $fn$
+  select c.encoder, c.dataset, c.total, c.done, c.pending, c.failed from cbir.ingest_counts() c
+$fn$;
+
 create or replace view cbir.ingest_status as
 select encoder, dataset, total, done, pending, failed from cbir.ingest_status_v1();
 comment on view cbir.ingest_status is 'exact done / pending / failed image counts per encoder and dataset (cbir-pg ingest status)';
@@ -45,7 +54,7 @@ comment on view cbir.ingest_status is 'exact done / pending / failed image count
 -- with UPDATE privilege on at least one column of cbir.image. Grant it on one bookkeeping column only.
 grant update (created_at) on cbir.image to cbir_worker;
 grant select on cbir.ingest_status to cbir_worker;
-grant execute on function cbir.ingest_status_v1() to cbir_worker;
+grant execute on function cbir.ingest_counts(), cbir.ingest_status_v1() to cbir_worker;
 
 -- Failed ingest attempts are recorded only through this function: the caller gives the encoder, the
 -- image and the error; the function sets the attempt count itself (one more per transaction, never a

@@ -16,31 +16,19 @@ end
 $fn$;
 
 -- Per encoder: images still without a vector and without a recorded failure (the `pending` of
--- cbir.ingest_status) and the time the oldest of them was imported. lag = now() - oldest_pending: how far behind the followers are.
+-- cbir.ingest_status, both from cbir.ingest_counts) and the time the oldest of them was imported.
+-- lag = now() - oldest_pending: how far behind the followers are.
 create or replace function cbir.ingest_lag_v1()
 returns table (encoder text, pending bigint, oldest_pending timestamptz)
-language plpgsql
+language sql
 stable
 set search_path = pg_catalog, cbir
 as $fn$
-declare
-  r record;
-begin
-  for r in
-    select e.key, e.table_name from cbir.encoder e
-    where to_regclass(format('cbir.%I', e.table_name)) is not null
-    order by e.key
-  loop
-    return query execute format(
-      $q$
-      select %L::text, count(*)::bigint, min(i.created_at)
-      from cbir.image i
-      where not i.excluded
-        and not exists (select 1 from cbir.%I emb where emb.image_id = i.id)
-        and not exists (select 1 from cbir.ingest_failure f where f.image_id = i.id and f.encoder_key = %L)
-      $q$, r.key, r.table_name, r.key);
-  end loop;
-end
+  select m.key, coalesce(sum(c.pending), 0)::bigint, min(c.oldest_pending)
+  from cbir.embedded_models() m
+  left join cbir.ingest_counts() c on c.encoder = m.key
+  group by m.key
+  order by m.key
 $fn$;
 
 -- One row per follower and model: heartbeat age, what it embedded, and the model's lag.

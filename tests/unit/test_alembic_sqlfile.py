@@ -1,4 +1,4 @@
-"""Alembic revisions read their SQL from alembic/sql/*.sql through alembic/sqlfile.read_sql."""
+"""Alembic revisions read their SQL from alembic/sql/*.sql through alembic/sqlfile (read_sql, sql_steps)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ def test_read_sql_reads_files_of_the_sql_folder(tmp_path: Path) -> None:
             mod.read_sql(bad)
 
 
+def test_sql_steps_names_both_files_at_load_time(tmp_path: Path) -> None:
+    mod = _sqlfile()
+    mod.SQL_DIR = tmp_path
+    (tmp_path / "0002_x.sql").write_text("select 1;\n")
+    with pytest.raises(FileNotFoundError, match="0002_x.down.sql"):
+        mod.sql_steps("0002_x")
+    (tmp_path / "0002_x.down.sql").write_text("select 2;\n")
+    upgrade, downgrade = mod.sql_steps("0002_x")
+    assert (upgrade.__name__, downgrade.__name__) == ("0002_x", "0002_x_down")
+
+
 def test_env_and_template_use_it() -> None:
     assert "sys.path.insert(0, str(Path(__file__).resolve().parent))" in (ALEMBIC / "env.py").read_text()
-    assert "from sqlfile import read_sql" in (ALEMBIC / "script.py.mako").read_text()
+    assert "from sqlfile import sql_steps" in (ALEMBIC / "script.py.mako").read_text()
+    for revision in sorted((ALEMBIC / "versions").glob("00*.py"))[1:]:
+        assert f'sql_steps("{revision.stem}")' in revision.read_text(), revision.name
