@@ -502,25 +502,14 @@ def _execute_plan(
 def _swap_in(conn: psycopg.Connection, plan: IndexPlan, staging_id: sql.Identifier) -> None:
     """The swap: one transaction drops the old index (and the other kind's) and renames the new one
     into place, so searches never see a model without its index."""
-    no_conc = sql.SQL("")
+
+    def drop(index: sql.Identifier) -> None:
+        conn.execute(queries.get("index", "drop_index", concurrently=sql.SQL(""), index=index))
+
     with conn.transaction():
-        conn.execute(
-            queries.get(
-                "index",
-                "drop_index",
-                concurrently=no_conc,
-                index=identifiers.index_identifier(plan.model, plan.kind),
-            )
-        )
+        drop(identifiers.index_identifier(plan.model, plan.kind))
         if plan.drop_other is not None:
-            conn.execute(
-                queries.get(
-                    "index",
-                    "drop_index",
-                    concurrently=no_conc,
-                    index=sql.Identifier(identifiers.SCHEMA, plan.drop_other),
-                )
-            )
+            drop(sql.Identifier(identifiers.SCHEMA, plan.drop_other))
         conn.execute(
             queries.get("index", "rename_index", index=staging_id, new_name=sql.Identifier(plan.index_name))
         )

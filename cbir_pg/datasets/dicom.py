@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, parse_age, parse_sex, register_adapter
 from cbir_pg.datasets.harmonise import normalise_part
-from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 from cbir_pg.datasets.store import managed_name, write_png
 from cbir_pg.errors import ConfigError
 
@@ -298,9 +297,7 @@ class DicomFolderAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_dir():
             raise ConfigError(f"dicom: {self.root} is not a folder")
-        self.fractions = (
-            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
-        )
+        self.fractions = self.fractions_option()
         if self.options.get("label_from") not in (None, "folder"):
             raise ConfigError("dicom: label_from must be 'folder'")
         self.managed = _managed(self.options)
@@ -309,8 +306,7 @@ class DicomFolderAdapter(Adapter):
     def default_key(cls, root, options):
         if _managed(options):
             return "dicom_managed"  # the folder's name may be a patient's
-        name = normalise_part(root.name).replace("-", "_")
-        return name if name[:1].isalpha() else f"dicom_{name}"
+        return cls.key_from_name(root.name, "dicom")
 
     def image_root(self):
         if not self.managed:
