@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -139,23 +139,20 @@ class _Options:
         }
 
 
-def _check_options(prof: Any, **given: Any) -> _Options:
+def _checked(o: _Options, prof: Any) -> _Options:
     """Validate the options of :func:`evaluate_retrieval` (clear errors) and normalise them."""
-    _check_profile(prof, given["index_splits"], given["query_splits"], given["mode"], given["compare_exact"])
-    ns = metrics.check_ns(given["ns"])
-    if given["mode"] not in MODES:
-        raise ConfigError(f"unknown mode {given['mode']!r}: use 'ann' or 'exact'")
-    index_splits = _check_splits(given["index_splits"], "index")
-    query_splits = _check_splits(given["query_splits"], "query")
-    relevance = given["relevance"]
-    if relevance not in ("labels", "judgements"):
-        raise ConfigError(f"unknown relevance {relevance!r}: use labels or judgements")
-    if relevance == "judgements" and given["compare_exact"]:
+    _check_profile(prof, o.index_splits, o.query_splits, o.mode, o.compare_exact)
+    ns = metrics.check_ns(o.ns)
+    if o.mode not in MODES:
+        raise ConfigError(f"unknown mode {o.mode!r}: use 'ann' or 'exact'")
+    index_splits = _check_splits(o.index_splits, "index")
+    query_splits = _check_splits(o.query_splits, "query")
+    if o.relevance not in ("labels", "judgements"):
+        raise ConfigError(f"unknown relevance {o.relevance!r}: use labels or judgements")
+    if o.relevance == "judgements" and o.compare_exact:
         raise ConfigError("--relevance judgements runs one mode: leave out --compare-exact")
-    datasets = tuple(dict.fromkeys(given["datasets"])) if given["datasets"] else None
-    return _Options(
-        **dict(given, ns=ns, index_splits=index_splits, query_splits=query_splits, datasets=datasets)
-    )
+    datasets = tuple(dict.fromkeys(o.datasets)) if o.datasets else None
+    return replace(o, ns=ns, index_splits=index_splits, query_splits=query_splits, datasets=datasets)
 
 
 def evaluate_retrieval(
@@ -187,20 +184,9 @@ def evaluate_retrieval(
     from cbir_pg.profiles import get_profile
 
     prof = get_profile(profile)
-    opts = _check_options(
-        prof,
-        ns=ns,
-        index_splits=index_splits,
-        query_splits=query_splits,
-        datasets=datasets,
-        mode=mode,
-        ef_search=ef_search,
-        compare_exact=compare_exact,
-        batch_size=batch_size,
-        connections=connections,
-        progress=progress,
-        relevance=relevance,
-    )
+    scope = (ns, index_splits, query_splits, datasets)  # in the order of _Options' fields
+    how = (mode, ef_search, compare_exact, batch_size, connections, progress, relevance)
+    opts = _checked(_Options(*scope, *how), prof)
     query_ids, index_params, all_embedded = _choose_queries(
         db, model, (*opts.index_splits, *opts.query_splits), opts.query_splits, opts.datasets
     )
