@@ -184,9 +184,9 @@ def evaluate_retrieval(
     from cbir_pg.profiles import get_profile
 
     prof = get_profile(profile)
-    scope = (ns, index_splits, query_splits, datasets)  # in the order of _Options' fields
+    what = (ns, index_splits, query_splits, datasets)  # in the order of _Options' fields
     how = (mode, ef_search, compare_exact, batch_size, connections, progress, relevance)
-    opts = _checked(_Options(*scope, *how), prof)
+    opts = _checked(_Options(*what, *how), prof)
     query_ids, index_params, all_embedded = _choose_queries(
         db, model, (*opts.index_splits, *opts.query_splits), opts.query_splits, opts.datasets
     )
