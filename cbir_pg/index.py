@@ -279,18 +279,12 @@ def _locked_build(db: Database, conn: psycopg.Connection, plan: IndexPlan, progr
         seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
     finally:
         conn.execute(queries.get("locks", "unlock"), {"key": lock})
+    planned = ("model", "index_name", "kind", "opclass", "m", "ef_construction", "concurrently")
+    planned += ("maintenance_work_mem_mb", "parallel_workers")
     return IndexReport(
-        model=model,
-        index_name=plan.index_name,
-        kind=plan.kind,
-        opclass=plan.opclass,
+        **{f: getattr(plan, f) for f in planned},
         rows=rows,
         dim=dim,
-        m=plan.m,
-        ef_construction=plan.ef_construction,
-        concurrently=plan.concurrently,
-        maintenance_work_mem_mb=plan.maintenance_work_mem_mb,
-        parallel_workers=plan.parallel_workers,
         build_seconds=seconds,
         size_bytes=size,
         dropped=dropped,

@@ -440,20 +440,17 @@ class Header:
 
     def record(self, uri: str, labels: list[str], no_patient: str, extra: dict, pixels, write) -> Record:
         """The import record of this header's image (``no_patient``: the patient key without a PatientID)."""
+        same = {f: getattr(self, f) for f in ("sex", "age", "study", "view", "modality", "region")}
+        patient = self.patient or no_patient
         return Record(
             uri=uri,
             labels=labels,
             split=None,
-            patient=self.patient or no_patient,
-            sex=self.sex,
-            age=self.age,
-            study=self.study,
-            view=self.view,
-            modality=self.modality,
-            region=self.region,
+            patient=patient,
             extra=extra,
             pixels=pixels,
             write=write,
+            **same,
         )
 
 
