@@ -558,7 +558,7 @@ def run_ingest(
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
     _log_start(summary, batch_size, todo)
     started = time.perf_counter()
-    if todo:  # nothing claimable: do not load the model at all
+    if todo:  # with nothing claimable the model is not loaded at all
         _embed(
             db,
             flt,
