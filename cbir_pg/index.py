@@ -236,17 +236,11 @@ def build_index(
     with db_errors(), conn:
         space = _space(conn, model)
         rows = int(scalar(conn, queries.get("index", "row_count", table=identifiers.embedding_table(model))))
-        server = _ServerFacts(
-            maintenance_work_mem_mb=_setting_mb(conn, "maintenance_work_mem"),
-            memory_cap_mb=_memory_cap_mb(db.dsn),
-            max_worker_processes=int(scalar(conn, "select current_setting('max_worker_processes')::int")),
-            cpu_count=os.cpu_count() or 2,
-        )
         plan = plan_index(
             model,
             space,
             rows,
-            server,
+            _server_facts(conn, db.dsn),
             m=m,
             ef_construction=ef_construction,
             quantize=quantize,
@@ -255,39 +249,47 @@ def build_index(
             maintenance_work_mem_mb=maintenance_work_mem_mb,
             parallel_workers=parallel_workers,
         )
-        # one build per model at a time (two would race on the staging index's name); held for the
-        # whole build, so a staging index whose lock is free is a crashed build's (drop_stale_staging)
-        from cbir_pg.db.locks import key_of, wait_for_lock
-
-        lock = key_of(conn, "text_key", build_lock_name(model))
-        wait_for_lock(conn, lock, f"index build --model {model} (another build of this model is running)")
-        try:
-            seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
-        finally:
-            conn.execute(queries.get("locks", "unlock"), {"key": lock})
-
-    report = IndexReport(
-        model=model,
-        index_name=plan.index_name,
-        kind=plan.kind,
-        opclass=plan.opclass,
-        rows=rows,
-        dim=space.dim,
-        m=m,
-        ef_construction=ef_construction,
-        concurrently=concurrently,
-        maintenance_work_mem_mb=plan.maintenance_work_mem_mb,
-        parallel_workers=plan.parallel_workers,
-        build_seconds=seconds,
-        size_bytes=size,
-        dropped=dropped,
-        phases=phases,
-    )
+        report = _locked_build(db, conn, plan, progress, rows=rows, dim=space.dim)
     if recall_queries and rows > 1:
         report.recall_at_10, report.recall_queries = index_recall(
             db, model, method="binary" if plan.kind == "hnsw_bq" else "hnsw", queries_n=recall_queries
         )
     return report
+
+
+def _server_facts(conn: psycopg.Connection, dsn: str) -> _ServerFacts:
+    return _ServerFacts(
+        maintenance_work_mem_mb=_setting_mb(conn, "maintenance_work_mem"),
+        memory_cap_mb=_memory_cap_mb(dsn),
+        max_worker_processes=int(scalar(conn, "select current_setting('max_worker_processes')::int")),
+        cpu_count=os.cpu_count() or 2,
+    )
+
+
+def _locked_build(db: Database, conn: psycopg.Connection, plan: IndexPlan, progress, *, rows: int, dim: int):
+    """Run ``plan`` holding the model's build lock: one build per model at a time (two would race on the
+    staging index's name); held for the whole build, so a staging index whose lock is free is a crashed
+    build's (drop_stale_staging)."""
+    from cbir_pg.db.locks import key_of, wait_for_lock
+
+    model = plan.model
+    lock = key_of(conn, "text_key", build_lock_name(model))
+    wait_for_lock(conn, lock, f"index build --model {model} (another build of this model is running)")
+    try:
+        seconds, size, dropped, phases = _execute_plan(db, conn, plan, progress)
+    finally:
+        conn.execute(queries.get("locks", "unlock"), {"key": lock})
+    planned = ("model", "index_name", "kind", "opclass", "m", "ef_construction", "concurrently")
+    planned += ("maintenance_work_mem_mb", "parallel_workers")
+    return IndexReport(
+        **{f: getattr(plan, f) for f in planned},
+        rows=rows,
+        dim=dim,
+        build_seconds=seconds,
+        size_bytes=size,
+        dropped=dropped,
+        phases=phases,
+    )
 
 
 def build_lock_name(model: str) -> str:
@@ -494,25 +496,14 @@ def _execute_plan(
 def _swap_in(conn: psycopg.Connection, plan: IndexPlan, staging_id: sql.Identifier) -> None:
     """The swap: one transaction drops the old index (and the other kind's) and renames the new one
     into place, so searches never see a model without its index."""
-    no_conc = sql.SQL("")
+
+    def drop(index: sql.Identifier) -> None:
+        conn.execute(queries.get("index", "drop_index", concurrently=sql.SQL(""), index=index))
+
     with conn.transaction():
-        conn.execute(
-            queries.get(
-                "index",
-                "drop_index",
-                concurrently=no_conc,
-                index=identifiers.index_identifier(plan.model, plan.kind),
-            )
-        )
+        drop(identifiers.index_identifier(plan.model, plan.kind))
         if plan.drop_other is not None:
-            conn.execute(
-                queries.get(
-                    "index",
-                    "drop_index",
-                    concurrently=no_conc,
-                    index=sql.Identifier(identifiers.SCHEMA, plan.drop_other),
-                )
-            )
+            drop(sql.Identifier(identifiers.SCHEMA, plan.drop_other))
         conn.execute(
             queries.get("index", "rename_index", index=staging_id, new_name=sql.Identifier(plan.index_name))
         )

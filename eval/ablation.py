@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -134,37 +134,31 @@ def plan_ablation(
     return AblationPlan(sorted(eligible, key=lambda c: c.label_id), sizes, threshold, qpc, scaled, notes)
 
 
-def run_ablation(
-    db: Database,
-    model: str,
-    *,
-    sizes: Sequence[int] = DEFAULT_SIZES,
-    min_class_size: int = 3000,
-    queries_per_class: int = 38,
-    seeds: Sequence[int] = (0,),
-    index_splits: Sequence[str] = ("train",),
-    query_split: str = "test",
-    datasets: Sequence[str] | None = None,
-    mode: str = "exact",
-    store: bool = True,
-    progress: bool = True,
-) -> AblationResult:
-    """Measure P@1 for each index size and seed, store the run (kind ``ablation``), return the points."""
-    from cbir_pg.eval import data, runs, scope
-    from cbir_pg.eval.runs import Metric
-    from cbir_pg.eval.topn import IndexFilter, topn
+@dataclass
+class _Drawn:
+    """The plan, its query images and one drawn index subset per (seed, size), read in one go."""
 
-    t0 = time.perf_counter()
-    ds = list(datasets) if datasets else None
-    base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
+    plan: AblationPlan
+    qids: np.ndarray
+    qlab: np.ndarray
+    subsets: dict[tuple[int, int], list[int]]
+    all_embedded: bool
+
+
+def _draw(db: Database, model: str, base: dict[str, Any], seeds: Sequence[int], **requested: Any) -> _Drawn:
+    """Plan the ablation from the classes available, then draw its queries and index subsets in SQL."""
+    from cbir_pg.eval import data, scope
+
     with db.connection() as conn:
         data.check_model(conn, model)
-        all_embedded = scope.check_scope(conn, model, ds, (*index_splits, query_split))
+        all_embedded = scope.check_scope(
+            conn, model, base["datasets"], (*base["index_splits"], base["query_split"])
+        )
         available = [
             AblationClass(int(r["label_id"]), r["key"], int(r["n_index"]), int(r["n_query"]))
             for r in conn.execute(data.q("ablation_classes", model), base).fetchall()
         ]
-        plan = plan_ablation(available, sizes, min_class_size, queries_per_class)
+        plan = plan_ablation(available, **requested)
         labels = [c.label_id for c in plan.classes]
         qrows = conn.execute(
             data.q("ablation_queries", model),
@@ -180,28 +174,30 @@ def run_ablation(
                 subsets[(int(seed), size)] = [int(r["id"]) for r in rows]
     qids = np.array([r["id"] for r in qrows], dtype=np.int64)
     qlab = np.array([r["label_id"] for r in qrows], dtype=np.int64)
+    return _Drawn(plan, qids, qlab, subsets, all_embedded)
+
+
+def _measure(db: Database, model: str, d: _Drawn, mode: str) -> list[AblationPoint]:
+    """P@1 (overall and per class) of the queries against each index subset."""
+    from cbir_pg.eval.topn import IndexFilter, topn
 
     points: list[AblationPoint] = []
-    for (seed, size), ids in subsets.items():
-        res = topn(
-            db,
-            model,
-            query_ids=qids,
-            index_filter=IndexFilter(splits=None, image_ids=tuple(ids)),
-            n=1,
-            mode=mode,
-            progress=False,
-        )
+    qids, qlab = d.qids, d.qlab
+    for (seed, size), ids in d.subsets.items():
+        flt = IndexFilter(splits=None, image_ids=tuple(ids))
+        res = topn(db, model, query_ids=qids, index_filter=flt, n=1, mode=mode, progress=False)
         hit = res.neighbour_labels[:, 0] == qlab
         per = {int(c): float(np.mean(hit[qlab == c])) for c in np.unique(qlab)}
         points.append(AblationPoint(size, seed, float(np.mean(hit)), int(qids.size), int(res.n_index), per))
-    seconds = time.perf_counter() - t0
-    params = {
-        "requested": {
-            "sizes": sorted({int(s) for s in sizes}),
-            "min_class_size": min_class_size,
-            "queries_per_class": queries_per_class,
-        },
+    return points
+
+
+def _params(
+    plan: AblationPlan, requested: dict[str, Any], seeds: Sequence[int], base: dict
+) -> dict[str, Any]:
+    """The stored run's parameters: what was asked, what the plan made of it, and the scope."""
+    return {
+        "requested": {**requested, "sizes": sorted({int(s) for s in requested["sizes"]})},
         "sizes": plan.sizes,
         "seeds": [int(s) for s in seeds],
         "min_class_size": plan.min_class_size,
@@ -211,28 +207,58 @@ def run_ablation(
         "classes": [{"label_id": c.label_id, "key": c.key, "n_index": c.n_index} for c in plan.classes],
         **base,
     }
-    run_id = None
-    if store:
-        with db.connection() as conn:
-            run_id = runs.insert_run(
-                conn, kind="ablation", model=model, mode=mode, params=params, all_embedded=all_embedded
-            )
-            runs.write_metrics(
-                conn,
-                run_id,
-                [
-                    Metric("p_at_1", 1, "micro", p.p_at_1, index_size=p.index_size, seed=p.seed)
-                    for p in points
-                ],
-            )
-            runs.finish_run(
-                conn,
-                run_id,
-                n_queries=int(qids.size),
-                n_index=sum(c.n_index for c in plan.classes),
-                metrics={"p_at_1": {str(s): v for s, v in _mean(points).items()}},
-                total_s=seconds,
-            )
+
+
+def _store(db: Database, model: str, mode: str, d: _Drawn, points, params: dict, seconds: float) -> int:
+    """The run (kind ``ablation``): one P@1 metric per (index size, seed), the mean per size in its summary."""
+    from cbir_pg.eval import runs
+    from cbir_pg.eval.runs import Metric
+
+    with db.connection() as conn:
+        run_id = runs.insert_run(
+            conn, kind="ablation", model=model, mode=mode, params=params, all_embedded=d.all_embedded
+        )
+        rows = [Metric("p_at_1", 1, "micro", p.p_at_1, index_size=p.index_size, seed=p.seed) for p in points]
+        runs.write_metrics(conn, run_id, rows)
+        runs.finish_run(
+            conn,
+            run_id,
+            n_queries=int(d.qids.size),
+            n_index=sum(c.n_index for c in d.plan.classes),
+            metrics={"p_at_1": {str(s): v for s, v in _mean(points).items()}},
+            total_s=seconds,
+        )
+    return run_id
+
+
+def run_ablation(
+    db: Database,
+    model: str,
+    *,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    min_class_size: int = 3000,
+    queries_per_class: int = 38,
+    seeds: Sequence[int] = (0,),
+    index_splits: Sequence[str] = ("train",),
+    query_split: str = "test",
+    datasets: Sequence[str] | None = None,
+    mode: str = "exact",
+    store: bool = True,
+    progress: bool = True,
+) -> AblationResult:
+    """Measure P@1 for each index size and seed, store the run (kind ``ablation``), return the points.
+
+    Steps: plan and draw the queries and index subsets, search each subset, store the run."""
+    t0 = time.perf_counter()
+    ds = list(datasets) if datasets else None
+    base = {"index_splits": list(index_splits), "query_split": query_split, "datasets": ds}
+    requested = {"sizes": sizes, "min_class_size": min_class_size, "queries_per_class": queries_per_class}
+    d = _draw(db, model, base, seeds, **requested)
+    points = _measure(db, model, d, mode)
+    seconds = time.perf_counter() - t0
+    plan = d.plan
+    params = _params(plan, requested, seeds, base)
+    run_id = _store(db, model, mode, d, points, params, seconds) if store else None
     return AblationResult(
         model,
         run_id,

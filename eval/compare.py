@@ -127,50 +127,15 @@ def paired_difference(
     if pa.shape[0] == 0:
         raise ConfigError("no query has a defined precision in both runs")
     d = pa - pb
-    q = d.shape[0]
-    classes = np.unique(lab)
-    members = [np.flatnonzero(lab == c) for c in classes]
-
-    # stratified paired bootstrap
-    rng = np.random.default_rng(seed)
-    sums = np.zeros((len(classes), resamples, d.shape[1]))
-    for ci, idx in enumerate(members):
-        dc = d[idx]
-        for start in range(0, resamples, CHUNK):  # rows of one (B, n_c) draw, in chunks to bound memory
-            r = min(CHUNK, resamples - start)
-            draw = rng.integers(0, len(idx), size=(r, len(idx)))
-            sums[ci, start : start + r] = dc[draw].sum(axis=1)
-    sizes = np.array([len(m) for m in members], dtype=np.float64)
-    boot_micro = sums.sum(axis=0) / q  # (B, len(ns))
-    boot_macro = (sums / sizes[:, None, None]).mean(axis=0)
-
-    # paired sign-flip test
-    onehot = np.zeros((q, len(classes)))
-    for ci, idx in enumerate(members):
-        onehot[idx, ci] = 1.0 / len(idx)
-    obs_micro = d.mean(axis=0)
-    obs_macro = (onehot.T @ d).mean(axis=0)
-    prng = np.random.default_rng(seed + 1)
-    ge_micro = np.zeros(d.shape[1])
-    ge_macro = np.zeros(d.shape[1])
-    done = 0
-    while done < permutations:
-        r = min(CHUNK, permutations - done)
-        signs = prng.integers(0, 2, size=(r, q)) * 2.0 - 1.0
-        flipped = signs[:, :, None] * d[None, :, :]  # (r, q, len(ns))
-        mi = flipped.mean(axis=1)
-        ma = np.einsum("qc,rqn->rcn", onehot, flipped).mean(axis=1)
-        ge_micro += (np.abs(mi) >= np.abs(obs_micro) - 1e-12).sum(axis=0)
-        ge_macro += (np.abs(ma) >= np.abs(obs_macro) - 1e-12).sum(axis=0)
-        done += r
-
+    members = [np.flatnonzero(lab == c) for c in np.unique(lab)]
+    boot_micro, boot_macro = _bootstrap(d, members, resamples, seed)
+    obs_micro, obs_macro, ge_micro, ge_macro = _sign_flip(d, members, permutations, seed + 1)
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    a_micro, b_micro = pa.mean(axis=0), pb.mean(axis=0)
     a_macro = np.array([pa[m].mean(axis=0) for m in members]).mean(axis=0)
     b_macro = np.array([pb[m].mean(axis=0) for m in members]).mean(axis=0)
     out: list[Difference] = []
     for avg, a, b, obs, boot, ge in (
-        ("micro", a_micro, b_micro, obs_micro, boot_micro, ge_micro),
+        ("micro", pa.mean(axis=0), pb.mean(axis=0), obs_micro, boot_micro, ge_micro),
         ("macro", a_macro, b_macro, obs_macro, boot_macro, ge_macro),
     ):
         for j, n in enumerate(ns):
@@ -186,7 +151,51 @@ def paired_difference(
                     p_value=float((1 + ge[j]) / (1 + permutations)),
                 )
             )
-    return out, q, int((~keep).sum())
+    return out, d.shape[0], int((~keep).sum())
+
+
+def _bootstrap(
+    d: np.ndarray, members: list[np.ndarray], resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified paired bootstrap: ``resamples`` draws of the differences ``d`` within each class
+    (``members``: the rows of each class); the micro and macro mean of each draw, ``(B, len(ns))``."""
+    rng = np.random.default_rng(seed)
+    sums = np.zeros((len(members), resamples, d.shape[1]))
+    for ci, idx in enumerate(members):
+        dc = d[idx]
+        for start in range(0, resamples, CHUNK):  # rows of one (B, n_c) draw, in chunks to bound memory
+            r = min(CHUNK, resamples - start)
+            draw = rng.integers(0, len(idx), size=(r, len(idx)))
+            sums[ci, start : start + r] = dc[draw].sum(axis=1)
+    sizes = np.array([len(m) for m in members], dtype=np.float64)
+    return sums.sum(axis=0) / d.shape[0], (sums / sizes[:, None, None]).mean(axis=0)
+
+
+def _sign_flip(
+    d: np.ndarray, members: list[np.ndarray], permutations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Paired sign-flip test: the observed micro and macro mean differences and, per N, how many of
+    ``permutations`` random sign flips reach them in absolute value (micro, macro)."""
+    q = d.shape[0]
+    onehot = np.zeros((q, len(members)))
+    for ci, idx in enumerate(members):
+        onehot[idx, ci] = 1.0 / len(idx)
+    obs_micro = d.mean(axis=0)
+    obs_macro = (onehot.T @ d).mean(axis=0)
+    prng = np.random.default_rng(seed)
+    ge_micro = np.zeros(d.shape[1])
+    ge_macro = np.zeros(d.shape[1])
+    done = 0
+    while done < permutations:
+        r = min(CHUNK, permutations - done)
+        signs = prng.integers(0, 2, size=(r, q)) * 2.0 - 1.0
+        flipped = signs[:, :, None] * d[None, :, :]  # (r, q, len(ns))
+        mi = flipped.mean(axis=1)
+        ma = np.einsum("qc,rqn->rcn", onehot, flipped).mean(axis=1)
+        ge_micro += (np.abs(mi) >= np.abs(obs_micro) - 1e-12).sum(axis=0)
+        ge_macro += (np.abs(ma) >= np.abs(obs_macro) - 1e-12).sum(axis=0)
+        done += r
+    return obs_micro, obs_macro, ge_micro, ge_macro
 
 
 def compare_runs(

@@ -33,7 +33,7 @@ from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database, dict_cursor
 from cbir_pg.errors import ConfigError, NotFoundError
 from cbir_pg.eval import metrics, runs
-from cbir_pg.eval.retrieval import _check_splits, _index_params
+from cbir_pg.eval.retrieval import _check_splits, _index_params, write_topn
 from cbir_pg.eval.scope import index_cohort
 from cbir_pg.eval.topn import MODES, TopN, encoder_table
 from cbir_pg.rules import DEFAULT_EF_SEARCH, EF_PER_RESULT, MAX_EF_SEARCH, check_ef_search
@@ -168,20 +168,43 @@ def _images(
     return out or {}
 
 
-def evaluate_ranking(
-    db: Database,
-    ranking: Ranking,
-    *,
-    ns: Sequence[int] = metrics.DEFAULT_NS,
-    index_split: str = "train",
-    query_splits: Sequence[str] = ("test",),
-    datasets: Sequence[str] | None = None,
-    mode: str = "exact",
-    ef_search: int | None = None,
-    batch_size: int = 64,
-    query_ids: Sequence[int] | None = None,
-) -> RankingResult:
-    """Evaluate ``ranking`` (see the module docstring) and store it as one retrieval run."""
+@dataclass(frozen=True)
+class _Plan:
+    """The checked options of one ranking evaluation and what follows from them."""
+
+    ns: tuple[int, ...]
+    index_split: str
+    query_splits: tuple[str, ...]
+    datasets: tuple[str, ...] | None
+    mode: str
+    ef_search: int | None
+    batch_size: int
+
+    @property
+    def n(self) -> int:
+        return max(self.ns)
+
+    @property
+    def search(self) -> str:
+        """The SQL API's ``p_search``: a sequential scan of every model (exact) or HNSW (auto)."""
+        return "exact" if self.mode == "exact" else "auto"
+
+    @property
+    def ef(self) -> int | None:
+        """``hnsw.ef_search`` for ann mode: as for a single model (16 N), at least N."""
+        if self.mode != "ann":
+            return None
+        return min(
+            MAX_EF_SEARCH, max(self.ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * self.n), self.n)
+        )
+
+    def index_cohort(self) -> Cohort:
+        ds = self.datasets
+        return index_cohort(self.index_split, ds[0] if ds and len(ds) == 1 else None)
+
+
+def _plan(db: Database, *, ns, index_split, query_splits, datasets, mode, ef_search, batch_size) -> _Plan:
+    """Validate the options of :func:`evaluate_ranking` (clear errors) and normalise them."""
     ns = metrics.check_ns(ns)
     check_ef_search(ef_search)
     if mode not in MODES:
@@ -197,103 +220,130 @@ def evaluate_ranking(
                 "--fuse/--expand/--rerank search one dataset or all of them (the SQL API's p_dataset): "
                 f"got {', '.join(ds)}"
             )
-    n = max(ns)
-    search = "exact" if mode == "exact" else "auto"
-    ef = None
-    if mode == "ann":
-        ef = min(MAX_EF_SEARCH, max(ef_search or max(DEFAULT_EF_SEARCH, EF_PER_RESULT * n), n))
-    stmt, base = ranking.statement(
-        n, index_cohort(index_split, ds[0] if ds and len(ds) == 1 else None), search
-    )
+    return _Plan(ns, index_split, query_splits, ds, mode, ef_search, batch_size)
 
-    started = datetime.now(timezone.utc)
+
+@dataclass
+class _Searched:
+    """The images of one evaluation and each query's ranking, read in one snapshot."""
+
+    index: dict[int, int]  # image id -> label id
+    qmap: dict[int, int]  # query id -> label id (labelled only)
+    qids: np.ndarray
+    index_params: dict[str, Any]
+    ids: np.ndarray
+    scores: np.ndarray
+    relevant: np.ndarray
+    counts: np.ndarray
+    seconds: float
+
+
+def _choose_images(
+    conn: psycopg.Connection, ranking: Ranking, plan: _Plan, query_ids: Sequence[int] | None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The index images and the labelled query images (``{id: label}``), clear errors when either is empty."""
+    from cbir_pg.datasets.catalog import check_known_datasets
+
+    check_known_datasets(conn, plan.datasets)
+    index = _images(conn, ranking.models, [plan.index_split], plan.datasets)
+    candidates = _images(conn, ranking.models, plan.query_splits, plan.datasets)
+    qmap = {i: lab for i, lab in candidates.items() if lab >= 0}
+    if query_ids is not None:
+        qmap = {int(i): qmap[int(i)] for i in query_ids if int(i) in qmap}
+    if not qmap:
+        raise NotFoundError(
+            f"no query images: no labelled {'/'.join(plan.query_splits)} images with a vector in every "
+            f"model of {ranking.name}"
+        )
+    if not index:
+        raise NotFoundError(f"no index images: no {plan.index_split} images with a vector in every model")
+    return index, qmap
+
+
+def _search(db: Database, ranking: Ranking, plan: _Plan, query_ids: Sequence[int] | None) -> _Searched:
+    """Every query's top N through the SQL API, in batches, in one read-only REPEATABLE READ transaction."""
+    stmt, base = ranking.statement(plan.n, plan.index_cohort(), plan.search)
     with db.connection() as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for every query
         cur = dict_cursor(conn)
-        if ds is not None:
-            found = {
-                r["key"] for r in cur.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
-            }
-            unknown = [d for d in ds if d not in found]
-            if unknown:
-                from cbir_pg.datasets.catalog import unknown_datasets_error
-
-                raise unknown_datasets_error(conn, unknown)
-        index = _images(conn, ranking.models, [index_split], ds)
-        candidates = _images(conn, ranking.models, query_splits, ds)
-        qmap = {i: lab for i, lab in candidates.items() if lab >= 0}
-        if query_ids is not None:
-            qmap = {int(i): qmap[int(i)] for i in query_ids if int(i) in qmap}
+        index, qmap = _choose_images(conn, ranking, plan, query_ids)
         qids = np.array(sorted(qmap), dtype=np.int64)
-        if not len(qids):
-            raise NotFoundError(
-                f"no query images: no labelled {'/'.join(query_splits)} images with a vector in every "
-                f"model of {ranking.name}"
-            )
-        if not index:
-            raise NotFoundError(f"no index images: no {index_split} images with a vector in every model")
         index_params = {m: _index_params(conn, m) for m in ranking.models}
-        if ef is not None:  # transaction-local: the whole evaluation is one read-only transaction
-            cur.execute(queries.get("eval", "set_ef_search"), {"value": str(ef)})
-        q = len(qids)
-        ids = np.full((q, n), -1, dtype=np.int64)
-        scores = np.full((q, n), np.nan)
-        relevant = np.zeros((q, n), dtype=bool)
-        counts = np.zeros(q, dtype=np.int64)
+        if plan.ef is not None:  # transaction-local: the whole evaluation is one read-only transaction
+            cur.execute(queries.get("eval", "set_ef_search"), {"value": str(plan.ef)})
+        q, n = len(qids), plan.n
+        out = _Searched(
+            index,
+            qmap,
+            qids,
+            index_params,
+            ids=np.full((q, n), -1, dtype=np.int64),
+            scores=np.full((q, n), np.nan),
+            relevant=np.zeros((q, n), dtype=bool),
+            counts=np.zeros(q, dtype=np.int64),
+            seconds=0.0,
+        )
         t0 = time.perf_counter()
-        for start in range(0, q, batch_size):
-            idx = np.arange(start, min(start + batch_size, q))
+        for start in range(0, q, plan.batch_size):
+            idx = np.arange(start, min(start + plan.batch_size, q))
             for r in cur.execute(stmt, dict(base, query_ids=qids[idx].tolist())).fetchall():
                 i, j = idx[r["ord"] - 1], r["rank"] - 1
-                ids[i, j], scores[i, j], relevant[i, j] = r["image_id"], r["score"], r["relevant"]
-                counts[i] += 1
-        seconds = time.perf_counter() - t0
+                out.ids[i, j], out.scores[i, j], out.relevant[i, j] = r["image_id"], r["score"], r["relevant"]
+                out.counts[i] += 1
+        out.seconds = time.perf_counter() - t0
         conn.rollback()
+    return out
 
-    labels_index = np.array(list(index.values()), dtype=np.int64)
+
+def _as_topn(s: _Searched, plan: _Plan) -> TopN:
+    """The rankings as a :class:`TopN` (scores as similarities; neighbour labels are not read)."""
+    labels_index = np.array(list(s.index.values()), dtype=np.int64)
     u, cnt = np.unique(labels_index, return_counts=True)
-    class_sizes = {int(a): int(b) for a, b in zip(u, cnt, strict=True)}
-    query_labels = np.array([qmap[int(i)] for i in qids], dtype=np.int64)
-    in_index = np.array([int(i) in index for i in qids], dtype=bool)
-    t = TopN(
-        query_ids=qids,
-        query_labels=query_labels,
-        neighbour_ids=ids,
-        neighbour_labels=np.full((q, n), -1, dtype=np.int64),
-        similarities=scores,
-        relevant=relevant,
-        counts=counts,
-        query_in_index=in_index,
-        n=n,
-        mode=mode,
-        ef_search=ef,
-        n_index=len(index),
-        index_class_sizes=class_sizes,
-        seconds=seconds,
+    q = len(s.qids)
+    return TopN(
+        query_ids=s.qids,
+        query_labels=np.array([s.qmap[int(i)] for i in s.qids], dtype=np.int64),
+        neighbour_ids=s.ids,
+        neighbour_labels=np.full((q, plan.n), -1, dtype=np.int64),
+        similarities=s.scores,
+        relevant=s.relevant,
+        counts=s.counts,
+        query_in_index=np.array([int(i) in s.index for i in s.qids], dtype=bool),
+        n=plan.n,
+        mode=plan.mode,
+        ef_search=plan.ef,
+        n_index=len(s.index),
+        index_class_sizes={int(a): int(b) for a, b in zip(u, cnt, strict=True)},
+        seconds=s.seconds,
     )
-    sizes = np.maximum(t.class_sizes_for(query_labels) - in_index.astype(np.int64), 0)
-    summary = metrics.summarise(relevant, sizes, query_labels, ns)
+
+
+def _warnings(t: TopN, summary: metrics.PrecisionSummary) -> list[str]:
     warnings = []
-    expected = np.minimum(n, len(index) - in_index.astype(np.int64))
-    short = int((counts < expected).sum())
+    expected = np.minimum(t.n, t.n_index - t.query_in_index.astype(np.int64))
+    short = int((t.counts < expected).sum())
     if short:
-        warnings.append(f"{short} queries got fewer than {n} results")
+        warnings.append(f"{short} queries got fewer than {t.n} results")
     if summary.n_undefined:
         warnings.append(
             f"{summary.n_undefined} queries belong to classes with no index image: left out of P@N"
         )
+    return warnings
 
-    params = {
+
+def _params(ranking: Ranking, plan: _Plan, summary: metrics.PrecisionSummary, explicit_ids: bool) -> dict:
+    """The stored run's parameters: the ranking's, the scope's and how it was searched."""
+    return {
         **ranking.params(),
-        "ns": list(ns),
-        "index_splits": [index_split],
-        "query_splits": list(query_splits),
-        "datasets": list(ds) if ds else None,
-        "ef_search": ef_search,
-        "ef_search_effective": ef,
-        "search": search,
-        "batch_size": batch_size,
-        "explicit_query_ids": query_ids is not None,
+        "ns": list(plan.ns),
+        "index_splits": [plan.index_split],
+        "query_splits": list(plan.query_splits),
+        "datasets": list(plan.datasets) if plan.datasets else None,
+        "ef_search": plan.ef_search,
+        "ef_search_effective": plan.ef,
+        "search": plan.search,
+        "batch_size": plan.batch_size,
+        "explicit_query_ids": explicit_ids,
         "n_undefined_queries": summary.n_undefined,
         "distance": "cosine",
         "similarities": "the ranking's score (fused score, similarity to the expanded query, re-ranked score)",
@@ -301,67 +351,87 @@ def evaluate_ranking(
         "sql": "sql/schema/25_fusion.sql",
         "profile": "default",
     }
+
+
+def _store(
+    db: Database,
+    ranking: Ranking,
+    t: TopN,
+    sizes: np.ndarray,
+    summary: metrics.PrecisionSummary,
+    params: dict[str, Any],
+    index_params: dict[str, Any],
+    started: datetime,
+) -> int:
+    """The run, its per-query rows and its P@N metrics in one transaction; returns the run id."""
     t_store = time.perf_counter()
     with db.connection() as conn:
         run_id = runs.insert_run(
-            conn, kind="retrieval", model=ranking.name, mode=mode, params=params, index_params=index_params
+            conn, kind="retrieval", model=ranking.name, mode=t.mode, params=params, index_params=index_params
         )
-        runs.write_queries(
-            conn,
-            run_id,
-            query_ids=qids,
-            labels=query_labels,
-            class_index_sizes=sizes,
-            neighbour_ids=ids,
-            relevant=relevant,
-            similarities=scores,
-            counts=counts,
-        )
-        rows: list[runs.Metric] = []
-        for j, cut in enumerate(ns):
-            rows += [
-                runs.Metric("P", cut, "micro", summary.micro[j]),
-                runs.Metric("P", cut, "macro", summary.macro[j]),
-            ]
-        runs.write_metrics(conn, run_id, rows)
-        class_rows = [
-            runs.ClassMetric(
-                int(lab),
-                "P",
-                cut,
-                int(summary.class_n_queries[c]),
-                class_sizes.get(int(lab), 0),
-                summary.class_means[c, j],
-            )
-            for c, lab in enumerate(summary.classes)
-            if lab >= 0
-            for j, cut in enumerate(ns)
-        ]
-        runs.write_class_metrics(conn, run_id, class_rows)
+        write_topn(conn, run_id, t, sizes, summary, params["ns"])
+        q = len(t.query_ids)
         timings = {
-            "topn_s": seconds,
-            "queries_per_s": q / seconds if seconds > 0 else None,
+            "topn_s": t.seconds,
+            "queries_per_s": q / t.seconds if t.seconds > 0 else None,
             "store_s": time.perf_counter() - t_store,
         }
         runs.finish_run(
             conn,
             run_id,
             n_queries=q,
-            n_index=len(index),
+            n_index=t.n_index,
             metrics=summary.as_dict(),
             total_s=(datetime.now(timezone.utc) - started).total_seconds(),
             timings=timings,
             started_at=started,
         )
+    return run_id
+
+
+def evaluate_ranking(
+    db: Database,
+    ranking: Ranking,
+    *,
+    ns: Sequence[int] = metrics.DEFAULT_NS,
+    index_split: str = "train",
+    query_splits: Sequence[str] = ("test",),
+    datasets: Sequence[str] | None = None,
+    mode: str = "exact",
+    ef_search: int | None = None,
+    batch_size: int = 64,
+    query_ids: Sequence[int] | None = None,
+) -> RankingResult:
+    """Evaluate ``ranking`` (see the module docstring) and store it as one retrieval run.
+
+    Steps: check the options, search every query through the SQL API in one snapshot, score P@N as for
+    a single model, store the run."""
+    plan = _plan(
+        db,
+        ns=ns,
+        index_split=index_split,
+        query_splits=query_splits,
+        datasets=datasets,
+        mode=mode,
+        ef_search=ef_search,
+        batch_size=batch_size,
+    )
+    started = datetime.now(timezone.utc)
+    searched = _search(db, ranking, plan, query_ids)
+    t = _as_topn(searched, plan)
+    sizes = np.maximum(t.class_sizes_for(t.query_labels) - t.query_in_index.astype(np.int64), 0)
+    summary = metrics.summarise(t.relevant, sizes, t.query_labels, plan.ns)
+    params = _params(ranking, plan, summary, query_ids is not None)
+    run_id = _store(db, ranking, t, sizes, summary, params, searched.index_params, started)
     return RankingResult(
         ranking=ranking,
         run_id=run_id,
         mode=mode,
-        ns=ns,
+        ns=plan.ns,
         summary=summary,
         topn=t,
-        n_queries=q,
-        n_index=len(index),
-        seconds=seconds,
-        warnings=warnings,
+        n_queries=len(t.query_ids),
+        n_index=t.n_index,
+        seconds=t.seconds,
+        warnings=_warnings(t, summary),
     )

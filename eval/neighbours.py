@@ -105,18 +105,9 @@ def open_knn_csv(path: str | Path, member: str | None = None) -> tuple[io.TextIO
     return io.TextIOWrapper(zf.open(chosen), encoding="utf-8", newline=""), f"{p}:{chosen}"
 
 
-def compare_neighbours(
-    conn: psycopg.Connection,
-    path: str | Path,
-    run_id: int,
-    *,
-    n: int = 10,
-    member: str | None = None,
-    show: int = 10,
-) -> NeighbourComparison:
-    """Compare run ``run_id``'s top-``n`` lists with the authors' file (see the module docstring)."""
-    if n < 1:
-        raise ConfigError("n must be positive")
+def _run_neighbours(conn: psycopg.Connection, run_id: int, n: int) -> dict[str, list[str]]:
+    """Run ``run_id``'s neighbour lists by query uri; clear errors for a missing, non-retrieval, ambiguous
+    or too short run."""
     cur = dict_cursor(conn)
     info = cur.execute(queries.get("paper", "run_kind"), {"run_id": run_id}).fetchone()
     if info is None:
@@ -134,6 +125,41 @@ def compare_neighbours(
     conn.rollback()
     if ours and max(len(v) for v in ours.values()) < n:
         raise ConfigError(f"run {run_id} stored fewer than n = {n} neighbours per query")
+    return ours
+
+
+def _disagreement(query: str, top: list[str], theirs: list[str], same_set: bool) -> Disagreement:
+    """The first rank where the two lists differ, and what each holds there."""
+    rank = next(
+        (
+            i
+            for i in range(max(len(top), len(theirs)))
+            if i >= len(top) or i >= len(theirs) or top[i] != theirs[i]
+        ),
+        0,
+    )
+    return Disagreement(
+        query=query,
+        rank=rank + 1,
+        ours=top[rank] if rank < len(top) else None,
+        theirs=theirs[rank] if rank < len(theirs) else None,
+        same_set=same_set,
+    )
+
+
+def compare_neighbours(
+    conn: psycopg.Connection,
+    path: str | Path,
+    run_id: int,
+    *,
+    n: int = 10,
+    member: str | None = None,
+    show: int = 10,
+) -> NeighbourComparison:
+    """Compare run ``run_id``'s top-``n`` lists with the authors' file (see the module docstring)."""
+    if n < 1:
+        raise ConfigError("n must be positive")
+    ours = _run_neighbours(conn, run_id, n)
     text, source = open_knn_csv(path, member)
     out = NeighbourComparison(run_id, source, n, len(ours), 0, 0, 0, 0, 0)
     seen: set[str] = set()
@@ -151,22 +177,6 @@ def compare_neighbours(
             if top == theirs:
                 out.identical += 1
             elif len(out.disagreements) < show:
-                rank = next(
-                    (
-                        i
-                        for i in range(max(len(top), len(theirs)))
-                        if i >= len(top) or i >= len(theirs) or top[i] != theirs[i]
-                    ),
-                    0,
-                )
-                out.disagreements.append(
-                    Disagreement(
-                        query=query,
-                        rank=rank + 1,
-                        ours=top[rank] if rank < len(top) else None,
-                        theirs=theirs[rank] if rank < len(theirs) else None,
-                        same_set=same_set,
-                    )
-                )
+                out.disagreements.append(_disagreement(query, top, theirs, same_set))
     out.only_in_run = len(ours) - out.matched
     return out

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -548,6 +548,127 @@ td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3
 .note{color:#666;font-size:13px}"""
 
 
+@dataclass
+class _Read:
+    """What the report shows, read in one go: models and the report views' rows."""
+
+    models: list[str]
+    leaderboard: Any
+    table4: list
+    ablation: list
+    zeroshot: Any
+    zeroshot_class: Any
+    ablation_notes: list
+
+
+def _read(db: Database, models: Sequence[str] | None) -> _Read:
+    with db.connection() as conn:
+        known = [r["key"] for r in conn.execute(data.q("report_models")).fetchall()]
+        for m in models or ():
+            data.check_model(conn, m)
+        leaderboard = (
+            _rows(conn, data.q("leaderboard")) if _view_exists(conn, "cbir_report.leaderboard") else None
+        )
+        zeroshot = (
+            _rows(conn, data.q("report_zeroshot")) if _view_exists(conn, "cbir_report.zeroshot") else None
+        )
+        return _Read(
+            models=list(models) if models else known,
+            leaderboard=leaderboard,
+            table4=conn.execute(data.q("report_knn_linear")).fetchall(),
+            ablation=conn.execute(data.q("report_ablation")).fetchall(),
+            zeroshot=zeroshot,
+            zeroshot_class=_rows(conn, data.q("report_zeroshot_class")) if zeroshot else None,
+            ablation_notes=conn.execute(
+                "select model, params -> 'notes' as notes"
+                " from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
+                " where a.is_latest group by model, r.params -> 'notes' order by model"
+            ).fetchall(),
+        )
+
+
+def _leaderboard_section(d: _Read, result: ReportResult) -> list[str]:
+    if d.leaderboard and d.leaderboard[1]:
+        return ["<h2>Retrieval leaderboard (P@N)</h2>" + _table(*d.leaderboard)]
+    result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
+    return []
+
+
+def _table4_section(d: _Read, result: ReportResult) -> list[str]:
+    table4 = d.table4
+    if not table4:
+        result.notes.append("no kNN or linear-probe results (run cbir-pg eval knn or cbir-pg eval linear)")
+        return []
+    complete = all(
+        {r["method"] for r in table4 if r["model"] == model} >= {"knn", "linear"}
+        for model in {r["model"] for r in table4}
+    )
+    return [
+        "<h2>Table 4: kNN and linear probe (test split)</h2>"
+        + _table4(table4)
+        + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC."
+        + (
+            ""
+            if complete
+            else " A dash means that method has not been run for the model: the demo runs kNN only;"
+            " cbir-pg eval linear --model KEY fills the linear-probe columns (cbir-pg eval knn the kNN ones)."
+        )
+        + "</p>"
+    ]
+
+
+def _zeroshot_section(d: _Read) -> list[str]:
+    if not (d.zeroshot and d.zeroshot[1]):
+        return []
+    return [
+        "<h2>Text-to-image retrieval and zero-shot classification</h2>"
+        + _table(*d.zeroshot)
+        + "<p class='note'>One text query per class (prompt from the template); P@N is the mean over "
+        "classes; accuracy: nearest class prompt per image, balanced = mean of per-class accuracies.</p>"
+        + (_table(*d.zeroshot_class) if d.zeroshot_class and d.zeroshot_class[1] else "")
+    ]
+
+
+def _compare_section(d: _Read, result: ReportResult, out: Path) -> list[str]:
+    """One figure that compares the models (and fused rows) of one scope."""
+    if not (d.leaderboard and d.leaderboard[1]):
+        return []
+    from cbir_pg.eval.report_compare import fig_compare_models
+
+    cmp = fig_compare_models(d.leaderboard[0], d.leaderboard[1], out / "fig1_models.png")
+    if cmp is None:
+        return []
+    caption = "P@1 and P@10 (micro and macro) of every model in the leaderboard, one scope"
+    return ["<h2>Models compared</h2>" + _figure(result, cmp, caption)]
+
+
+def _ablation_section(d: _Read, result: ReportResult, out: Path) -> list[str]:
+    """Fig. 3B."""
+    ablation = d.ablation
+    if not ablation:
+        result.notes.append("no ablation results (run cbir-pg eval ablation)")
+        return []
+    key = inputs_hash("fig3b", [tuple(r.values()) for r in ablation])
+    p = _cached(
+        result, out / "fig3b_ablation.png", key, lambda k: fig3b(ablation, out / "fig3b_ablation.png", k)
+    )
+    notes = "; ".join(f"{r['model']}: {'; '.join(r['notes'])}" for r in d.ablation_notes if r["notes"])
+    caption = "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else "")
+    return ["<h2>Fig. 3B: index-size ablation</h2>" + _figure(result, p, caption)]
+
+
+def _page(models: list[str], sections: list[str], result: ReportResult) -> str:
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cbir-pg report</title>"
+        f"<style>{CSS}</style></head><body><h1>cbir-pg report</h1>"
+        f"<p class='note'>Models: {html.escape(', '.join(models) or 'none')}</p>"
+        + "\n".join(sections)
+        + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>" if notes else "")
+        + "</body></html>"
+    )
+
+
 def write_report(
     db: Database,
     out_dir: str | Path,
@@ -557,116 +678,30 @@ def write_report(
     grid_queries: int = 4,
     seed: int = 0,
 ) -> ReportResult:
-    """Write the figures and ``index.html`` to ``out_dir`` and return what was written."""
+    """Write the figures and ``index.html`` to ``out_dir`` and return what was written.
+
+    Sections in order: the leaderboard, the paper beside ours and cross-split near duplicates
+    (:func:`cbir_pg.eval.fidelity.report_sections`), Table 4, zero-shot, the models compared, one
+    section per model, Fig. 3B; then the notes on what is missing."""
     for name, value in (("--tsne-sample", tsne_sample), ("--grid-queries", grid_queries)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be 0 or a positive number, got {value!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with db.connection() as conn:
-        known = [r["key"] for r in conn.execute(data.q("report_models")).fetchall()]
-        if models:
-            for m in models:
-                data.check_model(conn, m)
-        models = list(models) if models else known
-        leaderboard = (
-            _rows(conn, data.q("leaderboard")) if _view_exists(conn, "cbir_report.leaderboard") else None
-        )
-        table4 = conn.execute(data.q("report_knn_linear")).fetchall()
-        ablation = conn.execute(data.q("report_ablation")).fetchall()
-        zeroshot = (
-            _rows(conn, data.q("report_zeroshot")) if _view_exists(conn, "cbir_report.zeroshot") else None
-        )
-        zeroshot_class = _rows(conn, data.q("report_zeroshot_class")) if zeroshot else None
-        ablation_notes = conn.execute(
-            "select model, params -> 'notes' as notes"
-            " from cbir_report.ablation a join cbir.eval_run r on r.id = a.run_id"
-            " where a.is_latest group by model, r.params -> 'notes' order by model"
-        ).fetchall()
-    result = ReportResult(out, out / "index.html", models=list(models))
-    sections: list[str] = []
-
-    # tables
-    if leaderboard and leaderboard[1]:
-        sections.append("<h2>Retrieval leaderboard (P@N)</h2>" + _table(*leaderboard))
-    else:
-        result.notes.append("no retrieval leaderboard (run cbir-pg eval retrieval)")
+    d = _read(db, models)
+    result = ReportResult(out, out / "index.html", models=list(d.models))
     from cbir_pg.eval.fidelity import report_sections  # paper beside ours, cross-split near duplicates
 
+    sections = _leaderboard_section(d, result)
     with db.connection() as conn:
         sections += report_sections(conn)
-    if table4:
-        sections.append(
-            "<h2>Table 4: kNN and linear probe (test split)</h2>"
-            + _table4(table4)
-            + "<p class='note'>AUPRC = average precision (one-vs-rest), not ROC-AUC."
-            + (
-                ""
-                if all(
-                    {r["method"] for r in table4 if r["model"] == model} >= {"knn", "linear"}
-                    for model in {r["model"] for r in table4}
-                )
-                else " A dash means that method has not been run for the model: the demo runs kNN only;"
-                " cbir-pg eval linear --model KEY fills the linear-probe columns (cbir-pg eval knn the kNN ones)."
-            )
-            + "</p>"
-        )
-    else:
-        result.notes.append("no kNN or linear-probe results (run cbir-pg eval knn or cbir-pg eval linear)")
-
-    if zeroshot and zeroshot[1]:
-        sections.append(
-            "<h2>Text-to-image retrieval and zero-shot classification</h2>"
-            + _table(*zeroshot)
-            + "<p class='note'>One text query per class (prompt from the template); P@N is the mean over "
-            "classes; accuracy: nearest class prompt per image, balanced = mean of per-class accuracies.</p>"
-            + (_table(*zeroshot_class) if zeroshot_class and zeroshot_class[1] else "")
-        )
-
-    # one figure that compares the models (and fused rows) of one scope
-    if leaderboard and leaderboard[1]:
-        from cbir_pg.eval.report_compare import fig_compare_models
-
-        cmp = fig_compare_models(leaderboard[0], leaderboard[1], out / "fig1_models.png")
-        if cmp is not None:
-            sections.append(
-                "<h2>Models compared</h2>"
-                + _figure(
-                    result, cmp, "P@1 and P@10 (micro and macro) of every model in the leaderboard, one scope"
-                )
-            )
-    model_sections = [
+    sections += _table4_section(d, result) + _zeroshot_section(d) + _compare_section(d, result, out)
+    sections += [
         _model_section(db, model, out, result, tsne_sample=tsne_sample, grid_queries=grid_queries, seed=seed)
-        for model in models
+        for model in d.models
     ]
-    sections.extend(model_sections)
-
-    # Fig. 3B
-    if ablation:
-        key = inputs_hash("fig3b", [tuple(r.values()) for r in ablation])
-        p = _cached(
-            result, out / "fig3b_ablation.png", key, lambda k: fig3b(ablation, out / "fig3b_ablation.png", k)
-        )
-        notes = "; ".join(f"{r['model']}: {'; '.join(r['notes'])}" for r in ablation_notes if r["notes"])
-        sections.append(
-            "<h2>Fig. 3B: index-size ablation</h2>"
-            + _figure(
-                result, p, "P@1 with N index images per class" + (f". Scaled down: {notes}" if notes else "")
-            )
-        )
-    else:
-        result.notes.append("no ablation results (run cbir-pg eval ablation)")
-
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>cbir-pg report</title>"
-        f"<style>{CSS}</style></head><body><h1>cbir-pg report</h1>"
-        f"<p class='note'>Models: {html.escape(', '.join(models) or 'none')}</p>"
-        + "\n".join(sections)
-        + (f"<h2>Notes</h2><ul class='note'>{notes}</ul>" if notes else "")
-        + "</body></html>"
-    )
-    result.index.write_text(page, encoding="utf-8")
+    sections += _ablation_section(d, result, out)
+    result.index.write_text(_page(d.models, sections, result), encoding="utf-8")
     return result
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -96,6 +96,65 @@ def _summarise(t: TopN, ns: tuple[int, ...]) -> tuple[metrics.PrecisionSummary, 
     return metrics.summarise(t.relevant, np.maximum(sizes, 0), t.query_labels, ns), np.maximum(sizes, 0)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of one retrieval evaluation."""
+
+    ns: tuple[int, ...]
+    index_splits: tuple[str, ...]
+    query_splits: tuple[str, ...]
+    datasets: tuple[str, ...] | None
+    mode: str
+    ef_search: int | None
+    compare_exact: bool
+    batch_size: int
+    connections: int
+    progress: bool
+    relevance: str
+
+    @property
+    def index_filter(self) -> IndexFilter:
+        return IndexFilter(splits=self.index_splits, datasets=self.datasets)
+
+    @property
+    def modes(self) -> list[str]:
+        """The modes searched, exact first (so the ann run can reference it)."""
+        return ["exact", "ann"] if self.compare_exact else [self.mode]
+
+    def params(self) -> dict[str, Any]:
+        """The run parameters every stored mode shares."""
+        return {
+            "ns": list(self.ns),
+            "index_splits": list(self.index_splits),
+            "query_splits": list(self.query_splits),
+            "datasets": list(self.datasets) if self.datasets else None,
+            "ef_search": self.ef_search,
+            "batch_size": self.batch_size,
+            "connections": self.connections,
+            "compare_exact": self.compare_exact,
+            "index_filter": self.index_filter.describe(),
+            "distance": "cosine",
+            "ties": "distance, then image_id",
+            "relevance": self.relevance,
+        }
+
+
+def _checked(o: _Options, prof: Any) -> _Options:
+    """Validate the options of :func:`evaluate_retrieval` (clear errors) and normalise them."""
+    _check_profile(prof, o.index_splits, o.query_splits, o.mode, o.compare_exact)
+    ns = metrics.check_ns(o.ns)
+    if o.mode not in MODES:
+        raise ConfigError(f"unknown mode {o.mode!r}: use 'ann' or 'exact'")
+    index_splits = _check_splits(o.index_splits, "index")
+    query_splits = _check_splits(o.query_splits, "query")
+    if o.relevance not in ("labels", "judgements"):
+        raise ConfigError(f"unknown relevance {o.relevance!r}: use labels or judgements")
+    if o.relevance == "judgements" and o.compare_exact:
+        raise ConfigError("--relevance judgements runs one mode: leave out --compare-exact")
+    datasets = tuple(dict.fromkeys(o.datasets)) if o.datasets else None
+    return replace(o, ns=ns, index_splits=index_splits, query_splits=query_splits, datasets=datasets)
+
+
 def evaluate_retrieval(
     db: Database,
     model: str,
@@ -125,85 +184,53 @@ def evaluate_retrieval(
     from cbir_pg.profiles import get_profile
 
     prof = get_profile(profile)
-    _check_profile(prof, index_splits, query_splits, mode, compare_exact)
-    ns = metrics.check_ns(ns)
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
-    index_splits = _check_splits(index_splits, "index")
-    query_splits = _check_splits(query_splits, "query")
-    ds = tuple(dict.fromkeys(datasets)) if datasets else None
-    if relevance not in ("labels", "judgements"):
-        raise ConfigError(f"unknown relevance {relevance!r}: use labels or judgements")
-    if relevance == "judgements" and compare_exact:
-        raise ConfigError("--relevance judgements runs one mode: leave out --compare-exact")
-
+    what = (ns, index_splits, query_splits, datasets)  # in the order of _Options' fields
+    how = (mode, ef_search, compare_exact, batch_size, connections, progress, relevance)
+    opts = _checked(_Options(*what, *how), prof)
     query_ids, index_params, all_embedded = _choose_queries(
-        db, model, (*index_splits, *query_splits), query_splits, ds
+        db, model, (*opts.index_splits, *opts.query_splits), opts.query_splits, opts.datasets
     )
-    index_filter = IndexFilter(splits=index_splits, datasets=ds)
-    modes = ["exact", "ann"] if compare_exact else [mode]
-    done = {
-        m: _run_mode(
-            db,
-            model,
-            m,
-            query_ids,
-            index_filter,
-            ns,
-            ef_search=ef_search,
-            batch_size=batch_size,
-            connections=connections,
-            progress=progress,
-            index_splits=index_splits,
-        )
-        for m in modes
-    }
-    judged = None
-    if relevance == "judgements":
-        judged = _apply_judgements(db, done, ns)
-    provenance, profile_warnings = _provenance(db, model, ds, prof)
+    done = {m: _run_mode(db, model, m, query_ids, opts) for m in opts.modes}
+    judged = _apply_judgements(db, done, opts.ns) if relevance == "judgements" else None
+    provenance, profile_warnings = _provenance(db, model, opts.datasets, prof)
     warnings = profile_warnings + _warnings(model, done, index_params)
-    comparison = _compare(done["ann"], done["exact"], ns) if compare_exact else None
-    base_params = {
-        "ns": list(ns),
-        "index_splits": list(index_splits),
-        "query_splits": list(query_splits),
-        "datasets": list(ds) if ds else None,
-        "ef_search": ef_search,
-        "batch_size": batch_size,
-        "connections": connections,
-        "compare_exact": compare_exact,
-        "index_filter": index_filter.describe(),
-        "distance": "cosine",
-        "ties": "distance, then image_id",
-        "profile": prof.name,
-        "relevance": relevance,
-        **provenance,
-    }
-    if judged is not None:
-        base_params.update(
-            n_judged_queries=judged.n_judged_queries,
-            n_judged_pairs=judged.n_judged_pairs,
-            n_disagreements=judged.n_disagreements,
-            judged_queries_micro=judged.judged_micro.tolist(),
-            label_micro=judged.label_micro.tolist(),
-        )
+    comparison = _compare(done["ann"], done["exact"], opts.ns) if compare_exact else None
+    base_params = {**opts.params(), "profile": prof.name, **provenance, **_judged_params(judged)}
     stored_name = f"{model}[judgements]" if judged is not None else model
-    stored = _store(db, stored_name, done, ns, base_params, index_params, comparison, all_embedded)
+    stored = _store(db, stored_name, done, opts.ns, base_params, index_params, comparison, all_embedded)
+    return _result(model, opts, stored, comparison, warnings, judged)
+
+
+def _result(model: str, opts: _Options, stored, comparison, warnings: list[str], judged) -> RetrievalResult:
+    """What :func:`evaluate_retrieval` returns: the stored runs and, with ``compare_exact``, the ann run
+    against exact (recall@N and P@N differences)."""
     recall, d_micro, d_macro = comparison if comparison is not None else (None, None, None)
     return RetrievalResult(
         model=model,
-        ns=ns,
-        mode="ann" if compare_exact else mode,
+        ns=opts.ns,
+        mode="ann" if opts.compare_exact else opts.mode,
         runs=stored,
-        index_filter=index_filter,
-        query_splits=query_splits,
+        index_filter=opts.index_filter,
+        query_splits=opts.query_splits,
         recall=recall,
         delta_micro=d_micro,
         delta_macro=d_macro,
         warnings=warnings,
         judged=judged,
     )
+
+
+def _judged_params(judged: Any) -> dict[str, Any]:
+    """The run parameters that say how the judgements changed it (none for label relevance)."""
+    if judged is None:
+        return {}
+    return {
+        "n_judged_queries": judged.n_judged_queries,
+        "n_judged_pairs": judged.n_judged_pairs,
+        "n_disagreements": judged.n_disagreements,
+        "judged_queries_micro": judged.judged_micro.tolist(),
+        "label_micro": judged.label_micro.tolist(),
+    }
 
 
 def _apply_judgements(db: Database, done: dict[str, _ModeRun], ns: tuple[int, ...]):
@@ -295,15 +322,9 @@ def _choose_queries(
     clear errors for unknown or unfinished datasets (:mod:`cbir_pg.eval.scope`) or no queries."""
     with db.connection() as conn:
         table, _ = encoder_table(conn, model)
-        if ds is not None:
-            found = {
-                r["key"] for r in conn.execute(queries.get("eval", "dataset_keys"), {"datasets": list(ds)})
-            }
-            unknown = [d for d in ds if d not in found]
-            if unknown:
-                from cbir_pg.datasets.catalog import unknown_datasets_error
+        from cbir_pg.datasets.catalog import check_known_datasets
 
-                raise unknown_datasets_error(conn, unknown)
+        check_known_datasets(conn, ds)
         all_embedded = scope.check_scope(conn, model, ds, scope_splits)
         rows = conn.execute(
             queries.get("eval", "query_images", table=table),
@@ -319,40 +340,27 @@ def _choose_queries(
     return query_ids, index_params, all_embedded
 
 
-def _run_mode(
-    db: Database,
-    model: str,
-    mode: str,
-    query_ids: list[int],
-    index_filter: IndexFilter,
-    ns: tuple[int, ...],
-    *,
-    ef_search: int | None,
-    batch_size: int,
-    connections: int,
-    progress: bool,
-    index_splits: Sequence[str],
-) -> _ModeRun:
+def _run_mode(db: Database, model: str, mode: str, query_ids: list[int], opts: _Options) -> _ModeRun:
     """Top-max(N) in SQL for one mode, then P@N per query, per class and overall."""
     started = datetime.now(timezone.utc)
     t = topn(
         db,
         model,
         query_ids=query_ids,
-        index_filter=index_filter,
-        n=max(ns),
+        index_filter=opts.index_filter,
+        n=max(opts.ns),
         mode=mode,
-        ef_search=ef_search,
-        batch_size=batch_size,
-        connections=connections,
-        progress=progress,
+        ef_search=opts.ef_search,
+        batch_size=opts.batch_size,
+        connections=opts.connections,
+        progress=opts.progress,
     )
     if t.n_index == 0:
         raise NotFoundError(
-            f"no index images: no embedded {'/'.join(index_splits)} images for model {model!r}"
+            f"no index images: no embedded {'/'.join(opts.index_splits)} images for model {model!r}"
         )
     t0 = time.perf_counter()
-    summary, sizes = _summarise(t, ns)
+    summary, sizes = _summarise(t, opts.ns)
     return _ModeRun(t, summary, sizes, time.perf_counter() - t0, started)
 
 
@@ -401,15 +409,9 @@ def _store(
         for m, r in done.items():
             t, summary = r.topn, r.summary
             t_store = time.perf_counter()
-            params = dict(
-                base_params,
-                ef_search_effective=t.ef_search,
-                plan_uses_index=t.plan_uses_index,
-                exact_fallbacks=t.exact_fallbacks,
-                n_undefined_queries=summary.n_undefined,
-                missing_query_vectors=len(t.missing_query_ids),
-            )
-            if m == "ann" and comparison is not None:
+            compared = comparison if m == "ann" else None
+            params = _mode_params(base_params, r)
+            if compared is not None:
                 params["exact_run_id"] = stored["exact"].run_id
             run_id = runs.insert_run(
                 conn,
@@ -420,32 +422,8 @@ def _store(
                 index_params=index_params,
                 all_embedded=all_embedded,
             )
-            runs.write_queries(
-                conn,
-                run_id,
-                query_ids=t.query_ids,
-                labels=t.query_labels,
-                class_index_sizes=r.class_sizes,
-                neighbour_ids=t.neighbour_ids,
-                relevant=t.relevant,
-                similarities=t.similarities,
-                counts=t.counts,
-            )
-            rows: list[tuple[str, int, str, float]] = []
-            for j, n in enumerate(ns):
-                rows += [("P", n, "micro", summary.micro[j]), ("P", n, "macro", summary.macro[j])]
-            run_metrics: dict[str, Any] = summary.as_dict()
-            if m == "ann" and comparison is not None:
-                recall, d_micro, d_macro = comparison
-                for j, n in enumerate(ns):
-                    rows += [
-                        ("recall", n, "micro", recall[j]),
-                        ("dP", n, "micro", d_micro[j]),
-                        ("dP", n, "macro", d_macro[j]),
-                    ]
-                    run_metrics[f"P@{n}"].update(recall=recall[j], dP_micro=d_micro[j], dP_macro=d_macro[j])
-            runs.write_metrics(conn, run_id, rows)
-            runs.write_class_metrics(conn, run_id, _class_rows(t, summary, ns))
+            run_metrics, extra_rows = _comparison_metrics(summary, ns, compared)
+            write_topn(conn, run_id, t, r.class_sizes, summary, ns, extra_rows)
             timings = {
                 "topn_s": t.seconds,
                 "queries_per_s": t.queries_per_second,
@@ -462,22 +440,91 @@ def _store(
                 timings=timings,
                 started_at=r.started,
             )
-            stored[m] = ModeResult(
-                run_id=run_id,
-                mode=m,
-                ef_search=t.ef_search,
-                summary=summary,
-                n_queries=len(t.query_ids),
-                n_index=t.n_index,
-                seconds=t.seconds,
-                queries_per_second=t.queries_per_second,
-                plan_uses_index=t.plan_uses_index,
-                exact_fallbacks=t.exact_fallbacks,
-                topn=t,
-            )
+            stored[m] = _mode_result(run_id, m, r)
         if comparison is not None:
             runs.merge_params(conn, stored["exact"].run_id, {"ann_run_id": stored["ann"].run_id})
     return stored
+
+
+def _mode_params(base_params: dict[str, Any], r: _ModeRun) -> dict[str, Any]:
+    """One mode's run parameters: the shared ones and how its search went."""
+    t = r.topn
+    return dict(
+        base_params,
+        ef_search_effective=t.ef_search,
+        plan_uses_index=t.plan_uses_index,
+        exact_fallbacks=t.exact_fallbacks,
+        n_undefined_queries=r.summary.n_undefined,
+        missing_query_vectors=len(t.missing_query_ids),
+    )
+
+
+def _comparison_metrics(
+    summary: metrics.PrecisionSummary,
+    ns: tuple[int, ...],
+    comparison: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+) -> tuple[dict[str, Any], list[runs.Metric]]:
+    """The run's summary metrics and, for an ann run compared with exact, its recall and P@N
+    differences (added to the summary and as extra metric rows)."""
+    run_metrics: dict[str, Any] = summary.as_dict()
+    rows: list[runs.Metric] = []
+    if comparison is not None:
+        recall, d_micro, d_macro = comparison
+        for j, n in enumerate(ns):
+            rows += [
+                runs.Metric("recall", n, "micro", recall[j]),
+                runs.Metric("dP", n, "micro", d_micro[j]),
+                runs.Metric("dP", n, "macro", d_macro[j]),
+            ]
+            run_metrics[f"P@{n}"].update(recall=recall[j], dP_micro=d_micro[j], dP_macro=d_macro[j])
+    return run_metrics, rows
+
+
+def _mode_result(run_id: int, mode: str, r: _ModeRun) -> ModeResult:
+    t = r.topn
+    return ModeResult(
+        run_id=run_id,
+        mode=mode,
+        ef_search=t.ef_search,
+        summary=r.summary,
+        n_queries=len(t.query_ids),
+        n_index=t.n_index,
+        seconds=t.seconds,
+        queries_per_second=t.queries_per_second,
+        plan_uses_index=t.plan_uses_index,
+        exact_fallbacks=t.exact_fallbacks,
+        topn=t,
+    )
+
+
+def write_topn(
+    conn: Any,
+    run_id: int,
+    t: TopN,
+    class_sizes: np.ndarray,
+    summary: metrics.PrecisionSummary,
+    ns: tuple[int, ...],
+    extra_rows: Sequence[runs.Metric] = (),
+) -> None:
+    """A P@N run's rows: per-query neighbours, P@N (micro, macro) and ``extra_rows``, and per-class P@N
+    with each class's index size (retrieval and the SQL-API rankings of :mod:`cbir_pg.eval.fusion`)."""
+    runs.write_queries(
+        conn,
+        run_id,
+        query_ids=t.query_ids,
+        labels=t.query_labels,
+        class_index_sizes=class_sizes,
+        neighbour_ids=t.neighbour_ids,
+        relevant=t.relevant,
+        similarities=t.similarities,
+        counts=t.counts,
+    )
+    rows = [runs.Metric("P", n, avg, getattr(summary, avg)[j]) for j, n in enumerate(ns) for avg in AVERAGES]
+    runs.write_metrics(conn, run_id, [*rows, *extra_rows])
+    runs.write_class_metrics(conn, run_id, _class_rows(t, summary, ns))
+
+
+AVERAGES = ("micro", "macro")
 
 
 def _class_rows(t: TopN, summary: metrics.PrecisionSummary, ns: tuple[int, ...]) -> list[runs.ClassMetric]:

@@ -218,6 +218,23 @@ def search_expressions(conn: psycopg.Connection, model: str) -> tuple[sql.Compos
 
 
 # --------------------------------------------------------------------------- the runner's steps
+def _statement(
+    coord: psycopg.Connection, model: str, mode: str, n: int
+) -> tuple[sql.Identifier, str, sql.Composable, int]:
+    """The model's table (identifier and name), the batch statement and how many rows it fetches per query."""
+    table, table_name = encoder_table(coord, model)
+    # ann: the expression the HNSW index covers; exact: the stored vectors at full precision
+    e_vec, q_vec = (
+        search_expressions(coord, model)
+        if mode == "ann"
+        else (sql.SQL("e.embedding"), sql.SQL("q.embedding"))
+    )
+    stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
+    # a halfvec index over full-precision vectors: over-fetch and settle the order at full precision
+    fetch = 2 * n if e_vec.as_string(coord) != "e.embedding" else n
+    return table, table_name, stmt, fetch
+
+
 def _check_args(mode: str, n: int, ef_search: int | None, batch_size: int, connections: int) -> None:
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
@@ -298,6 +315,16 @@ class _Neighbours:
         self.sims[target, rank] = [1.0 - r["distance"] for r in rows]
         self.relevant[target, rank] = [r["relevant"] for r in rows]
         np.add.at(self.counts, target, 1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The :class:`TopN` fields these arrays fill."""
+        return {
+            "neighbour_ids": self.ids,
+            "neighbour_labels": self.labels,
+            "similarities": self.sims,
+            "relevant": self.relevant,
+            "counts": self.counts,
+        }
 
     def reset(self, idx: np.ndarray) -> None:
         """Forget what was stored for the queries ``idx`` (before their exact re-run)."""
@@ -397,6 +424,59 @@ def _run_batches(
     return fallbacks[0]
 
 
+@dataclass
+class _Facts:
+    """What the coordinator reads in the run's snapshot: index size per class, which queries are index
+    images or lack a vector, the queries' labels; the ef_search used and whether the plan uses HNSW."""
+
+    class_sizes: dict[int, int]
+    in_index: set[int]
+    missing: list[int]
+    query_labels: list[int]
+    ef: int | None
+    plan_uses_index: bool | None
+
+    @property
+    def n_index(self) -> int:
+        return sum(self.class_sizes.values())
+
+    def expected(self, qids: np.ndarray, n: int) -> np.ndarray:
+        """How many neighbours each query can get: ``n``, or the index size less the query itself."""
+        return np.array(
+            [min(n, self.n_index - (1 if int(i) in self.in_index else 0)) for i in qids], dtype=np.int64
+        )
+
+
+def _coordinate(
+    coord: psycopg.Connection,
+    model: str,
+    qids: np.ndarray,
+    index_filter: IndexFilter,
+    *,
+    mode: str,
+    n: int,
+    ef_search: int | None,
+    batch_size: int,
+) -> tuple[_Plan, _Facts]:
+    """On the coordinating connection: export the snapshot, build the index set, read its facts and
+    settle the session settings and the statement every worker runs."""
+    table, table_name, stmt, fetch = _statement(coord, model, mode, n)
+    snapshot = scalar(coord, "select pg_export_snapshot()")
+    _build_index_set(coord, table, index_filter)
+    class_sizes, in_index, missing = _index_facts(coord, table, qids)
+    n_index = sum(class_sizes.values())
+    settings, ef = _settings(mode, n, ef_search, max(n_index, _table_rows(coord, table_name)))
+    query_labels = _query_labels(coord, qids)
+    plan_uses_index: bool | None = None
+    if len(qids):
+        _apply(coord, settings)
+        plan_uses_index = _plan_uses_index(
+            coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n, "fetch": fetch}, table_name
+        )
+    plan = _Plan(stmt, table, fetch, index_filter, settings, snapshot, mode, n, batch_size)
+    return plan, _Facts(class_sizes, in_index, missing, query_labels, ef, plan_uses_index)
+
+
 @wrap_db_errors
 def topn(
     db: Database,
@@ -428,59 +508,32 @@ def topn(
     coord = _open(db, None)
     reporter = None
     try:
-        table, table_name = encoder_table(coord, model)
-        # ann: the expression the HNSW index covers; exact: the stored vectors at full precision
-        e_vec, q_vec = (
-            search_expressions(coord, model)
-            if mode == "ann"
-            else (sql.SQL("e.embedding"), sql.SQL("q.embedding"))
+        plan, facts = _coordinate(
+            coord, model, qids, index_filter, mode=mode, n=n, ef_search=ef_search, batch_size=batch_size
         )
-        stmt = queries.get("eval", "topn_batch", table=table, e_vec=e_vec, q_vec=q_vec)
-        # a halfvec index over full-precision vectors: over-fetch and settle the order at full precision
-        fetch = 2 * n if e_vec.as_string(coord) != "e.embedding" else n
-        snapshot = scalar(coord, "select pg_export_snapshot()")
-        _build_index_set(coord, table, index_filter)
-        class_sizes, in_index, missing = _index_facts(coord, table, qids)
-        n_index = sum(class_sizes.values())
-        settings, ef = _settings(mode, n, ef_search, max(n_index, _table_rows(coord, table_name)))
-        expected = np.array(
-            [min(n, n_index - (1 if int(i) in in_index else 0)) for i in qids], dtype=np.int64
-        )
-        query_labels = _query_labels(coord, qids)
-        plan_uses_index: bool | None = None
-        if q:
-            _apply(coord, settings)
-            plan_uses_index = _plan_uses_index(
-                coord, stmt, {"query_ids": qids[:batch_size].tolist(), "n": n, "fetch": fetch}, table_name
-            )
         callback, reporter = _progress(progress, q, f"top-{n} {mode}")
-        plan = _Plan(stmt, table, fetch, index_filter, settings, snapshot, mode, n, batch_size)
         t0 = time.perf_counter()
-        fallbacks = _run_batches(db, plan, qids, expected, out, connections, callback)
+        fallbacks = _run_batches(db, plan, qids, facts.expected(qids, n), out, connections, callback)
         seconds = time.perf_counter() - t0
     finally:
         if reporter is not None:
             reporter.close()
         coord.close()
 
-    missing_set = set(missing)
+    missing_set = set(facts.missing)
     fallback_count = fallbacks - sum(1 for i in qids if int(i) in missing_set) if mode == "ann" else 0
     return TopN(
         query_ids=qids,
-        query_labels=np.asarray(query_labels, dtype=np.int64).reshape(q),
-        neighbour_ids=out.ids,
-        neighbour_labels=out.labels,
-        similarities=out.sims,
-        relevant=out.relevant,
-        counts=out.counts,
-        query_in_index=np.array([int(i) in in_index for i in qids], dtype=bool),
+        query_labels=np.asarray(facts.query_labels, dtype=np.int64).reshape(q),
+        **out.arrays(),
+        query_in_index=np.array([int(i) in facts.in_index for i in qids], dtype=bool),
         n=n,
         mode=mode,
-        ef_search=ef,
-        n_index=n_index,
-        index_class_sizes=class_sizes,
+        ef_search=facts.ef,
+        n_index=facts.n_index,
+        index_class_sizes=facts.class_sizes,
         seconds=seconds,
         exact_fallbacks=max(0, fallback_count),
-        plan_uses_index=plan_uses_index,
-        missing_query_ids=missing,
+        plan_uses_index=facts.plan_uses_index,
+        missing_query_ids=facts.missing,
     )

@@ -90,33 +90,24 @@ class ZeroShotResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def evaluate_zeroshot(
-    db: Database,
-    model: str,
-    *,
-    template: str = DEFAULT_TEMPLATE,
-    ns: Sequence[int] = metrics.DEFAULT_NS,
-    split: str = "test",
-    datasets: Sequence[str] | None = None,
-    mode: str = "exact",
-    weights: str | None = None,
-) -> ZeroShotResult:
-    """Run and store the zero-shot evaluation of ``model`` (see the module docstring)."""
-    from cbir_pg.encoders.text import check_text_tower, create_text_encoder, embed_texts
+@dataclass
+class _Searched:
+    """The classes (id, key, image count, prompt), each prompt's ranked images and each image's guess."""
+
+    label_ids: list[int]
+    keys: list[str]
+    sizes: list[int]
+    prompts: list[str]
+    rows: list[dict]  # zeroshot_retrieval: ord, rank, relevant
+    pred: list[dict]  # zeroshot_classify: label_id, predicted
+
+
+def _search(db: Database, model: str, template: str, n: int, scope: dict[str, Any], weights) -> _Searched:
+    """Embed one prompt per class and run both SQL queries (retrieval by prompt, nearest prompt per image)."""
+    from cbir_pg.encoders.text import create_text_encoder, embed_texts
     from cbir_pg.search import check_stored_config
 
-    ns = metrics.check_ns(ns)
-    check_template(template)
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
-    check_split(split)
-    ds = tuple(dict.fromkeys(datasets)) if datasets else None
-    if ds is not None and len(ds) > 1:
-        raise ConfigError(f"zero-shot evaluation searches one dataset or all of them, got {', '.join(ds)}")
-    check_text_tower(model)
-    n = max(ns)
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc)
+    split, ds = scope["split"], scope["datasets"]
     filters = {"splits": [split], "datasets": list(ds) if ds else None}
     with db.connection() as conn:
         cur = dict_cursor(conn)
@@ -128,100 +119,156 @@ def evaluate_zeroshot(
                 f"no labelled {split} images with a {model} vector" + (f" in {ds[0]}" if ds else "")
             )
         label_ids = [int(c["id"]) for c in classes]
-        keys = [c["key"] for c in classes]
-        sizes = [int(c["n_images"]) for c in classes]
         prompts = [prompt_for(template, c["key"], c["modality"], c["region"], c["finding"]) for c in classes]
-        vecs = embed_texts(create_text_encoder(model, weights=weights), prompts)
-        vec_param = [v for v in vecs]
+        vecs = list(embed_texts(create_text_encoder(model, weights=weights), prompts))
+        by_prompt = {"label_ids": label_ids, "vecs": vecs, "model": model, "n": n, "split": split}
         rows = cur.execute(
             queries.get("eval", "zeroshot_retrieval"),
-            {
-                "label_ids": label_ids,
-                "vecs": vec_param,
-                "model": model,
-                "n": n,
-                "split": split,
-                "dataset": ds[0] if ds else None,
-                "method": "exact" if mode == "exact" else "auto",
-            },
+            dict(by_prompt, dataset=ds[0] if ds else None, method=scope["search"]),
         ).fetchall()
         pred = cur.execute(
             queries.get("eval", "zeroshot_classify", table=table),
-            {**filters, "label_ids": label_ids, "vecs": vec_param},
+            {**filters, "label_ids": label_ids, "vecs": vecs},
         ).fetchall()
         conn.rollback()
+    keys, sizes = [c["key"] for c in classes], [int(c["n_images"]) for c in classes]
+    return _Searched(label_ids, keys, sizes, prompts, rows, pred)
 
-    c = len(classes)
-    relevant = np.zeros((c, n), dtype=bool)
-    for r in rows:
+
+@dataclass
+class _Scored:
+    class_precision: np.ndarray
+    mean_precision: np.ndarray
+    class_accuracy: np.ndarray
+    accuracy: float
+    balanced_accuracy: float
+
+
+def _score(s: _Searched, ns: tuple[int, ...]) -> _Scored:
+    """P@N per class prompt (and its mean over classes); accuracy over images and per class."""
+    relevant = np.zeros((len(s.label_ids), max(ns)), dtype=bool)
+    for r in s.rows:
         relevant[r["ord"] - 1, r["rank"] - 1] = r["relevant"]
-    prec = metrics.precision_at_n(relevant, np.array(sizes, dtype=np.int64), ns)
-    mean_prec = np.nanmean(prec, axis=0)
-    truth = np.array([int(r["label_id"]) for r in pred], dtype=np.int64)
-    guess = np.array([int(r["predicted"]) for r in pred], dtype=np.int64)
+    prec = metrics.precision_at_n(relevant, np.array(s.sizes, dtype=np.int64), ns)
+    truth = np.array([int(r["label_id"]) for r in s.pred], dtype=np.int64)
+    guess = np.array([int(r["predicted"]) for r in s.pred], dtype=np.int64)
     correct = truth == guess
     class_acc = np.array(
-        [correct[truth == lab].mean() if (truth == lab).any() else np.nan for lab in label_ids]
+        [correct[truth == lab].mean() if (truth == lab).any() else np.nan for lab in s.label_ids]
     )
-    accuracy = float(correct.mean()) if len(correct) else float("nan")
-    balanced = float(np.nanmean(class_acc)) if len(class_acc) else float("nan")
-    seconds = time.perf_counter() - t0
+    return _Scored(
+        prec,
+        np.nanmean(prec, axis=0),
+        class_acc,
+        float(correct.mean()) if len(correct) else float("nan"),
+        float(np.nanmean(class_acc)) if len(class_acc) else float("nan"),
+    )
 
-    params: dict[str, Any] = {
-        "template": template,
-        "prompts": dict(zip(keys, prompts, strict=True)),
-        "ns": list(ns),
-        "query_splits": [split],
-        "index_splits": [split],
-        "datasets": list(ds) if ds else None,
-        "weights": str(weights) if weights else None,
-        "search": "exact" if mode == "exact" else "auto",
-        "retrieval": "one text query per class against the split's images, P@N = relevant / min(N, class size)",
-        "classification": "nearest class prompt by cosine",
-    }
+
+def _store(
+    db: Database, model: str, mode: str, s: _Searched, sc: _Scored, params: dict, timing: tuple
+) -> int:
+    """The ``zeroshot`` run: P@N macro and accuracy micro/macro, per class P@N and accuracy."""
+    seconds, started = timing
+    ns = params["ns"]
     run_metrics = {
-        "accuracy": accuracy,
-        "balanced_accuracy": balanced,
-        **{f"P@{cut}": {"mean": mean_prec[j]} for j, cut in enumerate(ns)},
+        "accuracy": sc.accuracy,
+        "balanced_accuracy": sc.balanced_accuracy,
+        **{f"P@{cut}": {"mean": sc.mean_precision[j]} for j, cut in enumerate(ns)},
     }
     with db.connection() as conn:
         run_id = runs.insert_run(
             conn, kind="zeroshot", model=model, mode=mode, params=params, index_params={}
         )
-        mrows = [runs.Metric("P", cut, "macro", mean_prec[j]) for j, cut in enumerate(ns)]
+        mrows = [runs.Metric("P", cut, "macro", sc.mean_precision[j]) for j, cut in enumerate(ns)]
         mrows += [
-            runs.Metric("accuracy", 0, "micro", accuracy),
-            runs.Metric("accuracy", 0, "macro", balanced),
+            runs.Metric("accuracy", 0, "micro", sc.accuracy),
+            runs.Metric("accuracy", 0, "macro", sc.balanced_accuracy),
         ]
         runs.write_metrics(conn, run_id, mrows)
         crows = []
-        for i, lab in enumerate(label_ids):
-            for j, cut in enumerate(ns):
-                crows.append(runs.ClassMetric(lab, "P", cut, 1, sizes[i], prec[i, j]))
-            crows.append(runs.ClassMetric(lab, "accuracy", 0, sizes[i], sizes[i], class_acc[i]))
+        for i, lab in enumerate(s.label_ids):
+            crows += [
+                runs.ClassMetric(lab, "P", cut, 1, s.sizes[i], sc.class_precision[i, j])
+                for j, cut in enumerate(ns)
+            ]
+            crows.append(runs.ClassMetric(lab, "accuracy", 0, s.sizes[i], s.sizes[i], sc.class_accuracy[i]))
         runs.write_class_metrics(conn, run_id, crows)
         runs.finish_run(
             conn,
             run_id,
-            n_queries=c,
-            n_index=len(pred),
+            n_queries=len(s.label_ids),
+            n_index=len(s.pred),
             metrics=run_metrics,
             total_s=seconds,
             started_at=started,
         )
+    return run_id
+
+
+def _params(
+    template: str, s: _Searched, ns: tuple[int, ...], scope: dict[str, Any], weights
+) -> dict[str, Any]:
+    ds = scope["datasets"]
+    return {
+        "template": template,
+        "prompts": dict(zip(s.keys, s.prompts, strict=True)),
+        "ns": list(ns),
+        "query_splits": [scope["split"]],
+        "index_splits": [scope["split"]],
+        "datasets": list(ds) if ds else None,
+        "weights": str(weights) if weights else None,
+        "search": scope["search"],
+        "retrieval": "one text query per class against the split's images, P@N = relevant / min(N, class size)",
+        "classification": "nearest class prompt by cosine",
+    }
+
+
+def evaluate_zeroshot(
+    db: Database,
+    model: str,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    ns: Sequence[int] = metrics.DEFAULT_NS,
+    split: str = "test",
+    datasets: Sequence[str] | None = None,
+    mode: str = "exact",
+    weights: str | None = None,
+) -> ZeroShotResult:
+    """Run and store the zero-shot evaluation of ``model`` (see the module docstring).
+
+    Steps: check the options, embed the prompts and search in SQL, score, store the run."""
+    from cbir_pg.encoders.text import check_text_tower
+
+    ns = metrics.check_ns(ns)
+    check_template(template)
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: use 'ann' or 'exact'")
+    check_split(split)
+    ds = tuple(dict.fromkeys(datasets)) if datasets else None
+    if ds is not None and len(ds) > 1:
+        raise ConfigError(f"zero-shot evaluation searches one dataset or all of them, got {', '.join(ds)}")
+    check_text_tower(model)
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    scope = {"split": split, "datasets": ds, "search": "exact" if mode == "exact" else "auto"}
+    s = _search(db, model, template, max(ns), scope, weights)
+    sc = _score(s, ns)
+    seconds = time.perf_counter() - t0
+    run_id = _store(db, model, mode, s, sc, _params(template, s, ns, scope, weights), (seconds, started))
     return ZeroShotResult(
         model=model,
         run_id=run_id,
         mode=mode,
         ns=ns,
-        classes=keys,
-        prompts=prompts,
-        class_sizes=sizes,
-        class_precision=prec,
-        mean_precision=mean_prec,
-        class_accuracy=class_acc,
-        accuracy=accuracy,
-        balanced_accuracy=balanced,
-        n_images=len(pred),
+        classes=s.keys,
+        prompts=s.prompts,
+        class_sizes=s.sizes,
+        class_precision=sc.class_precision,
+        mean_precision=sc.mean_precision,
+        class_accuracy=sc.class_accuracy,
+        accuracy=sc.accuracy,
+        balanced_accuracy=sc.balanced_accuracy,
+        n_images=len(s.pred),
         seconds=seconds,
     )

@@ -19,12 +19,14 @@ commits: the HNSW index is updated by the insert itself, nothing is rebuilt.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from cbir_pg.db import queries
 from cbir_pg.db.database import Database
@@ -64,6 +66,36 @@ def _wait(conn, stop: threading.Event, timeout: float) -> int:
     return got
 
 
+def _register(db: Database, models: list[str], datasets: list[str] | None) -> int:
+    """A new follower row (host, pid, models, datasets); its id."""
+    with db.connection(autocommit=True) as conn:
+        return conn.execute(
+            queries.get("pacs", "follower_register"),
+            {"host": socket.gethostname(), "pid": os.getpid(), "models": models, "datasets": datasets},
+        ).fetchone()["id"]
+
+
+def _one_pass(
+    db: Database, summary: FollowSummary, stop: threading.Event, encoders: dict, load, **ingest: Any
+) -> None:
+    """Embed what is pending for each model in turn (its encoder loaded once, by ``load``), with a
+    heartbeat after each; ends early once ``stop`` is set."""
+    from cbir_pg.ingest.worker import run_ingest
+
+    for m in summary.models:
+        if stop.is_set():
+            break
+        if m not in encoders:
+            encoders[m] = load(m)
+        s = run_ingest(
+            db, m, loader_workers=0, progress=False, encoder=encoders[m], stop=stop.is_set, **ingest
+        )
+        summary.embedded[m] += s.embedded
+        if s.embedded:
+            log.info("follower %d model=%s embedded=%d", summary.follower_id, m, s.embedded)
+        _beat(db, summary.follower_id, s.embedded)
+
+
 def follow(
     db: Database,
     models: list[str],
@@ -82,7 +114,7 @@ def follow(
     ``stop`` is set (or after ``max_passes`` passes); see the module docstring."""
     from cbir_pg.encoders import create_encoder, resolve_device
     from cbir_pg.errors import ConfigError
-    from cbir_pg.ingest.worker import encoder_config_for, run_ingest
+    from cbir_pg.ingest.worker import encoder_config_for
 
     if not models:
         raise ConfigError("ingest --follow needs at least one --model")
@@ -93,39 +125,18 @@ def follow(
     dev = resolve_device(device)
     for m in models:
         encoder_config_for(m, pretrained)  # an unknown key fails before anything is registered
-    with db.connection(autocommit=True) as conn:
-        fid = conn.execute(
-            queries.get("pacs", "follower_register"),
-            {"host": socket.gethostname(), "pid": os.getpid(), "models": models, "datasets": datasets},
-        ).fetchone()["id"]
+    fid = _register(db, models, datasets)
     summary = FollowSummary(fid, list(models), embedded={m: 0 for m in models})
     encoders: dict = {}
+    load = functools.partial(create_encoder, weights=weights, device=dev, pretrained=pretrained)
+    ingest = dict(
+        datasets=datasets, batch_size=batch_size, device=dev, pretrained=pretrained, max_attempts=max_attempts
+    )
     listen = db.connect(autocommit=True)
     try:
         listen.execute(f"listen {CHANNEL}")
         while not stop.is_set():
-            for m in models:
-                if stop.is_set():
-                    break
-                if m not in encoders:
-                    encoders[m] = create_encoder(m, weights=weights, device=dev, pretrained=pretrained)
-                s = run_ingest(
-                    db,
-                    m,
-                    datasets=datasets,
-                    batch_size=batch_size,
-                    device=dev,
-                    loader_workers=0,
-                    progress=False,
-                    pretrained=pretrained,
-                    max_attempts=max_attempts,
-                    encoder=encoders[m],
-                    stop=stop.is_set,
-                )
-                summary.embedded[m] += s.embedded
-                if s.embedded:
-                    log.info("follower %d model=%s embedded=%d", fid, m, s.embedded)
-                _beat(db, fid, s.embedded)
+            _one_pass(db, summary, stop, encoders, load, **ingest)
             summary.passes += 1
             if max_passes is not None and summary.passes >= max_passes:
                 break

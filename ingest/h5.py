@@ -34,7 +34,7 @@ import numpy as np
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.database import Database
 from cbir_pg.encoders import get_config
-from cbir_pg.encoders.config import imported_config
+from cbir_pg.encoders.config import EncoderConfig, imported_config
 from cbir_pg.errors import ConfigError, InputError, NotFoundError
 
 #: largest allowed | ||v|| - 1 | of a published vector (they were normalised in float32)
@@ -152,6 +152,67 @@ def check_vectors(name: str, keys: Sequence[str], vectors: np.ndarray, dim: int)
         )
 
 
+def _file_vectors(f: Path, dim: int) -> tuple[list[str], np.ndarray]:
+    """One file's keys and its vectors as one checked ``(n, dim)`` array."""
+    keys, vecs = [], []
+    for k, v in read_h5(f, dim):
+        keys.append(k)
+        vecs.append(v)
+    if not keys:
+        raise InputError(f"{f.name}: no datasets in the file")
+    try:
+        vectors = np.stack(vecs)
+    except ValueError:
+        bad = next(k for k, v in zip(keys, vecs, strict=True) if v.shape != (dim,))
+        raise InputError(
+            f"{f.name}: {bad!r} has shape {vecs[keys.index(bad)].shape}, the model's dimension is {dim}"
+        ) from None
+    check_vectors(f.name, keys, vectors, dim)
+    return keys, vectors
+
+
+def _images_by_uri(conn, f: Path, keys: list[str], datasets: Sequence[str] | None) -> dict[str, int]:
+    """The image id of each key that is the filepath of an image (one import's, else an error)."""
+    rows = conn.execute(
+        queries.get("ingest", "h5_images_by_uri"),
+        {"datasets": list(datasets) if datasets else None, "uris": keys},
+    ).fetchall()
+    by_uri: dict[str, int] = {}
+    for r in rows:
+        image_id, uri = r["id"], r["uri"]
+        if uri in by_uri and by_uri[uri] != image_id:
+            raise ConfigError(f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset")
+        by_uri[uri] = int(image_id)
+    return by_uri
+
+
+def _load_file(conn, f: Path, model: str, config: EncoderConfig, datasets, batch_size: int) -> FileReport:
+    """Replace the vectors of the file's matched images and record the file with the model."""
+    from cbir_pg.ingest.copy import copy_vectors
+
+    keys, vectors = _file_vectors(f, config.dim)
+    by_uri = _images_by_uri(conn, f, keys, datasets)
+    pos = [i for i, k in enumerate(keys) if k in by_uri]
+    unmatched = [k for k in keys if k not in by_uri]
+    ids = [by_uri[keys[i]] for i in pos]
+    sha = sha256_file(f)
+    table = identifiers.embedding_table(model)
+    vtype = identifiers.vector_type_for(config.dim)
+    conn.execute(queries.get("ingest", "h5_delete_vectors", table=table), {"ids": ids})
+    for start in range(0, len(ids), batch_size):
+        sel = pos[start : start + batch_size]
+        copy_vectors(conn, model, ids[start : start + batch_size], vectors[sel], vtype)
+    record = {
+        "file": f.name,
+        "sha256": sha,
+        "vectors": len(keys),
+        "loaded": len(ids),
+        "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    conn.execute(queries.get("ingest", "h5_mark_imported"), {"key": model, "file": json.dumps([record])})
+    return FileReport(f.name, sha, len(keys), len(ids), len(unmatched), unmatched[:3])
+
+
 def import_h5(
     db: Database,
     path: str | Path,
@@ -161,65 +222,16 @@ def import_h5(
     batch_size: int = 20_000,
 ) -> ImportH5Summary:
     """Import every HDF5 file under ``path`` as vectors of ``model`` (see the module docstring)."""
-    from cbir_pg.ingest.copy import copy_vectors
     from cbir_pg.ingest.worker import ensure_encoder_table
 
     config = imported_config(get_config(model))
     files = h5_files(path)
-    table = identifiers.embedding_table(model)
-    vtype = identifiers.vector_type_for(config.dim)
     reports: list[FileReport] = []
     try:
         with db.connection() as conn:  # one transaction: a failure anywhere changes nothing
             # refuses a table of vectors computed under another config; created (if new) in this transaction
             ensure_encoder_table(conn, config, commit=False)
-            for f in files:
-                keys, vecs = [], []
-                for k, v in read_h5(f, config.dim):
-                    keys.append(k)
-                    vecs.append(v)
-                if not keys:
-                    raise InputError(f"{f.name}: no datasets in the file")
-                try:
-                    vectors = np.stack(vecs)
-                except ValueError:
-                    bad = next(k for k, v in zip(keys, vecs, strict=True) if v.shape != (config.dim,))
-                    raise InputError(
-                        f"{f.name}: {bad!r} has shape {vecs[keys.index(bad)].shape}, the model's dimension is"
-                        f" {config.dim}"
-                    ) from None
-                check_vectors(f.name, keys, vectors, config.dim)
-                rows = conn.execute(
-                    queries.get("ingest", "h5_images_by_uri"),
-                    {"datasets": list(datasets) if datasets else None, "uris": keys},
-                ).fetchall()
-                by_uri: dict[str, int] = {}
-                for r in rows:
-                    image_id, uri = r["id"], r["uri"]
-                    if uri in by_uri and by_uri[uri] != image_id:
-                        raise ConfigError(
-                            f"{f.name}: {uri!r} is an image of several dkfz-splits imports; pass --dataset"
-                        )
-                    by_uri[uri] = int(image_id)
-                pos = [i for i, k in enumerate(keys) if k in by_uri]
-                unmatched = [k for k in keys if k not in by_uri]
-                ids = [by_uri[keys[i]] for i in pos]
-                sha = sha256_file(f)
-                conn.execute(queries.get("ingest", "h5_delete_vectors", table=table), {"ids": ids})
-                for start in range(0, len(ids), batch_size):
-                    sel = pos[start : start + batch_size]
-                    copy_vectors(conn, model, ids[start : start + batch_size], vectors[sel], vtype)
-                record = {
-                    "file": f.name,
-                    "sha256": sha,
-                    "vectors": len(keys),
-                    "loaded": len(ids),
-                    "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-                conn.execute(
-                    queries.get("ingest", "h5_mark_imported"), {"key": model, "file": json.dumps([record])}
-                )
-                reports.append(FileReport(f.name, sha, len(keys), len(ids), len(unmatched), unmatched[:3]))
+            reports = [_load_file(conn, f, model, config, datasets, batch_size) for f in files]
             if not any(r.loaded for r in reports):  # inside the transaction: rolled back with the rest
                 raise NotFoundError(
                     f"none of the {sum(r.vectors for r in reports)} HDF5 keys is the filepath of an image of a"

@@ -108,6 +108,11 @@ def _draft_size(config: EncoderConfig) -> tuple[int, int]:
     return need, need
 
 
+def _failed(item: ClaimItem, exc: DecodeError) -> tuple:
+    """The dataset item of an image that could not be decoded: its id and the failure."""
+    return (item.image_id, None, None, Failure(item.image_id, "decode", exc.reason, str(exc), item.path))
+
+
 class DecodeDataset:
     """Map-style dataset whose "indices" are :class:`ClaimItem` s: read and decode one file.
 
@@ -153,22 +158,12 @@ class DecodeDataset:
         try:
             kind, payload = self._decode(item)
         except DecodeError as exc:
-            return (
-                item.image_id,
-                None,
-                None,
-                Failure(item.image_id, "decode", exc.reason, str(exc), item.path),
-            )
+            return _failed(item, exc)
         if kind == "native" and item.content_hash is not None:
             try:  # the file must be the image the database describes (the guarded reader's own check)
                 verify_pixels(payload, item.content_hash, str(item.path))
             except DecodeError as exc:
-                return (
-                    item.image_id,
-                    None,
-                    None,
-                    Failure(item.image_id, "decode", exc.reason, str(exc), item.path),
-                )
+                return _failed(item, exc)
         if kind == "native" and not self.options.resize_on_device:
             try:
                 import numpy as np

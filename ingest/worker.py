@@ -507,6 +507,8 @@ def _progress_bar(total: int, enabled: bool, model: str):
     return progress_bar(total, f"ingest {model}", unit="img", enabled=enabled)
 
 
+# one piece: its 20 keyword options are the public API, each documented; the body only checks them and
+# hands them on to the steps (_prepare, _embed, _final_counts)
 def run_ingest(
     db: Database,
     model: str,
@@ -542,15 +544,11 @@ def run_ingest(
 
     ``encoder``: an encoder already loaded (a follower keeps its model between passes); ``stop``: a
     callable checked after every batch (single process only): true ends the run after that batch."""
-    if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
-        raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    _check_options(batch_size, loader_workers, processes, max_attempts, precision)
     config = encoder_config_for(model, pretrained)
     flt = ClaimFilter(
         model, list(datasets) if datasets else None, list(splits) if splits else None, max_attempts
     )
-
     todo = _prepare(db, flt, config)
 
     from cbir_pg.encoders import resolve_device
@@ -558,21 +556,53 @@ def run_ingest(
     # nothing to embed: no model is loaded, so torch is not even imported (a re-run stays fast)
     dev = resolve_device(device) if todo else device
     summary = IngestSummary(model=model, config_hash=config.config_hash(), device=dev, processes=processes)
-    log.info(
-        "worker start model=%s config=%s device=%s pid=%d processes=%d batch_size=%d todo=%d",
-        model,
-        summary.config_hash[:12],
-        dev,
-        os.getpid(),
-        processes,
-        batch_size,
-        todo,
-    )
+    _log_start(summary, batch_size, todo)
     started = time.perf_counter()
-    total = todo if limit is None else min(todo, limit)
-    if todo == 0:  # nothing claimable: do not load the model at all
-        pass
-    elif processes == 1:
+    if todo:  # with nothing claimable the model is not loaded at all
+        _embed(
+            db,
+            flt,
+            summary,
+            todo if limit is None else min(todo, limit),
+            encoder=encoder,
+            weights=weights,
+            pretrained=pretrained,
+            progress=progress,
+            reconnect_timeout=reconnect_timeout,
+            limit=limit,
+            stop=stop,
+            loop=dict(
+                batch_size=batch_size,
+                loader_workers=loader_workers,
+                precision=precision,
+                fast_decode=fast_decode,
+                jpeg_on_device=jpeg_on_device,
+            ),
+        )
+    summary.seconds = time.perf_counter() - started
+    _log_done(summary)
+    _with_reconnect(lambda: _final_counts(db, flt, summary), reconnect_timeout)
+    return summary
+
+
+def _embed(
+    db: Database,
+    flt: ClaimFilter,
+    summary: IngestSummary,
+    total: int,
+    *,
+    encoder: Encoder | None,
+    weights,
+    pretrained: bool,
+    progress: bool,
+    reconnect_timeout: float,
+    limit: int | None,
+    stop,
+    loop: dict[str, Any],
+) -> None:
+    """Embed ``total`` images here (an encoder loaded once) or in ``summary.processes`` spawned processes."""
+    model, dev, processes = summary.model, summary.device, summary.processes
+    if processes == 1:
         if encoder is None:
             encoder = create_encoder(model, weights=weights, device=dev, pretrained=pretrained)
         if encoder.config.config_hash() != summary.config_hash:
@@ -585,50 +615,56 @@ def run_ingest(
             total,
             progress=progress,
             reconnect_timeout=reconnect_timeout,
-            batch_size=batch_size,
-            loader_workers=loader_workers,
-            precision=precision,
             limit=limit,
-            fast_decode=fast_decode,
-            jpeg_on_device=jpeg_on_device,
             stop=stop,
+            **loop,
         )
-    else:
-        _run_many(
-            db,
-            model,
-            flt,
-            processes,
-            summary,
-            total,
-            progress,
-            dict(
-                datasets=datasets,
-                splits=splits,
-                batch_size=batch_size,
-                device=dev,
-                loader_workers=loader_workers,
-                precision=precision,
-                weights=str(weights) if weights else None,
-                max_attempts=max_attempts,
-                limit=None if limit is None else -(-limit // processes),
-                pretrained=pretrained,
-                fast_decode=fast_decode,
-                jpeg_on_device=jpeg_on_device,
-            ),
-        )
-    summary.seconds = time.perf_counter() - started
+        return
+    child = dict(
+        loop,
+        datasets=flt.datasets,
+        splits=flt.splits,
+        device=dev,
+        weights=str(weights) if weights else None,
+        max_attempts=flt.max_attempts,
+        limit=None if limit is None else -(-limit // processes),
+        pretrained=pretrained,
+    )
+    _run_many(db, model, flt, processes, summary, total, progress, child)
+
+
+def _check_options(
+    batch_size: int, loader_workers: int, processes: int, max_attempts: int, precision: str
+) -> None:
+    if batch_size < 1 or loader_workers < 0 or processes < 1 or max_attempts < 1:
+        raise ConfigError("batch size, processes and max attempts must be >= 1 and loader workers >= 0")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+
+
+def _log_start(summary: IngestSummary, batch_size: int, todo: int) -> None:
+    log.info(
+        "worker start model=%s config=%s device=%s pid=%d processes=%d batch_size=%d todo=%d",
+        summary.model,
+        summary.config_hash[:12],
+        summary.device,
+        os.getpid(),
+        summary.processes,
+        batch_size,
+        todo,
+    )
+
+
+def _log_done(summary: IngestSummary) -> None:
     log.info(
         "worker done model=%s pid=%d embedded=%d failed=%d batches=%d seconds=%.1f",
-        model,
+        summary.model,
         os.getpid(),
         summary.embedded,
         summary.failed,
         summary.batches,
         summary.seconds,
     )
-    _with_reconnect(lambda: _final_counts(db, flt, summary), reconnect_timeout)
-    return summary
 
 
 def _prepare(db: Database, flt: ClaimFilter, config: EncoderConfig) -> int:

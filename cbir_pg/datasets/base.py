@@ -166,6 +166,21 @@ class Adapter:
     def default_key(cls, root: Path, options: dict[str, Any]) -> str:
         return cls.kind.replace("-", "_")
 
+    @staticmethod
+    def key_from_name(name: str, prefix: str) -> str:
+        """A dataset key from a folder or file name (``prefix_`` in front when it starts with no letter)."""
+        from cbir_pg.datasets.harmonise import normalise_part
+
+        key = normalise_part(name).replace("-", "_")
+        return key if key[:1].isalpha() else f"{prefix}_{key}"
+
+    def fractions_option(self) -> tuple[float, float, float]:
+        """The ``fractions`` option (train,val,test of a seeded split), else the default 0.7,0.1,0.2."""
+        from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
+
+        text = self.options.get("fractions")
+        return parse_fractions(text) if text else DEFAULT_FRACTIONS
+
     def image_root(self) -> Path:
         """The folder ``image.uri`` is relative to (``cbir.dataset.root``)."""
         return self.root

@@ -104,3 +104,17 @@ def unknown_datasets_error(conn, unknown: list[str]):
     hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
     names = ", ".join(known) if known else "none yet (cbir-pg datasets import, or cbir-pg demo)"
     return NotFoundError(f"unknown dataset(s): {', '.join(map(repr, unknown))}{hint}; known: {names}")
+
+
+def check_known_datasets(conn, datasets) -> None:
+    """Raise :func:`unknown_datasets_error` when any of ``datasets`` (``None`` or empty: all, nothing to
+    check) is not in the database."""
+    if not datasets:
+        return
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        known = {r["key"] for r in cur.execute(q("dataset_keys")).fetchall()}
+    unknown = [d for d in datasets if d not in known]
+    if unknown:
+        raise unknown_datasets_error(conn, unknown)

@@ -89,17 +89,29 @@ def labels_from_row(row: dict[str, str], policy: str) -> tuple[list[str], bool]:
     return positives, uncertain
 
 
-@register_adapter("chexpert")
-class CheXpertAdapter(Adapter):
-    title = "CheXpert"
-    source_url = "https://stanfordmlgroup.github.io/competitions/chexpert/"
-    licence = "Stanford University School of Medicine CheXpert Dataset Research Use Agreement"
-    citation = "Irvin et al., CheXpert, AAAI 2019"
+class _CheXpertLabelled(Adapter):
+    """A source labelled by the CheXpert labeler: the ``uncertain`` policy option and the findings'
+    harmonised keys (:func:`chexpert_label`)."""
+
     options_help = {"uncertain": "policy for uncertain (-1) labels: zeros (default), ones or exclude"}
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
         self.policy = check_policy(self.options.get("uncertain"))
+
+    def default_label(self, source_label: str) -> str | None:
+        return chexpert_label(source_label)
+
+
+@register_adapter("chexpert")
+class CheXpertAdapter(_CheXpertLabelled):
+    title = "CheXpert"
+    source_url = "https://stanfordmlgroup.github.io/competitions/chexpert/"
+    licence = "Stanford University School of Medicine CheXpert Dataset Research Use Agreement"
+    citation = "Irvin et al., CheXpert, AAAI 2019"
+
+    def __init__(self, root, key, options):
+        super().__init__(root, key, options)
         base = None
         for name in ("CheXpert-v1.0", "CheXpert-v1.0-small"):
             if (self.root / name / "train.csv").is_file():
@@ -112,9 +124,6 @@ class CheXpertAdapter(Adapter):
 
     def image_root(self) -> Path:
         return self.base.parent
-
-    def default_label(self, source_label: str) -> str | None:
-        return chexpert_label(source_label)
 
     def records(self) -> Iterator[Record | RowError]:
         for fname, split in (("train.csv", "trainval"), ("valid.csv", "test")):
@@ -154,7 +163,7 @@ class CheXpertAdapter(Adapter):
 
 
 @register_adapter("mimic-cxr")
-class MIMICCXRAdapter(Adapter):
+class MIMICCXRAdapter(_CheXpertLabelled):
     """MIMIC-CXR-JPG 2.0.0 (Johnson et al.): see :mod:`cbir_pg.datasets.chexpert` for the label policy.
 
     ROOT holds ``mimic-cxr-2.0.0-split.csv``, ``-chexpert.csv`` and ``-metadata.csv`` (``.gz`` too) and
@@ -167,13 +176,11 @@ class MIMICCXRAdapter(Adapter):
     source_url = "https://physionet.org/content/mimic-cxr-jpg/2.0.0/"
     licence = "PhysioNet Credentialed Health Data License 1.5.0"
     citation = "Johnson et al., MIMIC-CXR-JPG, arXiv:1901.07042"
-    options_help = {"uncertain": "policy for uncertain (-1) labels: zeros (default), ones or exclude"}
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
         from cbir_pg.datasets.base import find_file
 
-        self.policy = check_policy(self.options.get("uncertain"))
         self.split_csv = find_file(self.root, "mimic-cxr-2.0.0-split.csv")
         self.labels_csv = find_file(self.root, "mimic-cxr-2.0.0-chexpert.csv")
         self.meta_csv = find_file(self.root, "mimic-cxr-2.0.0-metadata.csv")
@@ -181,9 +188,6 @@ class MIMICCXRAdapter(Adapter):
     @classmethod
     def default_key(cls, root, options):
         return "mimic_cxr"
-
-    def default_label(self, source_label: str) -> str | None:
-        return chexpert_label(source_label)
 
     def records(self) -> Iterator[Record | RowError]:
         study_labels: dict[str, tuple[tuple[str, ...], bool]] = {}

@@ -97,13 +97,9 @@ def cross_split_pairs(
     of the same dataset, among non-excluded images (all with ``include_excluded``); sorted by dataset,
     distance, then image ids. Such a pair lets a test query find its own scan in the train index."""
     t = check_threshold(threshold)
-    if datasets:
-        from cbir_pg.datasets.catalog import unknown_datasets_error
+    from cbir_pg.datasets.catalog import check_known_datasets
 
-        known = {r["key"] for r in dict_cursor(conn).execute(q("dataset_keys")).fetchall()}
-        unknown = [d for d in datasets if d not in known]
-        if unknown:
-            raise unknown_datasets_error(conn, unknown)
+    check_known_datasets(conn, datasets)
     rows = (
         dict_cursor(conn)
         .execute(

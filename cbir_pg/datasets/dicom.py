@@ -27,10 +27,10 @@ no names.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, parse_age, parse_sex, register_adapter
 from cbir_pg.datasets.harmonise import normalise_part
-from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 from cbir_pg.datasets.store import managed_name, write_png
 from cbir_pg.errors import ConfigError
 
@@ -297,9 +297,7 @@ class DicomFolderAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_dir():
             raise ConfigError(f"dicom: {self.root} is not a folder")
-        self.fractions = (
-            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
-        )
+        self.fractions = self.fractions_option()
         if self.options.get("label_from") not in (None, "folder"):
             raise ConfigError("dicom: label_from must be 'folder'")
         self.managed = _managed(self.options)
@@ -308,8 +306,7 @@ class DicomFolderAdapter(Adapter):
     def default_key(cls, root, options):
         if _managed(options):
             return "dicom_managed"  # the folder's name may be a patient's
-        name = normalise_part(root.name).replace("-", "_")
-        return name if name[:1].isalpha() else f"dicom_{name}"
+        return cls.key_from_name(root.name, "dicom")
 
     def image_root(self):
         if not self.managed:
@@ -340,80 +337,121 @@ class DicomFolderAdapter(Adapter):
                 continue
 
     def records(self) -> Iterator[Record | RowError]:
-        import pydicom
-
-        from cbir_pg.images import DecodeError, decode_file, pixel_hash, stat_regular_file
-
         for f in self._files():
             uri = f.relative_to(self.root).as_posix()
             source = f"dicom:{self._path_key(uri)}" if self.managed else uri
-            try:
-                stat_regular_file(f)
-            except DecodeError as exc:
-                yield RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
-                continue
-            try:
-                ds = pydicom.dcmread(
-                    f,
-                    stop_before_pixels=True,
-                    force=True,
-                    specific_tags=[
-                        "Modality",
-                        "BodyPartExamined",
-                        "StudyInstanceUID",
-                        "SeriesInstanceUID",
-                        "PatientID",
-                        "PatientSex",
-                        "PatientAge",
-                        "ViewPosition",
-                        "StudyDate",
-                        "SOPInstanceUID",
-                    ],
-                )
-            except Exception as exc:  # pydicom raises many types on broken files
-                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                yield RowError(source, "corrupt_dicom", type(exc).__name__ if self.managed else detail)
-                continue
+            yield self._record(f, uri, source)
 
-            def tag(name: str, ds=ds) -> str | None:
-                v = ds.get(name)
-                s = str(v).strip() if v is not None else ""
-                return s or None
+    def _record(self, f, uri: str, source: str) -> Record | RowError:
+        """One file's record (its header's coded attributes; in a managed copy its pixels, to be
+        written under a name from their hash), or the row error that says why it has none."""
+        from cbir_pg.images import DecodeError, decode_file, pixel_hash, stat_regular_file
 
-            raw_mod = coded(tag("Modality"), MODALITIES) or ""
-            modality = MODALITY_CODES.get(raw_mod, raw_mod or None)
-            part = coded(tag("BodyPartExamined"), BODY_PARTS)
-            region = normalise_part(part) if part else None
-            labels: list[str] = []
-            if self.options.get("label"):
-                labels = [str(self.options["label"])]
-            elif self.options.get("label_from") == "folder" and modality and region and f.parent != self.root:
-                labels = [f"{modality}/{region}/{f.parent.name}"]
-            series = tag("SeriesInstanceUID")
-            pixels = write = None
-            if self.managed:
-                try:
-                    pixels = decode_file(f)
-                except DecodeError as exc:  # the message names the file: record the path key only
-                    yield RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
-                    continue
-                uri = managed_name(f"{source[6:8]}/{source[6:]}", pixel_hash(pixels))
-                write = _writer(self.image_root() / uri, pixels)
-            yield Record(
-                uri=uri,
-                labels=labels,
-                split=None,
-                patient=tag("PatientID") or f"file:{uri}",
-                sex=parse_sex(tag("PatientSex")),
-                age=parse_age(tag("PatientAge")),
-                study=tag("StudyInstanceUID"),
-                view=coded(tag("ViewPosition"), VIEW_POSITIONS),
-                modality=modality,
-                region=region,
-                extra={"dicom_modality": raw_mod or None} | ({"series": series} if series else {}),
-                pixels=pixels,
-                write=write,
-            )
+        try:
+            stat_regular_file(f)
+        except DecodeError as exc:
+            return RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
+        h = _read_header(f, source, self.managed)
+        if isinstance(h, RowError):
+            return h
+        pixels = write = None
+        if self.managed:
+            try:
+                pixels = decode_file(f)
+            except DecodeError as exc:  # the message names the file: record the path key only
+                return RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
+            uri = managed_name(f"{source[6:8]}/{source[6:]}", pixel_hash(pixels))
+            write = _writer(self.image_root() / uri, pixels)
+        extra = {"dicom_modality": h.raw_modality or None} | ({"series": h.series} if h.series else {})
+        return h.record(uri, self._labels(f, h), f"file:{uri}", extra, pixels, write)
+
+    def _labels(self, f, h: Header) -> list[str]:
+        """The ``label`` option, or ``modality/region/folder`` with ``label_from=folder``."""
+        if self.options.get("label"):
+            return [str(self.options["label"])]
+        if self.options.get("label_from") == "folder" and h.modality and h.region and f.parent != self.root:
+            return [f"{h.modality}/{h.region}/{f.parent.name}"]
+        return []
+
+
+#: the header elements an import reads (coded attributes and UIDs; never a name)
+HEADER_TAGS = [
+    "Modality",
+    "BodyPartExamined",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "PatientSex",
+    "PatientAge",
+    "ViewPosition",
+    "StudyDate",
+    "SOPInstanceUID",
+]
+
+
+def _read_header(f, source: str, managed: bool) -> Header | RowError:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=HEADER_TAGS)
+    except Exception as exc:  # pydicom raises many types on broken files
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return RowError(source, "corrupt_dicom", type(exc).__name__ if managed else detail)
+    return Header.read(ds)
+
+
+def tag(ds, name: str) -> str | None:
+    """A header element as stripped text, ``None`` when absent or empty."""
+    v = ds.get(name)
+    s = str(v).strip() if v is not None else ""
+    return s or None
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an import keeps of a DICOM header: coded modality (and the raw code), body region, view,
+    sex and age, and the patient, study and series ids (hashed later, as for every source)."""
+
+    raw_modality: str
+    modality: str | None
+    region: str | None
+    view: str | None
+    sex: str | None
+    age: float | None
+    patient: str | None
+    study: str | None
+    series: str | None
+
+    @classmethod
+    def read(cls, ds) -> Header:
+        raw_mod = coded(tag(ds, "Modality"), MODALITIES) or ""
+        part = coded(tag(ds, "BodyPartExamined"), BODY_PARTS)
+        return cls(
+            raw_modality=raw_mod,
+            modality=MODALITY_CODES.get(raw_mod, raw_mod or None),
+            region=normalise_part(part) if part else None,
+            view=coded(tag(ds, "ViewPosition"), VIEW_POSITIONS),
+            sex=parse_sex(tag(ds, "PatientSex")),
+            age=parse_age(tag(ds, "PatientAge")),
+            patient=tag(ds, "PatientID"),
+            study=tag(ds, "StudyInstanceUID"),
+            series=tag(ds, "SeriesInstanceUID"),
+        )
+
+    def record(self, uri: str, labels: list[str], no_patient: str, extra: dict, pixels, write) -> Record:
+        """The import record of this header's image (``no_patient``: the patient key without a PatientID)."""
+        same = {f: getattr(self, f) for f in ("sex", "age", "study", "view", "modality", "region")}
+        patient = self.patient or no_patient
+        return Record(
+            uri=uri,
+            labels=labels,
+            split=None,
+            patient=patient,
+            extra=extra,
+            pixels=pixels,
+            write=write,
+            **same,
+        )
 
 
 def _on(value) -> bool:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, parse_age, parse_sex, read_csv, register_adapter
-from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 from cbir_pg.errors import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".gif", ".webp"}
@@ -53,16 +52,11 @@ class ImageFolderAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_dir():
             raise ConfigError(f"imagefolder: {self.root} is not a folder")
-        self.fractions = (
-            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
-        )
+        self.fractions = self.fractions_option()
 
     @classmethod
     def default_key(cls, root, options):
-        from cbir_pg.datasets.harmonise import normalise_part
-
-        name = normalise_part(Path(root).name).replace("-", "_")
-        return name if name[:1].isalpha() else f"folder_{name}"
+        return cls.key_from_name(Path(root).name, "folder")
 
     def default_label(self, source_label: str) -> str | None:
         return super().default_label(
@@ -108,16 +102,11 @@ class CSVManifestAdapter(Adapter):
         super().__init__(root, key, options)
         if not self.root.is_file():
             raise ConfigError(f"csv: ROOT must be a manifest CSV file, got {self.root}")
-        self.fractions = (
-            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
-        )
+        self.fractions = self.fractions_option()
 
     @classmethod
     def default_key(cls, root, options):
-        from cbir_pg.datasets.harmonise import normalise_part
-
-        name = normalise_part(Path(root).stem).replace("-", "_")
-        return name if name[:1].isalpha() else f"manifest_{name}"
+        return cls.key_from_name(Path(root).stem, "manifest")
 
     def image_root(self) -> Path:
         return Path(self.options["images"]).expanduser() if self.options.get("images") else self.root.parent

@@ -172,10 +172,91 @@ def import_dataset(
     not available"). P@N needs only labels, splits and vectors (e.g. the published HDF5 files).
     """
 
+    started = time.monotonic()
+    setup = _setup(kind, root, name, label_map, profile, dedupe, metadata_only, options)
+    settings = _Settings(
+        setup.image_root, seed, hash_images and not metadata_only, allow_outside_root, metadata_only
+    )
+    log.info("import start dataset=%s kind=%s root=%s", setup.key, setup.adapter.kind, setup.root)
+    summary = _locked_import(db, setup, settings, batch_size=batch_size, progress=progress)
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "import done dataset=%s kind=%s imported=%d errors=%d seconds=%.1f",
+        setup.key,
+        setup.adapter.kind,
+        summary.imported,
+        summary.error_count,
+        summary.seconds,
+    )
+    return summary
+
+
+def _locked_import(db: Database, setup: _Setup, settings: _Settings, *, batch_size: int, progress: bool):
+    """:func:`_import` under the dataset key's advisory lock (two imports of one dataset wait for each
+    other), with the loading connection and the autocommit one for labels and errors."""
+    from cbir_pg.db.locks import key_of, wait_for_lock
+
+    key = setup.key
+    lock_conn = db.connect(autocommit=True, vector=False)
+    conn = db.connect(vector=False)
+    aconn = db.connect(autocommit=True, vector=False)
+    try:
+        wait_for_lock(lock_conn, key_of(lock_conn, "dataset_key", key), f"datasets import {key}")
+        return _import(conn, aconn, setup, settings, batch_size=batch_size, progress=progress)
+    finally:
+        with contextlib.suppress(Exception):
+            lock_conn.execute(q("unlock_dataset"), {"key": key})  # a no-op unless it was taken
+        for c in (conn, aconn, lock_conn):
+            c.close()
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How one run turns records into rows: where the files are, the split seed, whether files are
+    decoded and hashed, whether paths may leave the root, and whether files are looked at at all."""
+
+    image_root: Path
+    seed: int
+    hash_images: bool
+    allow_outside_root: bool
+    metadata_only: bool
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The adapter of one import, its dataset key and root, the label-map file and the profile's choices."""
+
+    adapter: Adapter
+    key: str
+    root: Path
+    image_root: Path
+    mapfile: LabelMapFile | None
+    label_map: str | None
+    profile: str
+    dedupe: str
+    options: dict[str, Any]
+
+    def params(self, s: _Settings) -> dict[str, Any]:
+        """What ``cbir.dataset.params`` records about the import."""
+        return {
+            "seed": s.seed,
+            "options": {k: str(v) for k, v in self.options.items()},
+            "hash": s.hash_images,
+            "profile": self.profile,
+            "dedupe": self.dedupe,
+            "label_map": self.label_map,
+            # a managed copy keeps no source path (the folder names may be patients')
+            "source_root": None if getattr(self.adapter, "managed", False) else str(self.root),
+            "allow_outside_root": s.allow_outside_root,
+            "metadata_only": s.metadata_only,
+        }
+
+
+def _setup(kind: str, root, name, label_map, profile: str, dedupe, metadata_only: bool, options) -> _Setup:
+    """The adapter for ``kind`` with the profile's options filled in, and the dataset key; clear errors
+    for an unknown kind or key, or ``metadata_only`` on a source that needs the images."""
     from cbir_pg.datasets.base import ADAPTERS  # populated by the package __init__
     from cbir_pg.db.identifiers import check_key
-
-    started = time.monotonic()
     from cbir_pg.profiles import adapter_options, check_dedupe, get_profile
 
     cls = ADAPTERS.get(kind)
@@ -184,8 +265,6 @@ def import_dataset(
             f"{cls.kind}: --metadata-only needs a source whose tables carry labels and splits without"
             " the images (dkfz-splits)"
         )
-    if metadata_only:
-        hash_images = False
     prof = get_profile(profile)
     dedupe_mode = check_dedupe(dedupe or prof.dedupe)
     options = adapter_options(prof, cls.kind, _options(options))
@@ -194,81 +273,47 @@ def import_dataset(
     adapter = cls(root, key, options)
     mapfile = load_label_map(label_map) if label_map else None
     image_root = adapter.image_root().expanduser().resolve()
-    params = {
-        "seed": seed,
-        "options": {k: str(v) for k, v in options.items()},
-        "hash": hash_images,
-        "profile": prof.name,
-        "dedupe": dedupe_mode,
-        "label_map": str(label_map) if label_map else None,
-        # a managed copy keeps no source path (the folder names may be patients')
-        "source_root": None if getattr(adapter, "managed", False) else str(root),
-        "allow_outside_root": allow_outside_root,
-        "metadata_only": metadata_only,
-    }
+    label_map = str(label_map) if label_map else None
+    return _Setup(adapter, key, root, image_root, mapfile, label_map, prof.name, dedupe_mode, options)
 
-    log.info("import start dataset=%s kind=%s root=%s", key, adapter.kind, root)
-    bar = progress_bar(None, f"import {key}", enabled=False)  # replaced once the adapter's total is known
-    lock_conn = db.connect(autocommit=True, vector=False)
-    conn = db.connect(vector=False)
-    aconn = db.connect(autocommit=True, vector=False)
+
+def _import(
+    conn, aconn, setup: _Setup, settings: _Settings, *, batch_size: int, progress: bool
+) -> ImportSummary:
+    """Under the dataset's lock: open its row, load the records in batches, flag duplicates, mark it
+    finished and count what it holds."""
+    adapter, key = setup.adapter, setup.key
+    dataset_id = _open_dataset(aconn, adapter, key, settings.image_root, setup.params(settings))
+    since = scalar(aconn, q("now"))
+    salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
+    adapter.salt = salt
+    if adapter.wants_known:
+        adapter.known = {r["uri"] for r in aconn.execute(q("dataset_uris"), {"dataset_id": dataset_id})}
+    summary = ImportSummary(
+        dataset=key,
+        dataset_id=dataset_id,
+        kind=adapter.kind,
+        root=str(settings.image_root),
+        hashed=settings.hash_images,
+    )
+    labels = LabelResolver(aconn, dataset_id, adapter, setup.mapfile)
+    run = _Run(adapter, summary, labels, BulkLoader(conn, dataset_id), aconn, settings, salt, since)
+    bar = progress_bar(adapter.total(), f"import {key}", unit="img", enabled=progress)
     try:
-        from cbir_pg.db.locks import key_of, wait_for_lock
-
-        lock_key = key_of(lock_conn, "dataset_key", key)
-        wait_for_lock(lock_conn, lock_key, f"datasets import {key}")
-        dataset_id = _open_dataset(aconn, adapter, key, image_root, params)
-        since = scalar(aconn, q("now"))
-        salt = _salt(aconn, dataset_id) if adapter.identifying_ids else ""
-        adapter.salt = salt
-        if adapter.wants_known:
-            adapter.known = {r["uri"] for r in aconn.execute(q("dataset_uris"), {"dataset_id": dataset_id})}
-        summary = ImportSummary(
-            dataset=key, dataset_id=dataset_id, kind=adapter.kind, root=str(image_root), hashed=hash_images
-        )
-        run = _Run(
-            adapter,
-            summary,
-            LabelResolver(aconn, dataset_id, adapter, mapfile),
-            BulkLoader(conn, dataset_id),
-            aconn,
-            image_root,
-            seed,
-            salt,
-            since,
-            hash_images,
-            allow_outside_root,
-            metadata_only,
-        )
-        bar = progress_bar(adapter.total(), f"import {key}", unit="img", enabled=progress)
         _load_records(run, track(adapter.records(), bar), batch_size)
-        bar.close()
-        run.write_errors()
-        if metadata_only:
-            aconn.execute(q("mark_no_local_pixels"), {"dataset_id": dataset_id, "since": since})
-
-        from cbir_pg.datasets.dedupe import mark_duplicates
-
-        dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe, mode=dedupe_mode)
-        summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
-        aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
-        _fill_counts(aconn, summary)
-        summary.seconds = time.monotonic() - started
-        log.info(
-            "import done dataset=%s kind=%s imported=%d errors=%d seconds=%.1f",
-            key,
-            adapter.kind,
-            summary.imported,
-            summary.error_count,
-            summary.seconds,
-        )
-        return summary
     finally:
         bar.close()
-        with contextlib.suppress(Exception):
-            lock_conn.execute(q("unlock_dataset"), {"key": key})  # a no-op unless it was taken
-        for c in (conn, aconn, lock_conn):
-            c.close()
+    run.write_errors()
+    if settings.metadata_only:
+        aconn.execute(q("mark_no_local_pixels"), {"dataset_id": dataset_id, "since": since})
+
+    from cbir_pg.datasets.dedupe import mark_duplicates
+
+    dd = mark_duplicates(conn, dataset_id, near=adapter.near_dedupe, mode=setup.dedupe)
+    summary.exact_duplicates, summary.near_duplicates = dd.exact, dd.near
+    aconn.execute(q("finish_dataset"), {"dataset_id": dataset_id})
+    _fill_counts(aconn, summary)
+    return summary
 
 
 def _salt(aconn, dataset_id: int) -> str:
@@ -359,26 +404,13 @@ def _fill_counts(aconn, s: ImportSummary) -> None:
 class _Run:
     """The state of one import run: turns records into stage rows, batch by batch."""
 
-    def __init__(
-        self,
-        adapter,
-        summary,
-        labels,
-        loader,
-        aconn,
-        image_root,
-        seed,
-        salt,
-        since,
-        hash_images,
-        outside,
-        metadata_only=False,
-    ):
+    def __init__(self, adapter, summary, labels, loader, aconn, settings: _Settings, salt: str, since):
         self.adapter, self.summary, self.labels, self.loader = adapter, summary, labels, loader
-        self.aconn, self.image_root, self.seed, self.salt, self.since = aconn, image_root, seed, salt, since
-        self.hash_images = hash_images
-        self.allow_outside_root = outside
-        self.metadata_only = metadata_only
+        self.aconn, self.salt, self.since = aconn, salt, since
+        self.image_root, self.seed = settings.image_root, settings.seed
+        self.hash_images = settings.hash_images
+        self.allow_outside_root = settings.allow_outside_root
+        self.metadata_only = settings.metadata_only
         self.errors: list[dict[str, Any]] = []
 
     def error(self, source: str, reason: str, message: str) -> None:

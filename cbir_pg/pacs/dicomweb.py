@@ -115,7 +115,6 @@ class DicomWebAdapter(Adapter):
         return "pacs"
 
     def __init__(self, root, key, options):
-        from cbir_pg.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 
         super().__init__(Path("."), key, options)
         self.url = str(root)
@@ -131,9 +130,7 @@ class DicomWebAdapter(Adapter):
                 )
             lo, _, hi = (self.study_date or "-").partition("-")
             self.study_date = f"{max(lo, since)}-{hi}"
-        self.fractions = (
-            parse_fractions(self.options["fractions"]) if self.options.get("fractions") else DEFAULT_FRACTIONS
-        )
+        self.fractions = self.fractions_option()
         self._client = None
         self.copy = str(self.options.get("no_copy", "")).lower() not in ("1", "true", "yes", "on")
 

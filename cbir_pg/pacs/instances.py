@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cbir_pg.datasets.base import Record, RowError, parse_age, parse_sex
-from cbir_pg.datasets.dicom import BODY_PARTS, MODALITIES, MODALITY_CODES, VIEW_POSITIONS, coded
-from cbir_pg.datasets.harmonise import normalise_part
+from cbir_pg.datasets.base import Record, RowError
+from cbir_pg.datasets.dicom import Header, tag
 
 
 def instance_key(sop_uid: str, salt: str) -> str:
@@ -33,12 +32,6 @@ def instance_uri(sop_uid: str, salt: str, copy: bool = True) -> str:
     return f"{k[:2]}/{k}.{'png' if copy else 'dcmref'}"
 
 
-def _tag(ds, name: str) -> str | None:
-    v = ds.get(name)
-    s = str(v).strip() if v is not None else ""
-    return s or None
-
-
 def instance_record(
     ds,
     salt: str,
@@ -52,10 +45,9 @@ def instance_record(
     :class:`RowError` (source ``sop:<k>``, never a name) when it has no SOP Instance UID or no image.
     ``copy=False`` (``--no-copy``, needs ``server``) writes a reference file instead of the pixels
     (:mod:`cbir_pg.pacs.fetch`)."""
-    from cbir_pg.datasets.store import write_png
     from cbir_pg.images import DecodeError, decode_dicom_dataset
 
-    sop = _tag(ds, "SOPInstanceUID")
+    sop = tag(ds, "SOPInstanceUID")
     if not sop:
         return RowError("sop:missing", "dicom_no_sop_uid", "the instance has no SOP Instance UID")
     uri = instance_uri(sop, salt, copy)
@@ -66,38 +58,29 @@ def instance_record(
         return RowError(source, exc.reason, f"{source}: {exc.reason}: {exc.detail}")
     except Exception as exc:  # a malformed element pydicom trips over while decoding
         return RowError(source, "corrupt_dicom", f"{source}: {type(exc).__name__}")
-    raw_mod = coded(_tag(ds, "Modality"), MODALITIES) or ""
-    modality = MODALITY_CODES.get(raw_mod, raw_mod or None)
-    part = coded(_tag(ds, "BodyPartExamined"), BODY_PARTS)
-    study, series = _tag(ds, "StudyInstanceUID"), _tag(ds, "SeriesInstanceUID")
-    date = _tag(ds, "StudyDate")
-    uids: dict[str, Any] = {"study": study, "series": series, "sop": sop}
+    h = Header.read(ds)
+    uids: dict[str, Any] = {"study": h.study, "series": h.series, "sop": sop}
+    date = tag(ds, "StudyDate")
     if date and len(date) == 8 and date.isdigit():
         uids["date"] = date
     if server:
         uids["server"] = server
-    path = Path(image_root) / uri
+    write = _writer(Path(image_root) / uri, pixels, copy, (server or "", h.study or "", h.series or "", sop))
+    extra = {"dicom_modality": h.raw_modality or None, "dicom_uids": uids}
+    return h.record(uri, list(labels or []), f"sop:{uri}", extra, pixels, write)
+
+
+def _writer(path: Path, pixels, copy: bool, reference: tuple[str, str, str, str]):
+    """Writes the pixels as a PNG, or (``copy=False``) a reference to the instance on its server."""
 
     def write() -> None:
         if copy:
+            from cbir_pg.datasets.store import write_png
+
             write_png(path, pixels)
         else:
             from cbir_pg.pacs.fetch import write_reference
 
-            write_reference(path, server or "", study or "", series or "", sop)
+            write_reference(path, *reference)
 
-    return Record(
-        uri=uri,
-        labels=list(labels or []),
-        split=None,
-        patient=_tag(ds, "PatientID") or f"sop:{uri}",
-        sex=parse_sex(_tag(ds, "PatientSex")),
-        age=parse_age(_tag(ds, "PatientAge")),
-        study=study,
-        view=coded(_tag(ds, "ViewPosition"), VIEW_POSITIONS),
-        modality=modality,
-        region=normalise_part(part) if part else None,
-        extra={"dicom_modality": raw_mod or None, "dicom_uids": uids},
-        pixels=pixels,
-        write=write,
-    )
+    return write
