@@ -204,6 +204,16 @@ class Store:
                 out.append({"model": r["model"], "family": r["family"], "dim": r["dim"], "vectors": n})
         return [m for m in out if m["vectors"] > 0]
 
+    def model_or_default(self, actor: Actor | None, requested: str | None) -> str:
+        """The requested model, else the first with stored vectors (a 404 when there is none)."""
+        model = (requested or "").strip() or None
+        if model is None:
+            models = self.models(actor)
+            model = models[0]["model"] if models else None
+        if model is None:
+            raise NotFoundError("no model has stored vectors yet")
+        return model
+
     def check_model(self, actor: Actor | None, model: str) -> str:
         if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
             raise ConfigError(f"invalid model name {model!r}")
