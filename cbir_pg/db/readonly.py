@@ -29,9 +29,8 @@ from cbir_pg.errors import ConfigError, DatabaseError
 ROLE = "cbir_analyst"
 
 
-def analyst_password(home: Path) -> str:
-    """The role's password: read from the home, or generated there once (0600)."""
-    path = Path(home) / "analyst-password"
+def stored_password(path: Path) -> str:
+    """A login role's password: read from ``path``, or generated there once (mode 0600)."""
     try:
         text = path.read_text(encoding="ascii").strip()
         if len(text) >= 32:
@@ -46,11 +45,23 @@ def analyst_password(home: Path) -> str:
     return password
 
 
+def login_dsn(dsn: str, user: str, password: str) -> str:
+    """``dsn`` with the user and password replaced (host, port and database kept)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.update(user=user, password=password)
+    return make_conninfo(**params)
+
+
+def analyst_password(home: Path) -> str:
+    """The role's password: read from the home, or generated there once (0600)."""
+    return stored_password(Path(home) / "analyst-password")
+
+
 def reader_database(db: Database) -> Database:
     """The database user SQL runs on: as ``cbir_analyst`` when ``db`` connects as a privileged role (a
     superuser, CREATEROLE, BYPASSRLS or a server-files/program role), else as ``db``'s own role."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     conn = db.connect(autocommit=True, vector=False)
     try:
         if not scalar(conn, queries.get("readonly", "privileged")):
@@ -70,9 +81,7 @@ def reader_database(db: Database) -> Database:
         raise translate(exc) from None
     finally:
         conn.close()
-    params = conninfo_to_dict(db.dsn)
-    params.update(user=ROLE, password=password)
-    return Database(make_conninfo(**params), settings=db.settings)
+    return Database(login_dsn(db.dsn, ROLE, password), settings=db.settings)
 
 
 def run_read_only(db: Database, query: str, params=None) -> tuple[list[str], list[tuple]]:  # noqa: ANN001

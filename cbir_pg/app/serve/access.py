@@ -12,8 +12,6 @@ It works under ``trust`` (the password is then not asked for) and under ``scram-
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import psycopg
@@ -22,6 +20,7 @@ from psycopg import sql
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.db.database import dict_cursor, scalar
+from cbir_pg.db.readonly import login_dsn, stored_password
 from cbir_pg.errors import ConfigError, DatabaseError
 
 ROLE = "cbir_web"
@@ -29,29 +28,12 @@ ROLE = "cbir_web"
 
 def web_password(home: Path) -> str:
     """The role's password: read from the home, or generated there once (0600)."""
-    path = Path(home) / "serve" / "web-password"
-    try:
-        text = path.read_text(encoding="ascii").strip()
-        if len(text) >= 32:
-            return text
-    except (OSError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(password + "\n")
-    return password
+    return stored_password(Path(home) / "serve" / "web-password")
 
 
 def web_dsn(owner_dsn: str, password: str) -> str:
     """The owner's DSN with the user and password replaced by the web role's."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(owner_dsn)
-    params["user"] = ROLE
-    params["password"] = password
-    return make_conninfo(**params)
+    return login_dsn(owner_dsn, ROLE, password)
 
 
 def prepare_web_role(owner_dsn: str, home: Path) -> str:

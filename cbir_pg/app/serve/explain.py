@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from cbir_pg.app.serve.auth import Actor, current_actor
+from cbir_pg.app.serve.auth import Actor
+from cbir_pg.app.serve.params import MAX_ID, CurrentActor, ImageId
 from cbir_pg.db import queries
 from cbir_pg.errors import ConfigError, NotFoundError
 
-MAX_ID = 2**63 - 1
 FORMATS = ("png", "json", "npy")
 SIDES = ("pair", "query", "neighbour")
 
@@ -141,9 +140,7 @@ def add_explain_routes(app: FastAPI, store, cache_root: Path, *, audit) -> Expla
         description="Query parameters: neighbour (image id, required), model, method (occlusion, rise, "
         "gradients), format (png, json, npy), side (pair, query, neighbour; png only).",
     )
-    def api_explain(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def api_explain(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         ask = ExplainRequest.from_params(request.query_params)
         audit(request, "explain", [image_id, ask.neighbour], {"method": ask.method})
         model = store.model_or_default(actor, ask.model)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 
-from cbir_pg.app.serve.auth import Actor, current_actor
+from cbir_pg.app.serve.auth import Actor
+from cbir_pg.app.serve.params import CurrentActor, ImageId
 from cbir_pg.errors import ConfigError
-
-MAX_ID = 2**63 - 1
 
 
 def _int(v: Any, name: str) -> int | None:
@@ -135,7 +133,7 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, audit) -
     in by :func:`cbir_pg.app.serve.web.create_app` (this module does not import it)."""
 
     @app.post("/api/judgements", tags=["api"], summary="record your verdict on a neighbour (relevant or not)")
-    async def api_judge(request: Request, actor: Actor = Depends(current_actor)) -> dict:
+    async def api_judge(request: Request, actor: CurrentActor) -> dict:
         return await judge(request, store, actor, audit)
 
     @app.get(
@@ -143,9 +141,7 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, audit) -
         tags=["api"],
         summary="your judgements of this query's neighbours",
     )
-    def api_my_judgements(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_my_judgements(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         from cbir_pg.feedback import my_judgements
 
         audit(request, "judgements", [image_id])
@@ -162,9 +158,7 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, audit) -
         tags=["api"],
         summary="the ranking after Rocchio with your judgements, and how each case moved",
     )
-    def api_refined(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_refined(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         return refine(
             request, store, actor, image_id, parse_filters=parse_filters, parse_k=parse_k, audit=audit
         )

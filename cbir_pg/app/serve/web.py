@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -38,9 +37,9 @@ from cbir_pg.app.serve.auth import (
     LoginRefused,
     NotAuthenticated,
     TooManyFailures,
-    current_actor,
     may,
 )
+from cbir_pg.app.serve.params import MAX_ID, CurrentActor, ImageId
 from cbir_pg.app.serve.store import MAX_K, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
 from cbir_pg.app.serve.uploads import Upload, UploadStore
@@ -58,7 +57,6 @@ from cbir_pg.rules import SPLITS
 
 log = logging.getLogger("cbir_pg.serve")
 HERE = Path(__file__).resolve().parent
-MAX_ID = 2**63 - 1
 #: default cap on an upload's size
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 
@@ -528,22 +526,18 @@ def _add_api_image_routes(app: FastAPI, w: _App) -> None:
     store, cache = w.store, w.cache
 
     @app.get("/api/models", tags=["api"], summary="models with stored vectors")
-    def api_models(actor: Actor = Depends(current_actor)) -> dict:
+    def api_models(actor: CurrentActor) -> dict:
         return {"models": store.models(actor)}
 
     @app.get(
         "/api/images/{image_id}", tags=["api"], summary="one image's metadata (no patient data, no path)"
     )
-    def api_image(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_image(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         audit(request, "image", [image_id])
         return store.image(actor, image_id)
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["api"], summary=f"PNG thumbnail (≤ {THUMB_SIDE} px)")
-    def api_thumbnail(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def api_thumbnail(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         audit(request, "thumbnail", [image_id])
         path, h = store.image_file(actor, image_id)
         return png_response(request, *cache.get(path, h, f"t{THUMB_SIDE}", THUMB_SIDE))
@@ -551,9 +545,7 @@ def _add_api_image_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/images/{image_id}/pixels", tags=["api"], summary=f"PNG of the decoded image (≤ {FULL_SIDE} px)"
     )
-    def api_pixels(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def api_pixels(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         audit(request, "pixels", [image_id])
         if not may(actor, "pixels"):
             raise Forbidden("you may not fetch pixels")
@@ -573,9 +565,7 @@ def _add_api_search_routes(app: FastAPI, w: _App) -> None:
         "images of the cohort exist).",
         openapi_extra={"parameters": _query_parameters()},
     )
-    def api_similar(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_similar(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         return api_similar_search(request, store, actor, image_id)
 
     @app.post(
@@ -584,7 +574,7 @@ def _add_api_search_routes(app: FastAPI, w: _App) -> None:
         summary="k most similar images to an uploaded image",
         openapi_extra=_upload_body(),
     )
-    async def api_search(request: Request, actor: Actor = Depends(current_actor)) -> dict:
+    async def api_search(request: Request, actor: CurrentActor) -> dict:
         query, hits, model, k, f = await upload_search(request, w, actor)
         q = {
             "image_id": query["image_id"],
@@ -597,7 +587,7 @@ def _add_api_search_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/leaderboard", tags=["api"], summary="the cbir_report leaderboard, per-class P@N, ANN quality"
     )
-    def api_leaderboard(actor: Actor = Depends(current_actor)) -> dict:
+    def api_leaderboard(actor: CurrentActor) -> dict:
         return store.results(actor)
 
 
@@ -771,11 +761,11 @@ def _add_search_pages(app: FastAPI, w: _App) -> None:
     """The search page: ``GET /`` (by image id or kept upload) and ``POST /`` (an upload)."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page_search(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+    def page_search(request: Request, actor: CurrentActor) -> Response:
         return search_page(w, request, actor)
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page_upload(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+    async def page_upload(request: Request, actor: CurrentActor) -> Response:
         return await upload_page(w, request, actor)
 
 
@@ -784,13 +774,11 @@ def _add_pages(app: FastAPI, w: _App) -> None:
     store, config, templates = w.store, w.config, w.templates
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
-    def page_image(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def page_image(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         return image_page(w, request, actor, image_id)
 
     @app.get("/results", response_class=HTMLResponse, include_in_schema=False)
-    def page_results(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+    def page_results(request: Request, actor: CurrentActor) -> Response:
         from cbir_pg.app.serve.figures import report_figures
 
         audit(request, "page_view")
@@ -800,7 +788,7 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         )
 
     @app.get("/report/{name}", include_in_schema=False)
-    def report_figure(request: Request, name: str, actor: Actor = Depends(current_actor)) -> Response:
+    def report_figure(request: Request, name: str, actor: CurrentActor) -> Response:
         return report_figure_response(config, request, actor, name)
 
 
@@ -922,7 +910,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     _add_pages(app, w)
 
     @app.get("/api/openapi.json", include_in_schema=False)
-    def openapi(actor: Actor = Depends(current_actor)) -> dict:
+    def openapi(actor: CurrentActor) -> dict:
         return app.openapi()
 
     return app
