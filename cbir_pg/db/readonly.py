@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -54,6 +56,20 @@ def login_dsn(dsn: str, user: str, password: str) -> str:
     return make_conninfo(**params)
 
 
+@contextmanager
+def role_setup(conn: psycopg.Connection, refused: str) -> Iterator[psycopg.Connection]:
+    """An owner's connection preparing a login role: a refused privilege is the one-line ``refused``,
+    any other driver error is translated, and the connection is closed after."""
+    try:
+        yield conn
+    except psycopg.errors.InsufficientPrivilege:
+        raise DatabaseError(refused) from None
+    except psycopg.Error as exc:
+        raise translate(exc) from None
+    finally:
+        conn.close()
+
+
 def analyst_password(home: Path) -> str:
     """The role's password: read from the home, or generated there once (0600)."""
     return stored_password(Path(home) / "analyst-password")
@@ -62,8 +78,11 @@ def analyst_password(home: Path) -> str:
 def reader_database(db: Database) -> Database:
     """The database user SQL runs on: as ``cbir_analyst`` when ``db`` connects as a privileged role (a
     superuser, CREATEROLE, BYPASSRLS or a server-files/program role), else as ``db``'s own role."""
-    conn = db.connect(autocommit=True, vector=False)
-    try:
+    refused = (
+        "the database user cannot prepare the cbir_analyst role for read-only SQL (it needs to alter "
+        "roles); connect with a reader's DSN instead"
+    )
+    with role_setup(db.connect(autocommit=True, vector=False), refused) as conn:
         if not scalar(conn, queries.get("readonly", "privileged")):
             return db
         if not scalar(conn, queries.get("readonly", "analyst_exists")):
@@ -72,15 +91,6 @@ def reader_database(db: Database) -> Database:
         role = sql.Identifier(ROLE)
         conn.execute(queries.get("readonly", "set_password", role=role, password=sql.Literal(password)))
         conn.execute(queries.get("readonly", "grant_read", role=role))
-    except psycopg.errors.InsufficientPrivilege:
-        raise DatabaseError(
-            "the database user cannot prepare the cbir_analyst role for read-only SQL (it needs to alter "
-            "roles); connect with a reader's DSN instead"
-        ) from None
-    except psycopg.Error as exc:
-        raise translate(exc) from None
-    finally:
-        conn.close()
     return Database(login_dsn(db.dsn, ROLE, password), settings=db.settings)
 
 

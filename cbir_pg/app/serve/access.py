@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.connect import connect
 from cbir_pg.db.database import dict_cursor, scalar
-from cbir_pg.db.readonly import login_dsn, stored_password
-from cbir_pg.errors import ConfigError, DatabaseError
+from cbir_pg.db.readonly import login_dsn, role_setup, stored_password
+from cbir_pg.errors import ConfigError
 
 ROLE = "cbir_web"
 
@@ -44,8 +43,11 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
     never migrated has no such role: that is one clear error, not a half-working server.
     """
     password = web_password(home)
-    conn = connect(owner_dsn, autocommit=True, vector=False)
-    try:
+    refused = (
+        "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "
+        "to run `alter role cbir_web login password ...` and pass that role's DSN with --web-dsn"
+    )
+    with role_setup(connect(owner_dsn, autocommit=True, vector=False), refused) as conn:
         if not scalar(conn, queries.get("serve", "web_role_exists")):
             raise ConfigError("the database has no cbir_web role: run `cbir-pg db migrate` first")
         conn.execute(
@@ -61,13 +63,4 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
         # logged-in readers: the server acts as them with `set local role` (reader logins made outside
         # `cbir-pg db roles add` since the last migrate included)
         conn.execute(queries.get("serve", "grant_logins_to_web"))
-    except psycopg.errors.InsufficientPrivilege:
-        raise DatabaseError(
-            "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "
-            "to run `alter role cbir_web login password ...` and pass that role's DSN with --web-dsn"
-        ) from None
-    except psycopg.Error as exc:
-        raise translate(exc) from None
-    finally:
-        conn.close()
     return web_dsn(owner_dsn, password)
