@@ -50,6 +50,7 @@ def refined(
 ) -> tuple[list[dict], list[dict], int]:
     """``(refined hits, moves, number of judgements used)``: the Rocchio ranking among the cohort
     (``cbir.similar_images_rocchio_v2``) in the page's hit shape, and each case's rank before and after."""
+    from cbir_pg.app.serve.store import page_hit
     from cbir_pg.db import queries
     from cbir_pg.feedback import moves, my_judgements
 
@@ -60,15 +61,7 @@ def refined(
             {"image_id": image_id, "model": model, "k": k, "cohort": cohort.sql()},
         ).fetchall()
         n_judged = len(my_judgements(c, query_image_id=image_id))
-    hits = [
-        {
-            **{key: r[key] for key in ("image_id", "label", "dataset", "split", "modality", "sex")},
-            "rank": int(r["rank"]),
-            "similarity": float(r["similarity"]),
-            "age": float(r["age"]) if r["age"] is not None else None,
-        }
-        for r in rows
-    ]
+    hits = [page_hit(r) for r in rows]
     moved = [
         {"image_id": m.image_id, "before": m.before, "after": m.after, "change": m.change}
         for m in moves([h["image_id"] for h in before], [h["image_id"] for h in hits])
