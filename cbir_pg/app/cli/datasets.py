@@ -145,7 +145,8 @@ def _copy_options(**flags: bool) -> dict:
 
 def _importer(kind: str, root: str, opts: dict, *, study_date, study_uid, since, no_copy) -> tuple:
     """The import function and its positional arguments: the PACS import (which keeps its --since cursor
-    around the importer) for dicomweb, else :func:`cbir_pg.datasets.import_dataset` of ``kind``."""
+    around the importer; its own options are added to ``opts``) for dicomweb, else
+    :func:`cbir_pg.datasets.import_dataset` of ``kind``, where the PACS options are refused."""
     from cbir_pg.errors import ConfigError
 
     if kind == "dicomweb":
