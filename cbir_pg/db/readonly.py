@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from cbir_pg.db import queries
-from cbir_pg.db.connect import translate
+from cbir_pg.db.connect import login_dsn, translate
 from cbir_pg.db.database import Database, scalar
 from cbir_pg.errors import ConfigError, DatabaseError
 
@@ -45,15 +45,6 @@ def stored_password(path: Path) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(password + "\n")
     return password
-
-
-def login_dsn(dsn: str, user: str, password: str) -> str:
-    """``dsn`` with the user and password replaced (host, port and database kept)."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params.update(user=user, password=password)
-    return make_conninfo(**params)
 
 
 @contextmanager

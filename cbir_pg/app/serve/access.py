@@ -17,9 +17,9 @@ from pathlib import Path
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect
+from cbir_pg.db.connect import connect, login_dsn
 from cbir_pg.db.database import dict_cursor, scalar
-from cbir_pg.db.readonly import login_dsn, role_setup, stored_password
+from cbir_pg.db.readonly import role_setup, stored_password
 from cbir_pg.errors import ConfigError
 
 ROLE = "cbir_web"
