@@ -93,17 +93,7 @@ def _rows_to_hits(rows) -> list[Hit]:
     ]
 
 
-def search(
-    db: Database,
-    model: str,
-    *,
-    image_id: int | None = None,
-    path: str | Path | None = None,
-    k: int = 10,
-    cohort: Cohort | str | None = None,
-    ef_search: int | None = None,
-    **filters: Any,
-) -> list[Hit]:
+def search(db: Database, model: str, **query: Any) -> list[Hit]:
     """The k most similar images of a cohort to a stored image (``image_id``) or an image file (``path``).
 
     The cohort is ``cohort`` plus any keyword filters (:func:`cbir_pg.cohort.as_cohort`: ``split``,
@@ -115,17 +105,10 @@ def search(
     its stored vector and is left out of its own results; any other file is embedded on the fly with
     the model's encoder, whose config hash must match the one the stored vectors were made with.
     ``ef_search`` raises ``hnsw.ef_search`` for this query (the SQL function already lifts it to ≥ k).
+    The arguments are :func:`search_with_query`'s (``image_id`` or ``path``, ``k``, ``cohort``,
+    ``ef_search`` and the keyword filters).
     """
-    return search_with_query(
-        db,
-        model,
-        image_id=image_id,
-        path=path,
-        k=k,
-        cohort=cohort,
-        ef_search=ef_search,
-        **filters,
-    )[1]
+    return search_with_query(db, model, **query)[1]
 
 
 def search_with_query(

@@ -97,26 +97,17 @@ class Client:
         k: int = 10,
         *,
         cohort: Cohort | str | None = None,
-        split: str | None = None,
-        dataset: str | None = None,
-        modality: str | None = None,
-        label: str | None = None,
-        sex: str | None = None,
-        age_min: float | None = None,
-        age_max: float | None = None,
-        exclude_same_patient: bool = False,
-        same_patient: bool = False,
         ef_search: int | None = None,
+        **filters: Any,
     ):
         """The ``k`` most similar images to ``image``: a stored image's id (``int``) or an image file
         (a stored file uses its stored vector; a new one is embedded with the model's stored encoder
-        config), among a cohort: ``cohort`` (a :class:`cbir_pg.Cohort`, or a saved cohort's name) and/or the filters ``split``, ``dataset``, ``modality``, ``label``, ``sex``,
-        ``age_min``, ``age_max``, ``exclude_same_patient``, ``same_patient`` (the page's and the CLI's).
-        One row per neighbour: rank, image_id, similarity, label, dataset, uri, split, modality,
-        patient_id, sex, age."""
-        import pandas as pd
-
-        from cbir_pg.search import Hit, search_with_query
+        config), among a cohort: ``cohort`` (a :class:`cbir_pg.Cohort`, or a saved cohort's name) and/or
+        the keyword filters of :func:`cbir_pg.cohort.as_cohort`: ``split``, ``dataset``, ``modality``,
+        ``label``, ``sex``, ``age_min``, ``age_max``, ``exclude_same_patient``, ``same_patient`` (the
+        page's and the CLI's). One row per neighbour: rank, image_id, similarity, label, dataset, uri,
+        split, modality, patient_id, sex, age."""
+        from cbir_pg.search import search_with_query
 
         by_id = isinstance(image, int) and not isinstance(image, bool)
         _, hits = search_with_query(
@@ -127,18 +118,9 @@ class Client:
             k=k,
             cohort=cohort,
             ef_search=ef_search,
-            split=split,
-            dataset=dataset,
-            modality=modality,
-            label=label,
-            sex=sex,
-            age_min=age_min,
-            age_max=age_max,
-            exclude_same_patient=exclude_same_patient,
-            same_patient=same_patient,
+            **filters,
         )
-        columns = list(Hit.__dataclass_fields__)
-        return pd.DataFrame([asdict(h) for h in hits], columns=columns)
+        return _hits_frame(hits)
 
     def search_text(
         self,
@@ -147,38 +129,17 @@ class Client:
         k: int = 10,
         *,
         cohort: Cohort | str | None = None,
-        split: str | None = None,
-        dataset: str | None = None,
-        modality: str | None = None,
-        label: str | None = None,
-        sex: str | None = None,
-        age_min: float | None = None,
-        age_max: float | None = None,
         ef_search: int | None = None,
+        **filters: Any,
     ):
         """Text-to-image search (models with a text tower, e.g. ``biomedclip``): the ``k`` images whose
-        vectors are nearest to the embedded ``text``, e.g. ``"chest X-ray with pneumonia"``; the same
-        columns as :meth:`search`."""
-        import pandas as pd
+        vectors are nearest to the embedded ``text``, e.g. ``"chest X-ray with pneumonia"``, among the
+        cohort as in :meth:`search` (no filter relative to a query patient); the same columns."""
+        from cbir_pg.search import search_text
 
-        from cbir_pg.search import Hit, search_text
-
-        hits = search_text(
-            self.db,
-            model,
-            text,
-            k=k,
-            cohort=cohort,
-            ef_search=ef_search,
-            split=split,
-            dataset=dataset,
-            modality=modality,
-            label=label,
-            sex=sex,
-            age_min=age_min,
-            age_max=age_max,
+        return _hits_frame(
+            search_text(self.db, model, text, k=k, cohort=cohort, ef_search=ef_search, **filters)
         )
-        return pd.DataFrame([asdict(h) for h in hits], columns=list(Hit.__dataclass_fields__))
 
     def image_path(self, image_id: int) -> Path:
         """The file of a stored image (its dataset root joined with its uri)."""
@@ -241,3 +202,12 @@ class Client:
             rows.append([ann, r.model, "ann - exact", "delta micro", *map(float, r.delta_micro)])
             rows.append([ann, r.model, "ann - exact", "delta macro", *map(float, r.delta_macro)])
         return pd.DataFrame(rows, columns=["run_id", "model", "mode", "average", *cols])
+
+
+def _hits_frame(hits):
+    """Search hits as a DataFrame, one column per :class:`cbir_pg.search.Hit` field."""
+    import pandas as pd
+
+    from cbir_pg.search import Hit
+
+    return pd.DataFrame([asdict(h) for h in hits], columns=list(Hit.__dataclass_fields__))

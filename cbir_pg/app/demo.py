@@ -198,30 +198,27 @@ class _Demo:
         self.result.imported = added
         return f"{added} new images, {self.result.images} in the benchmark"
 
-    def do_ingest(self) -> str:
+    def _embed(self, model: str):
+        """Embed the demo's datasets with ``model`` (what is already stored is kept)."""
         from cbir_pg.ingest.worker import run_ingest
 
-        s = run_ingest(
+        return run_ingest(
             self.db,
-            self.model,
+            model,
             datasets=list(self.files),
             batch_size=self.batch_size,
             device=self.device,
             progress=self.progress,
         )
+
+    def do_ingest(self) -> str:
+        s = self._embed(self.model)
         self.result.embedded, self.result.vectors = s.embedded, s.done
         rate = f" at {s.images_per_s:.0f} img/s" if s.embedded else ""
         detail = f"{s.embedded} new vectors{rate}, {s.done} stored" + (f" ({s.device})" if s.embedded else "")
         self.result.fuse_with = _fusion_partner(self.db, self.model, self.fuse_with, list(self.files))
         if self.fuse_with not in (None, "auto"):
-            s2 = run_ingest(
-                self.db,
-                self.fuse_with,
-                datasets=list(self.files),
-                batch_size=self.batch_size,
-                device=self.device,
-                progress=self.progress,
-            )
+            s2 = self._embed(self.fuse_with)
             detail += f"; {self.fuse_with}: {s2.embedded} new vectors, {s2.done} stored"
         return detail
 

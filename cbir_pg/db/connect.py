@@ -85,6 +85,15 @@ def redact_dsn(dsn: str) -> str:
     return redact(dsn)
 
 
+def login_dsn(dsn: str, user: str, password: str) -> str:
+    """``dsn`` with the user and password replaced (host, port and database kept)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.update(user=user, password=password)
+    return make_conninfo(**params)
+
+
 def check_dsn(dsn: str) -> str:
     """Refuse a DSN libpq cannot parse, or one whose password libpq would read differently than it is
     written, with a message that quotes no part of it (libpq's own messages quote fragments, which may be

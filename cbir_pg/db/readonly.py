@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from cbir_pg.db import queries
-from cbir_pg.db.connect import translate
+from cbir_pg.db.connect import login_dsn, translate
 from cbir_pg.db.database import Database, scalar
 from cbir_pg.errors import ConfigError, DatabaseError
 
 ROLE = "cbir_analyst"
 
 
-def analyst_password(home: Path) -> str:
-    """The role's password: read from the home, or generated there once (0600)."""
-    path = Path(home) / "analyst-password"
+def stored_password(path: Path) -> str:
+    """A login role's password: read from ``path``, or generated there once (mode 0600)."""
     try:
         text = path.read_text(encoding="ascii").strip()
         if len(text) >= 32:
@@ -46,13 +47,33 @@ def analyst_password(home: Path) -> str:
     return password
 
 
+@contextmanager
+def role_setup(conn: psycopg.Connection, refused: str) -> Iterator[psycopg.Connection]:
+    """An owner's connection preparing a login role: a refused privilege is the one-line ``refused``,
+    any other driver error is translated, and the connection is closed after."""
+    try:
+        yield conn
+    except psycopg.errors.InsufficientPrivilege:
+        raise DatabaseError(refused) from None
+    except psycopg.Error as exc:
+        raise translate(exc) from None
+    finally:
+        conn.close()
+
+
+def analyst_password(home: Path) -> str:
+    """The role's password: read from the home, or generated there once (0600)."""
+    return stored_password(Path(home) / "analyst-password")
+
+
 def reader_database(db: Database) -> Database:
     """The database user SQL runs on: as ``cbir_analyst`` when ``db`` connects as a privileged role (a
     superuser, CREATEROLE, BYPASSRLS or a server-files/program role), else as ``db``'s own role."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    conn = db.connect(autocommit=True, vector=False)
-    try:
+    refused = (
+        "the database user cannot prepare the cbir_analyst role for read-only SQL (it needs to alter "
+        "roles); connect with a reader's DSN instead"
+    )
+    with role_setup(db.connect(autocommit=True, vector=False), refused) as conn:
         if not scalar(conn, queries.get("readonly", "privileged")):
             return db
         if not scalar(conn, queries.get("readonly", "analyst_exists")):
@@ -61,18 +82,7 @@ def reader_database(db: Database) -> Database:
         role = sql.Identifier(ROLE)
         conn.execute(queries.get("readonly", "set_password", role=role, password=sql.Literal(password)))
         conn.execute(queries.get("readonly", "grant_read", role=role))
-    except psycopg.errors.InsufficientPrivilege:
-        raise DatabaseError(
-            "the database user cannot prepare the cbir_analyst role for read-only SQL (it needs to alter "
-            "roles); connect with a reader's DSN instead"
-        ) from None
-    except psycopg.Error as exc:
-        raise translate(exc) from None
-    finally:
-        conn.close()
-    params = conninfo_to_dict(db.dsn)
-    params.update(user=ROLE, password=password)
-    return Database(make_conninfo(**params), settings=db.settings)
+    return Database(login_dsn(db.dsn, ROLE, password), settings=db.settings)
 
 
 def run_read_only(db: Database, query: str, params=None) -> tuple[list[str], list[tuple]]:  # noqa: ANN001

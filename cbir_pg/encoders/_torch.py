@@ -44,3 +44,12 @@ def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> di
                 k = k[len(p) :]
         out[k] = v
     return out
+
+
+def under_prefix(sd: dict[str, torch.Tensor], prefix: str, what: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix...``, the prefix removed; none is an error (``ValueError``: not a
+    ``what`` checkpoint)."""
+    out = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"no {prefix}* tensors: not a {what} checkpoint")
+    return out

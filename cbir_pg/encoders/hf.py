@@ -15,9 +15,11 @@ PIL implementation of transformers 4.x) with the values of the model's ``preproc
 
 from __future__ import annotations
 
+from functools import partial
+
 from cbir_pg.encoders.config import HALF, IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import hf_location, local_checkpoint, missing
+from cbir_pg.encoders.weights import hf_location, required_checkpoint
 
 # ----------------------------------------------------------------------------- pooling rules
 
@@ -26,7 +28,7 @@ def _logits(m, x):
     return m(pixel_values=x).logits
 
 
-def _cls(m, x):
+def cls_token(m, x):
     return m(pixel_values=x).last_hidden_state[:, 0, :]
 
 
@@ -77,6 +79,22 @@ def _head(backbone, fn):
     return Head(backbone, fn)
 
 
+def _hub_or_fresh(model_cls, fresh_config, config: EncoderConfig, weights, pretrained: bool, **load):
+    """The Hugging Face checkpoint of ``config`` (``from_pretrained``, offline when the cache has it),
+    or with ``pretrained=False`` the same architecture from ``fresh_config()`` with random weights;
+    ``load`` goes to both (e.g. ``add_pooling_layer=False``)."""
+    if pretrained:
+        name, kw = hf_location(config, weights)
+        return model_cls.from_pretrained(name, **load, **kw)
+    return model_cls(fresh_config(), **load)
+
+
+#: ImageNet statistics at 224 px (resnet50, MAE, DINOv2)
+_IMAGENET_224 = dict(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+#: ConvNextImageProcessor / BitImageProcessor: shorter side 256, centre crop 224, bicubic
+_SHORTER_256_CROP_224 = dict(interpolation="bicubic", resize="shortest_crop", crop_pct=0.875)
+
+
 # ----------------------------------------------------------------------------- resnet50
 
 
@@ -85,12 +103,8 @@ def _head(backbone, fn):
         key="resnet50",
         family="hf",
         dim=1000,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bicubic",
-        resize="shortest_crop",
-        crop_pct=0.875,
+        **_IMAGENET_224,
+        **_SHORTER_256_CROP_224,
         weights_source="hf:microsoft/resnet-50",
         channels_last=True,
         embedding_rule="logits (the 1000 ImageNet class scores)",
@@ -100,12 +114,8 @@ def _head(backbone, fn):
 def build_resnet50(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    if pretrained:
-        name, kw = hf_location(config, weights)
-        model = ResNetForImageClassification.from_pretrained(name, **kw)
-    else:
-        model = ResNetForImageClassification(ResNetConfig(num_labels=1000))
-    return _head(model, _logits)
+    fresh = partial(ResNetConfig, num_labels=1000)
+    return _head(_hub_or_fresh(ResNetForImageClassification, fresh, config, weights, pretrained), _logits)
 
 
 # ----------------------------------------------------------------------------- ViT-B/16 in21k
@@ -128,12 +138,8 @@ def build_resnet50(config: EncoderConfig, *, weights=None, pretrained=True):
 def build_vit_b16(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import ViTConfig, ViTModel
 
-    if pretrained:
-        name, kw = hf_location(config, weights)
-        model = ViTModel.from_pretrained(name, add_pooling_layer=False, **kw)
-    else:
-        model = ViTModel(ViTConfig(), add_pooling_layer=False)
-    return _head(model, _cls)
+    model = _hub_or_fresh(ViTModel, ViTConfig, config, weights, pretrained, add_pooling_layer=False)
+    return _head(model, cls_token)
 
 
 # ----------------------------------------------------------------------------- SAM / MedSAM
@@ -161,11 +167,7 @@ _SAM = dict(
 def build_sam(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import SamConfig, SamModel
 
-    if pretrained:
-        name, kw = hf_location(config, weights)
-        model = SamModel.from_pretrained(name, **kw)
-    else:
-        model = SamModel(SamConfig())
+    model = _hub_or_fresh(SamModel, SamConfig, config, weights, pretrained)
     return _head(model.vision_encoder, _spatial_mean)
 
 
@@ -192,10 +194,9 @@ def sa_to_hf_key(key: str) -> str:
 
 def convert_medsam_state(sd: dict) -> dict:
     """A segment_anything checkpoint (``medsam_vit_b.pth``) → SamVisionEncoder state dict."""
-    prefix = "image_encoder."
-    enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not enc:
-        raise ValueError("no image_encoder.* tensors: not a segment_anything / MedSAM checkpoint")
+    from cbir_pg.encoders._torch import under_prefix
+
+    enc = under_prefix(sd, "image_encoder.", "segment_anything / MedSAM")
     return {sa_to_hf_key(k): v for k, v in enc.items()}
 
 
@@ -219,9 +220,7 @@ def convert_medsam_state(sd: dict) -> dict:
 def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import SamConfig, SamModel
 
-    path = local_checkpoint(config, weights) if pretrained else None
-    if pretrained and path is None:
-        raise missing(config)  # before building: fail fast
+    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
     vision = SamModel(SamConfig()).vision_encoder
     if path is not None:
         from cbir_pg.encoders._torch import load_state_file
@@ -232,18 +231,17 @@ def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
 
 # ----------------------------------------------------------------------------- MAE
 
+#: ViTImageProcessor without ``resample`` in the hub config (so bilinear), ImageNet statistics
+_MAE = dict(
+    family="hf", dim=768, **_IMAGENET_224, interpolation="bilinear", weights_source="hf:facebook/vit-mae-base"
+)
+
 
 @register_encoder(
     EncoderConfig(
         key="mae_vitb16",
-        family="hf",
-        dim=768,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bilinear",
+        **_MAE,
         arch=(("mask_ratio", 0.0),),
-        weights_source="hf:facebook/vit-mae-base",
         embedding_rule="CLS token of last_hidden_state, masking off (mask_ratio 0)",
         description="ViT-B/16 masked autoencoder (MAE) encoder",
         paper_note=(
@@ -254,8 +252,6 @@ def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
     )
 )
 def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
-    from functools import partial
-
     from transformers import ViTMAEConfig, ViTMAEModel
 
     ratio = float(config.arch_option("mask_ratio", 0.0))
@@ -272,14 +268,8 @@ def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
 @register_encoder(
     EncoderConfig(
         key="mae_vitb16_paper",
-        family="hf",
-        dim=768,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bilinear",
+        **_MAE,
         arch=(("mask_ratio", 0.75), ("mask_seed", 0)),
-        weights_source="hf:facebook/vit-mae-base",
         embedding_rule=(
             "CLS token of last_hidden_state with the paper's 75% random masking; the mask is seeded by"
             " mask_seed and the image's input tensor"
@@ -304,12 +294,8 @@ def build_mae_paper(config: EncoderConfig, *, weights=None, pretrained=True):
         key="dinov2_vitb14",
         family="hf",
         dim=768,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bicubic",
-        resize="shortest_crop",
-        crop_pct=0.875,
+        **_IMAGENET_224,
+        **_SHORTER_256_CROP_224,
         weights_source="hf:facebook/dinov2-base",
         embedding_rule="CLS token of last_hidden_state (after the final layer norm)",
         description="DINOv2 ViT-B/14, self-supervised on LVD-142M",
@@ -318,9 +304,5 @@ def build_mae_paper(config: EncoderConfig, *, weights=None, pretrained=True):
 def build_dinov2(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import Dinov2Config, Dinov2Model
 
-    if pretrained:
-        name, kw = hf_location(config, weights)
-        model = Dinov2Model.from_pretrained(name, **kw)
-    else:
-        model = Dinov2Model(Dinov2Config(image_size=518))
-    return _head(model, _cls)
+    model = _hub_or_fresh(Dinov2Model, partial(Dinov2Config, image_size=518), config, weights, pretrained)
+    return _head(model, cls_token)

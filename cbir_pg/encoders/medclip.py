@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import local_checkpoint, missing
+from cbir_pg.encoders.weights import required_checkpoint
 
 #: medclip.constants.IMG_MEAN / IMG_STD
 MEDCLIP_MEAN = 0.5862785803043838
@@ -63,17 +63,12 @@ def _make_tower():
     )
 )
 def build_medclip(config: EncoderConfig, *, weights=None, pretrained=True):
-    path = local_checkpoint(config, weights) if pretrained else None
-    if pretrained and path is None:
-        raise missing(config)  # before building: fail fast
+    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
     tower = _make_tower()
     if path is not None:
-        from cbir_pg.encoders._torch import load_state_file
+        from cbir_pg.encoders._torch import load_state_file, under_prefix
 
-        sd = load_state_file(path)
-        vision = {k[len("vision_model.") :]: v for k, v in sd.items() if k.startswith("vision_model.")}
-        if not vision:
-            raise ValueError("no vision_model.* tensors: not a MedCLIP checkpoint")
+        vision = under_prefix(load_state_file(path), "vision_model.", "MedCLIP")
         vision = {k: v for k, v in vision.items() if not k.endswith("position_ids")}
         tower.load_state_dict(vision, strict=True)
     return tower

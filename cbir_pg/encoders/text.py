@@ -20,7 +20,7 @@ import numpy as np
 from cbir_pg.encoders.base import l2_normalise, resolve_device
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.encoders.registry import TEXT_TOWERS, entry, has_text_tower, text_tower_keys
-from cbir_pg.errors import CbirError, ConfigError, InputError, WeightsMissingError
+from cbir_pg.errors import ConfigError, InputError
 
 
 @dataclass
@@ -51,18 +51,13 @@ def create_text_encoder(
         if hf_offline() and not weights_available(config):  # fail fast, before importing torch
             raise missing(config, "HF_HUB_OFFLINE=1")
     dev = resolve_device(device)
-    try:
-        tower = TEXT_TOWERS.get(key)(config, weights=weights, pretrained=not config.is_random)
-    except CbirError:
-        raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        if config.is_random:
-            raise
-        from cbir_pg.encoders.weights import first_line, missing
+    from cbir_pg.encoders.weights import build_explained
 
-        if isinstance(exc, OSError) or "offline" in str(exc).lower():
-            raise missing(config, first_line(exc)) from None
-        raise WeightsMissingError(f"text tower of {key} could not be loaded: {first_line(exc)}") from None
+    tower = build_explained(
+        config,
+        f"text tower of {key}",
+        lambda: TEXT_TOWERS.get(key)(config, weights=weights, pretrained=not config.is_random),
+    )
     tower.eval().requires_grad_(False)
     tower.to(dev)
     return TextEncoder(config=config, tower=tower, device=dev)

@@ -20,16 +20,16 @@ def _seed_of(config: EncoderConfig) -> int:
     return int(config.weights_source.rsplit("=", 1)[-1]) if "seed=" in config.weights_source else 0
 
 
+#: 32 px input, mean = std = 0.5, seeded random weights
+_TINY = dict(family="tiny", input_size=32, mean=HALF, std=HALF, weights_source="random:seed=0")
+
+
 @register_encoder(
     EncoderConfig(
         key="tiny_cnn",
-        family="tiny",
         dim=16,
-        input_size=32,
-        mean=HALF,
-        std=HALF,
+        **_TINY,
         interpolation="bilinear",
-        weights_source="random:seed=0",
         embedding_rule="conv stack → global average pool → linear",
         channels_last=True,
         description="test encoder: 3-layer CNN, random seeded weights",
@@ -56,13 +56,9 @@ def build_tiny_cnn(config: EncoderConfig, *, weights=None, pretrained=True):
 @register_encoder(
     EncoderConfig(
         key="tiny_vit",
-        family="tiny",
         dim=32,
-        input_size=32,
-        mean=HALF,
-        std=HALF,
+        **_TINY,
         interpolation="bicubic",
-        weights_source="random:seed=0",
         embedding_rule="CLS token of a 2-layer ViT (patch 8)",
         description="test encoder: 2-layer ViT, random seeded weights",
     )
@@ -71,6 +67,7 @@ def build_tiny_vit(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import ViTConfig, ViTModel
 
     from cbir_pg.encoders._torch import Head
+    from cbir_pg.encoders.hf import cls_token
 
     _seeded(_seed_of(config))
     cfg = ViTConfig(
@@ -81,8 +78,4 @@ def build_tiny_vit(config: EncoderConfig, *, weights=None, pretrained=True):
         image_size=config.input_size,
         patch_size=8,
     )
-    return Head(ViTModel(cfg, add_pooling_layer=False), _cls)
-
-
-def _cls(m, x):
-    return m(pixel_values=x).last_hidden_state[:, 0, :]
+    return Head(ViTModel(cfg, add_pooling_layer=False), cls_token)

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.errors import WeightsMissingError
+
+T = TypeVar("T")
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -122,6 +126,17 @@ def local_checkpoint(config: EncoderConfig, weights: str | os.PathLike | None) -
     return None
 
 
+def required_checkpoint(
+    config: EncoderConfig, weights: str | os.PathLike | None, pretrained: bool
+) -> Path | None:
+    """A ``path:`` encoder's checkpoint (:func:`local_checkpoint`), ``None`` for random weights; a
+    missing one fails here, before the network is built."""
+    path = local_checkpoint(config, weights) if pretrained else None
+    if pretrained and path is None:
+        raise missing(config)
+    return path
+
+
 def weights_available(config: EncoderConfig, weights: str | os.PathLike | None = None) -> bool:
     """Whether ``create_encoder(config.key, weights=weights)`` can load without the network."""
     kind, rest = _source(config)
@@ -187,3 +202,21 @@ def hf_location(config: EncoderConfig, weights: str | os.PathLike | None) -> tup
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def build_explained(config: EncoderConfig, what: str, build: Callable[[], T]) -> T:
+    """``build()``, with a failure to find or load pretrained weights said in one line: missing files
+    (:func:`missing`), else ``what`` could not be loaded (:class:`WeightsMissingError`). A random-weights
+    build's errors are bugs and pass unchanged."""
+    from cbir_pg.errors import CbirError
+
+    try:
+        return build()
+    except CbirError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if config.is_random:
+            raise
+        if isinstance(exc, OSError) or "offline" in str(exc).lower():
+            raise missing(config, first_line(exc)) from None
+        raise WeightsMissingError(f"{what} could not be loaded: {first_line(exc)}") from None

@@ -12,7 +12,7 @@ import re
 
 from cbir_pg.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import local_checkpoint, missing
+from cbir_pg.encoders.weights import required_checkpoint
 
 #: pre-0.4 torchvision names ("norm.1") → current ("norm1"), as torchvision's own loader does
 _LEGACY = re.compile(
@@ -50,20 +50,14 @@ def build_xmir(config: EncoderConfig, *, weights=None, pretrained=True):
 
     from cbir_pg.encoders._torch import Head
 
-    path = local_checkpoint(config, weights) if pretrained else None
-    if pretrained and path is None:
-        raise missing(config)  # before building: fail fast
+    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
     net = densenet121(weights=None)
     if path is not None:
-        from cbir_pg.encoders._torch import load_state_file, strip_prefixes
+        from cbir_pg.encoders._torch import load_state_file, strip_prefixes, under_prefix
 
         sd = strip_prefixes(
             load_state_file(path), ("module.", "model.", "backbone.", "densenet121.", "encoder.")
         )
-        feats = {
-            _LEGACY.sub(r"\1\2", k[len("features.") :]): v for k, v in sd.items() if k.startswith("features.")
-        }
-        if not feats:
-            raise ValueError("no features.* tensors: not a DenseNet-121 checkpoint")
-        net.features.load_state_dict(feats, strict=True)
+        feats = under_prefix(sd, "features.", "DenseNet-121")
+        net.features.load_state_dict({_LEGACY.sub(r"\1\2", k): v for k, v in feats.items()}, strict=True)
     return Head(net.features, _pooled)

@@ -71,23 +71,10 @@ def compare(
     )
 
 
-def compare_paper(
-    ctx: typer.Context,
-    table: int = typer.Option(None, "--table", help="2, 3 or 4; default: all three"),
-    profile: str = typer.Option(
-        None,
-        "--profile",
-        help="paper: only runs made with --profile paper on imports made with --profile paper",
-    ),
-    fmt: Format = format_option(),
-) -> None:
-    """Our stored runs beside the paper's Tables 2 (retrieval, combined set), 3 (COVIDx) and 4 (kNN, linear probe): our value, the paper's, the difference, and the rows with no run yet."""
-    from cbir_pg.eval.paper import TABLE_SCOPE, TABLES, compare_paper
-
-    tables = (table,) if table is not None else TABLES
-    with database(ctx).connection() as conn:
-        r = compare_paper(conn, tables, profile)
-    rows = [
+def _paper_rows(r, fmt: Format) -> list[dict]:
+    """One row per paper value: ours beside it, the difference and our run (a table shows only the
+    values with a run; JSON and CSV show every one)."""
+    return [
         {
             "table": v.paper.table,
             "model": v.paper.model + (" (†)" if v.paper.reassembled else ""),
@@ -104,6 +91,38 @@ def compare_paper(
         for v in r.values
         if v.run_id is not None or fmt != Format.table
     ]
+
+
+def _paper_notes(r, tables) -> list[str]:
+    """Each table's scope, then per table the paper rows that have no run yet."""
+    from cbir_pg.eval.paper import TABLE_SCOPE
+
+    notes = [f"Table {t}: {TABLE_SCOPE[t][2]}" for t in tables]
+    if r.missing:
+        by_table: dict[int, list[str]] = {}
+        for t, kind, model in r.missing:
+            by_table.setdefault(t, []).append(model if t != 4 else f"{model} ({kind})")
+        notes += [f"Table {t}, no run yet: {', '.join(m)}" for t, m in by_table.items()]
+    return notes
+
+
+def compare_paper(
+    ctx: typer.Context,
+    table: int = typer.Option(None, "--table", help="2, 3 or 4; default: all three"),
+    profile: str = typer.Option(
+        None,
+        "--profile",
+        help="paper: only runs made with --profile paper on imports made with --profile paper",
+    ),
+    fmt: Format = format_option(),
+) -> None:
+    """Our stored runs beside the paper's Tables 2 (retrieval, combined set), 3 (COVIDx) and 4 (kNN, linear probe): our value, the paper's, the difference, and the rows with no run yet."""
+    from cbir_pg.eval.paper import TABLES, compare_paper
+
+    tables = (table,) if table is not None else TABLES
+    with database(ctx).connection() as conn:
+        r = compare_paper(conn, tables, profile)
+    rows = _paper_rows(r, fmt)
     cols = [
         Col("table", right=True),
         Col("model"),
@@ -115,12 +134,7 @@ def compare_paper(
         Col("run", right=True),
         Col("profile"),
     ]
-    notes = [f"Table {t}: {TABLE_SCOPE[t][2]}" for t in tables]
-    if r.missing:
-        by_table: dict[int, list[str]] = {}
-        for t, kind, model in r.missing:
-            by_table.setdefault(t, []).append(model if t != 4 else f"{model} ({kind})")
-        notes += [f"Table {t}, no run yet: {', '.join(m)}" for t, m in by_table.items()]
+    notes = _paper_notes(r, tables)
     notes.append("(†) reassembled from a garbled text extraction of the paper; paper values have 3 decimals")
     emit(
         rows,

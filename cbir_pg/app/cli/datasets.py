@@ -27,6 +27,7 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+# one piece: typer declares its options in the signature
 @app.command("import")
 def import_(
     ctx: typer.Context,
@@ -108,34 +109,14 @@ def import_(
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="no progress bar"),
 ) -> None:
     """Import one dataset; re-running it adds nothing twice."""
-    from cbir_pg.datasets import import_dataset
-
-    opts = _parse_options(option)
-    for k, v in (("flag", flag), ("uncertain", uncertain), ("modality", modality), ("region", region)):
-        if v is not None:
-            opts[k] = v
-    if managed_copy:
-        opts["managed_copy"] = "1"
-    if keep_paths:
-        opts["keep_paths"] = "1"
-    run = import_dataset
-    if kind == "dicomweb":  # the PACS import keeps its --since cursor around the importer
-        from cbir_pg.app.cli._common import split_names
-        from cbir_pg.pacs.dicomweb import import_dicomweb
-
-        run = import_dicomweb
-        opts.update(study_date=study_date, study_uid=",".join(split_names(study_uid)) or None, since=since)
-        opts["no_copy"] = no_copy
-    elif study_date or study_uid or since or no_copy:
-        from cbir_pg.errors import ConfigError
-
-        raise ConfigError(
-            "--study-date, --study-uid, --since and --no-copy are options of: datasets import dicomweb URL"
-        )
+    opts = _adapter_options(option, flag=flag, uncertain=uncertain, modality=modality, region=region)
+    opts.update(_copy_options(managed_copy=managed_copy, keep_paths=keep_paths))
+    run, args = _importer(
+        kind, root, opts, study_date=study_date, study_uid=study_uid, since=since, no_copy=no_copy
+    )
     s = run(
         database(ctx),
-        *(() if kind == "dicomweb" else (kind,)),
-        root,
+        *args,
         name=name,
         label_map=label_map,
         seed=seed,
@@ -147,12 +128,55 @@ def import_(
         metadata_only=metadata_only,
         **opts,
     )
+    _print_summary(s, metadata_only)
+
+
+def _adapter_options(items: list[str] | None, **named: str | None) -> dict:
+    """The adapter's own options: ``--option KEY=VALUE`` items, then the named ones that were given."""
+    opts: dict = _parse_options(items)
+    opts.update({k: v for k, v in named.items() if v is not None})
+    return opts
+
+
+def _copy_options(**flags: bool) -> dict:
+    """The dicom adapter's copy switches, passed on only when set (as the adapters' text options)."""
+    return {k: "1" for k, on in flags.items() if on}
+
+
+def _importer(kind: str, root: str, opts: dict, *, study_date, study_uid, since, no_copy) -> tuple:
+    """The import function and its positional arguments: the PACS import (which keeps its --since cursor
+    around the importer; its own options are added to ``opts``) for dicomweb, else
+    :func:`cbir_pg.datasets.import_dataset` of ``kind``, where the PACS options are refused."""
+    from cbir_pg.errors import ConfigError
+
+    if kind == "dicomweb":
+        from cbir_pg.app.cli._common import split_names
+        from cbir_pg.pacs.dicomweb import import_dicomweb
+
+        opts.update(study_date=study_date, study_uid=",".join(split_names(study_uid)) or None, since=since)
+        opts["no_copy"] = no_copy
+        return import_dicomweb, (root,)
+    if study_date or study_uid or since or no_copy:
+        raise ConfigError(
+            "--study-date, --study-uid, --since and --no-copy are options of: datasets import dicomweb URL"
+        )
+    from cbir_pg.datasets import import_dataset
+
+    return import_dataset, (kind, root)
+
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+
+
+def _print_summary(s, metadata_only: bool) -> None:
+    """What the import added, its splits, duplicates, exclusions and errors, and a crossing warning."""
     console.print(
         f"dataset [bold]{s.dataset}[/] ({s.kind}): {s.imported} new images, {s.skipped_existing} already "
         f"present, {s.error_count} errors, {s.images} images / {s.patients} patients in total "
         f"({s.seconds:.1f} s)"
     )
-    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(s.splits.items())))
+    console.print("splits: " + _counts(s.splits))
     if metadata_only:
         console.print("metadata only: no image file read; pixels not available for these images")
     if s.hashed:
@@ -160,11 +184,9 @@ def import_(
             f"duplicates: {s.exact_duplicates} exact, {s.near_duplicates} near (flagged, not deleted)"
         )
     if s.excluded:
-        console.print("excluded: " + ", ".join(f"{k} {v}" for k, v in sorted(s.excluded.items())))
+        console.print("excluded: " + _counts(s.excluded))
     if s.errors:
-        console.print(
-            "errors (see cbir.error): " + ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
-        )
+        console.print("errors (see cbir.error): " + _counts(s.errors))
     if s.patients_crossing_splits:
         console.print(
             f"[yellow]warning:[/] {s.patients_crossing_splits} patients have images in several splits"

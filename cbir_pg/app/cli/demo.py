@@ -40,9 +40,7 @@ def demo(
     ),
 ) -> None:
     """The main job on real images: start the database, migrate, import BreastMNIST + PneumoniaMNIST, embed, index, evaluate (ANN and exact), run kNN, write the report, print Table 2."""
-    from cbir_pg.app.cli.evaluate import print_table2
     from cbir_pg.app.demo import StepEvent, run_demo
-    from cbir_pg.db.connect import redact
 
     def on_step(e: StepEvent) -> None:
         if e.status == "start":
@@ -61,6 +59,14 @@ def demo(
         on_step=on_step,
         fuse_with=None if fuse_with == "none" else fuse_with,
     )
+    _say_results(r, state(ctx).dsn)
+
+
+def _say_results(r, dsn: str | None) -> None:
+    """Table 2, the ANN recall, the fused row, kNN, where the report is and the database."""
+    from cbir_pg.app.cli.evaluate import print_table2
+    from cbir_pg.db.connect import redact
+
     console.print()
     print_table2(r.table2)
     if r.recall:
@@ -68,6 +74,18 @@ def demo(
             f"ANN recall of the top-N against exact ({r.model}): "
             + ", ".join(f"@{n} {v:.4f}" for n, v in r.recall.items())
         )
+    _say_fusion(r)
+    if r.knn_metrics:
+        print_line(
+            f"kNN (k={r.knn_k}, chosen on val) on test: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in r.knn_metrics.items())
+        )
+    print_line(f"report: {r.report_index.resolve() if r.report_index else '-'}")
+    print_line(f"database: {redact(r.dsn)}" if dsn else f"database: {SERVER_NOTE}")
+    print_line(f"total {sum(r.seconds.values()):.0f} s")
+
+
+def _say_fusion(r) -> None:
     if r.fused_run_id is not None:
         console.print(
             f"fused row: {r.fused_model} (reciprocal rank fusion, ANN), run {r.fused_run_id}",
@@ -80,14 +98,6 @@ def demo(
             )
     elif r.fusion_note:
         console.print(r.fusion_note, markup=False, highlight=False)
-    if r.knn_metrics:
-        print_line(
-            f"kNN (k={r.knn_k}, chosen on val) on test: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in r.knn_metrics.items())
-        )
-    print_line(f"report: {r.report_index.resolve() if r.report_index else '-'}")
-    print_line(f"database: {redact(r.dsn)}" if state(ctx).dsn else f"database: {SERVER_NOTE}")
-    print_line(f"total {sum(r.seconds.values()):.0f} s")
 
 
 def register(app: typer.Typer) -> None:

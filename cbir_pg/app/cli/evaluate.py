@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
 
 import typer
@@ -21,6 +22,7 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
+# one piece: typer declares its options in the signature
 @app.command()
 def retrieval(
     ctx: typer.Context,
@@ -86,50 +88,39 @@ def retrieval(
     With --fuse, --expand or --rerank the ranking comes from the SQL API of sql/schema/25_fusion.sql and is
     stored as its own leaderboard row (its model column names the members, the method and the options)."""
     from cbir_pg.errors import ConfigError
-    from cbir_pg.eval.retrieval import evaluate_retrieval
     from cbir_pg.profiles import get_profile
 
     prof = get_profile(profile)
-    index_split = index_split or ",".join(prof.index_splits)
-    query_split = query_split or ",".join(prof.query_splits)
-    mode = mode or prof.search_mode
-
-    if fuse is not None or expand is not None or rerank is not None:
+    opts = RankingOptions(
+        model=model,
+        fuse=fuse,
+        fusion=fusion,
+        rrf_c=rrf_c,
+        candidates=candidates,
+        expand=expand,
+        rerank=rerank,
+        n=n,
+        index_split=index_split or ",".join(prof.index_splits),
+        query_split=query_split or ",".join(prof.query_splits),
+        dataset=dataset,
+        mode=mode or prof.search_mode,
+        ef_search=ef_search,
+    )
+    if opts.is_ranking:
         if compare_exact:
             raise ConfigError("--compare-exact runs for a single model: use --mode ann or --mode exact")
         if prof.name != "default":
             raise ConfigError(
                 f"--profile {prof.name} applies to a single --model, not --fuse/--expand/--rerank"
             )
-        _ranking_eval(
-            ctx,
-            model,
-            fuse,
-            fusion,
-            rrf_c,
-            candidates,
-            expand,
-            rerank,
-            n,
-            index_split,
-            query_split,
-            dataset,
-            mode,
-            ef_search,
-            fmt,
-        )
+        _ranking_eval(ctx, opts, fmt)
         return
     if model is None:
         raise ConfigError("give --model KEY (or --fuse KEY1,KEY2)")
-    result = evaluate_retrieval(
-        database(ctx),
-        model,
-        ns=parse_int_list(n),
-        index_splits=split_names([index_split]),
-        query_splits=split_names([query_split]),
-        datasets=split_names(dataset) or None,
-        mode=mode,
-        ef_search=ef_search,
+    _single_model_eval(
+        ctx,
+        opts,
+        fmt,
         compare_exact=compare_exact,
         batch_size=batch_size,
         connections=connections,
@@ -137,58 +128,87 @@ def retrieval(
         profile=prof.name,
         relevance=relevance,
     )
-    for w in result.warnings:
+
+
+def _p_at_n_columns(ns) -> list[Col]:
+    """The run, mode and average columns, then one P@N column per cut-off."""
+    return [Col("run", right=True), Col("mode"), Col("average")] + [
+        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in ns
+    ]
+
+
+def _row(run_id, mode: str, average: str, ns, values) -> dict:
+    return {"run": run_id, "mode": mode, "average": average, **dict(zip(ns, values, strict=True))}
+
+
+def _warn(warnings) -> None:
+    for w in warnings:
         err_console.print(f"warning: {w}", markup=False, highlight=False)
+
+
+def _single_model_eval(ctx, opts: RankingOptions, fmt: Format, **settings) -> None:
+    """One model's stored P@N run(s): ``settings`` are evaluate_retrieval's own (exact comparison,
+    batching, connections, progress, profile, relevance)."""
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+
+    result = evaluate_retrieval(
+        database(ctx),
+        opts.model,
+        ns=parse_int_list(opts.n),
+        index_splits=split_names([opts.index_split]),
+        query_splits=split_names([opts.query_split]),
+        datasets=split_names(opts.dataset) or None,
+        mode=opts.mode,
+        ef_search=opts.ef_search,
+        **settings,
+    )
+    _warn(result.warnings)
     p = result.primary
     scope = ", ".join(result.index_filter.datasets) if result.index_filter.datasets else "all datasets"
     say(
         f"model {result.model}: {p.n_queries} queries ({'/'.join(result.query_splits)}) against {p.n_index} index "
-        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}, profile {prof.name}",
+        f"images ({'/'.join(result.index_filter.splits or ())}), {scope}, profile {settings['profile']}",
         fmt,
     )
-    rows = []
-    order = [m for m in ("ann", "exact") if m in result.runs]
-    for m in order:
-        r = result.runs[m]
-        for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro)):
-            rows.append(
-                {"run": r.run_id, "mode": m, "average": avg, **dict(zip(result.ns, values, strict=True))}
-            )
-    if result.recall is not None and result.delta_micro is not None and result.delta_macro is not None:
-        ann = result.runs["ann"].run_id
-        for mode, avg, values in (
-            ("ann vs exact", "recall", result.recall),
-            ("ann - exact", "delta micro", result.delta_micro),
-            ("ann - exact", "delta macro", result.delta_macro),
-        ):
-            rows.append(
-                {"run": ann, "mode": mode, "average": avg, **dict(zip(result.ns, values, strict=True))}
-            )
-    j = result.judged
-    if j is not None:
+    if result.judged is not None:
+        j = result.judged
         say(
             f"relevance from judgements: {j.n_judged_queries} of {j.n_queries} queries have judgements "
             f"({j.n_judged_pairs} judged neighbours in their top {max(result.ns)}, {j.n_disagreements} "
             "disagree with the labels); unjudged neighbours count by label",
             fmt,
         )
-        for label, values in (("judged queries", j.judged_micro), ("labels only", j.label_micro)):
-            rows.append(
-                {
-                    "run": p.run_id,
-                    "mode": label,
-                    "average": "micro",
-                    **dict(zip(result.ns, values, strict=True)),
-                }
-            )
-    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
-        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in result.ns
-    ]
-    emit(rows, cols, fmt)
-    for m in order:
+    emit(_retrieval_rows(result), _p_at_n_columns(result.ns), fmt)
+    for m in [m for m in ("ann", "exact") if m in result.runs]:
         r = result.runs[m]
         ef = f", ef_search {r.ef_search}" if r.ef_search is not None else ""
         say(f"{m}: run {r.run_id}, {r.queries_per_second:,.0f} queries/s ({r.seconds:.1f} s){ef}", fmt)
+
+
+def _retrieval_rows(result) -> list[dict]:
+    """The table: micro and macro P@N per run, then ann-vs-exact recall and deltas, then the judged split."""
+    ns = result.ns
+    rows = []
+    for m in [m for m in ("ann", "exact") if m in result.runs]:
+        r = result.runs[m]
+        rows += [
+            _row(r.run_id, m, "micro", ns, r.summary.micro),
+            _row(r.run_id, m, "macro", ns, r.summary.macro),
+        ]
+    if result.recall is not None and result.delta_micro is not None and result.delta_macro is not None:
+        ann = result.runs["ann"].run_id
+        rows += [
+            _row(ann, "ann vs exact", "recall", ns, result.recall),
+            _row(ann, "ann - exact", "delta micro", ns, result.delta_micro),
+            _row(ann, "ann - exact", "delta macro", ns, result.delta_macro),
+        ]
+    if result.judged is not None:
+        run = result.primary.run_id
+        rows += [
+            _row(run, "judged queries", "micro", ns, result.judged.judged_micro),
+            _row(run, "labels only", "micro", ns, result.judged.label_micro),
+        ]
+    return rows
 
 
 def _pair(text: str, what: str, first=int) -> tuple:
@@ -203,65 +223,76 @@ def _pair(text: str, what: str, first=int) -> tuple:
         raise ConfigError(f"{what}: expected two comma-separated numbers, got {text!r}") from None
 
 
-def _ranking_eval(
-    ctx,
-    model,
-    fuse,
-    fusion,
-    rrf_c,
-    candidates,
-    expand,
-    rerank,
-    n,
-    index_split,
-    query_split,
-    dataset,
-    mode,
-    ef_search,
-    fmt: Format,
-) -> None:
-    from cbir_pg.errors import ConfigError
-    from cbir_pg.eval.fusion import Ranking, evaluate_ranking
+@dataclass(frozen=True)
+class RankingOptions:
+    """``cbir-pg eval retrieval``'s options as typed (the profile's defaults filled in)."""
 
-    if fuse is not None and model is not None:
-        raise ConfigError("give --model KEY or --fuse KEY1,KEY2, not both")
-    models = split_names([fuse]) if fuse is not None else ([model] if model else [])
-    if fuse is not None and len(models) < 2:
-        raise ConfigError(f"--fuse needs at least two models, got {fuse!r}")
-    if not models:
-        raise ConfigError("give --model KEY or --fuse KEY1,KEY2")
-    index_splits = split_names([index_split])
+    model: str | None
+    fuse: str | None
+    fusion: str
+    rrf_c: float
+    candidates: int | None
+    expand: str | None
+    rerank: str | None
+    n: str
+    index_split: str
+    query_split: str
+    dataset: list[str] | None
+    mode: str
+    ef_search: int | None
+
+    @property
+    def is_ranking(self) -> bool:
+        """Whether the ranking comes from the fusion SQL API (--fuse, --expand or --rerank)."""
+        return self.fuse is not None or self.expand is not None or self.rerank is not None
+
+    def ranking(self):
+        """The :class:`cbir_pg.eval.fusion.Ranking` these options ask for, or a one-line error."""
+        from cbir_pg.errors import ConfigError
+        from cbir_pg.eval.fusion import Ranking
+
+        if self.fuse is not None and self.model is not None:
+            raise ConfigError("give --model KEY or --fuse KEY1,KEY2, not both")
+        models = split_names([self.fuse]) if self.fuse is not None else ([self.model] if self.model else [])
+        if self.fuse is not None and len(models) < 2:
+            raise ConfigError(f"--fuse needs at least two models, got {self.fuse!r}")
+        if not models:
+            raise ConfigError("give --model KEY or --fuse KEY1,KEY2")
+        return Ranking(
+            models=tuple(models),
+            fusion=self.fusion,
+            c=self.rrf_c,
+            candidates=self.candidates,
+            expand=_pair(self.expand, "--expand M,ALPHA") if self.expand else None,
+            rerank=_pair(self.rerank, "--rerank K1,LAMBDA") if self.rerank else None,
+        )
+
+
+def _ranking_eval(ctx, opts: RankingOptions, fmt: Format) -> None:
+    from cbir_pg.errors import ConfigError
+    from cbir_pg.eval.fusion import evaluate_ranking
+
+    ranking = opts.ranking()
+    index_splits = split_names([opts.index_split])
     if len(index_splits) != 1:
         raise ConfigError("--fuse/--expand/--rerank search one index split")
-    ranking = Ranking(
-        models=tuple(models),
-        fusion=fusion,
-        c=rrf_c,
-        candidates=candidates,
-        expand=_pair(expand, "--expand M,ALPHA") if expand else None,
-        rerank=_pair(rerank, "--rerank K1,LAMBDA") if rerank else None,
-    )
     r = evaluate_ranking(
         database(ctx),
         ranking,
-        ns=parse_int_list(n),
+        ns=parse_int_list(opts.n),
         index_split=index_splits[0],
-        query_splits=split_names([query_split]),
-        datasets=split_names(dataset) or None,
-        mode=mode,
-        ef_search=ef_search,
+        query_splits=split_names([opts.query_split]),
+        datasets=split_names(opts.dataset) or None,
+        mode=opts.mode,
+        ef_search=opts.ef_search,
     )
-    for w in r.warnings:
-        err_console.print(f"warning: {w}", markup=False, highlight=False)
+    _warn(r.warnings)
     say(f"{r.model}: {r.n_queries} queries against {r.n_index} index images", fmt)
     rows = [
-        {"run": r.run_id, "mode": r.mode, "average": avg, **dict(zip(r.ns, values, strict=True))}
-        for avg, values in (("micro", r.summary.micro), ("macro", r.summary.macro))
+        _row(r.run_id, r.mode, avg, r.ns, v)
+        for avg, v in (("micro", r.summary.micro), ("macro", r.summary.macro))
     ]
-    cols = [Col("run", right=True), Col("mode"), Col("average")] + [
-        Col(f"p{cut}", lambda row, c=cut: row[c], _fmt, right=True, header=f"P@{cut}") for cut in r.ns
-    ]
-    emit(rows, cols, fmt)
+    emit(rows, _p_at_n_columns(r.ns), fmt)
     qps = r.n_queries / r.seconds if r.seconds > 0 else float("inf")
     say(f"{r.mode}: run {r.run_id}, {qps:,.0f} queries/s ({r.seconds:.1f} s)", fmt)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import typer
 
 from cbir_pg.app.cli._common import console, database
@@ -64,11 +66,29 @@ def build(
     ),
 ) -> None:
     """Build the model's HNSW cosine index after loading: memory sized to the graph, parallel workers, ANALYZE."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
     from cbir_pg.index import build_index
 
-    db = database(ctx)
+    with _build_progress() as on_progress:
+        report = build_index(
+            database(ctx),
+            model,
+            m=m,
+            ef_construction=ef_construction,
+            concurrently=concurrently,
+            quantize=quantize,
+            storage=storage,
+            progress=on_progress,
+            recall_queries=recall_queries,
+            maintenance_work_mem_mb=parse_size_mb(maintenance_work_mem) if maintenance_work_mem else None,
+        )
+    _say_built(report)
+
+
+@contextmanager
+def _build_progress():
+    """A transient progress bar following pg_stat_progress_create_index; yields its callback."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -84,18 +104,11 @@ def build(
             )
             bar.update(task, description=p.phase, completed=done, total=total)
 
-        report = build_index(
-            db,
-            model,
-            m=m,
-            ef_construction=ef_construction,
-            concurrently=concurrently,
-            quantize=quantize,
-            storage=storage,
-            progress=on_progress,
-            recall_queries=recall_queries,
-            maintenance_work_mem_mb=parse_size_mb(maintenance_work_mem) if maintenance_work_mem else None,
-        )
+        yield on_progress
+
+
+def _say_built(report) -> None:
+    """The index built, its memory and workers, what it replaced and its measured recall."""
     console.print(
         f"built {report.index_name} ({report.opclass}, m={report.m}, ef_construction={report.ef_construction}) "
         f"on {report.rows:,} x {report.dim}-d vectors in {report.build_seconds:.1f} s; size {_size(report.size_bytes)}"

@@ -19,6 +19,7 @@ def _split_csv(values: list[str] | None) -> list[str] | None:
     return split_names(values) or None
 
 
+# one piece: typer declares its options in the signature
 @app.callback()
 def ingest(
     ctx: typer.Context,
@@ -87,6 +88,11 @@ def ingest(
         limit=limit,
         fast_decode=fast_decode,
     )
+    _say_ingested(s)
+
+
+def _say_ingested(s) -> None:
+    """One line: what was embedded, how fast, where, and what failed."""
     errs = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
     console.print(
         f"{s.model}: embedded {s.embedded} images in {s.seconds:.1f} s ({s.images_per_s:.1f} img/s, {s.device},"

@@ -49,7 +49,6 @@ def search(
     --text "right pleural effusion" searches by a description with the model's own text tower."""
     from cbir_pg.cohort import as_cohort
     from cbir_pg.errors import ConfigError
-    from cbir_pg.search import search_text, search_with_query, write_search_grid
 
     if sum(x is not None for x in (path, image_id, text)) != 1:
         raise ConfigError("give an image file, --image-id or --text (one of them)")
@@ -65,31 +64,35 @@ def search(
         same_patient=same_patient,
         cohort=saved,
     )
-    db = database(ctx)
     if text is not None:
-        if among.relative_to_query or png is not None:
-            raise ConfigError(
-                "--exclude-same-patient, --same-patient and --png need an image query, not --text"
-            )
-        hits = search_text(db, model, text, k=k, cohort=among, ef_search=ef_search, weights=weights)
-        from cbir_pg.app.cli.output import say
-        from cbir_pg.search import text_search_note
+        _by_text(database(ctx), model, text, k, among, ef_search=ef_search, weights=weights, png=png, fmt=fmt)
+    else:
+        _by_image(database(ctx), model, image_id, path, k, among, ef_search=ef_search, png=png, fmt=fmt)
 
-        if fmt == Format.table:
-            print_line(f"query: text {text!r}, model {model}")
-        note = None if weights is not None else text_search_note(db, model)
-        if note:
-            say(note, fmt)
-        _emit_hits(hits, k, fmt)
-        return
+
+def _by_text(db, model: str, text: str, k: int, among, *, ef_search, weights, png, fmt: Format) -> None:
+    """``--text``: the model's text tower embeds the description; a note says whose image vectors it meets."""
+    from cbir_pg.app.cli.output import say
+    from cbir_pg.errors import ConfigError
+    from cbir_pg.search import search_text, text_search_note
+
+    if among.relative_to_query or png is not None:
+        raise ConfigError("--exclude-same-patient, --same-patient and --png need an image query, not --text")
+    hits = search_text(db, model, text, k=k, cohort=among, ef_search=ef_search, weights=weights)
+    if fmt == Format.table:
+        print_line(f"query: text {text!r}, model {model}")
+    note = None if weights is not None else text_search_note(db, model)
+    if note:
+        say(note, fmt)
+    _emit_hits(hits, k, fmt)
+
+
+def _by_image(db, model: str, image_id, path, k: int, among, *, ef_search, png, fmt: Format) -> None:
+    """A stored image or a file (embedded on the fly when new); ``--png`` also writes the grid."""
+    from cbir_pg.search import search_with_query, write_search_grid
+
     query, hits = search_with_query(
-        db,
-        model,
-        image_id=image_id,
-        path=path,
-        k=k,
-        cohort=among,
-        ef_search=ef_search,
+        db, model, image_id=image_id, path=path, k=k, cohort=among, ef_search=ef_search
     )
     what = f"image {query.image_id}" if query.image_id is not None else str(query.path)
     extra = " (embedded on the fly)" if query.embedded_on_the_fly else ""

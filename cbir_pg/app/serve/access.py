@@ -12,46 +12,27 @@ It works under ``trust`` (the password is then not asked for) and under ``scram-
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from cbir_pg.db import identifiers, queries
-from cbir_pg.db.connect import connect, translate
+from cbir_pg.db.connect import connect, login_dsn
 from cbir_pg.db.database import dict_cursor, scalar
-from cbir_pg.errors import ConfigError, DatabaseError
+from cbir_pg.db.readonly import role_setup, stored_password
+from cbir_pg.errors import ConfigError
 
 ROLE = "cbir_web"
 
 
 def web_password(home: Path) -> str:
     """The role's password: read from the home, or generated there once (0600)."""
-    path = Path(home) / "serve" / "web-password"
-    try:
-        text = path.read_text(encoding="ascii").strip()
-        if len(text) >= 32:
-            return text
-    except (OSError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(password + "\n")
-    return password
+    return stored_password(Path(home) / "serve" / "web-password")
 
 
 def web_dsn(owner_dsn: str, password: str) -> str:
     """The owner's DSN with the user and password replaced by the web role's."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(owner_dsn)
-    params["user"] = ROLE
-    params["password"] = password
-    return make_conninfo(**params)
+    return login_dsn(owner_dsn, ROLE, password)
 
 
 def prepare_web_role(owner_dsn: str, home: Path) -> str:
@@ -62,8 +43,11 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
     never migrated has no such role: that is one clear error, not a half-working server.
     """
     password = web_password(home)
-    conn = connect(owner_dsn, autocommit=True, vector=False)
-    try:
+    refused = (
+        "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "
+        "to run `alter role cbir_web login password ...` and pass that role's DSN with --web-dsn"
+    )
+    with role_setup(connect(owner_dsn, autocommit=True, vector=False), refused) as conn:
         if not scalar(conn, queries.get("serve", "web_role_exists")):
             raise ConfigError("the database has no cbir_web role: run `cbir-pg db migrate` first")
         conn.execute(
@@ -79,13 +63,4 @@ def prepare_web_role(owner_dsn: str, home: Path) -> str:
         # logged-in readers: the server acts as them with `set local role` (reader logins made outside
         # `cbir-pg db roles add` since the last migrate included)
         conn.execute(queries.get("serve", "grant_logins_to_web"))
-    except psycopg.errors.InsufficientPrivilege:
-        raise DatabaseError(
-            "the database user cannot set up the cbir_web role (it needs CREATEROLE): ask an administrator "
-            "to run `alter role cbir_web login password ...` and pass that role's DSN with --web-dsn"
-        ) from None
-    except psycopg.Error as exc:
-        raise translate(exc) from None
-    finally:
-        conn.close()
     return web_dsn(owner_dsn, password)

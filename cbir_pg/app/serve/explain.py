@@ -11,18 +11,18 @@ JSON, and a method that did no better than a random order is flagged in a respon
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from cbir_pg.app.serve.auth import Actor, current_actor
+from cbir_pg.app.serve.auth import Actor
+from cbir_pg.app.serve.params import MAX_ID, CurrentActor, ImageId
 from cbir_pg.db import queries
 from cbir_pg.errors import ConfigError, NotFoundError
 
-MAX_ID = 2**63 - 1
 FORMATS = ("png", "json", "npy")
 SIDES = ("pair", "query", "neighbour")
 
@@ -80,6 +80,55 @@ class Explainer:
         return {r["method"]: dict(r) for r in rows}
 
 
+@dataclass(frozen=True)
+class ExplainRequest:
+    """The query parameters of ``/api/images/{id}/explain``, each checked."""
+
+    neighbour: int
+    method: str
+    fmt: str
+    side: str
+    model: str | None
+
+    @classmethod
+    def from_params(cls, p) -> ExplainRequest:
+        from cbir_pg.explain import list_methods
+
+        raw = (p.get("neighbour") or "").strip()
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+            raise ConfigError("neighbour must be a positive image id")
+        method = (p.get("method") or "occlusion").strip()
+        if method not in list_methods():
+            raise ConfigError(f"unknown method {method[:40]!r}: use {', '.join(list_methods())}")
+        fmt = (p.get("format") or "png").strip()
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown format {fmt[:20]!r}: use png, json or npy")
+        side = (p.get("side") or "pair").strip()
+        if side not in SIDES:
+            raise ConfigError(f"unknown side {side[:20]!r}: use pair, query or neighbour")
+        return cls(int(raw), method, fmt, side, (p.get("model") or "").strip() or None)
+
+
+def explain_response(explainer: Explainer, image_id: int, ask: ExplainRequest, model: str, actor) -> Response:
+    """The maps in the asked format, with headers saying whether they were cached and faithful."""
+    out = explainer.explain(actor, image_id, ask.neighbour, model, ask.method)
+    faith = explainer.faithfulness(actor, model, ask.method)
+    headers = {
+        "X-Explain-Cached": "true" if out.maps.cached else "false",
+        "X-Explain-Seconds": f"{out.maps.seconds:.3f}",
+        "Cache-Control": "private, max-age=86400",
+    }
+    if faith is not None:
+        headers["X-Explain-Faithful"] = "false" if faith["no_better_than_random"] else "true"
+    if ask.fmt == "json":
+        body = {"query": image_id, "neighbour": ask.neighbour, **out.maps.as_json(), "faithfulness": faith}
+        return JSONResponse(body, headers=headers)
+    if ask.fmt == "npy":
+        return Response(out.maps.npy(), media_type="application/octet-stream", headers=headers)
+    png = out.png() if ask.side == "pair" else out.side_png(ask.side)
+    return Response(png, media_type="image/png", headers=headers)
+
+
 def add_explain_routes(app: FastAPI, store, cache_root: Path, *, audit) -> Explainer:
     """The route; ``audit`` is the app's :func:`cbir_pg.app.serve.web.audit` (handed in: no import cycle)."""
     explainer = Explainer(store, cache_root)
@@ -91,54 +140,14 @@ def add_explain_routes(app: FastAPI, store, cache_root: Path, *, audit) -> Expla
         description="Query parameters: neighbour (image id, required), model, method (occlusion, rise, "
         "gradients), format (png, json, npy), side (pair, query, neighbour; png only).",
     )
-    def api_explain(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
-        from cbir_pg.explain import list_methods
-
-        p = request.query_params
-        raw = (p.get("neighbour") or "").strip()
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
-            raise ConfigError("neighbour must be a positive image id")
-        neighbour = int(raw)
-        method = (p.get("method") or "occlusion").strip()
-        if method not in list_methods():
-            raise ConfigError(f"unknown method {method[:40]!r}: use {', '.join(list_methods())}")
-        fmt = (p.get("format") or "png").strip()
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown format {fmt[:20]!r}: use png, json or npy")
-        side = (p.get("side") or "pair").strip()
-        if side not in SIDES:
-            raise ConfigError(f"unknown side {side[:20]!r}: use pair, query or neighbour")
-        audit(request, "explain", [image_id, neighbour], {"method": method})
-        models = store.models(actor)
-        model = (p.get("model") or "").strip() or (models[0]["model"] if models else None)
-        if model is None:
-            raise NotFoundError("no model has stored vectors yet")
-        audit(request, "explain", [image_id, neighbour], {"method": method, "model": model})
+    def api_explain(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
+        ask = ExplainRequest.from_params(request.query_params)
+        audit(request, "explain", [image_id, ask.neighbour], {"method": ask.method})
+        model = store.model_or_default(actor, ask.model)
+        audit(request, "explain", [image_id, ask.neighbour], {"method": ask.method, "model": model})
         store.check_model(actor, model)
         store.image(actor, image_id)
-        store.image(actor, neighbour)
-        out = explainer.explain(actor, image_id, neighbour, model, method)
-        faith = explainer.faithfulness(actor, model, method)
-        headers = {
-            "X-Explain-Cached": "true" if out.maps.cached else "false",
-            "X-Explain-Seconds": f"{out.maps.seconds:.3f}",
-            "Cache-Control": "private, max-age=86400",
-        }
-        if faith is not None:
-            headers["X-Explain-Faithful"] = "false" if faith["no_better_than_random"] else "true"
-        if fmt == "json":
-            body = {
-                "query": image_id,
-                "neighbour": neighbour,
-                **out.maps.as_json(),
-                "faithfulness": faith,
-            }
-            return JSONResponse(body, headers=headers)
-        if fmt == "npy":
-            return Response(out.maps.npy(), media_type="application/octet-stream", headers=headers)
-        png = out.png() if side == "pair" else out.side_png(side)
-        return Response(png, media_type="image/png", headers=headers)
+        store.image(actor, ask.neighbour)
+        return explain_response(explainer, image_id, ask, model, actor)
 
     return explainer

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 
-from cbir_pg.app.serve.auth import Actor, current_actor
+from cbir_pg.app.serve.auth import Actor
+from cbir_pg.app.serve.params import CurrentActor, ImageId
 from cbir_pg.errors import ConfigError
-
-MAX_ID = 2**63 - 1
 
 
 def _int(v: Any, name: str) -> int | None:
@@ -52,6 +50,7 @@ def refined(
 ) -> tuple[list[dict], list[dict], int]:
     """``(refined hits, moves, number of judgements used)``: the Rocchio ranking among the cohort
     (``cbir.similar_images_rocchio_v2``) in the page's hit shape, and each case's rank before and after."""
+    from cbir_pg.app.serve.store import page_hit
     from cbir_pg.db import queries
     from cbir_pg.feedback import moves, my_judgements
 
@@ -62,15 +61,7 @@ def refined(
             {"image_id": image_id, "model": model, "k": k, "cohort": cohort.sql()},
         ).fetchall()
         n_judged = len(my_judgements(c, query_image_id=image_id))
-    hits = [
-        {
-            **{key: r[key] for key in ("image_id", "label", "dataset", "split", "modality", "sex")},
-            "rank": int(r["rank"]),
-            "similarity": float(r["similarity"]),
-            "age": float(r["age"]) if r["age"] is not None else None,
-        }
-        for r in rows
-    ]
+    hits = [page_hit(r) for r in rows]
     moved = [
         {"image_id": m.image_id, "before": m.before, "after": m.after, "change": m.change}
         for m in moves([h["image_id"] for h in before], [h["image_id"] for h in hits])
@@ -78,55 +69,72 @@ def refined(
     return hits, moved, n_judged
 
 
-def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_model, audit) -> None:
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise ConfigError("send the judgement as a JSON object") from None
+
+
+async def judge(request: Request, store, actor: Actor, audit) -> dict:
+    """``POST /api/judgements``: check the model and both images are the actor's to see, then record
+    the verdict (one audit row: the query and neighbour ids, model and verdict; never the reason)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from cbir_pg.feedback import record
+
+    body = await _json_body(request)
+    audit(request, "judgement")
+    j = judgement_from(body)
+    audit(request, "judgement", [j.query_image_id, j.neighbour_id], {"model": j.model, "verdict": j.verdict})
+    await run_in_threadpool(store.check_model, actor, j.model)
+    if j.query_image_id is not None:
+        await run_in_threadpool(store.image, actor, j.query_image_id)
+    await run_in_threadpool(store.image, actor, j.neighbour_id)
+
+    def write() -> dict:
+        with store.conn(actor) as c:
+            row = record(c, j)
+            c.commit()
+        return row
+
+    row = await run_in_threadpool(write)
+    return {key: row[key] for key in ("id", "query_image_id", "neighbour_id", "model", "verdict", "reason")}
+
+
+def refine(request: Request, store, actor: Actor, image_id: int, *, parse_filters, parse_k, audit) -> dict:
+    """``GET /api/images/{id}/refined``: the Rocchio ranking among the cohort of the query parameters."""
+    audit(request, "refine", [image_id])
+    p = request.query_params
+    f, k = parse_filters(p), parse_k(p)
+    model = store.model_or_default(actor, p.get("model"))
+    store.check_model(actor, model)
+    store.check_filters(actor, f)
+    store.image(actor, image_id)
+    hits, moved, n = refined(store, actor, image_id, model, k, f)
+    audit(
+        request,
+        "refine",
+        [image_id, *(h["image_id"] for h in hits)],
+        {"model": model, "k": k, **f.as_params()},
+    )
+    return {"query": image_id, "model": model, "k": k, "judgements": n, "neighbours": hits, "moves": moved}
+
+
+def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, audit) -> None:
     """The judgement and refinement routes; the page's request parsers and its audit note are handed
-    in by :func:`cbir_pg.app.serve.web.create_app` (this module does not import it). Every judgement is
-    one audit row (action ``judgement``, the query and neighbour ids, model and verdict; never the reason)."""
+    in by :func:`cbir_pg.app.serve.web.create_app` (this module does not import it)."""
 
     @app.post("/api/judgements", tags=["api"], summary="record your verdict on a neighbour (relevant or not)")
-    async def api_judge(request: Request, actor: Actor = Depends(current_actor)) -> dict:
-        from starlette.concurrency import run_in_threadpool
-
-        from cbir_pg.feedback import record
-
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ConfigError("send the judgement as a JSON object") from None
-        audit(request, "judgement")
-        j = judgement_from(body)
-        audit(
-            request, "judgement", [j.query_image_id, j.neighbour_id], {"model": j.model, "verdict": j.verdict}
-        )
-        await run_in_threadpool(store.check_model, actor, j.model)
-        if j.query_image_id is not None:
-            await run_in_threadpool(store.image, actor, j.query_image_id)
-        await run_in_threadpool(store.image, actor, j.neighbour_id)
-
-        def write() -> dict:
-            with store.conn(actor) as c:
-                row = record(c, j)
-                c.commit()
-            return row
-
-        row = await run_in_threadpool(write)
-        return {
-            "id": row["id"],
-            "query_image_id": row["query_image_id"],
-            "neighbour_id": row["neighbour_id"],
-            "model": row["model"],
-            "verdict": row["verdict"],
-            "reason": row["reason"],
-        }
+    async def api_judge(request: Request, actor: CurrentActor) -> dict:
+        return await judge(request, store, actor, audit)
 
     @app.get(
         "/api/images/{image_id}/judgements",
         tags=["api"],
         summary="your judgements of this query's neighbours",
     )
-    def api_my_judgements(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_my_judgements(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         from cbir_pg.feedback import my_judgements
 
         audit(request, "judgements", [image_id])
@@ -143,31 +151,10 @@ def add_feedback_routes(app: FastAPI, store, *, parse_filters, parse_k, default_
         tags=["api"],
         summary="the ranking after Rocchio with your judgements, and how each case moved",
     )
-    def api_refined(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
-        audit(request, "refine", [image_id])
-        p = request.query_params
-        f, k = parse_filters(p), parse_k(p)
-        model = (p.get("model") or "").strip() or default_model(store.models(actor))
-        store.check_model(actor, model)
-        store.check_filters(actor, f)
-        store.image(actor, image_id)
-        hits, moved, n = refined(store, actor, image_id, model, k, f)
-        audit(
-            request,
-            "refine",
-            [image_id, *(h["image_id"] for h in hits)],
-            {"model": model, "k": k, **f.as_params()},
+    def api_refined(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
+        return refine(
+            request, store, actor, image_id, parse_filters=parse_filters, parse_k=parse_k, audit=audit
         )
-        return {
-            "query": image_id,
-            "model": model,
-            "k": k,
-            "judgements": n,
-            "neighbours": hits,
-            "moves": moved,
-        }
 
 
 def method_options(app_state, actor: Actor | None, model: str) -> list[dict[str, Any]]:

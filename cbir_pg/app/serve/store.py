@@ -204,6 +204,16 @@ class Store:
                 out.append({"model": r["model"], "family": r["family"], "dim": r["dim"], "vectors": n})
         return [m for m in out if m["vectors"] > 0]
 
+    def model_or_default(self, actor: Actor | None, requested: str | None) -> str:
+        """The requested model, else the first with stored vectors (a 404 when there is none)."""
+        model = (requested or "").strip() or None
+        if model is None:
+            models = self.models(actor)
+            model = models[0]["model"] if models else None
+        if model is None:
+            raise NotFoundError("no model has stored vectors yet")
+        return model
+
     def check_model(self, actor: Actor | None, model: str) -> str:
         if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
             raise ConfigError(f"invalid model name {model!r}")
@@ -376,25 +386,27 @@ class Store:
             }
 
 
+def page_hit(r: dict[str, Any]) -> dict[str, Any]:
+    """One neighbour as the pages and the JSON API show it (no patient key, no path)."""
+    return {
+        "rank": int(r["rank"]),
+        "image_id": int(r["image_id"]),
+        "similarity": float(r["similarity"]),
+        "label": r["label"],
+        "dataset": r["dataset"],
+        "split": r["split"],
+        "modality": r["modality"],
+        "sex": r["sex"],
+        "age": float(r["age"]) if r["age"] is not None else None,
+    }
+
+
 def _hits(c: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What a page shows of each neighbour, in rank order, with its "open in viewer" link
     (``CBIR_PG_VIEWER_URL``, docs/pacs.md; null for images from no PACS)."""
     from cbir_pg.pacs.viewer import viewer_links
 
-    hits = [
-        {
-            "rank": int(r["rank"]),
-            "image_id": int(r["image_id"]),
-            "similarity": float(r["similarity"]),
-            "label": r["label"],
-            "dataset": r["dataset"],
-            "split": r["split"],
-            "modality": r["modality"],
-            "sex": r["sex"],
-            "age": float(r["age"]) if r["age"] is not None else None,
-        }
-        for r in rows
-    ]
+    hits = [page_hit(r) for r in rows]
     links = viewer_links(c, [h["image_id"] for h in hits])
     for h in hits:
         h["viewer_url"] = links.get(h["image_id"])

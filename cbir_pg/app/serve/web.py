@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -38,9 +37,9 @@ from cbir_pg.app.serve.auth import (
     LoginRefused,
     NotAuthenticated,
     TooManyFailures,
-    current_actor,
     may,
 )
+from cbir_pg.app.serve.params import MAX_ID, CurrentActor, ImageId
 from cbir_pg.app.serve.store import MAX_K, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
 from cbir_pg.app.serve.uploads import Upload, UploadStore
@@ -58,7 +57,6 @@ from cbir_pg.rules import SPLITS
 
 log = logging.getLogger("cbir_pg.serve")
 HERE = Path(__file__).resolve().parent
-MAX_ID = 2**63 - 1
 #: default cap on an upload's size
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 
@@ -273,14 +271,16 @@ def search_filters(model: str | None, k: int, f: Cohort, **extra) -> dict:
     return {"model": model, "k": k, **f.as_params(), **extra}
 
 
+def hit_ids(image_id: int | None, hits: list[dict]) -> list[int | None]:
+    """The ids an audit row names for a search: the query's, then its neighbours'."""
+    return [image_id, *(h["image_id"] for h in hits)]
+
+
 async def upload_search(request: Request, w: _App, actor: Actor) -> tuple[dict, list[dict], str, int, Cohort]:
     audit(request, "upload")
     data, form = await read_upload(request, w.config.max_upload_bytes)
     f, k = parse_filters(form), parse_k(form)
-    models = await run_in_threadpool(w.store.models, actor)
-    model = _opt(form, "model") or default_model(models)
-    if model is None:
-        raise NotFoundError("no model has stored vectors yet")
+    model = await run_in_threadpool(w.store.model_or_default, actor, _opt(form, "model"))
     audit(request, "upload", filters=search_filters(model, k, f))
     await run_in_threadpool(w.store.check_model, actor, model)
     await run_in_threadpool(w.store.check_filters, actor, f)
@@ -292,73 +292,91 @@ async def upload_search(request: Request, w: _App, actor: Actor) -> tuple[dict, 
     audit(
         request,
         "upload",
-        [query["image_id"], *(h["image_id"] for h in hits)],
+        hit_ids(query["image_id"], hits),
         search_filters(model, k, f, stored=query["stored"]),
     )
     return query, with_frames(hits, label), model, k, f
 
 
+# --------------------------------------------------------------------------- errors and headers
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_response(templates: Jinja2Templates, request: Request, status: int, message: str) -> Response:
+    """The one error shape: JSON ``{"error", "status"}`` under /api/, the error page elsewhere."""
+    if _is_api(request):
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "page": "error"}, status_code=status
+    )
+
+
+def _login_redirect(request: Request) -> Response:
+    """A page asked for without a session goes to the login form (and comes back after it)."""
+    from urllib.parse import urlencode
+
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errs = exc.errors()
+    first = errs[0] if errs else {}
+    where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
+    return f"bad {where}: {first.get('msg', 'invalid value')}"
+
+
 def _add_error_handlers(app: FastAPI, w: _App) -> None:
-    """One error shape: JSON ``{"error", "status"}`` under /api/, the error page elsewhere; security
-    headers on every response."""
+    """Every error in :func:`_error_response`'s one shape, with the status :func:`status_of` gives."""
     templates = w.templates
-
-    def is_api(request: Request) -> bool:
-        return request.url.path.startswith("/api/")
-
-    def error_response(request: Request, status: int, message: str) -> Response:
-        if is_api(request):
-            return JSONResponse({"error": message, "status": status}, status_code=status)
-        return templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message, "page": "error"}, status_code=status
-        )
 
     @app.exception_handler(NotAuthenticated)
     async def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
         """401 on the API; a page redirects to the login form (and comes back after it)."""
-        if is_api(request) or request.method != "GET":
-            response = error_response(request, 401, str(exc))
+        if _is_api(request) or request.method != "GET":
+            response = _error_response(templates, request, 401, str(exc))
         else:
-            from urllib.parse import urlencode
-
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            response = RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+            response = _login_redirect(request)
         if COOKIE in request.cookies:
             response.delete_cookie(COOKIE, path="/")
         return response
 
     @app.exception_handler(CbirError)
     async def _cbir_error(request: Request, exc: CbirError) -> Response:
-        return error_response(request, status_of(exc), public_message(exc, request.url.path))
+        return _error_response(templates, request, status_of(exc), public_message(exc, request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errs = exc.errors()
-        first = errs[0] if errs else {}
-        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
-        return error_response(request, 400, f"bad {where}: {first.get('msg', 'invalid value')}")
+        return _error_response(templates, request, 400, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = "no such page" if exc.status_code == 404 else str(exc.detail)
-        return error_response(request, exc.status_code, message)
+        return _error_response(templates, request, exc.status_code, message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
-        return error_response(request, 500, "internal error: the server log has the details")
+        return _error_response(templates, request, 500, "internal error: the server log has the details")
 
+
+#: the security headers of every response (a route may set its own Cache-Control)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'",
+    "Cache-Control": "no-store",
+}
+
+
+def _add_security_headers(app: FastAPI) -> None:
     @app.middleware("http")
     async def _headers(request: Request, call_next):
         response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'",
-        )
-        response.headers.setdefault("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
 
@@ -475,27 +493,51 @@ def _form_properties() -> dict[str, Any]:
     return {name: {**schema, "description": text} for name, schema, text in SEARCH_PARAMETERS}
 
 
-def _add_api_routes(app: FastAPI, w: _App) -> None:
-    """The JSON API under /api/ (described at /api/openapi.json)."""
+def _upload_body() -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /api/search``: the file and the search parameters."""
+    properties = {"file": {"type": "string", "format": "binary"}, **_form_properties()}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def api_similar_search(request: Request, store: Store, actor: Actor, image_id: int) -> dict:
+    """``GET /api/images/{id}/similar``: the k nearest among the cohort of the query parameters."""
+    audit(request, "search", [image_id])
+    p = request.query_params
+    f, k = parse_filters(p), parse_k(p)
+    model = store.model_or_default(actor, _opt(p, "model"))
+    audit(request, "search", [image_id], search_filters(model, k, f))
+    store.check_model(actor, model)
+    store.check_filters(actor, f)
+    label = store.label_of(actor, image_id)  # not store.image(): one query instead of six
+    hits = with_frames(store.similar(actor, image_id, model, k, f), label)
+    audit(request, "search", hit_ids(image_id, hits), search_filters(model, k, f))
+    return {
+        "query": {"image_id": image_id, "label": label},
+        "model": model,
+        "k": k,
+        "filters": f.as_params(),
+        "neighbours": hits,
+    }
+
+
+def _add_api_image_routes(app: FastAPI, w: _App) -> None:
+    """The JSON API's catalogue and one image: models, metadata, thumbnail and pixels."""
     store, cache = w.store, w.cache
 
     @app.get("/api/models", tags=["api"], summary="models with stored vectors")
-    def api_models(actor: Actor = Depends(current_actor)) -> dict:
+    def api_models(actor: CurrentActor) -> dict:
         return {"models": store.models(actor)}
 
     @app.get(
         "/api/images/{image_id}", tags=["api"], summary="one image's metadata (no patient data, no path)"
     )
-    def api_image(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
+    def api_image(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
         audit(request, "image", [image_id])
         return store.image(actor, image_id)
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["api"], summary=f"PNG thumbnail (≤ {THUMB_SIDE} px)")
-    def api_thumbnail(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def api_thumbnail(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         audit(request, "thumbnail", [image_id])
         path, h = store.image_file(actor, image_id)
         return png_response(request, *cache.get(path, h, f"t{THUMB_SIDE}", THUMB_SIDE))
@@ -503,14 +545,17 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/images/{image_id}/pixels", tags=["api"], summary=f"PNG of the decoded image (≤ {FULL_SIDE} px)"
     )
-    def api_pixels(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
+    def api_pixels(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
         audit(request, "pixels", [image_id])
         if not may(actor, "pixels"):
             raise Forbidden("you may not fetch pixels")
         path, h = store.image_file(actor, image_id)
         return png_response(request, *cache.get(path, h, f"full{FULL_SIDE}", FULL_SIDE))
+
+
+def _add_api_search_routes(app: FastAPI, w: _App) -> None:
+    """The JSON API's searches (by a stored image, by an upload) and the leaderboard."""
+    store = w.store
 
     @app.get(
         "/api/images/{image_id}/similar",
@@ -520,54 +565,16 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
         "images of the cohort exist).",
         openapi_extra={"parameters": _query_parameters()},
     )
-    def api_similar(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> dict:
-        audit(request, "search", [image_id])
-        p = request.query_params
-        f, k = parse_filters(p), parse_k(p)
-        model = _opt(p, "model") or default_model(store.models(actor))
-        if model is None:
-            raise NotFoundError("no model has stored vectors yet")
-        audit(request, "search", [image_id], search_filters(model, k, f))
-        store.check_model(actor, model)
-        store.check_filters(actor, f)
-        label = store.label_of(actor, image_id)  # not store.image(): one query instead of six
-        hits = with_frames(store.similar(actor, image_id, model, k, f), label)
-        audit(request, "search", [image_id, *(h["image_id"] for h in hits)], search_filters(model, k, f))
-        return {
-            "query": {"image_id": image_id, "label": label},
-            "model": model,
-            "k": k,
-            "filters": f.as_params(),
-            "neighbours": hits,
-        }
-
-    upload_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            **_form_properties(),
-                        },
-                    }
-                }
-            },
-        }
-    }
+    def api_similar(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
+        return api_similar_search(request, store, actor, image_id)
 
     @app.post(
         "/api/search",
         tags=["api"],
         summary="k most similar images to an uploaded image",
-        openapi_extra=upload_body,
+        openapi_extra=_upload_body(),
     )
-    async def api_search(request: Request, actor: Actor = Depends(current_actor)) -> dict:
+    async def api_search(request: Request, actor: CurrentActor) -> dict:
         query, hits, model, k, f = await upload_search(request, w, actor)
         q = {
             "image_id": query["image_id"],
@@ -580,156 +587,198 @@ def _add_api_routes(app: FastAPI, w: _App) -> None:
     @app.get(
         "/api/leaderboard", tags=["api"], summary="the cbir_report leaderboard, per-class P@N, ANN quality"
     )
-    def api_leaderboard(actor: Actor = Depends(current_actor)) -> dict:
+    def api_leaderboard(actor: CurrentActor) -> dict:
         return store.results(actor)
 
 
-def _add_pages(app: FastAPI, w: _App) -> None:
-    """The server-rendered pages: search, image, results and the report figures."""
-    store, config, templates = w.store, w.config, w.templates
+# --------------------------------------------------------------------------- the pages
+def search_context(w: _App, request: Request, actor: Actor, **extra) -> dict:
+    """The search page's template context before any search: the models, filter options and form."""
+    models = w.store.models(actor)
+    ctx = {
+        "page": "search",
+        "models": models,
+        "options": w.store.filter_options(actor),
+        "form": {k: v for k, v in request.query_params.items()},
+        "model": default_model(models),
+        "k": 10,
+        "query": None,
+        "hits": None,
+        "error": None,
+        "upload": None,
+        "columns": None,
+    }
+    ctx.update(extra)
+    return ctx
 
-    def search_context(request: Request, actor: Actor, **extra) -> dict:
-        models = store.models(actor)
-        ctx = {
-            "page": "search",
-            "models": models,
-            "options": store.filter_options(actor),
-            "form": {k: v for k, v in request.query_params.items()},
-            "model": default_model(models),
-            "k": 10,
-            "query": None,
-            "hits": None,
-            "error": None,
-            "upload": None,
-            "columns": None,
-        }
-        ctx.update(extra)
-        return ctx
 
-    def run_upload(ctx: dict, actor: Actor, token: str, model: str, k: int, f: Cohort, compare: bool) -> None:
-        """A kept upload (item 4: a new filter, model or k re-runs the same uploaded image); only the
-        user who uploaded it gets it back."""
-        up = w.uploads.get(token, actor.name)
-        query, hits = store.search_pixels(actor, up, model, k, f)
-        label = store.image(actor, query["image_id"])["label"] if query["stored"] else None
-        ctx["hits"] = with_frames(hits, label)
-        ctx["filters"] = f
-        ctx["upload"] = token
-        ctx["query"] = {
-            "image_id": query["image_id"],
-            "label": label,
-            "thumb": "data:image/png;base64," + base64.b64encode(up.thumb_png).decode(),
-            "uploaded": True,
-            "stored": query["stored"],
-        }
-        if compare:
-            columns = []
-            for m in [m["model"] for m in store.models(actor)]:
-                q, h = store.search_pixels(actor, up, m, COMPARE_K, f)
-                columns.append({"model": m, "hits": with_frames(h, label), "stored": q["stored"]})
-            ctx["columns"] = compare_columns(columns)
+def run_upload(
+    w: _App, ctx: dict, actor: Actor, token: str, model: str, k: int, f: Cohort, compare: bool
+) -> None:
+    """A kept upload (item 4: a new filter, model or k re-runs the same uploaded image); only the
+    user who uploaded it gets it back."""
+    store = w.store
+    up = w.uploads.get(token, actor.name)
+    query, hits = store.search_pixels(actor, up, model, k, f)
+    label = store.image(actor, query["image_id"])["label"] if query["stored"] else None
+    ctx["hits"] = with_frames(hits, label)
+    ctx["filters"] = f
+    ctx["upload"] = token
+    ctx["query"] = {
+        "image_id": query["image_id"],
+        "label": label,
+        "thumb": "data:image/png;base64," + base64.b64encode(up.thumb_png).decode(),
+        "uploaded": True,
+        "stored": query["stored"],
+    }
+    if compare:
+        columns = []
+        for m in [m["model"] for m in store.models(actor)]:
+            q, h = store.search_pixels(actor, up, m, COMPARE_K, f)
+            columns.append({"model": m, "hits": with_frames(h, label), "stored": q["stored"]})
+        ctx["columns"] = compare_columns(columns)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page_search(request: Request, actor: Actor = Depends(current_actor)) -> Response:
-        audit(request, "page_view")
-        ctx = search_context(request, actor)
-        p = request.query_params
-        try:
-            f, k = parse_filters(p), parse_k(p)
-            ctx["k"] = k
-            model = _opt(p, "model") or ctx["model"]
-            ctx["model"] = model
-            image_id = parse_image_id(p)
-            token = _opt(p, "upload")
-            if image_id is not None or token is not None:
-                if model is None:
-                    raise NotFoundError("no model has stored vectors yet")
-                audit(request, "search", [image_id], search_filters(model, k, f, upload=token is not None))
-                store.check_model(actor, model)
-                store.check_filters(actor, f)
-            if token is not None:
-                if not may(actor, "upload"):
-                    raise Forbidden("uploads are not allowed for this user")
-                run_upload(ctx, actor, token, model, k, f, compare=_opt(p, "compare") is not None)
-            elif image_id is not None:
-                info = store.image(actor, image_id)
-                ctx["query"] = {
-                    "image_id": image_id,
-                    "label": info["label"],
-                    "dataset": info["dataset"],
-                    "split": info["split"],
-                    "thumb": f"/api/images/{image_id}/thumbnail",
-                }
-                ctx["hits"] = with_frames(store.similar(actor, image_id, model, k, f), info["label"])
-                ctx["filters"] = f
-                from cbir_pg.app.serve.feedback import page_context
 
-                ctx.update(
-                    page_context(request, store, actor, image_id, model, k, f, ctx["hits"], with_frames)
-                )
-                audit(
-                    request,
-                    "search",
-                    [image_id, *(h["image_id"] for h in ctx["hits"])],
-                    search_filters(model, k, f, refined=ctx["refined"] is not None),
-                )
-        except CbirError as exc:
-            ctx["error"] = public_message(exc, request.url.path)
-            return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
-        return templates.TemplateResponse(request, "search.html", ctx)
+def run_similar(
+    w: _App, request: Request, ctx: dict, actor: Actor, image_id: int, model: str, k: int, f: Cohort
+) -> None:
+    """A stored query on the page: its neighbours among the cohort, the overlay methods and Refine."""
+    from cbir_pg.app.serve.feedback import page_context
 
-    @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page_upload(request: Request, actor: Actor = Depends(current_actor)) -> Response:
-        """An upload is decoded, kept for this user's session under a token, and the browser is sent to
-        the GET page of that token (so a new filter, model or k, or a reload, re-runs the same upload)."""
-        from cbir_pg.images import decode_bytes
+    store = w.store
+    info = store.image(actor, image_id)
+    ctx["query"] = {
+        "image_id": image_id,
+        "label": info["label"],
+        "dataset": info["dataset"],
+        "split": info["split"],
+        "thumb": f"/api/images/{image_id}/thumbnail",
+    }
+    ctx["hits"] = with_frames(store.similar(actor, image_id, model, k, f), info["label"])
+    ctx["filters"] = f
+    ctx.update(page_context(request, store, actor, image_id, model, k, f, ctx["hits"], with_frames))
+    audit(
+        request,
+        "search",
+        hit_ids(image_id, ctx["hits"]),
+        search_filters(model, k, f, refined=ctx["refined"] is not None),
+    )
 
-        audit(request, "upload")
-        try:
+
+def search_page(w: _App, request: Request, actor: Actor) -> Response:
+    """``GET /``: the form, and the search its parameters ask for (by image id or by a kept upload)."""
+    audit(request, "page_view")
+    ctx = search_context(w, request, actor)
+    p = request.query_params
+    try:
+        f, k = parse_filters(p), parse_k(p)
+        ctx["k"] = k
+        model = _opt(p, "model") or ctx["model"]
+        ctx["model"] = model
+        image_id = parse_image_id(p)
+        token = _opt(p, "upload")
+        if image_id is not None or token is not None:
+            if model is None:
+                raise NotFoundError("no model has stored vectors yet")
+            audit(request, "search", [image_id], search_filters(model, k, f, upload=token is not None))
+            w.store.check_model(actor, model)
+            w.store.check_filters(actor, f)
+        if token is not None:
             if not may(actor, "upload"):
                 raise Forbidden("uploads are not allowed for this user")
-            data, form = await read_upload(request, w.config.max_upload_bytes)
-            f, k = parse_filters(form), parse_k(form)
-            rgb = await run_in_threadpool(decode_bytes, data, "the upload")
-        except CbirError as exc:
-            ctx = await run_in_threadpool(search_context, request, actor)
-            ctx["error"] = public_message(exc, request.url.path)
-            return templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
-        token = w.uploads.put(Upload(rgb, render_png(rgb, THUMB_SIDE), owner=actor.name))
-        return RedirectResponse(search_href(None, _opt(form, "model"), k, f, upload=token), status_code=303)
+            run_upload(w, ctx, actor, token, model, k, f, compare=_opt(p, "compare") is not None)
+        elif image_id is not None:
+            run_similar(w, request, ctx, actor, image_id, model, k, f)
+    except CbirError as exc:
+        ctx["error"] = public_message(exc, request.url.path)
+        return w.templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
+    return w.templates.TemplateResponse(request, "search.html", ctx)
+
+
+async def upload_page(w: _App, request: Request, actor: Actor) -> Response:
+    """``POST /``: an upload is decoded, kept for this user's session under a token, and the browser is
+    sent to the GET page of that token (so a new filter, model or k, or a reload, re-runs the same upload)."""
+    from cbir_pg.images import decode_bytes
+
+    audit(request, "upload")
+    try:
+        if not may(actor, "upload"):
+            raise Forbidden("uploads are not allowed for this user")
+        data, form = await read_upload(request, w.config.max_upload_bytes)
+        f, k = parse_filters(form), parse_k(form)
+        rgb = await run_in_threadpool(decode_bytes, data, "the upload")
+    except CbirError as exc:
+        ctx = await run_in_threadpool(search_context, w, request, actor)
+        ctx["error"] = public_message(exc, request.url.path)
+        return w.templates.TemplateResponse(request, "search.html", ctx, status_code=status_of(exc))
+    token = w.uploads.put(Upload(rgb, render_png(rgb, THUMB_SIDE), owner=actor.name))
+    return RedirectResponse(search_href(None, _opt(form, "model"), k, f, upload=token), status_code=303)
+
+
+def image_page(w: _App, request: Request, actor: Actor, image_id: int) -> Response:
+    """``GET /images/{id}``: one image with its nearest neighbours in every model, side by side."""
+    from cbir_pg.app.serve.feedback import method_options
+
+    store = w.store
+    audit(request, "page_view", [image_id])
+    info = store.image(actor, image_id)
+    columns = compare_columns(
+        [
+            {
+                "model": m,
+                "hits": with_frames(store.similar(actor, image_id, m, COMPARE_K, Cohort()), info["label"]),
+                "methods": method_options(request.app.state, actor, m),
+            }
+            for m in info["models"]
+        ]
+    )
+    audit(
+        request,
+        "page_view",
+        [image_id, *(h["image_id"] for c in columns for h in c["hits"])],
+        {"models": info["models"], "k": COMPARE_K},
+    )
+    return w.templates.TemplateResponse(
+        request, "image.html", {"page": "image", "info": info, "columns": columns, "k": COMPARE_K}
+    )
+
+
+def report_figure_response(config: ServeConfig, request: Request, actor: Actor, name: str) -> Response:
+    """``GET /report/{name}``: one PNG of the report directory, for the server's owner only."""
+    audit(request, "page_view", filters={"figure": name[:60]})
+    if not may(actor, "report_figures"):
+        raise Forbidden("the report figures cover every dataset: only the server's owner sees them")
+    if config.report_dir is None or "/" in name or not name.endswith(".png") or name.startswith("."):
+        raise NotFoundError(f"no report figure {name[:60]!r}")
+    try:
+        data = (config.report_dir / name).read_bytes()
+    except OSError:
+        raise NotFoundError(f"no report figure {name[:60]!r}") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+def _add_search_pages(app: FastAPI, w: _App) -> None:
+    """The search page: ``GET /`` (by image id or kept upload) and ``POST /`` (an upload)."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page_search(request: Request, actor: CurrentActor) -> Response:
+        return search_page(w, request, actor)
+
+    @app.post("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page_upload(request: Request, actor: CurrentActor) -> Response:
+        return await upload_page(w, request, actor)
+
+
+def _add_pages(app: FastAPI, w: _App) -> None:
+    """The other server-rendered pages: one image, the results and the report figures."""
+    store, config, templates = w.store, w.config, w.templates
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
-    def page_image(
-        request: Request, image_id: int = PathParam(ge=1, le=MAX_ID), actor: Actor = Depends(current_actor)
-    ) -> Response:
-        audit(request, "page_view", [image_id])
-        info = store.image(actor, image_id)
-        from cbir_pg.app.serve.feedback import method_options
-
-        columns = compare_columns(
-            [
-                {
-                    "model": m,
-                    "hits": with_frames(
-                        store.similar(actor, image_id, m, COMPARE_K, Cohort()), info["label"]
-                    ),
-                    "methods": method_options(request.app.state, actor, m),
-                }
-                for m in info["models"]
-            ]
-        )
-        audit(
-            request,
-            "page_view",
-            [image_id, *(h["image_id"] for c in columns for h in c["hits"])],
-            {"models": info["models"], "k": COMPARE_K},
-        )
-        return templates.TemplateResponse(
-            request, "image.html", {"page": "image", "info": info, "columns": columns, "k": COMPARE_K}
-        )
+    def page_image(request: Request, image_id: ImageId, actor: CurrentActor) -> Response:
+        return image_page(w, request, actor, image_id)
 
     @app.get("/results", response_class=HTMLResponse, include_in_schema=False)
-    def page_results(request: Request, actor: Actor = Depends(current_actor)) -> Response:
+    def page_results(request: Request, actor: CurrentActor) -> Response:
         from cbir_pg.app.serve.figures import report_figures
 
         audit(request, "page_view")
@@ -739,18 +788,8 @@ def _add_pages(app: FastAPI, w: _App) -> None:
         )
 
     @app.get("/report/{name}", include_in_schema=False)
-    def report_figure(request: Request, name: str, actor: Actor = Depends(current_actor)) -> Response:
-        audit(request, "page_view", filters={"figure": name[:60]})
-        if not may(actor, "report_figures"):
-            raise Forbidden("the report figures cover every dataset: only the server's owner sees them")
-        if config.report_dir is None or "/" in name or not name.endswith(".png") or name.startswith("."):
-            raise NotFoundError(f"no report figure {name[:60]!r}")
-        path = config.report_dir / name
-        try:
-            data = path.read_bytes()
-        except OSError:
-            raise NotFoundError(f"no report figure {name[:60]!r}") from None
-        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+    def report_figure(request: Request, name: str, actor: CurrentActor) -> Response:
+        return report_figure_response(config, request, actor, name)
 
 
 def safe_next(target: str | None) -> str:
@@ -760,55 +799,65 @@ def safe_next(target: str | None) -> str:
     return target[:2000]
 
 
+def _client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _set_session(auth: AuthConfig, response: Response, cookie: str) -> Response:
+    response.set_cookie(
+        COOKIE, cookie, httponly=True, samesite="strict", secure=auth.secure_cookies, path="/"
+    )
+    return response
+
+
+def _login_form(w: _App, request: Request, error: str | None, status: int, next_: str = "/") -> Response:
+    ctx = {"page": "login", "error": error, "mode": w.config.auth.mode, "next": safe_next(next_)}
+    return w.templates.TemplateResponse(request, "login.html", ctx, status_code=status)
+
+
+def _logged_in(w: _App, request: Request, cookie: str, target: str) -> Response:
+    """After a login: its audit row, the session cookie and the way on."""
+    request.state.audit_actor = w.gate.sessions.get(cookie).actor
+    audit(request, "login")
+    return _set_session(w.config.auth, RedirectResponse(target, status_code=303), cookie)
+
+
+async def login_submit(w: _App, request: Request) -> Response:
+    """``POST /login``: the password form; a refusal is audited under the name tried (if a role name)."""
+    form = await request.form(max_files=0, max_fields=5, max_part_size=4096)
+    name, password = str(form.get("user") or ""), str(form.get("password") or "")
+    next_ = str(form.get("next") or "/")
+    try:
+        cookie = await run_in_threadpool(w.gate.login, name, password, _client_address(request))
+    except LoginRefused as exc:
+        from cbir_pg.db.identifiers import ROLE_PATTERN
+
+        shown = name.strip() if ROLE_PATTERN.fullmatch(name.strip()) else "(not a role name)"
+        request.state.audit_actor = Actor(shown, "password", shown, _client_address(request))
+        audit(request, "login_failed")
+        return _login_form(w, request, str(exc), status_of(exc), next_)
+    finally:
+        del password
+    return _logged_in(w, request, cookie, safe_next(next_))
+
+
 def _add_login(app: FastAPI, w: _App) -> None:
     """``/login`` (the form, and the one-time link ``/login?token=...``) and ``/logout``."""
-    templates, auth = w.templates, w.config.auth
-
-    def set_session(response: Response, cookie: str) -> Response:
-        response.set_cookie(
-            COOKIE, cookie, httponly=True, samesite="strict", secure=auth.secure_cookies, path="/"
-        )
-        return response
-
-    def form_page(request: Request, error: str | None, status: int, next_: str = "/") -> Response:
-        ctx = {"page": "login", "error": error, "mode": auth.mode, "next": safe_next(next_)}
-        return templates.TemplateResponse(request, "login.html", ctx, status_code=status)
-
-    def address(request: Request) -> str | None:
-        return request.client.host if request.client else None
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is None:
-            return form_page(request, None, 200, request.query_params.get("next") or "/")
+            return _login_form(w, request, None, 200, request.query_params.get("next") or "/")
         try:
-            cookie = w.gate.login_with_token(token, address(request))
+            cookie = w.gate.login_with_token(token, _client_address(request))
         except LoginRefused as exc:
-            return form_page(request, str(exc), status_of(exc))
-        request.state.audit_actor = w.gate.sessions.get(cookie).actor
-        audit(request, "login")
-        return set_session(RedirectResponse("/", status_code=303), cookie)
+            return _login_form(w, request, str(exc), status_of(exc))
+        return _logged_in(w, request, cookie, "/")
 
     @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
-    async def login_submit(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=5, max_part_size=4096)
-        name, password = str(form.get("user") or ""), str(form.get("password") or "")
-        next_ = str(form.get("next") or "/")
-        try:
-            cookie = await run_in_threadpool(w.gate.login, name, password, address(request))
-        except LoginRefused as exc:
-            from cbir_pg.db.identifiers import ROLE_PATTERN
-
-            shown = name.strip() if ROLE_PATTERN.fullmatch(name.strip()) else "(not a role name)"
-            request.state.audit_actor = Actor(shown, "password", shown, address(request))
-            audit(request, "login_failed")
-            return form_page(request, str(exc), status_of(exc), next_)
-        finally:
-            del password
-        request.state.audit_actor = w.gate.sessions.get(cookie).actor
-        audit(request, "login")
-        return set_session(RedirectResponse(safe_next(next_), status_code=303), cookie)
+    async def post_login(request: Request) -> Response:
+        return await login_submit(w, request)
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
@@ -846,21 +895,22 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     w = _App(store, config, cache, templates, gate, UploadStore())
     _add_error_handlers(app, w)
+    _add_security_headers(app)
     _add_guards(app, w)
     _add_login(app, w)
-    _add_api_routes(app, w)
+    _add_api_image_routes(app, w)
+    _add_api_search_routes(app, w)
     from cbir_pg.app.serve.explain import add_explain_routes
 
     app.state.explainer = add_explain_routes(app, store, config.cache_dir.parent / "explain", audit=audit)
     from cbir_pg.app.serve.feedback import add_feedback_routes
 
-    add_feedback_routes(
-        app, store, parse_filters=parse_filters, parse_k=parse_k, default_model=default_model, audit=audit
-    )
+    add_feedback_routes(app, store, parse_filters=parse_filters, parse_k=parse_k, audit=audit)
+    _add_search_pages(app, w)
     _add_pages(app, w)
 
     @app.get("/api/openapi.json", include_in_schema=False)
-    def openapi(actor: Actor = Depends(current_actor)) -> dict:
+    def openapi(actor: CurrentActor) -> dict:
         return app.openapi()
 
     return app
