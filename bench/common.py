@@ -16,7 +16,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -408,8 +408,6 @@ def timed_statements(
 def concurrent_qps(dsn: str, q: sql.Composable, params: list[Any], ef: int, clients: int) -> float:
     """Statements per second of ``clients`` threads, each with its own warmed connection, splitting
     ``params`` between them; timed from a common start (a barrier) to the last thread's end."""
-    import threading
-
     conns = []
     for _ in range(clients):
         c = connect(dsn, autocommit=True)
@@ -417,22 +415,36 @@ def concurrent_qps(dsn: str, q: sql.Composable, params: list[Any], ef: int, clie
         for a in params[:10]:
             c.execute(q, a, prepare=True, binary=True).fetchall()
         conns.append(c)
-    parts = np.array_split(np.arange(len(params)), clients)
-    barrier = threading.Barrier(clients + 1)
 
-    def work(c, idx):
+    def runner(c: psycopg.Connection) -> Callable[[int], Any]:
+        return lambda i: c.execute(q, params[i], prepare=True, binary=True).fetchall()
+
+    try:
+        return barrier_qps([runner(c) for c in conns], len(params))
+    finally:
+        for c in conns:
+            c.close()
+
+
+def barrier_qps(workers: list[Callable[[int], Any]], n: int) -> float:
+    """Items per second of ``len(workers)`` threads splitting items ``0..n-1`` between them, thread
+    ``j`` calling ``workers[j](i)`` for each of its items; timed from a common start (a barrier) to the
+    last thread's end."""
+    import threading
+
+    parts = np.array_split(np.arange(n), len(workers))
+    barrier = threading.Barrier(len(workers) + 1)
+
+    def work(one, idx):
         barrier.wait()
         for i in idx:
-            c.execute(q, params[i], prepare=True, binary=True).fetchall()
+            one(int(i))
 
-    threads = [threading.Thread(target=work, args=(c, p)) for c, p in zip(conns, parts, strict=True)]
+    threads = [threading.Thread(target=work, args=(w, p)) for w, p in zip(workers, parts, strict=True)]
     for t in threads:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    for c in conns:
-        c.close()
-    return len(params) / wall
+    return n / (time.perf_counter() - t0)

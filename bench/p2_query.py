@@ -11,7 +11,6 @@ is at least 0.98.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from psycopg import sql
 
 from bench.build_load import VectorSet
 from bench.common import (
+    barrier_qps,
     concurrent_qps,
     connect,
     exact_topk,
@@ -100,22 +100,7 @@ def faiss_multi_client(index, queries: np.ndarray, ef: int, clients: int) -> flo
 
     faiss.omp_set_num_threads(1)
     index.hnsw.efSearch = ef
-    parts = np.array_split(np.arange(len(queries)), clients)
-    barrier = threading.Barrier(clients + 1)
-
-    def work(idx):
-        barrier.wait()
-        for i in idx:
-            index.search(queries[i][None, :], K)
-
-    threads = [threading.Thread(target=work, args=(p,)) for p in parts]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return len(queries) / (time.perf_counter() - t0)
+    return barrier_qps([lambda i: index.search(queries[i][None, :], K)] * clients, len(queries))
 
 
 def run_p2(

@@ -98,15 +98,14 @@ def run_build_p2(ctx: Context) -> dict[str, Any]:
     return {"build": builds, **({"p2": p2s} if "p2" in ctx.only else {})}
 
 
-def run_scale(ctx: Context) -> dict[str, Any]:
-    from bench.scale import run_scale as scale
-
-    cfg = ctx.size("scale")
+def _series(ctx: Context, part: str, label: str, fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A part measured over a series of index sizes (``p3``, ``scale``): ``fn`` with this mode's sizes."""
+    cfg = ctx.size(part)
     return {
-        "scale": _timed(
+        part: _timed(
             ctx,
-            "scale",
-            lambda: scale(
+            label,
+            lambda: fn(
                 ctx.bs.dsn,
                 sizes=cfg["sizes"],
                 n_queries=cfg["queries"],
@@ -116,26 +115,18 @@ def run_scale(ctx: Context) -> dict[str, Any]:
             ),
         )
     }
+
+
+def run_scale(ctx: Context) -> dict[str, Any]:
+    from bench.scale import run_scale as scale
+
+    return _series(ctx, "scale", "scale", scale)
 
 
 def run_p3(ctx: Context) -> dict[str, Any]:
     from bench.p3_eval import run_p3 as p3
 
-    cfg = ctx.size("p3")
-    return {
-        "p3": _timed(
-            ctx,
-            "P3",
-            lambda: p3(
-                ctx.bs.dsn,
-                sizes=cfg["sizes"],
-                n_queries=cfg["queries"],
-                dim=cfg["dim"],
-                ef_values=cfg["ef"],
-                log=ctx.log,
-            ),
-        )
-    }
+    return _series(ctx, "p3", "P3", p3)
 
 
 def run_p1(ctx: Context) -> dict[str, Any]:
