@@ -18,113 +18,193 @@ def _p1_target(c: dict[str, Any]) -> float:
     return target_for(str(c.get("model")), str(c.get("device", "cpu")))
 
 
-def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = round2_rows(r)
-    p1 = r.get("p1")
-    if p1 and "cases" in p1:
-        for c in p1["cases"]:
-            if c.get("ratio") is None:
-                rows.append(
-                    {
-                        "name": f"P1 ingest / bare forward, {c['model']}",
-                        "value": "error",
-                        "target": f">= {_p1_target(c):.2f}",
-                        "status": "FAIL",
-                    }
-                )
-                continue
-            proto = c.get("variant", "product") != "product"
-            rows.append(
-                {
-                    "name": f"P1 ingest / bare forward, {c['model']} ({c['device']}, {c['precision']}, batch {c['batch_size']})"
-                    + (f" [prototype: {c['variant']}]" if proto else ""),
-                    "value": f"{c['ratio']:.2f} ({c['ingest_images_per_s']:.1f} / {c['bare_images_per_s']:.1f} img/s)"
-                    + (f"; steady state {c['steady_ratio']:.2f}" if c.get("steady_ratio") else ""),
-                    "target": f">= {_p1_target(c):.2f}",
-                    "status": ("info " if proto else "") + _status(c["ratio"] >= _p1_target(c)),
-                }
-            )
-            if proto:
-                continue
-            rows.append(
-                {
-                    "name": f"P1 peak RSS of the ingest process, {c['model']} ({c['ingest_images']:,} images)",
-                    "value": f"{c['peak_rss_mb']:,.0f} MB (with loader workers {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} MB)",
-                    "target": "report",
-                    "status": "info",
-                }
-            )
-    for p2 in r.get("p2", []) or []:
-        op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
-        if op is None:
-            rows.append(
-                {
-                    "name": f"P2 top-10 p50 pgvector / FAISS, {p2['n']:,} x {p2['dim']}",
-                    "value": "recall < 0.98 at every ef",
-                    "target": "<= 3x at recall >= 0.98",
-                    "status": "FAIL",
-                }
-            )
-            continue
-        rows.append(
-            {
-                "name": f"P2 top-10 p50 pgvector / FAISS HNSW, {p2['n']:,} x {p2['dim']} (ef_search {op['ef_search']})",
-                "value": f"{op['p50_ratio']:.1f}x ({op['pgvector']['p50_ms']:.3f} / {op['faiss']['p50_ms']:.3f} ms; "
-                f"recall {op['pgvector']['recall@10']:.3f} / {op['faiss']['recall@10']:.3f})",
-                "target": "<= 3x at recall >= 0.98",
-                "status": _status(p2["passed"]),
-            }
+def _row(name: str, value: str, target: str, status: str) -> dict[str, Any]:
+    return {"name": name, "value": value, "target": target, "status": status}
+
+
+def _p1_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """A P1 case's ratio row and, for the product variant, its memory row."""
+    if c.get("ratio") is None:
+        return [_row(f"P1 ingest / bare forward, {c['model']}", "error", f">= {_p1_target(c):.2f}", "FAIL")]
+    proto = c.get("variant", "product") != "product"
+    rows = [
+        _row(
+            f"P1 ingest / bare forward, {c['model']} ({c['device']}, {c['precision']}, batch {c['batch_size']})"
+            + (f" [prototype: {c['variant']}]" if proto else ""),
+            f"{c['ratio']:.2f} ({c['ingest_images_per_s']:.1f} / {c['bare_images_per_s']:.1f} img/s)"
+            + (f"; steady state {c['steady_ratio']:.2f}" if c.get("steady_ratio") else ""),
+            f">= {_p1_target(c):.2f}",
+            ("info " if proto else "") + _status(c["ratio"] >= _p1_target(c)),
         )
+    ]
+    if not proto:
         rows.append(
-            {
-                "name": f"P2 p99 and QPS (2 clients), {p2['n']:,} x {p2['dim']}",
-                "value": f"p99 {op['pgvector']['p99_ms']:.3f} / {op['faiss']['p99_ms']:.3f} ms; "
-                f"QPS {op['pgvector']['qps_2clients']:,.0f} / {op['faiss']['qps_2clients']:,.0f}",
-                "target": "report",
-                "status": "info",
-            }
-        )
-    p3 = r.get("p3")
-    if p3:
-        for s in p3["per_size"]:
-            best = next((x for x in s["runs"] if x["ef_search"] == s["best_ef_within_delta"]), None)
-            last = s is p3["per_size"][-1]
-            if best is None:
-                value = "no ef_search within |dP@N| <= 0.002"
-            else:
-                value = (
-                    f"{best['speedup_vs_exact']:.2f}x ({best['sql_qps']:,.0f} vs {s['exact_faiss_qps']:,.0f} queries/s, "
-                    f"|dP@N| {best['max_abs_delta_p']:.4f}, ef {best['ef_search']})"
-                )
-            rows.append(
-                {
-                    "name": f"P3 SQL-HNSW eval speed / exact FAISS, index {s['size']:,}",
-                    "value": value,
-                    "target": "> 1x with |dP@N| <= 0.002" + (" (target size)" if last else ""),
-                    "status": _status(s["passed"]) if last else ("info " + _status(s["passed"])),
-                }
+            _row(
+                f"P1 peak RSS of the ingest process, {c['model']} ({c['ingest_images']:,} images)",
+                f"{c['peak_rss_mb']:,.0f} MB (with loader workers {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} MB)",
+                "report",
+                "info",
             )
-    for b in r.get("build", []) or []:
-        rows.append(
-            {
-                "name": f"Build: HNSW pgvector / FAISS, {b['n']:,} x {b['dim']}",
-                "value": f"{b['build_ratio_pg_over_faiss']:.2f}x ({b['pgvector_build_s']:.1f} / {b['faiss_build_s']:.1f} s)",
-                "target": "report",
-                "status": "info",
-            }
-        )
-        rows.append(
-            {
-                "name": f"Load: binary COPY rows/s, {b['dim']}-d",
-                "value": f"{b['copy_numpy_rows_per_s']:,} (numpy-packed), {b['copy_write_row_rows_per_s']:,} (psycopg write_row)",
-                "target": "report",
-                "status": "info",
-            }
         )
     return rows
 
 
+def _p2_rows(p2: dict[str, Any]) -> list[dict[str, Any]]:
+    """P2's ratio at its operating point, and its p99 and QPS there."""
+    op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
+    if op is None:
+        return [
+            _row(
+                f"P2 top-10 p50 pgvector / FAISS, {p2['n']:,} x {p2['dim']}",
+                "recall < 0.98 at every ef",
+                "<= 3x at recall >= 0.98",
+                "FAIL",
+            )
+        ]
+    return [
+        _row(
+            f"P2 top-10 p50 pgvector / FAISS HNSW, {p2['n']:,} x {p2['dim']} (ef_search {op['ef_search']})",
+            f"{op['p50_ratio']:.1f}x ({op['pgvector']['p50_ms']:.3f} / {op['faiss']['p50_ms']:.3f} ms; "
+            f"recall {op['pgvector']['recall@10']:.3f} / {op['faiss']['recall@10']:.3f})",
+            "<= 3x at recall >= 0.98",
+            _status(p2["passed"]),
+        ),
+        _row(
+            f"P2 p99 and QPS (2 clients), {p2['n']:,} x {p2['dim']}",
+            f"p99 {op['pgvector']['p99_ms']:.3f} / {op['faiss']['p99_ms']:.3f} ms; "
+            f"QPS {op['pgvector']['qps_2clients']:,.0f} / {op['faiss']['qps_2clients']:,.0f}",
+            "report",
+            "info",
+        ),
+    ]
+
+
+def _p3_row(s: dict[str, Any], last: bool) -> dict[str, Any]:
+    """One P3 index size; only the last (the target size) counts, the others are info."""
+    best = next((x for x in s["runs"] if x["ef_search"] == s["best_ef_within_delta"]), None)
+    if best is None:
+        value = "no ef_search within |dP@N| <= 0.002"
+    else:
+        value = (
+            f"{best['speedup_vs_exact']:.2f}x ({best['sql_qps']:,.0f} vs {s['exact_faiss_qps']:,.0f} queries/s, "
+            f"|dP@N| {best['max_abs_delta_p']:.4f}, ef {best['ef_search']})"
+        )
+    return _row(
+        f"P3 SQL-HNSW eval speed / exact FAISS, index {s['size']:,}",
+        value,
+        "> 1x with |dP@N| <= 0.002" + (" (target size)" if last else ""),
+        _status(s["passed"]) if last else ("info " + _status(s["passed"])),
+    )
+
+
+def _build_rows(b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _row(
+            f"Build: HNSW pgvector / FAISS, {b['n']:,} x {b['dim']}",
+            f"{b['build_ratio_pg_over_faiss']:.2f}x ({b['pgvector_build_s']:.1f} / {b['faiss_build_s']:.1f} s)",
+            "report",
+            "info",
+        ),
+        _row(
+            f"Load: binary COPY rows/s, {b['dim']}-d",
+            f"{b['copy_numpy_rows_per_s']:,} (numpy-packed), {b['copy_write_row_rows_per_s']:,} (psycopg write_row)",
+            "report",
+            "info",
+        ),
+    ]
+
+
+def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured ratio or figure: round 2's parts first, then P1, P2, P3, build and load."""
+    rows: list[dict[str, Any]] = round2_rows(r)
+    p1 = r.get("p1")
+    if p1 and "cases" in p1:
+        for c in p1["cases"]:
+            rows += _p1_rows(c)
+    for p2 in r.get("p2", []) or []:
+        rows += _p2_rows(p2)
+    p3 = r.get("p3")
+    if p3:
+        rows += [_p3_row(s, s is p3["per_size"][-1]) for s in p3["per_size"]]
+    for b in r.get("build", []) or []:
+        rows += _build_rows(b)
+    return rows
+
+
+def _p1_explanation(c: dict[str, Any]) -> str:
+    """Where a P1 case below its target spent its time: the stages alone, start-up, steady state."""
+    bare, dec = c["bare_images_per_s"], c.get("decode_preprocess_images_per_s_1proc")
+    cp = c.get("copy_commit_images_per_s")
+    text = (
+        f"**P1, {c['model']} ({c['device']}):** ingest reached {c['ratio']:.2f} of the bare forward pass. "
+        f"Measured stages alone: the loader worker's job (read + decode to uint8) {dec:,.0f} img/s in one process, COPY + commit "
+        f"{cp:,.0f} img/s ({c['copy_commit_s_per_batch'] * 1000:.1f} ms a batch of {c['batch_size']}); the model "
+        f"{bare:,.1f} img/s. "
+    )
+    ceiling = dec * c["loader_workers"] if dec else None
+    if c.get("steady_ratio") is not None:
+        text += (
+            f"Start-up: the first batch was committed {c['first_batch_s']:.2f} s into the {c['ingest_s']:.2f} s run "
+            f"(forking {c['loader_workers']} loader workers, first claims), and {c['after_last_batch_s']:.2f} s went "
+            f"after the last batch (a final pass that finds nothing); in steady state ingest ran "
+            f"{c['steady_images_per_s']:,.0f} img/s = {c['steady_ratio']:.2f} of the model. "
+        )
+    if c["device"] != "cpu" and ceiling:
+        text += (
+            f"Decoding caps it at {c['loader_workers']} workers x {dec:,.0f} img/s = {ceiling:,.0f} img/s "
+            f"= {ceiling / bare:.2f} of the model's rate. "
+        )
+    if c.get("steady_images_per_s") and cp:
+        text += _p1_batch_budget(c, bare)
+    if c["device"] == "cpu":
+        text += (
+            f"On the CPU the {c['loader_workers']} DataLoader worker(s), the resize and normalisation (main "
+            f"thread) and the COPY (writer thread) run on the same cores the model's {c['torch_threads']} "
+            f"threads use, so none of it can hide behind the model; decoding alone costs about "
+            f"{bare / dec:.0%} of the model's time per image. "
+        )
+    return text
+
+
+def _p1_batch_budget(c: dict[str, Any], bare: float) -> str:
+    bs = c["batch_size"]
+    t_batch = bs / c["steady_images_per_s"] * 1000
+    t_fwd = bs / bare * 1000
+    t_copy = c["copy_commit_s_per_batch"] * 1000
+    rest = t_batch - t_fwd - t_copy
+    return (
+        f"Per batch of {bs} in steady state the loop takes {t_batch:.0f} ms: forward {t_fwd:.0f} ms (the bare "
+        f"rate), COPY + commit {t_copy:.0f} ms (in the writer thread, overlapped), and {rest + t_copy:.0f} ms "
+        f"of other main-thread work or waiting (claim query, batches from the workers, resize and "
+        f"normalisation on the device, kernel launches, the GIL shared with the writer and pin-memory "
+        f"threads). "
+    )
+
+
+def _p2_explanation(p2: dict[str, Any]) -> str:
+    """Where a P2 sweep below its target spends its time: round trip against server-side execution."""
+    b = p2.get("breakdown") or {}
+    op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
+    if op is None:
+        return f"**P2, {p2['dim']}-d:** no ef_search in the sweep reached recall@10 0.98."
+    fa = op["faiss"]["p50_ms"]
+    return (
+        f"**P2, {p2['n']:,} x {p2['dim']}:** at ef_search {op['ef_search']} pgvector answers in "
+        f"{op['pgvector']['p50_ms']:.3f} ms (p50) against FAISS's {fa:.3f} ms. The client side is not the gap: "
+        f"a prepared `select 1` round trip takes {b.get('select1_roundtrip_p50_ms', float('nan')):.3f} ms, while the "
+        f"server-side execution of the top-10 alone (EXPLAIN ANALYZE) takes {b.get('server_execution_p50_ms', float('nan')):.3f} ms "
+        f"= {b.get('server_execution_p50_ms', float('nan')) / fa:.1f}x FAISS's whole search, touching "
+        f"{b.get('buffer_hits_per_query')} shared buffers. The time is spent inside pgvector's HNSW scan "
+        f"(graph elements read through the buffer manager, page pins and locks, a function-manager call per "
+        f"distance), with the same graph parameters and recall as FAISS's in-process arrays. "
+        f"At ef_search {p2['lever_client_protocol']['ef_search']}, sending the vector as text without a prepared statement measured "
+        f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms against "
+        f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms binary + prepared."
+    )
+
+
 def _explanations(r: dict[str, Any]) -> list[str]:
+    """For each target not reached, the measured numbers that explain it."""
     out: list[str] = []
     p1 = r.get("p1")
     if p1 and "cases" in p1:
@@ -135,70 +215,8 @@ def _explanations(r: dict[str, Any]) -> list[str]:
                 or c.get("variant", "product") != "product"
             ):
                 continue
-            bare, dec = c["bare_images_per_s"], c.get("decode_preprocess_images_per_s_1proc")
-            cp = c.get("copy_commit_images_per_s")
-            text = (
-                f"**P1, {c['model']} ({c['device']}):** ingest reached {c['ratio']:.2f} of the bare forward pass. "
-                f"Measured stages alone: the loader worker's job (read + decode to uint8) {dec:,.0f} img/s in one process, COPY + commit "
-                f"{cp:,.0f} img/s ({c['copy_commit_s_per_batch'] * 1000:.1f} ms a batch of {c['batch_size']}); the model "
-                f"{bare:,.1f} img/s. "
-            )
-            ceiling = dec * c["loader_workers"] if dec else None
-            if c.get("steady_ratio") is not None:
-                text += (
-                    f"Start-up: the first batch was committed {c['first_batch_s']:.2f} s into the {c['ingest_s']:.2f} s run "
-                    f"(forking {c['loader_workers']} loader workers, first claims), and {c['after_last_batch_s']:.2f} s went "
-                    f"after the last batch (a final pass that finds nothing); in steady state ingest ran "
-                    f"{c['steady_images_per_s']:,.0f} img/s = {c['steady_ratio']:.2f} of the model. "
-                )
-            if c["device"] != "cpu" and ceiling:
-                text += (
-                    f"Decoding caps it at {c['loader_workers']} workers x {dec:,.0f} img/s = {ceiling:,.0f} img/s "
-                    f"= {ceiling / bare:.2f} of the model's rate. "
-                )
-            if c.get("steady_images_per_s") and cp:
-                bs = c["batch_size"]
-                t_batch = bs / c["steady_images_per_s"] * 1000
-                t_fwd = bs / bare * 1000
-                t_copy = c["copy_commit_s_per_batch"] * 1000
-                rest = t_batch - t_fwd - t_copy
-                text += (
-                    f"Per batch of {bs} in steady state the loop takes {t_batch:.0f} ms: forward {t_fwd:.0f} ms (the bare "
-                    f"rate), COPY + commit {t_copy:.0f} ms (in the writer thread, overlapped), and {rest + t_copy:.0f} ms "
-                    f"of other main-thread work or waiting (claim query, batches from the workers, resize and "
-                    f"normalisation on the device, kernel launches, the GIL shared with the writer and pin-memory "
-                    f"threads). "
-                )
-            if c["device"] == "cpu":
-                text += (
-                    f"On the CPU the {c['loader_workers']} DataLoader worker(s), the resize and normalisation (main "
-                    f"thread) and the COPY (writer thread) run on the same cores the model's {c['torch_threads']} "
-                    f"threads use, so none of it can hide behind the model; decoding alone costs about "
-                    f"{bare / dec:.0%} of the model's time per image. "
-                )
-            out.append(text)
-    for p2 in r.get("p2", []) or []:
-        if p2["passed"]:
-            continue
-        b = p2.get("breakdown") or {}
-        op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
-        if op is None:
-            out.append(f"**P2, {p2['dim']}-d:** no ef_search in the sweep reached recall@10 0.98.")
-            continue
-        fa = op["faiss"]["p50_ms"]
-        out.append(
-            f"**P2, {p2['n']:,} x {p2['dim']}:** at ef_search {op['ef_search']} pgvector answers in "
-            f"{op['pgvector']['p50_ms']:.3f} ms (p50) against FAISS's {fa:.3f} ms. The client side is not the gap: "
-            f"a prepared `select 1` round trip takes {b.get('select1_roundtrip_p50_ms', float('nan')):.3f} ms, while the "
-            f"server-side execution of the top-10 alone (EXPLAIN ANALYZE) takes {b.get('server_execution_p50_ms', float('nan')):.3f} ms "
-            f"= {b.get('server_execution_p50_ms', float('nan')) / fa:.1f}x FAISS's whole search, touching "
-            f"{b.get('buffer_hits_per_query')} shared buffers. The time is spent inside pgvector's HNSW scan "
-            f"(graph elements read through the buffer manager, page pins and locks, a function-manager call per "
-            f"distance), with the same graph parameters and recall as FAISS's in-process arrays. "
-            f"At ef_search {p2['lever_client_protocol']['ef_search']}, sending the vector as text without a prepared statement measured "
-            f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms against "
-            f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms binary + prepared."
-        )
+            out.append(_p1_explanation(c))
+    out += [_p2_explanation(p2) for p2 in r.get("p2", []) or [] if not p2["passed"]]
     p3 = r.get("p3")
     if p3 and not p3["passed"]:
         s = p3["per_size"][-1]
