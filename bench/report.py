@@ -535,78 +535,89 @@ def round2_sections(r: dict[str, Any], path: Path | None = None) -> list[str]:
 
     L: list[str] = product.section(r, path) + suite.section(r, path)
     src = f" (`bench/results/{path.name}`)" if path else ""
-    ce = r.get("ceiling")
-    if ce:
-        m = r["meta"]
-        L.append(f"## Ingest ceiling with a null encoder, {m['device']}{src}")
-        L.append("")
-        L.append(
-            f"{m['date']}, {_fmt_machine(m['machine'])}; load average at start / end "
-            f"{m['machine'].get('load_avg_at_start')} / {ce.get('load_avg')}. The product's ingest loop with "
-            "efficientnet_lite0's preprocessing (224 x 224, bilinear) and a model that costs nothing; stages "
-            "timed alone beside it (decode: one loader worker's job in one process; preprocess: one batch on "
-            "the device; COPY + commit: one batch of 1,280-d vectors)."
-        )
-        L.append("")
-        L.append(
-            "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for c in ce["cases"]:
-            extra = (
-                " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
-            )
-            L.append(
-                f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
-                f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
-                f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
-            )
-        L.append("")
-    st = r.get("storage")
-    if st:
-        L.append(f"## P2, storage types: {st['n']:,} x {st['dim']} clustered unit vectors{src}")
-        L.append("")
-        L.append(
-            "`vector`: HNSW on the column; `halfvec`: HNSW on `embedding::halfvec(d)`; `bit`: HNSW on "
-            "`binary_quantize(embedding)::bit(d)` (Hamming), then the `ef_search` candidates re-ranked by "
-            f"exact cosine. ef_construction 64, {st['queries']} held-out queries, top-10; FAISS "
-            "`IndexHNSWFlat` with the same m, one thread per client. Load average at the end "
-            f"{st.get('load_avg')}."
-        )
-        L.append("")
-        L.append(
-            "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for c in st["configs"]:
-            L.append(
-                f"| {c['storage']} | {c['m']} | {c['build_s']} ({c['faiss_build_s']}) | {c['index_mb']} | {c['table_mb']} |"
-                f" {c['operating_point']} | {_num(c['p50_ms'], 3)} | {_num(c['faiss_p50_ms'], 3)} | {_num(c['ratio_vs_faiss'], 2)} |"
-            )
-        L.append("")
-        L.append(
-            "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|")
-        for c in st["configs"]:
-            for s in c["sweep"]:
-                L.append(
-                    f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
-                    f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
-                    f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
-                )
-        L.append("")
-        ov = st.get("overhead")
-        if ov:
-            L.append(
-                f"SQL API overhead (index built by `cbir_pg.index.build_index`, {ov['storage']} m=16, ef_search {ov['ef_search']}): "
-                f"`cbir.similar_images` p50 {ov['similar_images_p50_ms']:.3f} ms vs the bare prepared statement "
-                f"{ov['bare_by_id_p50_ms']:.3f} ms ({ov['ratio']:.2f}x); `cbir.similar_to_vector` "
-                f"{ov['similar_to_vector_p50_ms']:.3f} ms vs `ORDER BY embedding <=> $1 LIMIT 10` "
-                f"{ov['bare_by_vector_p50_ms']:.3f} ms ({ov['ratio_vector']:.2f}x)."
-            )
-            L.append("")
+    if r.get("ceiling"):
+        L += _ceiling_section(r, src)
+    if r.get("storage"):
+        L += _storage_section(r["storage"], src)
     L += scale_section(r, path)
+    return L
+
+
+def _ceiling_section(r: dict[str, Any], src: str) -> list[str]:
+    """The null-encoder ceiling: one row per image set, stages timed alone beside it."""
+    ce = r["ceiling"]
+    L: list[str] = []
+    m = r["meta"]
+    L.append(f"## Ingest ceiling with a null encoder, {m['device']}{src}")
+    L.append("")
+    L.append(
+        f"{m['date']}, {_fmt_machine(m['machine'])}; load average at start / end "
+        f"{m['machine'].get('load_avg_at_start')} / {ce.get('load_avg')}. The product's ingest loop with "
+        "efficientnet_lite0's preprocessing (224 x 224, bilinear) and a model that costs nothing; stages "
+        "timed alone beside it (decode: one loader worker's job in one process; preprocess: one batch on "
+        "the device; COPY + commit: one batch of 1,280-d vectors)."
+    )
+    L.append("")
+    L.append(
+        "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in ce["cases"]:
+        extra = " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
+        L.append(
+            f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
+            f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
+            f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
+        )
+    L.append("")
+    return L
+
+
+def _storage_section(st: dict[str, Any], src: str) -> list[str]:
+    """The storage comparison: one row per configuration, its ef_search sweep, the SQL API's overhead."""
+    L: list[str] = []
+    L.append(f"## P2, storage types: {st['n']:,} x {st['dim']} clustered unit vectors{src}")
+    L.append("")
+    L.append(
+        "`vector`: HNSW on the column; `halfvec`: HNSW on `embedding::halfvec(d)`; `bit`: HNSW on "
+        "`binary_quantize(embedding)::bit(d)` (Hamming), then the `ef_search` candidates re-ranked by "
+        f"exact cosine. ef_construction 64, {st['queries']} held-out queries, top-10; FAISS "
+        "`IndexHNSWFlat` with the same m, one thread per client. Load average at the end "
+        f"{st.get('load_avg')}."
+    )
+    L.append("")
+    L.append(
+        "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for c in st["configs"]:
+        L.append(
+            f"| {c['storage']} | {c['m']} | {c['build_s']} ({c['faiss_build_s']}) | {c['index_mb']} | {c['table_mb']} |"
+            f" {c['operating_point']} | {_num(c['p50_ms'], 3)} | {_num(c['faiss_p50_ms'], 3)} | {_num(c['ratio_vs_faiss'], 2)} |"
+        )
+    L.append("")
+    L.append(
+        "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|")
+    for c in st["configs"]:
+        for s in c["sweep"]:
+            L.append(
+                f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
+                f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
+                f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
+            )
+    L.append("")
+    ov = st.get("overhead")
+    if ov:
+        L.append(
+            f"SQL API overhead (index built by `cbir_pg.index.build_index`, {ov['storage']} m=16, ef_search {ov['ef_search']}): "
+            f"`cbir.similar_images` p50 {ov['similar_images_p50_ms']:.3f} ms vs the bare prepared statement "
+            f"{ov['bare_by_id_p50_ms']:.3f} ms ({ov['ratio']:.2f}x); `cbir.similar_to_vector` "
+            f"{ov['similar_to_vector_p50_ms']:.3f} ms vs `ORDER BY embedding <=> $1 LIMIT 10` "
+            f"{ov['bare_by_vector_p50_ms']:.3f} ms ({ov['ratio_vector']:.2f}x)."
+        )
+        L.append("")
     return L
 
 
