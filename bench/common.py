@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import tempfile
 import time
@@ -165,37 +164,6 @@ def recall_at_k(found: np.ndarray | list[list[int]], truth: np.ndarray, k: int) 
     return hits / (len(truth) * k)
 
 
-# --------------------------------------------------------------------------- binary COPY
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_COPY_TRAILER = struct.pack("!h", -1)
-
-
-def binary_copy_payload(ids: np.ndarray, vectors: np.ndarray) -> bytes:
-    """The whole ``COPY ... (FORMAT BINARY)`` stream for ``(image_id bigint, embedding vector(d))``,
-    packed by numpy in one go (no per-row Python): header, rows, trailer."""
-    n, dim = vectors.shape
-    row = np.dtype(
-        [
-            ("nfields", ">i2"),
-            ("len_id", ">i4"),
-            ("id", ">i8"),
-            ("len_vec", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("vec", ">f4", (dim,)),
-        ]
-    )
-    buf = np.empty(n, dtype=row)
-    buf["nfields"] = 2
-    buf["len_id"] = 8
-    buf["id"] = ids
-    buf["len_vec"] = 4 + 4 * dim
-    buf["dim"] = dim
-    buf["unused"] = 0
-    buf["vec"] = vectors
-    return _COPY_HEADER + buf.tobytes() + _COPY_TRAILER
-
-
 # --------------------------------------------------------------------------- the server
 @dataclass
 class BenchServer:
@@ -321,15 +289,17 @@ def create_vector_table(conn: psycopg.Connection, key: str, dim: int) -> str:
 def copy_vectors_numpy(
     conn: psycopg.Connection, table: str, ids: np.ndarray, x: np.ndarray, chunk: int = 20000
 ) -> float:
-    """Binary COPY of ``(image_id, embedding)`` from a numpy-packed payload; returns seconds (commit
-    included)."""
+    """Binary COPY of ``(image_id, embedding)`` from a numpy-packed payload (the product's
+    :func:`cbir_pg.ingest.copy.pack_binary_copy`); returns seconds (commit included)."""
+    from cbir_pg.ingest.copy import pack_binary_copy
+
     t0 = time.perf_counter()
     schema, name = table.split(".")
     q = sql.SQL("copy {} (image_id, embedding) from stdin (format binary)").format(
         sql.Identifier(schema, name)
     )
     for s in range(0, len(ids), chunk):
-        payload = binary_copy_payload(ids[s : s + chunk], x[s : s + chunk])
+        payload = pack_binary_copy(ids[s : s + chunk], x[s : s + chunk])
         with conn.cursor().copy(q) as cp:
             cp.write(payload)
     conn.commit()
