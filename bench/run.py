@@ -18,6 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: the storage comparison's sweep at the quick and full sizes (only the number of vectors differs)
+STORAGE_SWEEP = {"dim": 768, "queries": 500, "ms": [16, 32], "ef": [10, 20, 40, 80, 160, 320]}
+
 #: sizes per mode; the JSON records them, so the doc says which mode produced the numbers
 SIZES = {
     "quick": {
@@ -25,13 +28,7 @@ SIZES = {
             "cpu": {"n_small": 4096, "n_large": 192, "batch": 256, "workers": 2},
             "cuda": {"n_small": 16384, "n_large": 1024, "batch": 256, "workers": 12},
         },
-        "storage": {
-            "n": 30_000,
-            "dim": 768,
-            "queries": 500,
-            "ms": [16, 32],
-            "ef": [10, 20, 40, 80, 160, 320],
-        },
+        "storage": {"n": 30_000, **STORAGE_SWEEP},
         "build_p2": {"n": 30_000, "dims": [512, 768], "queries": 500, "ef": [20, 40, 64, 100]},
         "p3": {"sizes": [20_000, 50_000], "queries": 1000, "dim": 512, "ef": [40, 80]},
         "p1": {
@@ -78,13 +75,7 @@ SIZES = {
             "cpu": {"n_small": 10_000, "n_large": 384, "batch": 256, "workers": 2},
             "cuda": {"n_small": 32768, "n_large": 2048, "batch": 256, "workers": 14},
         },
-        "storage": {
-            "n": 100_000,
-            "dim": 768,
-            "queries": 500,
-            "ms": [16, 32],
-            "ef": [10, 20, 40, 80, 160, 320],
-        },
+        "storage": {"n": 100_000, **STORAGE_SWEEP},
         "build_p2": {"n": 100_000, "dims": [512, 768], "queries": 1000, "ef": [20, 40, 64, 100, 160]},
         "p3": {"sizes": [50_000, 100_000, 200_000], "queries": 2000, "dim": 512, "ef": [40, 80, 160, 320]},
         "p1": {
