@@ -322,14 +322,23 @@ def copy_vectors_rows(conn: psycopg.Connection, table: str, ids: np.ndarray, x: 
 
 
 def hnsw_build_sql(
-    table: str, m: int, ef_construction: int, opclass: str = "vector_cosine_ops"
+    table: str,
+    m: int,
+    ef_construction: int,
+    opclass: str = "vector_cosine_ops",
+    *,
+    expr: sql.Composable | None = None,
+    suffix: str = "hnsw_idx",
 ) -> sql.Composed:
+    """``create index <name>_<suffix> on <table> using hnsw (<expr> <opclass>) with (m, ef_construction)``;
+    ``expr`` is the ``embedding`` column unless given (e.g. a ``halfvec`` cast)."""
     schema, name = table.split(".")
     return sql.SQL(
-        "create index {idx} on {tbl} using hnsw (embedding {ops}) with (m = {m}, ef_construction = {efc})"
+        "create index {idx} on {tbl} using hnsw ({expr} {ops}) with (m = {m}, ef_construction = {efc})"
     ).format(
-        idx=sql.Identifier(f"{name}_hnsw_idx"),
+        idx=sql.Identifier(f"{name}_{suffix}"),
         tbl=sql.Identifier(schema, name),
+        expr=expr or sql.Identifier("embedding"),
         ops=sql.SQL(opclass),
         m=sql.Literal(m),
         efc=sql.Literal(ef_construction),

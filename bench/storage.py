@@ -29,6 +29,7 @@ from bench.common import (
     concurrent_qps,
     connect,
     exact_topk,
+    hnsw_build_sql,
     latency_summary,
     recall_at_k,
     timed_statements,
@@ -81,17 +82,7 @@ def topk_query(storage: str, table: sql.Identifier, dim: int, k: int) -> sql.Com
 
 def index_sql(storage: str, table: str, dim: int, m: int, efc: int = 64) -> sql.Composed:
     expr, ops = hnsw_expression(storage, dim)
-    schema, name = table.split(".")
-    return sql.SQL(
-        "create index {idx} on {tbl} using hnsw ({expr} {ops}) with (m = {m}, ef_construction = {efc})"
-    ).format(
-        idx=sql.Identifier(f"{name}_st_idx"),
-        tbl=sql.Identifier(schema, name),
-        expr=expr,
-        ops=sql.SQL(ops),
-        m=sql.Literal(m),
-        efc=sql.Literal(efc),
-    )
+    return hnsw_build_sql(table, m, efc, ops, expr=expr, suffix="st_idx")
 
 
 def topk_sql(storage: str, table: str, dim: int) -> sql.Composed:
