@@ -332,3 +332,52 @@ def write_dkfz_splits(root: Path) -> Path:
         ["filepath", "dataset", "split", "modality", "anatomic_region", *labels],
         rows,
     )
+
+
+# --------------------------------------------------------------------------- vectors in the database
+def store_vectors(
+    conn,
+    model: str,
+    ids: list[int],
+    vectors: np.ndarray,
+    *,
+    family: str = "synthetic",
+    config: dict | None = None,
+    config_hash: str = "h",
+    number=lambda x: f"{x:.8g}",
+    hnsw: bool = False,
+) -> None:
+    """An encoder row for ``model`` and its embedding table holding ``vectors`` (rows aligned with
+    ``ids``), copied as text with each number written by ``number``; with ``hnsw`` its cosine HNSW index
+    too; then ANALYZE. Runs in ``conn``'s transaction."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    from cbir_pg.db import identifiers
+
+    dim = int(np.asarray(vectors).shape[1])
+    conn.execute(
+        "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
+        " values (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            model,
+            family,
+            dim,
+            identifiers.vector_type_for(dim),
+            Jsonb(config or {}),
+            config_hash,
+            identifiers.embedding_table_name(model),
+        ),
+    )
+    table = identifiers.embedding_table(model)
+    conn.execute(identifiers.create_embedding_table(model, dim))
+    with conn.cursor().copy(sql.SQL("copy {} (image_id, embedding) from stdin").format(table)) as cp:
+        for img, v in zip(ids, vectors, strict=True):
+            cp.write_row((img, "[" + ",".join(number(x) for x in v) + "]"))
+    if hnsw:
+        conn.execute(
+            sql.SQL("create index {} on {} using hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(identifiers.index_name(model)), table
+            )
+        )
+    conn.execute(sql.SQL("analyze {}").format(table))

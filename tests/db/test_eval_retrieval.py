@@ -10,13 +10,13 @@ import uuid
 import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import store_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typer.testing import CliRunner
 
-from cbir_pg.db import identifiers
 from cbir_pg.db.database import Database
 from cbir_pg.errors import NotFoundError
 from cbir_pg.eval import metrics, runs
@@ -43,28 +43,7 @@ def make_benchmark(
     datasets = datasets or ["dsa"] * len(labels)
     n_classes = n_classes or (max(labels) + 1)
     with psycopg.connect(dsn) as conn:
-        ds_id = {}
-        for key in sorted(set(datasets)):
-            row = conn.execute(
-                "insert into cbir.dataset (key, kind, name) values (%s, 'test', %s)"
-                " on conflict (key) do update set name = excluded.name returning id",
-                (key, key),
-            ).fetchone()
-            ds_id[key] = row[0]
-        label_ids = []
-        for c in range(n_classes):
-            row = conn.execute(
-                "insert into cbir.label (key, modality, region, finding, kind) values (%s, 'CT', 'r', %s, %s)"
-                " on conflict (key) do update set kind = excluded.kind returning id",
-                (f"CT/r/f{c}", f"f{c}", "anatomical" if c % 2 else "pathological"),
-            ).fetchone()
-            label_ids.append(row[0])
-        conn.execute(
-            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
-            " values (%s, 'test', %s, 'vector', '{}', 'h', %s)",
-            (model, vectors.shape[1], identifiers.embedding_table_name(model)),
-        )
-        conn.execute(identifiers.create_embedding_table(model, vectors.shape[1]))
+        ds_id, label_ids = _benchmark_catalogue(conn, sorted(set(datasets)), n_classes)
         with conn.cursor() as cur:
             cur.executemany(
                 "insert into cbir.image (dataset_id, uri, split, label_id) values (%s, %s, %s, %s) returning id",
@@ -79,22 +58,37 @@ def make_benchmark(
                 ids.append(cur.fetchone()[0])
                 if not cur.nextset():
                     break
-        copy_sql = sql.SQL("copy {} (image_id, embedding) from stdin").format(
-            identifiers.embedding_table(model)
+        store_vectors(
+            conn,
+            model,
+            ids,
+            np.asarray(vectors, dtype=np.float32),
+            family="test",
+            number=lambda x: repr(float(x)),
+            hnsw=hnsw,
         )
-        with conn.cursor().copy(copy_sql) as cp:
-            for i, v in zip(ids, vectors, strict=True):
-                cp.write_row(
-                    (i, "[" + ",".join(repr(float(x)) for x in np.asarray(v, dtype=np.float32)) + "]")
-                )
-        if hnsw:
-            conn.execute(
-                sql.SQL("create index {} on {} using hnsw (embedding vector_cosine_ops)").format(
-                    sql.Identifier(identifiers.index_name(model)), identifiers.embedding_table(model)
-                )
-            )
-        conn.execute(sql.SQL("analyze {}").format(identifiers.embedding_table(model)))
     return model, ids, label_ids
+
+
+def _benchmark_catalogue(conn, datasets: list[str], n_classes: int) -> tuple[dict[str, int], list[int]]:
+    """The datasets and the classes ``CT/r/f<c>`` (kept if already there); their ids."""
+    ds_id = {}
+    for key in datasets:
+        row = conn.execute(
+            "insert into cbir.dataset (key, kind, name) values (%s, 'test', %s)"
+            " on conflict (key) do update set name = excluded.name returning id",
+            (key, key),
+        ).fetchone()
+        ds_id[key] = row[0]
+    label_ids = []
+    for c in range(n_classes):
+        row = conn.execute(
+            "insert into cbir.label (key, modality, region, finding, kind) values (%s, 'CT', 'r', %s, %s)"
+            " on conflict (key) do update set kind = excluded.kind returning id",
+            (f"CT/r/f{c}", f"f{c}", "anatomical" if c % 2 else "pathological"),
+        ).fetchone()
+        label_ids.append(row[0])
+    return ds_id, label_ids
 
 
 def numpy_reference(vectors, labels, ids, index_mask, query_mask, ns):
