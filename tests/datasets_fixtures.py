@@ -175,22 +175,41 @@ def write_chexpert(root: Path) -> Path:
     return root
 
 
-MIMIC_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
+#: MIMIC-CXR's CheXpert labels: the same fourteen, in alphabetical order
+MIMIC_LABELS = sorted(CHEXPERT_FINDINGS)
+MIMIC_METADATA_HEADER = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
 ]
+
+
+def _mimic_metadata_row(dicom: str, subject: str, study: str, view: str) -> list:
+    """One metadata row: an 8x8 chest image taken erect, the view as given."""
+    procedure = "CHEST (PA AND LAT)"
+    return [
+        dicom,
+        subject,
+        study,
+        procedure,
+        view,
+        8,
+        8,
+        21800506,
+        213014.531,
+        procedure,
+        "postero-anterior",
+        "Erect",
+    ]
 
 
 def write_mimic_cxr(root: Path) -> Path:
@@ -223,37 +242,8 @@ def write_mimic_cxr(root: Path) -> Path:
     )
     write_csv(
         root / "mimic-cxr-2.0.0-metadata.csv",
-        [
-            "dicom_id",
-            "subject_id",
-            "study_id",
-            "PerformedProcedureStepDescription",
-            "ViewPosition",
-            "Rows",
-            "Columns",
-            "StudyDate",
-            "StudyTime",
-            "ProcedureCodeSequence_CodeMeaning",
-            "ViewCodeSequence_CodeMeaning",
-            "PatientOrientationCodeSequence_CodeMeaning",
-        ],
-        [
-            [
-                d,
-                su,
-                st,
-                "CHEST (PA AND LAT)",
-                v,
-                8,
-                8,
-                21800506,
-                213014.531,
-                "CHEST (PA AND LAT)",
-                "postero-anterior",
-                "Erect",
-            ]
-            for d, st, su, _, v in images
-        ],
+        MIMIC_METADATA_HEADER,
+        [_mimic_metadata_row(d, su, st, v) for d, st, su, _, v in images],
     )
     for i, (d, st, su, _, _) in enumerate(images):
         img(root / "files" / f"p{su[:2]}" / f"p{su}" / f"s{st}" / f"{d}.jpg", 400 + i)

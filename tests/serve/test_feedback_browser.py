@@ -5,12 +5,7 @@ the judgements are then the reader's rows, in the de-identified BI view and in
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -19,11 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "db"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_seed import build_seeded_template  # noqa: E402
-from servehelp import CHROMIUM, FLAGS, browser_login  # noqa: E402
+from servehelp import CHROMIUM, FLAGS, browser_login, start_serve, stop_serve, wait_true, wait_up  # noqa: E402
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "tiny_cnn"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -35,55 +29,17 @@ def seeded(pg_server_dsn: str, template_db: str, medmnist_dir: Path):
     drop_database(pg_server_dsn, name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(seeded: str, tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
-    import httpx
-
-    port = _free_port()
     home = tmp_path_factory.mktemp("home")
     log = home / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cbir_pg", "--dsn", seeded, "serve", "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(REPO), "CBIR_PG_HOME": str(home)},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(base + "/login", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
-        time.sleep(0.5)
+    proc, base = start_serve(seeded, log, home=home)
+    wait_up(proc, base, log)
     yield base
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_serve(proc)
     assert "Traceback" not in log.read_text()
-
-
-def wait_true(page, expression: str) -> None:
-    """Poll from Python (the pages' CSP refuses Playwright's string evaluation in wait_for_function)."""
-    for _ in range(1200):
-        if page.evaluate(expression):
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"never true in the page: {expression}")
 
 
 def card_ids(page) -> list[int]:
