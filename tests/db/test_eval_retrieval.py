@@ -279,9 +279,9 @@ def test_ann_within_tolerance_of_exact(ann_run):
     assert 0.2 < exact.summary.micro[0] < 1.0  # clustered data: well above chance (1/6), not trivial
 
 
-def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
-    dsn, model, res = ann_run
-    ann, exact = res.runs["ann"], res.runs["exact"]
+def _read_views(dsn: str, model: str, ann, exact) -> tuple:
+    """What the BI views hold for the two runs: leaderboard rows by mode, the ANN quality row, the
+    exact run's per-class rows, the ANN run's row."""
     with psycopg.connect(dsn) as conn:
         board = {
             r[0]: r[1:]
@@ -307,6 +307,12 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
             " where run_id = %s",
             (ann.run_id,),
         ).fetchone()
+    return board, quality, classes, run
+
+
+def _check_views(views: tuple, res, ann, exact) -> None:
+    """The views return the printed numbers (rounded to 4 decimals for dashboards)."""
+    board, quality, classes, run = views
     for mode, r in (("ann", ann), ("exact", exact)):
         # the views round to 4 decimals for dashboards
         np.testing.assert_allclose(
@@ -330,7 +336,9 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     assert timings["queries_per_s"] > 0 and code_version.startswith("0.")
     assert (nq, ni) == (ann.n_queries, ann.n_index)
 
-    # per-query rows recompute every aggregate
+
+def _check_per_query_rows(dsn: str, res, ann, exact) -> None:
+    """The stored per-query rows recompute every aggregate."""
     stored = runs.load_queries(Database(dsn), exact.run_id)
     assert len(stored.query_ids) == exact.n_queries
     again = metrics.summarise(stored.relevant, stored.class_index_sizes, stored.labels, res.ns)
@@ -340,6 +348,12 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
         res.recall[-1], abs=1e-12
     )
 
+
+def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
+    dsn, model, res = ann_run
+    ann, exact = res.runs["ann"], res.runs["exact"]
+    _check_views(_read_views(dsn, model, ann, exact), res, ann, exact)
+    _check_per_query_rows(dsn, res, ann, exact)
     # table2 and `eval show` print the leaderboard's numbers
     t2 = runs.table2(Database(dsn))
     with psycopg.connect(dsn) as c:  # "all" is recorded as the datasets the run covered (eval/scope.py)

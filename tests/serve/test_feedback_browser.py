@@ -46,11 +46,62 @@ def card_ids(page) -> list[int]:
     return page.eval_on_selector_all("#grid figure.card", "els => els.map(e => +e.dataset.imageId)")
 
 
-def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_path: Path, reader_role) -> None:
-    from playwright.sync_api import sync_playwright
+def _judge_three(page) -> None:
+    """Judge three neighbours: the 6th and 9th relevant (the 6th with a reason), the 1st not."""
+    cards = page.locator("#grid figure.card")
+    cards.nth(5).locator(".reason").fill("same opacity pattern")
+    cards.nth(5).locator(".judge-relevant").click()
+    cards.nth(8).locator(".judge-relevant").click()
+    cards.nth(0).locator(".judge-not_relevant").click()
+    wait_true(
+        page,
+        "document.querySelectorAll('#grid figure.judged-relevant, #grid figure.judged-not').length == 3",
+    )
 
+
+def _refine(page, before: list[int], shots: Path) -> None:
+    """Refine: the ranking changes, the moved cases are listed and badged."""
+    page.click("#refine")
+    page.wait_for_selector("#moves")
+    after = card_ids(page)
+    assert after != before
+    # Rocchio moves the query toward the mean of the relevant pair: together they rise, the
+    # not-relevant case (rank 1 before) sinks or leaves the list
+    rank = {i: r for r, i in enumerate(after)}
+    assert rank.get(before[5], 99) + rank.get(before[8], 99) < 5 + 8
+    assert rank.get(before[0], 99) > 0
+    assert "judgement" in page.inner_text("#refined")
+    wait_true(page, "document.querySelectorAll('#grid .moved').length > 0")
+    page.screenshot(path=str(shots / "2-refined.png"))
+    # the verdicts are still marked after the reload
+    wait_true(page, "document.querySelectorAll('#grid figure.judged-relevant').length >= 2")
+
+
+def _check_judgements_stored(seeded: str, q: int, before: list[int], reader) -> None:
+    """The judgements are the reader's rows, in the de-identified BI view and in
+    ``eval retrieval --relevance judgements``."""
     from cbir_pg.db.database import Database
     from cbir_pg.eval.retrieval import evaluate_retrieval
+
+    with psycopg.connect(seeded) as c:
+        view = c.execute(
+            "select neighbour_id, verdict from cbir_report.judgements where query_image_id = %s order by neighbour_id",
+            (q,),
+        ).fetchall()
+        reasons = [r[0] for r in c.execute("select reason from cbir.judgement where reason is not null")]
+        judges = {r[0] for r in c.execute("select username from cbir.judgement")}
+    assert sorted(view) == sorted(
+        [(before[5], "relevant"), (before[8], "relevant"), (before[0], "not_relevant")]
+    )
+    assert reasons == ["same opacity pattern"] and judges == {reader.name}
+    r = evaluate_retrieval(
+        Database(seeded), MODEL, ns=(1, 5, 10), mode="exact", progress=False, relevance="judgements"
+    )
+    assert r.judged.n_judged_queries == 1 and r.judged.n_judged_pairs == 3
+
+
+def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_path: Path, reader_role) -> None:
+    from playwright.sync_api import sync_playwright
 
     with psycopg.connect(seeded) as c:
         q = c.execute("select id from cbir.image where split = 'test' order by id limit 1").fetchone()[0]
@@ -74,46 +125,7 @@ def test_judge_refine_and_evaluate_in_chromium(server: str, seeded: str, tmp_pat
         )
         page.screenshot(path=str(tmp_path / "1-overlay.png"))
 
-        # judge three neighbours: the 6th and 9th relevant, the 1st not
-        cards = page.locator("#grid figure.card")
-        cards.nth(5).locator(".reason").fill("same opacity pattern")
-        cards.nth(5).locator(".judge-relevant").click()
-        cards.nth(8).locator(".judge-relevant").click()
-        cards.nth(0).locator(".judge-not_relevant").click()
-        wait_true(
-            page,
-            "document.querySelectorAll('#grid figure.judged-relevant, #grid figure.judged-not').length == 3",
-        )
-
-        # refine: the ranking changes, the moved cases are listed and badged
-        page.click("#refine")
-        page.wait_for_selector("#moves")
-        after = card_ids(page)
-        assert after != before
-        # Rocchio moves the query toward the mean of the relevant pair: together they rise, the
-        # not-relevant case (rank 1 before) sinks or leaves the list
-        rank = {i: r for r, i in enumerate(after)}
-        assert rank.get(before[5], 99) + rank.get(before[8], 99) < 5 + 8
-        assert rank.get(before[0], 99) > 0
-        assert "judgement" in page.inner_text("#refined")
-        wait_true(page, "document.querySelectorAll('#grid .moved').length > 0")
-        page.screenshot(path=str(tmp_path / "2-refined.png"))
-        # the verdicts are still marked after the reload
-        wait_true(page, "document.querySelectorAll('#grid figure.judged-relevant').length >= 2")
+        _judge_three(page)
+        _refine(page, before, tmp_path)
         browser.close()
-
-    with psycopg.connect(seeded) as c:
-        view = c.execute(
-            "select neighbour_id, verdict from cbir_report.judgements where query_image_id = %s order by neighbour_id",
-            (q,),
-        ).fetchall()
-        reasons = [r[0] for r in c.execute("select reason from cbir.judgement where reason is not null")]
-        judges = {r[0] for r in c.execute("select username from cbir.judgement")}
-    assert sorted(view) == sorted(
-        [(before[5], "relevant"), (before[8], "relevant"), (before[0], "not_relevant")]
-    )
-    assert reasons == ["same opacity pattern"] and judges == {reader.name}
-    r = evaluate_retrieval(
-        Database(seeded), MODEL, ns=(1, 5, 10), mode="exact", progress=False, relevance="judgements"
-    )
-    assert r.judged.n_judged_queries == 1 and r.judged.n_judged_pairs == 3
+    _check_judgements_stored(seeded, q, before, reader)
