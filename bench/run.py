@@ -216,22 +216,26 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _render_page(doc: Path, path: Path, res: dict) -> None:
-    """docs/benchmarks.md from one stored result, with the latest other results it shows beside it."""
+def _page_text(path: Path, res: dict) -> str:
+    """docs/benchmarks.md's text from the result stored at ``path`` (its summary rows recomputed), with
+    the latest other results it shows beside it."""
     from bench.report import render, summary_rows
 
     res["summary"] = summary_rows(res)
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(
-        render(
-            res,
-            json_path=path,
-            repo=REPO,
-            extras=_other_device_p1(path.parent, res["meta"]["device"]),
-            p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
-            round2_extras=_round2(path.parent, path),
-        )
+    return render(
+        res,
+        json_path=path,
+        repo=REPO,
+        extras=_other_device_p1(path.parent, res["meta"]["device"]),
+        p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
+        round2_extras=_round2(path.parent, path),
     )
+
+
+def _render_page(doc: Path, path: Path, res: dict) -> None:
+    """docs/benchmarks.md from one stored result, with the latest other results it shows beside it."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(_page_text(path, res))
     _cohort_block(doc, path, res)
     _log(f"bench: wrote {doc}")
 
@@ -307,7 +311,7 @@ def _render_scale(path: Path, res: dict, doc: Path) -> None:
     then shows the latest scale result among the round 2 parts."""
     import re
 
-    from bench.report import render, render_scale_block, replace_block, summary_rows
+    from bench.report import render_scale_block, replace_block
     from bench.scale import plot
 
     m = res["meta"]
@@ -328,18 +332,7 @@ def _render_scale(path: Path, res: dict, doc: Path) -> None:
     if base_path is None or not base_path.exists():
         print(f"bench: {doc} not re-rendered (no base result found in it)", file=sys.stderr)
         return
-    base = json.loads(base_path.read_text())
-    base["summary"] = summary_rows(base)
-    doc.write_text(
-        render(
-            base,
-            json_path=base_path,
-            repo=REPO,
-            extras=_other_device_p1(base_path.parent, base["meta"]["device"]),
-            p3_extras=_full_p3(base_path.parent, base["meta"]["mode"]),
-            round2_extras=_round2(base_path.parent, base_path),
-        )
-    )
+    doc.write_text(_page_text(base_path, json.loads(base_path.read_text())))
     print(f"bench: wrote {doc}", file=sys.stderr)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +116,31 @@ def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
 
 # Columns that differ between two otherwise identical imports: serial ids, timestamps.
 _VOLATILE = {"id", "created_at", "imported_at", "updated_at", "started_at", "finished_at"}
+
+
+@contextmanager
+def own_embedded_server(prefix: str) -> Iterator[tuple[object, str]]:
+    """A dedicated embedded server (so a test can stop or kill it) with one migrated database ``cbir``
+    under a fresh folder in /tmp; yields (server, dsn); stopped and removed after."""
+    import shutil
+    import tempfile
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import migrate
+    from cbir_pg.db.server import EmbeddedServer
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    server = EmbeddedServer(root / "pg")
+    st = server.start()
+    with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
+        c.execute("create database cbir")
+    dsn = st.uri("cbir")
+    migrate(Database(dsn))
+    try:
+        yield server, dsn
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def canonical_dump(

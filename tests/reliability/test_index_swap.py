@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -144,21 +142,10 @@ def test_searches_during_a_rebuild_use_the_old_index_and_the_new_one_is_swapped_
 @pytest.fixture
 def own_server():
     """A dedicated embedded server (so it can be killed) with one migrated database; yields (server, dsn)."""
-    from cbir_pg.db.migrate import migrate
-    from cbir_pg.db.server import EmbeddedServer
+    from relhelp import own_embedded_server
 
-    root = Path(tempfile.mkdtemp(prefix="swp", dir="/tmp"))
-    server = EmbeddedServer(root / "pg")
-    st = server.start()
-    with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
-        c.execute("create database cbir")
-    dsn = st.uri("cbir")
-    migrate(Database(dsn))
-    try:
-        yield server, dsn
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with own_embedded_server("swp") as server_and_dsn:
+        yield server_and_dsn
 
 
 def _kill_server_hard(pid: int) -> None:
