@@ -254,15 +254,20 @@ ANN_RECALL_AT_10_MIN = 0.95  # stated tolerance (docs/evaluation.md): recall@10 
 ANN_DELTA_P_MAX = 0.02
 
 
-@pytest.fixture
-def ann_run(db):
-    rng = np.random.default_rng(7)
-    n = 1800
+def _six_clusters(db: str, *, seed: int, n: int, hnsw: bool = False) -> str:
+    """A benchmark of ``n`` seeded 16-d vectors around six class centres, 85 % train and 15 % test; its
+    model key."""
+    rng = np.random.default_rng(seed)
     centres = rng.normal(size=(6, 16))
     labels = rng.integers(0, 6, n)
     vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
     splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
-    model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits, hnsw=True)
+    return make_benchmark(db, vectors, labels.tolist(), splits, hnsw=hnsw)[0]
+
+
+@pytest.fixture
+def ann_run(db):
+    model = _six_clusters(db, seed=7, n=1800, hnsw=True)
     res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)
     return db, model, res
 
@@ -442,13 +447,7 @@ def test_ann_on_the_default_halfvec_index_uses_it_and_exact_stays_full_precision
     vectors."""
     from cbir_pg.index import build_index
 
-    rng = np.random.default_rng(11)
-    n = 1500
-    centres = rng.normal(size=(6, 16))
-    labels = rng.integers(0, 6, n)
-    vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
-    splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
-    model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits)
+    model = _six_clusters(db, seed=11, n=1500)
     report = build_index(Database(db), model, recall_queries=0, progress=False)
     assert report.opclass == "halfvec_cosine_ops"
     res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)

@@ -233,18 +233,24 @@ def _aqe_ref(q: np.ndarray, ids: np.ndarray, X: np.ndarray, m: int, alpha: float
     return _topk(q2, ids, X, k)[0]
 
 
+def _check_against_numpy(fdb: str, qids, call: str, reference) -> None:
+    """``select image_id from cbir.<call>`` with (query id, lite0, the dataset) equals ``reference(qid)``
+    for each query."""
+    with connect(fdb) as c:
+        for qid in qids:
+            got = _column(c, f"select image_id from cbir.{call}", (qid, A, DS))
+            assert got == reference(qid).tolist()
+
+
 def test_expanded_matches_numpy_with_neighbours_from_the_index_split(fdb: str, spaces) -> None:
     ids, X = spaces["ids"], spaces["XA"]
-    with connect(fdb) as c:
-        for qid in spaces["queries"][:5]:
-            got = _column(
-                c,
-                "select image_id from cbir.similar_images_expanded(%s, %s, 10, 'train', %s,"
-                " p_m => 3, p_alpha => 2, p_search => 'exact')",
-                (qid, A, DS),
-            )
-            # the index here is train images with both models' vectors; lite0 alone has the same train set
-            assert got == _aqe_ref(spaces["qA"][qid], ids, X, 3, 2.0, 10).tolist()
+    # the index here is train images with both models' vectors; lite0 alone has the same train set
+    _check_against_numpy(
+        fdb,
+        spaces["queries"][:5],
+        "similar_images_expanded(%s, %s, 10, 'train', %s, p_m => 3, p_alpha => 2, p_search => 'exact')",
+        lambda qid: _aqe_ref(spaces["qA"][qid], ids, X, 3, 2.0, 10),
+    )
 
 
 def _krr_ref(
@@ -270,15 +276,13 @@ def _krr_ref(
 
 def test_reranked_matches_numpy(fdb: str, spaces) -> None:
     ids, X = spaces["ids"], spaces["XA"]
-    with connect(fdb) as c:
-        for qid in spaces["queries"][:4]:
-            got = _column(
-                c,
-                "select image_id from cbir.similar_images_reranked(%s, %s, 10, 'train', %s,"
-                " p_k1 => 6, p_lambda => 0.3, p_candidates => 30, p_search => 'exact')",
-                (qid, A, DS),
-            )
-            assert got == _krr_ref(spaces["qA"][qid], ids, X, 10, 6, 0.3, 30).tolist()
+    _check_against_numpy(
+        fdb,
+        spaces["queries"][:4],
+        "similar_images_reranked(%s, %s, 10, 'train', %s,"
+        " p_k1 => 6, p_lambda => 0.3, p_candidates => 30, p_search => 'exact')",
+        lambda qid: _krr_ref(spaces["qA"][qid], ids, X, 10, 6, 0.3, 30),
+    )
 
 
 def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str, spaces) -> None:

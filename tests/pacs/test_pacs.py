@@ -53,19 +53,14 @@ def orthanc(tmp_path_factory, medmnist_dir: Path):
             continue
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         o.headers[str(ds.SOPInstanceUID)] = ds
-    o.breast = medmnist_studies(
-        medmnist_file(medmnist_dir, "breastmnist"),
-        prefix="BREAST",
-        n=8,
-        study_date="20240110",
-        first_birth_year=1931,
-    )
-    o.pneumonia = medmnist_studies(
-        medmnist_file(medmnist_dir, "pneumoniamnist"),
-        prefix="PNEU",
-        n=8,
-        study_date="20240220",
-        first_birth_year=1951,
+    o.breast, o.pneumonia = (
+        medmnist_studies(
+            medmnist_file(medmnist_dir, flag), prefix=prefix, n=8, study_date=day, first_birth_year=born
+        )
+        for flag, prefix, day, born in (
+            ("breastmnist", "BREAST", "20240110", 1931),
+            ("pneumoniamnist", "PNEU", "20240220", 1951),
+        )
     )
     for ds in o.breast + o.pneumonia:
         o.upload(to_bytes(ds))

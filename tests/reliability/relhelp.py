@@ -118,6 +118,33 @@ def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
 _VOLATILE = {"id", "created_at", "imported_at", "updated_at", "started_at", "finished_at"}
 
 
+def seed_tiny_cnn_vectors(dsn: str, dataset: str, rows: int) -> None:
+    """A complete dataset ``dataset`` of ``rows`` images, each with a random unit ``tiny_cnn`` vector
+    (16-d, drawn by PostgreSQL)."""
+    from cbir_pg.db.connect import connect
+    from cbir_pg.encoders import get_config
+    from cbir_pg.ingest.worker import ensure_encoder_table
+
+    with connect(dsn) as conn:
+        ensure_encoder_table(conn, get_config("tiny_cnn"))
+        ds = conn.execute(
+            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
+            " values (%s, 'csv', %s, 'complete', now()) returning id",
+            (dataset, dataset),
+        ).fetchone()[0]
+        conn.execute(
+            "insert into cbir.image (dataset_id, uri, split) select %s, 'img_' || g || '.png', 'train'"
+            " from generate_series(1, %s) g",
+            (ds, rows),
+        )
+        conn.execute(
+            "insert into cbir.embedding_tiny_cnn (image_id, embedding)"
+            " select i.id, l2_normalize(array(select random() - 0.5 from generate_series(1, 16)"
+            "   where i.id is not null)::vector) from cbir.image i"
+        )
+        conn.commit()
+
+
 @contextmanager
 def own_embedded_server(prefix: str) -> Iterator[tuple[object, str]]:
     """A dedicated embedded server (so a test can stop or kill it) with one migrated database ``cbir``

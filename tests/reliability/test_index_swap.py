@@ -34,29 +34,11 @@ SLOW = {"m": 16, "ef_construction": 64, "parallel_workers": 0, "storage": "vecto
 
 def _seed(dsn: str) -> None:
     """A dataset of ROWS images with random unit vectors of the tiny encoder, and a first, quick index."""
-    from cbir_pg.db.connect import connect
-    from cbir_pg.encoders import get_config
-    from cbir_pg.index import build_index
-    from cbir_pg.ingest.worker import ensure_encoder_table
+    from relhelp import seed_tiny_cnn_vectors
 
-    with connect(dsn) as conn:
-        ensure_encoder_table(conn, get_config(MODEL))
-        ds = conn.execute(
-            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
-            " values ('swap', 'csv', 'swap', 'complete', now()) returning id"
-        ).fetchone()[0]
-        conn.execute(
-            "insert into cbir.image (dataset_id, uri, split) select %s, 'img_' || g || '.png', 'train'"
-            " from generate_series(1, %s) g",
-            (ds, ROWS),
-        )
-        conn.execute(
-            "insert into cbir.embedding_tiny_cnn (image_id, embedding)"
-            " select i.id, l2_normalize(array(select random() - 0.5 from generate_series(1, 16)"
-            "   where i.id is not null)::vector)"
-            " from cbir.image i"
-        )
-        conn.commit()
+    from cbir_pg.index import build_index
+
+    seed_tiny_cnn_vectors(dsn, "swap", ROWS)
     build_index(
         Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0, storage="vector"
     )
