@@ -301,14 +301,15 @@ def run_ceiling(
     """All ceiling cases; returns the JSON part ``ceiling``."""
     from bench import p1_ingest
 
-    cases = []
-    if data_dir is not None:
+    results = []
+    if data_dir is not None:  # measured before the synthetic images are made and registered
         _, datasets = p1_ingest.prepare_images(dsn, data_dir, n_small, log=log)
-        cases.append(Case("medmnist", tuple(datasets), n_small, batch_size))
-    cases += _large_cases(
+        medmnist = Case("medmnist", tuple(datasets), n_small, batch_size)
+        results.append(run_case(dsn, medmnist, device=device, workers=workers, log=log))
+    large = _large_cases(
         dsn, work_dir, device=device, distinct=distinct, n=n_large, batch_size=batch_size, log=log
     )
-    results = [run_case(dsn, c, device=device, workers=workers, log=log) for c in cases]
+    results += [run_case(dsn, c, device=device, workers=workers, log=log) for c in large]
     med = next((c for c in results if c["case"] == "medmnist"), None)
     return {
         "cases": results,
