@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TARGET_MEDMNIST = 4000.0  # images/s, MedMNIST-size, on the 2-core CPU
@@ -167,64 +167,82 @@ def _stages(dsn: str, encoder, datasets: list[str], options, batch_size: int) ->
     }
 
 
-def run_case(
-    dsn: str,
-    name: str,
-    datasets: list[str],
-    *,
-    n: int,
-    device: str,
-    workers: int,
-    batch_size: int,
-    fast_decode: bool = False,
-    jpeg_on_device: bool | None = None,
-    log=print,
-) -> dict[str, object]:
-    import torch
+@dataclass(frozen=True)
+class Case:
+    """One ceiling measurement: ingest ``n`` images of ``datasets`` through the null encoder."""
 
+    name: str
+    datasets: tuple[str, ...]
+    n: int
+    batch_size: int
+    fast_decode: bool = False
+    jpeg_on_device: bool | None = None
+
+
+def _ready_encoder(dsn: str, case: Case, device: str):
+    """The null encoder under this case's own key, its embedding table created."""
     from bench.common import connect
     from cbir_pg.ingest import worker as iw
-    from cbir_pg.ingest.claim import ClaimFilter
 
-    key = f"null_{name}"[:40]
-    enc = null_encoder(device, key=key)
+    enc = null_encoder(device, key=f"null_{case.name}"[:40])
     with connect(dsn) as conn:
         iw.ensure_encoder_table(conn, enc.config)
         conn.commit()
-    options = iw.decode_options(enc, fast_decode=fast_decode, jpeg_on_device=jpeg_on_device)
-    stages = _stages(dsn, enc, datasets, options, batch_size)
-    flt = ClaimFilter(key, datasets, None, 3)
-    summary = iw.IngestSummary(model=key, config_hash=enc.config.config_hash(), device=device, processes=1)
+    return enc
+
+
+def _ingest(dsn: str, case: Case, enc, workers: int):
+    """The product's ingest loop over the case's images: its summary, the batches' (time, images)
+    stamps, the start time and the seconds it took (device synchronised)."""
+    import torch
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimFilter
+
+    key = enc.config.key
+    flt = ClaimFilter(key, list(case.datasets), None, 3)
+    summary = iw.IngestSummary(
+        model=key, config_hash=enc.config.config_hash(), device=enc.device, processes=1
+    )
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
-    from cbir_pg.db.database import Database
-
     iw._run_one(
         Database(dsn),
         enc,
         flt,
-        batch_size=batch_size,
+        batch_size=case.batch_size,
         loader_workers=workers,
         precision="fp32",
-        limit=n,
+        limit=case.n,
         summary=summary,
         on_batch=lambda ok, bad: stamps.append((time.perf_counter(), ok + bad)),
-        fast_decode=fast_decode,
-        jpeg_on_device=jpeg_on_device,
+        fast_decode=case.fast_decode,
+        jpeg_on_device=case.jpeg_on_device,
     )
-    if device.startswith("cuda"):
+    if enc.device.startswith("cuda"):
         torch.cuda.synchronize()
-    secs = time.perf_counter() - t0
-    stamps.sort()
+    return summary, sorted(stamps), t0, time.perf_counter() - t0
+
+
+def run_case(dsn: str, case: Case, *, device: str, workers: int, log=print) -> dict[str, object]:
+    import torch
+
+    from cbir_pg.ingest import worker as iw
+
+    enc = _ready_encoder(dsn, case, device)
+    options = iw.decode_options(enc, fast_decode=case.fast_decode, jpeg_on_device=case.jpeg_on_device)
+    stages = _stages(dsn, enc, list(case.datasets), options, case.batch_size)
+    summary, stamps, t0, secs = _ingest(dsn, case, enc, workers)
     steady = None
     if len(stamps) >= 3:
         steady = sum(k for _, k in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
     res = {
-        "case": name,
+        "case": case.name,
         "device": device,
         "loader_workers": workers,
-        "batch_size": batch_size,
-        "fast_decode": fast_decode,
+        "batch_size": case.batch_size,
+        "fast_decode": case.fast_decode,
         "jpeg_on_device": options.jpeg_on_device,
         "images": summary.embedded,
         "failed": summary.failed,
@@ -237,11 +255,34 @@ def run_case(
         **stages,
     }
     log(
-        f"  ceiling {name} {device} w={workers} bs={batch_size}: {res['images_per_s']} img/s"
+        f"  ceiling {case.name} {device} w={workers} bs={case.batch_size}: {res['images_per_s']} img/s"
         f" (steady {res['steady_images_per_s']}); decode {stages['decode_images_per_s_1proc']} img/s/proc,"
         f" preprocess {stages['preprocess_ms_per_batch']} ms/batch, COPY {stages['copy_commit_ms_per_batch']} ms/batch"
     )
     return res
+
+
+#: the synthetic large-image cases: (case name, dataset key, file kind, decode options, GPU only)
+LARGE_CASES = (
+    ("png16_1024", "synth_png16", "png16", {}, False),
+    ("jpeg_2048x2500", "synth_jpeg", "jpeg", {"jpeg_on_device": False}, False),
+    ("jpeg_2048x2500_fast", "synth_jpeg_fast", "jpeg", {"fast_decode": True, "jpeg_on_device": False}, False),
+    ("jpeg_2048x2500_gpu", "synth_jpeg_gpu", "jpeg", {"jpeg_on_device": True}, True),
+)
+
+
+def _large_cases(dsn: str, work_dir: Path, *, device: str, distinct: int, n: int, batch_size: int, log):
+    """Generate the synthetic radiographs, register each case's dataset, and return the cases."""
+    t0 = time.perf_counter()
+    files = {kind: make_synthetic(work_dir / kind, kind, distinct) for kind in ("png16", "jpeg")}
+    log(f"  ceiling: generated {2 * distinct} synthetic radiographs in {time.perf_counter() - t0:.1f}s")
+    cases = []
+    for name, key, kind, decode, gpu_only in LARGE_CASES:
+        if gpu_only and not device.startswith("cuda"):
+            continue
+        register(dsn, key, work_dir / kind, files[kind], n)
+        cases.append(Case(name, (key,), n, min(batch_size, 64), **decode))
+    return cases
 
 
 def run_ceiling(
@@ -260,86 +301,18 @@ def run_ceiling(
     """All ceiling cases; returns the JSON part ``ceiling``."""
     from bench import p1_ingest
 
-    cases = []
-    if data_dir is not None:
+    results = []
+    if data_dir is not None:  # measured before the synthetic images are made and registered
         _, datasets = p1_ingest.prepare_images(dsn, data_dir, n_small, log=log)
-        cases.append(
-            run_case(
-                dsn,
-                "medmnist",
-                datasets,
-                n=n_small,
-                device=device,
-                workers=workers,
-                batch_size=batch_size,
-                log=log,
-            )
-        )
-    t0 = time.perf_counter()
-    png = make_synthetic(work_dir / "png16", "png16", distinct)
-    jpg = make_synthetic(work_dir / "jpeg", "jpeg", distinct)
-    log(f"  ceiling: generated {2 * distinct} synthetic radiographs in {time.perf_counter() - t0:.1f}s")
-    register(dsn, "synth_png16", work_dir / "png16", png, n_large)
-    register(dsn, "synth_jpeg", work_dir / "jpeg", jpg, n_large)
-    register(dsn, "synth_jpeg_fast", work_dir / "jpeg", jpg, n_large)
-    large_bs = min(batch_size, 64)
-    cases.append(
-        run_case(
-            dsn,
-            "png16_1024",
-            ["synth_png16"],
-            n=n_large,
-            device=device,
-            workers=workers,
-            batch_size=large_bs,
-            log=log,
-        )
+        medmnist = Case("medmnist", tuple(datasets), n_small, batch_size)
+        results.append(run_case(dsn, medmnist, device=device, workers=workers, log=log))
+    large = _large_cases(
+        dsn, work_dir, device=device, distinct=distinct, n=n_large, batch_size=batch_size, log=log
     )
-    cases.append(
-        run_case(
-            dsn,
-            "jpeg_2048x2500",
-            ["synth_jpeg"],
-            n=n_large,
-            device=device,
-            workers=workers,
-            batch_size=large_bs,
-            jpeg_on_device=False,
-            log=log,
-        )
-    )
-    cases.append(
-        run_case(
-            dsn,
-            "jpeg_2048x2500_fast",
-            ["synth_jpeg_fast"],
-            n=n_large,
-            device=device,
-            workers=workers,
-            batch_size=large_bs,
-            fast_decode=True,
-            jpeg_on_device=False,
-            log=log,
-        )
-    )
-    if device.startswith("cuda"):
-        register(dsn, "synth_jpeg_gpu", work_dir / "jpeg", jpg, n_large)
-        cases.append(
-            run_case(
-                dsn,
-                "jpeg_2048x2500_gpu",
-                ["synth_jpeg_gpu"],
-                n=n_large,
-                device=device,
-                workers=workers,
-                batch_size=large_bs,
-                jpeg_on_device=True,
-                log=log,
-            )
-        )
-    med = next((c for c in cases if c["case"] == "medmnist"), None)
+    results += [run_case(dsn, c, device=device, workers=workers, log=log) for c in large]
+    med = next((c for c in results if c["case"] == "medmnist"), None)
     return {
-        "cases": cases,
+        "cases": results,
         "target": f">= {TARGET_MEDMNIST:,.0f} img/s MedMNIST-size",
         "medmnist_images_per_s": med["images_per_s"] if med else None,
         "passed": bool(med) and med["images_per_s"] >= TARGET_MEDMNIST,

@@ -136,42 +136,65 @@ def _statements(conn, model: str, label_key: str) -> dict[str, tuple[sql.Composa
     }
 
 
+def _prepare(conn, qids: np.ndarray, ef: int) -> dict[int, Any]:
+    """Set ``ef_search``, prewarm every model's vectors and index and the image table; the query
+    images' vectors (first model)."""
+    conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
+    for m in MODELS:
+        table = conn.execute("select table_name from cbir.model_vector_space(%s)", (m,)).fetchone()[0]
+        prewarm(conn, f"cbir.{table}", f"cbir.{table}_hnsw_idx")
+    prewarm(conn, "cbir.image", "cbir.image_pkey")
+    table = conn.execute("select table_name from cbir.model_vector_space(%s)", (MODELS[0],)).fetchone()[0]
+    return {
+        int(r[0]): r[1]
+        for r in conn.execute(
+            sql.SQL("select image_id, embedding from {} where image_id = any(%s)").format(
+                sql.Identifier("cbir", table)
+            ),
+            (list(map(int, qids)),),
+        )
+    }
+
+
+def _interleaved(conn, stmts: dict, qids: np.ndarray, vecs: dict, warm: int):
+    """Every statement once per query image, query by query; the seconds after ``warm`` queries and
+    the row count of every run (the product's statements must return exactly ``K``)."""
+    lat: dict[str, list[float]] = {name: [] for name in stmts}
+    got: dict[str, list[int]] = {name: [] for name in stmts}
+    for i, q in enumerate(qids.tolist()):
+        for name, (stmt, kind) in stmts.items():
+            params = {"vec": vecs[q]} if kind == "vec" else {"id": q}
+            t0 = time.perf_counter()
+            rows = conn.execute(stmt, params, prepare=True).fetchall()
+            dt = time.perf_counter() - t0
+            if i >= warm:
+                lat[name].append(dt)
+            got[name].append(len(rows))
+            if len(rows) != K and not name.startswith("bare"):
+                raise RuntimeError(f"{name}: {len(rows)} rows for image {q}, expected {K}")
+    return lat, got
+
+
+#: the ratios reported: (name, numerator statement, denominator statement)
+RATIOS = (
+    ("similar_images / bare", "similar_images", "bare"),
+    ("similar_images_v2 / bare", "similar_images_v2", "bare"),
+    ("similar_to_vector_v2 / bare", "similar_to_vector_v2", "bare"),
+    ("similar_images_v2 split=train / bare split=train", "similar_images_v2 split=train", "bare split=train"),
+    ("similar_images_v2 label / bare label", "similar_images_v2 label (1 in 10)", "bare label (1 in 10)"),
+    ("fused_v2 (2 models) / similar_images", "similar_images_fused_v2 (2 models)", "similar_images"),
+)
+
+
 def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int) -> dict[str, Any]:
     """p50/p95 (ms, client side) of every variant, the variants interleaved query by query."""
-    model = MODELS[0]
     rng = np.random.default_rng(7)
     qids = rng.choice(ids, size=min(queries, len(ids)), replace=False)
+    warm = 30
     with connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("set hnsw.ef_search = {}").format(sql.Literal(ef)))
-        for m in MODELS:
-            table = conn.execute("select table_name from cbir.model_vector_space(%s)", (m,)).fetchone()[0]
-            prewarm(conn, f"cbir.{table}", f"cbir.{table}_hnsw_idx")
-        prewarm(conn, "cbir.image", "cbir.image_pkey")
-        stmts = _statements(conn, model, label_key)
-        table = conn.execute("select table_name from cbir.model_vector_space(%s)", (model,)).fetchone()[0]
-        vecs = {
-            int(r[0]): r[1]
-            for r in conn.execute(
-                sql.SQL("select image_id, embedding from {} where image_id = any(%s)").format(
-                    sql.Identifier("cbir", table)
-                ),
-                (list(map(int, qids)),),
-            )
-        }
-        lat: dict[str, list[float]] = {name: [] for name in stmts}
-        got: dict[str, list[int]] = {name: [] for name in stmts}
-        warm = 30
-        for i, q in enumerate(qids.tolist()):
-            for name, (stmt, kind) in stmts.items():
-                params = {"vec": vecs[q]} if kind == "vec" else {"id": q}
-                t0 = time.perf_counter()
-                rows = conn.execute(stmt, params, prepare=True).fetchall()
-                dt = time.perf_counter() - t0
-                if i >= warm:
-                    lat[name].append(dt)
-                got[name].append(len(rows))
-                if len(rows) != K and not name.startswith("bare"):
-                    raise RuntimeError(f"{name}: {len(rows)} rows for image {q}, expected {K}")
+        vecs = _prepare(conn, qids, ef)
+        stmts = _statements(conn, MODELS[0], label_key)
+        lat, got = _interleaved(conn, stmts, qids, vecs, warm)
     out: dict[str, Any] = {
         name: {
             "p50_ms": round(float(np.median(v)) * 1000, 4),
@@ -181,22 +204,7 @@ def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int)
         }
         for name, v in lat.items()
     }
-
-    def ratio(a: str, b: str) -> float:
-        return round(out[a]["p50_ms"] / out[b]["p50_ms"], 3)
-
-    out["ratios"] = {
-        "similar_images / bare": ratio("similar_images", "bare"),
-        "similar_images_v2 / bare": ratio("similar_images_v2", "bare"),
-        "similar_to_vector_v2 / bare": ratio("similar_to_vector_v2", "bare"),
-        "similar_images_v2 split=train / bare split=train": ratio(
-            "similar_images_v2 split=train", "bare split=train"
-        ),
-        "similar_images_v2 label / bare label": ratio(
-            "similar_images_v2 label (1 in 10)", "bare label (1 in 10)"
-        ),
-        "fused_v2 (2 models) / similar_images": ratio("similar_images_fused_v2 (2 models)", "similar_images"),
-    }
+    out["ratios"] = {name: round(out[a]["p50_ms"] / out[b]["p50_ms"], 3) for name, a, b in RATIOS}
     out["queries"] = len(qids) - warm
     out["ef_search"] = ef
     out["k"] = K

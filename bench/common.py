@@ -12,11 +12,10 @@ import os
 import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,37 +164,6 @@ def recall_at_k(found: np.ndarray | list[list[int]], truth: np.ndarray, k: int) 
     return hits / (len(truth) * k)
 
 
-# --------------------------------------------------------------------------- binary COPY
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_COPY_TRAILER = struct.pack("!h", -1)
-
-
-def binary_copy_payload(ids: np.ndarray, vectors: np.ndarray) -> bytes:
-    """The whole ``COPY ... (FORMAT BINARY)`` stream for ``(image_id bigint, embedding vector(d))``,
-    packed by numpy in one go (no per-row Python): header, rows, trailer."""
-    n, dim = vectors.shape
-    row = np.dtype(
-        [
-            ("nfields", ">i2"),
-            ("len_id", ">i4"),
-            ("id", ">i8"),
-            ("len_vec", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("vec", ">f4", (dim,)),
-        ]
-    )
-    buf = np.empty(n, dtype=row)
-    buf["nfields"] = 2
-    buf["len_id"] = 8
-    buf["id"] = ids
-    buf["len_vec"] = 4 + 4 * dim
-    buf["dim"] = dim
-    buf["unused"] = 0
-    buf["vec"] = vectors
-    return _COPY_HEADER + buf.tobytes() + _COPY_TRAILER
-
-
 # --------------------------------------------------------------------------- the server
 @dataclass
 class BenchServer:
@@ -321,15 +289,17 @@ def create_vector_table(conn: psycopg.Connection, key: str, dim: int) -> str:
 def copy_vectors_numpy(
     conn: psycopg.Connection, table: str, ids: np.ndarray, x: np.ndarray, chunk: int = 20000
 ) -> float:
-    """Binary COPY of ``(image_id, embedding)`` from a numpy-packed payload; returns seconds (commit
-    included)."""
+    """Binary COPY of ``(image_id, embedding)`` from a numpy-packed payload (the product's
+    :func:`cbir_pg.ingest.copy.pack_binary_copy`); returns seconds (commit included)."""
+    from cbir_pg.ingest.copy import pack_binary_copy
+
     t0 = time.perf_counter()
     schema, name = table.split(".")
     q = sql.SQL("copy {} (image_id, embedding) from stdin (format binary)").format(
         sql.Identifier(schema, name)
     )
     for s in range(0, len(ids), chunk):
-        payload = binary_copy_payload(ids[s : s + chunk], x[s : s + chunk])
+        payload = pack_binary_copy(ids[s : s + chunk], x[s : s + chunk])
         with conn.cursor().copy(q) as cp:
             cp.write(payload)
     conn.commit()
@@ -352,14 +322,23 @@ def copy_vectors_rows(conn: psycopg.Connection, table: str, ids: np.ndarray, x: 
 
 
 def hnsw_build_sql(
-    table: str, m: int, ef_construction: int, opclass: str = "vector_cosine_ops"
+    table: str,
+    m: int,
+    ef_construction: int,
+    opclass: str = "vector_cosine_ops",
+    *,
+    expr: sql.Composable | None = None,
+    suffix: str = "hnsw_idx",
 ) -> sql.Composed:
+    """``create index <name>_<suffix> on <table> using hnsw (<expr> <opclass>) with (m, ef_construction)``;
+    ``expr`` is the ``embedding`` column unless given (e.g. a ``halfvec`` cast)."""
     schema, name = table.split(".")
     return sql.SQL(
-        "create index {idx} on {tbl} using hnsw (embedding {ops}) with (m = {m}, ef_construction = {efc})"
+        "create index {idx} on {tbl} using hnsw ({expr} {ops}) with (m = {m}, ef_construction = {efc})"
     ).format(
-        idx=sql.Identifier(f"{name}_hnsw_idx"),
+        idx=sql.Identifier(f"{name}_{suffix}"),
         tbl=sql.Identifier(schema, name),
+        expr=expr or sql.Identifier("embedding"),
         ops=sql.SQL(opclass),
         m=sql.Literal(m),
         efc=sql.Literal(ef_construction),
@@ -408,8 +387,6 @@ def timed_statements(
 def concurrent_qps(dsn: str, q: sql.Composable, params: list[Any], ef: int, clients: int) -> float:
     """Statements per second of ``clients`` threads, each with its own warmed connection, splitting
     ``params`` between them; timed from a common start (a barrier) to the last thread's end."""
-    import threading
-
     conns = []
     for _ in range(clients):
         c = connect(dsn, autocommit=True)
@@ -417,22 +394,36 @@ def concurrent_qps(dsn: str, q: sql.Composable, params: list[Any], ef: int, clie
         for a in params[:10]:
             c.execute(q, a, prepare=True, binary=True).fetchall()
         conns.append(c)
-    parts = np.array_split(np.arange(len(params)), clients)
-    barrier = threading.Barrier(clients + 1)
 
-    def work(c, idx):
+    def runner(c: psycopg.Connection) -> Callable[[int], Any]:
+        return lambda i: c.execute(q, params[i], prepare=True, binary=True).fetchall()
+
+    try:
+        return barrier_qps([runner(c) for c in conns], len(params))
+    finally:
+        for c in conns:
+            c.close()
+
+
+def barrier_qps(workers: list[Callable[[int], Any]], n: int) -> float:
+    """Items per second of ``len(workers)`` threads splitting items ``0..n-1`` between them, thread
+    ``j`` calling ``workers[j](i)`` for each of its items; timed from a common start (a barrier) to the
+    last thread's end."""
+    import threading
+
+    parts = np.array_split(np.arange(n), len(workers))
+    barrier = threading.Barrier(len(workers) + 1)
+
+    def work(one, idx):
         barrier.wait()
         for i in idx:
-            c.execute(q, params[i], prepare=True, binary=True).fetchall()
+            one(int(i))
 
-    threads = [threading.Thread(target=work, args=(c, p)) for c, p in zip(conns, parts, strict=True)]
+    threads = [threading.Thread(target=work, args=(w, p)) for w, p in zip(workers, parts, strict=True)]
     for t in threads:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    for c in conns:
-        c.close()
-    return len(params) / wall
+    return n / (time.perf_counter() - t0)

@@ -29,7 +29,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cbir_pg.db.database import Database
 
@@ -84,22 +86,14 @@ def _real_batches(data_dir: Path, encoder, batch_size: int, n_batches: int):
     return out
 
 
-def child(args: argparse.Namespace) -> dict[str, object]:
+def _bare_forward(args: argparse.Namespace, encoder, sync) -> tuple[int, float]:
+    """The model alone on preprocessed real batches already on the device: images done and seconds
+    (repeated until ``--min-fwd-s`` or ``--max-fwd-reps``)."""
     import torch
 
-    from cbir_pg.encoders import create_encoder
     from cbir_pg.ingest import worker as iw
-    from cbir_pg.ingest.claim import ClaimFilter
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = args.device
-    t0 = time.perf_counter()
-    encoder = create_encoder(args.model, device=dev, pretrained=not args.random)
-    t_build = time.perf_counter() - t0
-    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
-
-    # ---- bare forward: tensors already on the device, the model alone
     batches = [
         b.to(dev) for b in _real_batches(Path(args.data_dir), encoder, args.batch_size, args.fwd_batches)
     ]
@@ -120,19 +114,29 @@ def child(args: argparse.Namespace) -> dict[str, object]:
                 break
         t_fwd = time.perf_counter() - t0
     _ = out.float().cpu()
-    bare_ips = done / t_fwd
-    del batches
+    return done, t_fwd
 
-    # ---- end-to-end ingest with the same encoder object
+
+@dataclass
+class _IngestRun:
+    """One timed run of the product's ingest loop: its summary, the batches' (time, images) stamps, the
+    start time, the seconds and the loader workers' sampled memory."""
+
+    summary: Any
+    stamps: list[tuple[float, int]]
+    t0: float
+    seconds: float
+    rss: dict[str, float]
+
+
+def _timed_ingest(args: argparse.Namespace, encoder, sync) -> _IngestRun:
+    """End-to-end ingest (``ingest.worker._run_one``) with the same encoder object, memory sampled."""
+    from cbir_pg.ingest import worker as iw
+    from cbir_pg.ingest.claim import ClaimFilter
+
     flt = ClaimFilter(args.model, args.datasets.split(","), None, 3)
-    from cbir_pg.db.connect import connect
-
-    with connect(args.dsn) as conn:
-        iw.ensure_encoder_table(conn, encoder.config)
-        conn.commit()
-    parts = _stage_rates(args, encoder)
     summary = iw.IngestSummary(
-        model=args.model, config_hash=encoder.config.config_hash(), device=dev, processes=1
+        model=args.model, config_hash=encoder.config.config_hash(), device=args.device, processes=1
     )
     rss: dict[str, float] = {}
     stop = threading.Event()
@@ -152,16 +156,57 @@ def child(args: argparse.Namespace) -> dict[str, object]:
         on_batch=lambda ok, bad: stamps.append((time.perf_counter(), ok + bad)),
     )
     sync()
-    t_e2e = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     stop.set()
     sampler.join()
+    return _IngestRun(summary, stamps, t0, seconds, rss)
+
+
+def _ingest_rates(run: _IngestRun, bare_ips: float) -> dict[str, object]:
+    """The ingest run's rates against the bare forward pass; steady state runs from the first batch's
+    commit to the last one's (loader start-up and the final empty pass excluded)."""
+    summary, stamps, t0, t_e2e = run.summary, run.stamps, run.t0, run.seconds
     e2e_ips = summary.embedded / t_e2e if t_e2e else 0.0
-    # steady state: from the first batch's commit to the last one's (loader start-up and the final empty
-    # pass excluded)
     steady = None
     if len(stamps) >= 3:
         steady = sum(n for _, n in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
     first_batch_s = stamps[0][0] - t0 if stamps else None
+    return {
+        "ingest_images": summary.embedded,
+        "ingest_failed": summary.failed,
+        "ingest_batches": summary.batches,
+        "ingest_s": round(t_e2e, 3),
+        "ingest_images_per_s": round(e2e_ips, 2),
+        "ratio": round(e2e_ips / bare_ips, 3) if bare_ips else None,
+        "first_batch_s": round(first_batch_s, 3) if first_batch_s is not None else None,
+        "after_last_batch_s": round(t_e2e - (stamps[-1][0] - t0), 3) if stamps else None,
+        "steady_images_per_s": round(steady, 2) if steady else None,
+        "steady_ratio": round(steady / bare_ips, 3) if steady and bare_ips else None,
+    }
+
+
+def child(args: argparse.Namespace) -> dict[str, object]:
+    """One P1 measurement in this process: the bare forward pass, then ingest with the same encoder."""
+    import torch
+
+    from cbir_pg.db.connect import connect
+    from cbir_pg.encoders import create_encoder
+    from cbir_pg.ingest import worker as iw
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    t0 = time.perf_counter()
+    encoder = create_encoder(args.model, device=dev, pretrained=not args.random)
+    t_build = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+    done, t_fwd = _bare_forward(args, encoder, sync)
+    bare_ips = done / t_fwd
+    with connect(args.dsn) as conn:
+        iw.ensure_encoder_table(conn, encoder.config)
+        conn.commit()
+    parts = _stage_rates(args, encoder)
+    run = _timed_ingest(args, encoder, sync)
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
@@ -177,20 +222,11 @@ def child(args: argparse.Namespace) -> dict[str, object]:
         "bare_images": done,
         "bare_s": round(t_fwd, 3),
         "bare_images_per_s": round(bare_ips, 2),
-        "ingest_images": summary.embedded,
-        "ingest_failed": summary.failed,
-        "ingest_batches": summary.batches,
-        "ingest_s": round(t_e2e, 3),
-        "ingest_images_per_s": round(e2e_ips, 2),
-        "ratio": round(e2e_ips / bare_ips, 3) if bare_ips else None,
-        "first_batch_s": round(first_batch_s, 3) if first_batch_s is not None else None,
-        "after_last_batch_s": round(t_e2e - (stamps[-1][0] - t0), 3) if stamps else None,
-        "steady_images_per_s": round(steady, 2) if steady else None,
-        "steady_ratio": round(steady / bare_ips, 3) if steady and bare_ips else None,
+        **_ingest_rates(run, bare_ips),
         **parts,
         "peak_rss_mb": round(self_kb / 1024, 1),
         "peak_rss_loader_worker_mb": round(child_kb / 1024, 1),
-        **rss,
+        **run.rss,
     }
 
 
@@ -315,36 +351,23 @@ def run_case(
     env: dict | None = None,
 ) -> dict[str, object]:
     _truncate(dsn, model)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.p1_ingest",
-        "child",
-        "--dsn",
-        dsn,
-        "--data-dir",
-        str(data_dir),
-        "--datasets",
-        ",".join(datasets),
-        "--model",
-        model,
-        "--n",
-        str(n),
-        "--batch-size",
-        str(batch_size),
-        "--device",
-        device,
-        "--workers",
-        str(workers),
-        "--precision",
-        precision,
-        "--threads",
-        str(threads),
-        "--variant",
-        variant,
-        "--min-fwd-s",
-        str(min_fwd_s),
-    ]
+    options = {
+        "dsn": dsn,
+        "data-dir": data_dir,
+        "datasets": ",".join(datasets),
+        "model": model,
+        "n": n,
+        "batch-size": batch_size,
+        "device": device,
+        "workers": workers,
+        "precision": precision,
+        "threads": threads,
+        "variant": variant,
+        "min-fwd-s": min_fwd_s,
+    }
+    cmd = [sys.executable, "-m", "bench.p1_ingest", "child"]
+    for name, value in options.items():
+        cmd += [f"--{name}", str(value)]
     if random:
         cmd.append("--random")
     out = subprocess.run(
@@ -375,23 +398,7 @@ def run_p1_cases(ctx, *, effnet: str, vit: str) -> dict[str, object]:
     n_max = max(cfg["effnet_n"], cfg["vit_n"])
     available, datasets = prepare_images(bs.dsn, data, n_max, log=log)
     cases = []
-    effnet, vit = cfg.get("models", (effnet, vit))
-    workers = args.workers if args.workers is not None else cfg["workers"]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for model, random, n, bs_, variant in (
-        (m, r, n_, args.batch_size or b_, v)
-        for m, r, n_, b_ in (
-            (
-                effnet,
-                effnet != "efficientnet_lite0" or args.random_weights,
-                cfg["effnet_n"],
-                cfg["effnet_bs"],
-            ),
-            (vit, True, cfg["vit_n"], cfg["vit_bs"]),
-        )
-        if not args.models or m in args.models.split(",")
-        for v in variants
-    ):
+    for model, random, n, bs_, variant in _p1_plan(args, cfg, effnet, vit):
         try:
             cases.append(
                 run_case(
@@ -403,7 +410,7 @@ def run_p1_cases(ctx, *, effnet: str, vit: str) -> dict[str, object]:
                     n=min(n, available),
                     batch_size=bs_,
                     device=args.device,
-                    workers=workers,
+                    workers=args.workers if args.workers is not None else cfg["workers"],
                     precision=args.precision,
                     variant=variant,
                     min_fwd_s=3.0 if args.device == "cpu" else 5.0,
@@ -414,18 +421,37 @@ def run_p1_cases(ctx, *, effnet: str, vit: str) -> dict[str, object]:
         except RuntimeError as exc:
             log(f"  P1 {model} failed: {exc}")
             cases.append({"model": model, "variant": variant, "error": str(exc)[-1500:]})
+    return {"data_dir": str(data), "images_available": available, **_p1_verdict(cases, args.device)}
+
+
+def _p1_plan(args, cfg: dict, effnet: str, vit: str) -> list[tuple[str, bool, int, int, str]]:
+    """(model, random weights, images, batch size, variant) of each P1 case: the mode's two models (or
+    ``--models``), each with every variant of ``--variants``; only efficientnet_lite0 has real weights."""
+    effnet, vit = cfg.get("models", (effnet, vit))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    models = (
+        (effnet, effnet != "efficientnet_lite0" or args.random_weights, cfg["effnet_n"], cfg["effnet_bs"]),
+        (vit, True, cfg["vit_n"], cfg["vit_bs"]),
+    )
+    return [
+        (m, r, n_, args.batch_size or b_, v)
+        for m, r, n_, b_ in models
+        if not args.models or m in args.models.split(",")
+        for v in variants
+    ]
+
+
+def _p1_verdict(cases: list[dict], device: str) -> dict[str, object]:
+    """The cases with the per-case target: every product case ran and meets its model's ratio."""
     products = [c for c in cases if c.get("variant", "product") == "product"]
     ok = [c for c in products if c.get("ratio") is not None]
     return {
-        "data_dir": str(data),
-        "images_available": available,
         "cases": cases,
-        "target": "per case: "
-        + ", ".join(f"{c['model']} >= {target_for(c['model'], args.device)}" for c in ok),
+        "target": "per case: " + ", ".join(f"{c['model']} >= {target_for(c['model'], device)}" for c in ok),
         "ratio": min(c["ratio"] for c in ok) if ok else None,
         "passed": bool(products)
         and len(ok) == len(products)
-        and all(c["ratio"] >= target_for(c["model"], args.device) for c in ok),
+        and all(c["ratio"] >= target_for(c["model"], device) for c in ok),
     }
 
 

@@ -11,7 +11,6 @@ is at least 0.98.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from psycopg import sql
 
 from bench.build_load import VectorSet
 from bench.common import (
+    barrier_qps,
     concurrent_qps,
     connect,
     exact_topk,
@@ -100,22 +100,45 @@ def faiss_multi_client(index, queries: np.ndarray, ef: int, clients: int) -> flo
 
     faiss.omp_set_num_threads(1)
     index.hnsw.efSearch = ef
-    parts = np.array_split(np.arange(len(queries)), clients)
-    barrier = threading.Barrier(clients + 1)
+    return barrier_qps([lambda i: index.search(queries[i][None, :], K)] * clients, len(queries))
 
-    def work(idx):
-        barrier.wait()
-        for i in idx:
-            index.search(queries[i][None, :], K)
 
-    threads = [threading.Thread(target=work, args=(p,)) for p in parts]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return len(queries) / (time.perf_counter() - t0)
+def _prewarm_and_plan(dsn: str, vs: VectorSet, q: np.ndarray) -> tuple[int, bool]:
+    """Prewarm the table and its index; the blocks read and whether the top-10's plan uses the index."""
+    with connect(dsn, autocommit=True) as conn:
+        blocks = prewarm(conn, vs.table, f"{vs.table}_hnsw_idx")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                sql.SQL("explain select image_id from {t} order by embedding <=> %s limit 10").format(
+                    t=ident(vs.table)
+                ),
+                (q,),
+            )
+        )
+    return blocks, "hnsw_idx" in plan
+
+
+def _sweep_row(dsn: str, vs: VectorSet, allq: np.ndarray, truth_pos, ef: int, clients: int, log):
+    """pgvector and FAISS at one ``ef_search``: latency and recall@10 of one client, QPS of ``clients``."""
+    pg_lat, pg_found = pg_single_client(dsn, vs.table, allq, ef)
+    fa_lat, fa_found = faiss_single_client(vs.faiss_index, allq, ef)
+    pg_sum, fa_sum = latency_summary(pg_lat), latency_summary(fa_lat)
+    qps = f"qps_{clients}clients"
+    pg = {**pg_sum, "recall@10": round(recall_at_k(pg_found, vs.ids[truth_pos], K), 4)}
+    fa = {**fa_sum, "recall@10": round(recall_at_k(fa_found, truth_pos, K), 4)}
+    pg[qps] = round(pg_multi_client(dsn, vs.table, allq, ef, clients), 1)
+    fa[qps] = round(faiss_multi_client(vs.faiss_index, allq, ef, clients), 1)
+    row = {"ef_search": ef, "pgvector": pg, "faiss": fa}
+    row["p50_ratio"] = round(pg_sum["p50_ms"] / fa_sum["p50_ms"], 2)
+    row["p99_ratio"] = round(pg_sum["p99_ms"] / fa_sum["p99_ms"], 2)
+    row[f"{qps}_ratio"] = round(fa[qps] / pg[qps], 2)
+    log(
+        f"  P2 {vs.key} ef={ef}: pg p50 {pg_sum['p50_ms']:.3f} ms r@10 {pg['recall@10']:.4f}"
+        f" | faiss p50 {fa_sum['p50_ms']:.3f} ms r@10 {fa['recall@10']:.4f} | ratio {row['p50_ratio']}"
+        f" | qps{clients} pg {pg[qps]} faiss {fa[qps]}"
+    )
+    return row
 
 
 def run_p2(
@@ -125,44 +148,8 @@ def run_p2(
     # queries: held-out points of the same clusters (drawn with the index, never stored)
     allq = vs.queries[:n_queries]
     truth_pos = exact_topk(vs.x, allq, K)
-    truth_ids = vs.ids[truth_pos]
-    with connect(dsn, autocommit=True) as conn:
-        blocks = prewarm(conn, vs.table, f"{vs.table}_hnsw_idx")
-        plan = "\n".join(
-            r[0]
-            for r in conn.execute(
-                sql.SQL("explain select image_id from {t} order by embedding <=> %s limit 10").format(
-                    t=ident(vs.table)
-                ),
-                (allq[0],),
-            )
-        )
-    uses_index = "hnsw_idx" in plan
-    sweep = []
-    for ef in ef_values:
-        pg_lat, pg_found = pg_single_client(dsn, vs.table, allq, ef)
-        fa_lat, fa_found = faiss_single_client(vs.faiss_index, allq, ef)
-        pg_sum, fa_sum = latency_summary(pg_lat), latency_summary(fa_lat)
-        row = {
-            "ef_search": ef,
-            "pgvector": {**pg_sum, "recall@10": round(recall_at_k(pg_found, truth_ids, K), 4)},
-            "faiss": {**fa_sum, "recall@10": round(recall_at_k(fa_found, truth_pos, K), 4)},
-        }
-        row["pgvector"][f"qps_{clients}clients"] = round(pg_multi_client(dsn, vs.table, allq, ef, clients), 1)
-        row["faiss"][f"qps_{clients}clients"] = round(
-            faiss_multi_client(vs.faiss_index, allq, ef, clients), 1
-        )
-        row["p50_ratio"] = round(pg_sum["p50_ms"] / fa_sum["p50_ms"], 2)
-        row["p99_ratio"] = round(pg_sum["p99_ms"] / fa_sum["p99_ms"], 2)
-        row[f"qps_{clients}clients_ratio"] = round(
-            row["faiss"][f"qps_{clients}clients"] / row["pgvector"][f"qps_{clients}clients"], 2
-        )
-        log(
-            f"  P2 {vs.key} ef={ef}: pg p50 {pg_sum['p50_ms']:.3f} ms r@10 {row['pgvector']['recall@10']:.4f}"
-            f" | faiss p50 {fa_sum['p50_ms']:.3f} ms r@10 {row['faiss']['recall@10']:.4f} | ratio {row['p50_ratio']}"
-            f" | qps{clients} pg {row['pgvector'][f'qps_{clients}clients']} faiss {row['faiss'][f'qps_{clients}clients']}"
-        )
-        sweep.append(row)
+    blocks, uses_index = _prewarm_and_plan(dsn, vs, allq[0])
+    sweep = [_sweep_row(dsn, vs, allq, truth_pos, ef, clients, log) for ef in ef_values]
     # the client-side lever: text literal, unprepared, against binary + prepared (at the middle ef)
     ef_mid = ef_values[len(ef_values) // 2]
     naive = latency_summary(pg_text_unprepared(dsn, vs.table, allq[: min(300, n_queries)], ef_mid))

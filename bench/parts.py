@@ -98,44 +98,38 @@ def run_build_p2(ctx: Context) -> dict[str, Any]:
     return {"build": builds, **({"p2": p2s} if "p2" in ctx.only else {})}
 
 
+def _measured(
+    ctx: Context, part: str, label: str, fn: Callable[..., dict[str, Any]], **kw: Any
+) -> dict[str, Any]:
+    """``{part: fn(dsn, **kw, log=...)}``, timed under ``label`` (:func:`_timed`)."""
+    return {part: _timed(ctx, label, lambda: fn(ctx.bs.dsn, **kw, log=ctx.log))}
+
+
+def _series(ctx: Context, part: str, label: str, fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A part measured over a series of index sizes (``p3``, ``scale``): ``fn`` with this mode's sizes."""
+    cfg = ctx.size(part)
+    return _measured(
+        ctx,
+        part,
+        label,
+        fn,
+        sizes=cfg["sizes"],
+        n_queries=cfg["queries"],
+        dim=cfg["dim"],
+        ef_values=cfg["ef"],
+    )
+
+
 def run_scale(ctx: Context) -> dict[str, Any]:
     from bench.scale import run_scale as scale
 
-    cfg = ctx.size("scale")
-    return {
-        "scale": _timed(
-            ctx,
-            "scale",
-            lambda: scale(
-                ctx.bs.dsn,
-                sizes=cfg["sizes"],
-                n_queries=cfg["queries"],
-                dim=cfg["dim"],
-                ef_values=cfg["ef"],
-                log=ctx.log,
-            ),
-        )
-    }
+    return _series(ctx, "scale", "scale", scale)
 
 
 def run_p3(ctx: Context) -> dict[str, Any]:
     from bench.p3_eval import run_p3 as p3
 
-    cfg = ctx.size("p3")
-    return {
-        "p3": _timed(
-            ctx,
-            "P3",
-            lambda: p3(
-                ctx.bs.dsn,
-                sizes=cfg["sizes"],
-                n_queries=cfg["queries"],
-                dim=cfg["dim"],
-                ef_values=cfg["ef"],
-                log=ctx.log,
-            ),
-        )
-    }
+    return _series(ctx, "p3", "P3", p3)
 
 
 def run_p1(ctx: Context) -> dict[str, Any]:
@@ -150,24 +144,20 @@ def run_ceiling(ctx: Context) -> dict[str, Any]:
     cfg = ctx.size("ceiling")
     os.environ.setdefault("CBIR_PG_HOME", str(ctx.bs.root / "home"))
     workers = ctx.args.workers if ctx.args.workers is not None else cfg["workers"]
-    return {
-        "ceiling": _timed(
-            ctx,
-            "ceiling",
-            lambda: ceiling(
-                ctx.bs.dsn,
-                ctx.data_dir(),
-                device=ctx.args.device,
-                workers=workers,
-                batch_size=cfg["batch"],
-                n_small=cfg["n_small"],
-                n_large=cfg["n_large"],
-                distinct=cfg.get("distinct", 16),
-                work_dir=ctx.bs.root / "synthetic",
-                log=ctx.log,
-            ),
-        )
-    }
+    return _measured(
+        ctx,
+        "ceiling",
+        "ceiling",
+        ceiling,
+        data_dir=ctx.data_dir(),
+        device=ctx.args.device,
+        workers=workers,
+        batch_size=cfg["batch"],
+        n_small=cfg["n_small"],
+        n_large=cfg["n_large"],
+        distinct=cfg.get("distinct", 16),
+        work_dir=ctx.bs.root / "synthetic",
+    )
 
 
 def run_storage(ctx: Context) -> dict[str, Any]:
@@ -175,22 +165,18 @@ def run_storage(ctx: Context) -> dict[str, Any]:
     from bench.storage import run_storage as storage
 
     cfg = ctx.size("storage")
-    return {
-        "storage": _timed(
-            ctx,
-            "storage",
-            lambda: storage(
-                ctx.bs.dsn,
-                n=cfg["n"],
-                dim=cfg["dim"],
-                n_queries=cfg["queries"],
-                ms=cfg["ms"],
-                ef_values=cfg["ef"],
-                storages=list(STORAGES),
-                log=ctx.log,
-            ),
-        )
-    }
+    return _measured(
+        ctx,
+        "storage",
+        "storage",
+        storage,
+        n=cfg["n"],
+        dim=cfg["dim"],
+        n_queries=cfg["queries"],
+        ms=cfg["ms"],
+        ef_values=cfg["ef"],
+        storages=list(STORAGES),
+    )
 
 
 # --------------------------------------------------------------------------- round 3 parts (issue 25)

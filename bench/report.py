@@ -18,113 +18,193 @@ def _p1_target(c: dict[str, Any]) -> float:
     return target_for(str(c.get("model")), str(c.get("device", "cpu")))
 
 
-def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = round2_rows(r)
-    p1 = r.get("p1")
-    if p1 and "cases" in p1:
-        for c in p1["cases"]:
-            if c.get("ratio") is None:
-                rows.append(
-                    {
-                        "name": f"P1 ingest / bare forward, {c['model']}",
-                        "value": "error",
-                        "target": f">= {_p1_target(c):.2f}",
-                        "status": "FAIL",
-                    }
-                )
-                continue
-            proto = c.get("variant", "product") != "product"
-            rows.append(
-                {
-                    "name": f"P1 ingest / bare forward, {c['model']} ({c['device']}, {c['precision']}, batch {c['batch_size']})"
-                    + (f" [prototype: {c['variant']}]" if proto else ""),
-                    "value": f"{c['ratio']:.2f} ({c['ingest_images_per_s']:.1f} / {c['bare_images_per_s']:.1f} img/s)"
-                    + (f"; steady state {c['steady_ratio']:.2f}" if c.get("steady_ratio") else ""),
-                    "target": f">= {_p1_target(c):.2f}",
-                    "status": ("info " if proto else "") + _status(c["ratio"] >= _p1_target(c)),
-                }
-            )
-            if proto:
-                continue
-            rows.append(
-                {
-                    "name": f"P1 peak RSS of the ingest process, {c['model']} ({c['ingest_images']:,} images)",
-                    "value": f"{c['peak_rss_mb']:,.0f} MB (with loader workers {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} MB)",
-                    "target": "report",
-                    "status": "info",
-                }
-            )
-    for p2 in r.get("p2", []) or []:
-        op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
-        if op is None:
-            rows.append(
-                {
-                    "name": f"P2 top-10 p50 pgvector / FAISS, {p2['n']:,} x {p2['dim']}",
-                    "value": "recall < 0.98 at every ef",
-                    "target": "<= 3x at recall >= 0.98",
-                    "status": "FAIL",
-                }
-            )
-            continue
-        rows.append(
-            {
-                "name": f"P2 top-10 p50 pgvector / FAISS HNSW, {p2['n']:,} x {p2['dim']} (ef_search {op['ef_search']})",
-                "value": f"{op['p50_ratio']:.1f}x ({op['pgvector']['p50_ms']:.3f} / {op['faiss']['p50_ms']:.3f} ms; "
-                f"recall {op['pgvector']['recall@10']:.3f} / {op['faiss']['recall@10']:.3f})",
-                "target": "<= 3x at recall >= 0.98",
-                "status": _status(p2["passed"]),
-            }
+def _row(name: str, value: str, target: str, status: str) -> dict[str, Any]:
+    return {"name": name, "value": value, "target": target, "status": status}
+
+
+def _p1_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """A P1 case's ratio row and, for the product variant, its memory row."""
+    if c.get("ratio") is None:
+        return [_row(f"P1 ingest / bare forward, {c['model']}", "error", f">= {_p1_target(c):.2f}", "FAIL")]
+    proto = c.get("variant", "product") != "product"
+    rows = [
+        _row(
+            f"P1 ingest / bare forward, {c['model']} ({c['device']}, {c['precision']}, batch {c['batch_size']})"
+            + (f" [prototype: {c['variant']}]" if proto else ""),
+            f"{c['ratio']:.2f} ({c['ingest_images_per_s']:.1f} / {c['bare_images_per_s']:.1f} img/s)"
+            + (f"; steady state {c['steady_ratio']:.2f}" if c.get("steady_ratio") else ""),
+            f">= {_p1_target(c):.2f}",
+            ("info " if proto else "") + _status(c["ratio"] >= _p1_target(c)),
         )
+    ]
+    if not proto:
         rows.append(
-            {
-                "name": f"P2 p99 and QPS (2 clients), {p2['n']:,} x {p2['dim']}",
-                "value": f"p99 {op['pgvector']['p99_ms']:.3f} / {op['faiss']['p99_ms']:.3f} ms; "
-                f"QPS {op['pgvector']['qps_2clients']:,.0f} / {op['faiss']['qps_2clients']:,.0f}",
-                "target": "report",
-                "status": "info",
-            }
-        )
-    p3 = r.get("p3")
-    if p3:
-        for s in p3["per_size"]:
-            best = next((x for x in s["runs"] if x["ef_search"] == s["best_ef_within_delta"]), None)
-            last = s is p3["per_size"][-1]
-            if best is None:
-                value = "no ef_search within |dP@N| <= 0.002"
-            else:
-                value = (
-                    f"{best['speedup_vs_exact']:.2f}x ({best['sql_qps']:,.0f} vs {s['exact_faiss_qps']:,.0f} queries/s, "
-                    f"|dP@N| {best['max_abs_delta_p']:.4f}, ef {best['ef_search']})"
-                )
-            rows.append(
-                {
-                    "name": f"P3 SQL-HNSW eval speed / exact FAISS, index {s['size']:,}",
-                    "value": value,
-                    "target": "> 1x with |dP@N| <= 0.002" + (" (target size)" if last else ""),
-                    "status": _status(s["passed"]) if last else ("info " + _status(s["passed"])),
-                }
+            _row(
+                f"P1 peak RSS of the ingest process, {c['model']} ({c['ingest_images']:,} images)",
+                f"{c['peak_rss_mb']:,.0f} MB (with loader workers {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} MB)",
+                "report",
+                "info",
             )
-    for b in r.get("build", []) or []:
-        rows.append(
-            {
-                "name": f"Build: HNSW pgvector / FAISS, {b['n']:,} x {b['dim']}",
-                "value": f"{b['build_ratio_pg_over_faiss']:.2f}x ({b['pgvector_build_s']:.1f} / {b['faiss_build_s']:.1f} s)",
-                "target": "report",
-                "status": "info",
-            }
-        )
-        rows.append(
-            {
-                "name": f"Load: binary COPY rows/s, {b['dim']}-d",
-                "value": f"{b['copy_numpy_rows_per_s']:,} (numpy-packed), {b['copy_write_row_rows_per_s']:,} (psycopg write_row)",
-                "target": "report",
-                "status": "info",
-            }
         )
     return rows
 
 
+def _p2_rows(p2: dict[str, Any]) -> list[dict[str, Any]]:
+    """P2's ratio at its operating point, and its p99 and QPS there."""
+    op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
+    if op is None:
+        return [
+            _row(
+                f"P2 top-10 p50 pgvector / FAISS, {p2['n']:,} x {p2['dim']}",
+                "recall < 0.98 at every ef",
+                "<= 3x at recall >= 0.98",
+                "FAIL",
+            )
+        ]
+    return [
+        _row(
+            f"P2 top-10 p50 pgvector / FAISS HNSW, {p2['n']:,} x {p2['dim']} (ef_search {op['ef_search']})",
+            f"{op['p50_ratio']:.1f}x ({op['pgvector']['p50_ms']:.3f} / {op['faiss']['p50_ms']:.3f} ms; "
+            f"recall {op['pgvector']['recall@10']:.3f} / {op['faiss']['recall@10']:.3f})",
+            "<= 3x at recall >= 0.98",
+            _status(p2["passed"]),
+        ),
+        _row(
+            f"P2 p99 and QPS (2 clients), {p2['n']:,} x {p2['dim']}",
+            f"p99 {op['pgvector']['p99_ms']:.3f} / {op['faiss']['p99_ms']:.3f} ms; "
+            f"QPS {op['pgvector']['qps_2clients']:,.0f} / {op['faiss']['qps_2clients']:,.0f}",
+            "report",
+            "info",
+        ),
+    ]
+
+
+def _p3_row(s: dict[str, Any], last: bool) -> dict[str, Any]:
+    """One P3 index size; only the last (the target size) counts, the others are info."""
+    best = next((x for x in s["runs"] if x["ef_search"] == s["best_ef_within_delta"]), None)
+    if best is None:
+        value = "no ef_search within |dP@N| <= 0.002"
+    else:
+        value = (
+            f"{best['speedup_vs_exact']:.2f}x ({best['sql_qps']:,.0f} vs {s['exact_faiss_qps']:,.0f} queries/s, "
+            f"|dP@N| {best['max_abs_delta_p']:.4f}, ef {best['ef_search']})"
+        )
+    return _row(
+        f"P3 SQL-HNSW eval speed / exact FAISS, index {s['size']:,}",
+        value,
+        "> 1x with |dP@N| <= 0.002" + (" (target size)" if last else ""),
+        _status(s["passed"]) if last else ("info " + _status(s["passed"])),
+    )
+
+
+def _build_rows(b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _row(
+            f"Build: HNSW pgvector / FAISS, {b['n']:,} x {b['dim']}",
+            f"{b['build_ratio_pg_over_faiss']:.2f}x ({b['pgvector_build_s']:.1f} / {b['faiss_build_s']:.1f} s)",
+            "report",
+            "info",
+        ),
+        _row(
+            f"Load: binary COPY rows/s, {b['dim']}-d",
+            f"{b['copy_numpy_rows_per_s']:,} (numpy-packed), {b['copy_write_row_rows_per_s']:,} (psycopg write_row)",
+            "report",
+            "info",
+        ),
+    ]
+
+
+def summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured ratio or figure: round 2's parts first, then P1, P2, P3, build and load."""
+    rows: list[dict[str, Any]] = round2_rows(r)
+    p1 = r.get("p1")
+    if p1 and "cases" in p1:
+        for c in p1["cases"]:
+            rows += _p1_rows(c)
+    for p2 in r.get("p2", []) or []:
+        rows += _p2_rows(p2)
+    p3 = r.get("p3")
+    if p3:
+        rows += [_p3_row(s, s is p3["per_size"][-1]) for s in p3["per_size"]]
+    for b in r.get("build", []) or []:
+        rows += _build_rows(b)
+    return rows
+
+
+def _p1_explanation(c: dict[str, Any]) -> str:
+    """Where a P1 case below its target spent its time: the stages alone, start-up, steady state."""
+    bare, dec = c["bare_images_per_s"], c.get("decode_preprocess_images_per_s_1proc")
+    cp = c.get("copy_commit_images_per_s")
+    text = (
+        f"**P1, {c['model']} ({c['device']}):** ingest reached {c['ratio']:.2f} of the bare forward pass. "
+        f"Measured stages alone: the loader worker's job (read + decode to uint8) {dec:,.0f} img/s in one process, COPY + commit "
+        f"{cp:,.0f} img/s ({c['copy_commit_s_per_batch'] * 1000:.1f} ms a batch of {c['batch_size']}); the model "
+        f"{bare:,.1f} img/s. "
+    )
+    ceiling = dec * c["loader_workers"] if dec else None
+    if c.get("steady_ratio") is not None:
+        text += (
+            f"Start-up: the first batch was committed {c['first_batch_s']:.2f} s into the {c['ingest_s']:.2f} s run "
+            f"(forking {c['loader_workers']} loader workers, first claims), and {c['after_last_batch_s']:.2f} s went "
+            f"after the last batch (a final pass that finds nothing); in steady state ingest ran "
+            f"{c['steady_images_per_s']:,.0f} img/s = {c['steady_ratio']:.2f} of the model. "
+        )
+    if c["device"] != "cpu" and ceiling:
+        text += (
+            f"Decoding caps it at {c['loader_workers']} workers x {dec:,.0f} img/s = {ceiling:,.0f} img/s "
+            f"= {ceiling / bare:.2f} of the model's rate. "
+        )
+    if c.get("steady_images_per_s") and cp:
+        text += _p1_batch_budget(c, bare)
+    if c["device"] == "cpu":
+        text += (
+            f"On the CPU the {c['loader_workers']} DataLoader worker(s), the resize and normalisation (main "
+            f"thread) and the COPY (writer thread) run on the same cores the model's {c['torch_threads']} "
+            f"threads use, so none of it can hide behind the model; decoding alone costs about "
+            f"{bare / dec:.0%} of the model's time per image. "
+        )
+    return text
+
+
+def _p1_batch_budget(c: dict[str, Any], bare: float) -> str:
+    bs = c["batch_size"]
+    t_batch = bs / c["steady_images_per_s"] * 1000
+    t_fwd = bs / bare * 1000
+    t_copy = c["copy_commit_s_per_batch"] * 1000
+    rest = t_batch - t_fwd - t_copy
+    return (
+        f"Per batch of {bs} in steady state the loop takes {t_batch:.0f} ms: forward {t_fwd:.0f} ms (the bare "
+        f"rate), COPY + commit {t_copy:.0f} ms (in the writer thread, overlapped), and {rest + t_copy:.0f} ms "
+        f"of other main-thread work or waiting (claim query, batches from the workers, resize and "
+        f"normalisation on the device, kernel launches, the GIL shared with the writer and pin-memory "
+        f"threads). "
+    )
+
+
+def _p2_explanation(p2: dict[str, Any]) -> str:
+    """Where a P2 sweep below its target spends its time: round trip against server-side execution."""
+    b = p2.get("breakdown") or {}
+    op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
+    if op is None:
+        return f"**P2, {p2['dim']}-d:** no ef_search in the sweep reached recall@10 0.98."
+    fa = op["faiss"]["p50_ms"]
+    return (
+        f"**P2, {p2['n']:,} x {p2['dim']}:** at ef_search {op['ef_search']} pgvector answers in "
+        f"{op['pgvector']['p50_ms']:.3f} ms (p50) against FAISS's {fa:.3f} ms. The client side is not the gap: "
+        f"a prepared `select 1` round trip takes {b.get('select1_roundtrip_p50_ms', float('nan')):.3f} ms, while the "
+        f"server-side execution of the top-10 alone (EXPLAIN ANALYZE) takes {b.get('server_execution_p50_ms', float('nan')):.3f} ms "
+        f"= {b.get('server_execution_p50_ms', float('nan')) / fa:.1f}x FAISS's whole search, touching "
+        f"{b.get('buffer_hits_per_query')} shared buffers. The time is spent inside pgvector's HNSW scan "
+        f"(graph elements read through the buffer manager, page pins and locks, a function-manager call per "
+        f"distance), with the same graph parameters and recall as FAISS's in-process arrays. "
+        f"At ef_search {p2['lever_client_protocol']['ef_search']}, sending the vector as text without a prepared statement measured "
+        f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms against "
+        f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms binary + prepared."
+    )
+
+
 def _explanations(r: dict[str, Any]) -> list[str]:
+    """For each target not reached, the measured numbers that explain it."""
     out: list[str] = []
     p1 = r.get("p1")
     if p1 and "cases" in p1:
@@ -135,70 +215,8 @@ def _explanations(r: dict[str, Any]) -> list[str]:
                 or c.get("variant", "product") != "product"
             ):
                 continue
-            bare, dec = c["bare_images_per_s"], c.get("decode_preprocess_images_per_s_1proc")
-            cp = c.get("copy_commit_images_per_s")
-            text = (
-                f"**P1, {c['model']} ({c['device']}):** ingest reached {c['ratio']:.2f} of the bare forward pass. "
-                f"Measured stages alone: the loader worker's job (read + decode to uint8) {dec:,.0f} img/s in one process, COPY + commit "
-                f"{cp:,.0f} img/s ({c['copy_commit_s_per_batch'] * 1000:.1f} ms a batch of {c['batch_size']}); the model "
-                f"{bare:,.1f} img/s. "
-            )
-            ceiling = dec * c["loader_workers"] if dec else None
-            if c.get("steady_ratio") is not None:
-                text += (
-                    f"Start-up: the first batch was committed {c['first_batch_s']:.2f} s into the {c['ingest_s']:.2f} s run "
-                    f"(forking {c['loader_workers']} loader workers, first claims), and {c['after_last_batch_s']:.2f} s went "
-                    f"after the last batch (a final pass that finds nothing); in steady state ingest ran "
-                    f"{c['steady_images_per_s']:,.0f} img/s = {c['steady_ratio']:.2f} of the model. "
-                )
-            if c["device"] != "cpu" and ceiling:
-                text += (
-                    f"Decoding caps it at {c['loader_workers']} workers x {dec:,.0f} img/s = {ceiling:,.0f} img/s "
-                    f"= {ceiling / bare:.2f} of the model's rate. "
-                )
-            if c.get("steady_images_per_s") and cp:
-                bs = c["batch_size"]
-                t_batch = bs / c["steady_images_per_s"] * 1000
-                t_fwd = bs / bare * 1000
-                t_copy = c["copy_commit_s_per_batch"] * 1000
-                rest = t_batch - t_fwd - t_copy
-                text += (
-                    f"Per batch of {bs} in steady state the loop takes {t_batch:.0f} ms: forward {t_fwd:.0f} ms (the bare "
-                    f"rate), COPY + commit {t_copy:.0f} ms (in the writer thread, overlapped), and {rest + t_copy:.0f} ms "
-                    f"of other main-thread work or waiting (claim query, batches from the workers, resize and "
-                    f"normalisation on the device, kernel launches, the GIL shared with the writer and pin-memory "
-                    f"threads). "
-                )
-            if c["device"] == "cpu":
-                text += (
-                    f"On the CPU the {c['loader_workers']} DataLoader worker(s), the resize and normalisation (main "
-                    f"thread) and the COPY (writer thread) run on the same cores the model's {c['torch_threads']} "
-                    f"threads use, so none of it can hide behind the model; decoding alone costs about "
-                    f"{bare / dec:.0%} of the model's time per image. "
-                )
-            out.append(text)
-    for p2 in r.get("p2", []) or []:
-        if p2["passed"]:
-            continue
-        b = p2.get("breakdown") or {}
-        op = next((s for s in p2["sweep"] if s["ef_search"] == p2["operating_point"]), None)
-        if op is None:
-            out.append(f"**P2, {p2['dim']}-d:** no ef_search in the sweep reached recall@10 0.98.")
-            continue
-        fa = op["faiss"]["p50_ms"]
-        out.append(
-            f"**P2, {p2['n']:,} x {p2['dim']}:** at ef_search {op['ef_search']} pgvector answers in "
-            f"{op['pgvector']['p50_ms']:.3f} ms (p50) against FAISS's {fa:.3f} ms. The client side is not the gap: "
-            f"a prepared `select 1` round trip takes {b.get('select1_roundtrip_p50_ms', float('nan')):.3f} ms, while the "
-            f"server-side execution of the top-10 alone (EXPLAIN ANALYZE) takes {b.get('server_execution_p50_ms', float('nan')):.3f} ms "
-            f"= {b.get('server_execution_p50_ms', float('nan')) / fa:.1f}x FAISS's whole search, touching "
-            f"{b.get('buffer_hits_per_query')} shared buffers. The time is spent inside pgvector's HNSW scan "
-            f"(graph elements read through the buffer manager, page pins and locks, a function-manager call per "
-            f"distance), with the same graph parameters and recall as FAISS's in-process arrays. "
-            f"At ef_search {p2['lever_client_protocol']['ef_search']}, sending the vector as text without a prepared statement measured "
-            f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms against "
-            f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms binary + prepared."
-        )
+            out.append(_p1_explanation(c))
+    out += [_p2_explanation(p2) for p2 in r.get("p2", []) or [] if not p2["passed"]]
     p3 = r.get("p3")
     if p3 and not p3["passed"]:
         s = p3["per_size"][-1]
@@ -221,6 +239,90 @@ def _fmt_machine(m: dict[str, Any]) -> str:
     return f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gb')} GiB RAM, GPU: {gpu}"
 
 
+def _header(meta: dict[str, Any], rel: str) -> list[str]:
+    """The page's title and the table saying which run, machine and settings produced it."""
+    full = meta["mode"] == "full"
+    settings = ", ".join(f"{k}={v}" for k, v in (meta.get("server_settings") or {}).items())
+    return [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`python -m bench.run`); do not edit by hand. Method and levers: "
+        "[bench/README.md](../bench/README.md).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {meta['date']} |",
+        f"| machine | {_fmt_machine(meta['machine'])} |",
+        f"| load average at start / end | {meta['machine'].get('load_avg_at_start')} / {meta.get('load_avg_at_end')} |",
+        f"| mode | `{meta['mode']}` ({'the issue sizes' if full else 'scaled down: run `make bench-full` for the issue sizes'}) |",
+        f"| P1 device / precision | {meta['device']} / {meta['precision']} |",
+        f"| parts | {', '.join(meta['parts'])} |",
+        f"| server | embedded PostgreSQL 18 + pgvector, {settings} |",
+        f"| run time | {meta.get('seconds')} s |",
+        f"| raw result | `{rel}` |",
+        "",
+    ]
+
+
+TARGETS_HEAD = ["| measurement | value | target | result |", "|---|---|---|---|"]
+
+
+def _target_line(row: dict[str, Any], source: str = "") -> str:
+    return f"| {row['name']}{source} | {row['value']} | {row['target']} | {row['status']} |"
+
+
+def _targets(rows: list[dict[str, Any]], round2_extras: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """The targets table: this run's rows, then other runs' ceiling / storage rows (named by file)."""
+    L = ["## Targets", "", *TARGETS_HEAD, *(_target_line(row) for row in rows)]
+    for path, x in round2_extras:
+        L += [_target_line(row, f" [`{path.name}`]") for row in round2_rows(x)]
+    return L + [""]
+
+
+def _notes_and_reasons(r: dict[str, Any]) -> list[str]:
+    """Each round's analysis of its targets (newest first), then the measured reasons for misses."""
+    L: list[str] = []
+    for name in ("notes_round3.md", "notes.md"):
+        notes = Path(__file__).resolve().parent / name
+        if notes.exists():
+            L += [notes.read_text().rstrip(), ""]
+    expl = _explanations(r)
+    if expl:
+        L += ["## Why a target was not reached (measured)", "", *(f"- {e}" for e in expl), ""]
+    return L
+
+
+def _other_p1(path: Path, x: dict[str, Any]) -> list[str]:
+    """The latest P1 run on the other device: its rows, its table and its reasons."""
+    L = [
+        f"## Also: the latest P1 run on {x['meta']['device']} (`bench/results/{path.name}`)",
+        "",
+        f"{x['meta']['date']}, `{x['meta']['mode']}` mode, {_fmt_machine(x['meta']['machine'])}.",
+        "",
+        *TARGETS_HEAD,
+        *(_target_line(row) for row in summary_rows(x) if row["name"].startswith("P1")),
+        "",
+        *_p1_section(x, ""),
+    ]
+    ex = [e for e in _explanations(x) if e.startswith("**P1")]
+    if ex:
+        L += ["Why (measured):", "", *(f"- {e}" for e in ex), ""]
+    return L
+
+
+def _other_p3(path: Path, x: dict[str, Any]) -> list[str]:
+    """The latest full-size P3 beside a quick run's."""
+    last = x["p3"]["per_size"][-1]
+    L = _p3_section(
+        x["p3"],
+        f"## Also: the latest full-size P3 (`bench/results/{path.name}`, {x['meta']['date']}, "
+        f"{_fmt_machine(x['meta']['machine'])}): {_status(x['p3']['passed'])} at {last['size']:,}",
+    )
+    if x["meta"].get("note"):
+        L += [f"Note: {x['meta']['note']}", ""]
+    return L
+
+
 def render(
     r: dict[str, Any],
     *,
@@ -230,97 +332,23 @@ def render(
     p3_extras: list[tuple[Path, dict[str, Any]]] | None = None,
     round2_extras: list[tuple[Path, dict[str, Any]]] | None = None,
 ) -> str:
-    meta = r["meta"]
+    """docs/benchmarks.md from one result, with the other runs' parts it shows beside it."""
     rows = r.get("summary") or summary_rows(r)
     rel = (
         str(json_path.relative_to(repo))
         if json_path and repo and json_path.is_relative_to(repo)
         else str(json_path)
     )
-    L: list[str] = []
-    L.append("# Benchmarks")
-    L.append("")
-    L.append(
-        "Generated by `make bench` (`python -m bench.run`); do not edit by hand. Method and levers: "
-        "[bench/README.md](../bench/README.md)."
-    )
-    L.append("")
-    L.append("| | |")
-    L.append("|---|---|")
-    L.append(f"| date | {meta['date']} |")
-    L.append(f"| machine | {_fmt_machine(meta['machine'])} |")
-    L.append(
-        f"| load average at start / end | {meta['machine'].get('load_avg_at_start')} / {meta.get('load_avg_at_end')} |"
-    )
-    L.append(
-        f"| mode | `{meta['mode']}` ({'the issue sizes' if meta['mode'] == 'full' else 'scaled down: run `make bench-full` for the issue sizes'}) |"
-    )
-    L.append(f"| P1 device / precision | {meta['device']} / {meta['precision']} |")
-    L.append(f"| parts | {', '.join(meta['parts'])} |")
-    L.append(
-        f"| server | embedded PostgreSQL 18 + pgvector, {', '.join(f'{k}={v}' for k, v in (meta.get('server_settings') or {}).items())} |"
-    )
-    L.append(f"| run time | {meta.get('seconds')} s |")
-    L.append(f"| raw result | `{rel}` |")
-    L.append("")
-    L.append("## Targets")
-    L.append("")
-    L.append("| measurement | value | target | result |")
-    L.append("|---|---|---|---|")
-    for row in rows:
-        L.append(f"| {row['name']} | {row['value']} | {row['target']} | {row['status']} |")
-    for path, x in round2_extras or []:  # other runs' ceiling / storage parts: their target rows
-        for row in round2_rows(x):
-            L.append(
-                f"| {row['name']} [`{path.name}`] | {row['value']} | {row['target']} | {row['status']} |"
-            )
-    L.append("")
-    for name in ("notes_round3.md", "notes.md"):  # each round's analysis of its targets, newest first
-        notes = Path(__file__).resolve().parent / name
-        if notes.exists():
-            L.append(notes.read_text().rstrip())
-            L.append("")
-    expl = _explanations(r)
-    if expl:
-        L.append("## Why a target was not reached (measured)")
-        L.append("")
-        for e in expl:
-            L.append(f"- {e}")
-        L.append("")
+    L = _header(r["meta"], rel) + _targets(rows, round2_extras or []) + _notes_and_reasons(r)
     L += _p1_section(r, "## P1, ingest efficiency")
     for path, x in extras or []:
-        name = path.name
-        L.append(f"## Also: the latest P1 run on {x['meta']['device']} (`bench/results/{name}`)")
-        L.append("")
-        L.append(f"{x['meta']['date']}, `{x['meta']['mode']}` mode, {_fmt_machine(x['meta']['machine'])}.")
-        L.append("")
-        L.append("| measurement | value | target | result |")
-        L.append("|---|---|---|---|")
-        for row in summary_rows(x):
-            if row["name"].startswith("P1"):
-                L.append(f"| {row['name']} | {row['value']} | {row['target']} | {row['status']} |")
-        L.append("")
-        L += _p1_section(x, "")
-        ex = [e for e in _explanations(x) if e.startswith("**P1")]
-        if ex:
-            L.append("Why (measured):")
-            L.append("")
-            L += [f"- {e}" for e in ex]
-            L.append("")
+        L += _other_p1(path, x)
     L += round2_sections(r)
     for path, x in round2_extras or []:
         L += round2_sections(x, path)
     L += _rest(r)
     for path, x in p3_extras or []:
-        last = x["p3"]["per_size"][-1]
-        L += _p3_section(
-            x["p3"],
-            f"## Also: the latest full-size P3 (`bench/results/{path.name}`, {x['meta']['date']}, "
-            f"{_fmt_machine(x['meta']['machine'])}): {_status(x['p3']['passed'])} at {last['size']:,}",
-        )
-        if x["meta"].get("note"):
-            L.append(f"Note: {x['meta']['note']}")
-            L.append("")
+        L += _other_p3(path, x)
     return "\n".join(L) + "\n"
 
 
@@ -452,52 +480,57 @@ def round2_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows += scale_rows(r["scale"])
     ce = r.get("ceiling")
     if ce:
-        dev = r["meta"]["device"]
-        for c in ce["cases"]:
-            med = c["case"] == "medmnist"
-            rows.append(
-                {
-                    "name": f"Ceiling (null encoder), {c['case']} ({c['device']}, {c['loader_workers']} loader workers, batch {c['batch_size']}, {c.get('cpu_affinity')} cores)",
-                    "value": f"{c['images_per_s']:,.1f} img/s (steady {c['steady_images_per_s'] or float('nan'):,.1f})",
-                    "target": ">= 4,000 img/s" if med and dev == "cpu" else "report",
-                    "status": _status(c["images_per_s"] >= 4000) if med and dev == "cpu" else "info",
-                }
-            )
+        rows += [_ceiling_row(c, r["meta"]["device"]) for c in ce["cases"]]
     st = r.get("storage")
     if st:
-        for c in st["configs"]:
-            rows.append(
-                {
-                    "name": f"P2 storage {c['storage']} HNSW m={c['m']}, {st['n']:,} x {st['dim']}: p50 / FAISS HNSW (same m) at recall@10 >= 0.98",
-                    "value": (
-                        f"{c['ratio_vs_faiss']:.1f}x ({c['p50_ms']:.3f} / {c['faiss_p50_ms']:.3f} ms, ef_search {c['operating_point']})"
-                        if c["p50_ms"] is not None
-                        else "recall < 0.98 at every ef_search"
-                    ),
-                    "target": "<= 4x",
-                    "status": _status(c["ratio_vs_faiss"] is not None and c["ratio_vs_faiss"] <= 4.0),
-                }
+        rows += _storage_rows(st)
+    return rows
+
+
+def _ceiling_row(c: dict[str, Any], dev: str) -> dict[str, Any]:
+    """A ceiling case; only MedMNIST-size on the CPU has a target."""
+    target = c["case"] == "medmnist" and dev == "cpu"
+    return _row(
+        f"Ceiling (null encoder), {c['case']} ({c['device']}, {c['loader_workers']} loader workers, batch {c['batch_size']}, {c.get('cpu_affinity')} cores)",
+        f"{c['images_per_s']:,.1f} img/s (steady {c['steady_images_per_s'] or float('nan'):,.1f})",
+        ">= 4,000 img/s" if target else "report",
+        _status(c["images_per_s"] >= 4000) if target else "info",
+    )
+
+
+def _storage_rows(st: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each storage configuration against FAISS, the winner, and the SQL API's overhead."""
+    rows = [
+        _row(
+            f"P2 storage {c['storage']} HNSW m={c['m']}, {st['n']:,} x {st['dim']}: p50 / FAISS HNSW (same m) at recall@10 >= 0.98",
+            f"{c['ratio_vs_faiss']:.1f}x ({c['p50_ms']:.3f} / {c['faiss_p50_ms']:.3f} ms, ef_search {c['operating_point']})"
+            if c["p50_ms"] is not None
+            else "recall < 0.98 at every ef_search",
+            "<= 4x",
+            _status(c["ratio_vs_faiss"] is not None and c["ratio_vs_faiss"] <= 4.0),
+        )
+        for c in st["configs"]
+    ]
+    if st.get("winner"):
+        w = st["winner"]
+        rows.append(
+            _row(
+                "P2 fastest storage at recall@10 >= 0.98",
+                f"{w['storage']} m={w['m']} (ef_search {w['ef_search']})",
+                "measured winner",
+                "info",
             )
-        if st.get("winner"):
-            w = st["winner"]
-            rows.append(
-                {
-                    "name": "P2 fastest storage at recall@10 >= 0.98",
-                    "value": f"{w['storage']} m={w['m']} (ef_search {w['ef_search']})",
-                    "target": "measured winner",
-                    "status": "info",
-                }
+        )
+    ov = st.get("overhead")
+    if ov:
+        rows.append(
+            _row(
+                f"P2 overhead: cbir.similar_images / bare prepared ORDER BY ... LIMIT 10 (ef_search {ov['ef_search']})",
+                f"{ov['ratio']:.2f}x ({ov['similar_images_p50_ms']:.3f} / {ov['bare_by_id_p50_ms']:.3f} ms p50); similar_to_vector {ov['ratio_vector']:.2f}x",
+                "<= 1.10x",
+                _status(ov["passed"]),
             )
-        ov = st.get("overhead")
-        if ov:
-            rows.append(
-                {
-                    "name": f"P2 overhead: cbir.similar_images / bare prepared ORDER BY ... LIMIT 10 (ef_search {ov['ef_search']})",
-                    "value": f"{ov['ratio']:.2f}x ({ov['similar_images_p50_ms']:.3f} / {ov['bare_by_id_p50_ms']:.3f} ms p50); similar_to_vector {ov['ratio_vector']:.2f}x",
-                    "target": "<= 1.10x",
-                    "status": _status(ov["passed"]),
-                }
-            )
+        )
     return rows
 
 
@@ -507,78 +540,89 @@ def round2_sections(r: dict[str, Any], path: Path | None = None) -> list[str]:
 
     L: list[str] = product.section(r, path) + suite.section(r, path)
     src = f" (`bench/results/{path.name}`)" if path else ""
-    ce = r.get("ceiling")
-    if ce:
-        m = r["meta"]
-        L.append(f"## Ingest ceiling with a null encoder, {m['device']}{src}")
-        L.append("")
-        L.append(
-            f"{m['date']}, {_fmt_machine(m['machine'])}; load average at start / end "
-            f"{m['machine'].get('load_avg_at_start')} / {ce.get('load_avg')}. The product's ingest loop with "
-            "efficientnet_lite0's preprocessing (224 x 224, bilinear) and a model that costs nothing; stages "
-            "timed alone beside it (decode: one loader worker's job in one process; preprocess: one batch on "
-            "the device; COPY + commit: one batch of 1,280-d vectors)."
-        )
-        L.append("")
-        L.append(
-            "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for c in ce["cases"]:
-            extra = (
-                " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
-            )
-            L.append(
-                f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
-                f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
-                f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
-            )
-        L.append("")
-    st = r.get("storage")
-    if st:
-        L.append(f"## P2, storage types: {st['n']:,} x {st['dim']} clustered unit vectors{src}")
-        L.append("")
-        L.append(
-            "`vector`: HNSW on the column; `halfvec`: HNSW on `embedding::halfvec(d)`; `bit`: HNSW on "
-            "`binary_quantize(embedding)::bit(d)` (Hamming), then the `ef_search` candidates re-ranked by "
-            f"exact cosine. ef_construction 64, {st['queries']} held-out queries, top-10; FAISS "
-            "`IndexHNSWFlat` with the same m, one thread per client. Load average at the end "
-            f"{st.get('load_avg')}."
-        )
-        L.append("")
-        L.append(
-            "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for c in st["configs"]:
-            L.append(
-                f"| {c['storage']} | {c['m']} | {c['build_s']} ({c['faiss_build_s']}) | {c['index_mb']} | {c['table_mb']} |"
-                f" {c['operating_point']} | {_num(c['p50_ms'], 3)} | {_num(c['faiss_p50_ms'], 3)} | {_num(c['ratio_vs_faiss'], 2)} |"
-            )
-        L.append("")
-        L.append(
-            "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|")
-        for c in st["configs"]:
-            for s in c["sweep"]:
-                L.append(
-                    f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
-                    f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
-                    f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
-                )
-        L.append("")
-        ov = st.get("overhead")
-        if ov:
-            L.append(
-                f"SQL API overhead (index built by `cbir_pg.index.build_index`, {ov['storage']} m=16, ef_search {ov['ef_search']}): "
-                f"`cbir.similar_images` p50 {ov['similar_images_p50_ms']:.3f} ms vs the bare prepared statement "
-                f"{ov['bare_by_id_p50_ms']:.3f} ms ({ov['ratio']:.2f}x); `cbir.similar_to_vector` "
-                f"{ov['similar_to_vector_p50_ms']:.3f} ms vs `ORDER BY embedding <=> $1 LIMIT 10` "
-                f"{ov['bare_by_vector_p50_ms']:.3f} ms ({ov['ratio_vector']:.2f}x)."
-            )
-            L.append("")
+    if r.get("ceiling"):
+        L += _ceiling_section(r, src)
+    if r.get("storage"):
+        L += _storage_section(r["storage"], src)
     L += scale_section(r, path)
+    return L
+
+
+def _ceiling_section(r: dict[str, Any], src: str) -> list[str]:
+    """The null-encoder ceiling: one row per image set, stages timed alone beside it."""
+    ce = r["ceiling"]
+    L: list[str] = []
+    m = r["meta"]
+    L.append(f"## Ingest ceiling with a null encoder, {m['device']}{src}")
+    L.append("")
+    L.append(
+        f"{m['date']}, {_fmt_machine(m['machine'])}; load average at start / end "
+        f"{m['machine'].get('load_avg_at_start')} / {ce.get('load_avg')}. The product's ingest loop with "
+        "efficientnet_lite0's preprocessing (224 x 224, bilinear) and a model that costs nothing; stages "
+        "timed alone beside it (decode: one loader worker's job in one process; preprocess: one batch on "
+        "the device; COPY + commit: one batch of 1,280-d vectors)."
+    )
+    L.append("")
+    L.append(
+        "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in ce["cases"]:
+        extra = " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
+        L.append(
+            f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
+            f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
+            f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
+        )
+    L.append("")
+    return L
+
+
+def _storage_section(st: dict[str, Any], src: str) -> list[str]:
+    """The storage comparison: one row per configuration, its ef_search sweep, the SQL API's overhead."""
+    L: list[str] = []
+    L.append(f"## P2, storage types: {st['n']:,} x {st['dim']} clustered unit vectors{src}")
+    L.append("")
+    L.append(
+        "`vector`: HNSW on the column; `halfvec`: HNSW on `embedding::halfvec(d)`; `bit`: HNSW on "
+        "`binary_quantize(embedding)::bit(d)` (Hamming), then the `ef_search` candidates re-ranked by "
+        f"exact cosine. ef_construction 64, {st['queries']} held-out queries, top-10; FAISS "
+        "`IndexHNSWFlat` with the same m, one thread per client. Load average at the end "
+        f"{st.get('load_avg')}."
+    )
+    L.append("")
+    L.append(
+        "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for c in st["configs"]:
+        L.append(
+            f"| {c['storage']} | {c['m']} | {c['build_s']} ({c['faiss_build_s']}) | {c['index_mb']} | {c['table_mb']} |"
+            f" {c['operating_point']} | {_num(c['p50_ms'], 3)} | {_num(c['faiss_p50_ms'], 3)} | {_num(c['ratio_vs_faiss'], 2)} |"
+        )
+    L.append("")
+    L.append(
+        "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|")
+    for c in st["configs"]:
+        for s in c["sweep"]:
+            L.append(
+                f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
+                f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
+                f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
+            )
+    L.append("")
+    ov = st.get("overhead")
+    if ov:
+        L.append(
+            f"SQL API overhead (index built by `cbir_pg.index.build_index`, {ov['storage']} m=16, ef_search {ov['ef_search']}): "
+            f"`cbir.similar_images` p50 {ov['similar_images_p50_ms']:.3f} ms vs the bare prepared statement "
+            f"{ov['bare_by_id_p50_ms']:.3f} ms ({ov['ratio']:.2f}x); `cbir.similar_to_vector` "
+            f"{ov['similar_to_vector_p50_ms']:.3f} ms vs `ORDER BY embedding <=> $1 LIMIT 10` "
+            f"{ov['bare_by_vector_p50_ms']:.3f} ms ({ov['ratio_vector']:.2f}x)."
+        )
+        L.append("")
     return L
 
 

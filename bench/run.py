@@ -18,6 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: the storage comparison's sweep at the quick and full sizes (only the number of vectors differs)
+STORAGE_SWEEP = {"dim": 768, "queries": 500, "ms": [16, 32], "ef": [10, 20, 40, 80, 160, 320]}
+
 #: sizes per mode; the JSON records them, so the doc says which mode produced the numbers
 SIZES = {
     "quick": {
@@ -25,13 +28,7 @@ SIZES = {
             "cpu": {"n_small": 4096, "n_large": 192, "batch": 256, "workers": 2},
             "cuda": {"n_small": 16384, "n_large": 1024, "batch": 256, "workers": 12},
         },
-        "storage": {
-            "n": 30_000,
-            "dim": 768,
-            "queries": 500,
-            "ms": [16, 32],
-            "ef": [10, 20, 40, 80, 160, 320],
-        },
+        "storage": {"n": 30_000, **STORAGE_SWEEP},
         "build_p2": {"n": 30_000, "dims": [512, 768], "queries": 500, "ef": [20, 40, 64, 100]},
         "p3": {"sizes": [20_000, 50_000], "queries": 1000, "dim": 512, "ef": [40, 80]},
         "p1": {
@@ -78,13 +75,7 @@ SIZES = {
             "cpu": {"n_small": 10_000, "n_large": 384, "batch": 256, "workers": 2},
             "cuda": {"n_small": 32768, "n_large": 2048, "batch": 256, "workers": 14},
         },
-        "storage": {
-            "n": 100_000,
-            "dim": 768,
-            "queries": 500,
-            "ms": [16, 32],
-            "ef": [10, 20, 40, 80, 160, 320],
-        },
+        "storage": {"n": 100_000, **STORAGE_SWEEP},
         "build_p2": {"n": 100_000, "dims": [512, 768], "queries": 1000, "ef": [20, 40, 64, 100, 160]},
         "p3": {"sizes": [50_000, 100_000, 200_000], "queries": 2000, "dim": 512, "ef": [40, 80, 160, 320]},
         "p1": {
@@ -225,22 +216,26 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _render_page(doc: Path, path: Path, res: dict) -> None:
-    """docs/benchmarks.md from one stored result, with the latest other results it shows beside it."""
+def _page_text(path: Path, res: dict) -> str:
+    """docs/benchmarks.md's text from the result stored at ``path`` (its summary rows recomputed), with
+    the latest other results it shows beside it."""
     from bench.report import render, summary_rows
 
     res["summary"] = summary_rows(res)
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(
-        render(
-            res,
-            json_path=path,
-            repo=REPO,
-            extras=_other_device_p1(path.parent, res["meta"]["device"]),
-            p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
-            round2_extras=_round2(path.parent, path),
-        )
+    return render(
+        res,
+        json_path=path,
+        repo=REPO,
+        extras=_other_device_p1(path.parent, res["meta"]["device"]),
+        p3_extras=_full_p3(path.parent, res["meta"]["mode"]),
+        round2_extras=_round2(path.parent, path),
     )
+
+
+def _render_page(doc: Path, path: Path, res: dict) -> None:
+    """docs/benchmarks.md from one stored result, with the latest other results it shows beside it."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(_page_text(path, res))
     _cohort_block(doc, path, res)
     _log(f"bench: wrote {doc}")
 
@@ -316,7 +311,7 @@ def _render_scale(path: Path, res: dict, doc: Path) -> None:
     then shows the latest scale result among the round 2 parts."""
     import re
 
-    from bench.report import render, render_scale_block, replace_block, summary_rows
+    from bench.report import render_scale_block, replace_block
     from bench.scale import plot
 
     m = res["meta"]
@@ -337,18 +332,7 @@ def _render_scale(path: Path, res: dict, doc: Path) -> None:
     if base_path is None or not base_path.exists():
         print(f"bench: {doc} not re-rendered (no base result found in it)", file=sys.stderr)
         return
-    base = json.loads(base_path.read_text())
-    base["summary"] = summary_rows(base)
-    doc.write_text(
-        render(
-            base,
-            json_path=base_path,
-            repo=REPO,
-            extras=_other_device_p1(base_path.parent, base["meta"]["device"]),
-            p3_extras=_full_p3(base_path.parent, base["meta"]["mode"]),
-            round2_extras=_round2(base_path.parent, base_path),
-        )
-    )
+    doc.write_text(_page_text(base_path, json.loads(base_path.read_text())))
     print(f"bench: wrote {doc}", file=sys.stderr)
 
 

@@ -135,6 +135,17 @@ def run_scale(
     }
 
 
+def _log_log_panel(ax, ylabel: str, title: str) -> None:
+    """Log-log axes over the index size, with a grid and a legend."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("index vectors")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot(scale: dict[str, Any], path: Path, title: str = "") -> Path:
     """Log-log plot: evaluation queries/s (SQL-HNSW at each ef_search, exact FAISS) and HNSW build time
     against index size."""
@@ -150,21 +161,9 @@ def plot(scale: dict[str, Any], path: Path, title: str = "") -> Path:
         ys = [next((r["sql_qps"] for r in s["runs"] if r["ef_search"] == ef), math.nan) for s in ps]
         a.plot(xs, ys, marker="o", label=f"SQL-HNSW ef_search {ef}")
     a.plot(xs, [s["exact_faiss_qps"] for s in ps], marker="s", color="black", label="exact FAISS IndexFlatIP")
-    a.set_xscale("log")
-    a.set_yscale("log")
-    a.set_xlabel("index vectors")
-    a.set_ylabel("evaluation queries/s")
-    a.set_title("evaluation throughput")
-    a.grid(True, which="both", alpha=0.3)
-    a.legend(fontsize=7)
+    _log_log_panel(a, "evaluation queries/s", "evaluation throughput")
     b.plot(xs, [s["hnsw_build_s"] for s in ps], marker="o", label="HNSW build (pgvector)")
-    b.set_xscale("log")
-    b.set_yscale("log")
-    b.set_xlabel("index vectors")
-    b.set_ylabel("seconds")
-    b.set_title("HNSW build time")
-    b.grid(True, which="both", alpha=0.3)
-    b.legend(fontsize=7)
+    _log_log_panel(b, "seconds", "HNSW build time")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

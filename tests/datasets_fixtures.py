@@ -175,22 +175,41 @@ def write_chexpert(root: Path) -> Path:
     return root
 
 
-MIMIC_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
+#: MIMIC-CXR's CheXpert labels: the same fourteen, in alphabetical order
+MIMIC_LABELS = sorted(CHEXPERT_FINDINGS)
+MIMIC_METADATA_HEADER = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
 ]
+
+
+def _mimic_metadata_row(dicom: str, subject: str, study: str, view: str) -> list:
+    """One metadata row: an 8x8 chest image taken erect, the view as given."""
+    procedure = "CHEST (PA AND LAT)"
+    return [
+        dicom,
+        subject,
+        study,
+        procedure,
+        view,
+        8,
+        8,
+        21800506,
+        213014.531,
+        procedure,
+        "postero-anterior",
+        "Erect",
+    ]
 
 
 def write_mimic_cxr(root: Path) -> Path:
@@ -223,37 +242,8 @@ def write_mimic_cxr(root: Path) -> Path:
     )
     write_csv(
         root / "mimic-cxr-2.0.0-metadata.csv",
-        [
-            "dicom_id",
-            "subject_id",
-            "study_id",
-            "PerformedProcedureStepDescription",
-            "ViewPosition",
-            "Rows",
-            "Columns",
-            "StudyDate",
-            "StudyTime",
-            "ProcedureCodeSequence_CodeMeaning",
-            "ViewCodeSequence_CodeMeaning",
-            "PatientOrientationCodeSequence_CodeMeaning",
-        ],
-        [
-            [
-                d,
-                su,
-                st,
-                "CHEST (PA AND LAT)",
-                v,
-                8,
-                8,
-                21800506,
-                213014.531,
-                "CHEST (PA AND LAT)",
-                "postero-anterior",
-                "Erect",
-            ]
-            for d, st, su, _, v in images
-        ],
+        MIMIC_METADATA_HEADER,
+        [_mimic_metadata_row(d, su, st, v) for d, st, su, _, v in images],
     )
     for i, (d, st, su, _, _) in enumerate(images):
         img(root / "files" / f"p{su[:2]}" / f"p{su}" / f"s{st}" / f"{d}.jpg", 400 + i)
@@ -332,3 +322,52 @@ def write_dkfz_splits(root: Path) -> Path:
         ["filepath", "dataset", "split", "modality", "anatomic_region", *labels],
         rows,
     )
+
+
+# --------------------------------------------------------------------------- vectors in the database
+def store_vectors(
+    conn,
+    model: str,
+    ids: list[int],
+    vectors: np.ndarray,
+    *,
+    family: str = "synthetic",
+    config: dict | None = None,
+    config_hash: str = "h",
+    number=lambda x: f"{x:.8g}",
+    hnsw: bool = False,
+) -> None:
+    """An encoder row for ``model`` and its embedding table holding ``vectors`` (rows aligned with
+    ``ids``), copied as text with each number written by ``number``; with ``hnsw`` its cosine HNSW index
+    too; then ANALYZE. Runs in ``conn``'s transaction."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    from cbir_pg.db import identifiers
+
+    dim = int(np.asarray(vectors).shape[1])
+    conn.execute(
+        "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
+        " values (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            model,
+            family,
+            dim,
+            identifiers.vector_type_for(dim),
+            Jsonb(config or {}),
+            config_hash,
+            identifiers.embedding_table_name(model),
+        ),
+    )
+    table = identifiers.embedding_table(model)
+    conn.execute(identifiers.create_embedding_table(model, dim))
+    with conn.cursor().copy(sql.SQL("copy {} (image_id, embedding) from stdin").format(table)) as cp:
+        for img, v in zip(ids, vectors, strict=True):
+            cp.write_row((img, "[" + ",".join(number(x) for x in v) + "]"))
+    if hnsw:
+        conn.execute(
+            sql.SQL("create index {} on {} using hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(identifiers.index_name(model)), table
+            )
+        )
+    conn.execute(sql.SQL("analyze {}").format(table))

@@ -51,6 +51,58 @@ def fenced_blocks(text: str, langs: frozenset[str] | set[str]) -> list[tuple[int
     return out
 
 
+def _comment_end(sql: str, i: int) -> int | None:
+    """Where the comment starting at ``i`` ends (``--`` to the line's end; ``/* */``, which nest in
+    PostgreSQL), or None if none starts there."""
+    n = len(sql)
+    if sql.startswith("--", i):
+        end = sql.find("\n", i)
+        return n if end < 0 else end
+    if sql.startswith("/*", i):
+        depth, j = 1, i + 2
+        while j < n and depth:
+            if sql.startswith("/*", j):
+                depth, j = depth + 1, j + 2
+            elif sql.startswith("*/", j):
+                depth, j = depth - 1, j + 2
+            else:
+                j += 1
+        return j
+    return None
+
+
+def _quoted_end(sql: str, i: int) -> int:
+    """Just past the quote closing the string or identifier opened at ``i`` ('' and "" escape the
+    quote; a backslash escapes in E'...')."""
+    c, n = sql[i], len(sql)
+    j = i + 1
+    while j < n:
+        if sql[j] == c:
+            if j + 1 < n and sql[j + 1] == c:  # '' or "" escape
+                j += 2
+                continue
+            break
+        if c == "'" and sql[j] == "\\" and i > 0 and sql[i - 1] in "eE":  # E'...\'...'
+            j += 2
+            continue
+        j += 1
+    return j + 1
+
+
+def _literal_end(sql: str, i: int) -> int | None:
+    """Where the quoted string, quoted identifier or dollar-quoted body starting at ``i`` ends, or None
+    if none starts there."""
+    if sql[i] in "'\"":
+        return _quoted_end(sql, i)
+    if sql[i] == "$":
+        m = _DOLLAR.match(sql, i)
+        if m and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            tag = m.group(0)
+            end = sql.find(tag, m.end())
+            return len(sql) if end < 0 else end + len(tag)
+    return None
+
+
 def split_statements(sql: str) -> list[str]:
     """Split SQL text into statements on top-level semicolons (see the module docstring)."""
     statements: list[str] = []
@@ -68,50 +120,14 @@ def split_statements(sql: str) -> list[str]:
 
     while i < n:
         c = sql[i]
-        if c == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
+        end = _comment_end(sql, i)
+        if end is None:
+            end = _literal_end(sql, i)
+            has_code = has_code or end is not None
+        if end is not None:
             buf.append(sql[i:end])
             i = end
             continue
-        if c == "/" and sql.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:  # PostgreSQL block comments nest
-                if sql.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif sql.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            buf.append(sql[i:j])
-            i = j
-            continue
-        if c in "'\"":
-            j = i + 1
-            while j < n:
-                if sql[j] == c:
-                    if j + 1 < n and sql[j + 1] == c:  # '' or "" escape
-                        j += 2
-                        continue
-                    break
-                if c == "'" and sql[j] == "\\" and i > 0 and sql[i - 1] in "eE":  # E'...\'...'
-                    j += 2
-                    continue
-                j += 1
-            buf.append(sql[i : j + 1])
-            has_code = True
-            i = j + 1
-            continue
-        if c == "$":
-            m = _DOLLAR.match(sql, i)
-            if m and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
-                tag = m.group(0)
-                end = sql.find(tag, m.end())
-                end = n if end < 0 else end + len(tag)
-                buf.append(sql[i:end])
-                has_code = True
-                i = end
-                continue
         if c == ";":
             flush()
             i += 1

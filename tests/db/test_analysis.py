@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import store_vectors
 
-from cbir_pg.db import identifiers
 from cbir_pg.db.database import Database
 
 # (modality, region, finding, kind, n_train, n_val, n_test)
@@ -31,6 +31,30 @@ class Synth:
     X: dict[str, np.ndarray]
 
 
+def _clustered_catalogue(conn, root: Path | None) -> tuple[int, list[int]]:
+    """The ``synth`` dataset (files under ``root`` when given) and the classes above; their ids."""
+    ds = conn.execute(
+        "insert into cbir.dataset (key, kind, name, root) values ('synth', 'synthetic', 'synth', %s) returning id",
+        (str(root) if root else "/nonexistent",),
+    ).fetchone()[0]
+    label_ids = [
+        conn.execute(
+            "insert into cbir.label (key, modality, region, finding, kind) values (%s, %s, %s, %s, %s) returning id",
+            (f"{m}/{r}/{f}", m, r, f, k),
+        ).fetchone()[0]
+        for m, r, f, k, *_ in CLASSES
+    ]
+    return ds, label_ids
+
+
+def _png(root: Path, i: int, c: int) -> None:
+    """A flat 28x28 image whose shade says its class."""
+    from PIL import Image
+
+    (root / "img").mkdir(exist_ok=True)
+    Image.fromarray(np.full((28, 28), 40 + 50 * c, np.uint8)).save(root / f"img/{i}.png")
+
+
 def make_clustered(
     dsn: str,
     *,
@@ -47,23 +71,7 @@ def make_clustered(
     labels: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     X: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     with psycopg.connect(dsn) as conn:
-        ds = conn.execute(
-            "insert into cbir.dataset (key, kind, name, root) values ('synth', 'synthetic', 'synth', %s) returning id",
-            (str(root) if root else "/nonexistent",),
-        ).fetchone()[0]
-        label_ids = [
-            conn.execute(
-                "insert into cbir.label (key, modality, region, finding, kind) values (%s, %s, %s, %s, %s) returning id",
-                (f"{m}/{r}/{f}", m, r, f, k),
-            ).fetchone()[0]
-            for m, r, f, k, *_ in CLASSES
-        ]
-        conn.execute(
-            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
-            " values (%s, 'synthetic', %s, 'vector', '{}', 'h', %s)",
-            (model, dim, identifiers.embedding_table_name(model)),
-        )
-        conn.execute(identifiers.create_embedding_table(model, dim))
+        ds, label_ids = _clustered_catalogue(conn, root)
         rows = []
         i = 0
         for c, (m, r, _f, _k, *counts) in enumerate(CLASSES):
@@ -77,11 +85,7 @@ def make_clustered(
                         (ds, f"img/{i}.png", m, r, split, label_ids[c]),
                     ).fetchone()[0]
                     if root is not None:
-                        from PIL import Image
-
-                        (root / "img").mkdir(exist_ok=True)
-                        shade = 40 + 50 * c
-                        Image.fromarray(np.full((28, 28), shade, np.uint8)).save(root / f"img/{i}.png")
+                        _png(root, i, c)
                     i += 1
                     rows.append((img, v))
                     ids[split].append(img)
@@ -94,14 +98,13 @@ def make_clustered(
             (ds, label_ids[0]),
         ).fetchone()[0]
         rows.append((bad, centres[1] / np.linalg.norm(centres[1])))
-        with conn.cursor().copy(
-            psycopg.sql.SQL("copy {} (image_id, embedding) from stdin").format(
-                identifiers.embedding_table(model)
-            )
-        ) as cp:
-            for img, v in rows:
-                cp.write_row((img, "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
-        conn.execute(psycopg.sql.SQL("analyze {}").format(identifiers.embedding_table(model)))
+        store_vectors(
+            conn,
+            model,
+            [img for img, _ in rows],
+            np.asarray([v for _, v in rows]),
+            number=lambda x: f"{x:.7g}",
+        )
     return Synth(
         model,
         label_ids,

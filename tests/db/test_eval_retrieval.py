@@ -10,13 +10,13 @@ import uuid
 import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import store_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typer.testing import CliRunner
 
-from cbir_pg.db import identifiers
 from cbir_pg.db.database import Database
 from cbir_pg.errors import NotFoundError
 from cbir_pg.eval import metrics, runs
@@ -43,28 +43,7 @@ def make_benchmark(
     datasets = datasets or ["dsa"] * len(labels)
     n_classes = n_classes or (max(labels) + 1)
     with psycopg.connect(dsn) as conn:
-        ds_id = {}
-        for key in sorted(set(datasets)):
-            row = conn.execute(
-                "insert into cbir.dataset (key, kind, name) values (%s, 'test', %s)"
-                " on conflict (key) do update set name = excluded.name returning id",
-                (key, key),
-            ).fetchone()
-            ds_id[key] = row[0]
-        label_ids = []
-        for c in range(n_classes):
-            row = conn.execute(
-                "insert into cbir.label (key, modality, region, finding, kind) values (%s, 'CT', 'r', %s, %s)"
-                " on conflict (key) do update set kind = excluded.kind returning id",
-                (f"CT/r/f{c}", f"f{c}", "anatomical" if c % 2 else "pathological"),
-            ).fetchone()
-            label_ids.append(row[0])
-        conn.execute(
-            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
-            " values (%s, 'test', %s, 'vector', '{}', 'h', %s)",
-            (model, vectors.shape[1], identifiers.embedding_table_name(model)),
-        )
-        conn.execute(identifiers.create_embedding_table(model, vectors.shape[1]))
+        ds_id, label_ids = _benchmark_catalogue(conn, sorted(set(datasets)), n_classes)
         with conn.cursor() as cur:
             cur.executemany(
                 "insert into cbir.image (dataset_id, uri, split, label_id) values (%s, %s, %s, %s) returning id",
@@ -79,22 +58,37 @@ def make_benchmark(
                 ids.append(cur.fetchone()[0])
                 if not cur.nextset():
                     break
-        copy_sql = sql.SQL("copy {} (image_id, embedding) from stdin").format(
-            identifiers.embedding_table(model)
+        store_vectors(
+            conn,
+            model,
+            ids,
+            np.asarray(vectors, dtype=np.float32),
+            family="test",
+            number=lambda x: repr(float(x)),
+            hnsw=hnsw,
         )
-        with conn.cursor().copy(copy_sql) as cp:
-            for i, v in zip(ids, vectors, strict=True):
-                cp.write_row(
-                    (i, "[" + ",".join(repr(float(x)) for x in np.asarray(v, dtype=np.float32)) + "]")
-                )
-        if hnsw:
-            conn.execute(
-                sql.SQL("create index {} on {} using hnsw (embedding vector_cosine_ops)").format(
-                    sql.Identifier(identifiers.index_name(model)), identifiers.embedding_table(model)
-                )
-            )
-        conn.execute(sql.SQL("analyze {}").format(identifiers.embedding_table(model)))
     return model, ids, label_ids
+
+
+def _benchmark_catalogue(conn, datasets: list[str], n_classes: int) -> tuple[dict[str, int], list[int]]:
+    """The datasets and the classes ``CT/r/f<c>`` (kept if already there); their ids."""
+    ds_id = {}
+    for key in datasets:
+        row = conn.execute(
+            "insert into cbir.dataset (key, kind, name) values (%s, 'test', %s)"
+            " on conflict (key) do update set name = excluded.name returning id",
+            (key, key),
+        ).fetchone()
+        ds_id[key] = row[0]
+    label_ids = []
+    for c in range(n_classes):
+        row = conn.execute(
+            "insert into cbir.label (key, modality, region, finding, kind) values (%s, 'CT', 'r', %s, %s)"
+            " on conflict (key) do update set kind = excluded.kind returning id",
+            (f"CT/r/f{c}", f"f{c}", "anatomical" if c % 2 else "pathological"),
+        ).fetchone()
+        label_ids.append(row[0])
+    return ds_id, label_ids
 
 
 def numpy_reference(vectors, labels, ids, index_mask, query_mask, ns):
@@ -260,15 +254,20 @@ ANN_RECALL_AT_10_MIN = 0.95  # stated tolerance (docs/evaluation.md): recall@10 
 ANN_DELTA_P_MAX = 0.02
 
 
-@pytest.fixture
-def ann_run(db):
-    rng = np.random.default_rng(7)
-    n = 1800
+def _six_clusters(db: str, *, seed: int, n: int, hnsw: bool = False) -> str:
+    """A benchmark of ``n`` seeded 16-d vectors around six class centres, 85 % train and 15 % test; its
+    model key."""
+    rng = np.random.default_rng(seed)
     centres = rng.normal(size=(6, 16))
     labels = rng.integers(0, 6, n)
     vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
     splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
-    model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits, hnsw=True)
+    return make_benchmark(db, vectors, labels.tolist(), splits, hnsw=hnsw)[0]
+
+
+@pytest.fixture
+def ann_run(db):
+    model = _six_clusters(db, seed=7, n=1800, hnsw=True)
     res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)
     return db, model, res
 
@@ -285,9 +284,9 @@ def test_ann_within_tolerance_of_exact(ann_run):
     assert 0.2 < exact.summary.micro[0] < 1.0  # clustered data: well above chance (1/6), not trivial
 
 
-def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
-    dsn, model, res = ann_run
-    ann, exact = res.runs["ann"], res.runs["exact"]
+def _read_views(dsn: str, model: str, ann, exact) -> tuple:
+    """What the BI views hold for the two runs: leaderboard rows by mode, the ANN quality row, the
+    exact run's per-class rows, the ANN run's row."""
     with psycopg.connect(dsn) as conn:
         board = {
             r[0]: r[1:]
@@ -313,6 +312,12 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
             " where run_id = %s",
             (ann.run_id,),
         ).fetchone()
+    return board, quality, classes, run
+
+
+def _check_views(views: tuple, res, ann, exact) -> None:
+    """The views return the printed numbers (rounded to 4 decimals for dashboards)."""
+    board, quality, classes, run = views
     for mode, r in (("ann", ann), ("exact", exact)):
         # the views round to 4 decimals for dashboards
         np.testing.assert_allclose(
@@ -336,7 +341,9 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     assert timings["queries_per_s"] > 0 and code_version.startswith("0.")
     assert (nq, ni) == (ann.n_queries, ann.n_index)
 
-    # per-query rows recompute every aggregate
+
+def _check_per_query_rows(dsn: str, res, ann, exact) -> None:
+    """The stored per-query rows recompute every aggregate."""
     stored = runs.load_queries(Database(dsn), exact.run_id)
     assert len(stored.query_ids) == exact.n_queries
     again = metrics.summarise(stored.relevant, stored.class_index_sizes, stored.labels, res.ns)
@@ -346,6 +353,12 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
         res.recall[-1], abs=1e-12
     )
 
+
+def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
+    dsn, model, res = ann_run
+    ann, exact = res.runs["ann"], res.runs["exact"]
+    _check_views(_read_views(dsn, model, ann, exact), res, ann, exact)
+    _check_per_query_rows(dsn, res, ann, exact)
     # table2 and `eval show` print the leaderboard's numbers
     t2 = runs.table2(Database(dsn))
     with psycopg.connect(dsn) as c:  # "all" is recorded as the datasets the run covered (eval/scope.py)
@@ -434,13 +447,7 @@ def test_ann_on_the_default_halfvec_index_uses_it_and_exact_stays_full_precision
     vectors."""
     from cbir_pg.index import build_index
 
-    rng = np.random.default_rng(11)
-    n = 1500
-    centres = rng.normal(size=(6, 16))
-    labels = rng.integers(0, 6, n)
-    vectors = (centres[labels] * 0.6 + rng.normal(size=(n, 16))).astype(np.float32)
-    splits = rng.choice(["train", "test"], n, p=[0.85, 0.15]).tolist()
-    model, _, _ = make_benchmark(db, vectors, labels.tolist(), splits)
+    model = _six_clusters(db, seed=11, n=1500)
     report = build_index(Database(db), model, recall_queries=0, progress=False)
     assert report.opclass == "halfvec_cosine_ops"
     res = evaluate_retrieval(Database(db), model, compare_exact=True, ef_search=10, progress=False)

@@ -197,6 +197,23 @@ def test_eval_with_judgements_equals_loops_and_agreement_view(fdb: str):
     assert {k: list(v) for k, v in agreement.items()} == expected
 
 
+def _post_judgement(client, body):
+    """POST a judgement with the Origin a browser sends."""
+    return client.post("/api/judgements", json=body, headers={"Origin": str(client.base_url).rstrip("/")})
+
+
+def _check_bad_judgements_refused(client, q: int, neighbour: int) -> None:
+    """A bad verdict, an unknown image or model, a body that is not an object: 400/404 naming it."""
+    for body, words in [
+        ({"query_image_id": q, "neighbour_id": neighbour, "model": MODEL, "verdict": "maybe"}, "verdict"),
+        ({"query_image_id": q, "neighbour_id": 999999, "model": MODEL, "verdict": "relevant"}, "999999"),
+        ({"query_image_id": q, "neighbour_id": neighbour, "model": "nope", "verdict": "relevant"}, "nope"),
+        ([1, 2], "JSON object"),
+    ]:
+        r = _post_judgement(client, body)
+        assert r.status_code in (400, 404) and words in r.json()["error"], r.text
+
+
 def test_api_judge_list_refine_and_page(fdb: str, serve_app, reader_role):
     from servehelp import http_client, login
 
@@ -207,10 +224,9 @@ def test_api_judge_list_refine_and_page(fdb: str, serve_app, reader_role):
         assert client.post("/api/judgements", json={}).status_code == 401  # a login first
         login(client, alice)
         for n, verdict in [(before[4], "relevant"), (before[7], "relevant"), (before[0], "not_relevant")]:
-            r = client.post(
-                "/api/judgements",
-                headers={"Origin": str(client.base_url).rstrip("/")},
-                json={
+            r = _post_judgement(
+                client,
+                {
                     "query_image_id": q,
                     "neighbour_id": n,
                     "model": MODEL,
@@ -234,25 +250,7 @@ def test_api_judge_list_refine_and_page(fdb: str, serve_app, reader_role):
         assert page.status_code == 200 and 'id="moves"' in page.text and "Refined" in page.text
         plain = client.get(f"/?image_id={q}&model={MODEL}&k=10")
         assert 'id="refine"' in plain.text and 'id="moves"' not in plain.text
-        for body, words in [
-            (
-                {"query_image_id": q, "neighbour_id": before[1], "model": MODEL, "verdict": "maybe"},
-                "verdict",
-            ),
-            (
-                {"query_image_id": q, "neighbour_id": 999999, "model": MODEL, "verdict": "relevant"},
-                "999999",
-            ),
-            (
-                {"query_image_id": q, "neighbour_id": before[1], "model": "nope", "verdict": "relevant"},
-                "nope",
-            ),
-            ([1, 2], "JSON object"),
-        ]:
-            r = client.post(
-                "/api/judgements", json=body, headers={"Origin": str(client.base_url).rstrip("/")}
-            )
-            assert r.status_code in (400, 404) and words in r.json()["error"], r.text
+        _check_bad_judgements_refused(client, q, before[1])
     with psycopg.connect(fdb) as c:
         users = {r[0] for r in c.execute("select username from cbir.judgement")}
         audit = c.execute(

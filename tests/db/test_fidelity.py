@@ -107,12 +107,8 @@ def _import_published(db: str, tmp_path: Path, profile: str = "paper"):
     return s, h5, truth, vecs
 
 
-def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, tmp_path):
-    from cbir_pg.eval.paper import PAPER_LABEL, compare_paper
-    from cbir_pg.eval.retrieval import evaluate_retrieval
-    from cbir_pg.search import PixelsNotAvailable, load_image_rgb, write_search_grid
-
-    s, h5, truth, vecs = _import_published(db, tmp_path)
+def _check_metadata_only_import(conn, s, h5, truth: dict, tmp_path: Path) -> None:
+    """No image anywhere; every row, split and patient imported; every published vector loaded."""
     assert not any(tmp_path.rglob("*.png")) and not any(tmp_path.rglob("*.jpg"))  # no image anywhere
     assert s.imported == 120 and s.error_count == 0 and not s.excluded
     assert s.splits == {"train": 60, "val": 30, "test": 30}
@@ -124,6 +120,12 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
     assert stored == expected_patients
     assert conn.execute("select count(*) from cbir.image where local_pixels").fetchone()[0] == 0
     assert h5.loaded == 120
+
+
+def _check_table2_reproduced(db: str, conn, vecs: dict, truth: dict) -> tuple[int, np.ndarray]:
+    """The paper profile's exact run equals the NumPy reference, neighbour lists included; its run id
+    and micro P@N."""
+    from cbir_pg.eval.retrieval import evaluate_retrieval
 
     ns = (1, 3, 5, 10)
     res = evaluate_retrieval(Database(db), "biomedclip", ns=ns, mode="exact", profile="paper", progress=False)
@@ -140,8 +142,14 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
         ).fetchall()
     )
     assert len(ours) == 30 and all(ours[q] == lists[q][:10] for q in ours)  # identical neighbour lists
+    _check_paper_comparison(conn, run_id, micro, macro)
+    return run_id, micro
 
-    # the paper's Table 2 beside the run: our value, the paper's, the difference; the other rows missing
+
+def _check_paper_comparison(conn, run_id: int, micro: np.ndarray, macro: np.ndarray) -> None:
+    """The paper's Table 2 beside the run: our value, the paper's, the difference; the other rows missing."""
+    from cbir_pg.eval.paper import PAPER_LABEL, compare_paper
+
     cmp = compare_paper(conn, (2,))
     row = {(v.paper.key, v.paper.column): v for v in cmp.values}
     p1 = row[("biomedclip", "micro P@1")]
@@ -153,25 +161,26 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
     assert len(missing) == 9 and "BiomedCLIP" not in missing and "X-MIR" in missing
     assert [v.paper.reassembled for v in cmp.values if v.paper.model == "DINOv2"] == [True] * 8
 
-    # search, the page's image API and the report say "pixels not available" instead of failing
-    qid = conn.execute("select id from cbir.image where split = 'test' order by id limit 1").fetchone()[0]
-    with pytest.raises(PixelsNotAvailable, match="pixels not available"):
-        load_image_rgb(Database(db), qid)
-    from cbir_pg.search import QueryImage, search
 
-    hits = search(Database(db), "biomedclip", image_id=qid, k=3, split="train")
-    assert len(hits) == 3
-    png = write_search_grid(Database(db), QueryImage(image_id=qid, path=None), hits, tmp_path / "grid.png")
-    from PIL import Image
-
-    assert Image.open(png).size[0] > 3 * 128
+def _check_pixels_not_available(db: str, conn, tmp_path: Path) -> None:
+    """Search, the page's image API and a search grid say "pixels not available" instead of failing."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
-    from servehelp import http_client, login_owner
+    from PIL import Image
 
     from cbir_pg.app.serve import build_app
     from cbir_pg.app.serve.auth import AuthConfig, new_login_token
+    from cbir_pg.search import PixelsNotAvailable, QueryImage, load_image_rgb, search, write_search_grid
+
+    qid = conn.execute("select id from cbir.image where split = 'test' order by id limit 1").fetchone()[0]
+    with pytest.raises(PixelsNotAvailable, match="pixels not available"):
+        load_image_rgb(Database(db), qid)
+    hits = search(Database(db), "biomedclip", image_id=qid, k=3, split="train")
+    assert len(hits) == 3
+    png = write_search_grid(Database(db), QueryImage(image_id=qid, path=None), hits, tmp_path / "grid.png")
+    assert Image.open(png).size[0] > 3 * 128
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    from servehelp import http_client, login_owner
 
     auth = AuthConfig(login_token=new_login_token())
     app, store = build_app(db, tmp_path / "home", auth=auth)
@@ -184,8 +193,16 @@ def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, t
         r = client.get(f"/api/images/{qid}/similar", params={"model": "biomedclip", "k": 3})
         assert r.status_code == 200 and len(r.json()["neighbours"]) == 3
     store.close()
+
+
+def test_metadata_only_import_and_published_vectors_reproduce_table2(db, conn, tmp_path):
     from cbir_pg.eval.report import write_report
 
+    s, h5, truth, vecs = _import_published(db, tmp_path)
+    _check_metadata_only_import(conn, s, h5, truth, tmp_path)
+    _, micro = _check_table2_reproduced(db, conn, vecs, truth)
+    _check_pixels_not_available(db, conn, tmp_path)
+    # the report says it too, beside the paper's numbers
     rep = write_report(Database(db), tmp_path / "rep", models=["biomedclip"], tsne_sample=0, grid_queries=2)
     page = rep.index.read_text()
     assert "The paper&#x27;s published numbers beside ours" in page or "The paper's published numbers" in page

@@ -161,31 +161,26 @@ def test_plain_alembic_current_uses_the_embedded_server(cli_env: dict[str, str])
 
 
 # item 10
-def test_make_says_why_it_installs_the_big_torch_build(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin"}  # no nvidia-smi
-    out = subprocess.run(
-        ["sh", str(REPO / "tools" / "torch_index.sh"), sys.executable, "auto", "http://127.0.0.1:9/whl/cpu"],
+def _torch_index(build: str, url: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``tools/torch_index.sh PYTHON BUILD URL``: the pip options it prints, its reasons on stderr."""
+    return subprocess.run(
+        ["sh", str(REPO / "tools" / "torch_index.sh"), sys.executable, build, url],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
+
+
+def test_make_says_why_it_installs_the_big_torch_build(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin"}  # no nvidia-smi
+    out = _torch_index("auto", "http://127.0.0.1:9/whl/cpu", env)
     assert out.returncode == 0 and out.stdout.strip() == ""  # the default index: no --index-url
     said = " ".join(out.stderr.split())
     assert "did not answer" in said and "6.7 GB" in said and "make TORCH_BUILD=cpu" in said
-    cpu = subprocess.run(
-        ["sh", str(REPO / "tools" / "torch_index.sh"), sys.executable, "cpu", "http://127.0.0.1:9/whl/cpu"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    cpu = _torch_index("cpu", "http://127.0.0.1:9/whl/cpu", env)
     assert cpu.stdout.strip() == "--index-url http://127.0.0.1:9/whl/cpu" and "TORCH_BUILD=cpu" in cpu.stderr
-    bad = subprocess.run(
-        ["sh", str(REPO / "tools" / "torch_index.sh"), sys.executable, "gpu", "x"],
-        capture_output=True,
-        text=True,
-    )
+    bad = _torch_index("gpu", "x")
     assert bad.returncode == 2 and "use auto, cpu or pypi" in bad.stderr
 
 

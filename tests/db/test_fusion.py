@@ -78,6 +78,22 @@ def _topk(q: np.ndarray, ids: np.ndarray, X: np.ndarray, k: int) -> tuple[np.nda
     return ids[order], s[order]
 
 
+def _column(c, query: str, params) -> list:
+    """The first column of a query's rows."""
+    return [r[0] for r in c.execute(query, params)]
+
+
+def _cli(dsn: str, *args: str, columns: str = "200", timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m cbir_pg --dsn DSN ARGS`` in a terminal ``columns`` wide."""
+    return subprocess.run(
+        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, COLUMNS=columns),
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def spaces(fdb: str):
     """Train (index) vectors of both models, restricted to images with both, and some test queries."""
@@ -217,20 +233,24 @@ def _aqe_ref(q: np.ndarray, ids: np.ndarray, X: np.ndarray, m: int, alpha: float
     return _topk(q2, ids, X, k)[0]
 
 
+def _check_against_numpy(fdb: str, qids, call: str, reference) -> None:
+    """``select image_id from cbir.<call>`` with (query id, lite0, the dataset) equals ``reference(qid)``
+    for each query."""
+    with connect(fdb) as c:
+        for qid in qids:
+            got = _column(c, f"select image_id from cbir.{call}", (qid, A, DS))
+            assert got == reference(qid).tolist()
+
+
 def test_expanded_matches_numpy_with_neighbours_from_the_index_split(fdb: str, spaces) -> None:
     ids, X = spaces["ids"], spaces["XA"]
-    with connect(fdb) as c:
-        for qid in spaces["queries"][:5]:
-            got = [
-                r[0]
-                for r in c.execute(
-                    "select image_id from cbir.similar_images_expanded(%s, %s, 10, 'train', %s,"
-                    " p_m => 3, p_alpha => 2, p_search => 'exact')",
-                    (qid, A, DS),
-                )
-            ]
-            # the index here is train images with both models' vectors; lite0 alone has the same train set
-            assert got == _aqe_ref(spaces["qA"][qid], ids, X, 3, 2.0, 10).tolist()
+    # the index here is train images with both models' vectors; lite0 alone has the same train set
+    _check_against_numpy(
+        fdb,
+        spaces["queries"][:5],
+        "similar_images_expanded(%s, %s, 10, 'train', %s, p_m => 3, p_alpha => 2, p_search => 'exact')",
+        lambda qid: _aqe_ref(spaces["qA"][qid], ids, X, 3, 2.0, 10),
+    )
 
 
 def _krr_ref(
@@ -256,17 +276,13 @@ def _krr_ref(
 
 def test_reranked_matches_numpy(fdb: str, spaces) -> None:
     ids, X = spaces["ids"], spaces["XA"]
-    with connect(fdb) as c:
-        for qid in spaces["queries"][:4]:
-            got = [
-                r[0]
-                for r in c.execute(
-                    "select image_id from cbir.similar_images_reranked(%s, %s, 10, 'train', %s,"
-                    " p_k1 => 6, p_lambda => 0.3, p_candidates => 30, p_search => 'exact')",
-                    (qid, A, DS),
-                )
-            ]
-            assert got == _krr_ref(spaces["qA"][qid], ids, X, 10, 6, 0.3, 30).tolist()
+    _check_against_numpy(
+        fdb,
+        spaces["queries"][:4],
+        "similar_images_reranked(%s, %s, 10, 'train', %s,"
+        " p_k1 => 6, p_lambda => 0.3, p_candidates => 30, p_search => 'exact')",
+        lambda qid: _krr_ref(spaces["qA"][qid], ids, X, 10, 6, 0.3, 30),
+    )
 
 
 def test_eval_fuse_stores_its_own_leaderboard_row_with_numpy_precision(fdb: str, spaces) -> None:
@@ -328,62 +344,21 @@ def test_eval_expand_rerank_ann_and_cli(fdb: str) -> None:
             "select neighbours from cbir.eval_query where run_id = %s and query_image_id = %s",
             (aqe.run_id, q),
         ).fetchone()[0]
-        direct = [
-            r[0]
-            for r in c.execute(
-                "select image_id from cbir.similar_images_expanded(%s, %s, 10, 'train', %s, p_m => 2, p_alpha => 3)",
-                (q, A, DS),
-            )
-        ]
-        splits = {r[0] for r in c.execute("select split from cbir.image where id = any(%s)", (stored,))}
+        direct = _column(
+            c,
+            "select image_id from cbir.similar_images_expanded(%s, %s, 10, 'train', %s, p_m => 2, p_alpha => 3)",
+            (q, A, DS),
+        )
+        splits = set(_column(c, "select split from cbir.image where id = any(%s)", (stored,)))
     assert stored == direct and splits == {"train"}
-    env = dict(os.environ, COLUMNS="200")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            fdb,
-            "eval",
-            "retrieval",
-            "--fuse",
-            f"{A},{B}",
-            "--fusion",
-            "rrf",
-            "--dataset",
-            DS,
-            "--query-split",
-            "val",
-            "--mode",
-            "exact",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    out = _cli(
+        fdb,
+        *("eval", "retrieval", "--fuse", f"{A},{B}", "--fusion", "rrf", "--dataset", DS),
+        *("--query-split", "val", "--mode", "exact"),
     )
     assert out.returncode == 0, out.stderr
     assert "rrf(efficientnet_lite0,tiny_clip)" in out.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            fdb,
-            "eval",
-            "retrieval",
-            "--fuse",
-            f"{A},{B}",
-            "--rerank",
-            "10,0.3",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    bad = _cli(fdb, "eval", "retrieval", "--fuse", f"{A},{B}", "--rerank", "10,0.3")
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "one model" in bad.stderr
 
 
@@ -408,38 +383,10 @@ def test_text_search_matches_numpy_and_other_models_refuse(fdb: str) -> None:
 
     df = cbir_pg.connect(fdb).search_text(text, B, k=8, split="test")
     assert df["image_id"].tolist() == ref_ids.tolist() and df["rank"].tolist() == list(range(1, 9))
-    env = dict(os.environ, COLUMNS="200")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            fdb,
-            "search",
-            "--text",
-            text,
-            "--model",
-            B,
-            "-k",
-            "3",
-            "--split",
-            "test",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    out = _cli(fdb, "search", "--text", text, "--model", B, "-k", "3", "--split", "test")
     assert out.returncode == 0, out.stderr
     assert str(ref_ids[0]) in out.stdout
-    refused = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", fdb, "search", "--text", text, "--model", A],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    refused = _cli(fdb, "search", "--text", text, "--model", A)
     assert refused.returncode == 1 and "no text tower" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
 
@@ -487,26 +434,11 @@ def test_demo_prints_a_fused_row_beside_the_single_model_rows(
     medmnist_lite0_db: str, medmnist_dir: Path, tmp_path: Path
 ) -> None:
     """`cbir-pg demo --fuse-with KEY` embeds the second model too and prints its rrf row in Table 2."""
-    env = dict(os.environ, COLUMNS="220")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            medmnist_lite0_db,
-            "demo",
-            "--data-dir",
-            str(medmnist_dir),
-            "--out",
-            str(tmp_path / "report"),
-            "--no-progress",
-            "--fuse-with",
-            B,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    out = _cli(
+        medmnist_lite0_db,
+        *("demo", "--data-dir", str(medmnist_dir), "--out", str(tmp_path / "report")),
+        *("--no-progress", "--fuse-with", B),
+        columns="220",
         timeout=3000,
     )
     assert out.returncode == 0, out.stderr

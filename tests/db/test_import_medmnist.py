@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import medmnist_file
@@ -18,21 +20,8 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir, home):
-    summaries = import_medmnist_benchmark(Database(db), medmnist_dir, progress=False)
-    by_key = {s.dataset: s for s in summaries}
-    sizes = {}
-    for key in ("breastmnist", "pneumoniamnist"):
-        arrays = np.load(medmnist_file(medmnist_dir, key))
-        sizes[key] = {sp: int(arrays[f"{sp}_labels"].shape[0]) for sp in ("train", "val", "test")}
-        s = by_key[key]
-        assert s.error_count == 0
-        assert s.splits == {sp: int(arrays[f"{sp}_labels"].shape[0]) for sp in ("train", "val", "test")}
-        assert s.imported == s.images == sum(s.splits.values())
-    assert by_key["breastmnist"].images == 780
-    # the shared subset (5,030 images) or the full release (5,856)
-    assert by_key["pneumoniamnist"].images in (5030, 5856)
-
+def _check_labels(db: str, conn, medmnist_dir: Path) -> None:
+    """The four classes with their kinds, the malignant count of the arrays, both modalities."""
     labels = {lab.key: lab for lab in label_overview(Database(db))}
     assert set(labels) == {
         "US/breast/malignant",
@@ -52,7 +41,10 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
     ).fetchone()[0]
     assert modalities == ["US", "XR"]
 
-    # the PNGs exist, are named by their pixel hash and hash to the same pixels as the arrays
+
+def _check_files_and_duplicates(conn, summaries) -> None:
+    """The PNGs exist, are named by their pixel hash and hash to the same pixels as the arrays; exact
+    duplicates in the real arrays are flagged, never deleted, and counted."""
     root = conn.execute("select root from cbir.dataset where key = 'breastmnist'").fetchone()[0]
     from cbir_pg.images import decode_file, pixel_hash
 
@@ -71,6 +63,24 @@ def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir,
         "where d.exclusion_reason = 'duplicate' and k.content_hash = d.content_hash and not k.excluded"
     ).fetchone()[0]
     assert kept == n_dup
+
+
+def test_medmnist_benchmark_imports_and_reimport_is_noop(db, conn, medmnist_dir, home):
+    summaries = import_medmnist_benchmark(Database(db), medmnist_dir, progress=False)
+    by_key = {s.dataset: s for s in summaries}
+    sizes = {}
+    for key in ("breastmnist", "pneumoniamnist"):
+        arrays = np.load(medmnist_file(medmnist_dir, key))
+        sizes[key] = {sp: int(arrays[f"{sp}_labels"].shape[0]) for sp in ("train", "val", "test")}
+        s = by_key[key]
+        assert s.error_count == 0
+        assert s.splits == {sp: int(arrays[f"{sp}_labels"].shape[0]) for sp in ("train", "val", "test")}
+        assert s.imported == s.images == sum(s.splits.values())
+    assert by_key["breastmnist"].images == 780
+    # the shared subset (5,030 images) or the full release (5,856)
+    assert by_key["pneumoniamnist"].images in (5030, 5856)
+    _check_labels(db, conn, medmnist_dir)
+    _check_files_and_duplicates(conn, summaries)
 
     before = conn.execute("select count(*), count(*) filter (where excluded) from cbir.image").fetchone()
     again = import_medmnist_benchmark(Database(db), medmnist_dir, progress=False)

@@ -161,31 +161,25 @@ def test_draw_grid_size_and_frames(tmp_path: Path):
         draw_grid(query, neighbours, [True], tmp_path / "bad.png")
 
 
+def _cli(db: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m cbir_pg --dsn DB ARGS`` (two minutes at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cbir_pg", "--dsn", db, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 def test_cli_search_prints_neighbours_and_writes_grid(db: str, stored, tmp_path: Path):
     syn, _ = stored
     build(db)
     png = tmp_path / "out" / "grid.png"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            db,
-            "search",
-            "--image-id",
-            str(syn.ids[0]),
-            "--model",
-            "toy",
-            "-k",
-            "4",
-            "--exclude-same-patient",
-            "--png",
-            str(png),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = _cli(
+        db,
+        *("search", "--image-id", str(syn.ids[0]), "--model", "toy", "-k", "4", "--exclude-same-patient"),
+        *("--png", str(png)),
         env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stderr
@@ -193,25 +187,7 @@ def test_cli_search_prints_neighbours_and_writes_grid(db: str, stored, tmp_path:
     for h in hits:
         assert h.uri in out.stdout and h.label in out.stdout and f"{h.similarity:.4f}" in out.stdout
     assert Image.open(png).size == grid_size(4, tile=128, captions=3)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            db,
-            "search",
-            "--image-id",
-            "1",
-            "--model",
-            "toy",
-            "--split",
-            "x';--",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _cli(db, "search", "--image-id", "1", "--model", "toy", "--split", "x';--")
     assert bad.returncode == 2 and "is not a split" in bad.stderr
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from psycopg import sql
+from datasets_fixtures import store_vectors
 
-from cbir_pg.db import identifiers
 from cbir_pg.db.database import Database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +38,36 @@ class Synthetic:
         return self.vectors[self.ids.index(image_id)]
 
 
+def _catalogue(conn, n_classes: int, n_patients: int, root: str) -> tuple[list[int], list[int], list[int]]:
+    """Datasets alpha and beta, classes ``CT|MR/body/f<c>`` (CT for even ``c``), patients alternating
+    between the datasets with a sex and an age; their ids."""
+    ds_ids = [
+        conn.execute(
+            "insert into cbir.dataset (key, kind, name, root) values (%s, 'synthetic', %s, %s) returning id",
+            (key, key, root),
+        ).fetchone()[0]
+        for key in ("alpha", "beta")
+    ]
+    label_ids = []
+    for c in range(n_classes):
+        mod = "CT" if c % 2 == 0 else "MR"
+        label_ids.append(
+            conn.execute(
+                "insert into cbir.label (key, modality, region, finding, kind)"
+                " values (%s, %s, 'body', %s, 'pathological') returning id",
+                (f"{mod}/body/f{c}", mod, f"f{c}"),
+            ).fetchone()[0]
+        )
+    patient_ids = [
+        conn.execute(
+            "insert into cbir.patient (dataset_id, patient_key, sex, age) values (%s, %s, %s, %s) returning id",
+            (ds_ids[p % 2], f"p{p}", "F" if p % 3 else "M", float(20 + (p * 7) % 60)),
+        ).fetchone()[0]
+        for p in range(n_patients)
+    ]
+    return ds_ids, label_ids, patient_ids
+
+
 def make_synthetic(
     dsn: str,
     *,
@@ -55,8 +84,6 @@ def make_synthetic(
 ) -> Synthetic:
     """A dataset pair (alpha, beta), patients with sex/age, labelled images in splits, an encoder row and
     its embedding table filled with seeded, clustered unit vectors (or ``vectors``), then ANALYZE."""
-    from psycopg.types.json import Jsonb
-
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_classes, dim))
     cls = rng.integers(0, n_classes, size=n)
@@ -67,63 +94,21 @@ def make_synthetic(
     splits = rng.choice(["train", "val", "test"], size=n, p=[0.7, 0.1, 0.2]).tolist()
     pick = rng.integers(0, n_patients, size=n)
     with psycopg.connect(dsn) as conn:
-        ds_ids = [
-            conn.execute(
-                "insert into cbir.dataset (key, kind, name, root) values (%s, 'synthetic', %s, %s) returning id",
-                (key, key, root),
-            ).fetchone()[0]
-            for key in ("alpha", "beta")
-        ]
-        label_ids = []
-        for c in range(n_classes):
-            mod = "CT" if c % 2 == 0 else "MR"
-            label_ids.append(
-                conn.execute(
-                    "insert into cbir.label (key, modality, region, finding, kind)"
-                    " values (%s, %s, 'body', %s, 'pathological') returning id",
-                    (f"{mod}/body/f{c}", mod, f"f{c}"),
-                ).fetchone()[0]
-            )
-        patient_ids = [
-            conn.execute(
-                "insert into cbir.patient (dataset_id, patient_key, sex, age) values (%s, %s, %s, %s) returning id",
-                (ds_ids[p % 2], f"p{p}", "F" if p % 3 else "M", float(20 + (p * 7) % 60)),
-            ).fetchone()[0]
-            for p in range(n_patients)
-        ]
-        img_patient = [patient_ids[int(p)] for p in pick]
-        img_dataset = [ds_ids[int(p) % 2] for p in pick]
-        img_mod = ["CT" if int(c) % 2 == 0 else "MR" for c in cls]
-        img_label = [label_ids[int(c)] for c in cls]
+        ds_ids, label_ids, patient_ids = _catalogue(conn, n_classes, n_patients, root)
+        patients = [patient_ids[int(p)] for p in pick]
+        modalities = ["CT" if int(c) % 2 == 0 else "MR" for c in cls]
+        labels = [label_ids[int(c)] for c in cls]
         uris = [f"img/{i}.png" for i in range(n)]
         conn.execute(
             "insert into cbir.image (dataset_id, patient_id, uri, modality, split, label_id)"
             " select * from unnest(%s::int[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::int[])",
-            (img_dataset, img_patient, uris, img_mod, splits, img_label),
+            ([ds_ids[int(p) % 2] for p in pick], patients, uris, modalities, splits, labels),
         )
         by_uri = dict(conn.execute("select uri, id from cbir.image where uri = any(%s)", (uris,)).fetchall())
         ids = [by_uri[u] for u in uris]
-        labels, modalities, patients = img_label, img_mod, img_patient
-        datasets = [("alpha", "beta")[int(p) % 2] for p in pick]
-        conn.execute(
-            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
-            " values (%s, 'synthetic', %s, %s, %s, %s, %s)",
-            (
-                model,
-                dim,
-                identifiers.vector_type_for(dim),
-                Jsonb(config or {}),
-                config_hash,
-                identifiers.embedding_table_name(model),
-            ),
-        )
-        conn.execute(identifiers.create_embedding_table(model, dim))
-        copy = sql.SQL("copy {} (image_id, embedding) from stdin").format(identifiers.embedding_table(model))
-        with conn.cursor().copy(copy) as cp:
-            for img, v in zip(ids, vectors, strict=True):
-                cp.write_row((img, "[" + ",".join(f"{x:.8g}" for x in v) + "]"))
-        conn.execute(sql.SQL("analyze {}").format(identifiers.embedding_table(model)))
+        store_vectors(conn, model, ids, vectors, config=config, config_hash=config_hash)
         conn.execute("analyze cbir.image")
+    datasets = [("alpha", "beta")[int(p) % 2] for p in pick]
     return Synthetic(
         model, dim, ids, np.asarray(vectors, np.float32), labels, splits, datasets, modalities, patients
     )

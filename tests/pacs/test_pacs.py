@@ -53,19 +53,14 @@ def orthanc(tmp_path_factory, medmnist_dir: Path):
             continue
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         o.headers[str(ds.SOPInstanceUID)] = ds
-    o.breast = medmnist_studies(
-        medmnist_file(medmnist_dir, "breastmnist"),
-        prefix="BREAST",
-        n=8,
-        study_date="20240110",
-        first_birth_year=1931,
-    )
-    o.pneumonia = medmnist_studies(
-        medmnist_file(medmnist_dir, "pneumoniamnist"),
-        prefix="PNEU",
-        n=8,
-        study_date="20240220",
-        first_birth_year=1951,
+    o.breast, o.pneumonia = (
+        medmnist_studies(
+            medmnist_file(medmnist_dir, flag), prefix=prefix, n=8, study_date=day, first_birth_year=born
+        )
+        for flag, prefix, day, born in (
+            ("breastmnist", "BREAST", "20240110", 1931),
+            ("pneumoniamnist", "PNEU", "20240220", 1951),
+        )
     )
     for ds in o.breast + o.pneumonia:
         o.upload(to_bytes(ds))
@@ -429,6 +424,49 @@ def test_follower_polls_when_no_notification_comes_and_stops_cleanly(db: str, or
     assert follower_status(Database(db))[0].state == "stopped"
 
 
+def _searchable(dsn: str, sop: str) -> int | None:
+    """The image id of instance ``sop`` once it has a vector and cbir.similar_images answers for it."""
+    with psycopg.connect(dsn) as c:
+        row = c.execute(
+            "select i.id from cbir.image i where i.extra -> 'dicom_uids' ->> 'sop' = %s", (sop,)
+        ).fetchone()
+        if not row:
+            return None
+        embedded = c.execute(
+            "select exists (select 1 from cbir.embedding_tiny_cnn where image_id = %s)", (row[0],)
+        ).fetchone()[0]
+        if (
+            embedded
+            and c.execute("select image_id from cbir.similar_images(%s, 'tiny_cnn', 5)", (row[0],)).fetchall()
+        ):
+            return row[0]
+    return None
+
+
+def _viewer_views(dsn: str, home: Path, image_id: int) -> tuple[dict, dict, str]:
+    """The API's image info and neighbours and the image page, with a viewer URL template set, logged in
+    with the one-time link (as `cbir-pg serve` prints it)."""
+    from fastapi.testclient import TestClient
+
+    from cbir_pg.app.serve import build_app
+    from cbir_pg.app.serve.auth import AuthConfig, new_login_token
+
+    os.environ["CBIR_PG_VIEWER_URL"] = "http://viewer.example/ohif/viewer?StudyInstanceUIDs={study}&sop={sop}"
+    try:
+        auth = AuthConfig(login_token=new_login_token())
+        app, store = build_app(dsn, home, auth=auth)
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            r = client.get(f"/login?token={auth.login_token}", follow_redirects=False)
+            assert r.status_code == 303, r.text[:300]
+            info = client.get(f"/api/images/{image_id}").json()
+            near = client.get(f"/api/images/{image_id}/similar", params={"model": "tiny_cnn", "k": 3}).json()
+            page = client.get(f"/images/{image_id}").text
+        store.close()
+    finally:
+        del os.environ["CBIR_PG_VIEWER_URL"]
+    return info, near, page
+
+
 def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_command(
     db: str, orthanc, pacs_env, cli_env, medmnist_dir
 ) -> None:
@@ -437,9 +475,7 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
     returned by cbir.similar_images and linked to the viewer on the API. The time is measured and
     printed, not asserted."""
     from conftest import medmnist_file
-    from fastapi.testclient import TestClient
 
-    from cbir_pg.app.serve import build_app
     from cbir_pg.index import build_index
 
     _import(db, orthanc.url, name="pacs", study_date="20240101-")
@@ -470,49 +506,16 @@ def test_an_instance_stored_into_orthanc_is_searchable_without_anyone_running_a_
         started = time.monotonic()
         orthanc_id = orthanc.upload(to_bytes(ds))["ID"]
         found = None
-        while time.monotonic() - started < 100:
-            with psycopg.connect(db) as c:
-                row = c.execute(
-                    "select i.id from cbir.image i where i.extra -> 'dicom_uids' ->> 'sop' = %s", (sop,)
-                ).fetchone()
-                if row:
-                    hits = (
-                        c.execute(
-                            "select image_id from cbir.similar_images(%s, 'tiny_cnn', 5)", (row[0],)
-                        ).fetchall()
-                        if c.execute(
-                            "select exists (select 1 from cbir.embedding_tiny_cnn where image_id = %s)",
-                            (row[0],),
-                        ).fetchone()[0]
-                        else []
-                    )
-                    if hits:
-                        found = row[0]
-                        break
-            time.sleep(0.2)
+        while time.monotonic() - started < 100 and found is None:
+            found = _searchable(db, sop)
+            if found is None:
+                time.sleep(0.2)
         seconds = time.monotonic() - started
         print(f"\nPACS end to end: stored into Orthanc -> returned by cbir.similar_images in {seconds:.1f} s")
         assert found is not None, "the routed instance never became searchable (poll interval not reached)"
         orthanc.delete_instance(orthanc_id)
-        # the API and the page (logged in with the one-time link, as `cbir-pg serve` prints it) link it
-        # back to the PACS's viewer
-        from cbir_pg.app.serve.auth import AuthConfig, new_login_token
-
-        os.environ["CBIR_PG_VIEWER_URL"] = (
-            "http://viewer.example/ohif/viewer?StudyInstanceUIDs={study}&sop={sop}"
-        )
-        try:
-            auth = AuthConfig(login_token=new_login_token())
-            app, store = build_app(db, Path(cli_env["CBIR_PG_HOME"]), auth=auth)
-            with TestClient(app, base_url="http://127.0.0.1") as client:
-                r = client.get(f"/login?token={auth.login_token}", follow_redirects=False)
-                assert r.status_code == 303, r.text[:300]
-                info = client.get(f"/api/images/{found}").json()
-                near = client.get(f"/api/images/{found}/similar", params={"model": "tiny_cnn", "k": 3}).json()
-                page = client.get(f"/images/{found}").text
-            store.close()
-        finally:
-            del os.environ["CBIR_PG_VIEWER_URL"]
+        # the API and the page link it back to the PACS's viewer
+        info, near, page = _viewer_views(db, Path(cli_env["CBIR_PG_HOME"]), found)
         assert info["viewer_url"] == (
             f"http://viewer.example/ohif/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}&sop={sop}"
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +116,58 @@ def row_counts(dsn: str, schema: str = "cbir") -> dict[str, int]:
 
 # Columns that differ between two otherwise identical imports: serial ids, timestamps.
 _VOLATILE = {"id", "created_at", "imported_at", "updated_at", "started_at", "finished_at"}
+
+
+def seed_tiny_cnn_vectors(dsn: str, dataset: str, rows: int) -> None:
+    """A complete dataset ``dataset`` of ``rows`` images, each with a random unit ``tiny_cnn`` vector
+    (16-d, drawn by PostgreSQL)."""
+    from cbir_pg.db.connect import connect
+    from cbir_pg.encoders import get_config
+    from cbir_pg.ingest.worker import ensure_encoder_table
+
+    with connect(dsn) as conn:
+        ensure_encoder_table(conn, get_config("tiny_cnn"))
+        ds = conn.execute(
+            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
+            " values (%s, 'csv', %s, 'complete', now()) returning id",
+            (dataset, dataset),
+        ).fetchone()[0]
+        conn.execute(
+            "insert into cbir.image (dataset_id, uri, split) select %s, 'img_' || g || '.png', 'train'"
+            " from generate_series(1, %s) g",
+            (ds, rows),
+        )
+        conn.execute(
+            "insert into cbir.embedding_tiny_cnn (image_id, embedding)"
+            " select i.id, l2_normalize(array(select random() - 0.5 from generate_series(1, 16)"
+            "   where i.id is not null)::vector) from cbir.image i"
+        )
+        conn.commit()
+
+
+@contextmanager
+def own_embedded_server(prefix: str) -> Iterator[tuple[object, str]]:
+    """A dedicated embedded server (so a test can stop or kill it) with one migrated database ``cbir``
+    under a fresh folder in /tmp; yields (server, dsn); stopped and removed after."""
+    import shutil
+    import tempfile
+
+    from cbir_pg.db.database import Database
+    from cbir_pg.db.migrate import migrate
+    from cbir_pg.db.server import EmbeddedServer
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    server = EmbeddedServer(root / "pg")
+    st = server.start()
+    with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
+        c.execute("create database cbir")
+    dsn = st.uri("cbir")
+    migrate(Database(dsn))
+    try:
+        yield server, dsn
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def canonical_dump(
@@ -300,32 +354,46 @@ def bad_image_files() -> list[Bad]:
     ]
 
 
-def tricky_image_files() -> list[Tricky]:
-    """Valid inputs in unusual modes: each must decode to the right RGB pixels, not to an error."""
+def _grey_16bit() -> list[Tricky]:
+    """16-bit greyscale with a narrow range: min-max stretched to 0..255, order kept."""
     from PIL import Image
 
-    out: list[Tricky] = []
-    # 16-bit greyscale with a narrow range: min-max stretched to 0..255, order kept
     a16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 3 + 1000).astype(np.uint16)
     exp16 = np.round((a16.astype(np.float64) - a16.min()) * 255.0 / (a16.max() - a16.min())).astype(np.uint8)
-    out.append(
+    return [
         Tricky("grey_16bit", "grey16.png", _png(Image.fromarray(a16)), np.repeat(exp16[:, :, None], 3, 2))
-    )
-    # palette: each pixel becomes its palette colour
+    ]
+
+
+def _palette() -> list[Tricky]:
+    """Palette: each pixel becomes its palette colour."""
+    from PIL import Image
+
     idx = (np.arange(32 * 32).reshape(32, 32) % 4).astype(np.uint8)
     colours = np.array([[0, 0, 0], [255, 0, 0], [0, 128, 255], [200, 200, 10]], dtype=np.uint8)
     pal = Image.frombytes("P", (32, 32), idx.tobytes())
     pal.putpalette(colours.flatten().tolist() + [0] * (768 - 12))
-    out.append(Tricky("palette", "palette.png", _png(pal), colours[idx]))
-    # RGBA: composited on black (radiology backgrounds are black)
+    return [Tricky("palette", "palette.png", _png(pal), colours[idx])]
+
+
+def _rgba() -> list[Tricky]:
+    """RGBA: composited on black (radiology backgrounds are black)."""
+    from PIL import Image
+
     rgba = np.zeros((16, 16, 4), dtype=np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2] = 200, 100, 50
     rgba[:8, :, 3] = 255  # top half opaque
     rgba[8:, :, 3] = 0  # bottom half transparent -> black
     exp = np.zeros((16, 16, 3), dtype=np.uint8)
     exp[:8] = (200, 100, 50)
-    out.append(Tricky("rgba", "rgba.png", _png(Image.frombytes("RGBA", (16, 16), rgba.tobytes())), exp))
-    # CMYK (TIFF, lossless): pure cyan, magenta, yellow, and 50 % black
+    return [Tricky("rgba", "rgba.png", _png(Image.frombytes("RGBA", (16, 16), rgba.tobytes())), exp)]
+
+
+def _cmyk() -> list[Tricky]:
+    """CMYK as TIFF (lossless) and as JPEG (the form scanners produce, lossy): pure cyan, magenta,
+    yellow, and 50 % black."""
+    from PIL import Image
+
     cmyk = np.zeros((16, 16, 4), dtype=np.uint8)
     cmyk[:8, :8] = (255, 0, 0, 0)
     cmyk[:8, 8:] = (0, 255, 0, 0)
@@ -336,31 +404,37 @@ def tricky_image_files() -> list[Tricky]:
     exp[:8, 8:] = (255, 0, 255)
     exp[8:, :8] = (255, 255, 0)
     exp[8:, 8:] = (127, 127, 127)
-    out.append(
-        Tricky("cmyk", "cmyk.tif", _tiff(Image.frombytes("CMYK", (16, 16), cmyk.tobytes())), exp, atol=1)
-    )
-    # CMYK JPEG (the form scanners produce), lossy
-    out.append(
-        Tricky(
-            "cmyk_jpeg",
-            "cmyk.jpg",
-            _jpeg(Image.frombytes("CMYK", (16, 16), cmyk.tobytes()), quality=100),
-            exp,
-            atol=12,
-        )
-    )
-    # greyscale + alpha
+    image = Image.frombytes("CMYK", (16, 16), cmyk.tobytes())
+    return [
+        Tricky("cmyk", "cmyk.tif", _tiff(image), exp, atol=1),
+        Tricky("cmyk_jpeg", "cmyk.jpg", _jpeg(image, quality=100), exp, atol=12),
+    ]
+
+
+def _grey_alpha() -> list[Tricky]:
+    """Greyscale + alpha."""
+    from PIL import Image
+
     la = np.zeros((8, 8, 2), dtype=np.uint8)
     la[..., 0] = 180
     la[:, :4, 1] = 255
     exp = np.zeros((8, 8, 3), dtype=np.uint8)
     exp[:, :4] = 180
-    out.append(Tricky("grey_alpha", "la.png", _png(Image.frombytes("LA", (8, 8), la.tobytes())), exp))
-    # 1-bit
+    return [Tricky("grey_alpha", "la.png", _png(Image.frombytes("LA", (8, 8), la.tobytes())), exp)]
+
+
+def _one_bit() -> list[Tricky]:
+    """1-bit."""
+    from PIL import Image
+
     bits = (np.indices((8, 8)).sum(0) % 2).astype(bool)
     exp1 = np.repeat((bits * 255).astype(np.uint8)[:, :, None], 3, 2)
-    out.append(Tricky("one_bit", "bits.png", _png(Image.fromarray(bits)), exp1))
-    return out
+    return [Tricky("one_bit", "bits.png", _png(Image.fromarray(bits)), exp1)]
+
+
+def tricky_image_files() -> list[Tricky]:
+    """Valid inputs in unusual modes: each must decode to the right RGB pixels, not to an error."""
+    return [t for make in (_grey_16bit, _palette, _rgba, _cmyk, _grey_alpha, _one_bit) for t in make()]
 
 
 def write_files(folder: Path, items) -> dict[str, Path]:

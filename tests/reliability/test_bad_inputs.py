@@ -12,12 +12,12 @@ Three levels, from the decode function up to the real import and ingest paths:
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import write_csv
 from relhelp import Bad, bad_image_files, bomb_png, good_png, pydicom_file, tricky_image_files, write_files
 
 from cbir_pg.db.database import Database
@@ -123,12 +123,7 @@ def _good_manifest(root: Path, n: int = 6, seed: int = 100) -> Path:
         name = f"good_{i}.png"
         (root / name).write_bytes(good_png(seed + i))
         rows.append([name, "normal" if i % 2 else "pneumonia", f"p{i}"])
-    manifest = root / "labels.csv"
-    with open(manifest, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "patient"])
-        w.writerows(rows)
-    return manifest
+    return write_csv(root / "labels.csv", ["path", "label", "patient"], rows)
 
 
 #: manifest-level faults: (kind, the manifest line, the file it names, accepted reasons)
@@ -368,20 +363,19 @@ def _stored_vectors(dsn: str, model: str) -> dict[str, tuple]:
         }
 
 
-def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_path: Path) -> None:
+def _ingest_once(db: str, model: str):
+    """Ingest with one attempt per image (a refused image is not retried), batches of 4, on the CPU."""
     from cbir_pg.ingest.worker import run_ingest
 
+    return run_ingest(
+        Database(db), model, batch_size=4, loader_workers=0, device="cpu", progress=False, max_attempts=1
+    )
+
+
+def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_path: Path) -> None:
     _register_bad_encoders()
     _import(db, _vectors_manifest(tmp_path / "vec"), "vec_ds", dedupe="exact")  # uniform images: pHash-alike
-    s = run_ingest(
-        Database(db),
-        "rel_nan_inf",
-        batch_size=4,
-        loader_workers=0,
-        device="cpu",
-        progress=False,
-        max_attempts=1,
-    )
+    s = _ingest_once(db, "rel_nan_inf")
     stored = _stored_vectors(db, "rel_nan_inf")
     assert set(stored) == {f"good_{i}.png" for i in range(6)}, (
         "good images must be embedded, bad vectors never stored"
@@ -395,15 +389,7 @@ def test_nan_and_inf_vectors_are_refused_and_recorded_per_image(db: str, tmp_pat
             f"the recorded error does not name the file {uri}: {hits}"
         )
     # a rerun changes nothing: stored vectors stay, refused images are not retried past max_attempts
-    run_ingest(
-        Database(db),
-        "rel_nan_inf",
-        batch_size=4,
-        loader_workers=0,
-        device="cpu",
-        progress=False,
-        max_attempts=1,
-    )
+    _ingest_once(db, "rel_nan_inf")
     assert _stored_vectors(db, "rel_nan_inf") == stored
 
 
@@ -415,15 +401,7 @@ def test_wrong_dimension_vectors_are_refused_and_nothing_else_is_touched(db: str
     run_ingest(Database(db), "tiny_cnn", batch_size=4, loader_workers=0, device="cpu", progress=False)
     before = _stored_vectors(db, "tiny_cnn")
     assert len(before) == 8
-    s = run_ingest(
-        Database(db),
-        "rel_wrong_dim",
-        batch_size=4,
-        loader_workers=0,
-        device="cpu",
-        progress=False,
-        max_attempts=1,
-    )
+    s = _ingest_once(db, "rel_wrong_dim")
     assert s.embedded == 0 and _stored_vectors(db, "rel_wrong_dim") == {}
     errors = _vector_errors(db, "rel_wrong_dim")
     assert {e[0] for e in errors} == set(before), "every image must have a recorded wrong-dimension error"

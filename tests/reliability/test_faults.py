@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +67,18 @@ def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = N
             pytest.fail(f"the worker exited (rc {proc.returncode}) before {what}:\n{err[-3000:]}")
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` (waiting up to 180 s), then collect it."""
+    try:
+        _wait_for(ready, 180, what, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +186,8 @@ def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = _spawn("ingest", db, MODEL, str(batch), str(markers), "1.0", "0")
-    try:
-        # the third batch is COPYed and the worker sleeps before committing it: kill it there
-        _wait_for(lambda: len(list(markers.glob("copied_*"))) >= 3, 180, "three batches copied", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+    # the third batch is COPYed and the worker sleeps before committing it: kill it there
+    _kill_when(proc, lambda: len(list(markers.glob("copied_*"))) >= 3, "three batches copied")
     assert proc.returncode == -signal.SIGKILL
     copied = len(list(markers.glob("copied_*")))
     _wait_no_open_transactions(db)
@@ -232,21 +236,10 @@ def test_four_concurrent_workers_embed_each_image_exactly_once(
 def own_server(template_db: str, pg_server_dsn: str):
     """A dedicated embedded server (so it can be stopped) with one migrated database; yields
     (server, dsn)."""
-    from cbir_pg.db.migrate import migrate
-    from cbir_pg.db.server import EmbeddedServer
+    from relhelp import own_embedded_server
 
-    root = Path(tempfile.mkdtemp(prefix="rst", dir="/tmp"))
-    server = EmbeddedServer(root / "pg")
-    st = server.start()
-    with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
-        c.execute("create database cbir")
-    dsn = st.uri("cbir")
-    migrate(Database(dsn))
-    try:
-        yield server, dsn
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with own_embedded_server("rst") as server_and_dsn:
+        yield server_and_dsn
 
 
 def test_database_restart_during_ingest_worker_reconnects_and_finishes(
@@ -313,14 +306,7 @@ def test_interrupted_then_rerun_import_equals_uninterrupted_import(
         with psycopg.connect(other) as c:
             return c.execute("select count(*) from cbir.image").fetchone()[0]
 
-    try:
-        _wait_for(lambda: images() >= 32, 180, "two imported batches", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+    _kill_when(proc, lambda: images() >= 32, "two imported batches")
     partial = images()
     assert 32 <= partial < N_IMAGES, partial
     _wait_no_open_transactions(other)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import write_csv
 from relhelp import deep_png, good_png, pydicom_file
 
 from cbir_pg.db.database import Database
@@ -100,12 +100,7 @@ def _manifest(root: Path, names: list[str], *, good: int = 4, seed: int = 300) -
         (root / f"good_{i}.png").write_bytes(good_png(seed + i))
         rows.append([f"good_{i}.png", "normal" if i % 2 else "pneumonia", f"p{i}"])
     rows += [[n, "normal", f"x{j}"] for j, n in enumerate(names)]
-    manifest = root / "labels.csv"
-    with open(manifest, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "patient"])
-        w.writerows(rows)
-    return manifest
+    return write_csv(root / "labels.csv", ["path", "label", "patient"], rows)
 
 
 # --------------------------------------------------------------------------- 1. the managed store

@@ -90,27 +90,9 @@ def test_negative_counts_are_refused_before_sql(db: str, tmp_path: Path) -> None
 
 # --------------------------------------------------------------------------- index builds
 def _seed_vectors(dsn: str, rows: int = 4000) -> None:
-    from cbir_pg.db.connect import connect
-    from cbir_pg.encoders import get_config
-    from cbir_pg.ingest.worker import ensure_encoder_table
+    from relhelp import seed_tiny_cnn_vectors
 
-    with connect(dsn) as conn:
-        ensure_encoder_table(conn, get_config(MODEL))
-        ds = conn.execute(
-            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
-            " values ('g', 'csv', 'g', 'complete', now()) returning id"
-        ).fetchone()[0]
-        conn.execute(
-            "insert into cbir.image (dataset_id, uri, split) select %s, 'img_' || g || '.png', 'train'"
-            " from generate_series(1, %s) g",
-            (ds, rows),
-        )
-        conn.execute(
-            "insert into cbir.embedding_tiny_cnn (image_id, embedding)"
-            " select i.id, l2_normalize(array(select random() - 0.5 from generate_series(1, 16)"
-            "   where i.id is not null)::vector) from cbir.image i"
-        )
-        conn.commit()
+    seed_tiny_cnn_vectors(dsn, "g", rows)
 
 
 def test_two_concurrent_builds_of_one_model_both_succeed(db: str) -> None:

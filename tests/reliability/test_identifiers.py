@@ -138,20 +138,12 @@ def _state(dsn: str):
     return relation_snapshot(dsn), row_counts(dsn)
 
 
-def _library_calls(dsn: str, tmp: Path):
-    """(description, call(name)) for every library entry point that takes a model or dataset name."""
-    from cbir_pg.datasets.importer import import_dataset
+def _name_calls():
+    """(description, call(name)) for the identifier builders and the encoder registry (no database)."""
     from cbir_pg.encoders import registry
     from cbir_pg.encoders.base import create_encoder
-    from cbir_pg.eval.ablation import run_ablation
-    from cbir_pg.eval.knn import evaluate_knn
-    from cbir_pg.eval.linear import evaluate_linear
-    from cbir_pg.eval.retrieval import evaluate_retrieval
-    from cbir_pg.index import build_index, drop_index, index_recall, index_status
-    from cbir_pg.search import search
 
-    manifest = tmp / "labels.csv"
-    calls = [
+    return [
         ("check_key", lambda n: identifiers.check_key(n)),
         ("check_key dataset", lambda n: identifiers.check_key(n, "dataset")),
         ("embedding_table", lambda n: identifiers.embedding_table(n)),
@@ -161,6 +153,16 @@ def _library_calls(dsn: str, tmp: Path):
         ("index kind", lambda n: identifiers.index_name(MODEL, n)),
         ("encoder registry", lambda n: registry.entry(n)),
         ("create_encoder", lambda n: create_encoder(n)),
+    ]
+
+
+def _store_calls(dsn: str, manifest: Path):
+    """(description, call(name)) for importing, indexing and searching."""
+    from cbir_pg.datasets.importer import import_dataset
+    from cbir_pg.index import build_index, drop_index, index_recall, index_status
+    from cbir_pg.search import search
+
+    return [
         # an empty --name means "the adapter's default key", so it is not a hostile name there
         (
             "import_dataset name",
@@ -176,20 +178,33 @@ def _library_calls(dsn: str, tmp: Path):
         ("index_recall", lambda n: index_recall(Database(dsn), n)),
         ("search model", lambda n: search(Database(dsn), n, image_id=1)),
         ("search dataset", lambda n: search(Database(dsn), MODEL, image_id=1, dataset=n)),
-        ("evaluate_retrieval model", lambda n: evaluate_retrieval(Database(dsn), n, progress=False)),
-        (
-            "evaluate_retrieval dataset",
-            lambda n: evaluate_retrieval(Database(dsn), MODEL, datasets=[n], progress=False),
-        ),
-        ("evaluate_knn model", lambda n: evaluate_knn(Database(dsn), n, progress=False)),
-        ("evaluate_knn dataset", lambda n: evaluate_knn(Database(dsn), MODEL, datasets=[n], progress=False)),
-        ("evaluate_linear model", lambda n: evaluate_linear(Database(dsn), n, progress=False)),
-        (
-            "evaluate_linear dataset",
-            lambda n: evaluate_linear(Database(dsn), MODEL, datasets=[n], progress=False),
-        ),
-        ("run_ablation model", lambda n: run_ablation(Database(dsn), n, progress=False)),
     ]
+
+
+def _eval_calls(dsn: str):
+    """(description, call(name)) for every evaluation, by model and by dataset."""
+    from cbir_pg.eval.ablation import run_ablation
+    from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.eval.linear import evaluate_linear
+    from cbir_pg.eval.retrieval import evaluate_retrieval
+
+    calls = []
+    for name, fn in (
+        ("evaluate_retrieval", evaluate_retrieval),
+        ("evaluate_knn", evaluate_knn),
+        ("evaluate_linear", evaluate_linear),
+    ):
+        calls.append((f"{name} model", lambda n, fn=fn: fn(Database(dsn), n, progress=False)))
+        calls.append(
+            (f"{name} dataset", lambda n, fn=fn: fn(Database(dsn), MODEL, datasets=[n], progress=False))
+        )
+    calls.append(("run_ablation model", lambda n: run_ablation(Database(dsn), n, progress=False)))
+    return calls
+
+
+def _library_calls(dsn: str, tmp: Path):
+    """(description, call(name)) for every library entry point that takes a model or dataset name."""
+    calls = _name_calls() + _store_calls(dsn, tmp / "labels.csv") + _eval_calls(dsn)
     try:
         from cbir_pg.ingest.worker import run_ingest
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,29 +34,11 @@ SLOW = {"m": 16, "ef_construction": 64, "parallel_workers": 0, "storage": "vecto
 
 def _seed(dsn: str) -> None:
     """A dataset of ROWS images with random unit vectors of the tiny encoder, and a first, quick index."""
-    from cbir_pg.db.connect import connect
-    from cbir_pg.encoders import get_config
-    from cbir_pg.index import build_index
-    from cbir_pg.ingest.worker import ensure_encoder_table
+    from relhelp import seed_tiny_cnn_vectors
 
-    with connect(dsn) as conn:
-        ensure_encoder_table(conn, get_config(MODEL))
-        ds = conn.execute(
-            "insert into cbir.dataset (key, kind, name, import_status, imported_at)"
-            " values ('swap', 'csv', 'swap', 'complete', now()) returning id"
-        ).fetchone()[0]
-        conn.execute(
-            "insert into cbir.image (dataset_id, uri, split) select %s, 'img_' || g || '.png', 'train'"
-            " from generate_series(1, %s) g",
-            (ds, ROWS),
-        )
-        conn.execute(
-            "insert into cbir.embedding_tiny_cnn (image_id, embedding)"
-            " select i.id, l2_normalize(array(select random() - 0.5 from generate_series(1, 16)"
-            "   where i.id is not null)::vector)"
-            " from cbir.image i"
-        )
-        conn.commit()
+    from cbir_pg.index import build_index
+
+    seed_tiny_cnn_vectors(dsn, "swap", ROWS)
     build_index(
         Database(dsn), MODEL, m=4, ef_construction=16, progress=False, recall_queries=0, storage="vector"
     )
@@ -144,21 +124,10 @@ def test_searches_during_a_rebuild_use_the_old_index_and_the_new_one_is_swapped_
 @pytest.fixture
 def own_server():
     """A dedicated embedded server (so it can be killed) with one migrated database; yields (server, dsn)."""
-    from cbir_pg.db.migrate import migrate
-    from cbir_pg.db.server import EmbeddedServer
+    from relhelp import own_embedded_server
 
-    root = Path(tempfile.mkdtemp(prefix="swp", dir="/tmp"))
-    server = EmbeddedServer(root / "pg")
-    st = server.start()
-    with psycopg.connect(st.uri("postgres"), autocommit=True) as c:
-        c.execute("create database cbir")
-    dsn = st.uri("cbir")
-    migrate(Database(dsn))
-    try:
-        yield server, dsn
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with own_embedded_server("swp") as server_and_dsn:
+        yield server_and_dsn
 
 
 def _kill_server_hard(pid: int) -> None:

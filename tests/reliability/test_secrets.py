@@ -379,16 +379,15 @@ def _leaf_commands() -> set[tuple[str, ...]]:
     return out
 
 
-def test_every_cli_command_with_a_password_dsn_leaks_nothing(
-    db: str, small_dataset: Path, tmp_path: Path, capfd, pg_server_dsn: str
-) -> None:
-    """Every command of the CLI, run with ``CBIR_PG_DSN`` carrying an odd password (the superuser logs in
-    by peer, so the commands really work): the password is in no output, no process's command line
-    and not the server's log."""
-    dsn = _uri_with_password(db, quote(ODD, safe=""))
-    report, empty = tmp_path / "report", tmp_path / "empty"
-    empty.mkdir()
-    runs: list[list[str]] = [
+def _every_command(small_dataset: Path, tmp_path: Path, empty: Path, report: Path) -> list[list[str]]:
+    """One run of every CLI command, in an order where each has what it needs (a dataset, vectors, an
+    index, runs to compare)."""
+    return _store_commands(small_dataset, empty) + _eval_and_teardown_commands(tmp_path, empty, report)
+
+
+def _store_commands(small_dataset: Path, empty: Path) -> list[list[str]]:
+    """The server, roles, a dataset, labels, vectors, an index and a search."""
+    return [
         ["db", "start"],
         ["db", "status"],
         ["db", "url"],
@@ -425,6 +424,12 @@ def test_every_cli_command_with_a_password_dsn_leaks_nothing(
         ["index", "build", "--model", "tiny_cnn", "--recall-queries", "5"],
         ["index", "status"],
         ["search", "--model", "tiny_cnn", "--image-id", "1", "--k", "3"],
+    ]
+
+
+def _eval_and_teardown_commands(tmp_path: Path, empty: Path, report: Path) -> list[list[str]]:
+    """Every evaluation, the refusals, the report, then dropping it all and stopping the server."""
+    return [
         ["eval", "retrieval", "--model", "tiny_cnn", "--compare-exact", "--no-progress"],
         ["eval", "show"],
         ["eval", "compare-paper"],
@@ -459,6 +464,18 @@ def test_every_cli_command_with_a_password_dsn_leaks_nothing(
         ["demo", "--model", "no_such_model", "--data-dir", str(empty), "--out", str(report), "--no-progress"],
         ["db", "stop"],
     ]
+
+
+def test_every_cli_command_with_a_password_dsn_leaks_nothing(
+    db: str, small_dataset: Path, tmp_path: Path, capfd, pg_server_dsn: str
+) -> None:
+    """Every command of the CLI, run with ``CBIR_PG_DSN`` carrying an odd password (the superuser logs in
+    by peer, so the commands really work): the password is in no output, no process's command line
+    and not the server's log."""
+    dsn = _uri_with_password(db, quote(ODD, safe=""))
+    report, empty = tmp_path / "report", tmp_path / "empty"
+    empty.mkdir()
+    runs = _every_command(small_dataset, tmp_path, empty, report)
     missing = {c for c in _leaf_commands() if not any(r[: len(c)] == list(c) for r in runs)}
     assert not missing, f"commands not exercised: {sorted(missing)}"
 

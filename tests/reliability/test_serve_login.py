@@ -7,13 +7,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,28 +20,17 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from servehelp import read_login_link
+from servehelp import read_login_link, start_serve, stop_serve
 
 pytestmark = pytest.mark.real_data
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(db: str, log: Path, *args: str) -> Iterator[tuple[int, str]]:
     """``cbir-pg serve`` on a free loopback port: (port, the one-time link); stopped with SIGINT."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cbir_pg", "--dsn", db, "serve", "--port", str(port), *args],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    proc, base = start_serve(db, log, *args)
+    port = int(base.rsplit(":", 1)[1])
     try:
         link = read_login_link(log)
         for _ in range(600):  # the link is printed just before the server starts listening
@@ -56,11 +42,7 @@ def serving(db: str, log: Path, *args: str) -> Iterator[tuple[int, str]]:
             time.sleep(0.2)
         yield port, link
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_serve(proc)
 
 
 def _server_log(admin_dsn: str) -> str:
@@ -156,32 +138,13 @@ def test_a_forwarded_for_header_cannot_pose_as_the_proxy(
     alice = reader_role(two_dataset_db, datasets=["breastmnist"])
     for trusted, want in (("10.0.0.5", 401), ("127.0.0.1", 200)):
         log = tmp_path / f"serve-{trusted}.log"
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cbir_pg",
-                "--dsn",
-                two_dataset_db,
-                "serve",
-                "--port",
-                str(port),
-                "--auth",
-                "proxy",
-                "--trusted-proxy",
-                trusted,
-            ],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        proc, base = start_serve(two_dataset_db, log, "--auth", "proxy", "--trusted-proxy", trusted)
         try:
             deadline = time.monotonic() + 180
             while True:
                 try:
                     r = httpx.get(
-                        f"http://127.0.0.1:{port}/api/models",
+                        base + "/api/models",
                         headers={"X-Forwarded-For": "10.0.0.5", "X-Forwarded-User": alice.name},
                         timeout=5,
                     )
@@ -192,8 +155,4 @@ def test_a_forwarded_for_header_cannot_pose_as_the_proxy(
                     time.sleep(0.3)
             assert r.status_code == want, (trusted, r.text)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_serve(proc)

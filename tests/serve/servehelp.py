@@ -18,9 +18,10 @@ Logging in, for any serve test (other helpers' tests included)::
         with http_client(app) as client:
             login_owner(client, app)                                      # the one-time link (owner)
 
-In a real browser (Playwright) against a ``cbir-pg serve`` subprocess: read the one-time link from its
-stdout with :func:`read_login_link` (``served_process`` does it) and ``page.goto(link)``, or fill the form
-with :func:`browser_login`.
+In a real browser (Playwright) against a ``cbir-pg serve`` subprocess (:func:`start_serve`, then
+:func:`wait_up` or :func:`read_login_link`, and :func:`stop_serve` after): read the one-time link from its
+stdout with :func:`read_login_link` and ``page.goto(link)``, or fill the form with :func:`browser_login`;
+:func:`wait_true` waits for a condition in the page.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ import pytest
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent / "db"))
 sys.path.insert(0, str(HERE.parent / "reliability"))
 
@@ -120,6 +126,28 @@ def two_dataset_template(
 def two_dataset_db(two_dataset_template: str, clone_db) -> str:
     """DSN (the owner's) of this test's own copy of :func:`two_dataset_template`."""
     return clone_db(two_dataset_template)
+
+
+def dataset_image_ids(db: str, dataset: str) -> list[int]:
+    """The ids of a dataset's images, in order."""
+    with psycopg.connect(db) as c:
+        return [
+            r[0]
+            for r in c.execute(
+                "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s order by i.id",
+                (dataset,),
+            )
+        ]
+
+
+def stored_file(db: str, image_id: int) -> Path:
+    """Where a stored image's file is."""
+    with psycopg.connect(db) as c:
+        root, uri = c.execute(
+            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
+            (image_id,),
+        ).fetchone()
+    return Path(root) / uri
 
 
 # --------------------------------------------------------------------------- roles
@@ -233,3 +261,63 @@ def browser_login(page, base: str, who: Login) -> None:
     with page.expect_navigation():
         page.click("#go")
     assert page.query_selector("#who") is not None, f"login failed: {page.url} {page.content()[:600]}"
+
+
+# --------------------------------------------------------------------------- a served subprocess
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(db: str, log: Path, *args: str, home: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``cbir-pg --dsn DB serve --port P ARGS`` on a free loopback port, its output in ``log`` (with
+    ``home``: its ``CBIR_PG_HOME``); the process and its base URL. Not waited for: see :func:`wait_up`."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), **({"CBIR_PG_HOME": str(home)} if home else {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbir_pg", "--dsn", db, "serve", "--port", str(port), *args],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_up(proc: subprocess.Popen, base: str, log: Path, timeout_s: float = 180) -> None:
+    """Wait until the served login form answers 200; fail the test (with the log's tail) if the process
+    ends or ``timeout_s`` passes first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(base + "/login", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def stop_serve(proc: subprocess.Popen) -> None:
+    """Stop a served process as Ctrl-C would (SIGINT), killing it if it has not ended in 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_true(page, expression: str) -> None:
+    """Wait (up to 2 minutes) until ``expression`` is true in the page. Polled from here: Playwright's
+    ``wait_for_function`` polls by evaluating a string in the page, which the pages'
+    Content-Security-Policy (no unsafe-eval) rightly refuses."""
+    for _ in range(1200):
+        if page.evaluate(expression):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"never true in the page: {expression}")

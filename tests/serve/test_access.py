@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servehelp import http_client, login, login_owner  # noqa: E402
+from servehelp import dataset_image_ids, http_client, login, login_owner, stored_file  # noqa: E402
 
 pytestmark = pytest.mark.real_data
 MODEL = "tiny_cnn"
@@ -22,23 +22,11 @@ OWN = {"alice": "breastmnist", "bob": "pneumoniamnist"}
 
 
 def ids_of(db: str, dataset: str) -> set[int]:
-    with psycopg.connect(db) as c:
-        return {
-            r[0]
-            for r in c.execute(
-                "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s",
-                (dataset,),
-            )
-        }
+    return set(dataset_image_ids(db, dataset))
 
 
 def stored_png(db: str, image_id: int) -> bytes:
-    with psycopg.connect(db) as c:
-        root, uri = c.execute(
-            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
-            (image_id,),
-        ).fetchone()
-    return (Path(root) / uri).read_bytes()
+    return stored_file(db, image_id).read_bytes()
 
 
 @pytest.fixture
@@ -205,34 +193,18 @@ def test_in_a_browser_each_reader_sees_only_its_dataset(
 ) -> None:
     """`cbir-pg serve` as a subprocess and Debian's Chromium: alice and bob log in through the form, each
     sees only its dataset in the search form and the grid, then logs out."""
-    import os
-    import shutil
-    import signal
-    import socket
-    import subprocess
+    from servehelp import CHROMIUM, browser_login, read_login_link, start_serve, stop_serve
 
-    from servehelp import browser_login, read_login_link
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cbir_pg", "--dsn", two_dataset_db, "serve", "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(two_dataset_db, log)
     try:
         read_login_link(log)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
             for who, ds in OWN.items():
                 other = OWN["bob" if who == "alice" else "alice"]
                 page = browser.new_page()
@@ -255,9 +227,5 @@ def test_in_a_browser_each_reader_sees_only_its_dataset(
                 page.close()
             browser.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_serve(proc)
     assert "Traceback" not in log.read_text()

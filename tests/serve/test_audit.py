@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servehelp import http_client, login, login_owner, logout  # noqa: E402
+from servehelp import dataset_image_ids as image_ids  # noqa: E402
+from servehelp import http_client, login, login_owner, logout, stored_file  # noqa: E402
 
 pytestmark = pytest.mark.real_data
 MODEL = "tiny_cnn"
@@ -34,24 +35,8 @@ def audit_rows(db: str) -> list[dict]:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def image_ids(db: str, dataset: str) -> list[int]:
-    with psycopg.connect(db) as c:
-        return [
-            r[0]
-            for r in c.execute(
-                "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s order by i.id",
-                (dataset,),
-            )
-        ]
-
-
 def stored_png(db: str, image_id: int) -> bytes:
-    with psycopg.connect(db) as c:
-        root, uri = c.execute(
-            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
-            (image_id,),
-        ).fetchone()
-    return (Path(root) / uri).read_bytes()
+    return stored_file(db, image_id).read_bytes()
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -29,7 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import create_database, drop_database  # noqa: E402
 from relhelp import bad_image_files  # noqa: E402
-from servehelp import CHROMIUM, FLAGS, http_client, login_owner, read_login_link  # noqa: E402
+from servehelp import (  # noqa: E402
+    CHROMIUM,
+    FLAGS,
+    http_client,
+    login_owner,
+    read_login_link,
+    start_serve,
+    stop_serve,
+    stored_file,
+    wait_true,
+    wait_up,
+)
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "efficientnet_lite0"
@@ -44,25 +54,7 @@ def served_db(pg_server_dsn: str, medmnist_lite0_template: str) -> str:
     """A clone of the real-data template with one ANN-vs-exact retrieval run stored."""
     name = f"srv_{uuid.uuid4().hex[:10]}"
     dsn = create_database(pg_server_dsn, name, template=medmnist_lite0_template)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            dsn,
-            "eval",
-            "retrieval",
-            "--model",
-            MODEL,
-            "--compare-exact",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr
+    _cbir(dsn, "eval", "retrieval", "--model", MODEL, "--compare-exact")
     yield dsn
     drop_database(pg_server_dsn, name)
 
@@ -127,15 +119,6 @@ def owner_similar(dsn: str, image_id: int, k: int, split: str | None = None) -> 
                 (image_id, MODEL, k, split),
             )
         ]
-
-
-def stored_file(dsn: str, image_id: int) -> Path:
-    with psycopg.connect(dsn) as c:
-        root, uri = c.execute(
-            "select d.root, i.uri from cbir.image i join cbir.dataset d on d.id = i.dataset_id where i.id = %s",
-            (image_id,),
-        ).fetchone()
-    return Path(root) / uri
 
 
 def some_images(dsn: str) -> dict[str, int]:
@@ -429,10 +412,27 @@ def _check_side_by_side_ranks(columns: list[dict]) -> None:
                     assert also == "in no other model's list", (image_id, also)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _cbir(dsn: str, *args: str) -> None:
+    """``python -m cbir_pg --dsn DSN ARGS``, which must succeed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def _report_figure(dsn: str, report: Path) -> None:
+    """A real report figure: the Fig. 2 style grid of one query, drawn by the project's own code."""
+    from cbir_pg.db.database import Database
+    from cbir_pg.search import search_with_query, write_search_grid
+
+    db = Database(dsn)
+    query, hits = search_with_query(db, MODEL, image_id=some_images(dsn)["pneumoniamnist"], k=6)
+    write_search_grid(db, query, hits, report / f"fig2_retrievals_{MODEL}.png", tile=96)
+    db.close()
 
 
 @pytest.fixture(scope="module")
@@ -440,74 +440,23 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
     """``cbir-pg serve`` as a subprocess: its base URL and the one-time login link it printed."""
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium): the browser tests need one")
-    report = tmp_path_factory.mktemp("report")
-    from cbir_pg.db.database import Database
-    from cbir_pg.search import search_with_query, write_search_grid
-
-    # a real report figure: the Fig. 2 style grid of one query, drawn by the project's own code
-    db = Database(served_db)
-    query, hits = search_with_query(db, MODEL, image_id=some_images(served_db)["pneumoniamnist"], k=6)
-    write_search_grid(db, query, hits, report / f"fig2_retrievals_{MODEL}.png", tile=96)
-    db.close()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            served_db,
-            "serve",
-            "--port",
-            str(port),
-            "--report-dir",
-            str(report),
-            "--preload",
-            MODEL,
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     import httpx
 
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            # up, and every route but the login form needs a login
-            if httpx.get(base + "/login", timeout=5).status_code == 200:
-                assert httpx.get(base + "/api/models", timeout=5).status_code == 401
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"cbir-pg serve did not come up: {log.read_text()[-2000:]}")
-        time.sleep(0.5)
+    report = tmp_path_factory.mktemp("report")
+    _report_figure(served_db, report)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc, base = start_serve(served_db, log, "--report-dir", str(report), "--preload", MODEL)
+    wait_up(proc, base, log)
+    # up, and every route but the login form needs a login
+    assert httpx.get(base + "/api/models", timeout=5).status_code == 401
     # a second model added while the page runs (issue 26, item 1: it must just appear), and a fused
     # leaderboard row with a long model name (item 3: the per-class table must still fit)
-    for args in (
-        ["ingest", "--model", SECOND, "--device", "cpu", "--no-progress", "--loader-workers", "0"],
-        ["eval", "retrieval", "--fuse", f"{MODEL},{SECOND}", "--fusion", "mean"],
-    ):
-        out = subprocess.run(
-            [sys.executable, "-m", "cbir_pg", "--dsn", served_db, *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=900,
-        )
-        assert out.returncode == 0, out.stderr
+    _cbir(served_db, "ingest", "--model", SECOND, "--device", "cpu", "--no-progress", "--loader-workers", "0")
+    _cbir(served_db, "eval", "retrieval", "--fuse", f"{MODEL},{SECOND}", "--fusion", "mean")
     link = read_login_link(log)
     assert link.startswith(base + "/login?token=")
     yield base, link
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_serve(proc)
     text = log.read_text()
     assert "Traceback" not in text
     # the one-time token was printed once, on the console, and is written nowhere else
@@ -516,30 +465,35 @@ def server(served_db: str, tmp_path_factory) -> tuple[str, str]:
     assert text.count(f"loaded encoder {MODEL} (config ") == 1, text[-2000:]
 
 
-def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+@dataclass
+class _Session:
+    """One browser page of the session, with every response it received: ``flush`` reads the bodies
+    of the page's responses while the page still holds them."""
 
-    server, link = server
+    page: Any
+    server: str
+    db: str
+    shots: Path
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)
+    statuses: list[tuple[str, int]] = field(default_factory=list)
+    pending: list = field(default_factory=list)
 
-    images = some_images(served_db)
-    upload = tmp_path / "new-chest.png"
-    upload.write_bytes(new_image_png(served_db, images["pneumoniamnist"]))
-    notes = tmp_path / "notes.png"
-    notes.write_bytes(b"Patient notes, not an image.\n" * 20)
-    bodies: list[tuple[str, bytes]] = []
-    statuses: list[tuple[str, int]] = []
+    def __post_init__(self) -> None:
+        # patience, not a timing assertion: the first upload imports torch and loads the encoder
+        self.page.set_default_timeout(300_000)
+        self.page.set_default_navigation_timeout(300_000)
+        self.page.on("response", lambda resp: self.pending.append(resp))
+        self.page.on("response", lambda resp: self.statuses.append((resp.url, resp.status)))
 
-    pending = []
-
-    def flush() -> None:
+    def flush(self) -> None:
         """Read the bodies of this page's responses while the page still holds them. Chromium drops the
         body of a response the page navigated away from (e.g. an image still loading when a link was
         clicked); a GET is then fetched again with the page's own request context, so every body the
         session received is still scanned."""
         from playwright.sync_api import Error as PlaywrightError
 
-        while pending:
-            resp = pending.pop()
+        while self.pending:
+            resp = self.pending.pop()
             if resp.status in (301, 302, 303, 304, 307, 308):
                 continue
             try:
@@ -547,254 +501,289 @@ def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tm
             except PlaywrightError:
                 if resp.request.method != "GET":
                     raise
-                body = page.context.request.get(resp.url).body()
-            bodies.append((resp.url, body))
+                body = self.page.context.request.get(resp.url).body()
+            self.bodies.append((resp.url, body))
 
-    def wait_true(page, expression: str) -> None:
-        """Wait (up to 2 minutes) until ``expression`` is true in the page. Polled from here:
-        Playwright's ``wait_for_function`` polls by evaluating a string in the page, which the pages'
-        Content-Security-Policy (no unsafe-eval) rightly refuses."""
-        for _ in range(1200):
-            if page.evaluate(expression):
-                return
-            page.wait_for_timeout(100)
-        raise AssertionError(f"never true in the page: {expression}")
+    def shot(self, name: str, full_page: bool = True) -> None:
+        self.page.screenshot(path=str(self.shots / name), full_page=full_page)
 
-    def cards(page) -> list[dict]:
-        return page.eval_on_selector_all(
+    def cards(self) -> list[dict]:
+        return self.page.eval_on_selector_all(
             "#grid figure.card",
             "els => els.map(e => ({id: +e.dataset.imageId, cls: e.className, text: e.innerText,"
             " loaded: e.querySelector('img').naturalWidth}))",
         )
 
+    def model_columns(self, selector: str) -> list[dict]:
+        """Each model column's model, neighbour ids and "also" notes."""
+        return self.page.eval_on_selector_all(
+            selector,
+            "els => els.map(e => ({model: e.dataset.model, ids: [...e.querySelectorAll('figure.card')]"
+            ".map(c => +c.dataset.imageId), also: [...e.querySelectorAll('figure.card')]"
+            ".map(c => (c.querySelector('.also') || {innerText: ''}).innerText)}))",
+        )
+
+    def choose_dataset(self, dataset: str) -> None:
+        """Pick a dataset in the form (the page reloads with it) and wait for the grid."""
+        with self.page.expect_navigation():
+            self.page.select_option("#dataset", dataset)
+        self.page.wait_for_selector("#grid")
+
+
+def _log_in_with_the_link(s: _Session, link: str) -> None:
+    """Not logged in: the login form; the one-time link logs in (as the owner) and lands on search,
+    which has a model picker with the real model."""
+    page = s.page
+    page.goto(s.server + "/")
+    assert page.title() == "log in · cbir-pg" and page.url.startswith(s.server + "/login?next=")
+    page.goto(link)
+    assert page.url == s.server + "/" and page.inner_text("#who") == "owner"
+    assert page.title() == "search · cbir-pg"
+    assert MODEL in page.inner_text("#model")
+    s.shot("0-search.png", full_page=False)
+    s.flush()
+
+
+def _upload_with_a_filter(s: _Session, upload: Path) -> list[dict]:
+    """Upload a real image that is not stored, with a filter (split = test); the neighbours' cards.
+    Issue 26, item 4: the upload is kept; a new filter re-runs it (the form and the results agree)."""
+    page = s.page
+    page.select_option("#split", "test")
+    page.set_input_files("#file", str(upload))
+    page.click("#go")
+    page.wait_for_selector("#grid")
+    assert page.inner_text("#summary") == f"10 most similar with {MODEL}"
+    assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
+    # patience, not timing: on a loaded machine the thumbnails arrive after the grid
+    wait_true(
+        page,
+        "[...document.querySelectorAll('#grid figure.card img')].every(i => i.complete && i.naturalWidth > 0)",
+    )
+    hits = s.cards()
+    assert len(hits) == 10 and all(" · test" in h["text"] for h in hits)
+    assert all(h["loaded"] > 0 for h in hits)  # every thumbnail really rendered
+    assert all("unknown" in h["cls"] for h in hits)  # no label known: grey frames
+    s.shot("1-upload.png")
+    s.flush()
+    first_upload = [h["id"] for h in hits]
+    assert "upload=" in page.url and page.is_visible("#kept")
+    s.choose_dataset("breastmnist")
+    assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
+    refiltered = s.cards()
+    assert len(refiltered) == 10 and all("breastmnist · test" in h["text"] for h in refiltered)
+    assert "dataset: breastmnist" in page.inner_text(".filters")
+    s.shot("1b-upload-refiltered.png")
+    s.flush()
+    s.choose_dataset("")
+    assert [h["id"] for h in s.cards()] == first_upload
+    return hits
+
+
+def _compare_models_for_the_upload(s: _Session, first_upload: list[int]) -> None:
+    """Item 5: the model comparison for an uploaded image (the model added while the page ran is there)."""
+    page = s.page
+    assert SECOND in page.inner_text("#model")
+    page.click("#compare-link")
+    page.wait_for_selector("#compare .model-col")
+    columns = s.model_columns("#compare .model-col")
+    assert [c["model"] for c in columns] == [MODEL, SECOND]
+    assert columns[0]["ids"] == first_upload[:8]  # the same filters (split = test)
+    assert "own similarity scale" in page.inner_text("#scale-note")
+    _check_side_by_side_ranks(columns)
+    s.shot("1c-upload-compare.png")
+    s.flush()
+
+
+def _neighbour_becomes_the_query(s: _Session, hits: list[dict]) -> tuple[int, list[dict]]:
+    """Click the second neighbour: it becomes the query, the filter stays, the owner's SQL agrees;
+    then another filter on the page, the dataset (re-runs the query by id). The query and its cards."""
+    page = s.page
+    second = hits[1]["id"]
+    page.click("#grid figure:nth-child(2) a.thumb")
+    page.wait_for_selector("#grid")
+    assert f"image {second}" in page.inner_text(".card.query")
+    hits = s.cards()
+    assert len(hits) == 10 and second not in [h["id"] for h in hits]
+    assert all(" · test" in h["text"] for h in hits)
+    assert all(("match" in h["cls"]) or ("miss" in h["cls"]) for h in hits)  # green/red frames
+    want = owner_similar(s.db, second, 10, "test")
+    assert [h["id"] for h in hits] == [w[1] for w in want]
+    s.flush()
+    s.choose_dataset("breastmnist")
+    hits = s.cards()
+    assert hits and all("breastmnist · test" in h["text"] for h in hits)
+    assert "dataset: breastmnist" in page.inner_text(".filters")
+    s.shot("2-neighbour.png")
+    s.flush()
+    return second, hits
+
+
+def _same_patient_only(s: _Session, second: int, hits: list[dict]) -> None:
+    """Item 5: "same patient only". MedMNIST has one image per patient, so for this step another
+    breastmnist test image is given the query's patient; the page must show exactly what the owner's
+    own SQL returns for that cohort, and that image among them."""
+    from cbir_pg.cohort import Cohort
+
+    page = s.page
+    other = hits[2]["id"]
+    with psycopg.connect(s.db, autocommit=True) as c:
+        (old_patient,) = c.execute("select patient_id from cbir.image where id = %s", (other,)).fetchone()
+        c.execute(
+            "update cbir.image set patient_id = (select patient_id from cbir.image where id = %s) where id = %s",
+            (second, other),
+        )
+    try:
+        with page.expect_navigation():
+            page.check("#same_patient")
+        page.wait_for_selector("#grid")
+        assert not page.is_checked("#exclude_same_patient")
+        same = [h["id"] for h in s.cards()]
+        cohort = Cohort(split="test", dataset="breastmnist", patient="same")
+        with psycopg.connect(s.db) as c:
+            want = [
+                r[0]
+                for r in c.execute(
+                    "select image_id from cbir.similar_images_v2(%s, %s, 10, %s) order by rank",
+                    (second, MODEL, cohort.sql()),
+                )
+            ]
+        assert other in same and same == want
+        with page.expect_navigation():
+            page.uncheck("#same_patient")
+        page.wait_for_selector("#grid")
+        assert [h["id"] for h in s.cards()] == [h["id"] for h in hits]
+    finally:
+        with psycopg.connect(s.db, autocommit=True) as c:
+            c.execute("update cbir.image set patient_id = %s where id = %s", (old_patient, other))
+    s.flush()
+
+
+def _image_page(s: _Session, first: int) -> None:
+    """The image page of the first neighbour: metadata, full view, neighbours per model; item 5: two
+    models side by side, ranks compared, scales explained; item 11: the badge explained."""
+    page = s.page
+    page.click("#grid figure:nth-child(1) a.details")
+    page.wait_for_selector("#meta")
+    assert page.inner_text("#title") == f"Image {first}"
+    meta = page.inner_text("#meta")
+    assert "breastmnist" in meta and "test" in meta and "US/breast/" in meta
+    wait_true(page, "document.getElementById('full').naturalWidth > 0")
+    assert len(page.query_selector_all(f'.model-col[data-model="{MODEL}"] figure.card')) == 8
+    columns = s.model_columns(".model-col")
+    assert [c["model"] for c in columns] == [MODEL, SECOND]
+    _check_side_by_side_ranks(columns)
+    assert "compare ranks" in page.inner_text("#scale-note")
+    badge = page.get_attribute("#meta .chip.kind", "title")
+    assert badge.startswith(("anatomical: ", "pathological: ")) and page.inner_text("#kind-help") == badge
+    s.shot("3-image.png")
+    s.flush()
+
+
+def _duplicate_note(s: _Session) -> None:
+    """Item 5: a pixel duplicate says when it has another label or split."""
+    dup, orig, other_label, other_split = duplicate_pair(s.db)
+    s.page.goto(f"{s.server}/images/{orig}")
+    note = s.page.inner_text("#duplicates")
+    assert f"image {dup}" in note
+    assert ("another label" in note) == other_label and ("another split" in note) == other_split
+    if not (other_label or other_split):
+        assert "same label and split" in note
+    s.flush()
+
+
+def _results_page(s: _Session) -> None:
+    """The results page: the leaderboard a person would read, the figure."""
+    page = s.page
+    page.goto(s.server + "/results")
+    board = page.inner_text("#leaderboard")
+    with psycopg.connect(s.db) as c:
+        p1 = c.execute(
+            "select p1_micro from cbir_report.leaderboard where model = %s and mode = 'ann'", (MODEL,)
+        ).fetchone()[0]
+    assert MODEL in board and f"{p1:.3f}" in board
+    assert page.query_selector_all("#classes tbody tr")
+    wait_true(page, "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)")
+    s.shot("4-results.png")
+    s.flush()
+
+
+def _wide_table_and_figure(s: _Session) -> None:
+    """Item 3: at 1400 px, with the fused model's long name, no per-class column is cut off; item 7:
+    captions say what a figure shows; a click enlarges it, Escape closes it."""
+    page = s.page
+    page.set_viewport_size({"width": 1400, "height": 900})
+    fused = f"mean({MODEL},{SECOND})"
+    assert fused in page.inner_text("#classes")
+    assert page.evaluate(
+        "(() => { const t = document.getElementById('classes'), p = t.closest('.panel');"
+        " return p.scrollWidth <= p.clientWidth"
+        " && t.getBoundingClientRect().right <= p.getBoundingClientRect().right; })()"
+    )
+    assert "queries" in page.inner_text("#classes thead") and page.is_visible("#kind-legend")
+    caption = page.inner_text(".figures figcaption")
+    assert caption.startswith(f"Fig. 2 · {MODEL}: sampled test queries")
+    assert page.get_attribute(".figures img", "alt") == caption
+    page.click(".figures a.enlarge")
+    wait_true(page, "document.getElementById('lightbox').open")
+    big = page.evaluate("document.querySelector('#lightbox img').getBoundingClientRect().width")
+    small = page.evaluate("document.querySelector('.figures img').getBoundingClientRect().width")
+    assert big > small and page.inner_text("#lightbox .caption") == caption
+    s.shot("4b-figure-enlarged.png", full_page=False)
+    page.keyboard.press("Escape")
+    wait_true(page, "!document.getElementById('lightbox').open")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    s.flush()
+
+
+def _bad_upload(s: _Session, notes: Path) -> None:
+    """A bad upload: a clear message on the page, no stack trace, and the server goes on."""
+    page = s.page
+    page.goto(s.server + "/")
+    s.flush()
+    page.set_input_files("#file", str(notes))
+    page.click("#go")
+    page.wait_for_selector("#error")
+    assert "not a readable image format" in page.inner_text("#error")
+    assert "Traceback" not in page.content()
+    s.shot("5-bad-upload.png", full_page=False)
+    s.flush()
+    page.goto(s.server + "/")
+    assert page.title() == "search · cbir-pg"
+    s.flush()
+
+
+def test_browser_session(server: tuple[str, str], served_db: str, secrets_of, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server, link = server
+    upload = tmp_path / "new-chest.png"
+    upload.write_bytes(new_image_png(served_db, some_images(served_db)["pneumoniamnist"]))
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"Patient notes, not an image.\n" * 20)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        # patience, not a timing assertion: the first upload imports torch and loads the encoder
-        page.set_default_timeout(300_000)
-        page.set_default_navigation_timeout(300_000)
-        page.on("response", lambda resp: pending.append(resp))
-        page.on("response", lambda resp: statuses.append((resp.url, resp.status)))
-
-        # not logged in: the login form; the one-time link logs in (as the owner) and lands on search
-        page.goto(server + "/")
-        assert page.title() == "log in · cbir-pg" and page.url.startswith(server + "/login?next=")
-        page.goto(link)
-        assert page.url == server + "/" and page.inner_text("#who") == "owner"
-
-        # the search page: a model picker with the real model
-        assert page.title() == "search · cbir-pg"
-        assert MODEL in page.inner_text("#model")
-        page.screenshot(path=str(tmp_path / "0-search.png"))
-        flush()
-
-        # upload a real image that is not stored, with a filter: split = test
-        page.select_option("#split", "test")
-        page.set_input_files("#file", str(upload))
-        page.click("#go")
-        page.wait_for_selector("#grid")
-        assert page.inner_text("#summary") == f"10 most similar with {MODEL}"
-        assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
-        # patience, not timing: on a loaded machine the thumbnails arrive after the grid
-        wait_true(
-            page,
-            "[...document.querySelectorAll('#grid figure.card img')].every(i => i.complete && i.naturalWidth > 0)",
-        )
-        hits = cards(page)
-        assert len(hits) == 10 and all(" · test" in h["text"] for h in hits)
-        assert all(h["loaded"] > 0 for h in hits)  # every thumbnail really rendered
-        assert all("unknown" in h["cls"] for h in hits)  # no label known: grey frames
-        page.screenshot(path=str(tmp_path / "1-upload.png"), full_page=True)
-        flush()
-
-        # issue 26, item 4: the upload is kept; a new filter re-runs it (the form and the results agree)
-        first_upload = [h["id"] for h in hits]
-        assert "upload=" in page.url and page.is_visible("#kept")
-        with page.expect_navigation():
-            page.select_option("#dataset", "breastmnist")
-        page.wait_for_selector("#grid")
-        assert "uploaded, embedded on the fly" in page.inner_text(".card.query")
-        refiltered = cards(page)
-        assert len(refiltered) == 10 and all("breastmnist · test" in h["text"] for h in refiltered)
-        assert "dataset: breastmnist" in page.inner_text(".filters")
-        page.screenshot(path=str(tmp_path / "1b-upload-refiltered.png"), full_page=True)
-        flush()
-        with page.expect_navigation():
-            page.select_option("#dataset", "")
-        page.wait_for_selector("#grid")
-        assert [h["id"] for h in cards(page)] == first_upload
-
-        # item 5: the model comparison for an uploaded image (the model added while the page ran is there)
-        assert SECOND in page.inner_text("#model")
-        page.click("#compare-link")
-        page.wait_for_selector("#compare .model-col")
-        columns = page.eval_on_selector_all(
-            "#compare .model-col",
-            "els => els.map(e => ({model: e.dataset.model, ids: [...e.querySelectorAll('figure.card')]"
-            ".map(c => +c.dataset.imageId), also: [...e.querySelectorAll('figure.card')]"
-            ".map(c => (c.querySelector('.also') || {innerText: ''}).innerText)}))",
-        )
-        assert [c["model"] for c in columns] == [MODEL, SECOND]
-        assert columns[0]["ids"] == first_upload[:8]  # the same filters (split = test)
-        assert "own similarity scale" in page.inner_text("#scale-note")
-        _check_side_by_side_ranks(columns)
-        page.screenshot(path=str(tmp_path / "1c-upload-compare.png"), full_page=True)
-        flush()
-
-        # click the second neighbour: it becomes the query, the filter stays
-        second = hits[1]["id"]
-        page.click("#grid figure:nth-child(2) a.thumb")
-        page.wait_for_selector("#grid")
-        assert f"image {second}" in page.inner_text(".card.query")
-        hits = cards(page)
-        assert len(hits) == 10 and second not in [h["id"] for h in hits]
-        assert all(" · test" in h["text"] for h in hits)
-        assert all(("match" in h["cls"]) or ("miss" in h["cls"]) for h in hits)  # green/red frames
-        want = owner_similar(served_db, second, 10, "test")
-        assert [h["id"] for h in hits] == [w[1] for w in want]
-        flush()
-
-        # apply another filter on the page: the dataset (re-runs the query by id)
-        with page.expect_navigation():
-            page.select_option("#dataset", "breastmnist")
-        page.wait_for_selector("#grid")
-        hits = cards(page)
-        assert hits and all("breastmnist · test" in h["text"] for h in hits)
-        assert "dataset: breastmnist" in page.inner_text(".filters")
-        page.screenshot(path=str(tmp_path / "2-neighbour.png"), full_page=True)
-        flush()
-
-        # item 5: "same patient only". MedMNIST has one image per patient, so for this step another
-        # breastmnist test image is given the query's patient; the page must show exactly what the
-        # owner's own SQL returns for that cohort, and that image among them
-        from cbir_pg.cohort import Cohort
-
-        other = hits[2]["id"]
-        with psycopg.connect(served_db, autocommit=True) as c:
-            (old_patient,) = c.execute("select patient_id from cbir.image where id = %s", (other,)).fetchone()
-            c.execute(
-                "update cbir.image set patient_id = (select patient_id from cbir.image where id = %s) where id = %s",
-                (second, other),
-            )
-        try:
-            with page.expect_navigation():
-                page.check("#same_patient")
-            page.wait_for_selector("#grid")
-            assert not page.is_checked("#exclude_same_patient")
-            same = [h["id"] for h in cards(page)]
-            cohort = Cohort(split="test", dataset="breastmnist", patient="same")
-            with psycopg.connect(served_db) as c:
-                want = [
-                    r[0]
-                    for r in c.execute(
-                        "select image_id from cbir.similar_images_v2(%s, %s, 10, %s) order by rank",
-                        (second, MODEL, cohort.sql()),
-                    )
-                ]
-            assert other in same and same == want
-            with page.expect_navigation():
-                page.uncheck("#same_patient")
-            page.wait_for_selector("#grid")
-            assert [h["id"] for h in cards(page)] == [h["id"] for h in hits]
-        finally:
-            with psycopg.connect(served_db, autocommit=True) as c:
-                c.execute("update cbir.image set patient_id = %s where id = %s", (old_patient, other))
-        flush()
-
-        # the image page of the first neighbour: metadata, full view, neighbours per model
-        first = hits[0]["id"]
-        page.click("#grid figure:nth-child(1) a.details")
-        page.wait_for_selector("#meta")
-        assert page.inner_text("#title") == f"Image {first}"
-        meta = page.inner_text("#meta")
-        assert "breastmnist" in meta and "test" in meta and "US/breast/" in meta
-        wait_true(page, "document.getElementById('full').naturalWidth > 0")
-        assert len(page.query_selector_all(f'.model-col[data-model="{MODEL}"] figure.card')) == 8
-        # item 5: two models side by side, ranks compared, scales explained; item 11: the badge explained
-        columns = page.eval_on_selector_all(
-            ".model-col",
-            "els => els.map(e => ({model: e.dataset.model, ids: [...e.querySelectorAll('figure.card')]"
-            ".map(c => +c.dataset.imageId), also: [...e.querySelectorAll('figure.card')]"
-            ".map(c => (c.querySelector('.also') || {innerText: ''}).innerText)}))",
-        )
-        assert [c["model"] for c in columns] == [MODEL, SECOND]
-        _check_side_by_side_ranks(columns)
-        assert "compare ranks" in page.inner_text("#scale-note")
-        badge = page.get_attribute("#meta .chip.kind", "title")
-        assert badge.startswith(("anatomical: ", "pathological: ")) and page.inner_text("#kind-help") == badge
-        page.screenshot(path=str(tmp_path / "3-image.png"), full_page=True)
-        flush()
-
-        # item 5: a pixel duplicate says when it has another label or split
-        dup, orig, other_label, other_split = duplicate_pair(served_db)
-        page.goto(f"{server}/images/{orig}")
-        note = page.inner_text("#duplicates")
-        assert f"image {dup}" in note
-        assert ("another label" in note) == other_label and ("another split" in note) == other_split
-        if not (other_label or other_split):
-            assert "same label and split" in note
-        flush()
-
-        # the results page: the leaderboard a person would read, the figure
-        page.goto(server + "/results")
-        board = page.inner_text("#leaderboard")
-        with psycopg.connect(served_db) as c:
-            p1 = c.execute(
-                "select p1_micro from cbir_report.leaderboard where model = %s and mode = 'ann'", (MODEL,)
-            ).fetchone()[0]
-        assert MODEL in board and f"{p1:.3f}" in board
-        assert page.query_selector_all("#classes tbody tr")
-        wait_true(page, "[...document.querySelectorAll('.figures img')].every(i => i.naturalWidth > 0)")
-        page.screenshot(path=str(tmp_path / "4-results.png"), full_page=True)
-        flush()
-
-        # item 3: at 1400 px, with the fused model's long name, no per-class column is cut off
-        page.set_viewport_size({"width": 1400, "height": 900})
-        fused = f"mean({MODEL},{SECOND})"
-        assert fused in page.inner_text("#classes")
-        assert page.evaluate(
-            "(() => { const t = document.getElementById('classes'), p = t.closest('.panel');"
-            " return p.scrollWidth <= p.clientWidth"
-            " && t.getBoundingClientRect().right <= p.getBoundingClientRect().right; })()"
-        )
-        assert "queries" in page.inner_text("#classes thead") and page.is_visible("#kind-legend")
-        # item 7: captions say what a figure shows; a click enlarges it, Escape closes it
-        caption = page.inner_text(".figures figcaption")
-        assert caption.startswith(f"Fig. 2 · {MODEL}: sampled test queries")
-        assert page.get_attribute(".figures img", "alt") == caption
-        page.click(".figures a.enlarge")
-        wait_true(page, "document.getElementById('lightbox').open")
-        big = page.evaluate("document.querySelector('#lightbox img').getBoundingClientRect().width")
-        small = page.evaluate("document.querySelector('.figures img').getBoundingClientRect().width")
-        assert big > small and page.inner_text("#lightbox .caption") == caption
-        page.screenshot(path=str(tmp_path / "4b-figure-enlarged.png"))
-        page.keyboard.press("Escape")
-        wait_true(page, "!document.getElementById('lightbox').open")
-        page.set_viewport_size({"width": 1280, "height": 900})
-        flush()
-
-        # a bad upload: a clear message on the page, no stack trace, and the server goes on
-        page.goto(server + "/")
-        flush()
-        page.set_input_files("#file", str(notes))
-        page.click("#go")
-        page.wait_for_selector("#error")
-        assert "not a readable image format" in page.inner_text("#error")
-        assert "Traceback" not in page.content()
-        page.screenshot(path=str(tmp_path / "5-bad-upload.png"))
-        flush()
-        page.goto(server + "/")
-        assert page.title() == "search · cbir-pg"
-        flush()
+        s = _Session(browser.new_page(viewport={"width": 1280, "height": 900}), server, served_db, tmp_path)
+        _log_in_with_the_link(s, link)
+        hits = _upload_with_a_filter(s, upload)
+        _compare_models_for_the_upload(s, [h["id"] for h in hits])
+        second, hits = _neighbour_becomes_the_query(s, hits)
+        _same_patient_only(s, second, hits)
+        _image_page(s, hits[0]["id"])
+        _duplicate_note(s)
+        _results_page(s)
+        _wide_table_and_figure(s)
+        _bad_upload(s, notes)
         browser.close()
 
     # item 7: the favicon is served (no 404 on any page of the session)
-    assert not [u for u, st in statuses if st == 404], [u for u, st in statuses if st == 404]
+    assert not [u for u, st in s.statuses if st == 404], [u for u, st in s.statuses if st == 404]
     import httpx
 
     icon = httpx.get(server + "/static/favicon.svg", timeout=30)  # every page links it: no /favicon.ico
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
-    assert len(bodies) > 40  # pages, assets, thumbnails, full views, figures
-    assert any(b"<html" in body for _, body in bodies) and any(body[:4] == b"\x89PNG" for _, body in bodies)
-    assert_no_secrets(bodies, secrets_of)
+    assert len(s.bodies) > 40  # pages, assets, thumbnails, full views, figures
+    assert any(b"<html" in body for _, body in s.bodies) and any(
+        body[:4] == b"\x89PNG" for _, body in s.bodies
+    )
+    assert_no_secrets(s.bodies, secrets_of)
     print(f"screenshots: {tmp_path}")
