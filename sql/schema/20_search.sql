@@ -341,10 +341,11 @@ comment on function cbir.cohort_images(jsonb, bigint) is
 -- what a search hit shows of an image (the CLI, the façade, the page and feedback join it to a ranking):
 -- select ... from cbir.similar_images_v2(...) s cross join lateral cbir.image_facts(s.image_id) f.
 -- SECURITY INVOKER: the caller's grants and row-level security apply, as to any read of cbir.image.
+-- No SET clause, so the planner inlines it into the query that calls it (one plan, as a join would be);
+-- every name in it is schema-qualified and its operators are pg_catalog's, which is always searched first.
 create or replace function cbir.image_facts(p_image_id bigint)
 returns table (label text, dataset text, split text, modality text, patient_id bigint, sex text, age real)
 language sql stable
-set search_path = pg_catalog, pg_temp
 as $$
   select l.key, d.key, i.split, i.modality, i.patient_id, p.sex, p.age
   from cbir.image i
