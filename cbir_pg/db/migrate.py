@@ -35,7 +35,7 @@ def _alembic_config(dsn: str):
 
     cfg = Config(stdout=io.StringIO())
     folder = str(alembic_dir())
-    # revisions import their SQL reader (``from sqlfile import read_sql``, alembic/sqlfile.py) when the
+    # revisions import their SQL steps (``from sqlfile import sql_steps``, alembic/sqlfile.py) when the
     # script directory loads them, also outside env.py (e.g. head_revision)
     if folder not in sys.path:
         sys.path.insert(0, folder)
