@@ -165,6 +165,9 @@ $$;
 --   these grants let it read.
 --   `cbir-pg serve` gives it LOGIN and a generated password, and grants SELECT on each embedding table.
 select cbir.ensure_group_role('cbir_web');
+-- cbir_analyst: the role the façade's `db.sql()` runs as (its grants: 92_analyst.sql). Made here, before
+-- 92_access.sql, so that every embedding table's policies (cbir.protect_embedding_table) include its own.
+select cbir.ensure_group_role('cbir_analyst');
 -- cbir_web reads what a reader reads (it is a member of cbir_reader, and its policies in 92_access.sql let
 -- it see every dataset): the page's grants are the reader's grants, so a logged-in person under
 -- `set local role` sees in the page exactly what psql shows them.

@@ -4,7 +4,7 @@
 -- pg_execute_server_program / pg_*_server_files roles, which it never gets), no TEMP tables (revoked in
 -- 93_guards.sql). The façade gives it LOGIN and a generated password, like cbir_web; every query runs
 -- in a read-only transaction on its own connection, so a `reset role` has nothing to return to.
-select cbir.ensure_group_role('cbir_analyst');
+-- (the role itself is made in 90_roles.sql, before 92_access.sql gives it its policy on every embedding table)
 grant usage on schema cbir, cbir_report to cbir_analyst;
 grant select on all tables in schema cbir to cbir_analyst;
 grant select on all tables in schema cbir_report to cbir_analyst;
@@ -19,12 +19,6 @@ begin
       if exists (select from pg_policies where schemaname = 'cbir' and tablename = t and policyname = 'analyst_all') then
         execute format('drop policy analyst_all on cbir.%I', t);
       end if;
-      execute format('create policy analyst_all on cbir.%I for select to cbir_analyst using (true)', t);
-    end if;
-  end loop;
-  -- and every embedding table (its other policies: cbir.protect_embedding_table, 15_models.sql)
-  for t in select e.table_name from cbir.encoder e where to_regclass(format('cbir.%I', e.table_name)) is not null loop
-    if not exists (select from pg_policies where schemaname = 'cbir' and tablename = t and policyname = 'analyst_all') then
       execute format('create policy analyst_all on cbir.%I for select to cbir_analyst using (true)', t);
     end if;
   end loop;

@@ -98,6 +98,18 @@ def test_a_readers_search_is_driven_by_the_hnsw_index(two_readers, two_dataset_d
     assert 0 < fetched < len(mine), (seq, fetched)
 
 
+def test_the_owners_notebook_reads_every_vector(two_dataset_db: str) -> None:
+    """The façade's read-only ``sql()`` runs as cbir_analyst, which row-level security on the embedding
+    tables lets see every row, as the owner does (its policy is made with the table's others)."""
+    import cbir_pg
+
+    with psycopg.connect(two_dataset_db) as c:
+        total = c.execute(f"select count(*) from cbir.embedding_{MODEL}").fetchone()[0]
+    assert total > 0
+    frame = cbir_pg.connect(two_dataset_db).sql(f"select count(*) as n from cbir.embedding_{MODEL}")
+    assert int(frame["n"][0]) == total
+
+
 def test_a_reader_without_grants_sees_nothing(reader_role, two_dataset_db: str) -> None:
     carol = reader_role(two_dataset_db)
     with psycopg.connect(carol.dsn) as c:
