@@ -33,18 +33,6 @@ alter table cbir.image add column dicom_uids jsonb generated always as (extra ->
 comment on column cbir.image.dicom_uids is
   'images from a PACS: {study, series, sop, date, server}; null for every other image';
 
--- The trigger needs its function at creation time; sql/schema/95_pacs.sql re-creates the same body.
-create or replace function cbir.notify_new_images()
-returns trigger
-language plpgsql
-set search_path = pg_catalog, cbir
-as $fn$
-begin
-  perform pg_notify('cbir_new_images', '');
-  return null;
-end
-$fn$;
-
-create trigger image_notify_new
-after insert on cbir.image
-for each statement execute function cbir.notify_new_images();
+-- The new-image notification (function cbir.notify_new_images and trigger image_notify_new on cbir.image)
+-- is made by sql/schema/95_pacs.sql, which `cbir-pg db migrate` (and plain `alembic upgrade`) applies
+-- after the revisions; no revision after this one inserts images, so none needs it before then.

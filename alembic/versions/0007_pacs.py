@@ -5,8 +5,11 @@
   the cursor ``--since last`` continues from.
 * ``cbir.ingest_follower``: one row per ``cbir-pg ingest --follow`` process, its heartbeat and counts
   (``cbir-pg ingest status``).
-* trigger ``image_notify_new`` on ``cbir.image``: ``pg_notify('cbir_new_images', dataset key)`` once per
-  inserting statement, which followers LISTEN to (they also poll, so a lost notification only delays).
+* ``cbir.image.dicom_uids``: a PACS image's DICOM reference, as its own column.
+
+The trigger ``image_notify_new`` on ``cbir.image`` (``pg_notify('cbir_new_images', '')`` once per
+inserting statement, which followers LISTEN to) is made with its function by ``sql/schema/95_pacs.sql``,
+re-applied after the revisions (databases migrated before keep the one this revision once made).
 
 Create Date: 2026-12-03
 """

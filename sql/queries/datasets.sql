@@ -75,29 +75,15 @@ from cbir.image where dataset_id = %(dataset_id)s and uri = any(%(uris)s);
 select uri from cbir.image where dataset_id = %(dataset_id)s;
 
 -- name: create_stage
-create temp table if not exists import_stage (
-  ord              int not null,
-  uri              text not null,
-  patient_key      text,
-  sex              text,
-  age              real,
-  study_key        text,
-  content_hash     text,
-  phash            text,
-  size_bytes       bigint,
-  width            int,
-  height           int,
-  modality         text,
-  body_region      text,
-  view             text,
-  split            text,
-  label_id         int,
-  label_ids        int[],
-  source_labels    jsonb,
-  excluded         boolean not null,
-  exclusion_reason text,
-  extra            jsonb
-) on commit delete rows;
+-- One batch of rows for cbir.image (their columns, with the table's own types), the patient and study keys
+-- they are resolved from, and every label of the image (cbir.image_label); emptied at each commit.
+create temp table if not exists import_stage on commit delete rows as
+select 0 as ord, i.uri, null::text as patient_key, null::text as sex, null::real as age,
+       null::text as study_key, i.content_hash, i.phash, i.size_bytes, i.width, i.height, i.modality,
+       i.body_region, i.view, i.split, i.label_id, null::int[] as label_ids, i.source_labels, i.excluded,
+       i.exclusion_reason, i.extra
+from cbir.image i
+with no data;
 
 -- name: copy_stage
 copy import_stage (ord, uri, patient_key, sex, age, study_key, content_hash, phash, size_bytes, width,

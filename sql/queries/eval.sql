@@ -66,15 +66,11 @@ order by b.ord, nb.distance, nb.image_id
 
 -- name: query_images
 -- Query images: the query splits of the chosen datasets, not excluded, labelled, with a vector.
-select i.id, i.label_id
-from cbir.image i
-join {table} e on e.image_id = i.id
-join cbir.dataset d on d.id = i.dataset_id
-where i.split = any(%(splits)s::text[])
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and not i.excluded
-  and i.label_id is not null
-order by i.id
+select s.image_id as id, s.label_id
+from cbir.scope_images(%(datasets)s::text[], %(splits)s::text[]) s
+join {table} e on e.image_id = s.image_id
+where s.label_id is not null
+order by s.image_id
 
 -- name: dataset_keys
 select key from cbir.dataset where key = any(%(datasets)s::text[])
@@ -105,13 +101,9 @@ order by key
 
 -- name: model_images
 -- The non-excluded images of some splits (and datasets) with a vector for one model, and their label.
-select i.id, coalesce(i.label_id, -1) as label_id
-from cbir.image i
-join {table} e on e.image_id = i.id
-join cbir.dataset d on d.id = i.dataset_id
-where i.split = any(%(splits)s::text[])
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and not i.excluded
+select s.image_id as id, coalesce(s.label_id, -1) as label_id
+from cbir.scope_images(%(datasets)s::text[], %(splits)s::text[]) s
+join {table} e on e.image_id = s.image_id
 
 -- name: fused_batch
 -- Fused top-N of a batch of query images (eval/fusion.py), through the SQL API of sql/schema/25_fusion.sql.
@@ -149,13 +141,9 @@ order by b.ord, f.rank
 -- name: zeroshot_classes
 -- The harmonised classes of the labelled, non-excluded images of some splits (and datasets) with a vector.
 select l.id, l.key, l.modality, l.region, l.finding, count(*) as n_images
-from cbir.image i
-join {table} e on e.image_id = i.id
-join cbir.dataset d on d.id = i.dataset_id
-join cbir.label l on l.id = i.label_id
-where i.split = any(%(splits)s::text[])
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and not i.excluded
+from cbir.scope_images(%(datasets)s::text[], %(splits)s::text[]) s
+join {table} e on e.image_id = s.image_id
+join cbir.label l on l.id = s.label_id
 group by l.id, l.key, l.modality, l.region, l.finding
 order by l.key
 
@@ -170,17 +158,13 @@ order by p.ord, k.rank
 
 -- name: zeroshot_classify
 -- Zero-shot classification: each labelled image gets the class whose text vector is nearest (cosine).
-select i.id, i.label_id,
+select s.image_id as id, s.label_id,
        (select p.label_id from unnest(%(label_ids)s::int[], %(vecs)s::vector[]) as p(label_id, v)
         order by e.embedding::vector <=> p.v, p.label_id limit 1) as predicted
-from cbir.image i
-join {table} e on e.image_id = i.id
-join cbir.dataset d on d.id = i.dataset_id
-where i.split = any(%(splits)s::text[])
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and not i.excluded
-  and i.label_id is not null
-order by i.id
+from cbir.scope_images(%(datasets)s::text[], %(splits)s::text[]) s
+join {table} e on e.image_id = s.image_id
+where s.label_id is not null
+order by s.image_id
 
 -- name: all_dataset_keys
 select key from cbir.dataset

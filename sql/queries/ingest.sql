@@ -21,7 +21,8 @@ select k from unnest(%(datasets)s::text[]) k where not exists (select 1 from cbi
 -- name: claim
 -- Images without a vector for this encoder, below the retry limit, locked so no other worker takes them.
 -- Keyset: only ids above %(after)s (the highest this process claimed), so a claim does not walk past
--- and lock-check the rows of this process's own batches still in flight.
+-- and lock-check the rows of this process's own batches still in flight. The scope (not excluded, datasets,
+-- splits) is cbir.scope_images's, written out on cbir.image here because the claim locks those rows.
 select i.id, coalesce(d.root, '') as root, i.uri, i.content_hash
 from cbir.image i
 join cbir.dataset d on d.id = i.dataset_id
@@ -42,18 +43,14 @@ select image_id from {table} where image_id = any(%(ids)s::bigint[])
 
 -- name: count_todo
 -- The images claim would still take (all of them, not a batch). With %(max_attempts)s null: every image
--- of the scope (datasets, splits, not excluded) without a vector, failed or not (eval/scope.py: whether
--- a run's scope is completely embedded).
+-- of the scope (cbir.scope_images: datasets, splits, not excluded) without a vector, failed or not
+-- (eval/scope.py: whether a run's scope is completely embedded).
 select count(*)
-from cbir.image i
-join cbir.dataset d on d.id = i.dataset_id
-where not i.excluded
-  and (%(datasets)s::text[] is null or d.key = any(%(datasets)s::text[]))
-  and (%(splits)s::text[] is null or i.split = any(%(splits)s::text[]))
-  and not exists (select 1 from {table} e where e.image_id = i.id)
+from cbir.scope_images(%(datasets)s::text[], %(splits)s::text[]) s
+where not exists (select 1 from {table} e where e.image_id = s.image_id)
   and (%(max_attempts)s::int is null or not exists (
     select 1 from cbir.ingest_failure f
-    where f.encoder_key = %(encoder)s and f.image_id = i.id and f.attempts >= %(max_attempts)s))
+    where f.encoder_key = %(encoder)s and f.image_id = s.image_id and f.attempts >= %(max_attempts)s))
 
 -- name: count_done
 select count(*)

@@ -59,6 +59,21 @@ where kind = 'retrieval' and finished_at is not null
 order by model, mode, scope, profile, vectors, finished_at desc, run_id desc;
 comment on view cbir_report.latest_retrieval_run is 'latest finished retrieval run per model, mode, scope, profile and vector source';
 
+-- One metric of a run (P@N, recall@N or the P@N difference dP; micro or macro) at N = 1, 3, 5 and 10, a
+-- column each: the pivot leaderboard and ann_quality read.
+create or replace view cbir_report.metric_at_n as
+select m.run_id,
+       m.metric,
+       m.average,
+       cbir_report.round4(max(m.value) filter (where m.at = 1)) as at1,
+       cbir_report.round4(max(m.value) filter (where m.at = 3)) as at3,
+       cbir_report.round4(max(m.value) filter (where m.at = 5)) as at5,
+       cbir_report.round4(max(m.value) filter (where m.at = 10)) as at10
+from cbir.eval_metric m
+where m.metric in ('P', 'recall', 'dP')
+group by m.run_id, m.metric, m.average;
+comment on view cbir_report.metric_at_n is 'P, recall and dP of a run at N = 1, 3, 5, 10 (micro or macro), one row per run, metric and average';
+
 -- model x P@N micro/macro of the latest run (the paper's Table 2).
 create or replace view cbir_report.leaderboard as
 select l.model,
@@ -70,19 +85,13 @@ select l.model,
        r.n_queries,
        r.n_index,
        r.ef_search,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'micro')) as p1_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'micro')) as p3_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'micro')) as p5_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'micro')) as p10_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 1 and m.average = 'macro')) as p1_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 3 and m.average = 'macro')) as p3_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 5 and m.average = 'macro')) as p5_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'P' and m.at = 10 and m.average = 'macro')) as p10_macro,
+       mi.at1 as p1_micro, mi.at3 as p3_micro, mi.at5 as p5_micro, mi.at10 as p10_micro,
+       ma.at1 as p1_macro, ma.at3 as p3_macro, ma.at5 as p5_macro, ma.at10 as p10_macro,
        r.finished_at
 from cbir_report.latest_retrieval_run l
 join cbir_report.eval_runs r on r.run_id = l.run_id
-left join cbir.eval_metric m on m.run_id = l.run_id
-group by l.model, l.mode, l.scope, l.profile, l.vectors, l.run_id, r.n_queries, r.n_index, r.ef_search, r.finished_at;
+left join cbir_report.metric_at_n mi on mi.run_id = l.run_id and mi.metric = 'P' and mi.average = 'micro'
+left join cbir_report.metric_at_n ma on ma.run_id = l.run_id and ma.metric = 'P' and ma.average = 'macro';
 comment on view cbir_report.leaderboard is 'model x P@1/3/5/10 micro and macro, latest retrieval run per model, mode, scope, profile (paper = comparable with the paper) and vector source (computed | imported)';
 
 -- Per class P@N of the latest runs: class, kind (anatomical | pathological), index class size.
@@ -122,25 +131,16 @@ select r.run_id,
        (r.params ->> 'plan_uses_index')::boolean as plan_uses_index,
        r.n_queries,
        r.n_index,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 1)) as recall1,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 3)) as recall3,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 5)) as recall5,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'recall' and m.at = 10)) as recall10,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'micro')) as dp1_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'micro')) as dp3_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'micro')) as dp5_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'micro')) as dp10_micro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 1 and m.average = 'macro')) as dp1_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 3 and m.average = 'macro')) as dp3_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 5 and m.average = 'macro')) as dp5_macro,
-       cbir_report.round4(max(m.value) filter (where m.metric = 'dP' and m.at = 10 and m.average = 'macro')) as dp10_macro,
+       rc.at1 as recall1, rc.at3 as recall3, rc.at5 as recall5, rc.at10 as recall10,
+       di.at1 as dp1_micro, di.at3 as dp3_micro, di.at5 as dp5_micro, di.at10 as dp10_micro,
+       da.at1 as dp1_macro, da.at3 as dp3_macro, da.at5 as dp5_macro, da.at10 as dp10_macro,
        r.queries_per_s as ann_queries_per_s,
        e.queries_per_s as exact_queries_per_s,
        r.finished_at
 from cbir_report.eval_runs r
 left join cbir_report.eval_runs e on e.run_id = (r.params ->> 'exact_run_id')::bigint
-left join cbir.eval_metric m on m.run_id = r.run_id
-where r.kind = 'retrieval' and r.mode = 'ann' and r.params ? 'exact_run_id' and r.finished_at is not null
-group by r.run_id, r.model, r.scope, r.params, r.ef_search, r.index_params, r.n_queries, r.n_index,
-         r.queries_per_s, e.queries_per_s, r.finished_at;
+left join cbir_report.metric_at_n rc on rc.run_id = r.run_id and rc.metric = 'recall' and rc.average = 'micro'
+left join cbir_report.metric_at_n di on di.run_id = r.run_id and di.metric = 'dP' and di.average = 'micro'
+left join cbir_report.metric_at_n da on da.run_id = r.run_id and da.metric = 'dP' and da.average = 'macro'
+where r.kind = 'retrieval' and r.mode = 'ann' and r.params ? 'exact_run_id' and r.finished_at is not null;
 comment on view cbir_report.ann_quality is 'ANN (HNSW) against exact search: recall@N, P@N difference, ef_search, index parameters';

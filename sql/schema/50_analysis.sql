@@ -19,25 +19,37 @@ group by m.run_id;
 comment on view cbir_report.classification_metrics is
   'micro/macro F1, AUPRC (average precision) and AUROC per kNN or linear-probe run';
 
-create or replace view cbir_report.knn_results as
+-- A finished kNN or linear-probe run with its six metrics, its counts and whether it is the latest of its
+-- kind for its model (the rows knn_results and linear_results share).
+create or replace view cbir_report.classification_runs as
 select r.id as run_id,
+       r.kind,
        r.encoder_key as model,
        r.mode,
-       (r.params ->> 'k')::int as k,
+       r.params,
        c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
-       (select cbir_report.round4(v.value) from cbir.eval_metric v
-        where v.run_id = r.id and v.metric = 'val_f1' and v.average = 'micro'
-          and v.at = (r.params ->> 'k')::int) as val_f1_micro,
-       (r.params ->> 'k_min')::int as k_min,
-       (r.params ->> 'k_max')::int as k_max,
-       r.params ->> 'index_splits' as index_splits,
        r.n_queries,
        r.n_index,
        r.finished_at,
-       r.id = max(r.id) over (partition by r.encoder_key) as is_latest
+       r.id = max(r.id) over (partition by r.kind, r.encoder_key) as is_latest
 from cbir.eval_run r
 left join cbir_report.classification_metrics c on c.run_id = r.id
-where r.kind = 'knn' and r.finished_at is not null;
+where r.kind in ('knn', 'linear') and r.finished_at is not null;
+comment on view cbir_report.classification_runs is
+  'finished kNN and linear-probe runs: model, parameters, micro/macro F1, AUPRC and AUROC, counts, latest';
+
+create or replace view cbir_report.knn_results as
+select c.run_id, c.model, c.mode, (c.params ->> 'k')::int as k,
+       c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
+       (select cbir_report.round4(v.value) from cbir.eval_metric v
+        where v.run_id = c.run_id and v.metric = 'val_f1' and v.average = 'micro'
+          and v.at = (c.params ->> 'k')::int) as val_f1_micro,
+       (c.params ->> 'k_min')::int as k_min,
+       (c.params ->> 'k_max')::int as k_max,
+       c.params ->> 'index_splits' as index_splits,
+       c.n_queries, c.n_index, c.finished_at, c.is_latest
+from cbir_report.classification_runs c
+where c.kind = 'knn';
 comment on view cbir_report.knn_results is
   'kNN classification on the test split, k chosen on val by micro F1; AUPRC = average precision';
 
@@ -49,20 +61,14 @@ where r.kind = 'knn' and r.finished_at is not null;
 comment on view cbir_report.knn_k_curve is 'validation micro F1 of every k tried by a kNN run';
 
 create or replace view cbir_report.linear_results as
-select r.id as run_id,
-       r.encoder_key as model,
-       (r.params ->> 'seed')::int as seed,
+select c.run_id, c.model, (c.params ->> 'seed')::int as seed,
        c.f1_micro, c.f1_macro, c.auprc_micro, c.auprc_macro, c.auroc_micro, c.auroc_macro,
-       (r.params ->> 'epochs_run')::int as epochs_run,
-       (r.params ->> 'best_epoch')::int as best_epoch,
-       (r.params ->> 'stopped_early')::boolean as stopped_early,
-       r.n_queries,
-       r.n_index,
-       r.finished_at,
-       r.id = max(r.id) over (partition by r.encoder_key) as is_latest
-from cbir.eval_run r
-left join cbir_report.classification_metrics c on c.run_id = r.id
-where r.kind = 'linear' and r.finished_at is not null;
+       (c.params ->> 'epochs_run')::int as epochs_run,
+       (c.params ->> 'best_epoch')::int as best_epoch,
+       (c.params ->> 'stopped_early')::boolean as stopped_early,
+       c.n_queries, c.n_index, c.finished_at, c.is_latest
+from cbir_report.classification_runs c
+where c.kind = 'linear';
 comment on view cbir_report.linear_results is
   'linear probe (AdamW, early stopping on val loss) on the test split; AUPRC = average precision';
 

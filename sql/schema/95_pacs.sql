@@ -1,7 +1,7 @@
 -- The PACS service (docs/pacs.md): new-image notifications, follower heartbeats and lag
 -- (re-applied by `cbir-pg db migrate`; the tables are in alembic revision 0007).
 
--- Fired once per statement that inserts into cbir.image (trigger image_notify_new, revision 0007): every
+-- Fired once per statement that inserts into cbir.image (trigger image_notify_new, below): every
 -- `cbir-pg ingest --follow` LISTENs on cbir_new_images and embeds what is new. The payload is empty; a
 -- follower claims whatever is pending, so a notification lost while it was busy only delays until its poll.
 create or replace function cbir.notify_new_images()
@@ -14,6 +14,9 @@ begin
   return null;
 end
 $fn$;
+create or replace trigger image_notify_new
+  after insert on cbir.image
+  for each statement execute function cbir.notify_new_images();
 
 -- Per encoder: images still without a vector and without a recorded failure (the `pending` of
 -- cbir.ingest_status, both from cbir.ingest_counts) and the time the oldest of them was imported.

@@ -661,3 +661,23 @@ def test_deploy_units_run_the_documented_commands() -> None:
         )
     assert "ingest --follow" in " ".join(services["follower"]["command"])
     assert services["listener"]["ports"][0].startswith("${CBIR_LISTEN_BIND:-127.0.0.1}")
+
+
+def test_inserts_notify_once_per_statement_also_after_revision_0007_is_made_again(db: str) -> None:
+    """``image_notify_new`` (made with its function by sql/schema/95_pacs.sql) sends one notification on
+    cbir_new_images per inserting statement, also after revision 0007 is downgraded and migrated again."""
+    from cbir_pg.db.migrate import downgrade, migrate
+
+    downgrade(Database(db), "0008")
+    migrate(Database(db))
+    with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db, autocommit=True) as c:
+        listener.execute("listen cbir_new_images")
+        ds = c.execute("insert into cbir.dataset (key, kind, name) values ('n', 'csv', 'N') returning id")
+        ds_id = ds.fetchone()[0]
+        c.execute(
+            "insert into cbir.image (dataset_id, uri) select %s, 'u' || g from generate_series(1, 3) g",
+            (ds_id,),
+        )
+        c.execute("insert into cbir.image (dataset_id, uri) values (%s, 'v')", (ds_id,))
+        got = [n.channel for n in listener.notifies(timeout=5, stop_after=3)]
+    assert got == ["cbir_new_images", "cbir_new_images"]
