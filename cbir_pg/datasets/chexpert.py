@@ -31,6 +31,8 @@ from cbir_pg.datasets.base import (
 from cbir_pg.datasets.harmonise import normalise_part
 from cbir_pg.errors import ConfigError
 
+#: the fourteen label columns of ``train.csv`` and ``valid.csv``, in the published order (MIMIC-CXR's
+#: ``-chexpert.csv`` has the same, sorted); ``tests/datasets_fixtures.py`` writes its CSVs with them
 CHEXPERT_FINDINGS = (
     "No Finding",
     "Enlarged Cardiomediastinum",
