@@ -23,6 +23,7 @@ from cbir_pg.datasets.base import (
     Record,
     RowError,
     UnknownLabel,
+    find_file,
     parse_age,
     parse_sex,
     read_csv,
@@ -181,8 +182,6 @@ class MIMICCXRAdapter(_CheXpertLabelled):
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
-        from cbir_pg.datasets.base import find_file
-
         self.split_csv = find_file(self.root, "mimic-cxr-2.0.0-split.csv")
         self.labels_csv = find_file(self.root, "mimic-cxr-2.0.0-chexpert.csv")
         self.meta_csv = find_file(self.root, "mimic-cxr-2.0.0-metadata.csv")

@@ -17,6 +17,7 @@ from cbir_pg.datasets.base import (
     Adapter,
     Record,
     RowError,
+    UnknownLabel,
     find_file,
     parse_age,
     parse_sex,
@@ -44,7 +45,6 @@ class NIH14Adapter(Adapter):
     source_url = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
     licence = "CC0 (NIH Clinical Center)"
     citation = "Wang et al., ChestX-ray8, CVPR 2017"
-    options_help: dict[str, str] = {}
     FINDINGS = (
         "Atelectasis",
         "Cardiomegaly",
@@ -74,8 +74,6 @@ class NIH14Adapter(Adapter):
         )
 
     def default_label(self, source_label: str) -> str | None:
-        from cbir_pg.datasets.base import UnknownLabel
-
         if source_label not in self.FINDINGS:
             raise UnknownLabel(f"{source_label!r} is not a ChestX-ray14 finding")
         return chest_label(source_label)
