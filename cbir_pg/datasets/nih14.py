@@ -17,7 +17,6 @@ from cbir_pg.datasets.base import (
     Adapter,
     Record,
     RowError,
-    UnknownLabel,
     find_file,
     parse_age,
     parse_sex,
@@ -74,6 +73,8 @@ class NIH14Adapter(Adapter):
         )
 
     def default_label(self, source_label: str) -> str | None:
+        from cbir_pg.datasets.base import UnknownLabel
+
         if source_label not in self.FINDINGS:
             raise UnknownLabel(f"{source_label!r} is not a ChestX-ray14 finding")
         return chest_label(source_label)
