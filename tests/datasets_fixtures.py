@@ -8,9 +8,12 @@ where a writer means them to (``img(path, seed)`` with the same seed).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from cbir_pg.datasets.chexpert import CHEXPERT_FINDINGS
 
 
 def img(path: Path, seed: int, size: int = 8) -> Path:
@@ -103,75 +106,57 @@ def write_nih14(root: Path, n_patients: int = 12) -> Path:
     return root
 
 
-CHEXPERT_FINDINGS = [
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_FINDINGS]
 
 
-def _onehot(values: dict[str, float]) -> list:
-    return [values.get(f, "") for f in CHEXPERT_FINDINGS]
+def _onehot(values: dict[str, float], columns: Sequence[str] = CHEXPERT_FINDINGS) -> list:
+    """The label cells of one row over ``columns``. A finding that is not a column is an error: the columns
+    are the importer's own list, so a name misspelt there (or here) fails instead of writing a blank cell."""
+    unknown = set(values) - set(columns)
+    if unknown:
+        raise ValueError(f"not CheXpert label columns: {sorted(unknown)}")
+    return [values.get(f, "") for f in columns]
 
 
 def write_chexpert(root: Path) -> Path:
     """CheXpert-v1.0/{train,valid}.csv and images: 6 train rows (3 patients), 2 valid rows.
 
     Row kinds: normal + support devices (single label after dropping), uncertain edema (-1),
-    multi-label, and an image with no positive finding."""
+    multi-label, and an image with no positive finding. Sex and age are the patient's, on each row."""
     base = root / "CheXpert-v1.0"
-    train = [
+    patients = {
+        "patient00001": ("Female", 68),
+        "patient00002": ("Male", 87),
+        "patient00003": ("Male", 41),
+        "patient64541": ("Male", 73),
+        "patient64542": ("Female", 70),
+    }
+    train = [  # patient, study/view, Frontal/Lateral, AP/PA, findings
         (
-            "train/patient00001/study1/view1_frontal.jpg",
-            "Female",
-            68,
+            "patient00001",
+            "study1/view1_frontal",
             "Frontal",
             "AP",
             {"No Finding": 1.0, "Support Devices": 1.0},
         ),
-        ("train/patient00001/study1/view2_lateral.jpg", "Female", 68, "Lateral", "", {"Cardiomegaly": 1.0}),
-        (
-            "train/patient00002/study1/view1_frontal.jpg",
-            "Male",
-            87,
-            "Frontal",
-            "PA",
-            {"Edema": -1.0, "Pneumonia": 1.0},
-        ),
-        (
-            "train/patient00002/study2/view1_frontal.jpg",
-            "Male",
-            87,
-            "Frontal",
-            "PA",
-            {"Edema": 1.0, "Pleural Effusion": 1.0},
-        ),
-        ("train/patient00003/study1/view1_frontal.jpg", "Male", 41, "Frontal", "AP", {"Lung Opacity": 1.0}),
-        ("train/patient00003/study1/view2_frontal.jpg", "Male", 41, "Frontal", "AP", {"Fracture": 0.0}),
+        ("patient00001", "study1/view2_lateral", "Lateral", "", {"Cardiomegaly": 1.0}),
+        ("patient00002", "study1/view1_frontal", "Frontal", "PA", {"Edema": -1.0, "Pneumonia": 1.0}),
+        ("patient00002", "study2/view1_frontal", "Frontal", "PA", {"Edema": 1.0, "Pleural Effusion": 1.0}),
+        ("patient00003", "study1/view1_frontal", "Frontal", "AP", {"Lung Opacity": 1.0}),
+        ("patient00003", "study1/view2_frontal", "Frontal", "AP", {"Fracture": 0.0}),
     ]
     valid = [
-        ("valid/patient64541/study1/view1_frontal.jpg", "Male", 73, "Frontal", "AP", {"No Finding": 1.0}),
-        ("valid/patient64542/study1/view1_frontal.jpg", "Female", 70, "Frontal", "PA", {"Atelectasis": 1.0}),
+        ("patient64541", "study1/view1_frontal", "Frontal", "AP", {"No Finding": 1.0}),
+        ("patient64542", "study1/view1_frontal", "Frontal", "PA", {"Atelectasis": 1.0}),
     ]
-    for fname, rows, seed0 in (("train.csv", train, 200), ("valid.csv", valid, 300)):
+    for split, rows, seed0 in (("train", train, 200), ("valid", valid, 300)):
         out = []
-        for i, (p, sex, age, fl, appa, vals) in enumerate(rows):
-            out.append([f"CheXpert-v1.0/{p}", sex, age, fl, appa, *_onehot(vals)])
+        for i, (patient, view, fl, appa, vals) in enumerate(rows):
+            p = f"{split}/{patient}/{view}.jpg"
+            out.append([f"CheXpert-v1.0/{p}", *patients[patient], fl, appa, *_onehot(vals)])
             # images stored as PNG bytes under the published .jpg names: the decoder reads content, not names
             img(base / p, seed0 + i)
-        write_csv(base / fname, CHEXPERT_HEADER, out)
+        write_csv(base / f"{split}.csv", CHEXPERT_HEADER, out)
     return root
 
 
@@ -236,7 +221,7 @@ def write_mimic_cxr(root: Path) -> Path:
         root / "mimic-cxr-2.0.0-chexpert.csv",
         ["subject_id", "study_id", *MIMIC_LABELS],
         [
-            [next(su for _, s2, su, _, _ in images if s2 == st), st, *[v.get(f, "") for f in MIMIC_LABELS]]
+            [next(su for _, s2, su, _, _ in images if s2 == st), st, *_onehot(v, MIMIC_LABELS)]
             for st, v in labels.items()
         ],
     )

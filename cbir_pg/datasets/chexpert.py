@@ -23,6 +23,7 @@ from cbir_pg.datasets.base import (
     Record,
     RowError,
     UnknownLabel,
+    find_file,
     parse_age,
     parse_sex,
     read_csv,
@@ -31,6 +32,8 @@ from cbir_pg.datasets.base import (
 from cbir_pg.datasets.harmonise import normalise_part
 from cbir_pg.errors import ConfigError
 
+#: the fourteen label columns of ``train.csv`` and ``valid.csv``, in the published order (MIMIC-CXR's
+#: ``-chexpert.csv`` has the same, sorted); ``tests/datasets_fixtures.py`` writes its CSVs with them
 CHEXPERT_FINDINGS = (
     "No Finding",
     "Enlarged Cardiomediastinum",
@@ -179,8 +182,6 @@ class MIMICCXRAdapter(_CheXpertLabelled):
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)
-        from cbir_pg.datasets.base import find_file
-
         self.split_csv = find_file(self.root, "mimic-cxr-2.0.0-split.csv")
         self.labels_csv = find_file(self.root, "mimic-cxr-2.0.0-chexpert.csv")
         self.meta_csv = find_file(self.root, "mimic-cxr-2.0.0-metadata.csv")

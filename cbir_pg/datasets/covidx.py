@@ -30,7 +30,6 @@ class COVIDxAdapter(Adapter):
     source_url = "https://github.com/lindawangg/COVID-Net"
     licence = "mixed (see the COVIDx data sources)"
     citation = "Wang et al., COVID-Net, Scientific Reports 10, 19549 (2020)"
-    options_help: dict[str, str] = {}
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)

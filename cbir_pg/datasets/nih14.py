@@ -44,7 +44,6 @@ class NIH14Adapter(Adapter):
     source_url = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
     licence = "CC0 (NIH Clinical Center)"
     citation = "Wang et al., ChestX-ray8, CVPR 2017"
-    options_help: dict[str, str] = {}
     FINDINGS = (
         "Atelectasis",
         "Cardiomegaly",

@@ -42,7 +42,6 @@ class RadImageNetAdapter(Adapter):
     source_url = "https://www.radimagenet.com/"
     licence = "RadImageNet data use agreement"
     citation = "Mei et al., RadImageNet, Radiology: Artificial Intelligence 4(5), 2022"
-    options_help: dict[str, str] = {}
 
     def __init__(self, root, key, options):
         super().__init__(root, key, options)

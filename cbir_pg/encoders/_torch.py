@@ -36,6 +36,26 @@ def load_state_file(path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def with_checkpoint(
+    config,
+    weights,
+    pretrained: bool,
+    make: Callable[[], nn.Module],
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+) -> nn.Module:
+    """``make()``'s network for a ``path:`` encoder: with ``pretrained``, the checkpoint (``--weights`` or
+    the default place, see :func:`~cbir_pg.encoders.weights.required_checkpoint`) loaded strictly after
+    ``convert`` renames its tensors; otherwise its random weights. The checkpoint is looked for before
+    the network is built, so a missing one fails fast."""
+    from cbir_pg.encoders.weights import required_checkpoint
+
+    path = required_checkpoint(config, weights, pretrained)
+    net = make()
+    if path is not None:
+        net.load_state_dict(convert(load_state_file(path)), strict=True)
+    return net
+
+
 def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in sd.items():

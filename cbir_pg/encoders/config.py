@@ -24,6 +24,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
+#: ImageNet statistics at 224 px (ResNet-50, MAE, DINOv2, X-MIR's DenseNet-121)
+IMAGENET_224 = dict(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 #: fields that do not change the vectors, left out of the hash
 _DOC_FIELDS = frozenset({"description", "paper_note", "weights_hint", "channels_last"})

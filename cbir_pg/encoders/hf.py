@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from cbir_pg.encoders.config import HALF, IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
+from cbir_pg.encoders.config import HALF, IMAGENET_224, IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import hf_location, required_checkpoint
+from cbir_pg.encoders.weights import hf_location
 
 # ----------------------------------------------------------------------------- pooling rules
 
@@ -89,8 +89,6 @@ def _hub_or_fresh(model_cls, fresh_config, config: EncoderConfig, weights, pretr
     return model_cls(fresh_config(), **load)
 
 
-#: ImageNet statistics at 224 px (resnet50, MAE, DINOv2)
-_IMAGENET_224 = dict(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 #: ConvNextImageProcessor / BitImageProcessor: shorter side 256, centre crop 224, bicubic
 _SHORTER_256_CROP_224 = dict(interpolation="bicubic", resize="shortest_crop", crop_pct=0.875)
 
@@ -103,7 +101,7 @@ _SHORTER_256_CROP_224 = dict(interpolation="bicubic", resize="shortest_crop", cr
         key="resnet50",
         family="hf",
         dim=1000,
-        **_IMAGENET_224,
+        **IMAGENET_224,
         **_SHORTER_256_CROP_224,
         weights_source="hf:microsoft/resnet-50",
         channels_last=True,
@@ -220,12 +218,11 @@ def convert_medsam_state(sd: dict) -> dict:
 def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
     from transformers import SamConfig, SamModel
 
-    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
-    vision = SamModel(SamConfig()).vision_encoder
-    if path is not None:
-        from cbir_pg.encoders._torch import load_state_file
+    from cbir_pg.encoders._torch import with_checkpoint
 
-        vision.load_state_dict(convert_medsam_state(load_state_file(path)), strict=True)
+    vision = with_checkpoint(
+        config, weights, pretrained, lambda: SamModel(SamConfig()).vision_encoder, convert_medsam_state
+    )
     return _head(vision, _spatial_mean)
 
 
@@ -233,7 +230,7 @@ def build_medsam(config: EncoderConfig, *, weights=None, pretrained=True):
 
 #: ViTImageProcessor without ``resample`` in the hub config (so bilinear), ImageNet statistics
 _MAE = dict(
-    family="hf", dim=768, **_IMAGENET_224, interpolation="bilinear", weights_source="hf:facebook/vit-mae-base"
+    family="hf", dim=768, **IMAGENET_224, interpolation="bilinear", weights_source="hf:facebook/vit-mae-base"
 )
 
 
@@ -294,7 +291,7 @@ def build_mae_paper(config: EncoderConfig, *, weights=None, pretrained=True):
         key="dinov2_vitb14",
         family="hf",
         dim=768,
-        **_IMAGENET_224,
+        **IMAGENET_224,
         **_SHORTER_256_CROP_224,
         weights_source="hf:facebook/dinov2-base",
         embedding_rule="CLS token of last_hidden_state (after the final layer norm)",

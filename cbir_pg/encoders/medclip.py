@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from cbir_pg.encoders.config import EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import required_checkpoint
 
 #: medclip.constants.IMG_MEAN / IMG_STD
 MEDCLIP_MEAN = 0.5862785803043838
@@ -42,6 +41,14 @@ def _make_tower():
     return MedCLIPVision()
 
 
+def _vision_state(sd: dict) -> dict:
+    """MedCLIP's checkpoint → the vision tower's state dict (the buffers ``position_ids`` left out)."""
+    from cbir_pg.encoders._torch import under_prefix
+
+    vision = under_prefix(sd, "vision_model.", "MedCLIP")
+    return {k: v for k, v in vision.items() if not k.endswith("position_ids")}
+
+
 @register_encoder(
     EncoderConfig(
         key="medclip_swint",
@@ -63,12 +70,6 @@ def _make_tower():
     )
 )
 def build_medclip(config: EncoderConfig, *, weights=None, pretrained=True):
-    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
-    tower = _make_tower()
-    if path is not None:
-        from cbir_pg.encoders._torch import load_state_file, under_prefix
+    from cbir_pg.encoders._torch import with_checkpoint
 
-        vision = under_prefix(load_state_file(path), "vision_model.", "MedCLIP")
-        vision = {k: v for k, v in vision.items() if not k.endswith("position_ids")}
-        tower.load_state_dict(vision, strict=True)
-    return tower
+    return with_checkpoint(config, weights, pretrained, _make_tower, _vision_state)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 
-from cbir_pg.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
+from cbir_pg.encoders.config import IMAGENET_224, EncoderConfig
 from cbir_pg.encoders.registry import register_encoder
-from cbir_pg.encoders.weights import required_checkpoint
 
 #: pre-0.4 torchvision names ("norm.1") → current ("norm1"), as torchvision's own loader does
 _LEGACY = re.compile(
@@ -26,14 +25,21 @@ def _pooled(features, x):
     return F.adaptive_avg_pool2d(F.relu(features(x)), 1).flatten(1)
 
 
+def _features_state(sd: dict) -> dict:
+    """An X-MIR checkpoint → DenseNet-121 ``features`` state dict: wrappers stripped, legacy names renamed."""
+    from cbir_pg.encoders._torch import strip_prefixes, under_prefix
+
+    sd = strip_prefixes(sd, ("module.", "model.", "backbone.", "densenet121.", "encoder."))
+    feats = under_prefix(sd, "features.", "DenseNet-121")
+    return {_LEGACY.sub(r"\1\2", k): v for k, v in feats.items()}
+
+
 @register_encoder(
     EncoderConfig(
         key="xmir_densenet121",
         family="xmir",
         dim=1024,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        **IMAGENET_224,
         interpolation="bilinear",
         weights_source="path:xmir_densenet121.pth",
         channels_last=True,
@@ -48,16 +54,9 @@ def _pooled(features, x):
 def build_xmir(config: EncoderConfig, *, weights=None, pretrained=True):
     from torchvision.models import densenet121
 
-    from cbir_pg.encoders._torch import Head
+    from cbir_pg.encoders._torch import Head, with_checkpoint
 
-    path = required_checkpoint(config, weights, pretrained)  # before building: fail fast
-    net = densenet121(weights=None)
-    if path is not None:
-        from cbir_pg.encoders._torch import load_state_file, strip_prefixes, under_prefix
-
-        sd = strip_prefixes(
-            load_state_file(path), ("module.", "model.", "backbone.", "densenet121.", "encoder.")
-        )
-        feats = under_prefix(sd, "features.", "DenseNet-121")
-        net.features.load_state_dict({_LEGACY.sub(r"\1\2", k): v for k, v in feats.items()}, strict=True)
-    return Head(net.features, _pooled)
+    features = with_checkpoint(
+        config, weights, pretrained, lambda: densenet121(weights=None).features, _features_state
+    )
+    return Head(features, _pooled)

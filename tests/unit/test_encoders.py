@@ -260,6 +260,44 @@ def test_medsam_checkpoint_names_map_onto_the_sam_encoder(tmp_path):
     assert all(torch.equal(got[k], v) for k, v in src.items())
 
 
+def test_xmir_checkpoint_loads_through_wrappers_and_legacy_names(tmp_path):
+    """An X-MIR checkpoint wrapped in ``module.`` with pre-0.4 torchvision names (``norm.1``) loads
+    through --weights, tensor for tensor, beside a classifier that is not used."""
+    import re
+
+    from cbir_pg.errors import WeightsMissingError
+
+    src = create_encoder("xmir_densenet121", pretrained=False, seed=3).module.backbone.state_dict()
+    legacy = re.compile(r"(denselayer\d+\.(?:norm|conv))([12])\.(weight|bias|running_mean|running_var)$")
+    # torchvision before 0.4 wrote norm.1 for norm1 and kept no num_batches_tracked
+    ckpt = {
+        "module.features." + legacy.sub(r"\1.\2.\3", k): v for k, v in src.items() if "num_batches" not in k
+    }
+    ckpt["module.classifier.weight"] = torch.zeros(3, 1024)
+    assert any(".norm.1." in k for k in ckpt)
+    path = tmp_path / "xmir.pth"
+    torch.save({"state_dict": ckpt}, path)
+    got = create_encoder("xmir_densenet121", weights=path).module.backbone.state_dict()
+    assert got.keys() == src.keys()
+    assert all(torch.equal(got[k], v) for k, v in src.items() if "num_batches" not in k)
+    torch.save({"module.classifier.weight": torch.zeros(3, 1024)}, path)
+    with pytest.raises(WeightsMissingError, match="not a DenseNet-121 checkpoint"):
+        create_encoder("xmir_densenet121", weights=path)
+
+
+def test_medclip_checkpoint_loads_the_vision_tower(tmp_path):
+    """MedCLIP's ``pytorch_model.bin``: the ``vision_model.*`` tensors (its ``position_ids`` buffers
+    dropped, the text tower ignored) load strictly into the Swin tower."""
+    src = create_encoder("medclip_swint", pretrained=False, seed=3).module.state_dict()
+    ckpt = {"vision_model." + k: v for k, v in src.items()}
+    ckpt["vision_model.model.embeddings.position_ids"] = torch.arange(4)
+    ckpt["text_model.x"] = torch.zeros(1)
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(ckpt, path)
+    got = create_encoder("medclip_swint", weights=tmp_path).module.state_dict()
+    assert got.keys() == src.keys() and all(torch.equal(got[k], v) for k, v in src.items())
+
+
 def test_efficientnet_weights_map_by_position_and_shape():
     from cbir_pg.encoders.efficientnet import map_in_order
 
