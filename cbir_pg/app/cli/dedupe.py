@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from cbir_pg.app.cli._common import database, split_names
+from cbir_pg.app.cli.options import Datasets
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
 
 
 def dedupe(
     ctx: typer.Context,
-    dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
+    dataset: Datasets = None,
     threshold: int = typer.Option(
         None, "--threshold", "-t", help="Hamming distance of the 64-bit pHashes [the import's, 4]"
     ),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import check_split, console, database, split_names
+from cbir_pg.app.cli.options import Datasets, OnlyModel, ShowProgress
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ def ingest(
     model: list[str] = typer.Option(
         None, "--model", "-m", help="encoder key (see: cbir-pg models list); repeatable with --follow"
     ),
-    dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
+    dataset: Datasets = None,
     split: list[str] = typer.Option(
         None, "--split", "-s", callback=check_split, help="train, val and/or test; default: all"
     ),
@@ -42,7 +43,7 @@ def ingest(
     weights: Path = typer.Option(None, "--weights", help="local weights file or folder"),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="retries per failing image"),
     limit: int = typer.Option(None, "--limit", min=1, help="stop after this many images"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ShowProgress = True,
     follow: bool = typer.Option(
         False,
         "--follow",
@@ -131,7 +132,7 @@ def _follow(ctx, models, datasets, batch_size, device, weights, max_attempts, po
 @app.command()
 def status(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    model: OnlyModel = None,
     fmt: Format = format_option(),
 ) -> None:
     """Exact done, pending and failed image counts per encoder and dataset."""
