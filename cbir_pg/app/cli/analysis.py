@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import database, err_console, names_or_all, parse_int_list, split_names
 from cbir_pg.app.cli.options import (
     Connections,
     EncoderKey,
@@ -18,10 +18,6 @@ from cbir_pg.app.cli.options import (
     ShowProgress,
 )
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
-
-
-def _datasets(values: list[str] | None) -> list[str] | None:
-    return split_names(values) or None
 
 
 def _k_range(text: str):
@@ -90,7 +86,7 @@ def knn(
         model,
         k_range=_k_range(k),
         index_splits=split_names([index_split]),
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         mode=mode,
         ef_search=ef_search,
         weighted=weighted,
@@ -145,7 +141,7 @@ def linear(
         batch_size=batch_size,
         max_epochs=max_epochs,
         patience=patience,
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         device=device,
         progress=progress,
         rule=rule,
@@ -189,7 +185,7 @@ def ablation(
         min_class_size=min_class_size,
         queries_per_class=queries_per_class,
         seeds=tuple(range(seeds)),
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         mode=mode,
         progress=progress,
     )

@@ -8,7 +8,14 @@ from enum import Enum
 
 import typer
 
-from cbir_pg.app.cli._common import check_split, database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import (
+    check_split,
+    database,
+    err_console,
+    names_or_all,
+    parse_int_list,
+    split_names,
+)
 from cbir_pg.app.cli.options import Connections, Cutoffs, ModelKey, SearchMode
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
@@ -156,7 +163,7 @@ def _single_model_eval(ctx, opts: RankingOptions, fmt: Format, **settings) -> No
         ns=parse_int_list(opts.n),
         index_splits=split_names([opts.index_split]),
         query_splits=split_names([opts.query_split]),
-        datasets=split_names(opts.dataset) or None,
+        datasets=names_or_all(opts.dataset),
         mode=opts.mode,
         ef_search=opts.ef_search,
         **settings,
@@ -281,7 +288,7 @@ def _ranking_eval(ctx, opts: RankingOptions, fmt: Format) -> None:
         ns=parse_int_list(opts.n),
         index_split=index_splits[0],
         query_splits=split_names([opts.query_split]),
-        datasets=split_names(opts.dataset) or None,
+        datasets=names_or_all(opts.dataset),
         mode=opts.mode,
         ef_search=opts.ef_search,
     )

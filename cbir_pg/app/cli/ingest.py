@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import check_split, console, database, split_names
+from cbir_pg.app.cli._common import check_split, console, database, names_or_all, split_names
 from cbir_pg.app.cli.options import Datasets, OnlyModel, ShowProgress
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
@@ -14,10 +14,6 @@ app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
     invoke_without_command=True,
 )
-
-
-def _split_csv(values: list[str] | None) -> list[str] | None:
-    return split_names(values) or None
 
 
 # one piece: typer declares its options in the signature
@@ -69,15 +65,15 @@ def ingest(
     if not models:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
     if follow:
-        _follow(ctx, models, _split_csv(dataset), batch_size, device, weights, max_attempts, poll_interval)
+        _follow(ctx, models, names_or_all(dataset), batch_size, device, weights, max_attempts, poll_interval)
         return
     if len(models) > 1:
         raise ConfigError("several --model options need --follow; run one cbir-pg ingest per model")
     s = run_ingest(
         database(ctx),
         models[0],
-        datasets=_split_csv(dataset),
-        splits=_split_csv(split),
+        datasets=names_or_all(dataset),
+        splits=names_or_all(split),
         batch_size=batch_size,
         device=device,
         loader_workers=loader_workers,
