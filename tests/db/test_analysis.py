@@ -199,6 +199,42 @@ def test_linear_probe_through_db(db, synth):
     assert row[2:] == (res.epochs_run, res.best_epoch, True)
 
 
+def _eval_json(db: str, *args: str) -> dict[str, dict]:
+    """``cbir-pg eval ARGS --format json``: its rows by split (prose goes to stderr)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cbir_pg.app.cli import app
+
+    r = CliRunner().invoke(app, ["--dsn", db, "eval", *args, "--no-progress", "--format", "json"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    return {row["split"]: row for row in map(json.loads, r.stdout.splitlines())}
+
+
+def test_knn_and_linear_commands_hand_their_options_to_the_library(db, synth):
+    """The shared options (--model, --dataset, --mode, --connections, --seed, --no-progress) reach the
+    library: each command's rows carry the numbers of the library call with the same settings."""
+    from cbir_pg.eval.knn import evaluate_knn
+    from cbir_pg.eval.linear import evaluate_linear
+
+    common = ("--model", synth.model, "--dataset", "synth")
+    knn = _eval_json(db, "knn", *common, "--k", "1..9", "--mode", "exact", "--connections", "1")
+    ref = evaluate_knn(
+        Database(db), synth.model, k_range=range(1, 10), datasets=["synth"], mode="exact", store=False
+    )
+    assert knn["test"]["f1_micro"] == pytest.approx(ref.test.f1_micro)
+    assert knn["val"]["auroc_macro"] == pytest.approx(ref.val.auroc_macro)
+    linear = _eval_json(db, "linear", *common, "--seed", "3", "--lr", "0.05", "--max-epochs", "5")
+    ref = evaluate_linear(
+        Database(db), synth.model, seed=3, lr=0.05, max_epochs=5, datasets=["synth"], store=False
+    )
+    assert linear["test"]["f1_micro"] == pytest.approx(ref.test.f1_micro)
+    assert linear["test"]["run"] != knn["test"]["run"]  # each command stored its own run
+    with pytest.raises(AssertionError, match="no labelled 'test' images"):  # --dataset restricts
+        _eval_json(db, "knn", "--model", synth.model, "--dataset", "nosuch", "--mode", "exact")
+
+
 def test_ablation_scales_down_and_is_stored(db, synth):
     from cbir_pg.eval.ablation import run_ablation
 

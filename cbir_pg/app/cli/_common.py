@@ -107,3 +107,8 @@ def split_names(values: list[str] | None) -> list[str]:
             raise ConfigError(f"empty name in {v!r}: give comma-separated names")
         out += parts
     return out
+
+
+def names_or_all(values: list[str] | None) -> list[str] | None:
+    """:func:`split_names` for a filter option: ``None`` (no restriction) when no name was given."""
+    return split_names(values) or None

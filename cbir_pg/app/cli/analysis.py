@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import database, err_console, names_or_all, parse_int_list, split_names
+from cbir_pg.app.cli.options import (
+    Connections,
+    EncoderKey,
+    EvalDatasets,
+    ModelKey,
+    SearchMode,
+    Seed,
+    ShowProgress,
+)
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
-
-
-def _datasets(values: list[str] | None) -> list[str] | None:
-    return split_names(values) or None
 
 
 def _k_range(text: str):
@@ -57,19 +62,15 @@ def _metrics_table(title: str, rows: list[tuple[str, object]], fmt: Format, run_
 
 def knn(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = ...,
     k: str = typer.Option("1..99", "--k", help="k values tried on val: a range 1..99 or a list 1,5,9"),
     index_split: str = typer.Option("train", "--index-split", help="split(s) searched, comma-separated"),
-    dataset: list[str] = typer.Option(
-        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
-    ),
-    mode: str = typer.Option(
-        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
-    ),
+    dataset: EvalDatasets = None,
+    mode: SearchMode = None,
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max k)"),
     weighted: bool = typer.Option(False, "--weighted/--no-weighted", help="similarity-weighted votes"),
-    connections: int = typer.Option(2, "--connections", help="parallel database connections"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    connections: Connections = 2,
+    progress: ShowProgress = True,
     profile: str = typer.Option("default", "--profile", help="default or paper (exact search), recorded"),
     fmt: Format = format_option(),
 ) -> None:
@@ -85,7 +86,7 @@ def knn(
         model,
         k_range=_k_range(k),
         index_splits=split_names([index_split]),
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         mode=mode,
         ef_search=ef_search,
         weighted=weighted,
@@ -104,8 +105,8 @@ def knn(
 
 def linear(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key"),
-    seed: int = typer.Option(0, "--seed"),
+    model: EncoderKey = ...,
+    seed: Seed = 0,
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     batch_size: int = typer.Option(512, "--batch-size"),
@@ -113,11 +114,9 @@ def linear(
     patience: int = typer.Option(
         20, "--patience", help="epochs without a better val criterion before stopping"
     ),
-    dataset: list[str] = typer.Option(
-        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
-    ),
+    dataset: EvalDatasets = None,
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ShowProgress = True,
     rule: str = typer.Option(
         None,
         "--rule",
@@ -142,7 +141,7 @@ def linear(
         batch_size=batch_size,
         max_epochs=max_epochs,
         patience=patience,
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         device=device,
         progress=progress,
         rule=rule,
@@ -161,18 +160,16 @@ def linear(
 
 def ablation(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key"),
+    model: EncoderKey = ...,
     sizes: str = typer.Option("5,10,25,50,100,250,500,1000,3000", "--sizes", help="index images per class"),
     min_class_size: int = typer.Option(
         3000, "--min-class-size", help="classes need more index images than this"
     ),
     queries_per_class: int = typer.Option(38, "--queries-per-class"),
     seeds: int = typer.Option(1, "--seeds", help="number of random index draws (seeds 0..n-1)"),
-    dataset: list[str] = typer.Option(
-        None, "--dataset", "-d", help="restrict to dataset key(s); default: all"
-    ),
+    dataset: EvalDatasets = None,
     mode: str = typer.Option("exact", "--mode", help="exact (default) or ann"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ShowProgress = True,
     fmt: Format = format_option(),
 ) -> None:
     """Index-size ablation (Fig. 3B): P@1 with N random index images per class; stored (kind ablation)."""
@@ -188,7 +185,7 @@ def ablation(
         min_class_size=min_class_size,
         queries_per_class=queries_per_class,
         seeds=tuple(range(seeds)),
-        datasets=_datasets(dataset),
+        datasets=names_or_all(dataset),
         mode=mode,
         progress=progress,
     )

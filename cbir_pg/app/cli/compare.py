@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import database, parse_int_list
+from cbir_pg.app.cli.options import Cutoffs
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
 
 
@@ -21,7 +22,7 @@ def compare(
     ctx: typer.Context,
     run_a: int = typer.Argument(..., help="run id A (the difference is A - B)"),
     run_b: int = typer.Argument(..., help="run id B"),
-    n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
+    n: Cutoffs = "1,3,5,10",
     level: float = typer.Option(0.95, "--level", help="confidence level of the interval"),
     resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples"),
     permutations: int = typer.Option(2000, "--permutations", help="sign flips of the paired test"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from cbir_pg.app.cli._common import database, split_names
+from cbir_pg.app.cli._common import database, names_or_all
+from cbir_pg.app.cli.options import Datasets
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, say
 
 
 def dedupe(
     ctx: typer.Context,
-    dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
+    dataset: Datasets = None,
     threshold: int = typer.Option(
         None, "--threshold", "-t", help="Hamming distance of the 64-bit pHashes [the import's, 4]"
     ),
@@ -26,7 +27,7 @@ def dedupe(
 
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     with database(ctx).connection(vector=False) as conn:
-        pairs = cross_split_pairs(conn, split_names(dataset) or None, t, include_excluded)
+        pairs = cross_split_pairs(conn, names_or_all(dataset), t, include_excluded)
     counts: dict[tuple[str, str, str], int] = {}
     for p in pairs:
         key = (p.dataset, p.split_a, p.split_b)

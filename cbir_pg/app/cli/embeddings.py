@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import console, database, split_names
+from cbir_pg.app.cli._common import console, database, names_or_all
 
 app = typer.Typer(
     help="Embeddings made elsewhere: import the paper's published HDF5 files.", no_args_is_help=True
@@ -28,7 +28,7 @@ def import_h5(
     model's table, matched to the images of a dkfz-splits import; dimension and norm checked."""
     from cbir_pg.ingest.h5 import import_h5 as run
 
-    s = run(database(ctx), path, model, datasets=split_names(dataset) or None)
+    s = run(database(ctx), path, model, datasets=names_or_all(dataset))
     for f in s.files:
         extra = f" (e.g. {', '.join(f.examples_unmatched)})" if f.unmatched else ""
         console.print(

@@ -8,7 +8,15 @@ from enum import Enum
 
 import typer
 
-from cbir_pg.app.cli._common import check_split, database, err_console, parse_int_list, split_names
+from cbir_pg.app.cli._common import (
+    check_split,
+    database,
+    err_console,
+    names_or_all,
+    parse_int_list,
+    split_names,
+)
+from cbir_pg.app.cli.options import Connections, Cutoffs, ModelKey, SearchMode
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 app = typer.Typer(
@@ -26,7 +34,7 @@ def _fmt(x: float | None, signed: bool = False) -> str:
 @app.command()
 def retrieval(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = None,
     fuse: str = typer.Option(
         None, "--fuse", help="fuse these models' rankings (KEY1,KEY2[,...]) instead of one --model"
     ),
@@ -48,7 +56,7 @@ def retrieval(
         help="k-reciprocal re-ranking with K1,LAMBDA (e.g. 20,0.3); one model only",
         show_default=False,
     ),
-    n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
+    n: Cutoffs = "1,3,5,10",
     index_split: str = typer.Option(
         None, "--index-split", callback=check_split, help="split(s) searched, comma-separated [train]"
     ),
@@ -61,14 +69,12 @@ def retrieval(
     dataset: list[str] = typer.Option(
         None, "--dataset", "-d", help="restrict to dataset key(s); default: all (combined)"
     ),
-    mode: str = typer.Option(
-        None, "--mode", help="ann (HNSW index; default) or exact (sequential scan; the paper profile)"
-    ),
+    mode: SearchMode = None,
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw.ef_search (raised to at least max N)"),
     compare_exact: bool = typer.Option(
         False, "--compare-exact/--no-compare-exact", help="run ann and exact; report recall and ΔP@N"
     ),
-    connections: int = typer.Option(2, "--connections", help="parallel database connections"),
+    connections: Connections = 2,
     batch_size: int = typer.Option(256, "--batch-size", help="queries per SQL statement"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar (queries/s)"),
     profile: str = typer.Option(
@@ -157,7 +163,7 @@ def _single_model_eval(ctx, opts: RankingOptions, fmt: Format, **settings) -> No
         ns=parse_int_list(opts.n),
         index_splits=split_names([opts.index_split]),
         query_splits=split_names([opts.query_split]),
-        datasets=split_names(opts.dataset) or None,
+        datasets=names_or_all(opts.dataset),
         mode=opts.mode,
         ef_search=opts.ef_search,
         **settings,
@@ -282,7 +288,7 @@ def _ranking_eval(ctx, opts: RankingOptions, fmt: Format) -> None:
         ns=parse_int_list(opts.n),
         index_split=index_splits[0],
         query_splits=split_names([opts.query_split]),
-        datasets=split_names(opts.dataset) or None,
+        datasets=names_or_all(opts.dataset),
         mode=opts.mode,
         ef_search=opts.ef_search,
     )
@@ -306,7 +312,7 @@ def zeroshot(
         "--template",
         help="prompt per class; fields {modality} {region} {finding} {key}",
     ),
-    n: str = typer.Option("1,3,5,10", "--n", help="cut-offs N, comma-separated"),
+    n: Cutoffs = "1,3,5,10",
     split: str = typer.Option(
         "test", "--split", callback=check_split, help="the images searched and classified"
     ),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import database, err_console
+from cbir_pg.app.cli.options import ModelKey
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line, say
 
 
@@ -19,7 +20,7 @@ def explain(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="query: a stored image id or an image file"),
     neighbour: str = typer.Argument(..., help="neighbour: a stored image id or an image file"),
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = ...,
     method: str = typer.Option("occlusion", "--method", help="occlusion, rise or gradients"),
     png: Path = typer.Option(None, "--png", help="write the two overlays (query | neighbour) as a PNG here"),
     npy: Path = typer.Option(None, "--npy", help="write the raw maps as a (2, S, S) float32 .npy here"),
@@ -60,7 +61,7 @@ def explain(
 
 def eval_explain(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = ...,
     methods: list[str] = typer.Option(
         None, "--method", help="method(s) to measure (repeatable; default: occlusion, rise, gradients)"
     ),

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import typer
 
 from cbir_pg.app.cli._common import console, database
+from cbir_pg.app.cli.options import EncoderKey, ModelKey, OnlyModel
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(help="HNSW index per model: build (after loading), status, drop.", no_args_is_help=True)
@@ -41,7 +42,7 @@ def parse_size_mb(text: str) -> int:
 @app.command()
 def build(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = ...,
     m: int = typer.Option(16, "--m", help="HNSW neighbours per node"),
     ef_construction: int = typer.Option(64, "--ef-construction", help="HNSW candidate list while building"),
     concurrently: bool = typer.Option(
@@ -127,7 +128,7 @@ def _say_built(report) -> None:
 @app.command()
 def status(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    model: OnlyModel = None,
     fmt: Format = format_option(),
 ) -> None:
     """Index size, parameters, and build progress (pg_stat_progress_create_index)."""
@@ -158,7 +159,7 @@ def status(
 @app.command()
 def drop(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="encoder key"),
+    model: EncoderKey = ...,
     concurrently: bool = typer.Option(
         False, "--concurrently/--no-concurrently", help="drop without blocking reads and writes"
     ),

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import typer
 
-from cbir_pg.app.cli._common import check_split, console, database, split_names
+from cbir_pg.app.cli._common import check_split, console, database, names_or_all, split_names
+from cbir_pg.app.cli.options import Datasets, OnlyModel, ShowProgress
 from cbir_pg.app.cli.output import Col, Format, emit, format_option
 
 app = typer.Typer(
     help="Embed images with an encoder (claim → decode → encode → COPY); `ingest status` shows progress.",
     invoke_without_command=True,
 )
-
-
-def _split_csv(values: list[str] | None) -> list[str] | None:
-    return split_names(values) or None
 
 
 # one piece: typer declares its options in the signature
@@ -26,7 +23,7 @@ def ingest(
     model: list[str] = typer.Option(
         None, "--model", "-m", help="encoder key (see: cbir-pg models list); repeatable with --follow"
     ),
-    dataset: list[str] = typer.Option(None, "--dataset", "-d", help="dataset key(s); default: all"),
+    dataset: Datasets = None,
     split: list[str] = typer.Option(
         None, "--split", "-s", callback=check_split, help="train, val and/or test; default: all"
     ),
@@ -42,7 +39,7 @@ def ingest(
     weights: Path = typer.Option(None, "--weights", help="local weights file or folder"),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="retries per failing image"),
     limit: int = typer.Option(None, "--limit", min=1, help="stop after this many images"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ShowProgress = True,
     follow: bool = typer.Option(
         False,
         "--follow",
@@ -68,15 +65,15 @@ def ingest(
     if not models:
         raise ConfigError("missing --model KEY (see: cbir-pg models list)")
     if follow:
-        _follow(ctx, models, _split_csv(dataset), batch_size, device, weights, max_attempts, poll_interval)
+        _follow(ctx, models, names_or_all(dataset), batch_size, device, weights, max_attempts, poll_interval)
         return
     if len(models) > 1:
         raise ConfigError("several --model options need --follow; run one cbir-pg ingest per model")
     s = run_ingest(
         database(ctx),
         models[0],
-        datasets=_split_csv(dataset),
-        splits=_split_csv(split),
+        datasets=names_or_all(dataset),
+        splits=names_or_all(split),
         batch_size=batch_size,
         device=device,
         loader_workers=loader_workers,
@@ -131,7 +128,7 @@ def _follow(ctx, models, datasets, batch_size, device, weights, max_attempts, po
 @app.command()
 def status(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="only this encoder"),
+    model: OnlyModel = None,
     fmt: Format = format_option(),
 ) -> None:
     """Exact done, pending and failed image counts per encoder and dataset."""

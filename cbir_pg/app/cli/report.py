@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import console, database, err_console
+from cbir_pg.app.cli.options import Seed
 
 
 def report(
@@ -19,7 +20,7 @@ def report(
     grid_queries: int = typer.Option(
         4, "--grid-queries", help="sampled queries in the retrieval grids (0: none)"
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Seed = 0,
 ) -> None:
     """Write PNG figures and an index.html with the leaderboard and the kNN/linear table."""
     from cbir_pg.eval.report import write_report

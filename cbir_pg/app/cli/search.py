@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cbir_pg.app.cli._common import check_split, database, err_console
+from cbir_pg.app.cli.options import ModelKey
 from cbir_pg.app.cli.output import Col, Format, emit, format_option, print_line
 
 
@@ -20,7 +21,7 @@ def search(
     weights: Path = typer.Option(
         None, "--weights", help="checkpoint of the model's text tower (with --text)"
     ),
-    model: str = typer.Option(..., "--model", "-m", help="encoder key, e.g. efficientnet_lite0"),
+    model: ModelKey = ...,
     k: int = typer.Option(10, "-k", "--k", min=1, help="number of neighbours"),
     split: str = typer.Option(
         None, "--split", callback=check_split, help="only neighbours from this split (train, val, test)"
