@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -65,31 +65,29 @@ def _fetch_vectors(dsn: str, table: str, dim: int) -> tuple[np.ndarray, float]:
 
 
 @dataclass(frozen=True)
-class P3Setup:
-    """What every size of a P3 (or ``--scale``) series shares: the query count and dimension, the
-    clustered vectors' generator (:func:`bench.common.clustered_unit_vectors`), the HNSW build and the
-    evaluation's parallelism. The defaults are the setup docs/benchmarks.md reports."""
+class Clusters:
+    """The clustered vectors' generator (:func:`bench.common.clustered_unit_vectors`) besides the seed,
+    as each size's result records it."""
 
-    n_queries: int
-    dim: int
     n_clusters: int = 1000
     noise: float = 1.0
     n_classes: int = 20
     label_noise: float = 0.2
+
+
+@dataclass(frozen=True)
+class P3Setup:
+    """What every size of a P3 (or ``--scale``) series shares: the query count and dimension, the
+    vectors' generator, the HNSW build and the evaluation's parallelism. The defaults are the setup
+    docs/benchmarks.md reports."""
+
+    n_queries: int
+    dim: int
+    clusters: Clusters = Clusters()
     m: int = 16
     ef_construction: int = 64
     connections: int = 2
     batch_size: int = 256
-
-    @property
-    def generator(self) -> dict[str, Any]:
-        """The generator's parameters (besides the seed), as each size's result records them."""
-        return {
-            "n_clusters": self.n_clusters,
-            "noise": self.noise,
-            "n_classes": self.n_classes,
-            "label_noise": self.label_noise,
-        }
 
 
 @dataclass
@@ -110,7 +108,7 @@ def _load(dsn: str, setup: P3Setup, size: int, key: str) -> _Loaded:
     product's ``build_index``, table and index prewarmed."""
     from cbir_pg.index import build_index
 
-    x, labels = clustered_unit_vectors(size + setup.n_queries, setup.dim, seed=size, **setup.generator)
+    x, labels = clustered_unit_vectors(size + setup.n_queries, setup.dim, seed=size, **asdict(setup.clusters))
     splits = np.array(["train"] * size + ["test"] * setup.n_queries, dtype=object)
     with connect(dsn) as conn:
         ids = seed_images(conn, labels, splits, dataset=key)
@@ -247,7 +245,7 @@ def _size_result(
         "size": size,
         "n_queries": setup.n_queries,
         "dim": setup.dim,
-        **setup.generator,
+        **asdict(setup.clusters),
         "connections": setup.connections,
         "batch_size": setup.batch_size,
         "copy_rows_per_s": round(len(ld.ids) / ld.copy_s),

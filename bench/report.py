@@ -4,7 +4,7 @@ and for each target not reached the measured numbers that explain it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +355,22 @@ def render(
     return "\n".join(L) + "\n"
 
 
+def _p1_rows_md(cases: list[dict[str, Any]]) -> Iterator[str]:
+    """The P1 table's rows: one per model and variant (a case that failed says so)."""
+    for c in cases:
+        if c.get("ratio") is None:
+            yield f"| {c['model']} | error | | | | | | | | | | | | |"
+            continue
+        yield (
+            f"| {c['model']}{' (random weights)' if c['random_weights'] else ''}"
+            f"{' [' + c['variant'] + ']' if c.get('variant', 'product') != 'product' else ''} | {c['device']} | {c['precision']} | {c['batch_size']} | {c['loader_workers']} | "
+            f"{c['bare_images_per_s']:,.1f} | {c['ingest_images_per_s']:,.1f} ({c['ingest_images']:,} images) | {c['ratio']:.2f} | "
+            f"{_num(c.get('steady_images_per_s'))} ({_num(c.get('steady_ratio'), 2)}) | {_num(c.get('first_batch_s'), 2)} | "
+            f"{c.get('decode_preprocess_images_per_s_1proc', float('nan')):,.0f} | {c.get('copy_commit_s_per_batch', float('nan')) * 1000:.1f} | "
+            f"{c['peak_rss_mb']:,.0f} | {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} |"
+        )
+
+
 def _p1_section(r: dict[str, Any], title: str) -> list[str]:
     L: list[str] = []
     p1 = r.get("p1")
@@ -369,22 +385,9 @@ def _p1_section(r: dict[str, Any], title: str) -> list[str]:
         L.append("")
         L += _table(
             "| model | device | precision | batch | loader workers | bare img/s | ingest img/s | ratio | steady-state img/s (ratio) | first batch s | worker decode img/s (1 proc) | COPY+commit ms/batch | peak RSS MB | + workers MB |",
-            map(_p1_row, p1["cases"]),
+            _p1_rows_md(p1["cases"]),
         )
     return L
-
-
-def _p1_row(c: dict[str, Any]) -> str:
-    if c.get("ratio") is None:
-        return f"| {c['model']} | error | | | | | | | | | | | | |"
-    return (
-        f"| {c['model']}{' (random weights)' if c['random_weights'] else ''}"
-        f"{' [' + c['variant'] + ']' if c.get('variant', 'product') != 'product' else ''} | {c['device']} | {c['precision']} | {c['batch_size']} | {c['loader_workers']} | "
-        f"{c['bare_images_per_s']:,.1f} | {c['ingest_images_per_s']:,.1f} ({c['ingest_images']:,} images) | {c['ratio']:.2f} | "
-        f"{_num(c.get('steady_images_per_s'))} ({_num(c.get('steady_ratio'), 2)}) | {_num(c.get('first_batch_s'), 2)} | "
-        f"{c.get('decode_preprocess_images_per_s_1proc', float('nan')):,.0f} | {c.get('copy_commit_s_per_batch', float('nan')) * 1000:.1f} | "
-        f"{c['peak_rss_mb']:,.0f} | {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} |"
-    )
 
 
 def _rest(r: dict[str, Any]) -> list[str]:
