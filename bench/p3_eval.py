@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,32 @@ def _fetch_vectors(dsn: str, table: str, dim: int) -> tuple[np.ndarray, float]:
     return x, time.perf_counter() - t0
 
 
+@dataclass(frozen=True)
+class Clusters:
+    """The clustered vectors' generator (:func:`bench.common.clustered_unit_vectors`) besides the seed,
+    as each size's result records it."""
+
+    n_clusters: int = 1000
+    noise: float = 1.0
+    n_classes: int = 20
+    label_noise: float = 0.2
+
+
+@dataclass(frozen=True)
+class P3Setup:
+    """What every size of a P3 (or ``--scale``) series shares: the query count and dimension, the
+    vectors' generator, the HNSW build and the evaluation's parallelism. The defaults are the setup
+    docs/benchmarks.md reports."""
+
+    n_queries: int
+    dim: int
+    clusters: Clusters = Clusters()
+    m: int = 16
+    ef_construction: int = 64
+    connections: int = 2
+    batch_size: int = 256
+
+
 @dataclass
 class _Loaded:
     """One size's vectors in PostgreSQL with the product's index, and what loading them measured."""
@@ -77,22 +103,22 @@ class _Loaded:
     blocks: int
 
 
-def _load(
-    dsn: str, size: int, n_queries: int, dim: int, gen: dict[str, Any], key: str, m: int, efc: int
-) -> _Loaded:
-    """Clustered vectors (``size`` train + ``n_queries`` test) COPYed in, HNSW built by the product's
-    ``build_index``, table and index prewarmed."""
+def _load(dsn: str, setup: P3Setup, size: int, key: str) -> _Loaded:
+    """Clustered vectors (``size`` train + ``setup.n_queries`` test) COPYed in, HNSW built by the
+    product's ``build_index``, table and index prewarmed."""
     from cbir_pg.index import build_index
 
-    x, labels = clustered_unit_vectors(size + n_queries, dim, seed=size, **gen)
-    splits = np.array(["train"] * size + ["test"] * n_queries, dtype=object)
+    x, labels = clustered_unit_vectors(size + setup.n_queries, setup.dim, seed=size, **asdict(setup.clusters))
+    splits = np.array(["train"] * size + ["test"] * setup.n_queries, dtype=object)
     with connect(dsn) as conn:
         ids = seed_images(conn, labels, splits, dataset=key)
-        table = create_vector_table(conn, key, dim)
+        table = create_vector_table(conn, key, setup.dim)
         t_copy = copy_vectors_numpy(conn, table, ids, x)
         conn.autocommit = True
         conn.execute(sql.SQL("vacuum analyze {}").format(ident(table)))
-    report = build_index(Database(dsn), key, m=m, ef_construction=efc, progress=False, recall_queries=0)
+    report = build_index(
+        Database(dsn), key, m=setup.m, ef_construction=setup.ef_construction, progress=False, recall_queries=0
+    )
     with connect(dsn, autocommit=True) as conn:
         blocks = prewarm(conn, table, f"{table}_hnsw_idx", "cbir.image")
     return _Loaded(key, table, ids, labels, t_copy, report, blocks)
@@ -169,19 +195,10 @@ def _ann_run(
 
 def run_size(
     dsn: str,
+    setup: P3Setup,
     *,
     size: int,
-    n_queries: int,
-    dim: int,
     ef_values: list[int],
-    n_clusters: int = 1000,
-    noise: float = 1.0,
-    n_classes: int = 20,
-    label_noise: float = 0.2,
-    connections: int = 2,
-    batch_size: int = 256,
-    m: int = 16,
-    ef_construction: int = 64,
     key_prefix: str = "p3",
     latency_queries: int = 0,
     drop_after: bool = False,
@@ -192,17 +209,16 @@ def run_size(
     top-10 statements (one client, prepared, binary) at each ``ef_search`` (the scale part);
     ``drop_after`` drops the embedding table at the end (keeps a series of large sizes within memory
     and disk)."""
-    gen = {"n_clusters": n_clusters, "noise": noise, "n_classes": n_classes, "label_noise": label_noise}
-    ld = _load(dsn, size, n_queries, dim, gen, f"{key_prefix}_{size}", m, ef_construction)
+    ld = _load(dsn, setup, size, f"{key_prefix}_{size}")
     report = ld.report
     log(f"  P3 {size}: COPY {len(ld.ids) / ld.copy_s:,.0f} rows/s, HNSW build {report.build_seconds:.1f}s")
-    ex = _exact(dsn, ld, size, dim)
+    ex = _exact(dsn, ld, size, setup.dim)
     log(
-        f"  P3 {size}: exact FAISS {ex.seconds:.2f}s ({n_queries / ex.seconds:,.0f} q/s), fetch from PG {ex.fetch_s:.2f}s"
+        f"  P3 {size}: exact FAISS {ex.seconds:.2f}s ({setup.n_queries / ex.seconds:,.0f} q/s), fetch from PG {ex.fetch_s:.2f}s"
     )
     runs = []
     for ef in ef_values:
-        row = _ann_run(dsn, ld, ex, size, ef, batch_size, connections)
+        row = _ann_run(dsn, ld, ex, size, ef, setup.batch_size, setup.connections)
         log(
             f"  P3 {size} ef={row['ef_search']}: SQL-HNSW {row['sql_wall_s']:.2f}s ({row['sql_qps']:,.0f} q/s)"
             f" vs exact {ex.seconds:.2f}s -> {row['speedup_vs_exact']}x, |dP@N| {row['max_abs_delta_p']:.4f},"
@@ -210,38 +226,15 @@ def run_size(
         )
         runs.append(row)
     if latency_queries:
-        _latency(dsn, ld.table, dim, report.opclass, ex.queries[:latency_queries], runs, log=log)
+        _latency(dsn, ld.table, setup.dim, report.opclass, ex.queries[:latency_queries], runs, log=log)
     if drop_after:
         with connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("drop table {}").format(ident(ld.table)))
-    return _size_result(
-        ld,
-        ex,
-        runs,
-        size=size,
-        n_queries=n_queries,
-        dim=dim,
-        gen=gen,
-        m=m,
-        ef_construction=ef_construction,
-        connections=connections,
-        batch_size=batch_size,
-    )
+    return _size_result(ld, ex, runs, setup, size)
 
 
 def _size_result(
-    ld: _Loaded,
-    ex: _Exact,
-    runs: list[dict[str, Any]],
-    *,
-    size: int,
-    n_queries: int,
-    dim: int,
-    gen: dict[str, Any],
-    m: int,
-    ef_construction: int,
-    connections: int,
-    batch_size: int,
+    ld: _Loaded, ex: _Exact, runs: list[dict[str, Any]], setup: P3Setup, size: int
 ) -> dict[str, object]:
     """One size's record: what was loaded and built, the exact reference, each ef_search's run, and the
     best run within |dP@N| <= TARGET_DELTA (the target)."""
@@ -250,24 +243,24 @@ def _size_result(
     best = max(ok, key=lambda r: r["speedup_vs_exact"]) if ok else None
     return {
         "size": size,
-        "n_queries": n_queries,
-        "dim": dim,
-        **gen,
-        "connections": connections,
-        "batch_size": batch_size,
+        "n_queries": setup.n_queries,
+        "dim": setup.dim,
+        **asdict(setup.clusters),
+        "connections": setup.connections,
+        "batch_size": setup.batch_size,
         "copy_rows_per_s": round(len(ld.ids) / ld.copy_s),
         "hnsw_build_s": round(report.build_seconds, 3),
         "graph_vectors": report.rows,
         "index_opclass": report.opclass,
-        "hnsw_m": m,
-        "hnsw_ef_construction": ef_construction,
+        "hnsw_m": setup.m,
+        "hnsw_ef_construction": setup.ef_construction,
         "index_bytes": report.size_bytes,
         "index_mb": round(report.size_bytes / 2**20, 1),
         "build_maintenance_work_mem_mb": report.maintenance_work_mem_mb,
         "build_parallel_workers": report.parallel_workers,
         "prewarmed_blocks": ld.blocks,
         "exact_faiss_s": round(ex.seconds, 3),
-        "exact_faiss_qps": round(n_queries / ex.seconds, 1),
+        "exact_faiss_qps": round(setup.n_queries / ex.seconds, 1),
         "exact_fetch_from_pg_s": round(ex.fetch_s, 3),
         "p_at_n_exact": {str(n): round(ex.p_at_n[n], 5) for n in NS},
         "runs": runs,
@@ -301,12 +294,8 @@ def run_p3(
     connections: int = 2,
     log=print,
 ) -> dict[str, object]:
-    per_size = [
-        run_size(
-            dsn, size=s, n_queries=n_queries, dim=dim, ef_values=ef_values, connections=connections, log=log
-        )
-        for s in sizes
-    ]
+    setup = P3Setup(n_queries, dim, connections=connections)
+    per_size = [run_size(dsn, setup, size=s, ef_values=ef_values, log=log) for s in sizes]
     last = per_size[-1]
     return {
         "sizes": sizes,

@@ -4,6 +4,7 @@ and for each target not reached the measured numbers that explain it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,13 @@ def _header(meta: dict[str, Any], rel: str) -> list[str]:
     ]
 
 
-TARGETS_HEAD = ["| measurement | value | target | result |", "|---|---|---|---|"]
+TARGETS_HEAD = "| measurement | value | target | result |"
+
+
+def _table(head: str, rows: Iterable[str], sep: str = "") -> list[str]:
+    """A markdown table: the ``head`` line, its separator (``sep``, else ``|---|`` under every column),
+    the rows, then a blank line."""
+    return [head, sep or "|" + "---|" * (head.count("|") - 1), *rows, ""]
 
 
 def _target_line(row: dict[str, Any], source: str = "") -> str:
@@ -273,10 +280,8 @@ def _target_line(row: dict[str, Any], source: str = "") -> str:
 
 def _targets(rows: list[dict[str, Any]], round2_extras: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     """The targets table: this run's rows, then other runs' ceiling / storage rows (named by file)."""
-    L = ["## Targets", "", *TARGETS_HEAD, *(_target_line(row) for row in rows)]
-    for path, x in round2_extras:
-        L += [_target_line(row, f" [`{path.name}`]") for row in round2_rows(x)]
-    return L + [""]
+    extras = [_target_line(row, f" [`{path.name}`]") for path, x in round2_extras for row in round2_rows(x)]
+    return ["## Targets", "", *_table(TARGETS_HEAD, [*map(_target_line, rows), *extras])]
 
 
 def _notes_and_reasons(r: dict[str, Any]) -> list[str]:
@@ -299,9 +304,7 @@ def _other_p1(path: Path, x: dict[str, Any]) -> list[str]:
         "",
         f"{x['meta']['date']}, `{x['meta']['mode']}` mode, {_fmt_machine(x['meta']['machine'])}.",
         "",
-        *TARGETS_HEAD,
-        *(_target_line(row) for row in summary_rows(x) if row["name"].startswith("P1")),
-        "",
+        *_table(TARGETS_HEAD, (_target_line(row) for row in summary_rows(x) if row["name"].startswith("P1"))),
         *_p1_section(x, ""),
     ]
     ex = [e for e in _explanations(x) if e.startswith("**P1")]
@@ -352,6 +355,22 @@ def render(
     return "\n".join(L) + "\n"
 
 
+def _p1_rows_md(cases: list[dict[str, Any]]) -> Iterator[str]:
+    """The P1 table's rows: one per model and variant (a case that failed says so)."""
+    for c in cases:
+        if c.get("ratio") is None:
+            yield f"| {c['model']} | error | | | | | | | | | | | | |"
+            continue
+        yield (
+            f"| {c['model']}{' (random weights)' if c['random_weights'] else ''}"
+            f"{' [' + c['variant'] + ']' if c.get('variant', 'product') != 'product' else ''} | {c['device']} | {c['precision']} | {c['batch_size']} | {c['loader_workers']} | "
+            f"{c['bare_images_per_s']:,.1f} | {c['ingest_images_per_s']:,.1f} ({c['ingest_images']:,} images) | {c['ratio']:.2f} | "
+            f"{_num(c.get('steady_images_per_s'))} ({_num(c.get('steady_ratio'), 2)}) | {_num(c.get('first_batch_s'), 2)} | "
+            f"{c.get('decode_preprocess_images_per_s_1proc', float('nan')):,.0f} | {c.get('copy_commit_s_per_batch', float('nan')) * 1000:.1f} | "
+            f"{c['peak_rss_mb']:,.0f} | {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} |"
+        )
+
+
 def _p1_section(r: dict[str, Any], title: str) -> list[str]:
     L: list[str] = []
     p1 = r.get("p1")
@@ -364,73 +383,70 @@ def _p1_section(r: dict[str, Any], title: str) -> list[str]:
             f"Real images: MedMNIST breastmnist + pneumoniamnist ({p1['images_available']:,} registered; files repeated as extra datasets when more are needed)."
         )
         L.append("")
-        L.append(
-            "| model | device | precision | batch | loader workers | bare img/s | ingest img/s | ratio | steady-state img/s (ratio) | first batch s | worker decode img/s (1 proc) | COPY+commit ms/batch | peak RSS MB | + workers MB |"
+        L += _table(
+            "| model | device | precision | batch | loader workers | bare img/s | ingest img/s | ratio | steady-state img/s (ratio) | first batch s | worker decode img/s (1 proc) | COPY+commit ms/batch | peak RSS MB | + workers MB |",
+            _p1_rows_md(p1["cases"]),
         )
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for c in p1["cases"]:
-            if c.get("ratio") is None:
-                L.append(f"| {c['model']} | error | | | | | | | | | | | | |")
-                continue
-            L.append(
-                f"| {c['model']}{' (random weights)' if c['random_weights'] else ''}"
-                f"{' [' + c['variant'] + ']' if c.get('variant', 'product') != 'product' else ''} | {c['device']} | {c['precision']} | {c['batch_size']} | {c['loader_workers']} | "
-                f"{c['bare_images_per_s']:,.1f} | {c['ingest_images_per_s']:,.1f} ({c['ingest_images']:,} images) | {c['ratio']:.2f} | "
-                f"{_num(c.get('steady_images_per_s'))} ({_num(c.get('steady_ratio'), 2)}) | {_num(c.get('first_batch_s'), 2)} | "
-                f"{c.get('decode_preprocess_images_per_s_1proc', float('nan')):,.0f} | {c.get('copy_commit_s_per_batch', float('nan')) * 1000:.1f} | "
-                f"{c['peak_rss_mb']:,.0f} | {c.get('peak_rss_with_workers_mb', float('nan')):,.0f} |"
-            )
-        L.append("")
     return L
 
 
 def _rest(r: dict[str, Any]) -> list[str]:
     L: list[str] = []
     for p2 in r.get("p2", []) or []:
-        L.append(f"## P2, query latency: {p2['n']:,} x {p2['dim']} clustered unit vectors")
-        L.append("")
-        L.append(
-            f"m={p2['m']}, ef_construction={p2['ef_construction']}, {p2['n_queries']} held-out queries, top-10, plan uses HNSW: {p2['plan_uses_hnsw']}."
-        )
-        L.append("")
-        L.append(
-            "| ef_search | pgvector p50 / p99 ms | FAISS p50 / p99 ms | p50 ratio | recall@10 pgvector / FAISS | QPS 1 client pgvector / FAISS | QPS 2 clients pgvector / FAISS |"
-        )
-        L.append("|---|---|---|---|---|---|---|")
-        for s in p2["sweep"]:
-            pg, fa = s["pgvector"], s["faiss"]
-            L.append(
-                f"| {s['ef_search']} | {pg['p50_ms']:.3f} / {pg['p99_ms']:.3f} | {fa['p50_ms']:.3f} / {fa['p99_ms']:.3f} | {s['p50_ratio']:.1f}x | "
-                f"{pg['recall@10']:.4f} / {fa['recall@10']:.4f} | {pg['qps_1client']:,.0f} / {fa['qps_1client']:,.0f} | "
-                f"{pg['qps_2clients']:,.0f} / {fa['qps_2clients']:,.0f} |"
-            )
-        b = p2.get("breakdown") or {}
-        if b:
-            L.append("")
-            L.append(
-                f"Breakdown at ef_search {b['ef_search']}: prepared `select 1` round trip {b['select1_roundtrip_p50_ms']:.3f} ms; "
-                f"server-side execution of the top-10 {b['server_execution_p50_ms']:.3f} ms (p50, EXPLAIN ANALYZE), "
-                f"{b['buffer_hits_per_query']} buffer hits. Client lever: text literal, unprepared "
-                f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms vs binary + prepared "
-                f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms (p50)."
-            )
-        L.append("")
+        L += _p2_section(p2)
     L += _p3_section(r.get("p3"), "## P3, evaluation throughput")
     if r.get("build"):
-        L.append("## Build and load")
-        L.append("")
+        L += [
+            "## Build and load",
+            "",
+            *_table(
+                "| vectors | COPY rows/s numpy-packed | COPY rows/s psycopg write_row | MB/s | HNSW build pgvector s | FAISS s | ratio | pg workers / FAISS threads | table / index MB |",
+                map(_build_row, r["build"]),
+            ),
+        ]
+    return L
+
+
+def _p2_section(p2: dict[str, Any]) -> list[str]:
+    """One P2 size: its ef_search sweep against FAISS and, where measured, the latency breakdown."""
+    L = [
+        f"## P2, query latency: {p2['n']:,} x {p2['dim']} clustered unit vectors",
+        "",
+        f"m={p2['m']}, ef_construction={p2['ef_construction']}, {p2['n_queries']} held-out queries, top-10, plan uses HNSW: {p2['plan_uses_hnsw']}.",
+        "",
+        *_table(
+            "| ef_search | pgvector p50 / p99 ms | FAISS p50 / p99 ms | p50 ratio | recall@10 pgvector / FAISS | QPS 1 client pgvector / FAISS | QPS 2 clients pgvector / FAISS |",
+            map(_p2_row, p2["sweep"]),
+        ),
+    ]
+    b = p2.get("breakdown") or {}
+    if b:
         L.append(
-            "| vectors | COPY rows/s numpy-packed | COPY rows/s psycopg write_row | MB/s | HNSW build pgvector s | FAISS s | ratio | pg workers / FAISS threads | table / index MB |"
+            f"Breakdown at ef_search {b['ef_search']}: prepared `select 1` round trip {b['select1_roundtrip_p50_ms']:.3f} ms; "
+            f"server-side execution of the top-10 {b['server_execution_p50_ms']:.3f} ms (p50, EXPLAIN ANALYZE), "
+            f"{b['buffer_hits_per_query']} buffer hits. Client lever: text literal, unprepared "
+            f"{p2['lever_client_protocol']['text_unprepared_p50_ms']:.3f} ms vs binary + prepared "
+            f"{p2['lever_client_protocol']['binary_prepared_p50_ms']:.3f} ms (p50)."
         )
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for b in r["build"]:
-            L.append(
-                f"| {b['n']:,} x {b['dim']} | {b['copy_numpy_rows_per_s']:,} | {b['copy_write_row_rows_per_s']:,} | {b['copy_numpy_mb_per_s']} | "
-                f"{b['pgvector_build_s']:.1f} | {b['faiss_build_s']:.1f} | {b['build_ratio_pg_over_faiss']:.2f}x | "
-                f"{b['pg_parallel_maintenance_workers'] + 1} / {b['faiss_threads']} | {b['table_mb']} / {b['index_mb']} |"
-            )
         L.append("")
     return L
+
+
+def _p2_row(s: dict[str, Any]) -> str:
+    pg, fa = s["pgvector"], s["faiss"]
+    return (
+        f"| {s['ef_search']} | {pg['p50_ms']:.3f} / {pg['p99_ms']:.3f} | {fa['p50_ms']:.3f} / {fa['p99_ms']:.3f} | {s['p50_ratio']:.1f}x | "
+        f"{pg['recall@10']:.4f} / {fa['recall@10']:.4f} | {pg['qps_1client']:,.0f} / {fa['qps_1client']:,.0f} | "
+        f"{pg['qps_2clients']:,.0f} / {fa['qps_2clients']:,.0f} |"
+    )
+
+
+def _build_row(b: dict[str, Any]) -> str:
+    return (
+        f"| {b['n']:,} x {b['dim']} | {b['copy_numpy_rows_per_s']:,} | {b['copy_write_row_rows_per_s']:,} | {b['copy_numpy_mb_per_s']} | "
+        f"{b['pgvector_build_s']:.1f} | {b['faiss_build_s']:.1f} | {b['build_ratio_pg_over_faiss']:.2f}x | "
+        f"{b['pg_parallel_maintenance_workers'] + 1} / {b['faiss_threads']} | {b['table_mb']} / {b['index_mb']} |"
+    )
 
 
 def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
@@ -446,20 +462,10 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
             f"the snapshot and index-set setup. Exact: FAISS `IndexFlatIP` on the same vectors, all cores."
         )
         L.append("")
-        L.append(
-            "| index | ef_search | SQL-HNSW s (statements s) | queries/s | exact FAISS s | speedup | P@1/3/5/10 SQL-HNSW | P@1/3/5/10 exact | max abs dP@N | recall@10 |"
+        L += _table(
+            "| index | ef_search | SQL-HNSW s (statements s) | queries/s | exact FAISS s | speedup | P@1/3/5/10 SQL-HNSW | P@1/3/5/10 exact | max abs dP@N | recall@10 |",
+            (_p3_run_md(s, x) for s in p3["per_size"] for x in s["runs"]),
         )
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
-        for s in p3["per_size"]:
-            pe = s["p_at_n_exact"]
-            for x in s["runs"]:
-                pa = x["p_at_n"]
-                L.append(
-                    f"| {s['size']:,} | {x['ef_search']} | {x['sql_wall_s']:.2f} ({x['sql_query_s']:.2f}) | {x['sql_qps']:,.0f} | "
-                    f"{x.get('exact_faiss_s_same_run', s['exact_faiss_s']):.2f} | {x['speedup_vs_exact']:.2f}x | {'/'.join(f'{pa[k]:.3f}' for k in ('1', '3', '5', '10'))} | "
-                    f"{'/'.join(f'{pe[k]:.3f}' for k in ('1', '3', '5', '10'))} | {x['max_abs_delta_p']:.4f} | {x['recall@10']:.4f} |"
-                )
-        L.append("")
         L.append(
             "Reading the vectors out of PostgreSQL for an exact evaluation outside the database (binary COPY) took "
             + ", ".join(f"{s['exact_fetch_from_pg_s']:.2f} s at {s['size']:,}" for s in p3["per_size"])
@@ -467,6 +473,15 @@ def _p3_section(p3: dict[str, Any] | None, title: str) -> list[str]:
         )
         L.append("")
     return L
+
+
+def _p3_run_md(s: dict[str, Any], x: dict[str, Any]) -> str:
+    pe, pa = s["p_at_n_exact"], x["p_at_n"]
+    return (
+        f"| {s['size']:,} | {x['ef_search']} | {x['sql_wall_s']:.2f} ({x['sql_query_s']:.2f}) | {x['sql_qps']:,.0f} | "
+        f"{x.get('exact_faiss_s_same_run', s['exact_faiss_s']):.2f} | {x['speedup_vs_exact']:.2f}x | {'/'.join(f'{pa[k]:.3f}' for k in ('1', '3', '5', '10'))} | "
+        f"{'/'.join(f'{pe[k]:.3f}' for k in ('1', '3', '5', '10'))} | {x['max_abs_delta_p']:.4f} | {x['recall@10']:.4f} |"
+    )
 
 
 # --------------------------------------------------------------------------- round 2 parts
@@ -563,19 +578,19 @@ def _ceiling_section(r: dict[str, Any], src: str) -> list[str]:
         "the device; COPY + commit: one batch of 1,280-d vectors)."
     )
     L.append("")
-    L.append(
-        "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |"
+    return L + _table(
+        "| images | device | cores | loader workers | batch | img/s | steady img/s | decode img/s (1 proc) | decode ms/img | preprocess ms/batch | COPY+commit ms/batch |",
+        map(_ceiling_row_md, ce["cases"]),
     )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in ce["cases"]:
-        extra = " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
-        L.append(
-            f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
-            f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
-            f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
-        )
-    L.append("")
-    return L
+
+
+def _ceiling_row_md(c: dict[str, Any]) -> str:
+    extra = " (fast decode)" if c.get("fast_decode") else (" (nvJPEG)" if c.get("jpeg_on_device") else "")
+    return (
+        f"| {c['case']}{extra} | {c['device']} | {c.get('cpu_affinity')} | {c['loader_workers']} | {c['batch_size']} |"
+        f" {c['images_per_s']:,.1f} | {_num(c.get('steady_images_per_s'))} | {c['decode_images_per_s_1proc']:,.1f} |"
+        f" {c['decode_ms_per_image']} | {c['preprocess_ms_per_batch']} | {c['copy_commit_ms_per_batch']} |"
+    )
 
 
 def _storage_section(st: dict[str, Any], src: str) -> list[str]:
@@ -591,28 +606,18 @@ def _storage_section(st: dict[str, Any], src: str) -> list[str]:
         f"{st.get('load_avg')}."
     )
     L.append("")
-    L.append(
-        "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for c in st["configs"]:
-        L.append(
+    L += _table(
+        "| storage | m | build s (FAISS s) | index MB | table MB | operating ef_search | p50 ms | FAISS p50 ms | ratio |",
+        (
             f"| {c['storage']} | {c['m']} | {c['build_s']} ({c['faiss_build_s']}) | {c['index_mb']} | {c['table_mb']} |"
             f" {c['operating_point']} | {_num(c['p50_ms'], 3)} | {_num(c['faiss_p50_ms'], 3)} | {_num(c['ratio_vs_faiss'], 2)} |"
-        )
-    L.append("")
-    L.append(
-        "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |"
+            for c in st["configs"]
+        ),
     )
-    L.append("|---|---|---|---|---|---|---|---|")
-    for c in st["configs"]:
-        for s in c["sweep"]:
-            L.append(
-                f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
-                f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
-                f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
-            )
-    L.append("")
+    L += _table(
+        "| storage | m | ef_search | recall@10 (FAISS) | p50 / p99 ms | FAISS p50 / p99 ms | QPS 1 client (FAISS) | QPS 2 clients (FAISS) |",
+        (_storage_sweep_row(c, s) for c in st["configs"] for s in c["sweep"]),
+    )
     ov = st.get("overhead")
     if ov:
         L.append(
@@ -624,6 +629,14 @@ def _storage_section(st: dict[str, Any], src: str) -> list[str]:
         )
         L.append("")
     return L
+
+
+def _storage_sweep_row(c: dict[str, Any], s: dict[str, Any]) -> str:
+    return (
+        f"| {c['storage']} | {c['m']} | {s['ef_search']} | {s['recall']:.4f} ({s['faiss_recall']:.4f}) |"
+        f" {s['p50_ms']:.3f} / {s['p99_ms']:.3f} | {s['faiss_p50_ms']:.3f} / {s['faiss_p99_ms']:.3f} |"
+        f" {s['qps_1client']:,.0f} ({s['faiss_qps_1client']:,.0f}) | {s['qps_2clients']:,.0f} ({s['faiss_qps_2clients']:,.0f}) |"
+    )
 
 
 # --------------------------------------------------------------------------- --scale (issue 19)
@@ -688,6 +701,8 @@ def scale_rows(sc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def scale_tables(sc: dict[str, Any]) -> list[str]:
     """The per-size table (build, index, memory) and the per-ef_search curve."""
+    from bench.scale import best_within_delta
+
     L: list[str] = []
     first = sc["per_size"][0]
     L.append(
@@ -700,34 +715,16 @@ def scale_tables(sc: dict[str, Any]) -> list[str]:
         f"{sc['latency_queries']} single top-10 statements."
     )
     L.append("")
-    L.append(
-        "| index vectors | graph vectors | HNSW build s | index MB (pg_relation_size) | build maintenance_work_mem MB | parallel workers | exact FAISS queries/s | chosen ef_search (max abs dP@N <= 0.002) | speedup there |"
+    L += _table(
+        "| index vectors | graph vectors | HNSW build s | index MB (pg_relation_size) | build maintenance_work_mem MB | parallel workers | exact FAISS queries/s | chosen ef_search (max abs dP@N <= 0.002) | speedup there |",
+        (_scale_size_row(s, best_within_delta(s, sc["delta"])) for s in sc["per_size"]),
+        sep="|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     )
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    from bench.scale import best_within_delta
-
-    for s in sc["per_size"]:
-        b = best_within_delta(s, sc["delta"])
-        L.append(
-            f"| {s['size']:,} | {s['graph_vectors']:,} | {s['hnsw_build_s']:.1f} | {s['index_mb']:,.1f} | "
-            f"{s['build_maintenance_work_mem_mb']:,} | {s['build_parallel_workers']} | {s['exact_faiss_qps']:,.0f} | "
-            f"{b['ef_search'] if b else '-'} | {_speedup(b)} |"
-        )
-    L.append("")
-    L.append(
-        "| index vectors | ef_search | SQL-HNSW queries/s | exact FAISS queries/s | speedup | abs dP@1 / @3 / @5 / @10 | max | recall@10 | top-10 latency p50 / p95 ms |"
+    L += _table(
+        "| index vectors | ef_search | SQL-HNSW queries/s | exact FAISS queries/s | speedup | abs dP@1 / @3 / @5 / @10 | max | recall@10 | top-10 latency p50 / p95 ms |",
+        (_scale_run_row(s, r) for s in sc["per_size"] for r in s["runs"]),
+        sep="|---:|---:|---:|---:|---:|---|---:|---:|---|",
     )
-    L.append("|---:|---:|---:|---:|---:|---|---:|---:|---|")
-    for s in sc["per_size"]:
-        for r in s["runs"]:
-            d = r.get("abs_delta_p") or {}
-            L.append(
-                f"| {s['size']:,} | {r['ef_search']} | {r['sql_qps']:,.0f} | {s['exact_faiss_qps']:,.0f} | "
-                f"{r['speedup_vs_exact']:.2f}x | {' / '.join(f'{d[k]:.4f}' for k in ('1', '3', '5', '10')) if d else '-'} | "
-                f"{r['max_abs_delta_p']:.4f} | {r['recall@10']:.4f} | "
-                f"{_num(r.get('latency_p50_ms'), 3)} / {_num(r.get('latency_p95_ms'), 3)} |"
-            )
-    L.append("")
     L.append(
         "Measured `ef_search` table (graph vectors -> smallest ef_search with max abs dP@N <= "
         f"{sc['delta']}, non-decreasing): "
@@ -736,6 +733,24 @@ def scale_tables(sc: dict[str, Any]) -> list[str]:
     )
     L.append("")
     return L
+
+
+def _scale_size_row(s: dict[str, Any], b: dict[str, Any] | None) -> str:
+    return (
+        f"| {s['size']:,} | {s['graph_vectors']:,} | {s['hnsw_build_s']:.1f} | {s['index_mb']:,.1f} | "
+        f"{s['build_maintenance_work_mem_mb']:,} | {s['build_parallel_workers']} | {s['exact_faiss_qps']:,.0f} | "
+        f"{b['ef_search'] if b else '-'} | {_speedup(b)} |"
+    )
+
+
+def _scale_run_row(s: dict[str, Any], r: dict[str, Any]) -> str:
+    d = r.get("abs_delta_p") or {}
+    return (
+        f"| {s['size']:,} | {r['ef_search']} | {r['sql_qps']:,.0f} | {s['exact_faiss_qps']:,.0f} | "
+        f"{r['speedup_vs_exact']:.2f}x | {' / '.join(f'{d[k]:.4f}' for k in ('1', '3', '5', '10')) if d else '-'} | "
+        f"{r['max_abs_delta_p']:.4f} | {r['recall@10']:.4f} | "
+        f"{_num(r.get('latency_p50_ms'), 3)} / {_num(r.get('latency_p95_ms'), 3)} |"
+    )
 
 
 def _speedup(b: dict[str, Any] | None) -> str:
@@ -772,11 +787,7 @@ def render_scale_block(r: dict[str, Any], *, json_name: str, plot: str) -> str:
     L.append(f"![evaluation queries/s and HNSW build time against index size, log-log]({plot})")
     L.append("")
     L += scale_tables(sc)
-    L.append("| measurement | value | target | result |")
-    L.append("|---|---|---|---|")
-    for row in scale_rows(sc):
-        L.append(f"| {row['name']} | {row['value']} | {row['target']} | {row['status']} |")
-    L.append("")
+    L += _table(TARGETS_HEAD, map(_target_line, scale_rows(sc)))
     L.append(SCALE_END)
     return "\n".join(L)
 

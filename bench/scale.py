@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.p3_eval import TARGET_DELTA, run_size
+from bench.p3_eval import TARGET_DELTA, P3Setup, run_size
 
 #: issue 19: SQL-HNSW evaluation at least this many times exact FAISS's queries/s at TARGET_SIZE
 TARGET_SPEEDUP = 1.5
@@ -108,11 +108,9 @@ def run_scale(
         t0 = time.perf_counter()
         s = run_size(
             dsn,
+            P3Setup(n_queries, dim, connections=connections),
             size=size,
-            n_queries=n_queries,
-            dim=dim,
             ef_values=ef_values,
-            connections=connections,
             key_prefix="scale",
             latency_queries=min(latency_queries, n_queries),
             drop_after=True,

@@ -3,25 +3,28 @@ back to the same schema, policies included."""
 
 from __future__ import annotations
 
-import psycopg
+from dbhelp import fetch_all
 
 from cbir_pg.db.database import Database
 from cbir_pg.db.migrate import current_revision, downgrade, migrate
 
 
 def _access_fingerprint(dsn: str) -> tuple:
-    with psycopg.connect(dsn) as c:
-        policies = c.execute(
-            "select tablename, policyname, roles::text, cmd, qual from pg_policies where schemaname = 'cbir' order by 1, 2"
-        ).fetchall()
-        rls = c.execute(
-            "select relname, relrowsecurity from pg_class where relnamespace = 'cbir'::regnamespace"
-            " and relkind = 'r' order by 1"
-        ).fetchall()
-        cols = c.execute(
-            "select table_name, column_name, data_type from information_schema.columns"
-            " where table_schema in ('cbir', 'cbir_report') order by 1, 2"
-        ).fetchall()
+    """The policies, which tables have row-level security, and the columns."""
+    policies = fetch_all(
+        dsn,
+        "select tablename, policyname, roles::text, cmd, qual from pg_policies where schemaname = 'cbir' order by 1, 2",
+    )
+    rls = fetch_all(
+        dsn,
+        "select relname, relrowsecurity from pg_class where relnamespace = 'cbir'::regnamespace"
+        " and relkind = 'r' order by 1",
+    )
+    cols = fetch_all(
+        dsn,
+        "select table_name, column_name, data_type from information_schema.columns"
+        " where table_schema in ('cbir', 'cbir_report') order by 1, 2",
+    )
     return policies, rls, cols
 
 

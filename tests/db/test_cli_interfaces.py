@@ -10,15 +10,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 
 import psycopg
 import pytest
+from dbhelp import cbir_pg, cli, fetch_one
 from test_sql_api import build, make_synthetic
-from typer.testing import CliRunner
 
 from cbir_pg import __version__
-from cbir_pg.app.cli import app
 from cbir_pg.db.database import Database
 
 LONG_LABEL_REGION = "breastultrasoundregion"  # keys longer than a narrow column: US/breastultrasoundregion/f0
@@ -41,11 +39,8 @@ def listed(db: str):
     return syn
 
 
-def run(db: str, *args: str, columns: int | None = 80):
-    env = {"COLUMNS": str(columns)} if columns else {}
-    r = CliRunner().invoke(app, ["--dsn", db, *args], env=env)
-    assert r.exit_code == 0, (r.output, r.exception)
-    return r.output
+def run(db: str, *args: str, columns: int | None = 80) -> str:
+    return cli(db, *args, columns=columns).output
 
 
 def _narrow(out: str, width: int = 80) -> None:
@@ -130,24 +125,16 @@ def test_json_and_csv_carry_the_library_values(db: str, listed) -> None:
 
 
 def test_missing_vectors_and_typos_are_told_apart(db: str, listed) -> None:
-    r = CliRunner().invoke(
-        app, ["--dsn", db, "search", "--image-id", str(listed.ids[0]), "--model", "biomedclip"]
-    )
+    r = cli(db, "search", "--image-id", str(listed.ids[0]), "--model", "biomedclip", code=1)
     assert isinstance(r.exception, Exception)
     assert str(r.exception) == "no vectors for biomedclip yet: run cbir-pg ingest --model biomedclip"
-    r = CliRunner().invoke(app, ["--dsn", db, "index", "status", "--model", "biomedclp"])
+    r = cli(db, "index", "status", "--model", "biomedclp", code=1)
     msg = str(r.exception)
     assert msg.startswith("unknown model 'biomedclp' (did you mean 'biomedclip'?); valid keys:")
 
 
 def _cbir(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "80"},
-    )
+    return cbir_pg(*args, env={**os.environ, "COLUMNS": "80"}, timeout=120)
 
 
 def test_usage_errors_are_one_line_with_exit_code_2() -> None:
@@ -198,11 +185,9 @@ def test_eval_export_writes_runs_neighbours_and_metrics(db: str, listed, tmp_pat
 
 def test_results_and_status_as_json(db: str, listed) -> None:
     """Commands that print a result table also speak JSON: stdout is data, the prose goes to stderr."""
-    r = CliRunner().invoke(
-        app,
-        [
-            "--dsn",
-            db,
+    r = cli(
+        db,
+        *[
             "eval",
             "retrieval",
             "--model",
@@ -216,13 +201,13 @@ def test_results_and_status_as_json(db: str, listed) -> None:
             "json",
         ],
     )
-    assert r.exit_code == 0, r.output
     rows = [json.loads(ln) for ln in r.stdout.splitlines()]
     assert [(x["mode"], x["average"]) for x in rows] == [("exact", "micro"), ("exact", "macro")]
-    with psycopg.connect(db) as conn:
-        p1, p5 = conn.execute(
-            "select p1_micro, p5_micro from cbir_report.leaderboard where model = 'toy' and mode = 'exact'"
-        ).fetchone()
+    p1, p5 = fetch_one(
+        db,
+        "select p1_micro, p5_micro from cbir_report.leaderboard where model = %s and mode = 'exact'",
+        ("toy",),
+    )
     assert rows[0]["p1"] == pytest.approx(p1) and rows[0]["p5"] == pytest.approx(p5)
     status = json.loads(run(db, "db", "status", "--format", "json"))
     assert status["server"] == "external" and status["schema_revision"] == status["head_revision"]

@@ -11,11 +11,11 @@ import numpy as np
 import psycopg
 import pytest
 from datasets_fixtures import store_vectors
+from dbhelp import cli, fetch_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from typer.testing import CliRunner
 
 from cbir_pg.db.database import Database
 from cbir_pg.errors import NotFoundError
@@ -367,10 +367,7 @@ def test_stored_runs_and_views_return_the_printed_numbers(ann_run):
     np.testing.assert_allclose(
         [row[("micro", f"P@{n}")] for n in (1, 3, 5, 10)], ann.summary.micro, atol=5e-5
     )
-    from cbir_pg.app.cli import app
-
-    out = CliRunner().invoke(app, ["--dsn", dsn, "eval", "show"])
-    assert out.exit_code == 0, out.output
+    out = cli(dsn, "eval", "show")
     line = next(ln for ln in out.output.splitlines() if model in ln and " ann " in ln)
     for v in list(ann.summary.micro) + list(ann.summary.macro):
         assert f"{v:.4f}" in line
@@ -382,30 +379,12 @@ def test_cli_retrieval_prints_the_stored_numbers(db):
     model, _, _ = make_benchmark(
         db, vectors, rng.integers(0, 3, 60).tolist(), ["train", "test", "train"] * 20
     )
-    from cbir_pg.app.cli import app
-
-    out = CliRunner().invoke(
-        app,
-        [
-            "--dsn",
-            db,
-            "eval",
-            "retrieval",
-            "--model",
-            model,
-            "--mode",
-            "exact",
-            "--n",
-            "1,5",
-            "--no-progress",
-        ],
+    out = cli(db, *f"eval retrieval --model {model} --mode exact --n 1,5 --no-progress".split())
+    p1, p5 = fetch_one(
+        db,
+        "select p1_micro, p5_micro from cbir_report.leaderboard where model = %s and mode = 'exact'",
+        (model,),
     )
-    assert out.exit_code == 0, out.output
-    with psycopg.connect(db) as conn:
-        p1, p5 = conn.execute(
-            "select p1_micro, p5_micro from cbir_report.leaderboard where model = %s and mode = 'exact'",
-            (model,),
-        ).fetchone()
     micro_line = next(ln for ln in out.output.splitlines() if "micro" in ln)
     assert f"{p1:.4f}" in micro_line and f"{p5:.4f}" in micro_line
 

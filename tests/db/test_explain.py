@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from dbhelp import cbir_pg, fetch_all
 from explain_seed import MODELS, build_seeded_template
 from PIL import Image
 
@@ -123,7 +124,7 @@ def test_cli_writes_png_npy_json_and_reuses_the_cache(seeded: str, tmp_path: Pat
 
 
 def test_api_route_png_json_npy_cache_and_errors(seeded: str, serve_app, reader_role):
-    from servehelp import http_client, login
+    from servehelp import dataset_image_ids, http_client, login
 
     q, n = pair(seeded, "efficientnet_lite0")
     app = serve_app(seeded)
@@ -153,14 +154,10 @@ def test_api_route_png_json_npy_cache_and_errors(seeded: str, serve_app, reader_
         ]:
             r = client.get(bad)
             assert r.status_code == status and words in r.json()["error"], (bad, r.text)
-    with psycopg.connect(seeded) as c:
-        audited = c.execute(
-            "select image_ids, filters from cbir.audit_log where action = 'explain' and status = 200"
-        ).fetchall()
-        chest = c.execute(
-            "select i.id from cbir.image i join cbir.dataset d on d.id = i.dataset_id"
-            " where d.key = 'pneumoniamnist' order by i.id limit 1"
-        ).fetchone()[0]
+    audited = fetch_all(
+        seeded, "select image_ids, filters from cbir.audit_log where action = 'explain' and status = 200"
+    )
+    chest = dataset_image_ids(seeded, "pneumoniamnist")[0]
     assert audited and audited[0][0] == [q, n] and audited[0][1]["method"] == "rise"
     # a reader who may not see the chest images cannot have their maps either
     with http_client(app) as client:
@@ -174,30 +171,9 @@ def test_api_route_png_json_npy_cache_and_errors(seeded: str, serve_app, reader_
 def test_eval_explain_stores_faithfulness_and_the_api_reports_it(seeded: str, tmp_path: Path, serve_app):
     from servehelp import http_client, login_owner
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CBIR_PG_HOME": str(tmp_path / "home")}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cbir_pg",
-            "--dsn",
-            seeded,
-            "eval",
-            "explain",
-            "--model",
-            "tiny_cnn",
-            "--pairs",
-            "4",
-            "--method",
-            "occlusion,gradients",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    env = {**os.environ, "CBIR_PG_HOME": str(tmp_path / "home")}
+    args = "eval explain --model tiny_cnn --pairs 4 --method occlusion,gradients --format json"
+    r = cbir_pg("--dsn", seeded, *args.split(), env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = {x["method"]: x for x in map(json.loads, r.stdout.splitlines())}  # JSON lines
     assert set(rows) == {"occlusion", "gradients"}

@@ -11,30 +11,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import dbhelp
 import psycopg
 import pytest
-from typer.testing import CliRunner
-
-from cbir_pg.app.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(db: str, *args: str, code: int = 0) -> str:
-    r = CliRunner().invoke(app, ["--dsn", db, *args], env={"COLUMNS": "160"})
-    assert r.exit_code == code, (r.output, r.exception)
-    return r.output
+    return dbhelp.cli(db, *args, code=code, columns=160).output
 
 
 def run(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=cwd,
-    )
+    return dbhelp.cbir_pg(*args, env=env, cwd=cwd)
 
 
 # item 13
@@ -57,8 +46,7 @@ def test_roles_list_takes_format_and_has_a_header(db: str) -> None:
 
 # item 16
 def test_a_misspelt_model_suggests_the_close_one(db: str) -> None:
-    r = CliRunner().invoke(app, ["--dsn", db, "search", "--image-id", "1", "--model", "efficientnet_lite"])
-    assert r.exit_code == 1
+    r = dbhelp.cli(db, "search", "--image-id", "1", "--model", "efficientnet_lite", code=1)
     msg = str(r.exception) if r.exception and not isinstance(r.exception, SystemExit) else r.output
     assert "did you mean 'efficientnet_lite0' or 'efficientnet_lite2'?" in msg
 
@@ -90,13 +78,7 @@ def test_usage_mistakes_exit_2(db: str) -> None:
         (["eval", "retrieval", "--model", "tiny_cnn", "--query-split", "test,vall"], "did you mean 'val'"),
         (["ingest", "--model", "tiny_cnn", "--split", "Test"], "not a split"),
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "cbir_pg", "--dsn", db, *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=120,
-        )
+        out = dbhelp.cbir_pg("--dsn", db, *args, timeout=120)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("error: ") and fragment in out.stderr and "Traceback" not in out.stderr
 

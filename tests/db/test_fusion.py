@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from dbhelp import cbir_pg
 
 from cbir_pg.db.connect import connect
 from cbir_pg.db.database import Database
@@ -85,13 +85,7 @@ def _column(c, query: str, params) -> list:
 
 def _cli(dsn: str, *args: str, columns: str = "200", timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m cbir_pg --dsn DSN ARGS`` in a terminal ``columns`` wide."""
-    return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, COLUMNS=columns),
-        timeout=timeout,
-    )
+    return cbir_pg("--dsn", dsn, *args, env=dict(os.environ, COLUMNS=columns), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
+from dbhelp import cbir_pg
 from test_sql_api import make_synthetic
 
 from cbir_pg.db.database import Database
@@ -138,13 +138,7 @@ def test_unknown_model_and_bad_parameters(db: str, toy):
 
 def test_index_cli(db: str, toy):
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "cbir_pg", "--dsn", db, "index", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        return cbir_pg("--dsn", db, "index", *args, env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
     out = run("build", "--model", "toy", "--m", "8", "--ef-construction", "40", "--recall-queries", "10")
     assert out.returncode == 0, out.stderr

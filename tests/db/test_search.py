@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
+from dbhelp import cbir_pg
 from PIL import Image
 from test_sql_api import build, make_synthetic
 
@@ -163,13 +163,7 @@ def test_draw_grid_size_and_frames(tmp_path: Path):
 
 def _cli(db: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m cbir_pg --dsn DB ARGS`` (two minutes at most)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", db, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return cbir_pg("--dsn", db, *args, env=env, timeout=120)
 
 
 def test_cli_search_prints_neighbours_and_writes_grid(db: str, stored, tmp_path: Path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbhelp import fetch_all
 from pacs_helpers import (
     PASSWORD,
     ROUTE_PREFIX,
@@ -78,12 +79,12 @@ def pacs_env(monkeypatch) -> dict[str, str]:
 
 def _images(dsn: str, dataset: str) -> dict[str, dict]:
     """SOP Instance UID -> row of the dataset's images."""
-    with psycopg.connect(dsn) as c:
-        rows = c.execute(
-            "select i.extra -> 'dicom_uids' as uids, i.modality, i.uri, i.label_id, i.id "
-            "from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s",
-            (dataset,),
-        ).fetchall()
+    rows = fetch_all(
+        dsn,
+        "select i.extra -> 'dicom_uids' as uids, i.modality, i.uri, i.label_id, i.id "
+        "from cbir.image i join cbir.dataset d on d.id = i.dataset_id where d.key = %s",
+        (dataset,),
+    )
     out = {
         r[0]["sop"]: {"uids": r[0], "modality": r[1], "uri": r[2], "label_id": r[3], "id": r[4]} for r in rows
     }

@@ -1,4 +1,5 @@
-"""Helpers shared by the reliability tests: the bad-input catalogue, database scans and snapshots.
+"""Helpers shared by the reliability tests: the bad-input catalogue, database scans and snapshots, and
+the fault-worker subprocesses killed on purpose.
 
 Plain functions (no fixtures) so both the tests and their subprocesses can import them.
 """
@@ -6,7 +7,12 @@ Plain functions (no fixtures) so both the tests and their subprocesses can impor
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,6 +149,57 @@ def seed_tiny_cnn_vectors(dsn: str, dataset: str, rows: int) -> None:
             "   where i.id is not null)::vector) from cbir.image i"
         )
         conn.commit()
+
+
+# --------------------------------------------------------------------------- fault-worker subprocesses
+HERE = Path(__file__).resolve().parent
+FAULT_WORKER = HERE / "fault_worker.py"
+
+
+def spawn_fault_worker(*args: str) -> subprocess.Popen:
+    """``tests/reliability/fault_worker.py ARGS`` (a real ingest or import, slowed where a kill should
+    land) in a subprocess running this checkout's code on one thread, its output piped."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parents[1]), str(HERE), env.get("PYTHONPATH", "")])
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    return subprocess.Popen(
+        [sys.executable, str(FAULT_WORKER), *args],
+        cwd=HERE.parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``pred()`` until it holds; the test fails after ``timeout`` seconds, or as soon as ``proc``
+    (when given) exits first."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the worker exited (rc {proc.returncode}) before {what}:\n{err[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` (waiting up to 180 s; it must still be running then), then
+    collect it."""
+    try:
+        wait_for(ready, 180, what, proc)
+        assert proc.poll() is None, f"the worker ended before it was killed ({what})"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 from datasets_fixtures import write_csv
+from dbhelp import fetch_all
 from relhelp import Bad, bad_image_files, bomb_png, good_png, pydicom_file, tricky_image_files, write_files
 
 from cbir_pg.db.database import Database
@@ -345,12 +346,12 @@ def _vectors_manifest(root: Path) -> Path:
 
 
 def _vector_errors(dsn: str, model: str) -> list[tuple[str, str, str, str]]:
-    with psycopg.connect(dsn) as c:
-        return c.execute(
-            "select i.uri, e.reason, coalesce(e.source, ''), e.message from cbir.error e join cbir.image i on i.id = e.image_id"
-            " where e.encoder_key = %s order by e.id",
-            (model,),
-        ).fetchall()
+    return fetch_all(
+        dsn,
+        "select i.uri, e.reason, coalesce(e.source, ''), e.message from cbir.error e join cbir.image i on i.id = e.image_id"
+        " where e.encoder_key = %s order by e.id",
+        (model,),
+    )
 
 
 def _stored_vectors(dsn: str, model: str) -> dict[str, tuple]:

@@ -15,11 +15,9 @@ real batch load (import) with a marker file and a short sleep, so the kill lands
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,58 +25,13 @@ import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
-from relhelp import canonical_dump, good_png
+from relhelp import canonical_dump, good_png, kill_when, spawn_fault_worker, wait_for
 
 from cbir_pg.db import identifiers
 from cbir_pg.db.database import Database
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-WORKER = HERE / "fault_worker.py"
 MODEL = "tiny_cnn"
 N_IMAGES = 200
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    return env
-
-
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *args],
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the worker exited (rc {proc.returncode}) before {what}:\n{err[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def _kill_when(proc: subprocess.Popen, ready, what: str) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` (waiting up to 180 s), then collect it."""
-    try:
-        _wait_for(ready, 180, what, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +84,7 @@ def _wait_no_open_transactions(dsn: str, timeout: float = 60) -> None:
             ).fetchone()[0]
         return n == 0
 
-    _wait_for(idle, timeout, "the killed worker's transaction to end")
+    wait_for(idle, timeout, "the killed worker's transaction to end")
 
 
 def _assert_exactly_once_and_correct(dsn: str) -> None:
@@ -185,9 +138,9 @@ def test_sigkill_mid_batch_then_rerun_embeds_each_image_exactly_once(
     batch = 8
     markers = tmp_path / "markers"
     markers.mkdir()
-    proc = _spawn("ingest", db, MODEL, str(batch), str(markers), "1.0", "0")
+    proc = spawn_fault_worker("ingest", db, MODEL, str(batch), str(markers), "1.0", "0")
     # the third batch is COPYed and the worker sleeps before committing it: kill it there
-    _kill_when(proc, lambda: len(list(markers.glob("copied_*"))) >= 3, "three batches copied")
+    kill_when(proc, lambda: len(list(markers.glob("copied_*"))) >= 3, "three batches copied")
     assert proc.returncode == -signal.SIGKILL
     copied = len(list(markers.glob("copied_*")))
     _wait_no_open_transactions(db)
@@ -211,7 +164,7 @@ def test_four_concurrent_workers_embed_each_image_exactly_once(
     total = _claimable(db)
     markers = tmp_path / "markers"
     markers.mkdir()
-    procs = [_spawn("ingest", db, MODEL, "4", str(markers), "0.02", "4") for _ in range(4)]
+    procs = [spawn_fault_worker("ingest", db, MODEL, "4", str(markers), "0.02", "4") for _ in range(4)]
     results = []
     try:
         for p in procs:
@@ -252,9 +205,9 @@ def test_database_restart_during_ingest_worker_reconnects_and_finishes(
     total = _claimable(dsn)
     markers = tmp_path / "markers"
     markers.mkdir()
-    proc = _spawn("ingest", dsn, MODEL, "8", str(markers), "0.3", "0")
+    proc = spawn_fault_worker("ingest", dsn, MODEL, "8", str(markers), "0.3", "0")
     try:
-        _wait_for(lambda: _stored(dsn) >= 16, 180, "two committed batches", proc)
+        wait_for(lambda: _stored(dsn) >= 16, 180, "two committed batches", proc)
         server.stop()  # fast shutdown: every connection is terminated, open batches roll back
         time.sleep(2.0)
         server.start()
@@ -300,13 +253,13 @@ def test_interrupted_then_rerun_import_equals_uninterrupted_import(
 
     # the same import, killed after a few committed batches, then run again
     other = clone_db(template_db)
-    proc = _spawn("import", other, str(root), "breast", "16", "0.5")
+    proc = spawn_fault_worker("import", other, str(root), "breast", "16", "0.5")
 
     def images() -> int:
         with psycopg.connect(other) as c:
             return c.execute("select count(*) from cbir.image").fetchone()[0]
 
-    _kill_when(proc, lambda: images() >= 32, "two imported batches")
+    kill_when(proc, lambda: images() >= 32, "two imported batches")
     partial = images()
     assert 32 <= partial < N_IMAGES, partial
     _wait_no_open_transactions(other)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbhelp import cbir_pg
 
 from cbir_pg.db.database import Database
 from cbir_pg.errors import ConfigError, NotFoundError
@@ -25,11 +26,7 @@ MODEL = "tiny_cnn"
 
 def _cli(db: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """The real entry point (its one error handler), in a subprocess; ``output`` is stdout + stderr."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", db, *args],
-        env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300, cwd=cwd,
-    )  # fmt: skip
+    r = cbir_pg("--dsn", db, *args, env={**os.environ, "COLUMNS": "200"}, timeout=300, cwd=cwd)
     r.output = r.stdout + r.stderr  # type: ignore[attr-defined]
     r.exit_code = r.returncode  # type: ignore[attr-defined]
     return r

@@ -16,44 +16,38 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
+from dbhelp import fetch_all, fetch_one
 from psycopg import errors, sql
-from relhelp import dsn_with, good_png
+from relhelp import dsn_with, good_png, kill_when, spawn_fault_worker
 
 from cbir_pg.db.database import Database
 from cbir_pg.errors import CbirError, ConfigError
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-WORKER = HERE / "fault_worker.py"
 MODEL = "tiny_cnn"
 
 
 def _errors(dsn: str, key: str) -> list[tuple[str, str, str]]:
-    with psycopg.connect(dsn) as c:
-        return c.execute(
-            "select coalesce(e.source, ''), e.reason, e.message from cbir.error e"
-            " join cbir.dataset d on d.id = e.dataset_id where d.key = %s order by e.id",
-            (key,),
-        ).fetchall()
+    return fetch_all(
+        dsn,
+        "select coalesce(e.source, ''), e.reason, e.message from cbir.error e"
+        " join cbir.dataset d on d.id = e.dataset_id where d.key = %s order by e.id",
+        (key,),
+    )
 
 
 def _dataset(dsn: str, key: str) -> tuple[str, object, int]:
-    with psycopg.connect(dsn) as c:
-        return c.execute(
-            "select d.import_status, d.imported_at, (select count(*) from cbir.image i where i.dataset_id = d.id)"
-            " from cbir.dataset d where d.key = %s",
-            (key,),
-        ).fetchone()
+    return fetch_one(
+        dsn,
+        "select d.import_status, d.imported_at, (select count(*) from cbir.image i where i.dataset_id = d.id)"
+        " from cbir.dataset d where d.key = %s",
+        (key,),
+    )
 
 
 # --------------------------------------------------------------------------- oversized and undecodable fields
@@ -196,29 +190,9 @@ def test_a_killed_import_is_marked_unfinished_and_kept_out_of_evaluation(db: str
     from cbir_pg.ingest.worker import run_ingest
 
     root = _folder(tmp_path / "src", 120)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), "import", db, str(root), "breast", "16", "0.5"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            with psycopg.connect(db) as c:
-                if c.execute("select count(*) from cbir.image").fetchone()[0] >= 32:
-                    break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the import ended before it was killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = spawn_fault_worker("import", db, str(root), "breast", "16", "0.5")
+
+    kill_when(proc, lambda: fetch_one(db, "select count(*) from cbir.image")[0] >= 32, "two imported batches")
 
     status, imported_at, images = _dataset(db, "breast")
     assert status == "importing" and imported_at is None and 32 <= images < 120

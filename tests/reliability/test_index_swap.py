@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbhelp import fetch_one
 
 from cbir_pg.db.database import Database
 
@@ -45,12 +46,12 @@ def _seed(dsn: str) -> None:
 
 
 def _live_index(dsn: str) -> tuple[int, bool, str] | None:
-    with psycopg.connect(dsn) as c:
-        row = c.execute(
-            "select c.oid::int, x.indisvalid, array_to_string(c.reloptions, ',') from pg_class c"
-            " join pg_index x on x.indexrelid = c.oid where c.relname = %s",
-            (INDEX,),
-        ).fetchone()
+    row = fetch_one(
+        dsn,
+        "select c.oid::int, x.indisvalid, array_to_string(c.reloptions, ',') from pg_class c"
+        " join pg_index x on x.indexrelid = c.oid where c.relname = %s",
+        (INDEX,),
+    )
     return tuple(row) if row else None  # type: ignore[return-value]
 
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from dbhelp import cbir_pg
 from relhelp import dsn_with, find_values, good_png
 
 from cbir_pg.db.connect import connect, dsn_secrets, redact, translate
@@ -324,24 +325,9 @@ def test_db_psql_gets_the_password_from_a_passfile_never_argv(scram_reader, cli_
     """``cbir-pg db psql -c ...`` passes psql's own options through; scram needs the real password, so
     a successful login proves it arrived, and no process's command line ever showed it."""
     dsn, name = scram_reader
-    env = {**cli_env, "CBIR_PG_DSN": dsn, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**cli_env, "CBIR_PG_DSN": dsn}
     with _PsWatcher() as ps:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cbir_pg",
-                "db",
-                "psql",
-                "-At",
-                "-c",
-                "select current_user, pg_sleep(1.5)",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        r = cbir_pg("db", "psql", "-At", "-c", "select current_user, pg_sleep(1.5)", env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{name}|"
     assert any("psql" in line and "-c" in line for line in ps.seen), "the sampler never saw psql run"
@@ -350,12 +336,7 @@ def test_db_psql_gets_the_password_from_a_passfile_never_argv(scram_reader, cli_
     assert not _pieces_in(r.stdout + r.stderr)
     # a wrong password fails: the passfile is what logged in above
     env["CBIR_PG_DSN"] = _uri_with_password(dsn_with(dsn, password=""), "wrong-password")
-    r = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "db", "psql", "-c", "select 1"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = cbir_pg("db", "psql", "-c", "select 1", env=env)
     assert r.returncode != 0 and "password authentication failed" in r.stderr
 
 

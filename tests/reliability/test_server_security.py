@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbhelp import cbir_pg
 from psycopg import sql
 from relhelp import dsn_with
 
@@ -42,14 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(env: dict[str, str], *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cbir_pg", *args],
-        env={**env, "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", "")},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return cbir_pg(*args, env=env, timeout=timeout, cwd=REPO)
 
 
 def _server_uid() -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import create_database, drop_database  # noqa: E402
+from dbhelp import cbir_pg  # noqa: E402
 from relhelp import bad_image_files  # noqa: E402
 from servehelp import (  # noqa: E402
     CHROMIUM,
@@ -45,7 +45,6 @@ pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 MODEL = "efficientnet_lite0"
 #: the second model the browser session adds while the page runs (a test encoder: fast to embed)
 SECOND = "tiny_cnn"
-REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -414,13 +413,7 @@ def _check_side_by_side_ranks(columns: list[dict]) -> None:
 
 def _cbir(dsn: str, *args: str) -> None:
     """``python -m cbir_pg --dsn DSN ARGS``, which must succeed."""
-    out = subprocess.run(
-        [sys.executable, "-m", "cbir_pg", "--dsn", dsn, *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=900,
-    )
+    out = cbir_pg("--dsn", dsn, *args, timeout=900)
     assert out.returncode == 0, out.stderr
 
 

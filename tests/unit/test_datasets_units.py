@@ -41,21 +41,33 @@ def test_label_keys_are_normalised():
             normalise_key(bad)
 
 
-def test_kind_rule():
-    assert derive_kind("CT/abdomen/normal") == "anatomical"
-    assert derive_kind("US/kidney/kidney") == "anatomical"
-    assert derive_kind("CT/abd/liver") == "anatomical"
-    assert derive_kind("XR/chest/pneumonia") == "pathological"
-    assert derive_kind("US/breast/malignant") == "pathological"
+@pytest.mark.parametrize(
+    "key, kind",
+    [
+        ("CT/abdomen/normal", "anatomical"),
+        ("US/kidney/kidney", "anatomical"),
+        ("CT/abd/liver", "anatomical"),
+        ("XR/chest/pneumonia", "pathological"),
+        ("US/breast/malignant", "pathological"),
+    ],
+)
+def test_kind_rule(key: str, kind: str):
+    assert derive_kind(key) == kind
 
 
-def test_source_label_renames():
-    assert chest_label("Effusion") == "XR/chest/pleural_effusion"
-    assert chest_label("Pleural_Thickening") == "XR/chest/pleural_thickening"
-    assert chest_label("No Finding") == "XR/chest/normal"
-    assert folder_label("US/kidney/x.png") == "US/kidney/normal"
-    assert folder_label("US/thyroid_nodule/x.png") == "US/thyroid/nodule"
-    assert folder_label("radiology_ai/CT/abd/normal/x.png") == "CT/abd/normal"
+@pytest.mark.parametrize(
+    "rename, source, key",
+    [
+        (chest_label, "Effusion", "XR/chest/pleural_effusion"),
+        (chest_label, "Pleural_Thickening", "XR/chest/pleural_thickening"),
+        (chest_label, "No Finding", "XR/chest/normal"),
+        (folder_label, "US/kidney/x.png", "US/kidney/normal"),
+        (folder_label, "US/thyroid_nodule/x.png", "US/thyroid/nodule"),
+        (folder_label, "radiology_ai/CT/abd/normal/x.png", "CT/abd/normal"),
+    ],
+)
+def test_source_label_renames(rename, source: str, key: str):
+    assert rename(source) == key
 
 
 def test_uncertainty_policies():
