@@ -242,6 +242,7 @@ create or replace function cbir.fuse_v2(
 returns table (rank int, image_id bigint, score double precision, similarities double precision[])
 language plpgsql stable
 set search_path = pg_catalog, public, pg_temp
+set plan_cache_mode = force_generic_plan  -- the one statement is planned once per session, not per call
 as $$
 declare
   n int := coalesce(cardinality(p_models), 0);
