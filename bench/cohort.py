@@ -1,7 +1,7 @@
 """Search at the bare statement's cost (issue 25), measured side by side in one run.
 
-For each query image, in turn (so the machine's load hits every variant alike), on one connection with
-prepared statements at the same ``hnsw.ef_search``:
+For each query image, in turn (so the machine's load hits every variant alike; the order rotates from one
+query to the next), on one connection with prepared statements at the same ``hnsw.ef_search``:
 
 * ``bare``: the prepared ``select image_id, 1 - (embedding <=> q) ... order by <indexed expr> <=> q limit k``
   with the query vector as a parameter (what pgvector alone costs);
@@ -157,12 +157,17 @@ def _prepare(conn, qids: np.ndarray, ef: int) -> dict[int, Any]:
 
 
 def _interleaved(conn, stmts: dict, qids: np.ndarray, vecs: dict, warm: int):
-    """Every statement once per query image, query by query; the seconds after ``warm`` queries and
-    the row count of every run (the product's statements must return exactly ``K``)."""
+    """Every statement once per query image, query by query, the order rotated from one query to the
+    next (the first statement of a query pays for bringing its part of the graph into the CPU's caches,
+    so no variant always goes first); the seconds after ``warm`` queries and the row count of every run
+    (the product's statements must return exactly ``K``)."""
     lat: dict[str, list[float]] = {name: [] for name in stmts}
     got: dict[str, list[int]] = {name: [] for name in stmts}
+    names = list(stmts)
     for i, q in enumerate(qids.tolist()):
-        for name, (stmt, kind) in stmts.items():
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
+            stmt, kind = stmts[name]
             params = {"vec": vecs[q]} if kind == "vec" else {"id": q}
             t0 = time.perf_counter()
             rows = conn.execute(stmt, params, prepare=True).fetchall()

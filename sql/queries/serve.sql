@@ -71,6 +71,28 @@ from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
 cross join lateral cbir.image_facts(s.image_id) f
 order by s.rank
 
+-- name: search_by_id
+-- a search by a stored image in one statement, as the page shows it: whether the model has a table this
+-- role may read (model_ok) and the query image is visible (image_ok), the query's label, and its
+-- neighbours among the cohort (null columns when there are none); the search runs only when both hold
+with m as (
+  select 1 from cbir.encoder e
+  where e.key = %(model)s and to_regclass(format('%%I.%%I', 'cbir', e.table_name)) is not null
+    and has_table_privilege(format('%%I.%%I', 'cbir', e.table_name), 'select')
+), q as (
+  select l.key as label from cbir.image i left join cbir.label l on l.id = i.label_id where i.id = %(image_id)s
+)
+select exists (select 1 from m) as model_ok, exists (select 1 from q) as image_ok,
+       (select q.label from q) as query_label, h.*
+from (select 1) one
+left join lateral (
+  select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
+  from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
+  cross join lateral cbir.image_facts(s.image_id) f
+  where exists (select 1 from m) and exists (select 1 from q)
+) h on true
+order by h.rank
+
 -- name: similar_to_vector
 select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_to_vector_v2(%(vec)s, %(model)s, %(k)s, %(cohort)s, %(query_image_id)s) s
@@ -151,6 +173,12 @@ select i.id, i.content_hash, i.local_pixels from cbir.image i where i.id = %(ima
 -- name: image_path
 -- as cbir_web, after image_visible found the image for the actor
 select cbir.image_file(%(image_id)s) as path
+
+-- name: audit_commit_mode
+-- the audit row's commit: in the WAL buffer, visible to every reader at once, flushed to disk within
+-- 3 x wal_writer_delay (docs/serve.md: what a crash of the database server can lose); a request does not
+-- wait for a disk flush. CBIR_PG_AUDIT_SYNC=1 waits for it.
+set local synchronous_commit to off
 
 -- name: audit
 insert into cbir.audit_log (actor, auth, address, method, path, action, status, image_ids, filters)

@@ -121,20 +121,6 @@ begin
 end
 $$;
 
--- a stored query image must exist (the one check the _v2 functions of an image share)
-create or replace function cbir.check_query_image(p_image_id bigint)
-returns bigint
-language plpgsql stable
-set search_path = pg_catalog, public, pg_temp
-as $$
-begin
-  if not exists (select 1 from cbir.image i where i.id = p_image_id) then
-    raise exception 'image % does not exist', coalesce(p_image_id::text, 'null') using errcode = 'no_data_found';
-  end if;
-  return p_image_id;
-end
-$$;
-
 create or replace function cbir.similar_to_vector_expanded_v2(
   p_vec vector,
   p_model text,
@@ -196,31 +182,15 @@ begin
 end
 $$;
 
--- fusion engine: one statement fetches every model's top K' (from its own index), unions them and
--- re-scores every candidate exactly in every model; K' doubles only when too few images have a vector
--- in every model. p_vecs: one query vector per model, or null to use stored image p_image_id's vectors.
-create or replace function cbir.fuse_v2(
-  p_vecs vector[],
-  p_models text[],
-  p_k int,
-  p_filter cbir.cohort_filter,
-  p_image_id bigint default null,
-  p_method text default 'rrf',
-  p_c double precision default 60,
-  p_candidates int default null,
-  p_search text default 'auto'
-)
-returns table (rank int, image_id bigint, score double precision, similarities double precision[])
-language plpgsql stable
+-- the fusion parameters' one validation (cbir.fuse_v2's)
+create or replace function cbir.check_fusion(
+  p_vecs vector[], p_models text[], p_k int, p_method text, p_c double precision, p_candidates int
+) returns void
+language plpgsql immutable
 set search_path = pg_catalog, public, pg_temp
 as $$
 declare
   n int := coalesce(cardinality(p_models), 0);
-  v_kp int;
-  v_ids bigint[];
-  v_scores double precision[];
-  v_sims double precision[];
-  v_short boolean;
 begin
   if n < 1 or n > 16 then
     raise exception 'give between 1 and 16 models, got %', n using errcode = 'invalid_parameter_value';
@@ -249,42 +219,88 @@ begin
     raise exception 'candidates must be between k (%) and 100000, got %', p_k, p_candidates
       using errcode = 'invalid_parameter_value';
   end if;
+end
+$$;
+
+-- fusion engine: one statement fetches every model's top K' (from its own index) and fuses them. Each
+-- list carries its rows' exact similarities (the search computes them at the stored precision), so only a
+-- candidate missing from a model's list is looked up in that model. 'rrf' needs no similarity to rank: the
+-- best k by rrf are looked up alone, and only when one of them lacks a vector in some model are all the
+-- candidates (what 'mean' always scores). K' doubles only when too few images have a vector in every model.
+-- p_vecs: one query vector per model, or null to use stored image p_image_id's vectors.
+create or replace function cbir.fuse_v2(
+  p_vecs vector[],
+  p_models text[],
+  p_k int,
+  p_filter cbir.cohort_filter,
+  p_image_id bigint default null,
+  p_method text default 'rrf',
+  p_c double precision default 60,
+  p_candidates int default null,
+  p_search text default 'auto'
+)
+returns table (rank int, image_id bigint, score double precision, similarities double precision[])
+language plpgsql stable
+set search_path = pg_catalog, public, pg_temp
+set plan_cache_mode = force_generic_plan  -- the one statement is planned once per session, not per call
+as $$
+declare
+  n int := coalesce(cardinality(p_models), 0);
+  v_kp int;
+  v_pick int;  -- how many of the best candidates by rrf are scored exactly; null: every candidate
+  v_ids bigint[];
+  v_scores double precision[];
+  v_sims double precision[];
+  v_short boolean;
+  v_picked int;
+begin
+  perform cbir.check_fusion(p_vecs, p_models, p_k, p_method, p_c, p_candidates);
   v_kp := coalesce(p_candidates, greatest(4 * p_k, 40));
+  v_pick := case when p_method = 'rrf' then p_k end;
   loop
     with q as (
       select m.ord::int as ord, m.model, p_vecs[m.ord] as vec
       from unnest(p_models) with ordinality as m(model, ord)
-    ), cand as (  -- every model's top K' from its own index
-      select q.ord, c.image_id as id, c.rank as rnk
+    ), cand as materialized (  -- every model's top K' from its own index, with their exact similarities
+      select q.ord, c.image_id as id, c.rank as rnk, c.similarity as sim
       from q cross join lateral cbir.knn_v2(q.vec, q.model, v_kp, p_filter, p_search, p_image_id) c
-    ), lists as (
-      select coalesce(max(x.n) < v_kp, true) as short, array(select distinct c.id from cand c) as ids
-      from (select c.ord, count(*) as n from cand c group by c.ord) x
-    ), sims as (  -- the exact similarity of every candidate in every model
-      select q.ord, s.image_id as id, s.similarity as sim
-      from q cross join lists l
-      cross join lateral cbir.knn_v2(q.vec, q.model, greatest(cardinality(l.ids), 1),
-                                     cbir.cohort_only(p_filter, l.ids), 'exact', p_image_id) s
-      where cardinality(l.ids) > 0
-    ), complete as (
+    ), fused as (  -- each candidate's rrf score, from the lists' ranks alone
+      select c.id, sum(1.0::double precision / (p_c + c.rnk)) as rrf from cand c group by c.id
+    ), pick as materialized (  -- the candidates scored exactly
+      select f.id, f.rrf from fused f order by f.rrf desc, f.id limit v_pick
+    ), missing as (  -- per model, the picked candidates its list lacks
+      select q.ord, array(select p.id from pick p
+                          where not exists (select 1 from cand c where c.ord = q.ord and c.id = p.id)) as ids
+      from q
+    ), sims as (
+      select c.ord, c.id, c.sim from cand c join pick p on p.id = c.id
+      union all
+      select m.ord, s.image_id, s.similarity
+      from missing m join q on q.ord = m.ord
+      cross join lateral cbir.knn_v2(q.vec, q.model, greatest(cardinality(m.ids), 1),
+                                     cbir.cohort_only(p_filter, m.ids), 'exact', p_image_id) s
+      where cardinality(m.ids) > 0
+    ), complete as (  -- only images with a vector in every model are ranked
       select s.id, array_agg(s.sim order by s.ord) as sims_by_model, avg(s.sim) as mean_sim
       from sims s group by s.id having count(*) = n
-    ), scored as (
-      select f.id, f.sims_by_model,
-             case when p_method = 'rrf'
-                  then (select coalesce(sum(1.0::double precision / (p_c + c.rnk)), 0) from cand c where c.id = f.id)
-                  else f.mean_sim end as score
-      from complete f
     ), top as (
-      select sc.id, sc.score, sc.sims_by_model from scored sc order by sc.score desc, sc.id limit p_k
+      select f.id, case when p_method = 'rrf' then p.rrf else f.mean_sim end as score, f.sims_by_model
+      from complete f join pick p on p.id = f.id
+      order by 2 desc, f.id limit p_k
     )
-    select (select l.short from lists l),
+    select (select coalesce(max(x.n) < v_kp, true) from (select count(*) as n from cand c group by c.ord) x),
            array(select t.id from top t order by t.score desc, t.id),
            array(select t.score from top t order by t.score desc, t.id),
-           array(select x from top t cross join lateral unnest(t.sims_by_model) x order by t.score desc, t.id)
-      into v_short, v_ids, v_scores, v_sims;
+           array(select x from top t cross join lateral unnest(t.sims_by_model) x order by t.score desc, t.id),
+           (select count(*) from pick)
+      into v_short, v_ids, v_scores, v_sims, v_picked;
+    if cardinality(v_ids) < v_picked and v_pick is not null then
+      v_pick := null;  -- one of the best by rrf lacks a vector in some model: score every candidate
+      continue;
+    end if;
     exit when cardinality(v_ids) >= p_k or coalesce(v_short, true) or v_kp >= 100000;
     v_kp := least(v_kp * 2, 100000);  -- images missing in one model crowded the lists: fetch more
+    v_pick := case when p_method = 'rrf' then p_k end;
   end loop;
   return query
     select u.ord::int, u.id, u.score, v_sims[(u.ord::int - 1) * n + 1 : u.ord::int * n]

@@ -191,6 +191,32 @@ def test_fused_fetches_more_candidates_when_members_miss_vectors(fdb: str, space
     assert len(ids) == 10 and both == 10
 
 
+def test_rrf_passes_over_a_best_candidate_without_every_models_vector(fdb: str, spaces) -> None:
+    """rrf looks up only its best k candidates; when one of them lacks a model's vector, every candidate
+    is scored, and the rows are the reference's among the images with both vectors."""
+    qid = spaces["queries"][2]
+    ref_ids, _, _ = _fused_ref(spaces, qid, 10, "rrf")
+    gone = int(ref_ids[0])  # the best candidate by rrf loses its second model's vector
+    sp = dict(spaces)
+    keep = spaces["ids"] != gone
+    la, _ = _topk(sp["qA"][qid], sp["ids"], sp["XA"], 40)
+    lb, _ = _topk(sp["qB"][qid], sp["ids"][keep], sp["XB"][keep], 40)
+    ra = {int(i): r + 1 for r, i in enumerate(la)}
+    rb = {int(i): r + 1 for r, i in enumerate(lb)}
+    union = sorted((set(ra) | set(rb)) - {gone})
+    score = {i: (1 / (60 + ra[i]) if i in ra else 0) + (1 / (60 + rb[i]) if i in rb else 0) for i in union}
+    want = sorted(union, key=lambda i: (-score[i], i))[:10]
+    with connect(fdb) as c:
+        c.execute("delete from cbir.embedding_tiny_clip where image_id = %s", (gone,))
+        rows = c.execute(
+            "select image_id, score from cbir.similar_images_fused(%s, %s, 10, 'train', %s, p_search => 'exact')",
+            (qid, [A, B], DS),
+        ).fetchall()
+        c.rollback()
+    assert [r[0] for r in rows] == want and gone not in want
+    np.testing.assert_allclose([r[1] for r in rows], [score[i] for i in want], rtol=1e-9)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

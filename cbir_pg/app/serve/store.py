@@ -88,6 +88,13 @@ class Store:
         self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
         self._embed_lock = threading.Lock()
+        # audit rows are committed without waiting for the disk unless CBIR_PG_AUDIT_SYNC=1 (docs/serve.md)
+        self._audit_sync = os.environ.get("CBIR_PG_AUDIT_SYNC", "").strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+        )
         with self.conn(None) as c:  # fail at start-up, not on the first request
             c.execute("select 1")
 
@@ -174,6 +181,8 @@ class Store:
         from psycopg.types.json import Jsonb
 
         with self.conn(None) as c:
+            if not self._audit_sync:
+                c.execute(queries.get("serve", "audit_commit_mode"))
             c.execute(queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})})
             c.commit()
 
@@ -273,14 +282,6 @@ class Store:
             info["age"] = float(info["age"])
         return info
 
-    def label_of(self, actor: Actor | None, image_id: int) -> str | None:
-        """The label of a stored image (one query: what a search by id needs to frame its hits)."""
-        with self.conn(actor) as c:
-            row = c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone()
-        if row is None:
-            raise NotFoundError(f"image {image_id} does not exist")
-        return row["label"]
-
     def image_file(self, actor: Actor | None, image_id: int) -> tuple[Path, str | None]:
         """Where the server reads an image's pixels (never sent to a client), and its content hash.
 
@@ -308,10 +309,26 @@ class Store:
         """``cbir.similar_images_v2`` for a stored image among the cohort: every filter runs inside the
         SQL function's index scan, which returns exactly k rows when k images of the cohort exist."""
         params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
-        with self.conn(actor) as c:
-            if c.execute(queries.get("serve", "image"), {"image_id": image_id}).fetchone() is None:
-                raise NotFoundError(f"image {image_id} does not exist")
+        with self.conn(actor) as c:  # an image that does not exist (for the actor): NotFoundError
             return _hits(c, c.execute(queries.get("serve", "similar_images"), params).fetchall())
+
+    def search_by_id(
+        self, actor: Actor | None, image_id: int, model: str, k: int, f: Cohort
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """The query image's label and its neighbours among the cohort, in one statement and one
+        transaction (what ``GET /api/images/{id}/similar`` waits for): the model's check (as
+        :meth:`check_model`), the image's visibility, the cohort's validation (``cbir.resolve_cohort``,
+        with the query, so ``patient`` same/other too) and the search."""
+        if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
+            raise ConfigError(f"invalid model name {model!r}")
+        params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
+        with self.conn(actor) as c:
+            rows = c.execute(queries.get("serve", "search_by_id"), params).fetchall()
+            if not rows[0]["model_ok"]:
+                raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
+            if not rows[0]["image_ok"]:
+                raise NotFoundError(f"image {image_id} does not exist")
+            return rows[0]["query_label"], _hits(c, [r for r in rows if r["rank"] is not None])
 
     def similar_to_vector(
         self, actor: Actor | None, vec, model: str, k: int, f: Cohort, exclude_image_id: int | None = None

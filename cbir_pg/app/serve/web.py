@@ -507,10 +507,8 @@ def api_similar_search(request: Request, store: Store, actor: Actor, image_id: i
     f, k = parse_filters(p), parse_k(p)
     model = store.model_or_default(actor, _opt(p, "model"))
     audit(request, "search", [image_id], search_filters(model, k, f))
-    store.check_model(actor, model)
-    store.check_filters(actor, f)
-    label = store.label_of(actor, image_id)  # not store.image(): one query instead of six
-    hits = with_frames(store.similar(actor, image_id, model, k, f), label)
+    label, hits = store.search_by_id(actor, image_id, model, k, f)  # one statement, not store.image()'s six
+    hits = with_frames(hits, label)
     audit(request, "search", hit_ids(image_id, hits), search_filters(model, k, f))
     return {
         "query": {"image_id": image_id, "label": label},
