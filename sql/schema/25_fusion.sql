@@ -240,7 +240,7 @@ create or replace function cbir.fuse_v2(
   p_search text default 'auto'
 )
 returns table (rank int, image_id bigint, score double precision, similarities double precision[])
-language plpgsql stable
+language plpgsql stable rows 10
 set search_path = pg_catalog, public, pg_temp
 set plan_cache_mode = force_generic_plan  -- the one statement is planned once per session, not per call
 as $$
@@ -384,7 +384,7 @@ create or replace function cbir.rerank_v2(
   p_search text default 'auto'
 )
 returns table (rank int, image_id bigint, score double precision, similarity double precision)
-language plpgsql stable
+language plpgsql stable rows 10
 set search_path = pg_catalog, public, pg_temp
 as $$
 declare
