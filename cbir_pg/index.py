@@ -489,6 +489,9 @@ def _execute_plan(
     _swap_in(conn, plan, staging_id)
     dropped = [plan.drop_other] if plan.drop_other is not None else []
     conn.execute(queries.get("index", "analyze", table=table))
+    # and the images: with fresh statistics the search's "is any image excluded?" reads the partial index
+    # cbir.image_excluded (empty in the usual case), not every image (20_search.sql)
+    conn.execute(queries.get("index", "analyze", table=sql.Identifier("cbir", "image")))
     size = int(scalar(conn, "select pg_relation_size(to_regclass(%s))", (f"cbir.{plan.index_name}",)))
     return seconds, size, dropped, seen
 

@@ -332,6 +332,19 @@ as $p$
               and (%1$s.age_max is null or p.age <= %1$s.age_max)))$w$
 $p$;
 
+-- whether a cohort_filter (%1$s, as in cbir.cohort_predicate) filters on nothing but ids: then every
+-- non-excluded image qualifies, and a search whose gallery has no excluded image needs no image row
+-- (cbir.knn__<model>'s fast path). Keep in step with cbir.cohort_predicate().
+create or replace function cbir.cohort_ids_only()
+returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $p$
+  select $w$(%1$s.split is null and %1$s.dataset_id is null and %1$s.modality is null and %1$s.label_id is null
+      and %1$s.patient_id is null and %1$s.exclude_patient_id is null and %1$s.sex is null
+      and %1$s.age_min is null and %1$s.age_max is null)$w$
+$p$;
+
 -- the images of a cohort, for joins, BI and evaluation scopes: select * from cbir.cohort_images('{"cohort": "x"}')
 create or replace function cbir.cohort_images(p_cohort jsonb, p_query_image_id bigint default null)
 returns table (image_id bigint)
@@ -417,7 +430,9 @@ declare
 begin
   if v_vec is null and p_image_id is not null then
     select e.embedding::vector into v_vec from cbir.%3$I e where e.image_id = p_image_id;
-    if v_vec is null then
+    if v_vec is null and not exists (select 1 from cbir.image i where i.id = p_image_id) then
+      raise exception 'image %% does not exist', p_image_id using errcode = 'no_data_found';
+    elsif v_vec is null then
       raise exception 'image %% has no embedding for model %%', p_image_id, %2$L using errcode = 'no_data_found';
     end if;
   end if;
@@ -444,7 +459,16 @@ begin
     if v_fetch > v_ef and v_ef < 1000 then
       perform set_config('hnsw.ef_search', least(v_fetch, 1000)::text, true);
     end if;
-    if v_method = 'hnsw' then
+    if v_method = 'hnsw' and %14$s and not exists (select 1 from cbir.image i where i.excluded) then
+      -- no image filter and no excluded image (cbir.image_excluded, a partial index, is empty): the index
+      -- rows need no image looked up (a reader's row-level security on the table still applies)
+      select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
+        into v_ids, v_sims
+        from (select e.image_id, %6$s as dist from cbir.%3$I e
+              where (f.image_ids is null or e.image_id = any(f.image_ids))
+                and (f.exclude_image_id is null or e.image_id <> f.exclude_image_id)
+              order by %11$s <=> %12$s limit p_k) c;
+    elsif v_method = 'hnsw' then
       -- the shape an HNSW index serves: order by <indexed expr> <=> <query> limit k; distances reported
       -- at the stored precision
       select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
@@ -496,7 +520,8 @@ $fn$;
 $src$,
     'knn__' || p_model, p_model, s.table_name, s.dim, v_auto, v_exact, v_from,
     coalesce(s.ann_index, 'none'), coalesce(s.binary_index, 'none'), v_where,
-    replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'), v_ann_from);
+    replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'), v_ann_from,
+    format(cbir.cohort_ids_only(), 'f'));
 end
 $gen$;
 
@@ -648,8 +673,11 @@ returns table (rank int, image_id bigint, similarity double precision)
 language sql stable
 as $$
   select k.rank, k.image_id, k.similarity
+  -- a missing image is reported by the search (no vector, no image); a null id here (coalesce only
+  -- calls the check for one)
   from cbir.knn_v2(null, p_model, p_k,
-                   cbir.resolve_cohort(p_cohort, cbir.check_query_image(p_image_id), coalesce(p_exclude_self, true)),
+                   cbir.resolve_cohort(p_cohort, coalesce(p_image_id, cbir.check_query_image(p_image_id)),
+                                       coalesce(p_exclude_self, true)),
                    'auto', p_image_id) k
 $$;
 comment on function cbir.similar_images_v2(bigint, text, int, jsonb, boolean) is

@@ -25,10 +25,11 @@
 --   cbir.rerank_to_vector(vec, model, k, <filters>, k1, lambda, candidates, search)
 --
 -- Fusion. Each model's top K' comes from its own HNSW index through cbir.knn_v2 (the same cohort, the
--- same exactly-k guarantee), all models in one statement (one round trip). K' = p_candidates, default max(4 k, 40): at k <= 10 that is pgvector's default
--- hnsw.ef_search, so an HNSW scan visits no more of the graph than a plain k = 10 search does. For
--- every image in the union of the lists the exact cosine similarity is recomputed in every model
--- (returned as similarities[], in the order of p_models). Only images with a vector in every model
+-- same exactly-k guarantee), all models in one statement (one round trip). K' = p_candidates, default
+-- max(4 k, 40): at k <= 10 that is pgvector's default hnsw.ef_search, so an HNSW scan visits no more of
+-- the graph than a plain k = 10 search does. Every returned image has its exact cosine similarity in
+-- every model (similarities[], in the order of p_models): a list carries it for its own rows, and an
+-- image missing from a model's list is looked up in that model. Only images with a vector in every model
 -- are ranked. Methods:
 --   'rrf'  reciprocal rank fusion (Cormack et al. 2009): score = sum over models of 1 / (c + rank),
 --          rank 1-based within that model's top K' (a model whose list misses the image adds 0);
