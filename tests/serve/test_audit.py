@@ -187,3 +187,22 @@ def test_cbir_pg_audit_formats_and_filters(session_log) -> None:
     assert audit("--format", "json", "--until", "2000-01-01") == ""
     table = audit("--user", "owner")
     assert "token" in table and "/results" in table
+
+
+@pytest.mark.parametrize("sync", ["", "1"])
+def test_a_search_row_is_committed_before_its_response_in_either_commit_mode(
+    serve_app, two_dataset_db: str, monkeypatch, sync: str
+) -> None:
+    """The audit row's commit does not wait for the disk unless CBIR_PG_AUDIT_SYNC=1 (docs/serve.md), but
+    in both modes it is committed, and visible to every reader, before the response is sent."""
+    monkeypatch.setenv("CBIR_PG_AUDIT_SYNC", sync)
+    app = serve_app(two_dataset_db)
+    q = image_ids(two_dataset_db, "breastmnist")[0]
+    with http_client(app) as client:
+        login_owner(client, app)
+        before = len(audit_rows(two_dataset_db))
+        r = client.get(f"/api/images/{q}/similar", params={"model": MODEL, "k": 3})
+        assert r.status_code == 200, r.text[:300]
+        rows = audit_rows(two_dataset_db)[before:]  # read at once, on another connection
+    assert [(x["action"], x["status"], x["image_ids"][0]) for x in rows] == [("search", 200, q)]
+    assert rows[0]["image_ids"][1:] == [h["image_id"] for h in r.json()["neighbours"]]
