@@ -292,6 +292,43 @@ def test_generated_search_function_follows_the_index(db: str, conn) -> None:
     assert conn.execute(src).fetchone() is None  # no encoder row: no search function
 
 
+def _image_pkey_scans(db: str) -> int:
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("select pg_stat_clear_snapshot()")
+        return c.execute(
+            "select idx_scan from pg_stat_user_indexes where schemaname = 'cbir' and indexrelname = 'image_pkey'"
+        ).fetchone()[0]
+
+
+def _search_and_flush(db: str, query: int, k: int) -> list[tuple[int, int, float]]:
+    with psycopg.connect(db, autocommit=True) as c:
+        rows = _sql(c, query, k, {})
+        c.execute("select pg_stat_force_next_flush()")
+    return rows
+
+
+def test_a_search_without_an_image_filter_reads_no_image_row_until_one_is_excluded(db: str) -> None:
+    """With no image excluded (the partial index cbir.image_excluded is empty) and no image filter, the
+    HNSW search reads no image row; once an image is excluded every index row's image is checked again,
+    the excluded image is never returned, and the rest are the same neighbours in the same order."""
+    syn = make_synthetic(db, n=600)
+    build(db)
+    q = syn.ids[3]
+    before = _image_pkey_scans(db)
+    fast = _search_and_flush(db, q, 10)
+    fast11 = _search_and_flush(db, q, 11)
+    assert _image_pkey_scans(db) == before  # not one image looked up by its key
+    assert len(fast) == 10 and q not in [r[1] for r in fast11] and fast == fast11[:10]
+    gone = fast[0][1]
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("update cbir.image set excluded = true, exclusion_reason = 'test' where id = %s", (gone,))
+    before = _image_pkey_scans(db)
+    slow = _search_and_flush(db, q, 10)
+    assert _image_pkey_scans(db) >= before + 10  # each index row's image checked
+    want = [r for r in fast11 if r[1] != gone]
+    assert [r[1:] for r in slow] == [r[1:] for r in want]
+
+
 def test_openapi_declares_every_search_parameter(db: str, serve_app) -> None:  # noqa: F811
     """Generated clients can call the search endpoints: every filter is a declared parameter."""
     make_synthetic(db, n=50)
