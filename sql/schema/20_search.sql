@@ -505,12 +505,10 @@ begin
             where e.image_id = any(f.image_ids) and %10$s
             order by (%6$s) + 0, e.image_id limit p_k) c;
   elsif v_method = 'exact' then
-    -- "+ 0" keeps the planner off the index, so every matching row is compared
-    select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)
-      into v_ids, v_sims
-      from (select e.image_id, (%6$s) + 0 as dist from %7$s
-            where %10$s
-            order by (%6$s) + 0, e.image_id limit p_k) c;
+    -- every row of the cohort compared ("+ 0" keeps the planner off the index): a dynamic statement, so
+    -- it is planned for this call's values (a scan of the whole cohort hashes the images; a generic plan
+    -- probed every image by key, 1.7x slower)
+    execute %15$L into v_ids, v_sims using v_vec, f, p_k;
   end if;
   return query
     select u.ord::int, u.id, u.sim
@@ -521,7 +519,10 @@ $src$,
     'knn__' || p_model, p_model, s.table_name, s.dim, v_auto, v_exact, v_from,
     coalesce(s.ann_index, 'none'), coalesce(s.binary_index, 'none'), v_where,
     replace(s.distance_expr, '$1', 'v_vec'), replace(s.query_expr, '$1', 'v_vec'), v_ann_from,
-    format(cbir.cohort_ids_only(), 'f'));
+    format(cbir.cohort_ids_only(), 'f'),
+    format('select array_agg(c.image_id order by c.dist, c.image_id), array_agg(1 - c.dist order by c.dist, c.image_id)'
+           ' from (select e.image_id, (%1$s) + 0 as dist from %2$s where %3$s order by (%1$s) + 0, e.image_id limit $3) c',
+           replace(v_exact, 'v_vec', '$1'), v_from, format(cbir.cohort_predicate(), '($2)')));
 end
 $gen$;
 
