@@ -24,7 +24,7 @@ where j.username = current_user
 order by j.created_at, j.id
 
 -- name: similar_images_rocchio
--- the refined neighbours with what a page shows joined in (the columns of serve.sql's similar_images)
+-- the refined neighbours with what a page shows joined in (the columns of serve.sql's search_by_id)
 select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_images_rocchio(%(image_id)s, %(model)s, %(k)s, %(split)s, %(dataset)s, %(modality)s,
                                  %(exclude_same_patient)s, true, %(alpha)s, %(beta)s, %(gamma)s) s
@@ -46,7 +46,7 @@ from (
 group by j.query_image_id, j.neighbour_id
 
 -- name: similar_images_rocchio_v2
--- the refined neighbours among a cohort, with what a page shows joined in (serve.sql's similar_images)
+-- the refined neighbours among a cohort, with what a page shows joined in (serve.sql's search_by_id)
 select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
 from cbir.similar_images_rocchio_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
 cross join lateral cbir.image_facts(s.image_id) f

@@ -64,13 +64,6 @@ limit 21
 select cbir.image_file(%(image_id)s) as path, i.content_hash, i.local_pixels
 from cbir.image i where i.id = %(image_id)s
 
--- name: similar_images
--- neighbours of a stored image among a cohort (cbir.similar_images_v2), with what a page shows joined in
-select s.rank, s.image_id, s.similarity, f.label, f.dataset, f.split, f.modality, f.sex, f.age
-from cbir.similar_images_v2(%(image_id)s, %(model)s, %(k)s, %(cohort)s) s
-cross join lateral cbir.image_facts(s.image_id) f
-order by s.rank
-
 -- name: search_by_id
 -- a search by a stored image in one statement, as the page shows it: whether the model has a table this
 -- role may read (model_ok) and the query image is visible (image_ok), the query's label, and its

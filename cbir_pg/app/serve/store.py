@@ -224,8 +224,7 @@ class Store:
         return model
 
     def check_model(self, actor: Actor | None, model: str) -> str:
-        if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
-            raise ConfigError(f"invalid model name {model!r}")
+        _check_model_name(model)
         # on every search: the catalogue and one exists() (not models(): it counts every model's vectors)
         with self.conn(actor) as c:
             known = {r["model"] for r in c.execute(queries.get("serve", "models")).fetchall()}
@@ -308,9 +307,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """``cbir.similar_images_v2`` for a stored image among the cohort: every filter runs inside the
         SQL function's index scan, which returns exactly k rows when k images of the cohort exist."""
-        params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
-        with self.conn(actor) as c:  # an image that does not exist (for the actor): NotFoundError
-            return _hits(c, c.execute(queries.get("serve", "similar_images"), params).fetchall())
+        return self.search_by_id(actor, image_id, model, k, f)[1]
 
     def search_by_id(
         self, actor: Actor | None, image_id: int, model: str, k: int, f: Cohort
@@ -319,8 +316,7 @@ class Store:
         transaction (what ``GET /api/images/{id}/similar`` waits for): the model's check (as
         :meth:`check_model`), the image's visibility, the cohort's validation (``cbir.resolve_cohort``,
         with the query, so ``patient`` same/other too) and the search."""
-        if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
-            raise ConfigError(f"invalid model name {model!r}")
+        _check_model_name(model)
         params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
         with self.conn(actor) as c:
             rows = c.execute(queries.get("serve", "search_by_id"), params).fetchall()
@@ -401,6 +397,11 @@ class Store:
                 name: [dict(r) for r in c.execute(queries.get("serve", name)).fetchall()]
                 for name in ("leaderboard", "class_precision", "ann_quality")
             }
+
+
+def _check_model_name(model: str) -> None:
+    if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
+        raise ConfigError(f"invalid model name {model!r}")
 
 
 def page_hit(r: dict[str, Any]) -> dict[str, Any]:
