@@ -242,3 +242,29 @@ def test_in_a_browser_each_reader_sees_only_its_dataset(
     finally:
         stop_serve(proc)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_pooled_connection_keeps_no_readers_role(two_readers, serve_app, two_dataset_db: str) -> None:
+    """A search runs as its reader in one round trip (the role, the statement and the rollback sent
+    together): whether it succeeds or fails, the connection goes back to the pool as the server's own
+    role, and the next request on it (the same one: the pool hands back the last returned first) sees
+    what its own actor may see, not the reader's rows."""
+    from cbir_pg.app.serve.auth import Actor
+    from cbir_pg.cohort import Cohort
+    from cbir_pg.errors import ConfigError
+
+    store = serve_app(two_dataset_db).state.store
+    alice = Actor(two_readers["alice"].name, "password", two_readers["alice"].name)
+    mine = ids_of(two_dataset_db, OWN["alice"])
+    everything = mine | ids_of(two_dataset_db, OWN["bob"])
+    count = "select current_user::text as who, count(*) as n from cbir.image"
+    for fails in (False, True):
+        cohort = Cohort(dataset=OWN["bob"]) if fails else Cohort()
+        if fails:  # the other dataset is unknown to alice: her statement fails inside the pipeline
+            with pytest.raises(ConfigError, match="unknown dataset"):
+                store.search_by_id(alice, min(mine), MODEL, 5, cohort)
+        else:
+            _, hits = store.search_by_id(alice, min(mine), MODEL, 5, cohort)
+            assert len(hits) == 5 and {h["image_id"] for h in hits} <= mine
+        assert store.fetch(None, count) == [{"who": "cbir_web", "n": len(everything)}]
+        assert store.fetch(alice, count) == [{"who": alice.name, "n": len(mine)}]

@@ -206,3 +206,46 @@ def test_a_search_row_is_committed_before_its_response_in_either_commit_mode(
         rows = audit_rows(two_dataset_db)[before:]  # read at once, on another connection
     assert [(x["action"], x["status"], x["image_ids"][0]) for x in rows] == [("search", 200, q)]
     assert rows[0]["image_ids"][1:] == [h["image_id"] for h in r.json()["neighbours"]]
+
+
+def test_every_response_has_the_security_headers_and_none_leaves_without_its_audit_row(
+    serve_app, two_dataset_db: str
+) -> None:
+    """The guards (plain ASGI middleware, cbir_pg/app/serve/guards.py): the security headers on a search,
+    a page, an error and a refused cross-origin post, a route's own Cache-Control kept; and when the audit
+    row cannot be written, the route's response is replaced by a 503 that reveals none of it."""
+    from cbir_pg.app.serve.guards import SECURITY_HEADERS
+
+    app = serve_app(two_dataset_db)
+    q = image_ids(two_dataset_db, "breastmnist")[0]
+    search = (f"/api/images/{q}/similar", {"model": MODEL, "k": 5})
+
+    def has_headers(r, cache: str = "no-store") -> None:
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers[name] == (cache if name == "Cache-Control" else value), (r.url, name)
+
+    with http_client(app) as client:
+        login_owner(client, app)
+        ok = client.get(search[0], params=search[1])
+        assert ok.status_code == 200 and len(ok.json()["neighbours"]) == 5
+        has_headers(ok)
+        has_headers(client.get("/"))
+        has_headers(client.get("/api/images/999999999"))
+        has_headers(client.get(f"/api/images/{q}/thumbnail"), cache="private, max-age=86400")
+        refused = client.post("/logout", headers={"Origin": "https://elsewhere.example"})
+        assert refused.status_code == 403
+        has_headers(refused)
+        rows = len(audit_rows(two_dataset_db))
+        with psycopg.connect(two_dataset_db, autocommit=True) as c:
+            c.execute("revoke insert on cbir.audit_log from cbir_web")
+        r = client.get(search[0], params=search[1])
+        assert r.status_code == 503 and r.json() == {
+            "error": "the audit trail cannot be written",
+            "status": 503,
+        }
+        assert str(ok.json()["neighbours"][0]["image_id"]) not in r.text
+        has_headers(r)
+        with psycopg.connect(two_dataset_db, autocommit=True) as c:
+            c.execute("grant insert on cbir.audit_log to cbir_web")
+        assert client.get(search[0], params=search[1]).json() == ok.json()
+    assert len(audit_rows(two_dataset_db)) == rows + 1  # the refused request left no row; the next did

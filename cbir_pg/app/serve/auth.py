@@ -343,6 +343,14 @@ class Gate:
             raise NotAuthenticated("your login is no longer valid: log in again")
         return s.actor
 
+    def checks_a_role(self, request: Request) -> bool:
+        """Whether :meth:`resolve` asks the database (a person's role, or the proxy's user name): it then
+        runs in a worker thread, and the owner's session is resolved on the event loop."""
+        if self.config.mode == "proxy":
+            return True
+        s = self.sessions.get(request.cookies.get(COOKIE))
+        return s is not None and s.actor.role is not None
+
     def _from_proxy(self, request: Request, address: str | None) -> Actor:
         from cbir_pg.db.identifiers import ROLE_PATTERN
 
@@ -358,13 +366,20 @@ class Gate:
         return Actor(name, "proxy", name, address)
 
 
-def current_actor(request: Request) -> Actor:
+async def current_actor(request: Request) -> Actor:
     """The FastAPI dependency every page and API route takes: ``actor: Actor = Depends(current_actor)``.
 
     Resolves the request's actor once (session cookie, or the proxy header from a trusted address) and
     records it on ``request.state.actor`` for the audit; raises :class:`NotAuthenticated` (401 on the API,
     a redirect to ``/login`` on pages) when there is none."""
-    actor = request.app.state.gate.resolve(request)
+    from starlette.concurrency import run_in_threadpool
+
+    gate = request.app.state.gate
+    actor = (
+        await run_in_threadpool(gate.resolve, request)
+        if gate.checks_a_role(request)
+        else gate.resolve(request)
+    )
     request.state.actor = actor
     return actor
 

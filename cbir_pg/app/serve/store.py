@@ -107,19 +107,41 @@ class Store:
             c = self._take()
             try:
                 if actor is not None and actor.role is not None:
-                    c.execute(queries.get("serve", "set_role", role=psycopg.sql.Identifier(actor.role)))
+                    c.execute(_set_role(actor.role))
                 yield c
             except psycopg.Error as exc:
                 raise _sql_error(exc) from None
             finally:
-                if c.closed or c.broken:
-                    pass
-                else:
-                    try:
-                        c.rollback()
-                        self._idle.put(c)
-                    except psycopg.Error:
-                        c.close()
+                self._give_back(c)
+
+    def fetch(
+        self, actor: Actor | None, query: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """One statement's rows as ``actor``, in one round trip: the role, the statement and the rollback
+        go to the server together (psycopg's pipeline mode), where :meth:`conn` waits for each. A search is
+        a few milliseconds, and each wait for the server costs a sizeable part of one."""
+        with self._slots:
+            c = self._take()
+            try:
+                with c.pipeline():
+                    if actor is not None and actor.role is not None:
+                        c.execute(_set_role(actor.role))
+                    cur = c.execute(query, params)
+                    c.execute("rollback")  # the role goes with the transaction, as in conn()
+                return cur.fetchall()
+            except psycopg.Error as exc:
+                raise _sql_error(exc) from None
+            finally:
+                self._give_back(c)
+
+    def _give_back(self, c: psycopg.Connection) -> None:
+        if c.closed or c.broken:
+            return
+        try:
+            c.rollback()
+            self._idle.put(c)
+        except psycopg.Error:
+            c.close()
 
     def _take(self) -> psycopg.Connection:
         """An idle connection that still answers, else a new one: after a database restart the pool's
@@ -129,12 +151,9 @@ class Store:
                 c = self._idle.get_nowait()
             except queue.Empty:
                 return connect(self._dsn, row_factory=dict_row)
-            try:
-                c.execute("select 1")
-                c.rollback()
+            if _alive(c):
                 return c
-            except psycopg.Error:
-                c.close()
+            c.close()
 
     # ------------------------------------------------------------------ identities
     def role_oid(self, name: str) -> int | None:
@@ -180,11 +199,20 @@ class Store:
         """Append one row to ``cbir.audit_log`` (as ``cbir_web``, the only role that may insert)."""
         from psycopg.types.json import Jsonb
 
-        with self.conn(None) as c:
-            if not self._audit_sync:
-                c.execute(queries.get("serve", "audit_commit_mode"))
-            c.execute(queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})})
-            c.commit()
+        with self._slots:
+            c = self._take()
+            try:
+                with c.pipeline():  # one round trip: the commit mode, the row and its commit
+                    if not self._audit_sync:
+                        c.execute(queries.get("serve", "audit_commit_mode"))
+                    c.execute(
+                        queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})}
+                    )
+                    c.execute("commit")
+            except psycopg.Error as exc:
+                raise _sql_error(exc) from None
+            finally:
+                self._give_back(c)
 
     def close(self) -> None:
         while True:
@@ -239,15 +267,13 @@ class Store:
         return model
 
     def filter_options(self, actor: Actor | None) -> dict[str, Any]:
-        with self.conn(actor) as c:
-            return dict(c.execute(queries.get("serve", "filter_options")).fetchone())
+        return dict(self.fetch(actor, queries.get("serve", "filter_options"))[0])
 
     def check_filters(self, actor: Actor | None, f: Cohort) -> Cohort:
         """Validate a cohort before anything is read or embedded (``cbir.resolve_cohort``, the one
         validation, as the actor: a dataset they may not see is unknown to them; ``patient`` same/other
         is checked with the query, which this does not know)."""
-        with self.conn(actor) as c:
-            c.execute(queries.get("serve", "check_cohort"), {"cohort": f.with_(patient=None).sql()})
+        self.fetch(actor, queries.get("serve", "check_cohort"), {"cohort": f.with_(patient=None).sql()})
         return f
 
     # ------------------------------------------------------------------ one image
@@ -318,20 +344,32 @@ class Store:
         with the query, so ``patient`` same/other too) and the search."""
         _check_model_name(model)
         params = {"image_id": image_id, "model": model, "k": k, "cohort": f.sql()}
-        with self.conn(actor) as c:
-            rows = c.execute(queries.get("serve", "search_by_id"), params).fetchall()
-            if not rows[0]["model_ok"]:
-                raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
-            if not rows[0]["image_ok"]:
-                raise NotFoundError(f"image {image_id} does not exist")
-            return rows[0]["query_label"], _hits(c, [r for r in rows if r["rank"] is not None])
+        rows = self.fetch(actor, queries.get("serve", "search_by_id"), params)
+        if not rows[0]["model_ok"]:
+            raise NotFoundError(f"unknown model {model!r}: no stored vectors for it")
+        if not rows[0]["image_ok"]:
+            raise NotFoundError(f"image {image_id} does not exist")
+        return rows[0]["query_label"], self._hits(actor, [r for r in rows if r["rank"] is not None])
 
     def similar_to_vector(
         self, actor: Actor | None, vec, model: str, k: int, f: Cohort, exclude_image_id: int | None = None
     ) -> list[dict[str, Any]]:
         params = {"vec": vec, "model": model, "k": k, "cohort": f.sql(), "query_image_id": exclude_image_id}
-        with self.conn(actor) as c:
-            return _hits(c, c.execute(queries.get("serve", "similar_to_vector"), params).fetchall())
+        return self._hits(actor, self.fetch(actor, queries.get("serve", "similar_to_vector"), params))
+
+    def _hits(self, actor: Actor | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What a page shows of each neighbour, in rank order, with its "open in viewer" link
+        (``CBIR_PG_VIEWER_URL``, docs/pacs.md; null for images from no PACS, and for all without one)."""
+        from cbir_pg.pacs.viewer import viewer_links, viewer_template
+
+        hits = [page_hit(r) for r in rows]
+        links: dict[int, str] = {}
+        if hits and viewer_template():
+            with self.conn(actor) as c:
+                links = viewer_links(c, [h["image_id"] for h in hits])
+        for h in hits:
+            h["viewer_url"] = links.get(h["image_id"])
+        return hits
 
     def search_upload(
         self, actor: Actor | None, data: bytes, model: str, k: int, f: Cohort
@@ -399,6 +437,24 @@ class Store:
             }
 
 
+def _set_role(role: str) -> psycopg.sql.Composable:
+    return queries.get("serve", "set_role", role=psycopg.sql.Identifier(role))
+
+
+def _alive(c: psycopg.Connection) -> bool:
+    """Whether an idle pooled connection is still open, without a round trip: an idle connection's socket
+    has nothing to read unless the server has closed it (a restart: its FATAL message and end of file)."""
+    import select
+
+    if c.closed or c.broken:
+        return False
+    try:
+        readable, _, _ = select.select([c.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
 def _check_model_name(model: str) -> None:
     if not isinstance(model, str) or not identifiers.KEY_PATTERN.fullmatch(model):
         raise ConfigError(f"invalid model name {model!r}")
@@ -417,15 +473,3 @@ def page_hit(r: dict[str, Any]) -> dict[str, Any]:
         "sex": r["sex"],
         "age": float(r["age"]) if r["age"] is not None else None,
     }
-
-
-def _hits(c: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What a page shows of each neighbour, in rank order, with its "open in viewer" link
-    (``CBIR_PG_VIEWER_URL``, docs/pacs.md; null for images from no PACS)."""
-    from cbir_pg.pacs.viewer import viewer_links
-
-    hits = [page_hit(r) for r in rows]
-    links = viewer_links(c, [h["image_id"] for h in hits])
-    for h in hits:
-        h["viewer_url"] = links.get(h["image_id"])
-    return hits

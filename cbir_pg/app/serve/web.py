@@ -2,7 +2,7 @@
 
 Every route but ``/login`` and the static assets takes the acting person from the one dependency
 :func:`~cbir_pg.app.serve.auth.current_actor` and passes it to the store, whose queries then run as that
-person. Middleware, the same on every request: the Host header must be one of the configured names
+person. Middleware (:mod:`~cbir_pg.app.serve.guards`, plain ASGI), the same on every request: the Host header must be one of the configured names
 (Starlette's ``TrustedHostMiddleware``: DNS rebinding), a state-changing request must come from this
 origin (CSRF), the security headers, and one ``cbir.audit_log`` row per audited request.
 
@@ -39,6 +39,7 @@ from cbir_pg.app.serve.auth import (
     TooManyFailures,
     may,
 )
+from cbir_pg.app.serve.guards import add_guards
 from cbir_pg.app.serve.params import MAX_ID, CurrentActor, ImageId
 from cbir_pg.app.serve.store import MAX_K, Store, check_k
 from cbir_pg.app.serve.thumbs import FULL_SIDE, THUMB_SIDE, PngCache, render_png
@@ -359,109 +360,6 @@ def _add_error_handlers(app: FastAPI, w: _App) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
         return _error_response(templates, request, 500, "internal error: the server log has the details")
-
-
-#: the security headers of every response (a route may set its own Cache-Control)
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'",
-    "Cache-Control": "no-store",
-}
-
-
-def _add_security_headers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-
-STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def ip_or_none(address: str | None) -> str | None:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(address or ""))
-    except ValueError:
-        return None
-
-
-def same_origin(request: Request) -> bool:
-    """Whether a state-changing request comes from this server's own pages (CSRF).
-
-    A browser says so in ``Sec-Fetch-Site`` (a header no page can set): ``same-origin``, or ``none`` for
-    the user's own action. Without it, the ``Origin`` must name this host (the pages' ``no-referrer``
-    policy makes a browser send ``Origin: null`` for its own form posts, hence the order); a client that
-    sends neither (curl, scripts) is no browser and cannot be made to send the session cookie by another
-    site."""
-    from urllib.parse import urlsplit
-
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    parts = urlsplit(origin)
-    return bool(parts.netloc) and parts.netloc.lower() == (request.headers.get("host") or "").lower()
-
-
-def _add_guards(app: FastAPI, w: _App) -> None:
-    """Middleware for what is the same on every request: the audit row, the CSRF origin check and,
-    outermost, the allowed Host names (DNS rebinding)."""
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-    log_audit = logging.getLogger("cbir_pg.serve.audit")
-
-    @app.middleware("http")
-    async def _audit(request: Request, call_next):
-        response = await call_next(request)
-        actor: Actor | None = getattr(request.state, "audit_actor", None) or getattr(
-            request.state, "actor", None
-        )
-        if actor is None:
-            return response
-        note = getattr(request.state, "audit", None) or {
-            "action": "api" if request.url.path.startswith("/api/") else "page_view",
-            "image_ids": [],
-            "filters": {},
-        }
-        entry = {
-            "actor": actor.name,
-            "auth": actor.auth,
-            "address": ip_or_none(actor.address),
-            "method": request.method,
-            "path": request.url.path[:500],
-            "status": response.status_code,
-            **note,
-        }
-        try:
-            await run_in_threadpool(w.store.audit, entry)
-        except Exception as exc:  # no response without its audit row
-            log_audit.error("cannot write the audit row of %s: %s", request.url.path, type(exc).__name__)
-            return JSONResponse(
-                {"error": "the audit trail cannot be written", "status": 503}, status_code=503
-            )
-        return response
-
-    @app.middleware("http")
-    async def _origin(request: Request, call_next):
-        if request.method in STATE_CHANGING and not same_origin(request):
-            return JSONResponse(
-                {"error": "cross-origin request refused (the Origin is not this server)", "status": 403},
-                status_code=403,
-            )
-        return await call_next(request)
-
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(w.config.auth.allowed_hosts))
 
 
 #: the search parameters of the API, declared in its OpenAPI description (the routes read them with
@@ -893,8 +791,7 @@ def create_app(store: Store, config: ServeConfig | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     w = _App(store, config, cache, templates, gate, UploadStore())
     _add_error_handlers(app, w)
-    _add_security_headers(app)
-    _add_guards(app, w)
+    add_guards(app, w.store.audit, list(config.auth.allowed_hosts))
     _add_login(app, w)
     _add_api_image_routes(app, w)
     _add_api_search_routes(app, w)
