@@ -3,6 +3,9 @@ tiny images), for the import tests and for anyone else who needs a small importe
 
 Every image is an 8x8 greyscale PNG whose pixels come from a seed, so two images share pixels only
 where a writer means them to (``img(path, seed)`` with the same seed).
+
+Also the database side of hand-made test data: an encoder's vectors (:func:`store_vectors`) and
+evaluation runs with their metrics (:func:`store_eval_run`, :func:`store_metrics`).
 """
 
 from __future__ import annotations
