@@ -22,9 +22,13 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.fusion_prepare import MODELS, prepare
 from cbir_pg.db.database import Database
+
+if TYPE_CHECKING:
+    from cbir_pg.eval.fusion import Ranking
 
 NS = (1, 3, 5, 10)
 GRID = {
@@ -73,6 +77,30 @@ def evaluate(db: Database, what: str, ranking, split: str) -> dict:
     return out
 
 
+def chosen_rankings(
+    best_model: str,
+    *,
+    rrf_c: float,
+    fusion: str,
+    aqe: tuple[int, float],
+    krr: tuple[int, float],
+    fused_aqe: tuple[int, float],
+) -> list[Ranking]:
+    """The six configurations evaluated once on test, from the settings chosen on val (``chosen`` of the
+    result): RRF and mean fusion of both models; alpha-QE, k-reciprocal re-ranking and both on the best
+    single model; the chosen fusion method with alpha-QE."""
+    from cbir_pg.eval.fusion import Ranking
+
+    return [
+        Ranking(MODELS, fusion="rrf", c=rrf_c),
+        Ranking(MODELS, fusion="mean"),
+        Ranking((best_model,), expand=aqe),
+        Ranking((best_model,), rerank=krr),
+        Ranking((best_model,), expand=aqe, rerank=krr),
+        Ranking(MODELS, fusion=fusion, c=rrf_c, expand=fused_aqe),
+    ]
+
+
 def tune_and_test(db: Database) -> dict:
     from cbir_pg.eval.fusion import Ranking
 
@@ -107,14 +135,7 @@ def tune_and_test(db: Database) -> dict:
 
     print("test (queries = test, index = train, exact), once", flush=True)
     test = [evaluate(db, m, None, "test") for m in MODELS]
-    configs = [
-        Ranking(MODELS, fusion="rrf", c=c),
-        Ranking(MODELS, fusion="mean"),
-        Ranking((best_model,), expand=aqe),
-        Ranking((best_model,), rerank=krr),
-        Ranking((best_model,), expand=aqe, rerank=krr),
-        Ranking(MODELS, fusion=fusion, c=c, expand=fused_aqe),
-    ]
+    configs = chosen_rankings(best_model, rrf_c=c, fusion=fusion, aqe=aqe, krr=krr, fused_aqe=fused_aqe)
     test += [evaluate(db, "", r, "test") for r in configs]
     return {"val": val, "chosen": chosen, "test": test}
 

@@ -13,14 +13,27 @@ import json
 import sys
 import time
 
+from bench.fusion import chosen_rankings
+from bench.fusion_prepare import MODELS as M
 from cbir_pg.db.database import Database
 from cbir_pg.eval.compare import compare_runs
-from cbir_pg.eval.fusion import Ranking, evaluate_ranking
+from cbir_pg.eval.fusion import evaluate_ranking
 from cbir_pg.eval.retrieval import evaluate_retrieval
 
-M = ("efficientnet_lite0", "efficientnet_lite2")
 DS = ["breastmnist", "pneumoniamnist"]
 NS = (1, 3, 5, 10)
+# bench/fusion.py's choices on val for each scope (``chosen`` of bench/results/20261201T040944Z-fusion.json
+# and, BreastMNIST only, 20261201T000930Z-fusion.json), and the names of the six rankings they make
+CHOSEN = {
+    "both": (
+        ("rrf", "mean", "lite2+aqe(1,1)", "lite2+krr(10,0.6)", "lite2+aqe+krr", "mean+aqe(1,3)"),
+        dict(rrf_c=60.0, fusion="mean", aqe=(1, 1.0), krr=(10, 0.6), fused_aqe=(1, 3.0)),
+    ),
+    "breast": (
+        ("rrf20", "mean", "lite2+aqe(3,3)", "lite2+krr(20,0.3)", "lite2+aqe+krr", "rrf20+aqe(3,3)"),
+        dict(rrf_c=20.0, fusion="rrf", aqe=(3, 3.0), krr=(20, 0.3), fused_aqe=(3, 3.0)),
+    ),
+}
 db = Database()
 scope = sys.argv[1] if len(sys.argv) > 1 else "both"
 ds = DS if scope == "both" else ["breastmnist"]
@@ -29,24 +42,8 @@ for m in M:
     runs[m] = evaluate_retrieval(
         db, m, ns=NS, query_splits=("test",), datasets=ds, mode="exact", progress=False
     ).primary.run_id
-if scope == "both":
-    cfg = {
-        "rrf": Ranking(M, fusion="rrf", c=60.0),
-        "mean": Ranking(M, fusion="mean"),
-        "lite2+aqe(1,1)": Ranking((M[1],), expand=(1, 1.0)),
-        "lite2+krr(10,0.6)": Ranking((M[1],), rerank=(10, 0.6)),
-        "lite2+aqe+krr": Ranking((M[1],), expand=(1, 1.0), rerank=(10, 0.6)),
-        "mean+aqe(1,3)": Ranking(M, fusion="mean", expand=(1, 3.0)),
-    }
-else:
-    cfg = {
-        "rrf20": Ranking(M, fusion="rrf", c=20.0),
-        "mean": Ranking(M, fusion="mean"),
-        "lite2+aqe(3,3)": Ranking((M[1],), expand=(3, 3.0)),
-        "lite2+krr(20,0.3)": Ranking((M[1],), rerank=(20, 0.3)),
-        "lite2+aqe+krr": Ranking((M[1],), expand=(3, 3.0), rerank=(20, 0.3)),
-        "rrf20+aqe(3,3)": Ranking(M, fusion="rrf", c=20.0, expand=(3, 3.0)),
-    }
+names, chosen = CHOSEN["both" if scope == "both" else "breast"]
+cfg = dict(zip(names, chosen_rankings(M[1], **chosen), strict=True))
 for k, r in cfg.items():
     runs[k] = evaluate_ranking(db, r, ns=NS, query_splits=("test",), datasets=ds, mode="exact").run_id
     print(k, runs[k], flush=True)

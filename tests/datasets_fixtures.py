@@ -3,6 +3,9 @@ tiny images), for the import tests and for anyone else who needs a small importe
 
 Every image is an 8x8 greyscale PNG whose pixels come from a seed, so two images share pixels only
 where a writer means them to (``img(path, seed)`` with the same seed).
+
+Also the database side of hand-made test data: an encoder's vectors (:func:`store_vectors`) and
+evaluation runs with their metrics (:func:`store_eval_run`, :func:`store_metrics`).
 """
 
 from __future__ import annotations
@@ -356,3 +359,23 @@ def store_vectors(
             )
         )
     conn.execute(sql.SQL("analyze {}").format(table))
+
+
+# --------------------------------------------------------------------------- evaluation runs in the database
+def store_eval_run(conn, kind: str, model: str, mode: str | None, params: str = "{}") -> int:
+    """A hand-made finished ``cbir.eval_run`` of ``kind`` (10 queries, 90 index images) with ``params``
+    (JSON text); its id. Runs in ``conn``'s transaction."""
+    return conn.execute(
+        "insert into cbir.eval_run (kind, encoder_key, mode, params, n_queries, n_index, finished_at)"
+        " values (%s, %s, %s, %s::jsonb, 10, 90, now()) returning id",
+        (kind, model, mode, params),
+    ).fetchone()[0]
+
+
+def store_metrics(conn, run_id: int, rows: Sequence[tuple[str, int, str, float]]) -> None:
+    """``cbir.eval_metric`` rows ``(metric, at, average, value)`` of run ``run_id``."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, %s, %s, %s, %s)",
+            [(run_id, *r) for r in rows],
+        )

@@ -55,17 +55,11 @@ def _png(root: Path, i: int, c: int) -> None:
     Image.fromarray(np.full((28, 28), 40 + 50 * c, np.uint8)).save(root / f"img/{i}.png")
 
 
-def make_clustered(
-    dsn: str,
-    *,
-    model: str = "toyan",
-    dim: int = 16,
-    noise: float = 0.9,
-    seed: int = 0,
-    root: Path | None = None,
-) -> Synth:
-    """Seeded clustered unit vectors for the classes above; with ``root``, a small PNG per image too."""
-    rng = np.random.default_rng(seed)
+def make_clustered(dsn: str, root: Path | None = None) -> Synth:
+    """Seeded clustered unit vectors (model ``toyan``, 16-d) for the classes above; with ``root``, a
+    small PNG per image too."""
+    model, dim, noise = "toyan", 16, 0.9
+    rng = np.random.default_rng(0)
     centres = rng.normal(size=(len(CLASSES), dim))
     ids: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "val": [], "test": []}

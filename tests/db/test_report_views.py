@@ -5,6 +5,7 @@ column: hand-made runs in ``cbir.eval_run`` and ``cbir.eval_metric``, read back 
 from __future__ import annotations
 
 import psycopg
+from datasets_fixtures import store_eval_run, store_metrics
 from psycopg import sql
 
 # the columns of the views as released (a dashboard reads them by name and type)
@@ -84,22 +85,6 @@ def test_report_views_keep_their_columns(db: str) -> None:
     assert dict(rows) == VIEW_COLUMNS
 
 
-def _run(conn: psycopg.Connection, kind: str, model: str, mode: str | None, params: str = "{}") -> int:
-    return conn.execute(
-        "insert into cbir.eval_run (kind, encoder_key, mode, params, n_queries, n_index, finished_at)"
-        " values (%s, %s, %s, %s::jsonb, 10, 90, now()) returning id",
-        (kind, model, mode, params),
-    ).fetchone()[0]
-
-
-def _metrics(conn: psycopg.Connection, run_id: int, rows: list[tuple[str, int, str, float]]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, %s, %s, %s, %s)",
-            [(run_id, *r) for r in rows],
-        )
-
-
 def _view(conn: psycopg.Connection, view: str, columns: str, run_id: int | None = None) -> list[tuple]:
     """``columns`` of ``cbir_report.<view>``: the rows of one run, or every row by run id."""
     query = sql.SQL(
@@ -113,14 +98,14 @@ NS = (1, 3, 5, 10)
 
 def test_retrieval_pivots_put_each_metric_in_its_column(db: str) -> None:
     with psycopg.connect(db) as conn:
-        exact = _run(conn, "retrieval", "toy", "exact")
-        ann = _run(conn, "retrieval", "toy", "ann", f'{{"exact_run_id": {exact}}}')
-        _metrics(conn, exact, [("P", n, avg, 0.5) for n in NS for avg in ("micro", "macro")])
-        _metrics(conn, ann, [("P", n, "micro", 0.1 * n + 0.00001) for n in NS])
-        _metrics(conn, ann, [("P", n, "macro", 0.01 * n) for n in NS])
-        _metrics(conn, ann, [("recall", n, "micro", 1 - 0.01 * n) for n in NS])
-        _metrics(conn, ann, [("dP", n, "micro", -0.001 * n) for n in NS])
-        _metrics(conn, ann, [("dP", n, "macro", -0.002 * n) for n in NS])
+        exact = store_eval_run(conn, "retrieval", "toy", "exact")
+        ann = store_eval_run(conn, "retrieval", "toy", "ann", f'{{"exact_run_id": {exact}}}')
+        store_metrics(conn, exact, [("P", n, avg, 0.5) for n in NS for avg in ("micro", "macro")])
+        store_metrics(conn, ann, [("P", n, "micro", 0.1 * n + 0.00001) for n in NS])
+        store_metrics(conn, ann, [("P", n, "macro", 0.01 * n) for n in NS])
+        store_metrics(conn, ann, [("recall", n, "micro", 1 - 0.01 * n) for n in NS])
+        store_metrics(conn, ann, [("dP", n, "micro", -0.001 * n) for n in NS])
+        store_metrics(conn, ann, [("dP", n, "macro", -0.002 * n) for n in NS])
         p_at_n = "p1_micro, p3_micro, p5_micro, p10_micro, p1_macro, p3_macro, p5_macro, p10_macro"
         board = _view(conn, "leaderboard", p_at_n + ", n_queries, n_index", ann)
         exact_board = _view(conn, "leaderboard", p_at_n, exact)
@@ -140,7 +125,7 @@ def test_retrieval_pivots_put_each_metric_in_its_column(db: str) -> None:
 
 def test_retrieval_run_without_metrics_shows_nulls(db: str) -> None:
     with psycopg.connect(db) as conn:
-        run = _run(conn, "retrieval", "toy", "exact")
+        run = store_eval_run(conn, "retrieval", "toy", "exact")
         rows = _view(conn, "leaderboard", "p1_micro, p10_macro, n_queries", run)
     assert rows == [(None, None, 10)]
 
@@ -148,11 +133,13 @@ def test_retrieval_run_without_metrics_shows_nulls(db: str) -> None:
 def test_classification_pivots_and_latest(db: str) -> None:
     six = [(m, 0, avg) for m in ("f1", "auprc", "auroc") for avg in ("micro", "macro")]
     with psycopg.connect(db) as conn:
-        knn_old = _run(
+        knn_old = store_eval_run(
             conn, "knn", "toy", "exact", '{"k": 5, "k_min": 1, "k_max": 9, "index_splits": "train"}'
         )
-        knn = _run(conn, "knn", "toy", "exact", '{"k": 7, "k_min": 1, "k_max": 9, "index_splits": "train"}')
-        lin = _run(
+        knn = store_eval_run(
+            conn, "knn", "toy", "exact", '{"k": 7, "k_min": 1, "k_max": 9, "index_splits": "train"}'
+        )
+        lin = store_eval_run(
             conn,
             "linear",
             "toy",
@@ -160,8 +147,8 @@ def test_classification_pivots_and_latest(db: str) -> None:
             '{"seed": 3, "epochs_run": 12, "best_epoch": 9, "stopped_early": true}',
         )
         for run, base in ((knn_old, 0.2), (knn, 0.4), (lin, 0.6)):
-            _metrics(conn, run, [(m, at, avg, base + 0.01 * i) for i, (m, at, avg) in enumerate(six)])
-        _metrics(conn, knn, [("val_f1", k, "micro", 0.3 + 0.01 * k) for k in (1, 7, 9)])
+            store_metrics(conn, run, [(m, at, avg, base + 0.01 * i) for i, (m, at, avg) in enumerate(six)])
+        store_metrics(conn, knn, [("val_f1", k, "micro", 0.3 + 0.01 * k) for k in (1, 7, 9)])
         knn_rows = _view(
             conn,
             "knn_results",

@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- synthetic data
+N_CLASSES = 4  # classes CT/body/f0, MR/body/f1, CT/body/f2, MR/body/f3
+
+
 @dataclass
 class Synthetic:
     model: str
@@ -74,19 +77,18 @@ def make_synthetic(
     model: str = "toy",
     dim: int = 16,
     n: int = 600,
-    n_classes: int = 4,
     n_patients: int = 60,
-    seed: int = 0,
     config_hash: str = "synthetic",
     config: dict | None = None,
     root: str = "/nonexistent",
     vectors: np.ndarray | None = None,
 ) -> Synthetic:
     """A dataset pair (alpha, beta), patients with sex/age, labelled images in splits, an encoder row and
-    its embedding table filled with seeded, clustered unit vectors (or ``vectors``), then ANALYZE."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim))
-    cls = rng.integers(0, n_classes, size=n)
+    its embedding table filled with seeded, clustered unit vectors of ``N_CLASSES`` classes (or ``vectors``),
+    then ANALYZE."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(N_CLASSES, dim))
+    cls = rng.integers(0, N_CLASSES, size=n)
     if vectors is None:
         vecs = centres[cls] + 0.6 * rng.normal(size=(n, dim))
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -94,7 +96,7 @@ def make_synthetic(
     splits = rng.choice(["train", "val", "test"], size=n, p=[0.7, 0.1, 0.2]).tolist()
     pick = rng.integers(0, n_patients, size=n)
     with psycopg.connect(dsn) as conn:
-        ds_ids, label_ids, patient_ids = _catalogue(conn, n_classes, n_patients, root)
+        ds_ids, label_ids, patient_ids = _catalogue(conn, N_CLASSES, n_patients, root)
         patients = [patient_ids[int(p)] for p in pick]
         modalities = ["CT" if int(c) % 2 == 0 else "MR" for c in cls]
         labels = [label_ids[int(c)] for c in cls]

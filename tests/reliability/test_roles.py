@@ -17,8 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import psycopg
 import pytest
+from datasets_fixtures import store_eval_run, store_metrics, store_vectors
 from psycopg import errors, sql
 from relhelp import dsn_with
 
@@ -51,21 +53,9 @@ def seeded(db: str) -> str:
                 "insert into cbir.image (dataset_id, patient_id, uri, split, label_id) values (%s, %s, %s, 'test', %s)",
                 (ds, pid, f"img_{n}.png", lab),
             )
-        c.execute(identifiers.create_embedding_table(MODEL, DIM))
-        c.execute(
-            "insert into cbir.encoder (key, family, dim, vector_type, config, config_hash, table_name)"
-            " values (%s, 'tiny', %s, 'vector', '{}', 'h', %s)",
-            (MODEL, DIM, identifiers.embedding_table_name(MODEL)),
-        )
-        run = c.execute(
-            "insert into cbir.eval_run (kind, encoder_key, mode, params, finished_at)"
-            " values ('retrieval', %s, 'exact', '{\"datasets\": [\"roles_ds\"]}', now()) returning id",
-            (MODEL,),
-        ).fetchone()[0]
-        c.execute(
-            "insert into cbir.eval_metric (run_id, metric, at, average, value) values (%s, 'P', 1, 'micro', 0.5)",
-            (run,),
-        )
+        store_vectors(c, MODEL, [], np.empty((0, DIM), np.float32), family="tiny")  # no vector yet
+        run = store_eval_run(c, "retrieval", MODEL, "exact", '{"datasets": ["roles_ds"]}')
+        store_metrics(c, run, [("P", 1, "micro", 0.5)])
         c.execute(
             "insert into cbir.eval_class_metric (run_id, label_id, metric, at, n_queries, class_index_size, value)"
             " values (%s, %s, 'P', 1, 3, 3, 0.5)",
@@ -184,7 +174,6 @@ def _claim(conn: psycopg.Connection, n: int = 2) -> list[tuple]:
 
 def test_worker_can_claim_and_write_embeddings(seeded: str, login) -> None:
     """The ingest transaction as cbir_worker: claim with SKIP LOCKED, insert and binary COPY vectors."""
-    import numpy as np
     from pgvector.psycopg import register_vector
 
     worker = login(seeded, "cbir_worker")
