@@ -204,10 +204,7 @@ def convert_medsam_state(sd: dict) -> dict:
         family="sam",
         weights_source="path:medsam_vit_b.pth",
         description="MedSAM (SAM ViT-B fine-tuned on medical masks), image encoder",
-        weights_hint=(
-            "download medsam_vit_b.pth from the MedSAM authors (github.com/bowang-lab/MedSAM, Google Drive link)"
-            " and pass --weights /path/medsam_vit_b.pth or copy it into $CBIR_PG_HOME/weights/medsam_vitb/"
-        ),
+        weights_hint="download it from the MedSAM authors (github.com/bowang-lab/MedSAM, Google Drive link)",
         paper_note=(
             "the paper's code loads MedSAM with segment_anything but feeds it the SAM processor's input (ImageNet"
             " mean/std, longest side 1024, zero padding), not MedSAM's own min-max [0, 1] 1024 x 1024 input; we follow the code"
