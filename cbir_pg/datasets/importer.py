@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, UnknownLabel, printable
-from cbir_pg.datasets.harmonise import LabelMapFile, derive_kind, load_label_map, parse_label_key
-from cbir_pg.datasets.loader import BulkLoader, StageRow, q
+from cbir_pg.datasets.harmonise import LabelMapFile, load_label_map, parse_label_key
+from cbir_pg.datasets.loader import BulkLoader, StageRow, ensure_label, q
 from cbir_pg.datasets.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
@@ -88,17 +88,7 @@ class LabelResolver:
 
     def label_id(self, key: str) -> int:
         if key not in self.ids:
-            lk = parse_label_key(key)
-            kind = self.file.kinds.get(lk.key) or derive_kind(lk)
-            params = {
-                "key": lk.key,
-                "modality": lk.modality,
-                "region": lk.region,
-                "finding": lk.finding,
-                "kind": kind,
-            }
-            self.conn.execute(q("ensure_label"), params)
-            self.ids[key] = scalar(self.conn, q("label_id"), {"key": lk.key})
+            self.ids[key] = ensure_label(self.conn, key, self.file.kinds.get(parse_label_key(key).key))
         return self.ids[key]
 
     def resolve(self, source: str) -> int | None:

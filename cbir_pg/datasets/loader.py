@@ -89,6 +89,18 @@ def q(name: str):
     return queries.get("datasets", name)
 
 
+def ensure_label(conn, key: str, kind: str | None = None) -> int:
+    """The id of the harmonised label ``key`` (``MODALITY/region/finding``), its ``cbir.label`` row
+    created when new with ``kind`` (default: derived from the key); an existing row is left as it is."""
+    from cbir_pg.datasets.harmonise import derive_kind, parse_label_key
+    from cbir_pg.db.database import scalar
+
+    lk = parse_label_key(key)
+    params = {"key": lk.key, "modality": lk.modality, "region": lk.region, "finding": lk.finding}
+    conn.execute(q("ensure_label"), {**params, "kind": kind or derive_kind(lk)})
+    return scalar(conn, q("label_id"), {"key": lk.key})
+
+
 class BulkLoader:
     """Loads batches of :class:`StageRow` for one dataset over one connection (not autocommit)."""
 

@@ -58,6 +58,7 @@ class EncoderConfig:
     channels_last: bool = False
     description: str = ""
     paper_note: str = ""
+    #: ``path:`` weights: where to get the checkpoint; the missing-weights message adds where to put it
     weights_hint: str = ""
 
     def __post_init__(self) -> None:

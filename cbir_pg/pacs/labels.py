@@ -64,7 +64,7 @@ def read_mapping(path: Path) -> tuple[str, dict[str, str]]:
 
 def attach_labels(db, dataset: str, path: str | Path) -> AttachSummary:
     """Attach the labels of the CSV at ``path`` to the images of ``dataset`` (see the module docstring)."""
-    from cbir_pg.datasets.harmonise import derive_kind, parse_label_key
+    from cbir_pg.datasets.loader import ensure_label
 
     level, mapping = read_mapping(Path(path))
     summary = AttachSummary(dataset, level, rows=len(mapping))
@@ -72,20 +72,7 @@ def attach_labels(db, dataset: str, path: str | Path) -> AttachSummary:
         row = conn.execute(queries.get("datasets", "get_dataset"), {"key": dataset}).fetchone()
         if row is None:
             raise NotFoundError(f"unknown dataset {dataset!r} (see: cbir-pg datasets list)")
-        ids: dict[str, int] = {}
-        for key in sorted(set(mapping.values())):
-            lk = parse_label_key(key)
-            conn.execute(
-                queries.get("datasets", "ensure_label"),
-                {
-                    "key": lk.key,
-                    "modality": lk.modality,
-                    "region": lk.region,
-                    "finding": lk.finding,
-                    "kind": derive_kind(lk),
-                },
-            )
-            ids[key] = conn.execute(queries.get("datasets", "label_id"), {"key": lk.key}).fetchone()["id"]
+        ids = {key: ensure_label(conn, key) for key in sorted(set(mapping.values()))}
         conn.execute(queries.get("pacs", "attach_stage"))
         with conn.cursor() as cur, cur.copy("copy attach_stage (uid, label_id) from stdin") as cp:
             for uid, key in mapping.items():

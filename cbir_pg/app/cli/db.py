@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated
 
 import typer
 
@@ -248,12 +249,13 @@ def roles_drop(ctx: typer.Context, name: str = typer.Argument(..., help="the log
     typer.echo(f"dropped role {name}")
 
 
+#: the two arguments of grant-dataset and revoke-dataset
+GrantRole = Annotated[str, typer.Argument(help="the login role (or cbir_reader: every reader)")]
+GrantDataset = Annotated[str, typer.Argument(help="the dataset key (cbir-pg datasets list)")]
+
+
 @roles_app.command("grant-dataset")
-def roles_grant_dataset(
-    ctx: typer.Context,
-    name: str = typer.Argument(..., help="the login role (or cbir_reader: every reader)"),
-    dataset: str = typer.Argument(..., help="the dataset key (cbir-pg datasets list)"),
-) -> None:
+def roles_grant_dataset(ctx: typer.Context, name: GrantRole, dataset: GrantDataset) -> None:
     """Let a role see a dataset (its images, neighbours, thumbnails and pixels) in psql and in
     `cbir-pg serve`; a reader sees no dataset until one is granted (row-level security)."""
     from cbir_pg.db.roles import grant_dataset
@@ -264,11 +266,7 @@ def roles_grant_dataset(
 
 
 @roles_app.command("revoke-dataset")
-def roles_revoke_dataset(
-    ctx: typer.Context,
-    name: str = typer.Argument(..., help="the login role (or cbir_reader)"),
-    dataset: str = typer.Argument(..., help="the dataset key"),
-) -> None:
+def roles_revoke_dataset(ctx: typer.Context, name: GrantRole, dataset: GrantDataset) -> None:
     """Withdraw a grant-dataset: from the next query on, the role sees that dataset no more."""
     from cbir_pg.db.roles import revoke_dataset
 
