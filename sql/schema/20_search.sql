@@ -564,6 +564,19 @@ $src$,
     to_jsonb(p_model)::text using errcode = 'undefined_function';$u$ as unknown from arms) a
 $gen$;
 
+-- a generated function's source with its header's fingerprint written into its body: what
+-- cbir.refresh_search_functions compares is the body (pg_proc.prosrc, the text between the $fn$ quotes,
+-- equal to the letter), and a change to only the header (a SET or ROWS clause) must rewrite the function
+-- on a database that already has it
+create or replace function cbir.fingerprinted(p_src text)
+returns text
+language sql immutable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select replace(p_src, e'as $fn$\n',
+                 format(e'as $fn$\n-- header md5 %s\n', md5(split_part(p_src, e'as $fn$\n', 1))))
+$$;
+
 -- (re)write cbir.knn__<model> for one model or every model with an embedding table, and the dispatcher
 -- cbir.knn_dispatch; drops the functions of models without one. Returns how many functions it wrote.
 -- Serialised by an advisory lock, and a function whose source did not change is left alone (concurrent
@@ -591,18 +604,18 @@ begin
   for r in
     select m.key from cbir.embedded_models() m where p_model is null or m.key = p_model
   loop
-    v_src := cbir.search_function_source(r.key);
+    v_src := cbir.fingerprinted(cbir.search_function_source(r.key));
     if not exists (select 1 from pg_proc p
                    where p.pronamespace = 'cbir'::regnamespace and p.proname = 'knn__' || r.key
-                     and position(p.prosrc in v_src) > 0) then
+                     and p.prosrc = split_part(split_part(v_src, 'as $fn$', 2), '$fn$', 1)) then
       execute v_src;
       n := n + 1;
     end if;
   end loop;
-  v_src := cbir.dispatch_function_source();
+  v_src := cbir.fingerprinted(cbir.dispatch_function_source());
   if not exists (select 1 from pg_proc p
                  where p.pronamespace = 'cbir'::regnamespace and p.proname = 'knn_dispatch'
-                   and position(p.prosrc in v_src) > 0) then
+                   and p.prosrc = split_part(split_part(v_src, 'as $fn$', 2), '$fn$', 1)) then
     execute v_src;
     n := n + 1;
   end if;

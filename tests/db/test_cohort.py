@@ -292,6 +292,28 @@ def test_generated_search_function_follows_the_index(db: str, conn) -> None:
     assert conn.execute(src).fetchone() is None  # no encoder row: no search function
 
 
+def test_a_generated_function_whose_header_changed_is_rewritten(db: str, conn) -> None:
+    """cbir.knn__<model> and the dispatcher as an older release wrote them, differing from today's only in
+    their header (a ROWS or SET clause, outside the body that the refresh compares), are rewritten by the
+    next refresh: written by a release before the header's fingerprint (today's body) or after it."""
+    make_synthetic(db, n=60)
+    fns = {
+        "knn__toy": "cbir.search_function_source('toy')",
+        "knn_dispatch": "cbir.dispatch_function_source()",
+    }
+    state = "select prorows, proconfig from pg_proc where proname = %s"
+    today = {name: conn.execute(state, (name,)).fetchone() for name in fns}
+    assert today["knn__toy"][0] == 10 and "plan_cache_mode=force_generic_plan" in today["knn__toy"][1]
+    for wrap in ("", "cbir.fingerprinted"):
+        for name, source in fns.items():  # the older header: 1,000 rows, no plan_cache_mode
+            old = f"replace(replace({source}, 'rows 10', 'rows 1000'), 'set plan_cache_mode = force_generic_plan', '')"
+            conn.execute(conn.execute(f"select {wrap}({old})").fetchone()[0])
+            assert conn.execute(state, (name,)).fetchone() != today[name]
+        assert conn.execute("select cbir.refresh_search_functions()").fetchone()[0] == 2, wrap
+        assert {name: conn.execute(state, (name,)).fetchone() for name in fns} == today
+        assert conn.execute("select cbir.refresh_search_functions()").fetchone()[0] == 0  # nothing left to do
+
+
 def _image_pkey_scans(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as c:
         c.execute("select pg_stat_clear_snapshot()")
