@@ -268,3 +268,24 @@ def test_a_pooled_connection_keeps_no_readers_role(two_readers, serve_app, two_d
             assert len(hits) == 5 and {h["image_id"] for h in hits} <= mine
         assert store.fetch(None, count) == [{"who": "cbir_web", "n": len(everything)}]
         assert store.fetch(alice, count) == [{"who": alice.name, "n": len(mine)}]
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(serve_app, two_dataset_db: str) -> None:
+    """The pool hands out no connection the server has closed (a restart, an administrator's
+    pg_terminate_backend), and finds out without a round trip: the idle connection's socket is readable."""
+    import time
+
+    from cbir_pg.app.serve.store import _alive
+
+    store = serve_app(two_dataset_db).state.store
+    first = store.fetch(None, "select pg_backend_pid() as pid")[0]["pid"]
+    (pooled,) = [c for c in list(store._idle.queue) if c.info.backend_pid == first]
+    assert _alive(pooled)
+    with psycopg.connect(two_dataset_db, autocommit=True) as admin:
+        assert admin.execute("select pg_terminate_backend(%s)", (first,)).fetchone()[0]
+    deadline = time.monotonic() + 10
+    while _alive(pooled) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pooled)
+    again = store.fetch(None, "select pg_backend_pid() as pid, count(*) as n from cbir.image")[0]
+    assert again["pid"] != first and again["n"] > 0

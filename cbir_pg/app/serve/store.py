@@ -443,16 +443,20 @@ def _set_role(role: str) -> psycopg.sql.Composable:
 
 def _alive(c: psycopg.Connection) -> bool:
     """Whether an idle pooled connection is still open, without a round trip: an idle connection's socket
-    has nothing to read unless the server has closed it (a restart: its FATAL message and end of file)."""
+    has nothing to read unless the server has closed it (a restart: its FATAL message and end of file).
+    ``poll``, where there is one: ``select`` refuses descriptors above 1023, which a busy server reaches."""
     import select
 
     if c.closed or c.broken:
         return False
     try:
-        readable, _, _ = select.select([c.fileno()], [], [], 0)
+        if hasattr(select, "poll"):
+            p = select.poll()
+            p.register(c.fileno(), select.POLLIN)
+            return not p.poll(0)
+        return not select.select([c.fileno()], [], [], 0)[0]
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 def _check_model_name(model: str) -> None:
