@@ -26,13 +26,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from cbir_pg.errors import ConfigError
+from cbir_pg.rules import TRUE_WORDS
 
 #: ``patient`` values: the query's patient only, or every other patient
 PATIENT_CHOICES = ("same", "other")
 _TEXT = ("split", "dataset", "modality", "label", "sex", "patient", "cohort")
 _NUMBER = ("age_min", "age_max")
 _ID = ("patient_id", "exclude_patient_id")
-_TRUE = ("1", "true", "on", "yes")
+_TRUE = TRUE_WORDS
 _FALSE = ("", "0", "false", "off", "no")
 
 

@@ -9,6 +9,15 @@ from collections.abc import Iterable
 
 from cbir_pg.errors import ConfigError
 
+#: the words a yes/no option or environment variable says "yes" with (any case, spaces around ignored)
+TRUE_WORDS: tuple[str, ...] = ("1", "true", "yes", "on")
+
+
+def is_on(value: object) -> bool:
+    """Whether an option's value (a string, a bool, None) says yes: one of :data:`TRUE_WORDS`."""
+    return str(value if value is not None else "").strip().lower() in TRUE_WORDS
+
+
 #: the split names (``cbir.image.split``'s check constraint, ``cbir.splits()``)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

@@ -33,6 +33,7 @@ from cbir_pg.datasets.base import Adapter, Record, RowError, parse_age, parse_se
 from cbir_pg.datasets.harmonise import normalise_part
 from cbir_pg.datasets.store import managed_name, write_png
 from cbir_pg.errors import ConfigError
+from cbir_pg.rules import is_on
 
 MODALITY_CODES = {"CR": "XR", "DX": "XR", "RG": "XR", "MR": "MR", "CT": "CT", "US": "US"}
 #: DICOM PS3.3 C.7.3.1.1.1 Modality defined terms (current and retired image modalities)
@@ -454,15 +455,11 @@ class Header:
         )
 
 
-def _on(value) -> bool:
-    return str(value or "").lower() in ("1", "true", "yes", "on")
-
-
 def _managed(options) -> bool:
     """Managed copy unless ``keep_paths`` (asking for both is an error)."""
-    if _on(options.get("keep_paths")) and _on(options.get("managed_copy")):
+    if is_on(options.get("keep_paths")) and is_on(options.get("managed_copy")):
         raise ConfigError("dicom: --keep-paths and --managed-copy exclude each other")
-    return not _on(options.get("keep_paths"))
+    return not is_on(options.get("keep_paths"))
 
 
 def _writer(path, pixels):

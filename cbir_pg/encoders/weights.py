@@ -38,7 +38,9 @@ PYPI_WEIGHTS = {
 
 
 def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from cbir_pg.rules import is_on
+
+    return is_on(os.environ.get("HF_HUB_OFFLINE"))
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from cbir_pg.datasets.base import Adapter, Record, RowError, register_adapter
 from cbir_pg.errors import CbirError, ConfigError
+from cbir_pg.rules import is_on
 
 #: logger ``cbir_pg.pacs.dicomweb``: one DEBUG line per retrieved instance, INFO per study
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class DicomWebAdapter(Adapter):
             self.study_date = f"{max(lo, since)}-{hi}"
         self.fractions = self.fractions_option()
         self._client = None
-        self.copy = str(self.options.get("no_copy", "")).lower() not in ("1", "true", "yes", "on")
+        self.copy = not is_on(self.options.get("no_copy"))
 
     def image_root(self) -> Path:
         from cbir_pg.config import get_settings

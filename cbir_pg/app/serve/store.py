@@ -27,6 +27,7 @@ from cbir_pg.cohort import Cohort
 from cbir_pg.db import identifiers, queries
 from cbir_pg.db.connect import connect, translate
 from cbir_pg.errors import CbirError, ConfigError, DatabaseError, NotFoundError
+from cbir_pg.rules import is_on
 
 log = logging.getLogger("cbir_pg.serve")
 
@@ -89,12 +90,7 @@ class Store:
         self._slots = threading.BoundedSemaphore(size)
         self._embed_lock = threading.Lock()
         # audit rows are committed without waiting for the disk unless CBIR_PG_AUDIT_SYNC=1 (docs/serve.md)
-        self._audit_sync = os.environ.get("CBIR_PG_AUDIT_SYNC", "").strip().lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-        )
+        self._audit_sync = is_on(os.environ.get("CBIR_PG_AUDIT_SYNC"))
         with self.conn(None) as c:  # fail at start-up, not on the first request
             c.execute("select 1")
 
