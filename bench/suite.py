@@ -4,9 +4,9 @@ shows (``bench/results/<stamp>-suite-cpu.json``).
     python -m bench.suite                                  # runs make test's pytest command once
     python -m bench.suite --junit FILE --wall SECONDS      # records a run made by hand
 
-The run uses ``make test``'s own command (``pytest -q -n 2 --dist loadfile``) with a JUnit report, so
-the per-test times are pytest's (setup + call + teardown of each test; a session fixture's build lands
-on the first test that asks for it). The figure is only as quiet as the machine: the load average at
+The run uses ``make test``'s own command (``pytest -q``, one process: what ``.ci/run`` runs) with a JUnit
+report, so the per-test times are pytest's (setup + call + teardown of each test; a session fixture's
+build lands on the first test that asks for it). The figure is only as quiet as the machine: the load average at
 start and end is recorded beside it.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-COMMAND = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile"]
+COMMAND = [sys.executable, "-m", "pytest", "-q"]
 TARGET_MINUTES = 30.0
 SLOWEST = 20
 
