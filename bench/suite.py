@@ -108,7 +108,7 @@ def section(r: dict[str, Any], path: Path | None = None) -> list[str]:
     L = [f"## The test suite: its {len(s['slowest'])} slowest tests{src}", ""]
     L.append(
         f"{r['meta']['date']}, `{s['command']}` at commit {s['commit']}: {s['wall_s'] / 60:.1f} min wall, "
-        f"{s['test_seconds_sum'] / 60:.1f} min of test time summed over the workers. Load average at start / "
+        f"{s['test_seconds_sum'] / 60:.1f} min of test time summed over the tests (setup, call and teardown). Load average at start / "
         f"end {r['meta']['machine'].get('load_avg_at_start')} / {r['meta'].get('load_avg_at_end')}."
         + (f" {s['note']}" if s.get("note") else "")
     )
