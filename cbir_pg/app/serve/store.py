@@ -95,20 +95,27 @@ class Store:
             c.execute("select 1")
 
     @contextmanager
-    def conn(self, actor: Actor | None) -> Iterator[psycopg.Connection]:
-        """A connection for one request, acting as ``actor``: ``set local role`` to the actor's role
-        (``None`` or the owner's session: the server's own ``cbir_web``). Read-only work, so it is rolled
-        back (which also resets the role) and returned to the pool."""
+    def _pooled(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection for one piece of work: its psycopg errors as the project's
+        (:func:`_sql_error`), then rolled back (which also resets a ``set local role``) and returned."""
         with self._slots:
             c = self._take()
             try:
-                if actor is not None and actor.role is not None:
-                    c.execute(_set_role(actor.role))
                 yield c
             except psycopg.Error as exc:
                 raise _sql_error(exc) from None
             finally:
                 self._give_back(c)
+
+    @contextmanager
+    def conn(self, actor: Actor | None) -> Iterator[psycopg.Connection]:
+        """A connection for one request, acting as ``actor``: ``set local role`` to the actor's role
+        (``None`` or the owner's session: the server's own ``cbir_web``). Read-only work, so it is rolled
+        back (which also resets the role) and returned to the pool."""
+        with self._pooled() as c:
+            if actor is not None and actor.role is not None:
+                c.execute(_set_role(actor.role))
+            yield c
 
     def fetch(
         self, actor: Actor | None, query: str, params: dict[str, Any] | None = None
@@ -116,19 +123,13 @@ class Store:
         """One statement's rows as ``actor``, in one round trip: the role, the statement and the rollback
         go to the server together (psycopg's pipeline mode), where :meth:`conn` waits for each. A search is
         a few milliseconds, and each wait for the server costs a sizeable part of one."""
-        with self._slots:
-            c = self._take()
-            try:
-                with c.pipeline():
-                    if actor is not None and actor.role is not None:
-                        c.execute(_set_role(actor.role))
-                    cur = c.execute(query, params)
-                    c.execute("rollback")  # the role goes with the transaction, as in conn()
-                return cur.fetchall()
-            except psycopg.Error as exc:
-                raise _sql_error(exc) from None
-            finally:
-                self._give_back(c)
+        with self._pooled() as c:
+            with c.pipeline():
+                if actor is not None and actor.role is not None:
+                    c.execute(_set_role(actor.role))
+                cur = c.execute(query, params)
+                c.execute("rollback")  # the role goes with the transaction, as in conn()
+            return cur.fetchall()
 
     def _give_back(self, c: psycopg.Connection) -> None:
         if c.closed or c.broken:
@@ -140,8 +141,8 @@ class Store:
             c.close()
 
     def _take(self) -> psycopg.Connection:
-        """An idle connection that still answers, else a new one: after a database restart the pool's
-        connections are dead, and the next request reconnects instead of failing."""
+        """An idle connection the server has not closed (:func:`_alive`), else a new one: after a database
+        restart the pool's connections are dead, and the next request reconnects instead of failing."""
         while True:
             try:
                 c = self._idle.get_nowait()
@@ -195,20 +196,11 @@ class Store:
         """Append one row to ``cbir.audit_log`` (as ``cbir_web``, the only role that may insert)."""
         from psycopg.types.json import Jsonb
 
-        with self._slots:
-            c = self._take()
-            try:
-                with c.pipeline():  # one round trip: the commit mode, the row and its commit
-                    if not self._audit_sync:
-                        c.execute(queries.get("serve", "audit_commit_mode"))
-                    c.execute(
-                        queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})}
-                    )
-                    c.execute("commit")
-            except psycopg.Error as exc:
-                raise _sql_error(exc) from None
-            finally:
-                self._give_back(c)
+        with self._pooled() as c, c.pipeline():  # one round trip: the commit mode, the row and its commit
+            if not self._audit_sync:
+                c.execute(queries.get("serve", "audit_commit_mode"))
+            c.execute(queries.get("serve", "audit"), {**entry, "filters": Jsonb(entry.get("filters") or {})})
+            c.execute("commit")
 
     def close(self) -> None:
         while True:
