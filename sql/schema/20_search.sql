@@ -577,6 +577,18 @@ as $$
                  format(e'as $fn$\n-- header md5 %s\n', md5(split_part(p_src, e'as $fn$\n', 1))))
 $$;
 
+-- whether generated function cbir.<p_name> exists with the body of source p_src (cbir.fingerprinted's
+-- output: the body is the text between its $fn$ quotes, and equal to the letter)
+create or replace function cbir.generated_is_current(p_name text, p_src text)
+returns boolean
+language sql stable
+set search_path = pg_catalog, public, pg_temp
+as $$
+  select exists (select 1 from pg_proc p
+                 where p.pronamespace = 'cbir'::regnamespace and p.proname = p_name
+                   and p.prosrc = split_part(split_part(p_src, 'as $fn$', 2), '$fn$', 1))
+$$;
+
 -- (re)write cbir.knn__<model> for one model or every model with an embedding table, and the dispatcher
 -- cbir.knn_dispatch; drops the functions of models without one. Returns how many functions it wrote.
 -- Serialised by an advisory lock, and a function whose source did not change is left alone (concurrent
@@ -605,17 +617,13 @@ begin
     select m.key from cbir.embedded_models() m where p_model is null or m.key = p_model
   loop
     v_src := cbir.fingerprinted(cbir.search_function_source(r.key));
-    if not exists (select 1 from pg_proc p
-                   where p.pronamespace = 'cbir'::regnamespace and p.proname = 'knn__' || r.key
-                     and p.prosrc = split_part(split_part(v_src, 'as $fn$', 2), '$fn$', 1)) then
+    if not cbir.generated_is_current('knn__' || r.key, v_src) then
       execute v_src;
       n := n + 1;
     end if;
   end loop;
   v_src := cbir.fingerprinted(cbir.dispatch_function_source());
-  if not exists (select 1 from pg_proc p
-                 where p.pronamespace = 'cbir'::regnamespace and p.proname = 'knn_dispatch'
-                   and p.prosrc = split_part(split_part(v_src, 'as $fn$', 2), '$fn$', 1)) then
+  if not cbir.generated_is_current('knn_dispatch', v_src) then
     execute v_src;
     n := n + 1;
   end if;
