@@ -11,7 +11,6 @@ search by id waited for besides its statement (docs/benchmarks.md).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -70,14 +69,14 @@ def _with_security_headers(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "headers": headers}
 
 
-def _json_error(status: int, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps({"error": text, "status": status}).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    }
-    return _with_security_headers(start), {"type": "http.response.body", "body": body}
+async def _refuse(scope, receive, send, status: int, text: str) -> None:
+    """Answer with the API's one error shape (``{"error": ..., "status": ...}``) and the security headers."""
+    from starlette.responses import JSONResponse
+
+    async def secured(message: dict[str, Any]) -> None:
+        await send(_with_security_headers(message) if message["type"] == "http.response.start" else message)
+
+    await JSONResponse({"error": text, "status": status}, status_code=status)(scope, receive, secured)
 
 
 def audit_entry(scope: dict[str, Any], status: int) -> dict[str, Any] | None:
@@ -118,9 +117,9 @@ class Guards:
             await self.app(scope, receive, send)
             return
         if scope["method"] in STATE_CHANGING and not same_origin(Headers(scope=scope)):
-            start, body = _json_error(403, "cross-origin request refused (the Origin is not this server)")
-            await send(start)
-            await send(body)
+            await _refuse(
+                scope, receive, send, 403, "cross-origin request refused (the Origin is not this server)"
+            )
             return
         scope.setdefault("state", {})  # the routes' request.state: who acted and what they did
         refused = False
@@ -139,9 +138,7 @@ class Guards:
                             "cannot write the audit row of %s: %s", scope["path"], type(exc).__name__
                         )
                         refused = True
-                        start, body = _json_error(503, "the audit trail cannot be written")
-                        await send(start)
-                        await send(body)
+                        await _refuse(scope, receive, send, 503, "the audit trail cannot be written")
                         return
                 message = _with_security_headers(message)
             await send(message)
