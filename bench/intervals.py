@@ -34,38 +34,58 @@ CHOSEN = {
         dict(rrf_c=20.0, fusion="rrf", aqe=(3, 3.0), krr=(20, 0.3), fused_aqe=(3, 3.0)),
     ),
 }
-db = Database()
-scope = sys.argv[1] if len(sys.argv) > 1 else "both"
-ds = DS if scope == "both" else ["breastmnist"]
-runs = {}
-for m in M:
-    runs[m] = evaluate_retrieval(
-        db, m, ns=NS, query_splits=("test",), datasets=ds, mode="exact", progress=False
-    ).primary.run_id
-names, chosen = CHOSEN["both" if scope == "both" else "breast"]
-cfg = dict(zip(names, chosen_rankings(M[1], **chosen), strict=True))
-for k, r in cfg.items():
-    runs[k] = evaluate_ranking(db, r, ns=NS, query_splits=("test",), datasets=ds, mode="exact").run_id
-    print(k, runs[k], flush=True)
-out = {"runs": runs, "cmp": {}}
-for k in runs:
-    for base in M:
-        if k == base:
-            continue
-        c = compare_runs(db, runs[k], runs[base], ns=NS)
-        out["cmp"][f"{k} - {base}"] = [
-            dict(n=d.n, avg=d.average, a=d.a, b=d.b, diff=d.diff, low=d.low, high=d.high, p=d.p_value)
-            for d in c.differences
-        ]
-        p1 = [d for d in c.differences if d.n == 1]
-        print(
-            f"{k} - {base}: " + "; ".join(f"{d.average} P@1 {d.phrase()} p={d.p_value:.3f}" for d in p1),
-            flush=True,
-        )
-        p10 = [d for d in c.differences if d.n == 10]
-        print(
-            "    P@10: " + "; ".join(f"{d.average} {d.phrase()} p={d.p_value:.3f}" for d in p10), flush=True
-        )
-stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-with open(f"bench/results/{stamp}-intervals-{scope}.json", "w") as fh:
-    json.dump(out, fh, indent=1)
+
+
+def _runs(db: Database, scope: str) -> dict[str, str]:
+    """Each single model's test run and each chosen ranking's, by name."""
+    ds = DS if scope == "both" else ["breastmnist"]
+    runs = {}
+    for m in M:
+        runs[m] = evaluate_retrieval(
+            db, m, ns=NS, query_splits=("test",), datasets=ds, mode="exact", progress=False
+        ).primary.run_id
+    names, chosen = CHOSEN["both" if scope == "both" else "breast"]
+    cfg = dict(zip(names, chosen_rankings(M[1], **chosen), strict=True))
+    for k, r in cfg.items():
+        runs[k] = evaluate_ranking(db, r, ns=NS, query_splits=("test",), datasets=ds, mode="exact").run_id
+        print(k, runs[k], flush=True)
+    return runs
+
+
+def _compare(db: Database, runs: dict[str, str]) -> dict[str, list[dict]]:
+    """Every run paired with both single models (P@1 and P@10 printed as they come)."""
+    out = {}
+    for k in runs:
+        for base in M:
+            if k == base:
+                continue
+            c = compare_runs(db, runs[k], runs[base], ns=NS)
+            out[f"{k} - {base}"] = [
+                dict(n=d.n, avg=d.average, a=d.a, b=d.b, diff=d.diff, low=d.low, high=d.high, p=d.p_value)
+                for d in c.differences
+            ]
+            p1 = [d for d in c.differences if d.n == 1]
+            print(
+                f"{k} - {base}: " + "; ".join(f"{d.average} P@1 {d.phrase()} p={d.p_value:.3f}" for d in p1),
+                flush=True,
+            )
+            p10 = [d for d in c.differences if d.n == 10]
+            print(
+                "    P@10: " + "; ".join(f"{d.average} {d.phrase()} p={d.p_value:.3f}" for d in p10),
+                flush=True,
+            )
+    return out
+
+
+def main() -> None:
+    scope = sys.argv[1] if len(sys.argv) > 1 else "both"
+    db = Database()
+    runs = _runs(db, scope)
+    out = {"runs": runs, "cmp": _compare(db, runs)}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    with open(f"bench/results/{stamp}-intervals-{scope}.json", "w") as fh:
+        json.dump(out, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -486,6 +486,17 @@ def _run_one(
             return
 
 
+@dataclass(frozen=True)
+class LoopOptions:
+    """How :func:`_run_one` embeds, the same in this process and in each spawned one."""
+
+    batch_size: int
+    loader_workers: int
+    precision: str
+    fast_decode: bool
+    jpeg_on_device: bool | None
+
+
 def _child(db: Database, model: str, kwargs: dict[str, Any], queue) -> None:
     """Entry point of a spawned worker process: the single-process loop, summary back on ``queue``."""
     from cbir_pg.logs import configure_logging
@@ -571,13 +582,7 @@ def run_ingest(
             reconnect_timeout=reconnect_timeout,
             limit=limit,
             stop=stop,
-            loop=dict(
-                batch_size=batch_size,
-                loader_workers=loader_workers,
-                precision=precision,
-                fast_decode=fast_decode,
-                jpeg_on_device=jpeg_on_device,
-            ),
+            loop=LoopOptions(batch_size, loader_workers, precision, fast_decode, jpeg_on_device),
         )
     summary.seconds = time.perf_counter() - started
     _log_done(summary)
@@ -598,7 +603,7 @@ def _embed(
     reconnect_timeout: float,
     limit: int | None,
     stop,
-    loop: dict[str, Any],
+    loop: LoopOptions,
 ) -> None:
     """Embed ``total`` images here (an encoder loaded once) or in ``summary.processes`` spawned processes."""
     model, dev, processes = summary.model, summary.device, summary.processes
@@ -617,11 +622,11 @@ def _embed(
             reconnect_timeout=reconnect_timeout,
             limit=limit,
             stop=stop,
-            **loop,
+            **asdict(loop),
         )
         return
     child = dict(
-        loop,
+        asdict(loop),
         datasets=flt.datasets,
         splits=flt.splits,
         device=dev,

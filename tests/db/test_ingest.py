@@ -67,6 +67,22 @@ def test_tiny_encoder_embeds_every_image_once_with_unit_norm(db, tmp_path, caplo
     assert rows[("tiny_cnn", "pneumoniamnist")].total == 180
 
 
+def test_two_spawned_processes_embed_every_image_once(db, tmp_path):
+    """``processes=2``: two spawned workers (each its own encoder) share the claims; every image is
+    embedded once, and the summary adds up what both did."""
+    from cbir_pg.ingest import run_ingest
+
+    n = seed_medmnist(db, require_data(), tmp_path, flags=("breastmnist",), per_split=40)
+    s = run_ingest(
+        Database(db), "tiny_cnn", batch_size=16, device="cpu", loader_workers=0, processes=2, progress=False
+    )
+    assert s.processes == 2 and s.embedded == n and s.failed == 0 and s.done == n
+    assert s.batches >= n // 16  # the children ran with this batch size (the default is 64)
+    ids, vecs = _vectors(db, "tiny_cnn")
+    assert sorted(ids.tolist()) == _image_ids(db)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
 def test_selection_limit_and_vectors_match_the_encoder(db, tmp_path):
     from cbir_pg.encoders import create_encoder, embed_arrays
     from cbir_pg.images import decode_file
