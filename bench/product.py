@@ -170,7 +170,7 @@ def run_page(ctx) -> dict[str, Any]:
         "upload": s_up,
         "forward": s_fw,
         "by_id_ratio": round(ratio, 3),
-        # no page can beat the SQL function plus an empty route: the target is reachable only if this is
+        # no page beats the SQL function plus an empty route: the target is in reach only below this ratio
         "framework_floor": s_floor,
         "floor_ratio": round((s_sql["p50_ms"] + s_floor["p50_ms"]) / s_sql["p50_ms"], 3),
         "upload_extra_ms": round(extra, 2),
