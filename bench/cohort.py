@@ -129,6 +129,13 @@ def _statements(conn, model: str, label_key: str) -> dict[str, tuple[sql.Composa
             ),
             "id",
         ),
+        **_fusion_statements(),
+    }
+
+
+def _fusion_statements() -> dict[str, tuple[sql.Composable, str]]:
+    """Fusion of the two models, and its floor: the statement it starts with, timed alone."""
+    return {
         # what fusion reads before it fuses anything: each model's 40-row list (K' = max(4 k, 40)) from its
         # own index, one statement, as cbir.fuse_v2's first step; no fusion can be cheaper than this
         FUSION_LISTS: (
