@@ -461,8 +461,9 @@ def _add_api_search_routes(app: FastAPI, w: _App) -> None:
         "images of the cohort exist).",
         openapi_extra={"parameters": _query_parameters()},
     )
-    def api_similar(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
-        return api_similar_search(request, store, actor, image_id)
+    async def api_similar(request: Request, image_id: ImageId, actor: CurrentActor) -> dict:
+        # one worker-thread hop for the whole search; a sync route would take a second for the response
+        return await run_in_threadpool(api_similar_search, request, store, actor, image_id)
 
     @app.post(
         "/api/search",
