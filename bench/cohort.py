@@ -1,7 +1,7 @@
 """Search at the bare statement's cost (issue 25), measured side by side in one run.
 
-For each query image, in turn (so the machine's load hits every variant alike; the order rotates from one
-query to the next), on one connection with prepared statements at the same ``hnsw.ef_search``:
+For each query image, in turn (so the machine's load hits every variant alike; a new random order for each
+query), on one connection with prepared statements at the same ``hnsw.ef_search``:
 
 * ``bare``: the prepared ``select image_id, 1 - (embedding <=> q) ... order by <indexed expr> <=> q limit k``
   with the query vector as a parameter (what pgvector alone costs);
@@ -11,6 +11,11 @@ query to the next), on one connection with prepared statements at the same ``hns
 * fusion: ``similar_images_fused_v2`` of two models beside one model's ``similar_images``.
 
 Targets: ``similar_images`` <= 1.10x bare, fusion <= 2.0x one model (client-side p50, warm cache).
+
+Beside them, the search's layers timed inside the server (a PL/pgSQL loop over the same query images, one
+layer at a time, no client, no network): the bare statement, the model's generated ``cbir.knn__<model>``,
+the dispatcher, ``cbir.knn_v2`` with the cohort resolved (``similar_to_vector_v2``), and the search by id
+(``similar_images_v2``, ``similar_images``): what each adds, in microseconds.
 ``python -m bench.cohort`` runs it alone on a throw-away server (``--smoke`` for a seconds-long check);
 ``python -m bench.run --only cohort`` runs it as a part of the whole benchmark.
 """
@@ -175,16 +180,19 @@ def _prepare(conn, qids: np.ndarray, ef: int) -> dict[int, Any]:
 
 
 def _interleaved(conn, stmts: dict, qids: np.ndarray, vecs: dict, warm: int):
-    """Every statement once per query image, query by query, the order rotated from one query to the
-    next (the first statement of a query pays for bringing its part of the graph into the CPU's caches,
-    so no variant always goes first); the seconds after ``warm`` queries and the row count of every run
-    (the product's statements must return exactly ``K``)."""
+    """Every statement once per query image, query by query, in a new seeded random order for each query;
+    the seconds after ``warm`` queries and the row count of every run (the product's statements must
+    return exactly ``K``). The order matters: a statement leaves its part of the graph, its functions and
+    its rows in the CPU's caches for the next. A rotation (stops 31-33) kept one cyclic order, so each
+    variant always came after the same one (``bare`` after the two-model fusion, ``similar_images`` after
+    ``bare``); swapping ``similar_images`` and ``similar_images_v2``, which run the same plan, swapped
+    their ratios (1.13x and 1.08x). A random order gives every variant the same neighbours."""
     lat: dict[str, list[float]] = {name: [] for name in stmts}
     got: dict[str, list[int]] = {name: [] for name in stmts}
     names = list(stmts)
+    rng = np.random.default_rng(11)
     for i, q in enumerate(qids.tolist()):
-        turn = i % len(names)
-        for name in names[turn:] + names[:turn]:
+        for name in (names[j] for j in rng.permutation(len(names))):
             stmt, kind = stmts[name]
             params = {"vec": vecs[q]} if kind == "vec" else {"id": q}
             t0 = time.perf_counter()
@@ -210,8 +218,60 @@ RATIOS = (
 )
 
 
+#: the search's layers, outermost last, as PL/pgSQL statements over ``i`` (the query image) and ``v`` (its
+#: vector); ``{bare}`` is the bare statement's body
+LAYERS = {
+    "bare statement": "perform count(*) from ({bare}) x",
+    "cbir.knn__<model> (vector given)": "perform count(*) from cbir.knn__{m}(v, {k}, {nf}, 'auto', null)",
+    "cbir.knn_dispatch (vector given)": "perform count(*) from cbir.knn_dispatch(v, '{m}', {k}, {nf}, 'auto', null)",
+    "similar_to_vector_v2 (vector given)": "perform count(*) from cbir.similar_to_vector_v2(v, '{m}', {k})",
+    "similar_images_v2 (by id)": "perform count(*) from cbir.similar_images_v2(i, '{m}', {k})",
+    "similar_images (by id)": "perform count(*) from cbir.similar_images(i, '{m}', {k})",
+}
+
+
+def _in_server(conn, model: str, qids: list[int], rounds: int = 3) -> dict[str, float]:
+    """Microseconds per call of each of :data:`LAYERS` inside the server: a ``do`` block runs it once for
+    every query image untimed, then once more timed; the layers in turn, forward then backward, and the
+    median of the rounds (a round the machine interrupts is an outlier, not a trend)."""
+    table, dist, query = conn.execute(
+        "select table_name, distance_expr, query_expr from cbir.model_vector_space(%s)", (model,)
+    ).fetchone()
+    bare = (
+        f"select e.image_id, 1 - (e.embedding <=> v) from cbir.{table} e "
+        f"order by {dist} <=> {query.replace('$1', 'v')} limit {K}"
+    )
+    nf = "row(" + ", ".join(["null"] * 11) + ")::cbir.cohort_filter"
+    ids = "array[" + ", ".join(str(int(q)) for q in qids) + "]::bigint[]"
+    got: dict[str, list[float]] = {name: [] for name in LAYERS}
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    for r in range(rounds):
+        for name in list(LAYERS) if r % 2 == 0 else list(LAYERS)[::-1]:
+            stmt = LAYERS[name].format(bare=bare, m=model, k=K, nf=nf)
+            conn.execute(
+                f"""do $bench$
+declare ids bigint[] := {ids}; vs vector[]; i bigint; v vector; t0 timestamptz;
+begin
+  select array_agg(e.embedding::vector order by u.o) into vs
+    from unnest(ids) with ordinality u(id, o) join cbir.{table} e on e.image_id = u.id;
+  for pass in 1..2 loop
+    t0 := clock_timestamp();
+    for j in 1..cardinality(ids) loop
+      i := ids[j]; v := vs[j];
+      {stmt};
+    end loop;
+  end loop;
+  raise notice '%', extract(epoch from clock_timestamp() - t0) * 1e6 / cardinality(ids);
+end $bench$"""
+            )
+            got[name].append(float(notices[-1]))
+    return {name: round(float(np.median(v)), 1) for name, v in got.items()}
+
+
 def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int) -> dict[str, Any]:
-    """p50/p95 (ms, client side) of every variant, the variants interleaved query by query."""
+    """p50/p95 (ms, client side) of every variant, the variants interleaved query by query; and the
+    search's layers timed inside the server."""
     rng = np.random.default_rng(7)
     qids = rng.choice(ids, size=min(queries, len(ids)), replace=False)
     warm = 30
@@ -219,6 +279,7 @@ def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int)
         vecs = _prepare(conn, qids, ef)
         stmts = _statements(conn, MODELS[0], label_key)
         lat, got = _interleaved(conn, stmts, qids, vecs, warm)
+        layers = _in_server(conn, MODELS[0], qids.tolist())
     out: dict[str, Any] = {
         name: {
             "p50_ms": round(float(np.median(v)) * 1000, 4),
@@ -229,6 +290,7 @@ def measure(dsn: str, ids: np.ndarray, label_key: str, *, queries: int, ef: int)
         for name, v in lat.items()
     }
     out["ratios"] = {name: round(out[a]["p50_ms"] / out[b]["p50_ms"], 3) for name, a, b in RATIOS}
+    out["in_server_us"] = layers
     out["queries"] = len(qids) - warm
     out["ef_search"] = ef
     out["k"] = K
@@ -253,31 +315,51 @@ def summary_rows(res: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     r = res["ratios"]
     search, fusion = r["similar_images / bare"], r["fused_v2 (2 models) / similar_images"]
-    return [
-        {
-            "name": f"cbir.similar_images / bare prepared ORDER BY ... LIMIT {res['k']} (ef_search {res['ef_search']})",
-            "value": f"{search:.2f}x ({res['similar_images']['p50_ms']:.3f} / {res['bare']['p50_ms']:.3f} ms p50)",
-            "target": f"<= {TARGET_SEARCH:.2f}x",
-            "status": "PASS" if search <= TARGET_SEARCH else "FAIL",
-        },
-        {
-            "name": "cbir.similar_images_fused_v2 (2 models) / cbir.similar_images",
-            "value": f"{fusion:.2f}x",
-            "target": f"<= {TARGET_FUSION:.1f}x",
-            "status": "PASS" if fusion <= TARGET_FUSION else "FAIL",
-        },
-    ] + (
+    return (
         [
             {
-                "name": "fusion's floor: its two 40-row lists alone (the first step of cbir.fuse_v2) / cbir.similar_images",
-                "value": f"{r[FLOOR]:.2f}x ({res[FUSION_LISTS]['p50_ms']:.3f} ms p50): what fusion reads before fusing",
-                "target": "report",
-                "status": "info",
-            }
+                "name": f"cbir.similar_images / bare prepared ORDER BY ... LIMIT {res['k']} (ef_search {res['ef_search']})",
+                "value": f"{search:.2f}x ({res['similar_images']['p50_ms']:.3f} / {res['bare']['p50_ms']:.3f} ms p50)",
+                "target": f"<= {TARGET_SEARCH:.2f}x",
+                "status": "PASS" if search <= TARGET_SEARCH else "FAIL",
+            },
+            {
+                "name": "cbir.similar_images_fused_v2 (2 models) / cbir.similar_images",
+                "value": f"{fusion:.2f}x",
+                "target": f"<= {TARGET_FUSION:.1f}x",
+                "status": "PASS" if fusion <= TARGET_FUSION else "FAIL",
+            },
         ]
-        if FLOOR in r  # results stored before the floor was measured
-        else []
+        + (
+            [
+                {
+                    "name": "fusion's floor: its two 40-row lists alone (the first step of cbir.fuse_v2) / cbir.similar_images",
+                    "value": f"{r[FLOOR]:.2f}x ({res[FUSION_LISTS]['p50_ms']:.3f} ms p50): what fusion reads before fusing",
+                    "target": "report",
+                    "status": "info",
+                }
+            ]
+            if FLOOR in r  # results stored before the floor was measured
+            else []
+        )
+        + _layer_rows(res.get("in_server_us"))
     )
+
+
+def _layer_rows(us: dict[str, float] | None) -> list[dict[str, Any]]:
+    if not us:  # results stored before stop 34
+        return []
+    bare, by_id = us["bare statement"], us["similar_images (by id)"]
+    own = us["cbir.knn__<model> (vector given)"]
+    return [
+        {
+            "name": "cbir.similar_images / bare, inside the server (a PL/pgSQL loop, no client)",
+            "value": f"{by_id / bare:.2f}x ({by_id:.0f} / {bare:.0f} us); the model's generated function alone "
+            f"{own / bare:.2f}x",
+            "target": "report",
+            "status": "info",
+        }
+    ]
 
 
 def doc_block(res: dict[str, Any], json_name: str) -> str:
@@ -287,8 +369,9 @@ def doc_block(res: dict[str, Any], json_name: str) -> str:
         "",
         f"Measured by `python -m bench.cohort` ([`{json_name}`](../bench/results/{json_name})): {res['n']:,} x "
         f"{res['dim']} vectors per model, HNSW m=16 (halfvec, `cbir-pg index build`'s default), ef_search "
-        f"{res['ef_search']}, k = {res['k']}, {res['queries']} queries, every variant run in turn for each query "
-        f"on one connection with prepared statements (client-side latency, warm cache); load average "
+        f"{res['ef_search']}, k = {res['k']}, {res['queries']} queries, every variant run for each query, in a new "
+        f"random order for each, on one connection with prepared statements (client-side latency, warm cache); "
+        f"load average "
         f"{', '.join(f'{x:.1f}' for x in res['load_avg'])}.",
         "",
         "| variant | p50 ms | p95 ms | rows returned (mean, k = 10) |",
@@ -303,8 +386,30 @@ def doc_block(res: dict[str, Any], json_name: str) -> str:
         t = targets.get(name)
         status = "" if t is None else ("PASS" if x <= t else "FAIL")
         lines.append(f"| {name} | {x:.2f}x | {'' if t is None else f'<= {t:.2f}x'} | {status} |")
+    lines += _layers_table(res.get("in_server_us"))
     lines += ["", DOC_END]
     return "\n".join(lines)
+
+
+def _layers_table(us: dict[str, float] | None) -> list[str]:
+    """The search's layers timed inside the server: each one's microseconds, what it adds to the layer
+    inside it, and its ratio to the bare statement."""
+    if not us:  # results stored before stop 34
+        return []
+    lines = [
+        "",
+        "Inside the server, the same query images, each layer alone (`_in_server`: a PL/pgSQL loop, no "
+        "client, no network):",
+        "",
+        "| layer | us per call | adds | / bare |",
+        "|---|---:|---:|---:|",
+    ]
+    bare, prev = us["bare statement"], None
+    for name, v in us.items():
+        adds = "" if prev is None else f"{v - prev:+.1f}"
+        lines.append(f"| `{name}` | {v:.1f} | {adds} | {v / bare:.2f}x |")
+        prev = v
+    return lines
 
 
 def update_doc(doc: Path, block: str) -> None:
