@@ -2,7 +2,7 @@
 cold process, and a second ``cbir-pg demo``.
 
 - ``page``: ``cbir-pg serve``'s app (``build_app``, role ``cbir_web``, the real encoder) served by
-  uvicorn with ``serve``'s own settings (:func:`cbir_pg.app.serve.server_config`), on a private Unix
+  uvicorn with ``serve``'s own settings (:func:`cbir_pg.app.serve.server_options`), on a private Unix
   socket in a thread of this process, driven by an HTTP client; an ASGI wrapper times each request
   inside the server (from the app receiving it to its last byte sent), so the figures are server-side.
   Searches by id (``GET /api/images/{id}/similar``) are compared with the SQL function they call,
@@ -94,9 +94,9 @@ def _served(app, sock: Path) -> Iterator[Any]:
     import httpx
     import uvicorn
 
-    from cbir_pg.app.serve import server_config
+    from cbir_pg.app.serve import server_options
 
-    server = uvicorn.Server(server_config(app, uds=str(sock)))
+    server = uvicorn.Server(uvicorn.Config(app, **server_options(uds=str(sock))))
     thread = threading.Thread(target=server.run, name="bench-uvicorn", daemon=True)
     thread.start()
     try:

@@ -93,37 +93,33 @@ def build_app(
     return create_app(store, config), store
 
 
-def server_config(
-    app,
+def server_options(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     uds: str | None = None,
     certfile: Path | None = None,
     keyfile: Path | None = None,
-):
-    """The uvicorn settings ``serve`` runs ``app`` with (a Unix socket ``uds`` instead of host and port:
+) -> dict:
+    """The uvicorn settings ``serve`` runs the app with (a Unix socket ``uds`` instead of host and port:
     ``bench/product.py`` times the page served exactly so)."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        uds=uds,
-        log_level="warning",
-        server_header=False,
-        access_log=False,  # a URL may hold the one-time login token
+    return {
+        "host": host,
+        "port": port,
+        "uds": uds,
+        "log_level": "warning",
+        "server_header": False,
+        "access_log": False,  # a URL may hold the one-time login token
         # the client address is the peer's, never an X-Forwarded-For header: --trusted-proxy and the
         # per-address login bound must not be fooled by a header any local client can send
-        proxy_headers=False,
-        ssl_certfile=str(certfile) if certfile else None,
-        ssl_keyfile=str(keyfile) if keyfile else None,
-    )
+        "proxy_headers": False,
+        "ssl_certfile": str(certfile) if certfile else None,
+        "ssl_keyfile": str(keyfile) if keyfile else None,
+    }
 
 
 def run(app, host: str, port: int, certfile: Path | None = None, keyfile: Path | None = None) -> None:
     """Serve ``app`` with uvicorn until interrupted (HTTPS when ``certfile``/``keyfile`` are given)."""
     import uvicorn
 
-    uvicorn.Server(server_config(app, host=host, port=port, certfile=certfile, keyfile=keyfile)).run()
+    uvicorn.run(app, **server_options(host=host, port=port, certfile=certfile, keyfile=keyfile))
