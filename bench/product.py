@@ -107,7 +107,6 @@ def _served(app, sock: Path) -> Iterator[Any]:
             time.sleep(0.02)
         transport = httpx.HTTPTransport(uds=str(sock))
         with httpx.Client(transport=transport, base_url="http://127.0.0.1", timeout=60) as client:
-            client.timed = app  # the _Timed wrapper, when it is one
             yield client
     finally:
         server.should_exit = True
@@ -195,8 +194,11 @@ def run_page(ctx) -> dict[str, Any]:
         store.preload(model)
         load_s = time.perf_counter() - t0
         pngs = _new_pngs(pdb["dsn"], cfg["uploads"] + 3, seed=1)
-        with _served(_Timed(app), ctx.bs.root / "page.sock") as client:
-            by_id, payload, uploads, forward = _page_session(client, auth.login_token, pdb, ids, k, pngs)
+        timed = _Timed(app)
+        with _served(timed, ctx.bs.root / "page.sock") as client:
+            by_id, payload, uploads, forward = _page_session(
+                client, timed, auth.login_token, pdb, ids, k, pngs
+            )
         parts = _required_work(store, model, ids, k)
     finally:
         store.close()
@@ -233,10 +235,12 @@ def run_page(ctx) -> dict[str, Any]:
     }
 
 
-def _page_session(client, token: str, pdb: dict[str, Any], ids: list[int], k: int, pngs: list[bytes]):
+def _page_session(
+    client, timed: _Timed, token: str, pdb: dict[str, Any], ids: list[int], k: int, pngs: list[bytes]
+):
     """One logged-in session of the served page: its searches by id, one search's JSON (the floor's
     payload), and its uploads with the forward pass of each."""
-    timed, model = client.timed, pdb["model"]
+    model = pdb["model"]
     r = client.get(f"/login?token={token}", follow_redirects=False)
     if r.status_code != 303:
         raise RuntimeError(f"the bench could not log in: {r.status_code} {r.text[:300]}")
@@ -295,8 +299,8 @@ def _framework_floor(payload: dict[str, Any], n: int, sock: Path, warmup: int = 
     async def similar(image_id: int) -> JSONResponse:
         return JSONResponse(payload)
 
-    with _served(_Timed(bare), sock) as client:
-        timed = client.timed
+    timed = _Timed(bare)
+    with _served(timed, sock) as client:
         for i in range(warmup):
             client.get(f"/api/images/{i}/similar").raise_for_status()
         timed.clear()
