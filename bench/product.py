@@ -273,17 +273,7 @@ def _required_work(store, model: str, ids: list[int], k: int, warmup: int = 20) 
         "page_statement": lambda i: store.search_by_id(None, i, model, k, Cohort()),
         "audit_row": lambda i: store.audit(entry),
     }
-    out = {}
-    for key, fn in pieces.items():
-        for i in ids[:warmup]:
-            fn(i)
-        lat = []
-        for i in ids:
-            t0 = time.perf_counter()
-            fn(i)
-            lat.append(time.perf_counter() - t0)
-        out[key] = latency_summary(lat)
-    return out
+    return {key: latency_summary(_timed_calls(fn, ids, warmup)) for key, fn in pieces.items()}
 
 
 def _framework_floor(payload: dict[str, Any], n: int, sock: Path, warmup: int = 20) -> list[float]:
@@ -330,14 +320,21 @@ def _sql_function_latency(dsn: str, model: str, ids: list[int], k: int, warmup: 
     from bench.common import connect
 
     q = "select image_id from cbir.similar_images(%s, %s, %s)"
-    lat = []
     with connect(dsn, autocommit=True) as conn:
-        for i in ids[:warmup]:
-            conn.execute(q, (i, model, k), prepare=True, binary=True).fetchall()
-        for i in ids:
-            t0 = time.perf_counter()
-            conn.execute(q, (i, model, k), prepare=True, binary=True).fetchall()
-            lat.append(time.perf_counter() - t0)
+        return _timed_calls(
+            lambda i: conn.execute(q, (i, model, k), prepare=True, binary=True).fetchall(), ids, warmup
+        )
+
+
+def _timed_calls(fn, ids: list[int], warmup: int = 20) -> list[float]:
+    """Seconds of ``fn(i)`` for each of ``ids``, after ``fn`` ran untimed on the first ``warmup``."""
+    for i in ids[:warmup]:
+        fn(i)
+    lat = []
+    for i in ids:
+        t0 = time.perf_counter()
+        fn(i)
+        lat.append(time.perf_counter() - t0)
     return lat
 
 
